@@ -1,1 +1,181 @@
-fn main() {}
+//! The `switchyard` command: parse the command line, set up logging, call the library.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchyard::sandbox::{self, SandboxOptions};
+use switchyard::{App, Config};
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "MySQL/MariaDB router and replication orchestrator")]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start local MariaDB clusters and a switchyard over them, in the foreground.
+    ///
+    /// Example: switchyard sandbox --clusters 2 --replicas 2
+    Sandbox {
+        /// Directory for the servers' data (reused on the next start).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 2)]
+        clusters: usize,
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        /// Router (MySQL protocol) address.
+        #[arg(long, default_value = "127.0.0.1:6033")]
+        listen: String,
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        admin: String,
+        /// Admin API bearer token; one is generated and printed when absent.
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
+        admin_token: Option<String>,
+        /// First MariaDB port (0 picks free ports).
+        #[arg(long, default_value_t = 3310)]
+        base_port: u16,
+        #[arg(long, default_value = "app")]
+        app_user: String,
+        #[arg(long, default_value = "app")]
+        app_password: String,
+    },
+    /// Run against existing clusters described in a TOML file.
+    ///
+    /// Example: switchyard serve --config config/serve.toml
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Admin API bearer token (overrides the file's).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
+        admin_token: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if cli.log_json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    match cli.command {
+        Command::Sandbox {
+            dir,
+            clusters,
+            replicas,
+            listen,
+            admin,
+            admin_token,
+            base_port,
+            app_user,
+            app_password,
+        } => {
+            let opts = SandboxOptions {
+                dir: dir.unwrap_or_else(sandbox::default_dir),
+                clusters,
+                replicas,
+                base_port: (base_port != 0).then_some(base_port),
+                listen,
+                admin,
+                admin_token: admin_token.unwrap_or_else(generate_token),
+                app_user,
+                app_password,
+            };
+            run_sandbox(opts).await
+        }
+        Command::Serve {
+            config,
+            admin_token,
+        } => {
+            let mut config = Config::load(&config)?;
+            if let Some(t) = admin_token {
+                config.admin.token = Some(router::Secret::new(t));
+            }
+            if config.admin.token.is_none() {
+                let t = generate_token();
+                println!("admin token: {t}");
+                config.admin.token = Some(router::Secret::new(t));
+            }
+            let app = App::start(config).await?;
+            println!("mysql: 127.0.0.1:{} (router)", app.router_addr.port());
+            println!("admin: http://{}/api/v1/clusters", app.admin_addr);
+            stop_signal().await;
+            app.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+async fn run_sandbox(opts: SandboxOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    println!("starting sandbox in {} ...", opts.dir.display());
+    let local = sandbox::provision(&opts)
+        .await
+        .context("starting the local MariaDB clusters")?;
+    let config = sandbox::config_for(&local, &opts);
+    let app = match App::start(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            local.stop().await.ok();
+            return Err(e);
+        }
+    };
+    if !app.wait_ready(Duration::from_secs(30)).await {
+        eprintln!("warning: not every cluster has a healthy leader yet");
+    }
+    for c in local.clusters() {
+        for n in &c.nodes {
+            let role = if n.addr == c.leader { "leader" } else { "replica" };
+            println!(
+                "direct {}/{role}: mariadb -h127.0.0.1 -P{} -u{} -p{}",
+                c.name, n.port, opts.app_user, opts.app_password
+            );
+        }
+    }
+    println!(
+        "mysql: mariadb -h127.0.0.1 -P{} -u{} -p{}",
+        app.router_addr.port(),
+        opts.app_user,
+        opts.app_password
+    );
+    println!("admin: http://{}/api/v1/clusters", app.admin_addr);
+    println!("admin token: {}", opts.admin_token);
+    println!(
+        "ready in {:.1} s; Ctrl-C stops everything",
+        started.elapsed().as_secs_f64()
+    );
+    stop_signal().await;
+    println!("stopping ...");
+    app.shutdown().await;
+    local.stop().await?;
+    println!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn generate_token() -> String {
+    (0..32)
+        .map(|_| format!("{:x}", rand::random_range(0u8..16)))
+        .collect()
+}

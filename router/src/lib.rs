@@ -1,1 +1,27 @@
-pub fn placeholder() {}
+//! switchyard's router: applications connect to it exactly as to MySQL/MariaDB, and it sends
+//! each statement to the current leader (or a fresh replica) of the right cluster.
+//!
+//! Modules, in the order a statement meets them:
+//! - [`server`]: accept loop, connection limit, one task per client, panic isolation.
+//! - [`session`]: the connection phase and command loop of one client; session state kept on
+//!   pooled backend connections, pinning where a session must stay on one; prepared statements.
+//! - [`classify`]: what a statement is (sqlparser, with a lexer fallback), cached by
+//!   normalised text.
+//! - [`context`]: what sessions share; [`context::RouterContext::route`] picks the backend.
+//! - [`backend`]: our own backend connections, their pools, and the raw relay of responses.
+//! - [`protocol`]: packet framing and the few packets the router writes itself.
+//! - [`error`]: router errors and what the client sees for each.
+//! - [`config`]: the `[router]` settings.
+
+pub mod backend;
+pub mod classify;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod protocol;
+pub mod server;
+pub mod session;
+
+pub use config::{RouterConfig, Secret, UserConfig};
+pub use context::RouterContext;
+pub use server::run;

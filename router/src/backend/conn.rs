@@ -1,0 +1,432 @@
+//! One connection from the router to a MariaDB/MySQL server, in our own protocol code so that
+//! result sets can be relayed to the client as raw packets, never decoded. Also keeps what
+//! session state the connection holds, so that a pooled connection is only re-synchronised
+//! when it differs from the session that takes it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::protocol::handshake::{self, NATIVE_PASSWORD};
+use crate::protocol::{
+    parse_err, parse_ok, CapabilityFlags, OkInfo, PacketReader, ServerError,
+    MAX_PAYLOAD,
+};
+
+use super::BackendError;
+
+/// How to open a backend connection.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub user: Arc<str>,
+    pub password: Arc<str>,
+    pub deprecate_eof: bool,
+    pub found_rows: bool,
+    pub connect_timeout: Duration,
+}
+
+/// A statement prepared on this connection.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendStmt {
+    pub id: u32,
+    pub params: u16,
+    pub columns: u16,
+}
+
+/// Session state as it stands on this connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnState {
+    pub db: Option<String>,
+    /// The statement that set the connection's character set, `None` for the handshake's.
+    pub names: Option<Arc<str>>,
+    /// `key -> the SET statement that produced the value`, in application order.
+    pub vars: Vec<(Arc<str>, Arc<str>)>,
+    pub last_insert_id: u64,
+}
+
+/// An open backend connection.
+#[derive(Debug)]
+pub struct BackendConn {
+    pub addr: Arc<str>,
+    reader: PacketReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    pub conn_id: u32,
+    pub server_version: String,
+    /// The greeting's scramble, needed again by COM_CHANGE_USER.
+    scramble: Vec<u8>,
+    pub deprecate_eof: bool,
+    pub state: ConnState,
+    /// Statements prepared here, by SQL text.
+    pub stmts: HashMap<Arc<[u8]>, BackendStmt>,
+    /// Status flags of the last response.
+    pub status: u16,
+    /// Set when the connection can no longer be trusted (i/o error, protocol confusion).
+    pub broken: bool,
+    pub last_used: Instant,
+}
+
+/// Statements kept prepared per connection before the cache is flushed.
+const MAX_CACHED_STMTS: usize = 512;
+
+/// The results of an internal query: OKs and errors of each statement, rows of any result set
+/// as text (NULL as `None`).
+#[derive(Debug, Default)]
+pub struct QueryOutput {
+    pub oks: Vec<OkInfo>,
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+impl BackendConn {
+    /// Connects and authenticates with `mysql_native_password`.
+    pub async fn connect(addr: &str, opts: &ConnectOptions) -> Result<Self, BackendError> {
+        let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
+            .map_err(|e| BackendError::Connect(addr.to_string(), e))?;
+        stream.set_nodelay(true).ok();
+        let (r, w) = stream.into_split();
+        let mut conn = BackendConn {
+            addr: addr.into(),
+            reader: PacketReader::new(r),
+            writer: w,
+            conn_id: 0,
+            server_version: String::new(),
+            scramble: Vec::new(),
+            deprecate_eof: opts.deprecate_eof,
+            state: ConnState::default(),
+            stmts: HashMap::new(),
+            status: 0,
+            broken: false,
+            last_used: Instant::now(),
+        };
+        tokio::time::timeout(opts.connect_timeout, conn.handshake(opts))
+            .await
+            .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))??;
+        Ok(conn)
+    }
+
+    async fn handshake(&mut self, opts: &ConnectOptions) -> Result<(), BackendError> {
+        let (_, _, greeting) = self.read_raw().await?;
+        if greeting.first() == Some(&0xff) {
+            return Err(BackendError::Server(parse_err(&greeting).unwrap_or_else(
+                || protocol_error("unreadable error in greeting"),
+            )));
+        }
+        let g = handshake::parse_backend_greeting(&greeting)
+            .ok_or_else(|| BackendError::Protocol("unreadable greeting".into()))?;
+        self.conn_id = g.conn_id;
+        self.server_version = g.server_version;
+        self.scramble = g.scramble.clone();
+        let mut caps = handshake::router_capabilities() & g.caps;
+        caps.remove(CapabilityFlags::CLIENT_CONNECT_WITH_DB | CapabilityFlags::CLIENT_CONNECT_ATTRS);
+        caps.set(CapabilityFlags::CLIENT_DEPRECATE_EOF, opts.deprecate_eof);
+        caps.set(CapabilityFlags::CLIENT_FOUND_ROWS, opts.found_rows);
+        if opts.deprecate_eof && !g.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF) {
+            return Err(BackendError::Protocol(
+                "backend does not support CLIENT_DEPRECATE_EOF".into(),
+            ));
+        }
+        let token = handshake::scramble_native(&g.scramble, opts.password.as_bytes());
+        let hello = handshake::backend_hello(caps, 45, &opts.user, &token, None);
+        self.write_packet(1, &hello).await?;
+        loop {
+            let (_, seq, resp) = self.read_raw().await?;
+            match resp.first() {
+                Some(0x00) => return Ok(()),
+                Some(0xff) => {
+                    return Err(BackendError::Server(
+                        parse_err(&resp).unwrap_or_else(|| protocol_error("bad auth error")),
+                    ))
+                }
+                Some(0xfe) => {
+                    // Auth switch: only native password is spoken.
+                    let mut pos = 1;
+                    let plugin = crate::protocol::read_nul_bytes(&resp, &mut pos).unwrap_or_default();
+                    if plugin != NATIVE_PASSWORD.as_bytes() {
+                        return Err(BackendError::Protocol(format!(
+                            "backend asks for auth plugin {}; only mysql_native_password is supported",
+                            String::from_utf8_lossy(plugin)
+                        )));
+                    }
+                    let nonce = &resp[pos..];
+                    let nonce = nonce.strip_suffix(&[0]).unwrap_or(nonce);
+                    let token = handshake::scramble_native(nonce, opts.password.as_bytes());
+                    self.write_packet(seq.wrapping_add(1), &token).await?;
+                }
+                _ => return Err(BackendError::Protocol("unexpected packet in auth".into())),
+            }
+        }
+    }
+
+    /// Reads one whole message (continuations joined).
+    pub async fn read_raw(&mut self) -> Result<(u8, u8, BytesMut), BackendError> {
+        match self.reader.read_message(usize::MAX).await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => {
+                self.broken = true;
+                Err(BackendError::Closed(self.addr.to_string()))
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(BackendError::Io(self.addr.to_string(), e.to_string()))
+            }
+        }
+    }
+
+    /// Writes one message starting at sequence id `seq`.
+    pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) -> Result<(), BackendError> {
+        let mut buf = Vec::with_capacity(payload.len() + 8);
+        crate::protocol::packet::frame(seq, payload, &mut buf);
+        if let Err(e) = self.writer.write_all(&buf).await {
+            self.broken = true;
+            return Err(BackendError::Io(self.addr.to_string(), e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Sends a command packet (sequence id 0).
+    pub async fn send_command(&mut self, payload: &[u8]) -> Result<(), BackendError> {
+        self.last_used = Instant::now();
+        self.write_packet(0, payload).await
+    }
+
+    /// Runs SQL (possibly several `;`-separated statements) for the router's own purposes,
+    /// reading every result. The first server error ends it.
+    pub async fn query(&mut self, sql: &str) -> Result<QueryOutput, BackendError> {
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(0x03);
+        payload.extend_from_slice(sql.as_bytes());
+        self.send_command(&payload).await?;
+        let mut out = QueryOutput::default();
+        loop {
+            let (_, _, first) = self.read_raw().await?;
+            let more = match first.first() {
+                Some(0x00) => {
+                    let ok = parse_ok(&first).ok_or_else(|| self.confused("bad OK"))?;
+                    self.status = ok.status;
+                    out.oks.push(ok);
+                    ok.status & MORE_RESULTS != 0
+                }
+                Some(0xff) => {
+                    let e = parse_err(&first).ok_or_else(|| self.confused("bad ERR"))?;
+                    return Err(BackendError::Server(e));
+                }
+                _ => self.read_text_rows(&first, &mut out.rows).await?,
+            };
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Reads a text result set whose column-count packet is `first`; returns whether more
+    /// results follow.
+    async fn read_text_rows(
+        &mut self,
+        first: &[u8],
+        rows: &mut Vec<Vec<Option<String>>>,
+    ) -> Result<bool, BackendError> {
+        let mut pos = 0;
+        let columns = crate::protocol::read_lenenc_int(first, &mut pos)
+            .ok_or_else(|| self.confused("bad column count"))?;
+        for _ in 0..columns {
+            self.read_raw().await?;
+        }
+        if !self.deprecate_eof {
+            self.read_raw().await?;
+        }
+        loop {
+            let (_, _, p) = self.read_raw().await?;
+            if p.first() == Some(&0xff) {
+                return Err(BackendError::Server(
+                    parse_err(&p).unwrap_or_else(|| protocol_error("bad ERR")),
+                ));
+            }
+            if crate::protocol::is_eof_or_ok_terminator(&p) {
+                let status = crate::protocol::terminator_status(&p, self.deprecate_eof)
+                    .ok_or_else(|| self.confused("bad terminator"))?;
+                self.status = status;
+                return Ok(status & MORE_RESULTS != 0);
+            }
+            let mut pos = 0;
+            let mut row = Vec::with_capacity(columns as usize);
+            for _ in 0..columns {
+                if p.get(pos) == Some(&0xfb) {
+                    pos += 1;
+                    row.push(None);
+                } else {
+                    let v = crate::protocol::read_lenenc_bytes(&p, &mut pos)
+                        .ok_or_else(|| self.confused("bad row"))?;
+                    row.push(Some(String::from_utf8_lossy(v).into_owned()));
+                }
+            }
+            rows.push(row);
+        }
+    }
+
+    fn confused(&mut self, what: &str) -> BackendError {
+        self.broken = true;
+        BackendError::Protocol(format!("{what} from {}", self.addr))
+    }
+
+    /// Prepares `sql` here unless already prepared; returns the backend statement.
+    pub async fn ensure_prepared(&mut self, sql: &Arc<[u8]>) -> Result<BackendStmt, BackendError> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(*s);
+        }
+        let (stmt, _) = self.prepare(sql).await?;
+        Ok(stmt)
+    }
+
+    /// Prepares `sql` and returns the statement with the whole response (for the client).
+    pub async fn prepare(
+        &mut self,
+        sql: &Arc<[u8]>,
+    ) -> Result<(BackendStmt, Vec<(u8, BytesMut)>), BackendError> {
+        if self.stmts.len() >= MAX_CACHED_STMTS {
+            self.close_all_statements().await?;
+        }
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(0x16);
+        payload.extend_from_slice(sql);
+        self.send_command(&payload).await?;
+        let (_, seq, first) = self.read_raw().await?;
+        if first.first() == Some(&0xff) {
+            return Err(BackendError::Server(
+                parse_err(&first).unwrap_or_else(|| protocol_error("bad ERR")),
+            ));
+        }
+        if first.first() != Some(&0x00) || first.len() < 12 {
+            return Err(self.confused("bad prepare response"));
+        }
+        let id = u32::from_le_bytes([first[1], first[2], first[3], first[4]]);
+        let columns = u16::from_le_bytes([first[5], first[6]]);
+        let params = u16::from_le_bytes([first[7], first[8]]);
+        let mut packets = vec![(seq, first)];
+        let mut expect = usize::from(params) + usize::from(columns);
+        if !self.deprecate_eof {
+            expect += usize::from(params > 0) + usize::from(columns > 0);
+        }
+        for _ in 0..expect {
+            let (_, seq, p) = self.read_raw().await?;
+            packets.push((seq, p));
+        }
+        let stmt = BackendStmt {
+            id,
+            params,
+            columns,
+        };
+        self.stmts.insert(sql.clone(), stmt);
+        Ok((stmt, packets))
+    }
+
+    /// Closes every statement prepared here (COM_STMT_CLOSE has no response).
+    pub async fn close_all_statements(&mut self) -> Result<(), BackendError> {
+        let ids: Vec<u32> = self.stmts.drain().map(|(_, s)| s.id).collect();
+        for id in ids {
+            let mut p = vec![0x19];
+            p.extend_from_slice(&id.to_le_bytes());
+            self.send_command(&p).await?;
+        }
+        Ok(())
+    }
+
+    /// Resets the connection to a fresh login's state with COM_CHANGE_USER: no database, no
+    /// variables, no prepared statements, default character set.
+    pub async fn change_user_reset(&mut self, user: &str, password: &str) -> Result<(), BackendError> {
+        // The token is computed over the scramble of the original greeting.
+        let token = handshake::scramble_native(&self.scramble, password.as_bytes());
+        let mut p = Vec::with_capacity(64);
+        p.push(0x11);
+        p.extend_from_slice(user.as_bytes());
+        p.push(0);
+        p.push(token.len() as u8);
+        p.extend_from_slice(&token);
+        p.push(0); // no database
+        p.extend_from_slice(&45u16.to_le_bytes());
+        p.extend_from_slice(NATIVE_PASSWORD.as_bytes());
+        p.push(0);
+        self.send_command(&p).await?;
+        loop {
+            let (_, seq, resp) = self.read_raw().await?;
+            match resp.first() {
+                Some(0x00) => break,
+                Some(0xff) => {
+                    self.broken = true;
+                    return Err(BackendError::Server(
+                        parse_err(&resp).unwrap_or_else(|| protocol_error("bad ERR")),
+                    ));
+                }
+                Some(0xfe) => {
+                    let mut pos = 1;
+                    crate::protocol::read_nul_bytes(&resp, &mut pos);
+                    let nonce = &resp[pos.min(resp.len())..];
+                    let nonce = nonce.strip_suffix(&[0]).unwrap_or(nonce);
+                    let token = handshake::scramble_native(nonce, password.as_bytes());
+                    self.write_packet(seq.wrapping_add(1), &token).await?;
+                }
+                _ => return Err(self.confused("unexpected packet in change user")),
+            }
+        }
+        self.state = ConnState::default();
+        self.stmts.clear();
+        self.status = AUTOCOMMIT;
+        Ok(())
+    }
+
+    /// Whether the idle connection still looks usable: nothing unread, not closed by the
+    /// server (a killed connection shows up as end-of-stream or an unsolicited error packet).
+    pub fn looks_alive(&mut self) -> bool {
+        if self.broken || !self.reader.buffer().is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        match self.reader.get_ref().try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the last response left a transaction open.
+    pub fn in_transaction(&self) -> bool {
+        self.status & IN_TRANS != 0
+    }
+
+    pub(crate) fn reader(&mut self) -> &mut PacketReader<OwnedReadHalf> {
+        &mut self.reader
+    }
+
+    pub(crate) fn writer(&mut self) -> &mut OwnedWriteHalf {
+        &mut self.writer
+    }
+
+    /// Discards bytes that a relay consumed from the read buffer.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.reader.buffer().advance(n);
+    }
+}
+
+/// SERVER_MORE_RESULTS_EXISTS.
+pub const MORE_RESULTS: u16 = 0x0008;
+/// SERVER_STATUS_IN_TRANS.
+pub const IN_TRANS: u16 = 0x0001;
+/// SERVER_STATUS_AUTOCOMMIT.
+pub const AUTOCOMMIT: u16 = 0x0002;
+/// SERVER_STATUS_CURSOR_EXISTS.
+pub const CURSOR_EXISTS: u16 = 0x0040;
+
+fn protocol_error(what: &str) -> ServerError {
+    ServerError {
+        code: 2027,
+        sqlstate: "HY000".into(),
+        message: format!("Malformed packet from backend: {what}"),
+    }
+}
+
+/// The largest payload one packet carries.
+pub const PACKET_MAX: usize = MAX_PAYLOAD;

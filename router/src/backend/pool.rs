@@ -1,0 +1,225 @@
+//! Bounded pools of backend connections, one per server (and per protocol flavour, since rows
+//! are relayed raw and the client's DEPRECATE_EOF / FOUND_ROWS choice shapes them).
+//! A checkout is a guard that gives the connection back when dropped.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::conn::{BackendConn, ConnState, ConnectOptions};
+use super::BackendError;
+
+/// What makes two backend connections interchangeable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub addr: Arc<str>,
+    pub user: Arc<str>,
+    pub deprecate_eof: bool,
+    pub found_rows: bool,
+}
+
+/// Pool limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Connections per server and flavour, busy plus idle.
+    pub max_per_server: usize,
+    /// How long a checkout waits for a free connection before it fails.
+    pub wait_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Idle connections older than this are closed instead of reused.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            max_per_server: 200,
+            wait_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One server's pool.
+#[derive(Debug)]
+pub struct Pool {
+    key: PoolKey,
+    password: Arc<str>,
+    idle: Mutex<Vec<BackendConn>>,
+    permits: Arc<Semaphore>,
+    opts: PoolOptions,
+}
+
+/// Every pool, by key.
+#[derive(Debug, Default)]
+pub struct Pools {
+    pools: DashMap<PoolKey, Arc<Pool>>,
+    opts: PoolOptions,
+}
+
+impl Pools {
+    pub fn new(opts: PoolOptions) -> Self {
+        Pools {
+            pools: DashMap::new(),
+            opts,
+        }
+    }
+
+    /// Takes a connection for `key`, preferring an idle one whose state already matches.
+    pub async fn checkout(
+        &self,
+        key: &PoolKey,
+        password: &Arc<str>,
+        want: Option<&ConnState>,
+    ) -> Result<PooledConn, BackendError> {
+        let pool = match self.pools.get(key) {
+            Some(p) => p.clone(),
+            None => self
+                .pools
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    Arc::new(Pool {
+                        key: key.clone(),
+                        password: password.clone(),
+                        idle: Mutex::new(Vec::new()),
+                        permits: Arc::new(Semaphore::new(self.opts.max_per_server)),
+                        opts: self.opts.clone(),
+                    })
+                })
+                .clone(),
+        };
+        pool.checkout(want).await
+    }
+
+    /// Idle and busy connection counts per server, for the admin API.
+    pub fn stats(&self) -> Vec<PoolStats> {
+        self.pools
+            .iter()
+            .map(|p| {
+                let idle = p.idle.lock().map(|v| v.len()).unwrap_or(0);
+                PoolStats {
+                    addr: p.key.addr.to_string(),
+                    idle,
+                    busy: p.opts.max_per_server - p.permits.available_permits(),
+                }
+            })
+            .collect()
+    }
+
+    /// Closes every idle connection to `addr` (its server changed role or went away).
+    pub fn drain_server(&self, addr: &str) {
+        for p in self.pools.iter() {
+            if &*p.key.addr == addr {
+                if let Ok(mut idle) = p.idle.lock() {
+                    idle.clear();
+                }
+            }
+        }
+    }
+}
+
+/// Counts for one pool.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolStats {
+    pub addr: String,
+    pub idle: usize,
+    pub busy: usize,
+}
+
+impl Pool {
+    async fn checkout(self: Arc<Self>, want: Option<&ConnState>) -> Result<PooledConn, BackendError> {
+        let started = Instant::now();
+        let permit = tokio::time::timeout(self.opts.wait_timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| BackendError::PoolExhausted {
+                addr: self.key.addr.to_string(),
+                max: self.opts.max_per_server,
+                waited_ms: started.elapsed().as_millis() as u64,
+            })?
+            .map_err(|_| BackendError::Closed(self.key.addr.to_string()))?;
+        loop {
+            let candidate = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let n = idle.len();
+                // A few most recent connections are checked for a state match; LIFO otherwise
+                // keeps the working set small and warm.
+                let pick = want
+                    .and_then(|w| (n.saturating_sub(8)..n).rev().find(|&i| idle[i].state == *w))
+                    .or(n.checked_sub(1));
+                pick.map(|i| idle.swap_remove(i))
+            };
+            match candidate {
+                Some(mut c) => {
+                    if c.last_used.elapsed() < self.opts.idle_timeout && c.looks_alive() {
+                        return Ok(PooledConn {
+                            conn: Some(c),
+                            pool: self.clone(),
+                            _permit: permit,
+                        });
+                    }
+                    // Dead or stale: drop it and look again.
+                }
+                None => {
+                    let opts = ConnectOptions {
+                        user: self.key.user.clone(),
+                        password: self.password.clone(),
+                        deprecate_eof: self.key.deprecate_eof,
+                        found_rows: self.key.found_rows,
+                        connect_timeout: self.opts.connect_timeout,
+                    };
+                    let c = BackendConn::connect(&self.key.addr, &opts).await?;
+                    return Ok(PooledConn {
+                        conn: Some(c),
+                        pool: self.clone(),
+                        _permit: permit,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A checked-out connection; dropping it returns it to the pool unless it is broken or in
+/// the middle of a transaction.
+#[derive(Debug)]
+pub struct PooledConn {
+    conn: Option<BackendConn>,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PooledConn {
+    /// Closes the connection instead of returning it.
+    pub fn discard(mut self) {
+        self.conn = None;
+    }
+}
+
+impl std::ops::Deref for PooledConn {
+    type Target = BackendConn;
+    fn deref(&self) -> &BackendConn {
+        self.conn.as_ref().expect("connection present until drop")
+    }
+}
+
+impl std::ops::DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut BackendConn {
+        self.conn.as_mut().expect("connection present until drop")
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            if !c.broken && !c.in_transaction() {
+                c.last_used = Instant::now();
+                if let Ok(mut idle) = self.pool.idle.lock() {
+                    idle.push(c);
+                }
+            }
+        }
+    }
+}

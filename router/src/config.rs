@@ -1,0 +1,155 @@
+//! The router's settings, as they appear in switchyard's TOML config under `[router]`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A secret string: never shown by `Debug`, `Display` or serialisation.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(s: impl Into<Arc<str>>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself; call only where it is really used.
+    pub fn expose(&self) -> &Arc<str> {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// An application user: what clients log in with; the router uses the same credentials on
+/// the backends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub password: Secret,
+}
+
+/// Router settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Address of the MySQL-protocol listener.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    pub users: Vec<UserConfig>,
+    /// Client connections accepted at once; past it clients get error 1040.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest client packet accepted (bytes); larger ones get error 1153.
+    #[serde(default = "default_max_allowed_packet")]
+    pub max_allowed_packet: usize,
+    /// Backend connections per server.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// How long a statement waits for a free backend connection (ms).
+    #[serde(default = "default_pool_wait_ms")]
+    pub pool_wait_ms: u64,
+    /// Backend connect timeout (ms).
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Send reads outside transactions to replicas at most this many seconds behind.
+    /// Off (`None`) by default: every statement goes to the leader.
+    #[serde(default)]
+    pub replica_read_max_lag: Option<u64>,
+    /// Version string announced to clients; by default the leader's, with `-switchyard`.
+    #[serde(default)]
+    pub server_version: Option<String>,
+    /// Client handshakes that do not finish within this time are dropped (ms).
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:6033".into()
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_allowed_packet() -> usize {
+    64 << 20
+}
+fn default_pool_size() -> usize {
+    200
+}
+fn default_pool_wait_ms() -> u64 {
+    5_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
+}
+
+impl RouterConfig {
+    /// A config with defaults and the given users.
+    pub fn with_users(users: Vec<UserConfig>) -> Self {
+        RouterConfig {
+            listen: default_listen(),
+            users,
+            max_connections: default_max_connections(),
+            max_allowed_packet: default_max_allowed_packet(),
+            pool_size: default_pool_size(),
+            pool_wait_ms: default_pool_wait_ms(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            replica_read_max_lag: None,
+            server_version: None,
+            handshake_timeout_ms: default_handshake_timeout_ms(),
+        }
+    }
+
+    /// Every problem with these settings.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.users.is_empty() {
+            problems.push("router.users: at least one application user is needed".into());
+        }
+        for u in &self.users {
+            if u.name.is_empty() {
+                problems.push("router.users: a user has an empty name".into());
+            }
+        }
+        if self.max_connections == 0 {
+            problems.push("router.max_connections must be at least 1".into());
+        }
+        if self.pool_size == 0 {
+            problems.push("router.pool_size must be at least 1".into());
+        }
+        if self.max_allowed_packet < 1024 {
+            problems.push("router.max_allowed_packet must be at least 1024".into());
+        }
+        problems
+    }
+
+    pub(crate) fn pool_options(&self) -> crate::backend::PoolOptions {
+        crate::backend::PoolOptions {
+            max_per_server: self.pool_size,
+            wait_timeout: Duration::from_millis(self.pool_wait_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Router errors and the one place that decides what a client sees for each: backend server
+//! errors pass through with their own code, SQLSTATE and message; the router's own errors get
+//! a specific code and a message that says what happened and what to do.
+
+use crate::backend::BackendError;
+use crate::protocol::ServerError;
+
+/// Something that failed a client's command.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("backend connection lost during the statement")]
+    LostDuringQuery { addr: String },
+    #[error("the transaction's backend connection was lost; the transaction was rolled back")]
+    TransactionLost { addr: String },
+    #[error("cluster `{cluster}` has no leader")]
+    NoLeader { cluster: String },
+    #[error("unknown cluster `{cluster}`")]
+    UnknownCluster { cluster: String },
+    #[error("unknown prepared statement {id} for {command}")]
+    UnknownStatement { id: u32, command: &'static str },
+    #[error("unknown command {0:#04x}")]
+    UnknownCommand(u8),
+    #[error("malformed packet: {0}")]
+    Malformed(&'static str),
+    #[error("packet too large")]
+    PacketTooLarge,
+    #[error("access denied for {user}")]
+    AccessDenied {
+        user: String,
+        host: String,
+        using_password: bool,
+    },
+    #[error("too many connections")]
+    TooManyConnections,
+    #[error("multi-statements are switched off for this connection")]
+    MultiStatementsOff,
+    #[error("not supported: {0}")]
+    NotSupported(String),
+}
+
+impl RouterError {
+    /// The error packet fields a client sees.
+    pub fn to_client(&self) -> ServerError {
+        let (code, state, message) = match self {
+            RouterError::Backend(BackendError::Server(e)) => return e.clone(),
+            RouterError::Backend(BackendError::PoolExhausted {
+                addr,
+                max,
+                waited_ms,
+            }) => (
+                1040,
+                "08004",
+                format!(
+                    "Too many connections: all {max} router connections to backend {addr} are \
+                     busy after waiting {waited_ms} ms; raise router.pool_size or retry"
+                ),
+            ),
+            RouterError::Backend(e @ (BackendError::Connect(..) | BackendError::ConnectTimeout(_))) => {
+                (2003, "HY000", format!("Can't connect to backend: {e}"))
+            }
+            RouterError::Backend(e) => (2013, "HY000", format!("Lost connection to backend: {e}")),
+            RouterError::LostDuringQuery { addr } => (
+                2013,
+                "HY000",
+                format!("Lost connection to backend {addr} during query"),
+            ),
+            RouterError::TransactionLost { addr } => (
+                2013,
+                "HY000",
+                format!(
+                    "Lost connection to backend {addr} during the transaction; it was rolled \
+                     back, retry it"
+                ),
+            ),
+            RouterError::NoLeader { cluster } => (
+                2003,
+                "HY000",
+                format!("Can't connect to backend: cluster '{cluster}' has no leader right now"),
+            ),
+            RouterError::UnknownCluster { cluster } => (
+                2003,
+                "HY000",
+                format!("Can't connect to backend: cluster '{cluster}' is not configured"),
+            ),
+            RouterError::UnknownStatement { id, command } => (
+                1243,
+                "HY000",
+                format!("Unknown prepared statement handler ({id}) given to {command}"),
+            ),
+            RouterError::UnknownCommand(c) => (1047, "08S01", format!("Unknown command {c:#04x}")),
+            RouterError::Malformed(what) => (
+                1835,
+                "08S01",
+                format!("Malformed communication packet: {what}"),
+            ),
+            RouterError::PacketTooLarge => (
+                1153,
+                "08S01",
+                "Got a packet bigger than 'max_allowed_packet' bytes".into(),
+            ),
+            RouterError::AccessDenied {
+                user,
+                host,
+                using_password,
+            } => (
+                1045,
+                "28000",
+                format!(
+                    "Access denied for user '{user}'@'{host}' (using password: {})",
+                    if *using_password { "YES" } else { "NO" }
+                ),
+            ),
+            RouterError::TooManyConnections => (1040, "08004", "Too many connections".into()),
+            RouterError::MultiStatementsOff => (
+                1064,
+                "42000",
+                "You have an error in your SQL syntax: multi-statements are off for this \
+                 connection (COM_SET_OPTION)"
+                    .into(),
+            ),
+            RouterError::NotSupported(what) => (
+                1235,
+                "42000",
+                format!("This version of switchyard doesn't yet support '{what}'"),
+            ),
+        };
+        ServerError {
+            code,
+            sqlstate: state.into(),
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_pass_through_untouched() {
+        let e = ServerError {
+            code: 1146,
+            sqlstate: "42S02".into(),
+            message: "Table 'db.t' doesn't exist".into(),
+        };
+        assert_eq!(RouterError::Backend(BackendError::Server(e.clone())).to_client(), e);
+    }
+
+    #[test]
+    fn router_errors_get_specific_codes() {
+        let cases: Vec<(RouterError, u16, &str)> = vec![
+            (
+                RouterError::AccessDenied {
+                    user: "u".into(),
+                    host: "h".into(),
+                    using_password: true,
+                },
+                1045,
+                "28000",
+            ),
+            (RouterError::PacketTooLarge, 1153, "08S01"),
+            (RouterError::UnknownCommand(0x20), 1047, "08S01"),
+            (
+                RouterError::UnknownStatement {
+                    id: 9,
+                    command: "mysqld_stmt_execute",
+                },
+                1243,
+                "HY000",
+            ),
+            (RouterError::TooManyConnections, 1040, "08004"),
+            (
+                RouterError::LostDuringQuery { addr: "a".into() },
+                2013,
+                "HY000",
+            ),
+            (RouterError::NotSupported("x".into()), 1235, "42000"),
+        ];
+        for (err, code, state) in cases {
+            let c = err.to_client();
+            assert_eq!((c.code, c.sqlstate.as_str()), (code, state), "{err:?}");
+            assert!(!c.message.is_empty());
+        }
+    }
+}

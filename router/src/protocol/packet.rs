@@ -1,0 +1,211 @@
+//! Packet framing: a 4-byte header (3-byte little-endian length, 1-byte sequence id) before
+//! each payload; payloads of 2^24-1 bytes or more continue in the next packet.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The largest payload one packet carries; a payload this long continues in the next packet.
+pub const MAX_PAYLOAD: usize = 0xff_ffff;
+
+/// Why a packet could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PacketError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the peer closed the connection in the middle of a packet")]
+    Truncated,
+    #[error("packet of {size} bytes is larger than max_allowed_packet ({max})")]
+    TooLarge { size: usize, max: usize },
+}
+
+/// Reads whole packets (continuations joined) from a byte stream.
+#[derive(Debug)]
+pub struct PacketReader<R> {
+    inner: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> PacketReader<R> {
+    pub fn new(inner: R) -> Self {
+        PacketReader {
+            inner,
+            buf: BytesMut::with_capacity(16 * 1024),
+        }
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// The bytes read but not consumed yet.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
+    pub async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        self.inner.read_buf(&mut self.buf).await
+    }
+
+    /// Reads one message: its first sequence id, the id of its last packet, and the joined
+    /// payload. `Ok(None)` when the stream ends cleanly between messages.
+    pub async fn read_message(
+        &mut self,
+        max_len: usize,
+    ) -> Result<Option<(u8, u8, BytesMut)>, PacketError> {
+        let mut payload = BytesMut::new();
+        let mut first_seq = None;
+        loop {
+            while self.buf.len() < 4 {
+                if self.fill().await? == 0 {
+                    return if self.buf.is_empty() && first_seq.is_none() {
+                        Ok(None)
+                    } else {
+                        Err(PacketError::Truncated)
+                    };
+                }
+            }
+            let len = usize::from(self.buf[0])
+                | usize::from(self.buf[1]) << 8
+                | usize::from(self.buf[2]) << 16;
+            let seq = self.buf[3];
+            let total = payload.len() + len;
+            if total > max_len {
+                return Err(PacketError::TooLarge {
+                    size: total,
+                    max: max_len,
+                });
+            }
+            while self.buf.len() < 4 + len {
+                self.buf.reserve(4 + len - self.buf.len());
+                if self.fill().await? == 0 {
+                    return Err(PacketError::Truncated);
+                }
+            }
+            self.buf.advance(4);
+            let chunk = self.buf.split_to(len);
+            first_seq.get_or_insert(seq);
+            if payload.is_empty() && len < MAX_PAYLOAD {
+                payload = chunk;
+            } else {
+                payload.extend_from_slice(&chunk);
+            }
+            if len < MAX_PAYLOAD {
+                return Ok(Some((first_seq.unwrap_or(seq), seq, payload)));
+            }
+        }
+    }
+}
+
+/// Appends `payload` framed as packets starting at sequence id `seq`; returns the next id.
+pub fn frame(mut seq: u8, payload: &[u8], out: &mut Vec<u8>) -> u8 {
+    let mut rest = payload;
+    loop {
+        let n = rest.len().min(MAX_PAYLOAD);
+        out.extend_from_slice(&(n as u32).to_le_bytes()[..3]);
+        out.push(seq);
+        out.extend_from_slice(&rest[..n]);
+        seq = seq.wrapping_add(1);
+        rest = &rest[n..];
+        if n < MAX_PAYLOAD {
+            return seq;
+        }
+    }
+}
+
+/// Buffers outgoing packets; one `flush` per response keeps small replies to one write.
+#[derive(Debug)]
+pub struct PacketWriter<W> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> PacketWriter<W> {
+    pub fn new(inner: W) -> Self {
+        PacketWriter {
+            inner,
+            buf: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    /// Queues one message, split into packets as needed; returns the next sequence id.
+    pub fn push(&mut self, seq: u8, payload: &[u8]) -> u8 {
+        frame(seq, payload, &mut self.buf)
+    }
+
+    /// Queues bytes that are already framed (relayed packets).
+    pub fn push_raw(&mut self, framed: &[u8]) {
+        self.buf.extend_from_slice(framed);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf).await?;
+            self.buf.clear();
+            if self.buf.capacity() > 1 << 20 {
+                self.buf.shrink_to(16 * 1024);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes framed bytes straight through, after anything queued.
+    pub async fn write_raw(&mut self, framed: &[u8]) -> std::io::Result<()> {
+        self.flush().await?;
+        self.inner.write_all(framed).await
+    }
+
+    pub async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.flush().await?;
+        self.inner.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn splits_and_joins_large_payloads() {
+        let payload: Vec<u8> = (0..MAX_PAYLOAD + 10).map(|i| (i % 251) as u8).collect();
+        let mut w = PacketWriter::new(Vec::new());
+        let next = w.push(0, &payload);
+        assert_eq!(next, 2);
+        w.push(2, &[]);
+        w.flush().await.unwrap();
+        let bytes = w.inner.clone();
+        let mut r = PacketReader::new(&bytes[..]);
+        let (first, last, got) = r.read_message(usize::MAX).await.unwrap().unwrap();
+        assert_eq!((first, last), (0, 1));
+        assert_eq!(&got[..], &payload[..]);
+        let (seq, _, empty) = r.read_message(usize::MAX).await.unwrap().unwrap();
+        assert_eq!(seq, 2);
+        assert!(empty.is_empty());
+        assert!(r.read_message(usize::MAX).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn refuses_oversized_and_truncated_packets() {
+        let mut w = PacketWriter::new(Vec::new());
+        w.push(0, &[7u8; 100]);
+        w.flush().await.unwrap();
+        let bytes = w.inner.clone();
+        let mut r = PacketReader::new(&bytes[..]);
+        assert!(matches!(
+            r.read_message(50).await,
+            Err(PacketError::TooLarge { size: 100, max: 50 })
+        ));
+        let mut r = PacketReader::new(&bytes[..20]);
+        assert!(matches!(r.read_message(1000).await, Err(PacketError::Truncated)));
+    }
+}

@@ -1,0 +1,87 @@
+//! The accept loop: one task per client connection, a cap on connections (error 1040 past
+//! it), a span per session, panics caught per session, and a graceful shutdown that stops
+//! accepting and waits (bounded) for sessions to end.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::context::{RouterContext, RouterMetrics};
+use crate::error::RouterError;
+use crate::protocol::{err_payload, packet::frame};
+use crate::session::Session;
+
+/// Serves MySQL clients on `listener` until `shutdown` completes.
+pub async fn run(listener: TcpListener, ctx: Arc<RouterContext>, shutdown: impl Future<Output = ()>) {
+    let limit = Arc::new(Semaphore::new(ctx.config.max_connections));
+    // Every session holds a clone; when only ours is left, all sessions have ended.
+    let sessions = Arc::new(());
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => a,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        RouterMetrics::inc(&ctx.metrics.connections_total);
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            RouterMetrics::inc(&ctx.metrics.connections_refused);
+            tokio::spawn(async move {
+                let e = RouterError::TooManyConnections.to_client();
+                let mut buf = Vec::new();
+                frame(0, &err_payload(e.code, &e.sqlstate, &e.message), &mut buf);
+                let _ = stream.write_all(&buf).await;
+            });
+            continue;
+        };
+        let ctx = ctx.clone();
+        let id = ctx.next_conn_id();
+        let span = tracing::info_span!("session", id, %peer);
+        let done = sessions.clone();
+        tokio::spawn(
+            async move {
+                ctx.metrics
+                    .connections_active
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let result = AssertUnwindSafe(Session::serve(ctx.clone(), stream, id))
+                    .catch_unwind()
+                    .await;
+                if let Err(panic) = result {
+                    RouterMetrics::inc(&ctx.metrics.session_panics);
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %what, "session panicked; connection closed");
+                }
+                ctx.metrics
+                    .connections_active
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                drop(permit);
+                drop(done);
+            }
+            .instrument(span),
+        );
+    }
+    drop(listener);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&sessions) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

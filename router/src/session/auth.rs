@@ -1,0 +1,169 @@
+//! The connection phase of a client session: greeting, handshake response, authentication
+//! (`mysql_native_password`, switching clients that ask for another method), COM_CHANGE_USER.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::context::{RouterContext, RouterMetrics, User};
+use crate::error::RouterError;
+use crate::protocol::handshake::{
+    auth_switch_request, new_scramble, parse_client_hello, router_capabilities, server_greeting,
+    verify_native, ClientHello, NATIVE_PASSWORD,
+};
+use crate::protocol::{read_nul_bytes, CapabilityFlags, PacketReader, PacketWriter};
+
+/// A client that passed authentication.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub user: Arc<User>,
+    pub hello: ClientHello,
+    pub caps: CapabilityFlags,
+    pub scramble: [u8; 20],
+    /// Sequence id for the OK that ends the connection phase.
+    pub next_seq: u8,
+}
+
+/// Why the connection phase ended without a session.
+#[derive(Debug)]
+pub enum HandshakeFailure {
+    /// Tell the client this (with sequence id) and close.
+    Refuse(RouterError, u8),
+    /// The client left, timed out or spoke nonsense: just close.
+    Gone,
+}
+
+/// Greets the client, reads its handshake response and checks its password.
+pub async fn handshake(
+    ctx: &RouterContext,
+    conn_id: u32,
+    peer_host: &str,
+    input: &mut PacketReader<OwnedReadHalf>,
+    output: &mut PacketWriter<OwnedWriteHalf>,
+) -> Result<Authenticated, HandshakeFailure> {
+    let scramble = new_scramble();
+    let caps = router_capabilities();
+    output.push(
+        0,
+        &server_greeting(conn_id, &ctx.server_version, &scramble, caps, 45, 0x0002),
+    );
+    output.flush().await.map_err(|_| HandshakeFailure::Gone)?;
+    let timeout = Duration::from_millis(ctx.config.handshake_timeout_ms);
+    let (_, last, payload) = read_timed(input, timeout).await?;
+    let mut seq = last.wrapping_add(1);
+    let hello = match parse_client_hello(&payload) {
+        Ok(h) => h,
+        Err(e) => {
+            let what = if e == crate::protocol::handshake::HelloError::Protocol40 {
+                "client does not speak protocol 4.1"
+            } else {
+                "handshake response"
+            };
+            return Err(HandshakeFailure::Refuse(RouterError::Malformed(what), seq));
+        }
+    };
+    if hello.ssl_request {
+        return Err(HandshakeFailure::Refuse(
+            RouterError::NotSupported("TLS on the router port".into()),
+            seq,
+        ));
+    }
+    let mut token = hello.auth_response.clone();
+    let wrong_plugin = hello
+        .auth_plugin
+        .as_deref()
+        .is_some_and(|p| !p.is_empty() && p != NATIVE_PASSWORD);
+    if wrong_plugin {
+        output.push(seq, &auth_switch_request(&scramble));
+        output.flush().await.map_err(|_| HandshakeFailure::Gone)?;
+        let (_, last, reply) = read_timed(input, timeout).await?;
+        token = reply.to_vec();
+        seq = last.wrapping_add(1);
+    }
+    let user = check_password(ctx, &hello.user, &scramble, &token).ok_or_else(|| {
+        RouterMetrics::inc(&ctx.metrics.auth_failures);
+        tracing::warn!(user = %hello.user, peer = %peer_host, "login refused: wrong user or password");
+        HandshakeFailure::Refuse(
+            RouterError::AccessDenied {
+                user: hello.user.clone(),
+                host: peer_host.to_string(),
+                using_password: !token.is_empty(),
+            },
+            seq,
+        )
+    })?;
+    let caps = caps & hello.caps;
+    Ok(Authenticated {
+        user,
+        caps,
+        hello,
+        scramble,
+        next_seq: seq,
+    })
+}
+
+async fn read_timed(
+    input: &mut PacketReader<OwnedReadHalf>,
+    timeout: Duration,
+) -> Result<(u8, u8, bytes::BytesMut), HandshakeFailure> {
+    match tokio::time::timeout(timeout, input.read_message(64 * 1024)).await {
+        Ok(Ok(Some(m))) => Ok(m),
+        _ => Err(HandshakeFailure::Gone),
+    }
+}
+
+/// The user, when `token` is the right native-password scramble for it.
+pub fn check_password(
+    ctx: &RouterContext,
+    user: &str,
+    scramble: &[u8],
+    token: &[u8],
+) -> Option<Arc<User>> {
+    let u = ctx.users.get(user)?;
+    verify_native(scramble, token, &u.hash, u.password.is_empty()).then(|| u.clone())
+}
+
+/// A parsed COM_CHANGE_USER.
+#[derive(Debug)]
+pub struct ChangeUser {
+    pub user: String,
+    pub token: Vec<u8>,
+    pub database: Option<String>,
+    pub collation: Option<u8>,
+    pub plugin: Option<String>,
+}
+
+/// Parses COM_CHANGE_USER's payload (after the command byte).
+pub fn parse_change_user(p: &[u8], caps: CapabilityFlags) -> Option<ChangeUser> {
+    let mut pos = 0;
+    let user = String::from_utf8_lossy(read_nul_bytes(p, &mut pos)?).into_owned();
+    let token = if caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
+        let len = usize::from(*p.get(pos)?);
+        pos += 1;
+        let t = p.get(pos..pos + len)?.to_vec();
+        pos += len;
+        t
+    } else {
+        read_nul_bytes(p, &mut pos)?.to_vec()
+    };
+    let db = read_nul_bytes(p, &mut pos).unwrap_or_default();
+    let database = (!db.is_empty()).then(|| String::from_utf8_lossy(db).into_owned());
+    let mut collation = None;
+    if pos + 2 <= p.len() {
+        collation = Some(p[pos]);
+        pos += 2;
+    }
+    let plugin = if caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) && pos < p.len() {
+        read_nul_bytes(p, &mut pos).map(|b| String::from_utf8_lossy(b).into_owned())
+    } else {
+        None
+    };
+    Some(ChangeUser {
+        user,
+        token,
+        database,
+        collation,
+        plugin,
+    })
+}

@@ -1,0 +1,707 @@
+//! One client session: reads commands, decides where each goes, keeps the session's state on
+//! whichever pooled backend connection runs it, relays the response, and pins the session to
+//! one backend connection while it must stay there (transactions, locks, temporary tables).
+
+mod auth;
+mod prepared;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::backend::{relay, BackendError, PoolKey, PooledConn, RelayError, RelayMode, RelayOutcome};
+use crate::classify::{parse_set, Classification, PinReason, StatementKind};
+use crate::context::{RouterContext, RouterMetrics, User};
+use crate::error::RouterError;
+use crate::protocol::packet::PacketError;
+use crate::protocol::{
+    eof_payload, err_payload, ok_payload, CapabilityFlags, PacketReader, PacketWriter, StatusFlags,
+};
+
+pub use auth::HandshakeFailure;
+use prepared::ClientStmt;
+use state::{sync_plan, SessionState};
+
+/// Why a command failed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Answer the client with this error; `seq` overrides the reply's sequence id when part of
+    /// a response was already sent.
+    Reply(RouterError, Option<u8>),
+    /// The client connection is gone: end the session.
+    ClientGone,
+}
+
+impl From<RouterError> for Failure {
+    fn from(e: RouterError) -> Self {
+        Failure::Reply(e, None)
+    }
+}
+
+impl From<BackendError> for Failure {
+    fn from(e: BackendError) -> Self {
+        Failure::Reply(RouterError::Backend(e), None)
+    }
+}
+
+/// Reasons the session must keep its current backend connection.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Pins {
+    temp_table: bool,
+    lock_tables: bool,
+    user_lock: bool,
+    user_var: bool,
+    sql_prepare: bool,
+    multi: bool,
+    cursor: bool,
+    /// SQL_CALC_FOUND_ROWS: the next statement (FOUND_ROWS()) needs the same connection.
+    next_statement: bool,
+    /// `SET TRANSACTION` applies to the next transaction on this connection.
+    next_transaction: bool,
+    /// A SET whose value can't be replayed elsewhere.
+    set_state: bool,
+}
+
+impl Pins {
+    fn any(&self) -> bool {
+        *self != Pins::default()
+    }
+
+    fn set(&mut self, reason: PinReason, on: bool) {
+        match reason {
+            PinReason::TemporaryTable => self.temp_table = on,
+            PinReason::LockTables => self.lock_tables = on,
+            PinReason::UserLock => self.user_lock = on,
+            PinReason::UserVariableAssignment => self.user_var = on,
+            PinReason::SqlPrepare => self.sql_prepare = on,
+            PinReason::MultiStatement => self.multi = on,
+        }
+    }
+}
+
+/// Where a statement may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target<'a> {
+    /// The leader of the cluster for the session's database.
+    Leader,
+    /// A fresh replica if replica reads are on, else the leader.
+    ReplicaOk,
+    /// The leader of the cluster for this database (USE, COM_INIT_DB).
+    LeaderFor(&'a str),
+}
+
+/// How to run one command on a backend.
+#[derive(Debug, Clone, Copy)]
+struct Exec {
+    mode: RelayMode,
+    /// Safe to run again on another connection if the first one failed before any reply:
+    /// reads, and statements whose sending failed.
+    retry_reads: bool,
+    /// Carry LAST_INSERT_ID() over to the connection first.
+    with_insert_id: bool,
+}
+
+/// A command to run on a backend.
+#[derive(Debug)]
+pub(crate) enum Cmd<'a> {
+    /// Forwarded as the client sent it.
+    Raw(&'a [u8]),
+    /// COM_STMT_EXECUTE: the statement is prepared on the chosen connection first (once per
+    /// connection), its long data sent, and its backend id patched into `packet`.
+    Execute {
+        sql: &'a Arc<[u8]>,
+        packet: &'a mut Vec<u8>,
+        long_data: &'a HashMap<u16, Vec<u8>>,
+    },
+}
+
+/// An authenticated client session.
+#[derive(Debug)]
+pub struct Session {
+    ctx: Arc<RouterContext>,
+    id: u32,
+    peer: String,
+    input: PacketReader<OwnedReadHalf>,
+    output: PacketWriter<OwnedWriteHalf>,
+    user: Arc<User>,
+    caps: CapabilityFlags,
+    scramble: [u8; 20],
+    state: SessionState,
+    pinned: Option<PooledConn>,
+    pins: Pins,
+    multi_statements: bool,
+    stmts: HashMap<u32, ClientStmt>,
+    next_stmt_id: u32,
+    last_prepared: u32,
+}
+
+impl Session {
+    /// Runs the connection phase and then the command loop until the client leaves.
+    pub async fn serve(ctx: Arc<RouterContext>, stream: TcpStream, id: u32) {
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        stream.set_nodelay(true).ok();
+        let (r, w) = stream.into_split();
+        let mut input = PacketReader::new(r);
+        let mut output = PacketWriter::new(w);
+        let auth = match auth::handshake(&ctx, id, &peer, &mut input, &mut output).await {
+            Ok(a) => a,
+            Err(HandshakeFailure::Refuse(e, seq)) => {
+                write_error(&mut output, seq, &e).await.ok();
+                return;
+            }
+            Err(HandshakeFailure::Gone) => return,
+        };
+        let deprecate_eof = auth.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+        let mut session = Session {
+            id,
+            peer,
+            input,
+            output,
+            user: auth.user,
+            caps: auth.caps,
+            scramble: auth.scramble,
+            state: SessionState::for_handshake(auth.hello.collation, None),
+            pinned: None,
+            pins: Pins::default(),
+            multi_statements: auth.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
+            stmts: HashMap::new(),
+            next_stmt_id: 1,
+            last_prepared: 0,
+            ctx,
+        };
+        let _ = deprecate_eof;
+        let seq = auth.next_seq;
+        if let Some(db) = auth.hello.database {
+            // Refuse an unknown database now, as a server would, not at the first statement.
+            if let Err(f) = session.select_db(&db, seq, false).await {
+                if let Failure::Reply(e, s) = f {
+                    write_error(&mut session.output, s.unwrap_or(seq), &e).await.ok();
+                }
+                return;
+            }
+        }
+        session.output.push(
+            seq,
+            &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT, 0, 0),
+        );
+        if session.output.flush().await.is_err() {
+            return;
+        }
+        session.command_loop().await;
+    }
+
+    async fn command_loop(&mut self) {
+        let max = self.ctx.config.max_allowed_packet;
+        loop {
+            let (last, payload) = match self.input.read_message(max).await {
+                Ok(Some((_, last, p))) => (last, p),
+                Ok(None) => return,
+                Err(PacketError::TooLarge { .. }) => {
+                    // The rest of the packet is never read: the connection can't go on.
+                    write_error(&mut self.output, 1, &RouterError::PacketTooLarge)
+                        .await
+                        .ok();
+                    return;
+                }
+                Err(_) => return,
+            };
+            let seq = last.wrapping_add(1);
+            let Some(&command) = payload.first() else {
+                if self.reply_error(seq, RouterError::Malformed("empty packet")).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            RouterMetrics::inc(&self.ctx.metrics.statements);
+            let result = match command {
+                0x01 => return, // COM_QUIT
+                0x03 => self.query(&payload, seq).await,
+                0x02 => {
+                    let db = String::from_utf8_lossy(&payload[1..]).into_owned();
+                    self.select_db(&db, seq, true).await
+                }
+                0x0e => self.reply_ok(seq).await, // COM_PING
+                0x04 => self.simple(&payload, RelayMode::Rows).await, // COM_FIELD_LIST
+                0x09 => self.simple(&payload, RelayMode::Single).await, // COM_STATISTICS
+                0x11 => self.change_user(&payload, seq).await,
+                0x1b => self.set_option(&payload, seq).await,
+                0x1f => self.reset_connection(seq).await,
+                0x16 => self.stmt_prepare(&payload, seq).await,
+                0x17 => self.stmt_execute(&payload, seq).await,
+                0x18 => self.stmt_send_long_data(&payload),
+                0x19 => self.stmt_close(&payload),
+                0x1a => self.stmt_reset(&payload, seq).await,
+                0x1c => self.stmt_fetch(&payload, seq).await,
+                other => Err(RouterError::UnknownCommand(other).into()),
+            };
+            match result {
+                Ok(()) => {}
+                Err(Failure::ClientGone) => return,
+                Err(Failure::Reply(e, s)) => {
+                    RouterMetrics::inc(&self.ctx.metrics.errors);
+                    if self.reply_error(s.unwrap_or(seq), e).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reply_error(&mut self, seq: u8, e: RouterError) -> Result<(), Failure> {
+        tracing::debug!(session = self.id, error = %e, "statement failed");
+        write_error(&mut self.output, seq, &e)
+            .await
+            .map_err(|_| Failure::ClientGone)
+    }
+
+    async fn reply_ok(&mut self, seq: u8) -> Result<(), Failure> {
+        let status = self.client_status();
+        self.output.push(seq, &ok_payload(0, 0, status, 0, 0));
+        self.output.flush().await.map_err(|_| Failure::ClientGone)
+    }
+
+    /// Status flags for replies the router makes itself.
+    fn client_status(&self) -> StatusFlags {
+        let mut s = StatusFlags::empty();
+        match &self.pinned {
+            Some(c) => s |= StatusFlags::from_bits_truncate(c.status & 0x0003),
+            None => s |= StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        }
+        s
+    }
+
+    fn deprecate_eof(&self) -> bool {
+        self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
+    }
+
+    async fn query(&mut self, payload: &[u8], seq: u8) -> Result<(), Failure> {
+        let sql = String::from_utf8_lossy(&payload[1..]);
+        let class = self.ctx.classifier.classify(&sql);
+        if !class.parsed {
+            RouterMetrics::inc(&self.ctx.metrics.unparsed);
+        }
+        if class.multi && !self.multi_statements {
+            return Err(RouterError::MultiStatementsOff.into());
+        }
+        let exec = Exec {
+            mode: RelayMode::ResultSet { cursor: false },
+            retry_reads: is_read(&class),
+            with_insert_id: class.uses_session_functions,
+        };
+        match &class.kind {
+            StatementKind::Use(db) if !class.multi => {
+                let db = db.clone();
+                let outcome = self.run(Target::LeaderFor(&db), Cmd::Raw(payload), exec).await?;
+                if outcome.error.is_none() {
+                    self.state.db = Some(db);
+                    if let Some(c) = self.pinned.as_mut() {
+                        c.state.db = self.state.db.clone();
+                    }
+                }
+                self.after_statement(&class, &outcome);
+                let _ = seq;
+                Ok(())
+            }
+            StatementKind::Set if !class.multi => {
+                let items = parse_set(&sql);
+                // The statement runs on some connection; if its effect can be replayed from
+                // literals, the session records it and stays free, otherwise it stays there.
+                let outcome = self.run(Target::Leader, Cmd::Raw(payload), exec).await?;
+                if outcome.error.is_none() {
+                    match items {
+                        Ok(items) => {
+                            let effect = self.state.apply_set(&items);
+                            self.pins.set_state |= effect.needs_pin;
+                            self.pins.next_transaction |= effect.next_transaction;
+                        }
+                        Err(_) => self.pins.set_state = true,
+                    }
+                    // The connection that ran it now holds exactly the session's state.
+                    self.sync_conn_record();
+                }
+                self.after_statement(&class, &outcome);
+                Ok(())
+            }
+            _ => {
+                let target = if is_read(&class) && !self.pins.any() {
+                    Target::ReplicaOk
+                } else {
+                    Target::Leader
+                };
+                let outcome = self.run(target, Cmd::Raw(payload), exec).await?;
+                self.after_statement(&class, &outcome);
+                Ok(())
+            }
+        }
+    }
+
+    /// After a SET ran on the pinned-or-just-used connection, record the new state on it.
+    fn sync_conn_record(&mut self) {
+        if let Some(c) = self.pinned.as_mut() {
+            let lid = c.state.last_insert_id;
+            c.state = self.state.as_conn_state();
+            c.state.last_insert_id = lid;
+        }
+    }
+
+    /// Updates pins from a statement that has run.
+    fn after_statement(&mut self, class: &Classification, outcome: &RelayOutcome) {
+        self.pins.next_statement = false;
+        if outcome.error.is_none() {
+            if let Some(r) = class.pin {
+                self.pins.set(r, true);
+            }
+            if let Some(r) = class.unpin {
+                self.pins.set(r, false);
+            }
+            if class.calc_found_rows {
+                self.pins.next_statement = true;
+            }
+        }
+        if self.pins.next_transaction {
+            if let Some(c) = &self.pinned {
+                if c.in_transaction() {
+                    // The transaction it was for has begun; the transaction itself pins now.
+                    self.pins.next_transaction = false;
+                }
+            }
+        }
+        self.release_if_free();
+    }
+
+    /// Returns the pinned connection to the pool when nothing holds the session to it.
+    fn release_if_free(&mut self) {
+        let keep = self.pins.any() || self.pinned.as_ref().is_some_and(|c| c.in_transaction());
+        if !keep {
+            self.pinned = None;
+        }
+    }
+
+    /// Runs a command on a backend connection and relays the response. The connection stays
+    /// in `self.pinned` afterwards; callers decide whether to release it.
+    async fn run(
+        &mut self,
+        target: Target<'_>,
+        mut cmd: Cmd<'_>,
+        exec: Exec,
+    ) -> Result<RelayOutcome, Failure> {
+        let mut retried = false;
+        loop {
+            let was_pinned = self.pinned.is_some();
+            let mut conn = match self.pinned.take() {
+                Some(c) => c,
+                None => self.checkout(target).await?,
+            };
+            if let Err(e) = self.send(&mut conn, &mut cmd, exec.with_insert_id).await {
+                let connection_failed =
+                    matches!(&e, RouterError::Backend(b) if b.is_connection_failure());
+                if !connection_failed {
+                    // A server error before the command ran (an unknown database, say).
+                    self.pinned = Some(conn);
+                    self.release_if_free();
+                    return Err(e.into());
+                }
+                conn.discard();
+                if was_pinned {
+                    return Err(self.lost_pinned(None));
+                }
+                if !retried {
+                    // Nothing ran: safe to try once more on another connection.
+                    retried = true;
+                    RouterMetrics::inc(&self.ctx.metrics.backend_retries);
+                    continue;
+                }
+                return Err(e.into());
+            }
+            let result = relay(&mut conn, exec.mode, &mut self.output, Some(&mut self.input)).await;
+            match result {
+                Ok(outcome) => {
+                    if outcome.error.is_none() {
+                        if let Some(ok) = outcome.ok.filter(|ok| ok.last_insert_id != 0) {
+                            self.state.last_insert_id = ok.last_insert_id;
+                            conn.state.last_insert_id = ok.last_insert_id;
+                        }
+                    }
+                    if outcome.cursor_open {
+                        self.pins.cursor = true;
+                    }
+                    self.pinned = Some(conn);
+                    return Ok(outcome);
+                }
+                Err(RelayError::Client(_)) => {
+                    conn.discard();
+                    return Err(Failure::ClientGone);
+                }
+                Err(RelayError::Backend {
+                    source,
+                    forwarded,
+                    next_seq,
+                }) => {
+                    tracing::warn!(session = self.id, backend = %conn.addr, error = %source, "backend failed mid-response");
+                    let addr = conn.addr.to_string();
+                    conn.discard();
+                    if was_pinned {
+                        return Err(self.lost_pinned(forwarded.then_some(next_seq)));
+                    }
+                    if !forwarded && exec.retry_reads && !retried {
+                        retried = true;
+                        RouterMetrics::inc(&self.ctx.metrics.backend_retries);
+                        continue;
+                    }
+                    return Err(Failure::Reply(
+                        RouterError::LostDuringQuery { addr },
+                        forwarded.then_some(next_seq),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Synchronises the connection's state and sends the command.
+    async fn send(
+        &self,
+        conn: &mut PooledConn,
+        cmd: &mut Cmd<'_>,
+        with_insert_id: bool,
+    ) -> Result<(), RouterError> {
+        self.sync(conn, with_insert_id).await?;
+        match cmd {
+            Cmd::Raw(p) => conn.send_command(p).await?,
+            Cmd::Execute {
+                sql,
+                packet,
+                long_data,
+            } => {
+                let stmt = conn.ensure_prepared(sql).await?;
+                for (param, data) in long_data.iter() {
+                    let mut p = Vec::with_capacity(data.len() + 7);
+                    p.push(0x18);
+                    p.extend_from_slice(&stmt.id.to_le_bytes());
+                    p.extend_from_slice(&param.to_le_bytes());
+                    p.extend_from_slice(data);
+                    conn.send_command(&p).await?;
+                }
+                packet[1..5].copy_from_slice(&stmt.id.to_le_bytes());
+                conn.send_command(packet).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pinned connection died: whatever held the session there is gone with it.
+    fn lost_pinned(&mut self, seq: Option<u8>) -> Failure {
+        self.pins = Pins::default();
+        self.stmts.values_mut().for_each(|s| s.cursor_open = false);
+        Failure::Reply(
+            RouterError::TransactionLost {
+                addr: "the session's backend".into(),
+            },
+            seq,
+        )
+    }
+
+    async fn checkout(&self, target: Target<'_>) -> Result<PooledConn, Failure> {
+        let addr = match target {
+            Target::Leader => self.ctx.route(self.state.db.as_deref(), false)?,
+            Target::ReplicaOk => self.ctx.route(self.state.db.as_deref(), true)?,
+            Target::LeaderFor(db) => self.ctx.route(Some(db), false)?,
+        };
+        let key = PoolKey {
+            addr,
+            user: self.user.name.clone(),
+            deprecate_eof: self.deprecate_eof(),
+            found_rows: self.caps.contains(CapabilityFlags::CLIENT_FOUND_ROWS),
+        };
+        let want = self.state.as_conn_state();
+        Ok(self
+            .ctx
+            .pools
+            .checkout(&key, &self.user.password, Some(&want))
+            .await?)
+    }
+
+    /// Brings `conn` to the session's state.
+    async fn sync(&self, conn: &mut PooledConn, with_insert_id: bool) -> Result<(), RouterError> {
+        let s = &self.state;
+        let c = &conn.state;
+        if s.db == c.db
+            && s.names == c.names
+            && s.vars == c.vars
+            && (!with_insert_id || s.last_insert_id == c.last_insert_id)
+        {
+            return Ok(());
+        }
+        let plan = sync_plan(s, c, with_insert_id);
+        if plan.reset {
+            conn.change_user_reset(&self.user.name, &self.user.password)
+                .await?;
+        }
+        if !plan.sql.is_empty() {
+            conn.query(&plan.sql.join(";")).await?;
+        }
+        let lid = if with_insert_id {
+            s.last_insert_id
+        } else {
+            conn.state.last_insert_id
+        };
+        conn.state = s.as_conn_state();
+        conn.state.last_insert_id = lid;
+        Ok(())
+    }
+
+    /// COM_INIT_DB (`relay` true) or the database of the handshake (`relay` false, nothing
+    /// sent on success).
+    async fn select_db(&mut self, db: &str, seq: u8, relay_reply: bool) -> Result<(), Failure> {
+        let mut payload = Vec::with_capacity(db.len() + 1);
+        payload.push(0x02);
+        payload.extend_from_slice(db.as_bytes());
+        if relay_reply {
+            let exec = Exec {
+                mode: RelayMode::Single,
+                retry_reads: true,
+                with_insert_id: false,
+            };
+            let outcome = self.run(Target::LeaderFor(db), Cmd::Raw(&payload), exec).await?;
+            if outcome.error.is_none() {
+                self.state.db = Some(db.to_string());
+                if let Some(c) = self.pinned.as_mut() {
+                    c.state.db = Some(db.to_string());
+                }
+            }
+            self.release_if_free();
+            return Ok(());
+        }
+        let _ = seq;
+        let mut conn = self.checkout(Target::LeaderFor(db)).await?;
+        self.sync(&mut conn, false).await?;
+        conn.query(&format!("USE {}", state::quote_ident(db)))
+            .await
+            .map_err(RouterError::from)?;
+        self.state.db = Some(db.to_string());
+        conn.state.db = Some(db.to_string());
+        Ok(())
+    }
+
+    /// Commands answered by the leader without session effects.
+    async fn simple(&mut self, payload: &[u8], mode: RelayMode) -> Result<(), Failure> {
+        let exec = Exec {
+            mode,
+            retry_reads: true,
+            with_insert_id: false,
+        };
+        self.run(Target::Leader, Cmd::Raw(payload), exec).await?;
+        self.release_if_free();
+        Ok(())
+    }
+
+    async fn set_option(&mut self, payload: &[u8], seq: u8) -> Result<(), Failure> {
+        let option = payload
+            .get(1..3)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .ok_or(RouterError::Malformed("COM_SET_OPTION"))?;
+        match option {
+            0 => self.multi_statements = true,
+            1 => self.multi_statements = false,
+            _ => return Err(RouterError::Malformed("COM_SET_OPTION value").into()),
+        }
+        let status = self.client_status();
+        if self.deprecate_eof() {
+            self.output.push(seq, &ok_payload(0, 0, status, 0, 0xfe));
+        } else {
+            self.output.push(seq, &eof_payload(status, 0));
+        }
+        self.output.flush().await.map_err(|_| Failure::ClientGone)
+    }
+
+    /// Forgets everything the session set up, as a fresh login would have it.
+    fn reset_state(&mut self, collation: u8, db: Option<String>) {
+        if let Some(c) = self.pinned.take() {
+            // It may hold temporary tables, locks or an open transaction.
+            c.discard();
+        }
+        self.pins = Pins::default();
+        self.stmts.clear();
+        self.state = SessionState::for_handshake(collation, db);
+        self.multi_statements = self.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS);
+    }
+
+    async fn reset_connection(&mut self, seq: u8) -> Result<(), Failure> {
+        let db = self.state.db.clone();
+        let names = self.state.names.clone();
+        self.reset_state(state::BACKEND_COLLATION, db);
+        self.state.names = names;
+        self.reply_ok(seq).await
+    }
+
+    async fn change_user(&mut self, payload: &[u8], seq: u8) -> Result<(), Failure> {
+        let req = auth::parse_change_user(&payload[1..], self.caps)
+            .ok_or(RouterError::Malformed("COM_CHANGE_USER"))?;
+        let mut seq = seq;
+        let mut token = req.token.clone();
+        let mut scramble = self.scramble;
+        if req
+            .plugin
+            .as_deref()
+            .is_some_and(|p| !p.is_empty() && p != crate::protocol::handshake::NATIVE_PASSWORD)
+        {
+            scramble = crate::protocol::handshake::new_scramble();
+            self.output
+                .push(seq, &crate::protocol::handshake::auth_switch_request(&scramble));
+            self.output.flush().await.map_err(|_| Failure::ClientGone)?;
+            match self.input.read_message(64 * 1024).await {
+                Ok(Some((_, last, reply))) => {
+                    token = reply.to_vec();
+                    seq = last.wrapping_add(1);
+                }
+                _ => return Err(Failure::ClientGone),
+            }
+        }
+        let Some(user) = auth::check_password(&self.ctx, &req.user, &scramble, &token) else {
+            RouterMetrics::inc(&self.ctx.metrics.auth_failures);
+            let e = RouterError::AccessDenied {
+                user: req.user,
+                host: self.peer.clone(),
+                using_password: !token.is_empty(),
+            };
+            return Err(Failure::Reply(e, Some(seq)));
+        };
+        self.user = user;
+        self.reset_state(req.collation.unwrap_or(state::BACKEND_COLLATION), None);
+        if let Some(db) = req.database {
+            self.select_db(&db, seq, false)
+                .await
+                .map_err(|f| match f {
+                    Failure::Reply(e, _) => Failure::Reply(e, Some(seq)),
+                    other => other,
+                })?;
+        }
+        self.reply_ok(seq).await
+    }
+}
+
+/// Statements that may run again elsewhere after a failure and may go to a replica.
+fn is_read(class: &Classification) -> bool {
+    matches!(
+        class.kind,
+        StatementKind::Select { locking: false } | StatementKind::Show
+    ) && class.pin.is_none()
+        && !class.multi
+        && !class.uses_session_functions
+        && !class.calc_found_rows
+}
+
+async fn write_error(
+    out: &mut PacketWriter<OwnedWriteHalf>,
+    seq: u8,
+    e: &RouterError,
+) -> std::io::Result<()> {
+    let c = e.to_client();
+    out.push(seq, &err_payload(c.code, &c.sqlstate, &c.message));
+    out.flush().await
+}

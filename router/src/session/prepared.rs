@@ -1,0 +1,284 @@
+//! Prepared statements. The router gives clients its own statement ids and prepares each
+//! statement lazily on whichever backend connection runs it (cached per connection by text),
+//! so that a prepared session needs no pinning. Parameter types are remembered, because a
+//! client that sends them only with the first execute relies on the connection remembering.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::backend::{relay, RelayError, RelayMode};
+use crate::classify::Classification;
+use crate::context::RouterMetrics;
+use crate::error::RouterError;
+
+use super::{is_read, Cmd, Exec, Failure, Session, Target};
+
+/// A statement as the client knows it.
+#[derive(Debug)]
+pub(crate) struct ClientStmt {
+    pub sql: Arc<[u8]>,
+    pub class: Arc<Classification>,
+    pub params: u16,
+    /// Parameter types from the last execute that sent them (2 bytes each).
+    pub param_types: Option<Vec<u8>>,
+    /// COM_STMT_SEND_LONG_DATA chunks per parameter, sent before the next execute.
+    pub long_data: HashMap<u16, Vec<u8>>,
+    pub cursor_open: bool,
+}
+
+const CURSOR_TYPE_READ_ONLY: u8 = 0x01;
+
+fn stmt_id(payload: &[u8]) -> Result<u32, RouterError> {
+    payload
+        .get(1..5)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(RouterError::Malformed("statement id"))
+}
+
+impl Session {
+    pub(super) async fn stmt_prepare(&mut self, payload: &[u8], _seq: u8) -> Result<(), Failure> {
+        let sql: Arc<[u8]> = payload[1..].into();
+        let class = self
+            .ctx
+            .classifier
+            .classify(&String::from_utf8_lossy(&sql));
+        if !class.parsed {
+            RouterMetrics::inc(&self.ctx.metrics.unparsed);
+        }
+        let mut retried = false;
+        let (stmt, packets) = loop {
+            let was_pinned = self.pinned.is_some();
+            let mut conn = match self.pinned.take() {
+                Some(c) => c,
+                None => self.checkout(Target::Leader).await?,
+            };
+            let prepared = async {
+                self.sync(&mut conn, false).await?;
+                conn.prepare(&sql).await.map_err(RouterError::from)
+            }
+            .await;
+            match prepared {
+                Ok(p) => {
+                    self.pinned = Some(conn);
+                    break p;
+                }
+                Err(RouterError::Backend(b)) if b.is_connection_failure() => {
+                    conn.discard();
+                    if was_pinned {
+                        return Err(self.lost_pinned(None));
+                    }
+                    if retried {
+                        return Err(RouterError::Backend(b).into());
+                    }
+                    retried = true;
+                }
+                Err(e) => {
+                    self.pinned = Some(conn);
+                    self.release_if_free();
+                    return Err(e.into());
+                }
+            }
+        };
+        self.release_if_free();
+        let id = self.next_stmt_id;
+        self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
+        self.stmts.insert(
+            id,
+            ClientStmt {
+                sql,
+                class,
+                params: stmt.params,
+                param_types: None,
+                long_data: HashMap::new(),
+                cursor_open: false,
+            },
+        );
+        self.last_prepared = id;
+        for (i, (seq, mut p)) in packets.into_iter().enumerate() {
+            if i == 0 {
+                p[1..5].copy_from_slice(&id.to_le_bytes());
+            }
+            self.output.push(seq, &p);
+        }
+        self.output.flush().await.map_err(|_| Failure::ClientGone)
+    }
+
+    pub(super) async fn stmt_execute(&mut self, payload: &[u8], _seq: u8) -> Result<(), Failure> {
+        const CMD: &str = "mysqld_stmt_execute";
+        let mut id = stmt_id(payload)?;
+        if id == u32::MAX {
+            // MariaDB's "the statement prepared last" id.
+            id = self.last_prepared;
+        }
+        let stmt = self
+            .stmts
+            .get_mut(&id)
+            .ok_or(RouterError::UnknownStatement { id, command: CMD })?;
+        let flags = *payload.get(5).ok_or(RouterError::Malformed("execute flags"))?;
+        let n = usize::from(stmt.params);
+        // command, id, flags, iteration count
+        let mut pos = 10;
+        let mut out = Vec::with_capacity(payload.len() + 2 * n + 1);
+        out.extend_from_slice(payload.get(..pos).ok_or(RouterError::Malformed("execute"))?);
+        if n > 0 {
+            let bitmap = payload
+                .get(pos..pos + n.div_ceil(8))
+                .ok_or(RouterError::Malformed("execute null bitmap"))?;
+            out.extend_from_slice(bitmap);
+            pos += bitmap.len();
+            let bound = *payload.get(pos).ok_or(RouterError::Malformed("execute types flag"))?;
+            pos += 1;
+            if bound == 1 {
+                let types = payload
+                    .get(pos..pos + 2 * n)
+                    .ok_or(RouterError::Malformed("execute parameter types"))?;
+                stmt.param_types = Some(types.to_vec());
+                pos += 2 * n;
+            }
+            let types = stmt
+                .param_types
+                .as_ref()
+                .ok_or(RouterError::Malformed("execute without parameter types"))?;
+            // Always send the types: the backend connection may never have seen them.
+            out.push(1);
+            out.extend_from_slice(types);
+            out.extend_from_slice(&payload[pos..]);
+        }
+        let cursor = flags & CURSOR_TYPE_READ_ONLY != 0;
+        let sql = stmt.sql.clone();
+        let class = stmt.class.clone();
+        let long_data = std::mem::take(&mut stmt.long_data);
+        let target = if is_read(&class) && !self.pins.any() && !cursor {
+            Target::ReplicaOk
+        } else {
+            Target::Leader
+        };
+        let exec = Exec {
+            mode: RelayMode::ResultSet { cursor },
+            retry_reads: is_read(&class),
+            with_insert_id: class.uses_session_functions,
+        };
+        let cmd = Cmd::Execute {
+            sql: &sql,
+            packet: &mut out,
+            long_data: &long_data,
+        };
+        let outcome = self.run(target, cmd, exec).await?;
+        if outcome.cursor_open {
+            if let Some(s) = self.stmts.get_mut(&id) {
+                s.cursor_open = true;
+            }
+        }
+        self.after_statement(&class, &outcome);
+        Ok(())
+    }
+
+    pub(super) fn stmt_send_long_data(&mut self, payload: &[u8]) -> Result<(), Failure> {
+        // No reply, even on error, as the protocol says; a bad id fails at execute.
+        let Ok(id) = stmt_id(payload) else {
+            return Ok(());
+        };
+        if let (Some(stmt), Some(param)) = (self.stmts.get_mut(&id), payload.get(5..7)) {
+            let param = u16::from_le_bytes([param[0], param[1]]);
+            stmt.long_data
+                .entry(param)
+                .or_default()
+                .extend_from_slice(&payload[7..]);
+        }
+        Ok(())
+    }
+
+    pub(super) fn stmt_close(&mut self, payload: &[u8]) -> Result<(), Failure> {
+        let Ok(id) = stmt_id(payload) else {
+            return Ok(());
+        };
+        if let Some(stmt) = self.stmts.remove(&id) {
+            if stmt.cursor_open {
+                self.pins.cursor = self.stmts.values().any(|s| s.cursor_open);
+                self.release_if_free();
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn stmt_reset(&mut self, payload: &[u8], seq: u8) -> Result<(), Failure> {
+        let id = stmt_id(payload)?;
+        let stmt = self.stmts.get_mut(&id).ok_or(RouterError::UnknownStatement {
+            id,
+            command: "mysqld_stmt_reset",
+        })?;
+        stmt.long_data.clear();
+        let had_cursor = std::mem::take(&mut stmt.cursor_open);
+        let sql = stmt.sql.clone();
+        if had_cursor {
+            self.pins.cursor = self.stmts.values().any(|s| s.cursor_open);
+            if let Some(conn) = self.pinned.as_mut() {
+                // Close the cursor on the backend; its OK is ours to swallow.
+                if let Some(b) = conn.stmts.get(&sql).copied() {
+                    let mut p = vec![0x1a];
+                    p.extend_from_slice(&b.id.to_le_bytes());
+                    let ok = conn.send_command(&p).await.is_ok() && conn.read_raw().await.is_ok();
+                    if !ok {
+                        if let Some(c) = self.pinned.take() {
+                            c.discard();
+                        }
+                    }
+                }
+            }
+            self.release_if_free();
+        }
+        self.reply_ok(seq).await
+    }
+
+    pub(super) async fn stmt_fetch(&mut self, payload: &[u8], _seq: u8) -> Result<(), Failure> {
+        let id = stmt_id(payload)?;
+        let unknown = RouterError::UnknownStatement {
+            id,
+            command: "mysqld_stmt_fetch",
+        };
+        let stmt = self.stmts.get(&id).ok_or(unknown)?;
+        if !stmt.cursor_open {
+            return Err(RouterError::UnknownStatement {
+                id,
+                command: "mysqld_stmt_fetch",
+            }
+            .into());
+        }
+        let sql = stmt.sql.clone();
+        let Some(mut conn) = self.pinned.take() else {
+            return Err(self.lost_pinned(None));
+        };
+        let Some(b) = conn.stmts.get(&sql).copied() else {
+            self.pinned = Some(conn);
+            return Err(RouterError::UnknownStatement {
+                id,
+                command: "mysqld_stmt_fetch",
+            }
+            .into());
+        };
+        let mut out = payload.to_vec();
+        out[1..5].copy_from_slice(&b.id.to_le_bytes());
+        if conn.send_command(&out).await.is_err() {
+            conn.discard();
+            return Err(self.lost_pinned(None));
+        }
+        match relay(&mut conn, RelayMode::Rows, &mut self.output, Some(&mut self.input)).await {
+            Ok(_) => {
+                self.pinned = Some(conn);
+                Ok(())
+            }
+            Err(RelayError::Client(_)) => {
+                conn.discard();
+                Err(Failure::ClientGone)
+            }
+            Err(RelayError::Backend {
+                forwarded,
+                next_seq,
+                ..
+            }) => {
+                conn.discard();
+                Err(self.lost_pinned(forwarded.then_some(next_seq)))
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Wires one switchyard process from a [`Config`]: the router's MySQL listener, the
+//! orchestrator's monitor and the admin API, sharing one topology. `serve`, `sandbox` and the
+//! integration tests all start it here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use orchestrator::monitor::{self, ClusterSpec, MonitorConfig};
+use router::backend::{BackendConn, ConnectOptions};
+use router::config::Secret;
+use router::RouterContext;
+use shard_map::TopologyHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+
+/// A running switchyard.
+#[derive(Debug)]
+pub struct App {
+    pub router_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub topology: TopologyHandle,
+    pub router: Arc<RouterContext>,
+    pub admin_token: Secret,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Starts every component. `config.admin.token` must be set.
+    pub async fn start(mut config: Config) -> anyhow::Result<App> {
+        let problems = config.validate();
+        anyhow::ensure!(
+            problems.is_empty(),
+            "invalid configuration:\n  - {}",
+            problems.join("\n  - ")
+        );
+        let token = config
+            .admin
+            .token
+            .clone()
+            .context("admin token is not set")?;
+        let specs: Vec<ClusterSpec> = config
+            .clusters
+            .iter()
+            .map(|c| ClusterSpec {
+                name: c.name.clone(),
+                nodes: c.nodes.clone(),
+                leader: c.leader.clone(),
+            })
+            .collect();
+        let topology = TopologyHandle::new(monitor::initial_topology(&specs));
+        if config.router.server_version.is_none() {
+            config.router.server_version = Some(announced_version(&config).await);
+        }
+        let shard_map = config
+            .shard_map()
+            .map_err(|e| anyhow::anyhow!("invalid keyspaces: {e:?}"))?;
+        let router = Arc::new(RouterContext::new(
+            config.router.clone(),
+            topology.clone(),
+            shard_map,
+        ));
+        let router_listener = TcpListener::bind(&config.router.listen)
+            .await
+            .with_context(|| format!("can't listen on {} (router)", config.router.listen))?;
+        let admin_listener = TcpListener::bind(&config.admin.listen)
+            .await
+            .with_context(|| format!("can't listen on {} (admin API)", config.admin.listen))?;
+        let router_addr = router_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+        let (stop, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|v| *v).await;
+            }
+        };
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(router::run(
+            router_listener,
+            router.clone(),
+            stopped(),
+        )));
+        let o = &config.orchestrator;
+        let mut mcfg = MonitorConfig::new(o.user.clone(), o.password.expose().to_string());
+        mcfg.tick = Duration::from_millis(o.tick_ms);
+        mcfg.connect_timeout = Duration::from_millis(o.connect_timeout_ms);
+        mcfg.down_after = o.down_after;
+        tasks.push(tokio::spawn(monitor::run(
+            mcfg,
+            specs,
+            topology.clone(),
+            stopped(),
+        )));
+        let api = admin::routes(AdminState {
+            topology: topology.clone(),
+            router: router.clone(),
+            token: token.clone(),
+        });
+        let admin_stop = stopped();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin_listener, api)
+                .with_graceful_shutdown(admin_stop)
+                .await
+            {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        }));
+        Ok(App {
+            router_addr,
+            admin_addr,
+            topology,
+            router,
+            admin_token: token,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Waits until every cluster has a leader that is up, or `timeout` passes.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut changes = self.topology.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if admin::is_ready(&self.topology) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                return admin::is_ready(&self.topology);
+            }
+        }
+    }
+
+    /// Stops accepting, lets sessions finish (bounded), stops the monitor and the API.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+/// The version clients are shown: the first leader's, marked as ours, with the `5.5.5-`
+/// prefix MariaDB servers use so that old MySQL clients do not mistake them for 5.x.
+async fn announced_version(config: &Config) -> String {
+    const FALLBACK: &str = "5.5.5-10.11.0-MariaDB-switchyard";
+    let Some(addr) = config
+        .clusters
+        .first()
+        .and_then(|c| c.leader.clone().or_else(|| c.nodes.first().cloned()))
+    else {
+        return FALLBACK.into();
+    };
+    let opts = ConnectOptions {
+        user: config.orchestrator.user.as_str().into(),
+        password: config.orchestrator.password.expose().clone(),
+        deprecate_eof: false,
+        found_rows: false,
+        connect_timeout: Duration::from_secs(2),
+    };
+    let version = async {
+        let mut c = BackendConn::connect(&addr, &opts).await.ok()?;
+        let out = c.query("SELECT VERSION()").await.ok()?;
+        out.rows.first()?.first()?.clone()
+    }
+    .await;
+    match version {
+        Some(v) => {
+            let base = v.split('-').next().unwrap_or(&v);
+            format!("5.5.5-{base}-MariaDB-switchyard")
+        }
+        None => FALLBACK.into(),
+    }
+}

@@ -1,0 +1,179 @@
+//! switchyard's TOML configuration for `switchyard serve --config FILE`: the router, the
+//! admin API, the orchestrator's monitor and the clusters and keyspaces it manages.
+
+use std::path::Path;
+
+use router::config::Secret;
+use router::RouterConfig;
+use serde::{Deserialize, Serialize};
+use shard_map::{Keyspace, ShardMap};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Cluster for databases outside every keyspace; the first cluster when absent.
+    #[serde(default)]
+    pub default_cluster: Option<String>,
+    pub router: RouterConfig,
+    pub admin: AdminConfig,
+    pub orchestrator: OrchestratorConfig,
+    pub clusters: Vec<ClusterConfig>,
+    #[serde(default)]
+    pub keyspaces: Vec<Keyspace>,
+}
+
+/// The admin HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Bearer token for every endpoint but health. Also `SWITCHYARD_ADMIN_TOKEN`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+/// How the orchestrator reaches and watches the servers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorConfig {
+    /// The orchestrator's own database user (replication and admin privileges).
+    pub user: String,
+    pub password: Secret,
+    /// Monitor poll interval (ms).
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    /// Connect timeout for monitor connections (ms).
+    #[serde(default = "default_monitor_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Failed polls after which a node is declared down.
+    #[serde(default = "default_down_after")]
+    pub down_after: u32,
+}
+
+fn default_tick_ms() -> u64 {
+    500
+}
+fn default_monitor_connect_timeout_ms() -> u64 {
+    1000
+}
+fn default_down_after() -> u32 {
+    3
+}
+
+/// One replicated cluster of existing servers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: String,
+    /// `host:port` of every server.
+    pub nodes: Vec<String>,
+    /// The current leader; discovered (the one writable, non-replicating node) when absent.
+    #[serde(default)]
+    pub leader: Option<String>,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("can't read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{} problem(s) in the configuration:\n  - {}", .0.len(), .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads, parses and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Every problem, not just the first.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = self.router.validate();
+        if self.clusters.is_empty() {
+            problems.push("clusters: at least one cluster is needed".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut seen_nodes = std::collections::HashSet::new();
+        for c in &self.clusters {
+            if !seen.insert(c.name.as_str()) {
+                problems.push(format!("clusters: `{}` is defined twice", c.name));
+            }
+            if c.nodes.is_empty() {
+                problems.push(format!("clusters.{}: no nodes", c.name));
+            }
+            for n in &c.nodes {
+                if !is_host_port(n) {
+                    problems.push(format!("clusters.{}: node `{n}` is not host:port", c.name));
+                }
+                if !seen_nodes.insert(n.as_str()) {
+                    problems.push(format!("clusters.{}: node `{n}` appears twice", c.name));
+                }
+            }
+            if let Some(l) = &c.leader {
+                if !c.nodes.contains(l) {
+                    problems.push(format!(
+                        "clusters.{}: leader `{l}` is not one of its nodes",
+                        c.name
+                    ));
+                }
+            }
+        }
+        if let Err(errs) = self.shard_map() {
+            problems.extend(errs.into_iter().map(|e| format!("keyspaces: {e}")));
+        }
+        if !is_host_port(&self.admin.listen) {
+            problems.push(format!("admin.listen `{}` is not host:port", self.admin.listen));
+        }
+        if !is_host_port(&self.router.listen) {
+            problems.push(format!("router.listen `{}` is not host:port", self.router.listen));
+        }
+        if self.orchestrator.tick_ms == 0 {
+            problems.push("orchestrator.tick_ms must be at least 1".into());
+        }
+        problems
+    }
+
+    /// The shard map these keyspaces describe.
+    pub fn shard_map(&self) -> Result<ShardMap, Vec<shard_map::KeyspaceError>> {
+        let names: Vec<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
+        let default = self
+            .default_cluster
+            .clone()
+            .or_else(|| names.first().map(|s| s.to_string()))
+            .unwrap_or_default();
+        ShardMap::new(default, self.keyspaces.clone(), &names)
+    }
+}
+
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}

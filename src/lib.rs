@@ -1,0 +1,11 @@
+//! switchyard: a MySQL/MariaDB router and replication orchestrator in one process.
+//! This crate wires the `router`, `orchestrator` and `shard-map` crates together: the
+//! configuration file, the admin API, the sandbox, and the process that runs them all.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod sandbox;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,83 @@
+//! `switchyard sandbox`: local MariaDB clusters provisioned on loopback ports plus a complete
+//! switchyard (router, monitor, admin API) over them, in one foreground process.
+
+use std::path::PathBuf;
+
+use orchestrator::provision::{LocalClusters, ProvisionSpec};
+use router::config::{Secret, UserConfig};
+use router::RouterConfig;
+
+use crate::config::{AdminConfig, ClusterConfig, Config, OrchestratorConfig};
+
+/// What the sandbox should look like.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    pub dir: PathBuf,
+    pub clusters: usize,
+    pub replicas: usize,
+    /// First MariaDB port; `None` picks free ports.
+    pub base_port: Option<u16>,
+    pub listen: String,
+    pub admin: String,
+    pub admin_token: String,
+    pub app_user: String,
+    pub app_password: String,
+}
+
+/// The default sandbox directory: under the user's data directory, else the temp dir.
+pub fn default_dir() -> PathBuf {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));
+    match data {
+        Some(d) => d.join("switchyard").join("sandbox"),
+        None => std::env::temp_dir().join("switchyard-sandbox"),
+    }
+}
+
+/// Provisions (or restarts) the local clusters.
+pub async fn provision(opts: &SandboxOptions) -> anyhow::Result<LocalClusters> {
+    let mut spec = ProvisionSpec::new(&opts.dir);
+    spec.clusters = opts.clusters;
+    spec.replicas = opts.replicas;
+    spec.base_port = opts.base_port;
+    spec.app_user = opts.app_user.clone();
+    spec.app_password = opts.app_password.clone();
+    Ok(LocalClusters::start(spec).await?)
+}
+
+/// The configuration of a switchyard over these local clusters.
+pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
+    let spec = local.spec();
+    let clusters = local
+        .clusters()
+        .iter()
+        .map(|c| ClusterConfig {
+            name: c.name.clone(),
+            nodes: c.nodes.iter().map(|n| n.addr.clone()).collect(),
+            leader: Some(c.leader.clone()),
+        })
+        .collect();
+    let mut router = RouterConfig::with_users(vec![UserConfig {
+        name: opts.app_user.clone(),
+        password: Secret::new(opts.app_password.as_str()),
+    }]);
+    router.listen = opts.listen.clone();
+    Config {
+        default_cluster: Some("c1".into()),
+        router,
+        admin: AdminConfig {
+            listen: opts.admin.clone(),
+            token: Some(Secret::new(opts.admin_token.as_str())),
+        },
+        orchestrator: OrchestratorConfig {
+            user: spec.admin_user.clone(),
+            password: Secret::new(spec.admin_password.as_str()),
+            tick_ms: 500,
+            connect_timeout_ms: 1000,
+            down_after: 3,
+        },
+        clusters,
+        keyspaces: Vec::new(),
+    }
+}

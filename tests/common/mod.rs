@@ -1,0 +1,228 @@
+//! The integration-test harness: real MariaDB clusters on loopback ports (each test gets its
+//! own data directory and free ports), a complete switchyard over them started in-process,
+//! and helpers to connect directly or through the router. Everything started here is
+//! stopped when the `TestEnv` is dropped, also when the test fails.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, OptsBuilder};
+use orchestrator::provision::LocalClusters;
+use switchyard::sandbox::{self, SandboxOptions};
+use switchyard::App;
+use tempfile::TempDir;
+
+/// A running test environment.
+pub struct TestEnv {
+    pub app: Option<App>,
+    pub local: Option<LocalClusters>,
+    pub opts: SandboxOptions,
+    _dir: TempDir,
+}
+
+impl TestEnv {
+    /// `clusters` clusters of one leader and `replicas` replicas, and a switchyard over them.
+    pub async fn start(clusters: usize, replicas: usize) -> TestEnv {
+        Self::start_with(clusters, replicas, |_| {}).await
+    }
+
+    /// Like `start`, letting the test adjust the configuration first.
+    pub async fn start_with(
+        clusters: usize,
+        replicas: usize,
+        adjust: impl FnOnce(&mut switchyard::Config),
+    ) -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("sy-test-")
+            .tempdir()
+            .expect("temp dir");
+        let opts = SandboxOptions {
+            dir: dir.path().to_path_buf(),
+            clusters,
+            replicas,
+            base_port: None,
+            listen: "127.0.0.1:0".into(),
+            admin: "127.0.0.1:0".into(),
+            admin_token: "test-token".into(),
+            app_user: "app".into(),
+            app_password: "app".into(),
+        };
+        let local = match sandbox::provision(&opts).await {
+            Ok(l) => l,
+            Err(e) => panic!(
+                "could not start local MariaDB clusters: {e:#}\n\
+                 These tests need MariaDB: apt-get install -y mariadb-server mariadb-client"
+            ),
+        };
+        let mut config = sandbox::config_for(&local, &opts);
+        adjust(&mut config);
+        let app = App::start(config).await.expect("switchyard starts");
+        assert!(
+            app.wait_ready(Duration::from_secs(30)).await,
+            "every cluster should get a healthy leader"
+        );
+        TestEnv {
+            app: Some(app),
+            local: Some(local),
+            opts,
+            _dir: dir,
+        }
+    }
+
+    pub fn app(&self) -> &App {
+        self.app.as_ref().expect("app running")
+    }
+
+    pub fn local(&self) -> &LocalClusters {
+        self.local.as_ref().expect("clusters running")
+    }
+
+    pub fn local_mut(&mut self) -> &mut LocalClusters {
+        self.local.as_mut().expect("clusters running")
+    }
+
+    pub fn router_port(&self) -> u16 {
+        self.app().router_addr.port()
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app().admin_addr)
+    }
+
+    /// The current leader's port of a cluster.
+    pub fn leader_port(&self, cluster: &str) -> u16 {
+        let c = self.local().cluster(cluster).expect("cluster");
+        c.leader_node().expect("leader").port
+    }
+
+    /// Ports of a cluster's replicas.
+    pub fn replica_ports(&self, cluster: &str) -> Vec<u16> {
+        let c = self.local().cluster(cluster).expect("cluster");
+        c.replicas().map(|n| n.port).collect()
+    }
+
+    /// mysql_async options for the router.
+    pub fn router_opts(&self, db: Option<&str>) -> Opts {
+        opts_for(self.router_port(), "app", "app", db)
+    }
+
+    /// mysql_async options for a direct connection to a server.
+    pub fn direct_opts(&self, port: u16, db: Option<&str>) -> Opts {
+        opts_for(port, "app", "app", db)
+    }
+
+    pub async fn router_conn(&self, db: Option<&str>) -> Conn {
+        Conn::new(self.router_opts(db))
+            .await
+            .expect("connect through the router")
+    }
+
+    pub async fn direct_conn(&self, port: u16, db: Option<&str>) -> Conn {
+        Conn::new(self.direct_opts(port, db))
+            .await
+            .expect("connect directly")
+    }
+
+    /// An admin connection straight to a server (all privileges).
+    pub async fn admin_conn(&self, port: u16) -> Conn {
+        Conn::new(opts_for(port, "switchyard", "switchyard", None))
+            .await
+            .expect("admin connection")
+    }
+
+    /// Stops switchyard and the servers, reporting errors.
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+        if let Some(local) = self.local.take() {
+            local.stop().await.expect("servers stop");
+        }
+    }
+}
+
+pub fn opts_for(port: u16, user: &str, password: &str, db: Option<&str>) -> Opts {
+    OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(user))
+        .pass(Some(password))
+        .db_name(db)
+        .prefer_socket(false)
+        .into()
+}
+
+/// Polls `check` until it returns `Some`, or fails the test after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs a program and returns (exit status, stdout, stderr); fails loudly if it is missing.
+pub fn run_program(program: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "can't run `{program}` ({e}); install it: \
+                 apt-get install -y mariadb-client sysbench python3-pymysql"
+            )
+        });
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `mariadb` CLI through a port, batch mode, returning (status, stdout, stderr).
+pub fn mariadb_cli(port: u16, user: &str, password: &str, sql: &str) -> (i32, String, String) {
+    let port = port.to_string();
+    let pw = format!("-p{password}");
+    let u = format!("-u{user}");
+    run_program(
+        "mariadb",
+        &["-h127.0.0.1", "-P", &port, &u, &pw, "--batch", "--skip-ssl", "-e", sql],
+        None,
+    )
+}
+
+/// One value from a query.
+pub async fn query_one<T: FromValue + Send + 'static>(conn: &mut Conn, sql: &str) -> T {
+    conn.query_first::<T, _>(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}

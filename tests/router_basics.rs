@@ -1,0 +1,286 @@
+//! The router against real MariaDB clusters with real clients: the `mariadb` CLI and
+//! mysql_async. Statements, errors, session state on shared pooled connections, pinning.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, mariadb_cli, query_one, TestEnv};
+use mysql_async::prelude::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_cli_works_through_the_router() {
+    let env = TestEnv::start(1, 1).await;
+    let port = env.router_port();
+
+    let (code, out, err) = mariadb_cli(port, "app", "app", "SELECT 1 AS one");
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out, "one\n1\n");
+
+    let (code, out, err) = mariadb_cli(
+        port,
+        "app",
+        "app",
+        "CREATE DATABASE clitest; USE clitest; \
+         CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT, name VARCHAR(20)); \
+         INSERT INTO t (name) VALUES ('a'), ('b'); \
+         UPDATE t SET name = 'c' WHERE id = 2; \
+         SELECT id, name FROM t ORDER BY id; SELECT DATABASE();",
+    );
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out, "id\tname\n1\ta\n2\tc\nDATABASE()\nclitest\n");
+
+    let (code, out, _) = mariadb_cli(port, "app", "app", "SHOW DATABASES");
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l == "clitest"), "{out}");
+
+    // The write went to the leader and replicated: a direct read of the replica shows it.
+    let replica = env.replica_ports("c1")[0];
+    eventually(Duration::from_secs(10), "the replica has the rows", || async {
+        let (_, out, _) = mariadb_cli(replica, "app", "app", "SELECT COUNT(*) FROM clitest.t");
+        (out == "COUNT(*)\n2\n").then_some(())
+    })
+    .await;
+
+    // Errors come back with the server's code and message, and the CLI exits non-zero.
+    let (code, _, err) = mariadb_cli(port, "app", "app", "SELEC 1");
+    assert_ne!(code, 0);
+    assert!(err.contains("ERROR 1064 (42000)"), "{err}");
+    let (code, _, err) = mariadb_cli(port, "app", "app", "SELECT * FROM clitest.nope");
+    assert_ne!(code, 0);
+    assert!(err.contains("ERROR 1146 (42S02)"), "{err}");
+    let (code, _, err) = mariadb_cli(port, "app", "app", "USE no_such_db");
+    assert_ne!(code, 0);
+    assert!(err.contains("ERROR 1049 (42000)"), "{err}");
+
+    // A wrong password is refused as a server would.
+    let (code, _, err) = mariadb_cli(port, "app", "wrong", "SELECT 1");
+    assert_ne!(code, 0);
+    assert!(err.contains("ERROR 1045 (28000)"), "{err}");
+    let (code, _, err) = mariadb_cli(port, "nobody", "app", "SELECT 1");
+    assert_ne!(code, 0);
+    assert!(err.contains("ERROR 1045 (28000)"), "{err}");
+
+    // Start-up queries of the client work (the CLI runs @@version_comment itself).
+    let (code, out, _) = mariadb_cli(port, "app", "app", "SELECT @@version_comment LIMIT 1");
+    assert_eq!(code, 0);
+    assert!(out.starts_with("@@version_comment\n"), "{out}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_never_see_each_others_state() {
+    let env = TestEnv::start(1, 0).await;
+    let mut admin = env.direct_conn(env.leader_port("c1"), None).await;
+    admin
+        .query_drop("CREATE DATABASE s1; CREATE DATABASE s2")
+        .await
+        .unwrap();
+    // Keep the pool to one connection per server so that both sessions share it.
+    let mut a = env.router_conn(Some("s1")).await;
+    let mut b = env.router_conn(Some("s2")).await;
+    a.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'").await.unwrap();
+    a.query_drop("SET @who = 'a'").await.unwrap();
+    b.query_drop("SET @who = 'b'").await.unwrap();
+    b.query_drop("SET NAMES latin1").await.unwrap();
+    for _ in 0..20 {
+        let (db, who, mode): (String, String, String) = a
+            .query_first("SELECT DATABASE(), @who, @@sql_mode")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((db.as_str(), who.as_str()), ("s1", "a"));
+        assert!(mode.contains("ANSI_QUOTES"), "{mode}");
+        let (db, who, mode, cs): (String, String, String, String) = b
+            .query_first("SELECT DATABASE(), @who, @@sql_mode, @@character_set_client")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((db.as_str(), who.as_str(), cs.as_str()), ("s2", "b", "latin1"));
+        assert!(!mode.contains("ANSI_QUOTES"), "{mode}");
+    }
+    // A session that never set a variable sees none.
+    let mut c = env.router_conn(None).await;
+    let (db, who): (Option<String>, Option<String>) =
+        c.query_first("SELECT DATABASE(), @who").await.unwrap().unwrap();
+    assert_eq!((db, who), (None, None));
+    // Sessions share backend connections: fewer connections on the server than sessions
+    // would need if each had its own is not guaranteed, but the router must have reused.
+    let stats: serde_json::Value = reqwest::Client::new()
+        .get(env.admin_url("/api/v1/router"))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statements = stats["statements"].as_u64().unwrap();
+    assert!(statements >= 40, "{stats}");
+    drop((a, b, c));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_locks_and_temporary_tables_pin_the_session() {
+    let env = TestEnv::start(1, 0).await;
+    let mut setup = env.router_conn(None).await;
+    setup
+        .query_drop("CREATE DATABASE tx; CREATE TABLE tx.t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    let mut a = env.router_conn(Some("tx")).await;
+    let mut other = env.router_conn(Some("tx")).await;
+
+    // An open transaction stays on one connection: its uncommitted row is visible to it
+    // and invisible to another session until COMMIT; ROLLBACK undoes.
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop("INSERT INTO t VALUES (1, 10)").await.unwrap();
+    for _ in 0..5 {
+        let n: i64 = query_one(&mut a, "SELECT COUNT(*) FROM t").await;
+        assert_eq!(n, 1);
+        let n: i64 = query_one(&mut other, "SELECT COUNT(*) FROM t").await;
+        assert_eq!(n, 0);
+    }
+    a.query_drop("ROLLBACK").await.unwrap();
+    let n: i64 = query_one(&mut a, "SELECT COUNT(*) FROM t").await;
+    assert_eq!(n, 0);
+
+    // autocommit=0 opens a transaction implicitly.
+    a.query_drop("SET autocommit = 0").await.unwrap();
+    a.query_drop("INSERT INTO t VALUES (2, 20)").await.unwrap();
+    let n: i64 = query_one(&mut other, "SELECT COUNT(*) FROM t").await;
+    assert_eq!(n, 0);
+    a.query_drop("COMMIT").await.unwrap();
+    let n: i64 = query_one(&mut other, "SELECT COUNT(*) FROM t").await;
+    assert_eq!(n, 1);
+    a.query_drop("SET autocommit = 1").await.unwrap();
+
+    // A temporary table lives on one connection: the session keeps seeing it.
+    a.query_drop("CREATE TEMPORARY TABLE tmp (x INT)").await.unwrap();
+    a.query_drop("INSERT INTO tmp VALUES (1), (2)").await.unwrap();
+    for _ in 0..5 {
+        let n: i64 = query_one(&mut a, "SELECT COUNT(*) FROM tmp").await;
+        assert_eq!(n, 2);
+        other.query_drop("SELECT 1").await.unwrap();
+    }
+    assert!(other.query_drop("SELECT * FROM tmp").await.is_err());
+
+    // GET_LOCK holds a server-side lock for the session.
+    let got: i64 = query_one(&mut a, "SELECT GET_LOCK('sy_lock', 0)").await;
+    assert_eq!(got, 1);
+    let free: i64 = query_one(&mut a, "SELECT IS_USED_LOCK('sy_lock') = CONNECTION_ID()").await;
+    assert_eq!(free, 1);
+    let got: i64 = query_one(&mut other, "SELECT GET_LOCK('sy_lock', 0)").await;
+    assert_eq!(got, 0, "another session can't take the lock");
+
+    // LAST_INSERT_ID follows the session across pooled connections.
+    let mut c = env.router_conn(Some("tx")).await;
+    c.query_drop("CREATE TABLE ai (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO ai (v) VALUES (1)").await.unwrap();
+    c.query_drop("INSERT INTO ai (v) VALUES (2)").await.unwrap();
+    other.query_drop("INSERT INTO ai (v) VALUES (3)").await.unwrap();
+    let id: u64 = query_one(&mut c, "SELECT LAST_INSERT_ID()").await;
+    assert_eq!(id, 2);
+    assert_eq!(c.last_insert_id(), None);
+    drop((a, other, c, setup));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_connection_gives_an_error_and_the_session_goes_on() {
+    let env = TestEnv::start(1, 0).await;
+    let mut s = env.router_conn(None).await;
+    let mut admin = env.admin_conn(env.leader_port("c1")).await;
+
+    // Kill the backend connection of a session that is inside a transaction: the
+    // transaction is lost, the client is told, and the session keeps working.
+    s.query_drop("BEGIN").await.unwrap();
+    let backend_id: u64 = query_one(&mut s, "SELECT CONNECTION_ID()").await;
+    admin
+        .query_drop(format!("KILL CONNECTION {backend_id}"))
+        .await
+        .unwrap();
+    let err = s.query_drop("SELECT 1").await.unwrap_err();
+    match err {
+        mysql_async::Error::Server(e) => assert_eq!(e.code, 2013, "{e:?}"),
+        other => panic!("expected a server error packet, got {other:?}"),
+    }
+    let one: i64 = query_one(&mut s, "SELECT 1").await;
+    assert_eq!(one, 1);
+
+    // Kill idle pooled connections: the next statements get fresh ones without an error.
+    let ids: Vec<u64> = admin
+        .query("SELECT id FROM information_schema.processlist WHERE user = 'app'")
+        .await
+        .unwrap();
+    for id in ids {
+        let _ = admin.query_drop(format!("KILL CONNECTION {id}")).await;
+    }
+    for _ in 0..5 {
+        let one: i64 = query_one(&mut s, "SELECT 1").await;
+        assert_eq!(one, 1);
+    }
+    drop((s, admin));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_reports_clusters_and_requires_the_token() {
+    let env = TestEnv::start(2, 1).await;
+    let http = reqwest::Client::new();
+    let health = http.get(env.admin_url("/api/v1/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let denied = http.get(env.admin_url("/api/v1/clusters")).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    let denied = http
+        .get(env.admin_url("/api/v1/clusters"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let body: serde_json::Value = denied.json().await.unwrap();
+    assert!(body["error"].as_str().is_some(), "{body}");
+
+    let leader1 = format!("127.0.0.1:{}", env.leader_port("c1"));
+    let replica1 = format!("127.0.0.1:{}", env.replica_ports("c1")[0]);
+    let body = eventually(Duration::from_secs(10), "replica lag is reported", || async {
+        let body: serde_json::Value = http
+            .get(env.admin_url("/api/v1/clusters"))
+            .bearer_auth("test-token")
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let c1 = body["clusters"].as_array()?.iter().find(|c| c["name"] == "c1")?.clone();
+        let replica = c1["nodes"].as_array()?.iter().find(|n| n["addr"] == replica1.as_str())?;
+        (replica["lag_seconds"] == 0 && replica["state"] == "up").then_some(body)
+    })
+    .await;
+    let clusters = body["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 2);
+    let c1 = clusters.iter().find(|c| c["name"] == "c1").unwrap();
+    assert_eq!(c1["leader"], leader1.as_str());
+    assert_eq!(c1["epoch"], 1);
+    let leader = c1["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["addr"] == leader1.as_str())
+        .unwrap();
+    assert_eq!(leader["role"], "leader");
+    assert!(leader["gtid_binlog_pos"].is_string());
+    let missing = http
+        .get(env.admin_url("/api/v1/nope"))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    env.stop().await;
+}
