@@ -70,13 +70,13 @@ async fn mariadb_cli_works_through_the_router() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_never_see_each_others_state() {
-    let env = TestEnv::start(1, 0).await;
+    // One backend connection per server: every session runs on the same one in turn.
+    let env = TestEnv::start_with(1, 0, |c| c.router.pool_size = 1).await;
     let mut admin = env.direct_conn(env.leader_port("c1"), None).await;
     admin
         .query_drop("CREATE DATABASE s1; CREATE DATABASE s2")
         .await
         .unwrap();
-    // Keep the pool to one connection per server so that both sessions share it.
     let mut a = env.router_conn(Some("s1")).await;
     let mut b = env.router_conn(Some("s2")).await;
     a.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'").await.unwrap();
@@ -104,8 +104,7 @@ async fn sessions_never_see_each_others_state() {
     let (db, who): (Option<String>, Option<String>) =
         c.query_first("SELECT DATABASE(), @who").await.unwrap().unwrap();
     assert_eq!((db, who), (None, None));
-    // Sessions share backend connections: fewer connections on the server than sessions
-    // would need if each had its own is not guaranteed, but the router must have reused.
+    // All three sessions ran on the one pooled connection.
     let stats: serde_json::Value = reqwest::Client::new()
         .get(env.admin_url("/api/v1/router"))
         .bearer_auth("test-token")

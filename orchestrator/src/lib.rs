@@ -1,1 +1,12 @@
-pub fn placeholder() {}
+//! switchyard's orchestrator: watches replicated MariaDB clusters and publishes what it sees
+//! as topology snapshots for the routers; also provisions local clusters for the sandbox and
+//! the tests.
+//!
+//! - [`monitor`]: polls every node and publishes node health, roles and replication state.
+//! - [`provision`]: starts clusters of local `mariadbd` processes wired with GTID replication.
+
+pub mod monitor;
+pub mod provision;
+
+pub use monitor::{ClusterSpec, MonitorConfig};
+pub use provision::{LocalCluster, LocalClusters, LocalNode, ProvisionError, ProvisionSpec};

@@ -423,6 +423,7 @@ impl Session {
             match result {
                 Ok(outcome) => {
                     if outcome.error.is_none() {
+                        conn.status = outcome.status;
                         if let Some(ok) = outcome.ok.filter(|ok| ok.last_insert_id != 0) {
                             self.state.last_insert_id = ok.last_insert_id;
                             conn.state.last_insert_id = ok.last_insert_id;
