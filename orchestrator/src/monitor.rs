@@ -1,0 +1,784 @@
+//! The monitor: every tick it polls every node of every cluster over a persistent connection
+//! (read-only flag, GTID positions, replica threads and lag) and publishes one new topology
+//! snapshot when something changed. It reports what it sees; moving leadership is failover's job.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::{FromValue, Queryable};
+use mysql_async::{Conn, Opts, OptsBuilder, Row};
+use shard_map::{ClusterStatus, NodeState, NodeStatus, Role, Topology, TopologyHandle};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{interval, timeout, MissedTickBehavior};
+
+/// How the monitor polls.
+#[derive(Clone)]
+pub struct MonitorConfig {
+    /// Time between polling rounds.
+    pub tick: Duration,
+    /// Limit on opening a connection to a node.
+    pub connect_timeout: Duration,
+    /// Limit on one poll's queries on an open connection.
+    pub query_timeout: Duration,
+    /// The monitoring user (needs to run `SHOW SLAVE STATUS`).
+    pub user: String,
+    pub password: String,
+    /// Consecutive failed polls after which a node is `Down` (one failed poll makes it
+    /// `Suspect`).
+    pub down_after: u32,
+}
+
+impl MonitorConfig {
+    /// Defaults: a 500 ms tick, 1 s to connect, 2 s for a poll's queries, `Down` after 3
+    /// failed polls.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        MonitorConfig {
+            tick: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(1),
+            query_timeout: Duration::from_secs(2),
+            user: user.into(),
+            password: password.into(),
+            down_after: 3,
+        }
+    }
+}
+
+/// The password is left out.
+impl fmt::Debug for MonitorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MonitorConfig")
+            .field("tick", &self.tick)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .field("user", &self.user)
+            .field("down_after", &self.down_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cluster to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    pub name: String,
+    /// `host:port` of every node.
+    pub nodes: Vec<String>,
+    /// The leader, if known; otherwise the monitor names one when it is unambiguous.
+    pub leader: Option<String>,
+}
+
+impl ClusterSpec {
+    /// The nodes, with the leader included even if `nodes` forgot it.
+    fn all_nodes(&self) -> Vec<String> {
+        let mut nodes = self.nodes.clone();
+        if let Some(leader) = &self.leader {
+            if !nodes.contains(leader) {
+                nodes.push(leader.clone());
+            }
+        }
+        nodes
+    }
+}
+
+/// The topology before any poll: every node `Unknown`; the leader (if given) `Leader` and the
+/// other nodes `Replica` (or `Unknown` when there is no leader).
+pub fn initial_topology(clusters: &[ClusterSpec]) -> Topology {
+    let mut topology = Topology::default();
+    for spec in clusters {
+        topology
+            .clusters
+            .insert(spec.name.clone(), initial_cluster(spec));
+    }
+    topology
+}
+
+fn initial_cluster(spec: &ClusterSpec) -> ClusterStatus {
+    let nodes = spec
+        .all_nodes()
+        .into_iter()
+        .map(|addr| {
+            let role = match &spec.leader {
+                Some(l) if *l == addr => Role::Leader,
+                Some(_) => Role::Replica,
+                None => Role::Unknown,
+            };
+            NodeStatus::new(addr, role)
+        })
+        .collect();
+    ClusterStatus::new(spec.name.clone(), spec.leader.clone(), nodes)
+}
+
+/// What one successful poll of a node saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub read_only: bool,
+    pub gtid_current_pos: String,
+    pub gtid_slave_pos: String,
+    pub gtid_binlog_pos: String,
+    /// `SHOW SLAVE STATUS`, if the node has replication configured.
+    pub replication: Option<Replication>,
+}
+
+/// The interesting part of `SHOW SLAVE STATUS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    /// `Master_Host:Master_Port`.
+    pub source: String,
+    /// `Slave_IO_Running` as the server says it: `Yes`, `No` or `Connecting`.
+    pub io_state: String,
+    pub io_running: bool,
+    pub sql_running: bool,
+    /// `Seconds_Behind_Master` (`NULL` while the SQL thread or the IO thread is not running).
+    pub lag_seconds: Option<u64>,
+    pub last_io_error: Option<String>,
+    pub last_sql_error: Option<String>,
+}
+
+impl Replication {
+    /// Both errors in one line, SQL first (it stops replication for good).
+    fn last_error(&self) -> Option<String> {
+        match (&self.last_sql_error, &self.last_io_error) {
+            (Some(sql), Some(io)) => Some(format!("SQL: {sql}; IO: {io}")),
+            (Some(sql), None) => Some(format!("SQL: {sql}")),
+            (None, Some(io)) => Some(format!("IO: {io}")),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Why a poll failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PollError {
+    #[error("invalid node address {0:?} (expected host:port)")]
+    BadAddress(String),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("query failed: {0}")]
+    Query(String),
+    #[error("queries timed out after {0:?}")]
+    QueryTimeout(Duration),
+}
+
+/// Everything the monitor knows about one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHealth {
+    pub cluster: String,
+    /// The status as last published.
+    pub status: NodeStatus,
+    /// Failed polls in a row (0 after a successful one).
+    pub consecutive_failures: u32,
+    pub last_poll_error: Option<PollError>,
+    /// The last successful poll's result (kept while the node is failing).
+    pub last_observation: Option<Observation>,
+}
+
+/// The monitor's memory: poll results per node, turned into topology snapshots by
+/// [`MonitorState::apply`]. Kept apart from the polling so that its rules can be tested without
+/// servers and read by the failure detector.
+#[derive(Debug, Clone)]
+pub struct MonitorState {
+    clusters: Vec<ClusterSpec>,
+    nodes: BTreeMap<String, NodeHealth>,
+    down_after: u32,
+}
+
+impl MonitorState {
+    /// Nothing polled yet. A node listed in several clusters is tracked for the first one.
+    pub fn new(clusters: &[ClusterSpec], down_after: u32) -> Self {
+        let mut nodes = BTreeMap::new();
+        for spec in clusters {
+            let initial = initial_cluster(spec);
+            for status in initial.nodes {
+                nodes
+                    .entry(status.addr.clone())
+                    .or_insert_with(|| NodeHealth {
+                        cluster: spec.name.clone(),
+                        status,
+                        consecutive_failures: 0,
+                        last_poll_error: None,
+                        last_observation: None,
+                    });
+            }
+        }
+        MonitorState {
+            clusters: clusters.to_vec(),
+            nodes,
+            down_after: down_after.max(1),
+        }
+    }
+
+    /// Every node watched, by address.
+    pub fn nodes(&self) -> &BTreeMap<String, NodeHealth> {
+        &self.nodes
+    }
+
+    /// What the monitor knows about `addr`.
+    pub fn node(&self, addr: &str) -> Option<&NodeHealth> {
+        self.nodes.get(addr)
+    }
+
+    /// Takes in one poll's result.
+    pub fn record(&mut self, addr: &str, result: Result<Observation, PollError>) {
+        let Some(h) = self.nodes.get_mut(addr) else {
+            return;
+        };
+        match result {
+            Ok(obs) => {
+                h.consecutive_failures = 0;
+                h.last_poll_error = None;
+                let s = &mut h.status;
+                s.state = NodeState::Up;
+                s.read_only = Some(obs.read_only);
+                s.gtid_current_pos.clone_from(&obs.gtid_current_pos);
+                s.gtid_slave_pos.clone_from(&obs.gtid_slave_pos);
+                s.gtid_binlog_pos.clone_from(&obs.gtid_binlog_pos);
+                match &obs.replication {
+                    Some(r) => {
+                        s.io_running = Some(r.io_running);
+                        s.sql_running = Some(r.sql_running);
+                        s.lag_seconds = r.lag_seconds;
+                        s.last_error = r.last_error();
+                    }
+                    None => {
+                        s.io_running = None;
+                        s.sql_running = None;
+                        s.lag_seconds = None;
+                        s.last_error = None;
+                    }
+                }
+                h.last_observation = Some(obs);
+            }
+            Err(e) => {
+                h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+                h.status.state = if h.consecutive_failures >= self.down_after {
+                    NodeState::Down
+                } else {
+                    NodeState::Suspect
+                };
+                // The other fields keep the last values seen: the failure detector wants to
+                // know what a node looked like before it went quiet.
+                h.last_poll_error = Some(e);
+            }
+        }
+    }
+
+    /// Writes the monitored clusters' node statuses into `topology` and says whether anything
+    /// changed. Roles follow the topology's current leader (which failover may have moved):
+    /// the leader is `Leader`, a node with replication configured `Replica`, anything else
+    /// `Unknown`. Leadership is not touched, except that a cluster without a leader gets one
+    /// (and a new epoch) when every node has been polled and exactly one is up, writable and
+    /// not replicating.
+    pub fn apply(&mut self, topology: &mut Topology) -> bool {
+        let mut changed = false;
+        for spec in &self.clusters {
+            let cluster = topology
+                .clusters
+                .entry(spec.name.clone())
+                .or_insert_with(|| {
+                    changed = true;
+                    initial_cluster(spec)
+                });
+            let addrs = spec.all_nodes();
+            if cluster.leader.is_none() {
+                if let Some(leader) = obvious_leader(&self.nodes, &addrs) {
+                    cluster.leader = Some(leader);
+                    cluster.epoch += 1;
+                    changed = true;
+                }
+            }
+            for addr in &addrs {
+                let Some(h) = self.nodes.get_mut(addr) else {
+                    continue;
+                };
+                let current_role = cluster.node(addr).map(|n| n.role);
+                h.status.role = if cluster.leader.as_deref() == Some(addr.as_str()) {
+                    Role::Leader
+                } else {
+                    match &h.last_observation {
+                        Some(obs) if obs.replication.is_some() => Role::Replica,
+                        Some(_) => Role::Unknown,
+                        // Never reached: keep what the topology was told.
+                        None => current_role.unwrap_or(Role::Unknown),
+                    }
+                };
+                match cluster.node_mut(addr) {
+                    Some(n) if *n == h.status => {}
+                    Some(n) => {
+                        *n = h.status.clone();
+                        changed = true;
+                    }
+                    None => {
+                        cluster.nodes.push(h.status.clone());
+                        changed = true;
+                    }
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// The single node that is up, writable and not replicating, provided every node has been
+/// polled (a node never heard from might be another writable one).
+fn obvious_leader(nodes: &BTreeMap<String, NodeHealth>, addrs: &[String]) -> Option<String> {
+    let healths: Vec<&NodeHealth> = addrs.iter().filter_map(|a| nodes.get(a)).collect();
+    if healths.iter().any(|h| h.status.state == NodeState::Unknown) {
+        return None;
+    }
+    let mut candidates = healths.iter().filter(|h| {
+        h.status.state == NodeState::Up
+            && h.last_observation
+                .as_ref()
+                .is_some_and(|o| !o.read_only && o.replication.is_none())
+    });
+    match (candidates.next(), candidates.next()) {
+        (Some(only), None) => Some(only.status.addr.clone()),
+        _ => None,
+    }
+}
+
+/// Watches `clusters` until `shutdown` completes, publishing to `topology`.
+///
+/// Each node has its own task and connection, so a hung node delays nobody else. Every tick
+/// starts a polling round; the round's snapshot is published as soon as every node has
+/// answered, or at the next tick with what has arrived (a node still in its poll counts as
+/// failed only when its timeout fires). Nothing is published when nothing changed.
+pub async fn run(
+    cfg: MonitorConfig,
+    clusters: Vec<ClusterSpec>,
+    topology: TopologyHandle,
+    shutdown: impl Future<Output = ()>,
+) {
+    let cfg = Arc::new(cfg);
+    let mut state = MonitorState::new(&clusters, cfg.down_after);
+    let addrs: Vec<String> = state.nodes.keys().cloned().collect();
+    let (results_tx, mut results) = mpsc::channel(addrs.len().max(1) * 4);
+    let (round_tx, round_rx) = watch::channel(0u64);
+    let mut pollers = JoinSet::new();
+    for addr in &addrs {
+        pollers.spawn(poll_loop(
+            cfg.clone(),
+            addr.clone(),
+            round_rx.clone(),
+            results_tx.clone(),
+        ));
+    }
+    drop(results_tx);
+
+    let mut tick = interval(cfg.tick);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    let mut round = 0u64;
+    let mut awaiting = 0usize;
+    let mut published = true;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                if !published {
+                    publish_if_changed(&mut state, &topology);
+                }
+                round += 1;
+                awaiting = addrs.len();
+                published = false;
+                round_tx.send_replace(round);
+            }
+            Some((addr, of_round, result)) = results.recv() => {
+                state.record(&addr, result);
+                if of_round == round && !published {
+                    awaiting = awaiting.saturating_sub(1);
+                    if awaiting == 0 {
+                        publish_if_changed(&mut state, &topology);
+                        published = true;
+                    }
+                }
+            }
+        }
+    }
+    // Aborting drops the pollers' connections.
+    pollers.shutdown().await;
+}
+
+fn publish_if_changed(state: &mut MonitorState, topology: &TopologyHandle) {
+    let mut next = Topology::clone(&topology.load());
+    if state.apply(&mut next) {
+        // Applied again to the snapshot current at publish time, in case another publisher
+        // (failover) got in between.
+        let published = topology.publish(|t| {
+            state.apply(t);
+        });
+        tracing::debug!(version = published.version, "monitor published a topology");
+    }
+}
+
+type PollReport = (String, u64, Result<Observation, PollError>);
+
+/// One node's poller: waits for a round, polls, reports. A round announced while it is still
+/// busy is skipped rather than queued.
+async fn poll_loop(
+    cfg: Arc<MonitorConfig>,
+    addr: String,
+    mut rounds: watch::Receiver<u64>,
+    results: mpsc::Sender<PollReport>,
+) {
+    let opts = node_opts(&cfg, &addr);
+    let mut conn: Option<Conn> = None;
+    while rounds.changed().await.is_ok() {
+        let round = *rounds.borrow_and_update();
+        let result = match &opts {
+            Ok(opts) => poll_once(&cfg, opts, &mut conn).await,
+            Err(e) => Err(e.clone()),
+        };
+        if let Err(e) = &result {
+            tracing::debug!(%addr, error = %e, "poll failed");
+        }
+        if results.send((addr.clone(), round, result)).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn node_opts(cfg: &MonitorConfig, addr: &str) -> Result<Opts, PollError> {
+    let (host, port) = split_host_port(addr).ok_or_else(|| PollError::BadAddress(addr.into()))?;
+    Ok(OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .user(Some(cfg.user.clone()))
+        .pass(Some(cfg.password.clone()))
+        .prefer_socket(false)
+        .into())
+}
+
+/// `host:port` or `[v6]:port`.
+fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// One poll on the node's persistent connection, opening it first if needed. Any failure
+/// drops the connection: after a timeout its state is unknown.
+async fn poll_once(
+    cfg: &MonitorConfig,
+    opts: &Opts,
+    conn: &mut Option<Conn>,
+) -> Result<Observation, PollError> {
+    if conn.is_none() {
+        let fresh = timeout(cfg.connect_timeout, Conn::new(opts.clone()))
+            .await
+            .map_err(|_| PollError::ConnectTimeout(cfg.connect_timeout))?
+            .map_err(|e| PollError::Connect(e.to_string()))?;
+        *conn = Some(fresh);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err(PollError::Connect("no connection".into()));
+    };
+    let result = match timeout(cfg.query_timeout, observe(c)).await {
+        Ok(result) => result,
+        Err(_) => Err(PollError::QueryTimeout(cfg.query_timeout)),
+    };
+    if result.is_err() {
+        *conn = None;
+    }
+    result
+}
+
+async fn observe(conn: &mut Conn) -> Result<Observation, PollError> {
+    let query_err = |e: mysql_async::Error| PollError::Query(e.to_string());
+    let row: Row = conn
+        .query_first(
+            "SELECT @@global.read_only, @@global.gtid_current_pos, @@global.gtid_slave_pos, \
+             @@global.gtid_binlog_pos",
+        )
+        .await
+        .map_err(query_err)?
+        .ok_or_else(|| PollError::Query("the variables query returned no row".into()))?;
+    let read_only: i64 = column(&row, 0, "read_only")?;
+    let mut obs = Observation {
+        read_only: read_only != 0,
+        gtid_current_pos: column(&row, 1, "gtid_current_pos")?,
+        gtid_slave_pos: column(&row, 2, "gtid_slave_pos")?,
+        gtid_binlog_pos: column(&row, 3, "gtid_binlog_pos")?,
+        replication: None,
+    };
+    let status: Option<Row> = conn
+        .query_first("SHOW SLAVE STATUS")
+        .await
+        .map_err(query_err)?;
+    if let Some(row) = status {
+        let io_state: String = column(&row, "Slave_IO_Running", "Slave_IO_Running")?;
+        let sql_state: String = column(&row, "Slave_SQL_Running", "Slave_SQL_Running")?;
+        let host: String = column(&row, "Master_Host", "Master_Host")?;
+        let port: u16 = column(&row, "Master_Port", "Master_Port")?;
+        let error = |name: &str| -> Result<Option<String>, PollError> {
+            let text: String = column(&row, name, name)?;
+            Ok((!text.is_empty()).then_some(text))
+        };
+        obs.replication = Some(Replication {
+            source: format!("{host}:{port}"),
+            io_running: io_state == "Yes",
+            io_state,
+            sql_running: sql_state == "Yes",
+            lag_seconds: column(&row, "Seconds_Behind_Master", "Seconds_Behind_Master")?,
+            last_io_error: error("Last_IO_Error")?,
+            last_sql_error: error("Last_SQL_Error")?,
+        });
+    }
+    Ok(obs)
+}
+
+/// A column converted to `T`, as an error (not a panic) when it is missing or does not convert.
+fn column<T: FromValue>(
+    row: &Row,
+    index: impl mysql_async::prelude::ColumnIndex,
+    name: &str,
+) -> Result<T, PollError> {
+    match row.get_opt::<T, _>(index) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(PollError::Query(format!("column {name}: {e}"))),
+        None => Err(PollError::Query(format!("column {name} is missing"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: &str = "127.0.0.1:1";
+    const R: &str = "127.0.0.1:2";
+
+    fn spec(leader: Option<&str>) -> Vec<ClusterSpec> {
+        vec![ClusterSpec {
+            name: "c1".into(),
+            nodes: vec![L.into(), R.into()],
+            leader: leader.map(Into::into),
+        }]
+    }
+
+    fn leader_obs() -> Observation {
+        Observation {
+            read_only: false,
+            gtid_current_pos: "0-1-5".into(),
+            gtid_slave_pos: String::new(),
+            gtid_binlog_pos: "0-1-5".into(),
+            replication: None,
+        }
+    }
+
+    fn replica_obs(lag: Option<u64>) -> Observation {
+        Observation {
+            read_only: true,
+            gtid_current_pos: "0-1-5".into(),
+            gtid_slave_pos: "0-1-5".into(),
+            gtid_binlog_pos: "0-1-5".into(),
+            replication: Some(Replication {
+                source: L.into(),
+                io_state: "Yes".into(),
+                io_running: true,
+                sql_running: true,
+                lag_seconds: lag,
+                last_io_error: None,
+                last_sql_error: None,
+            }),
+        }
+    }
+
+    fn fail() -> Result<Observation, PollError> {
+        Err(PollError::Connect("refused".into()))
+    }
+
+    #[test]
+    fn initial_topology_marks_leader_and_includes_it() {
+        let specs = vec![ClusterSpec {
+            name: "c1".into(),
+            nodes: vec![R.into()],
+            leader: Some(L.into()),
+        }];
+        let t = initial_topology(&specs);
+        let c = t.cluster("c1").expect("c1");
+        assert_eq!(c.leader.as_deref(), Some(L));
+        assert_eq!(c.node(L).map(|n| n.role), Some(Role::Leader));
+        assert_eq!(c.node(R).map(|n| n.role), Some(Role::Replica));
+        assert!(c.nodes.iter().all(|n| n.state == NodeState::Unknown));
+    }
+
+    #[test]
+    fn failed_polls_go_suspect_then_down_and_recover() {
+        // (polls so far, expected state)
+        let table = [
+            (vec![true], NodeState::Up),
+            (vec![true, false], NodeState::Suspect),
+            (vec![true, false, false], NodeState::Suspect),
+            (vec![true, false, false, false], NodeState::Down),
+            (vec![false, false, false, false, true], NodeState::Up),
+            (vec![false, false, false, true, false], NodeState::Suspect),
+        ];
+        for (polls, expected) in table {
+            let mut state = MonitorState::new(&spec(Some(L)), 3);
+            for ok in &polls {
+                state.record(L, if *ok { Ok(leader_obs()) } else { fail() });
+            }
+            let got = state.node(L).expect("node").status.state;
+            assert_eq!(got, expected, "after polls {polls:?}");
+        }
+    }
+
+    #[test]
+    fn apply_sets_roles_and_replica_fields_and_reports_changes() {
+        let specs = spec(Some(L));
+        let mut state = MonitorState::new(&specs, 3);
+        let mut t = initial_topology(&specs);
+        assert!(!state.apply(&mut t), "nothing polled, nothing changed");
+        state.record(L, Ok(leader_obs()));
+        state.record(R, Ok(replica_obs(Some(0))));
+        assert!(state.apply(&mut t));
+        let c = t.cluster("c1").expect("c1");
+        let r = c.node(R).expect("replica");
+        assert_eq!(
+            (r.role, r.state, r.lag_seconds, r.io_running, r.sql_running),
+            (
+                Role::Replica,
+                NodeState::Up,
+                Some(0),
+                Some(true),
+                Some(true)
+            )
+        );
+        assert_eq!(
+            c.node(L).map(|n| (n.role, n.read_only)),
+            Some((Role::Leader, Some(false)))
+        );
+        assert_eq!(c.epoch, 1);
+        assert!(!state.apply(&mut t), "same observations: no change");
+        state.record(R, fail());
+        assert!(state.apply(&mut t));
+        let r = t.cluster("c1").and_then(|c| c.node(R)).expect("replica");
+        assert_eq!(
+            (r.state, r.role, r.lag_seconds),
+            (NodeState::Suspect, Role::Replica, Some(0))
+        );
+    }
+
+    #[test]
+    fn replication_errors_are_reported() {
+        let specs = spec(Some(L));
+        let mut state = MonitorState::new(&specs, 3);
+        let mut obs = replica_obs(None);
+        if let Some(r) = obs.replication.as_mut() {
+            r.sql_running = false;
+            r.last_sql_error = Some("Duplicate entry".into());
+        }
+        state.record(R, Ok(obs));
+        let s = &state.node(R).expect("replica").status;
+        assert_eq!(s.sql_running, Some(false));
+        assert_eq!(s.last_error.as_deref(), Some("SQL: Duplicate entry"));
+    }
+
+    #[test]
+    fn leaderless_cluster_gets_the_only_writable_non_replicating_node() {
+        struct Case {
+            l: Option<Result<Observation, PollError>>,
+            r: Option<Result<Observation, PollError>>,
+            leader: Option<&'static str>,
+        }
+        let writable_replicating = {
+            let mut o = replica_obs(Some(0));
+            o.read_only = false;
+            o
+        };
+        let cases = [
+            // The obvious case.
+            Case {
+                l: Some(Ok(leader_obs())),
+                r: Some(Ok(replica_obs(Some(0)))),
+                leader: Some(L),
+            },
+            // The replica has not been heard from yet: it might be writable too.
+            Case {
+                l: Some(Ok(leader_obs())),
+                r: None,
+                leader: None,
+            },
+            // Unreachable but polled: fine.
+            Case {
+                l: Some(Ok(leader_obs())),
+                r: Some(fail()),
+                leader: Some(L),
+            },
+            // Two writable, non-replicating nodes: ambiguous.
+            Case {
+                l: Some(Ok(leader_obs())),
+                r: Some(Ok(leader_obs())),
+                leader: None,
+            },
+            // Writable but replicating does not count.
+            Case {
+                l: Some(Ok(writable_replicating.clone())),
+                r: Some(Ok(replica_obs(None))),
+                leader: None,
+            },
+            // Nobody writable.
+            Case {
+                l: Some(Ok(replica_obs(None))),
+                r: Some(Ok(replica_obs(None))),
+                leader: None,
+            },
+        ];
+        for (i, case) in cases.into_iter().enumerate() {
+            let specs = spec(None);
+            let mut state = MonitorState::new(&specs, 3);
+            if let Some(res) = case.l {
+                state.record(L, res);
+            }
+            if let Some(res) = case.r {
+                state.record(R, res);
+            }
+            let mut t = initial_topology(&specs);
+            state.apply(&mut t);
+            let c = t.cluster("c1").expect("c1");
+            assert_eq!(c.leader.as_deref(), case.leader, "case {i}");
+            let expected_epoch = if case.leader.is_some() { 2 } else { 1 };
+            assert_eq!(c.epoch, expected_epoch, "case {i}");
+        }
+    }
+
+    #[test]
+    fn leader_is_never_moved_by_the_monitor() {
+        let specs = spec(Some(L));
+        let mut state = MonitorState::new(&specs, 1);
+        state.record(L, fail());
+        state.record(R, Ok(leader_obs()));
+        let mut t = initial_topology(&specs);
+        state.apply(&mut t);
+        let c = t.cluster("c1").expect("c1");
+        assert_eq!((c.leader.as_deref(), c.epoch), (Some(L), 1));
+        assert_eq!(
+            c.node(L).map(|n| (n.role, n.state)),
+            Some((Role::Leader, NodeState::Down))
+        );
+        assert_eq!(c.node(R).map(|n| n.role), Some(Role::Unknown));
+    }
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(
+            split_host_port("127.0.0.1:3306"),
+            Some(("127.0.0.1".into(), 3306))
+        );
+        assert_eq!(split_host_port("[::1]:3306"), Some(("::1".into(), 3306)));
+        assert_eq!(split_host_port("db:x"), None);
+        assert_eq!(split_host_port(":1"), None);
+        assert_eq!(split_host_port("nohost"), None);
+    }
+}
