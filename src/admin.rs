@@ -42,7 +42,10 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/health, /api/v1/clusters, /api/v1/router")
+    error(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see /api/v1/health, /api/v1/clusters, /api/v1/router",
+    )
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
@@ -57,8 +60,10 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         }
         Some(_) => {
             let mut r = error(StatusCode::UNAUTHORIZED, "invalid bearer token");
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer".parse().expect("static header"),
+            );
             r
         }
         None => {
@@ -66,8 +71,10 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
                 StatusCode::UNAUTHORIZED,
                 "missing bearer token: send `Authorization: Bearer <admin token>`",
             );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer".parse().expect("static header"),
+            );
             r
         }
     }

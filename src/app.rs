@@ -131,7 +131,10 @@ impl App {
             if admin::is_ready(&self.topology) {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
                 return admin::is_ready(&self.topology);
             }
         }

@@ -150,10 +150,16 @@ impl Config {
             problems.extend(errs.into_iter().map(|e| format!("keyspaces: {e}")));
         }
         if !is_host_port(&self.admin.listen) {
-            problems.push(format!("admin.listen `{}` is not host:port", self.admin.listen));
+            problems.push(format!(
+                "admin.listen `{}` is not host:port",
+                self.admin.listen
+            ));
         }
         if !is_host_port(&self.router.listen) {
-            problems.push(format!("router.listen `{}` is not host:port", self.router.listen));
+            problems.push(format!(
+                "router.listen `{}` is not host:port",
+                self.router.listen
+            ));
         }
         if self.orchestrator.tick_ms == 0 {
             problems.push("orchestrator.tick_ms must be at least 1".into());

@@ -9,7 +9,11 @@ use switchyard::sandbox::{self, SandboxOptions};
 use switchyard::{App, Config};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "MySQL/MariaDB router and replication orchestrator")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "MySQL/MariaDB router and replication orchestrator"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -66,7 +70,10 @@ async fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if cli.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -137,7 +144,11 @@ async fn run_sandbox(opts: SandboxOptions) -> anyhow::Result<()> {
     }
     for c in local.clusters() {
         for n in &c.nodes {
-            let role = if n.addr == c.leader { "leader" } else { "replica" };
+            let role = if n.addr == c.leader {
+                "leader"
+            } else {
+                "replica"
+            };
             println!(
                 "direct {}/{role}: mariadb -h127.0.0.1 -P{} -u{} -p{}",
                 c.name, n.port, opts.app_user, opts.app_password

@@ -41,7 +41,15 @@ fn invalid_config_lists_every_problem() {
     let config: Config = toml::from_str(text).unwrap();
     let problems = config.validate();
     let all = problems.join("\n");
-    for expected in ["users", "pool_size", "admin.listen", "`bad`", "leader", "c7", "c9"] {
+    for expected in [
+        "users",
+        "pool_size",
+        "admin.listen",
+        "`bad`",
+        "leader",
+        "c7",
+        "c9",
+    ] {
         assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
     }
 }
@@ -66,10 +74,9 @@ fn unknown_keys_are_rejected() {
 
 #[test]
 fn secrets_never_show_in_debug_output() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/serve.toml"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/serve.toml"))
+            .unwrap();
     let config: Config = toml::from_str(&text).unwrap();
     let shown = format!("{config:?}");
     assert!(!shown.contains("password: Secret(\"app\")"), "{shown}");

@@ -36,10 +36,14 @@ async fn mariadb_cli_works_through_the_router() {
 
     // The write went to the leader and replicated: a direct read of the replica shows it.
     let replica = env.replica_ports("c1")[0];
-    eventually(Duration::from_secs(10), "the replica has the rows", || async {
-        let (_, out, _) = mariadb_cli(replica, "app", "app", "SELECT COUNT(*) FROM clitest.t");
-        (out == "COUNT(*)\n2\n").then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the replica has the rows",
+        || async {
+            let (_, out, _) = mariadb_cli(replica, "app", "app", "SELECT COUNT(*) FROM clitest.t");
+            (out == "COUNT(*)\n2\n").then_some(())
+        },
+    )
     .await;
 
     // Errors come back with the server's code and message, and the CLI exits non-zero.
@@ -79,7 +83,9 @@ async fn sessions_never_see_each_others_state() {
         .unwrap();
     let mut a = env.router_conn(Some("s1")).await;
     let mut b = env.router_conn(Some("s2")).await;
-    a.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'").await.unwrap();
+    a.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
+        .await
+        .unwrap();
     a.query_drop("SET @who = 'a'").await.unwrap();
     b.query_drop("SET @who = 'b'").await.unwrap();
     b.query_drop("SET NAMES latin1").await.unwrap();
@@ -96,13 +102,19 @@ async fn sessions_never_see_each_others_state() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((db.as_str(), who.as_str(), cs.as_str()), ("s2", "b", "latin1"));
+        assert_eq!(
+            (db.as_str(), who.as_str(), cs.as_str()),
+            ("s2", "b", "latin1")
+        );
         assert!(!mode.contains("ANSI_QUOTES"), "{mode}");
     }
     // A session that never set a variable sees none.
     let mut c = env.router_conn(None).await;
-    let (db, who): (Option<String>, Option<String>) =
-        c.query_first("SELECT DATABASE(), @who").await.unwrap().unwrap();
+    let (db, who): (Option<String>, Option<String>) = c
+        .query_first("SELECT DATABASE(), @who")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((db, who), (None, None));
     // All three sessions ran on the one pooled connection.
     let stats: serde_json::Value = reqwest::Client::new()
@@ -156,8 +168,12 @@ async fn transactions_locks_and_temporary_tables_pin_the_session() {
     a.query_drop("SET autocommit = 1").await.unwrap();
 
     // A temporary table lives on one connection: the session keeps seeing it.
-    a.query_drop("CREATE TEMPORARY TABLE tmp (x INT)").await.unwrap();
-    a.query_drop("INSERT INTO tmp VALUES (1), (2)").await.unwrap();
+    a.query_drop("CREATE TEMPORARY TABLE tmp (x INT)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO tmp VALUES (1), (2)")
+        .await
+        .unwrap();
     for _ in 0..5 {
         let n: i64 = query_one(&mut a, "SELECT COUNT(*) FROM tmp").await;
         assert_eq!(n, 2);
@@ -180,7 +196,10 @@ async fn transactions_locks_and_temporary_tables_pin_the_session() {
         .unwrap();
     c.query_drop("INSERT INTO ai (v) VALUES (1)").await.unwrap();
     c.query_drop("INSERT INTO ai (v) VALUES (2)").await.unwrap();
-    other.query_drop("INSERT INTO ai (v) VALUES (3)").await.unwrap();
+    other
+        .query_drop("INSERT INTO ai (v) VALUES (3)")
+        .await
+        .unwrap();
     let id: u64 = query_one(&mut c, "SELECT LAST_INSERT_ID()").await;
     assert_eq!(id, 2);
     assert_eq!(c.last_insert_id(), None);
@@ -230,9 +249,17 @@ async fn a_killed_backend_connection_gives_an_error_and_the_session_goes_on() {
 async fn admin_api_reports_clusters_and_requires_the_token() {
     let env = TestEnv::start(2, 1).await;
     let http = reqwest::Client::new();
-    let health = http.get(env.admin_url("/api/v1/health")).send().await.unwrap();
+    let health = http
+        .get(env.admin_url("/api/v1/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let denied = http.get(env.admin_url("/api/v1/clusters")).send().await.unwrap();
+    let denied = http
+        .get(env.admin_url("/api/v1/clusters"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(denied.status(), 401);
     let denied = http
         .get(env.admin_url("/api/v1/clusters"))
@@ -246,20 +273,31 @@ async fn admin_api_reports_clusters_and_requires_the_token() {
 
     let leader1 = format!("127.0.0.1:{}", env.leader_port("c1"));
     let replica1 = format!("127.0.0.1:{}", env.replica_ports("c1")[0]);
-    let body = eventually(Duration::from_secs(10), "replica lag is reported", || async {
-        let body: serde_json::Value = http
-            .get(env.admin_url("/api/v1/clusters"))
-            .bearer_auth("test-token")
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let c1 = body["clusters"].as_array()?.iter().find(|c| c["name"] == "c1")?.clone();
-        let replica = c1["nodes"].as_array()?.iter().find(|n| n["addr"] == replica1.as_str())?;
-        (replica["lag_seconds"] == 0 && replica["state"] == "up").then_some(body)
-    })
+    let body = eventually(
+        Duration::from_secs(10),
+        "replica lag is reported",
+        || async {
+            let body: serde_json::Value = http
+                .get(env.admin_url("/api/v1/clusters"))
+                .bearer_auth("test-token")
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let c1 = body["clusters"]
+                .as_array()?
+                .iter()
+                .find(|c| c["name"] == "c1")?
+                .clone();
+            let replica = c1["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["addr"] == replica1.as_str())?;
+            (replica["lag_seconds"] == 0 && replica["state"] == "up").then_some(body)
+        },
+    )
     .await;
     let clusters = body["clusters"].as_array().unwrap();
     assert_eq!(clusters.len(), 2);

@@ -104,9 +104,11 @@ impl RouterContext {
         let map = self.shard_map.load();
         let cluster = map.cluster_for_db(db);
         let topo = self.topology.load();
-        let c = topo.cluster(cluster).ok_or_else(|| RouterError::UnknownCluster {
-            cluster: cluster.to_string(),
-        })?;
+        let c = topo
+            .cluster(cluster)
+            .ok_or_else(|| RouterError::UnknownCluster {
+                cluster: cluster.to_string(),
+            })?;
         if replica_ok {
             if let Some(max_lag) = self.config.replica_read_max_lag {
                 let fresh: Vec<_> = c.fresh_replicas(max_lag).collect();

@@ -57,9 +57,9 @@ impl RouterError {
                      busy after waiting {waited_ms} ms; raise router.pool_size or retry"
                 ),
             ),
-            RouterError::Backend(e @ (BackendError::Connect(..) | BackendError::ConnectTimeout(_))) => {
-                (2003, "HY000", format!("Can't connect to backend: {e}"))
-            }
+            RouterError::Backend(
+                e @ (BackendError::Connect(..) | BackendError::ConnectTimeout(_)),
+            ) => (2003, "HY000", format!("Can't connect to backend: {e}")),
             RouterError::Backend(e) => (2013, "HY000", format!("Lost connection to backend: {e}")),
             RouterError::LostDuringQuery { addr } => (
                 2013,
@@ -145,7 +145,10 @@ mod tests {
             sqlstate: "42S02".into(),
             message: "Table 'db.t' doesn't exist".into(),
         };
-        assert_eq!(RouterError::Backend(BackendError::Server(e.clone())).to_client(), e);
+        assert_eq!(
+            RouterError::Backend(BackendError::Server(e.clone())).to_client(),
+            e
+        );
     }
 
     #[test]

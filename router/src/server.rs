@@ -19,7 +19,11 @@ use crate::protocol::{err_payload, packet::frame};
 use crate::session::Session;
 
 /// Serves MySQL clients on `listener` until `shutdown` completes.
-pub async fn run(listener: TcpListener, ctx: Arc<RouterContext>, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    listener: TcpListener,
+    ctx: Arc<RouterContext>,
+    shutdown: impl Future<Output = ()>,
+) {
     let limit = Arc::new(Semaphore::new(ctx.config.max_connections));
     // Every session holds a clone; when only ours is left, all sessions have ended.
     let sessions = Arc::new(());

@@ -235,14 +235,21 @@ mod tests {
         assert_eq!(*rx.borrow(), 1);
         let now = handle.load();
         assert_eq!(now.cluster("c1").unwrap().epoch, 2);
-        assert_eq!(now.cluster("c1").unwrap().leader.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(
+            now.cluster("c1").unwrap().leader.as_deref(),
+            Some("127.0.0.1:2")
+        );
     }
 
     #[test]
     fn fresh_replicas_filters_on_state_threads_and_lag() {
         let mut t = one_cluster();
         let c = t.clusters.get_mut("c1").unwrap();
-        assert_eq!(c.fresh_replicas(5).count(), 0, "unpolled replica is not fresh");
+        assert_eq!(
+            c.fresh_replicas(5).count(),
+            0,
+            "unpolled replica is not fresh"
+        );
         let r = c.node_mut("127.0.0.1:2").unwrap();
         r.state = NodeState::Up;
         r.io_running = Some(true);

@@ -214,7 +214,17 @@ pub fn mariadb_cli(port: u16, user: &str, password: &str, sql: &str) -> (i32, St
     let u = format!("-u{user}");
     run_program(
         "mariadb",
-        &["-h127.0.0.1", "-P", &port, &u, &pw, "--batch", "--skip-ssl", "-e", sql],
+        &[
+            "-h127.0.0.1",
+            "-P",
+            &port,
+            &u,
+            &pw,
+            "--batch",
+            "--skip-ssl",
+            "-e",
+            sql,
+        ],
         None,
     )
 }

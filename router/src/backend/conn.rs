@@ -14,8 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::protocol::handshake::{self, NATIVE_PASSWORD};
 use crate::protocol::{
-    parse_err, parse_ok, CapabilityFlags, OkInfo, PacketReader, ServerError,
-    MAX_PAYLOAD,
+    parse_err, parse_ok, CapabilityFlags, OkInfo, PacketReader, ServerError, MAX_PAYLOAD,
 };
 
 use super::BackendError;
@@ -113,9 +112,10 @@ impl BackendConn {
     async fn handshake(&mut self, opts: &ConnectOptions) -> Result<(), BackendError> {
         let (_, _, greeting) = self.read_raw().await?;
         if greeting.first() == Some(&0xff) {
-            return Err(BackendError::Server(parse_err(&greeting).unwrap_or_else(
-                || protocol_error("unreadable error in greeting"),
-            )));
+            return Err(BackendError::Server(
+                parse_err(&greeting)
+                    .unwrap_or_else(|| protocol_error("unreadable error in greeting")),
+            ));
         }
         let g = handshake::parse_backend_greeting(&greeting)
             .ok_or_else(|| BackendError::Protocol("unreadable greeting".into()))?;
@@ -123,7 +123,9 @@ impl BackendConn {
         self.server_version = g.server_version;
         self.scramble = g.scramble.clone();
         let mut caps = handshake::router_capabilities() & g.caps;
-        caps.remove(CapabilityFlags::CLIENT_CONNECT_WITH_DB | CapabilityFlags::CLIENT_CONNECT_ATTRS);
+        caps.remove(
+            CapabilityFlags::CLIENT_CONNECT_WITH_DB | CapabilityFlags::CLIENT_CONNECT_ATTRS,
+        );
         caps.set(CapabilityFlags::CLIENT_DEPRECATE_EOF, opts.deprecate_eof);
         caps.set(CapabilityFlags::CLIENT_FOUND_ROWS, opts.found_rows);
         if opts.deprecate_eof && !g.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF) {
@@ -146,7 +148,8 @@ impl BackendConn {
                 Some(0xfe) => {
                     // Auth switch: only native password is spoken.
                     let mut pos = 1;
-                    let plugin = crate::protocol::read_nul_bytes(&resp, &mut pos).unwrap_or_default();
+                    let plugin =
+                        crate::protocol::read_nul_bytes(&resp, &mut pos).unwrap_or_default();
                     if plugin != NATIVE_PASSWORD.as_bytes() {
                         return Err(BackendError::Protocol(format!(
                             "backend asks for auth plugin {}; only mysql_native_password is supported",
@@ -338,7 +341,11 @@ impl BackendConn {
 
     /// Resets the connection to a fresh login's state with COM_CHANGE_USER: no database, no
     /// variables, no prepared statements, default character set.
-    pub async fn change_user_reset(&mut self, user: &str, password: &str) -> Result<(), BackendError> {
+    pub async fn change_user_reset(
+        &mut self,
+        user: &str,
+        password: &str,
+    ) -> Result<(), BackendError> {
         // The token is computed over the scramble of the original greeting.
         let token = handshake::scramble_native(&self.scramble, password.as_bytes());
         let mut p = Vec::with_capacity(64);
@@ -386,10 +393,10 @@ impl BackendConn {
             return false;
         }
         let mut probe = [0u8; 1];
-        match self.reader.get_ref().try_read(&mut probe) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
-            _ => false,
-        }
+        matches!(
+            self.reader.get_ref().try_read(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
     }
 
     /// Whether the last response left a transaction open.

@@ -37,6 +37,9 @@ pub enum BackendError {
 impl BackendError {
     /// True when the connection itself failed (as opposed to the server refusing a statement).
     pub fn is_connection_failure(&self) -> bool {
-        !matches!(self, BackendError::Server(_) | BackendError::PoolExhausted { .. })
+        !matches!(
+            self,
+            BackendError::Server(_) | BackendError::PoolExhausted { .. }
+        )
     }
 }

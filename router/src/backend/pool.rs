@@ -130,16 +130,20 @@ pub struct PoolStats {
 }
 
 impl Pool {
-    async fn checkout(self: Arc<Self>, want: Option<&ConnState>) -> Result<PooledConn, BackendError> {
+    async fn checkout(
+        self: Arc<Self>,
+        want: Option<&ConnState>,
+    ) -> Result<PooledConn, BackendError> {
         let started = Instant::now();
-        let permit = tokio::time::timeout(self.opts.wait_timeout, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| BackendError::PoolExhausted {
-                addr: self.key.addr.to_string(),
-                max: self.opts.max_per_server,
-                waited_ms: started.elapsed().as_millis() as u64,
-            })?
-            .map_err(|_| BackendError::Closed(self.key.addr.to_string()))?;
+        let permit =
+            tokio::time::timeout(self.opts.wait_timeout, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| BackendError::PoolExhausted {
+                    addr: self.key.addr.to_string(),
+                    max: self.opts.max_per_server,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                })?
+                .map_err(|_| BackendError::Closed(self.key.addr.to_string()))?;
         loop {
             let candidate = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -147,7 +151,11 @@ impl Pool {
                 // A few most recent connections are checked for a state match; LIFO otherwise
                 // keeps the working set small and warm.
                 let pick = want
-                    .and_then(|w| (n.saturating_sub(8)..n).rev().find(|&i| idle[i].state == *w))
+                    .and_then(|w| {
+                        (n.saturating_sub(8)..n)
+                            .rev()
+                            .find(|&i| idle[i].state == *w)
+                    })
                     .or(n.checked_sub(1));
                 pick.map(|i| idle.swap_remove(i))
             };

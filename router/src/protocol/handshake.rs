@@ -207,7 +207,11 @@ pub fn verify_native(scramble: &[u8], token: &[u8], stored: &[u8; 20], empty: bo
     }
     let check: [u8; 20] = Sha1::digest(candidate).into();
     // Constant-time comparison: no early exit on the first differing byte.
-    check.iter().zip(stored).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    check
+        .iter()
+        .zip(stored)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 /// What a backend said in its greeting.
@@ -301,7 +305,12 @@ mod tests {
         let wrong = scramble_native(&scramble, b"Secret");
         assert!(!verify_native(&scramble, &wrong, &stored, false));
         assert!(!verify_native(&scramble, &[], &stored, false));
-        assert!(verify_native(&scramble, &[], &native_password_hash(b""), true));
+        assert!(verify_native(
+            &scramble,
+            &[],
+            &native_password_hash(b""),
+            true
+        ));
     }
 
     #[test]
@@ -321,7 +330,14 @@ mod tests {
     #[test]
     fn greeting_parses_back() {
         let scramble = new_scramble();
-        let g = server_greeting(7, "10.11.0-MariaDB", &scramble, router_capabilities(), 45, 2);
+        let g = server_greeting(
+            7,
+            "10.11.0-MariaDB",
+            &scramble,
+            router_capabilities(),
+            45,
+            2,
+        );
         let parsed = parse_backend_greeting(&g).unwrap();
         assert_eq!(parsed.conn_id, 7);
         assert_eq!(parsed.scramble, scramble.to_vec());

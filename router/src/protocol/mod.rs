@@ -153,7 +153,11 @@ pub struct ServerError {
 
 impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ERROR {} ({}): {}", self.code, self.sqlstate, self.message)
+        write!(
+            f,
+            "ERROR {} ({}): {}",
+            self.code, self.sqlstate, self.message
+        )
     }
 }
 
@@ -194,7 +198,16 @@ mod tests {
 
     #[test]
     fn lenenc_round_trips_at_every_width() {
-        for v in [0u64, 250, 251, 0xffff, 0x1_0000, 0xff_ffff, 0x100_0000, u64::MAX] {
+        for v in [
+            0u64,
+            250,
+            251,
+            0xffff,
+            0x1_0000,
+            0xff_ffff,
+            0x100_0000,
+            u64::MAX,
+        ] {
             let mut buf = Vec::new();
             put_lenenc_int(&mut buf, v);
             let mut pos = 0;
@@ -223,7 +236,10 @@ mod tests {
                 message: "Access denied".into()
             }
         );
-        assert!(is_eof_or_ok_terminator(&eof_payload(StatusFlags::empty(), 0)));
+        assert!(is_eof_or_ok_terminator(&eof_payload(
+            StatusFlags::empty(),
+            0
+        )));
         assert!(!is_eof_or_ok_terminator(&[1, b'a']));
     }
 }

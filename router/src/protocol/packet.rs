@@ -206,6 +206,9 @@ mod tests {
             Err(PacketError::TooLarge { size: 100, max: 50 })
         ));
         let mut r = PacketReader::new(&bytes[..20]);
-        assert!(matches!(r.read_message(1000).await, Err(PacketError::Truncated)));
+        assert!(matches!(
+            r.read_message(1000).await,
+            Err(PacketError::Truncated)
+        ));
     }
 }

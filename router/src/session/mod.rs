@@ -12,7 +12,9 @@ use std::sync::Arc;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::backend::{relay, BackendError, PoolKey, PooledConn, RelayError, RelayMode, RelayOutcome};
+use crate::backend::{
+    relay, BackendError, PoolKey, PooledConn, RelayError, RelayMode, RelayOutcome,
+};
 use crate::classify::{parse_set, Classification, PinReason, StatementKind};
 use crate::context::{RouterContext, RouterMetrics, User};
 use crate::error::RouterError;
@@ -181,7 +183,9 @@ impl Session {
             // Refuse an unknown database now, as a server would, not at the first statement.
             if let Err(f) = session.select_db(&db, seq, false).await {
                 if let Failure::Reply(e, s) = f {
-                    write_error(&mut session.output, s.unwrap_or(seq), &e).await.ok();
+                    write_error(&mut session.output, s.unwrap_or(seq), &e)
+                        .await
+                        .ok();
                 }
                 return;
             }
@@ -213,7 +217,11 @@ impl Session {
             };
             let seq = last.wrapping_add(1);
             let Some(&command) = payload.first() else {
-                if self.reply_error(seq, RouterError::Malformed("empty packet")).await.is_err() {
+                if self
+                    .reply_error(seq, RouterError::Malformed("empty packet"))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -297,7 +305,9 @@ impl Session {
         match &class.kind {
             StatementKind::Use(db) if !class.multi => {
                 let db = db.clone();
-                let outcome = self.run(Target::LeaderFor(&db), Cmd::Raw(payload), exec).await?;
+                let outcome = self
+                    .run(Target::LeaderFor(&db), Cmd::Raw(payload), exec)
+                    .await?;
                 if outcome.error.is_none() {
                     self.state.db = Some(db);
                     if let Some(c) = self.pinned.as_mut() {
@@ -419,7 +429,13 @@ impl Session {
                 }
                 return Err(e.into());
             }
-            let result = relay(&mut conn, exec.mode, &mut self.output, Some(&mut self.input)).await;
+            let result = relay(
+                &mut conn,
+                exec.mode,
+                &mut self.output,
+                Some(&mut self.input),
+            )
+            .await;
             match result {
                 Ok(outcome) => {
                     if outcome.error.is_none() {
@@ -568,7 +584,9 @@ impl Session {
                 retry_reads: true,
                 with_insert_id: false,
             };
-            let outcome = self.run(Target::LeaderFor(db), Cmd::Raw(&payload), exec).await?;
+            let outcome = self
+                .run(Target::LeaderFor(db), Cmd::Raw(&payload), exec)
+                .await?;
             if outcome.error.is_none() {
                 self.state.db = Some(db.to_string());
                 if let Some(c) = self.pinned.as_mut() {
@@ -652,8 +670,10 @@ impl Session {
             .is_some_and(|p| !p.is_empty() && p != crate::protocol::handshake::NATIVE_PASSWORD)
         {
             scramble = crate::protocol::handshake::new_scramble();
-            self.output
-                .push(seq, &crate::protocol::handshake::auth_switch_request(&scramble));
+            self.output.push(
+                seq,
+                &crate::protocol::handshake::auth_switch_request(&scramble),
+            );
             self.output.flush().await.map_err(|_| Failure::ClientGone)?;
             match self.input.read_message(64 * 1024).await {
                 Ok(Some((_, last, reply))) => {
@@ -675,12 +695,10 @@ impl Session {
         self.user = user;
         self.reset_state(req.collation.unwrap_or(state::BACKEND_COLLATION), None);
         if let Some(db) = req.database {
-            self.select_db(&db, seq, false)
-                .await
-                .map_err(|f| match f {
-                    Failure::Reply(e, _) => Failure::Reply(e, Some(seq)),
-                    other => other,
-                })?;
+            self.select_db(&db, seq, false).await.map_err(|f| match f {
+                Failure::Reply(e, _) => Failure::Reply(e, Some(seq)),
+                other => other,
+            })?;
         }
         self.reply_ok(seq).await
     }

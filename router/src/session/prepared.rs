@@ -38,10 +38,7 @@ fn stmt_id(payload: &[u8]) -> Result<u32, RouterError> {
 impl Session {
     pub(super) async fn stmt_prepare(&mut self, payload: &[u8], _seq: u8) -> Result<(), Failure> {
         let sql: Arc<[u8]> = payload[1..].into();
-        let class = self
-            .ctx
-            .classifier
-            .classify(&String::from_utf8_lossy(&sql));
+        let class = self.ctx.classifier.classify(&String::from_utf8_lossy(&sql));
         if !class.parsed {
             RouterMetrics::inc(&self.ctx.metrics.unparsed);
         }
@@ -114,19 +111,27 @@ impl Session {
             .stmts
             .get_mut(&id)
             .ok_or(RouterError::UnknownStatement { id, command: CMD })?;
-        let flags = *payload.get(5).ok_or(RouterError::Malformed("execute flags"))?;
+        let flags = *payload
+            .get(5)
+            .ok_or(RouterError::Malformed("execute flags"))?;
         let n = usize::from(stmt.params);
         // command, id, flags, iteration count
         let mut pos = 10;
         let mut out = Vec::with_capacity(payload.len() + 2 * n + 1);
-        out.extend_from_slice(payload.get(..pos).ok_or(RouterError::Malformed("execute"))?);
+        out.extend_from_slice(
+            payload
+                .get(..pos)
+                .ok_or(RouterError::Malformed("execute"))?,
+        );
         if n > 0 {
             let bitmap = payload
                 .get(pos..pos + n.div_ceil(8))
                 .ok_or(RouterError::Malformed("execute null bitmap"))?;
             out.extend_from_slice(bitmap);
             pos += bitmap.len();
-            let bound = *payload.get(pos).ok_or(RouterError::Malformed("execute types flag"))?;
+            let bound = *payload
+                .get(pos)
+                .ok_or(RouterError::Malformed("execute types flag"))?;
             pos += 1;
             if bound == 1 {
                 let types = payload
@@ -203,10 +208,13 @@ impl Session {
 
     pub(super) async fn stmt_reset(&mut self, payload: &[u8], seq: u8) -> Result<(), Failure> {
         let id = stmt_id(payload)?;
-        let stmt = self.stmts.get_mut(&id).ok_or(RouterError::UnknownStatement {
-            id,
-            command: "mysqld_stmt_reset",
-        })?;
+        let stmt = self
+            .stmts
+            .get_mut(&id)
+            .ok_or(RouterError::UnknownStatement {
+                id,
+                command: "mysqld_stmt_reset",
+            })?;
         stmt.long_data.clear();
         let had_cursor = std::mem::take(&mut stmt.cursor_open);
         let sql = stmt.sql.clone();
@@ -262,7 +270,14 @@ impl Session {
             conn.discard();
             return Err(self.lost_pinned(None));
         }
-        match relay(&mut conn, RelayMode::Rows, &mut self.output, Some(&mut self.input)).await {
+        match relay(
+            &mut conn,
+            RelayMode::Rows,
+            &mut self.output,
+            Some(&mut self.input),
+        )
+        .await
+        {
             Ok(_) => {
                 self.pinned = Some(conn);
                 Ok(())

@@ -174,7 +174,8 @@ pub fn sync_plan(want: &SessionState, have: &ConnState, with_insert_id: bool) ->
         plan.sql.push(sql.to_string());
     }
     if with_insert_id && want.last_insert_id != base.last_insert_id {
-        plan.sql.push(format!("DO LAST_INSERT_ID({})", want.last_insert_id));
+        plan.sql
+            .push(format!("DO LAST_INSERT_ID({})", want.last_insert_id));
     }
     plan
 }
@@ -291,8 +292,10 @@ mod tests {
 
     #[test]
     fn last_insert_id_is_carried_only_when_asked() {
-        let mut want = SessionState::default();
-        want.last_insert_id = 7;
+        let want = SessionState {
+            last_insert_id: 7,
+            ..Default::default()
+        };
         let have = ConnState::default();
         assert!(sync_plan(&want, &have, false).sql.is_empty());
         assert_eq!(
