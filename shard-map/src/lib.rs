@@ -9,5 +9,5 @@ pub mod topology;
 
 pub use keyspace::{Keyspace, KeyspaceError, ShardMap};
 pub use topology::{
-    ClusterPhase, ClusterStatus, NodeState, NodeStatus, Role, Topology, TopologyHandle,
+    ClusterPhase, ClusterStatus, NodeFlags, NodeState, NodeStatus, Role, Topology, TopologyHandle,
 };

@@ -52,6 +52,20 @@ pub struct NodeStatus {
     pub sql_running: Option<bool>,
     /// The last replication error, if any.
     pub last_error: Option<String>,
+    /// Operator flags that steer elections.
+    #[serde(default)]
+    pub flags: NodeFlags,
+}
+
+/// Operator flags on a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFlags {
+    /// Under maintenance: never elected, not failed over when it goes away.
+    pub maintenance: bool,
+    /// Wins an election among equally up-to-date candidates.
+    pub preferred: bool,
+    /// Ignored by elections entirely.
+    pub ignored: bool,
 }
 
 impl NodeStatus {
@@ -69,6 +83,7 @@ impl NodeStatus {
             io_running: None,
             sql_running: None,
             last_error: None,
+            flags: NodeFlags::default(),
         }
     }
 }
