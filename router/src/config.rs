@@ -80,6 +80,12 @@ pub struct RouterConfig {
     /// Client handshakes that do not finish within this time are dropped (ms).
     #[serde(default = "default_handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
+    /// How long a statement waits while its cluster changes leader, before it fails (ms).
+    #[serde(default = "default_hold_timeout_ms")]
+    pub hold_timeout_ms: u64,
+    /// Statements held at once across all sessions; past it they fail at once.
+    #[serde(default = "default_hold_max_statements")]
+    pub hold_max_statements: u64,
 }
 
 fn default_listen() -> String {
@@ -103,6 +109,12 @@ fn default_connect_timeout_ms() -> u64 {
 fn default_handshake_timeout_ms() -> u64 {
     10_000
 }
+fn default_hold_timeout_ms() -> u64 {
+    5_000
+}
+fn default_hold_max_statements() -> u64 {
+    10_000
+}
 
 impl RouterConfig {
     /// A config with defaults and the given users.
@@ -118,6 +130,8 @@ impl RouterConfig {
             replica_read_max_lag: None,
             server_version: None,
             handshake_timeout_ms: default_handshake_timeout_ms(),
+            hold_timeout_ms: default_hold_timeout_ms(),
+            hold_max_statements: default_hold_max_statements(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use shard_map::{ShardMap, TopologyHandle};
+use shard_map::{ClusterPhase, ShardMap, TopologyHandle};
 
 use crate::backend::Pools;
 use crate::classify::Classifier;
@@ -35,6 +35,11 @@ pub struct RouterMetrics {
     pub unparsed: AtomicU64,
     pub errors: AtomicU64,
     pub backend_retries: AtomicU64,
+    /// Statements held while a cluster changed leader, and those that waited too long.
+    pub held_statements: AtomicU64,
+    pub hold_timeouts: AtomicU64,
+    /// Statements re-run on a new leader after the old one refused or lost them unexecuted.
+    pub leader_change_retries: AtomicU64,
     pub session_panics: AtomicU64,
 }
 
@@ -57,6 +62,9 @@ pub struct RouterContext {
     pub server_version: String,
     next_conn_id: AtomicU32,
     replica_rr: AtomicUsize,
+    failure_reporter: Option<FailureReporter>,
+    /// Statements waiting out a leader change right now.
+    pub held: AtomicU64,
 }
 
 impl RouterContext {
@@ -90,40 +98,143 @@ impl RouterContext {
             server_version,
             next_conn_id: AtomicU32::new(1),
             replica_rr: AtomicUsize::new(0),
+            failure_reporter: None,
+            held: AtomicU64::new(0),
             config,
         }
+    }
+
+    /// Wires router-observed backend failures to the orchestrator's detection.
+    pub fn with_failure_reporter(mut self, reporter: FailureReporter) -> Self {
+        self.failure_reporter = Some(reporter);
+        self
     }
 
     pub fn next_conn_id(&self) -> u32 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The backend address for a statement on `db`'s cluster: the leader, or with
-    /// `replica_ok` a fresh-enough replica when replica reads are configured.
-    pub fn route(&self, db: Option<&str>, replica_ok: bool) -> Result<Arc<str>, RouterError> {
+    /// Where a statement on `db`'s cluster goes now: the leader, or with `replica_ok` a
+    /// fresh-enough replica when replica reads are configured.
+    pub fn route(&self, db: Option<&str>, replica_ok: bool) -> Result<Route, RouteError> {
         let map = self.shard_map.load();
         let cluster = map.cluster_for_db(db);
         let topo = self.topology.load();
-        let c = topo
-            .cluster(cluster)
-            .ok_or_else(|| RouterError::UnknownCluster {
+        let Some(c) = topo.cluster(cluster) else {
+            return Err(RouteError::Fatal(RouterError::UnknownCluster {
                 cluster: cluster.to_string(),
-            })?;
+            }));
+        };
         if replica_ok {
             if let Some(max_lag) = self.config.replica_read_max_lag {
                 let fresh: Vec<_> = c.fresh_replicas(max_lag).collect();
                 if !fresh.is_empty() {
                     let i = self.replica_rr.fetch_add(1, Ordering::Relaxed) % fresh.len();
                     RouterMetrics::inc(&self.metrics.statements_to_replicas);
-                    return Ok(fresh[i].addr.as_str().into());
+                    return Ok(Route {
+                        addr: fresh[i].addr.as_str().into(),
+                        cluster: cluster.into(),
+                        epoch: c.epoch,
+                        leader: false,
+                        version: topo.version,
+                    });
                 }
             }
         }
-        c.leader
-            .as_deref()
-            .map(Arc::from)
-            .ok_or_else(|| RouterError::NoLeader {
-                cluster: cluster.to_string(),
-            })
+        if c.phase == ClusterPhase::Held {
+            return Err(RouteError::Wait {
+                version: topo.version,
+                why: WaitReason::Held(cluster.to_string()),
+            });
+        }
+        match c.leader.as_deref() {
+            Some(addr) => Ok(Route {
+                addr: addr.into(),
+                cluster: cluster.into(),
+                epoch: c.epoch,
+                leader: true,
+                version: topo.version,
+            }),
+            None => Err(RouteError::Wait {
+                version: topo.version,
+                why: WaitReason::NoLeader(cluster.to_string()),
+            }),
+        }
+    }
+
+    /// Whether a connection checked out for `route` may still take statements: a leader
+    /// connection only while its cluster is serving under the same epoch and leader.
+    pub fn route_current(&self, route: &Route) -> bool {
+        if !route.leader {
+            return true;
+        }
+        let topo = self.topology.load();
+        topo.cluster(&route.cluster).is_some_and(|c| {
+            c.epoch == route.epoch
+                && c.phase == ClusterPhase::Serving
+                && c.leader.as_deref() == Some(&*route.addr)
+        })
+    }
+
+    /// Waits until the topology is newer than `version`, or `deadline`. True if it changed.
+    pub async fn wait_topology_change(&self, version: u64, deadline: tokio::time::Instant) -> bool {
+        let mut rx = self.topology.subscribe();
+        loop {
+            if self.topology.load().version > version {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return self.topology.load().version > version;
+            }
+        }
+    }
+
+    /// Tells the orchestrator (if wired) that a backend failed on live traffic.
+    pub fn report_failure(&self, addr: &str) {
+        if let Some(report) = &self.failure_reporter {
+            (report.0)(addr);
+        }
+    }
+}
+
+/// Where a statement goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub addr: Arc<str>,
+    pub cluster: Arc<str>,
+    /// The cluster's leadership epoch when routed.
+    pub epoch: u64,
+    /// Routed to the leader (as opposed to a replica).
+    pub leader: bool,
+    /// The topology version routed with.
+    pub version: u64,
+}
+
+/// Why a statement can't be routed right now.
+#[derive(Debug)]
+pub enum RouteError {
+    /// Wait for the next topology (a leader change is under way), then route again.
+    Wait { version: u64, why: WaitReason },
+    /// Give up with this error.
+    Fatal(RouterError),
+}
+
+/// What a held statement waits for.
+#[derive(Debug, Clone)]
+pub enum WaitReason {
+    Held(String),
+    NoLeader(String),
+}
+
+/// Called with a backend address when live traffic to it fails.
+#[derive(Clone)]
+pub struct FailureReporter(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for FailureReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FailureReporter")
     }
 }

@@ -14,6 +14,12 @@ pub enum RouterError {
     LostDuringQuery { addr: String },
     #[error("the transaction's backend connection was lost; the transaction was rolled back")]
     TransactionLost { addr: String },
+    #[error("the transaction's leader changed; it must be restarted")]
+    LeaderChanged { cluster: String },
+    #[error("statement held too long while cluster `{cluster}` changed leader")]
+    HoldTimeout { cluster: String, waited_ms: u64 },
+    #[error("too many statements held")]
+    HoldFull { cluster: String },
     #[error("cluster `{cluster}` has no leader")]
     NoLeader { cluster: String },
     #[error("unknown cluster `{cluster}`")]
@@ -72,6 +78,32 @@ impl RouterError {
                 format!(
                     "Lost connection to backend {addr} during the transaction; it was rolled \
                      back, retry it"
+                ),
+            ),
+            RouterError::LeaderChanged { cluster } => (
+                1213,
+                "40001",
+                format!(
+                    "Deadlock found when trying to get lock; try restarting transaction \
+                     (cluster '{cluster}' changed leader during the transaction, which was \
+                     rolled back)"
+                ),
+            ),
+            RouterError::HoldTimeout { cluster, waited_ms } => (
+                1205,
+                "HY000",
+                format!(
+                    "Lock wait timeout exceeded; try restarting transaction (the statement \
+                     waited {waited_ms} ms for cluster '{cluster}' to finish changing leader)"
+                ),
+            ),
+            RouterError::HoldFull { cluster } => (
+                1040,
+                "08004",
+                format!(
+                    "Too many connections: too many statements already wait for cluster \
+                     '{cluster}' to finish changing leader; raise router.hold_max_statements \
+                     or retry"
                 ),
             ),
             RouterError::NoLeader { cluster } => (

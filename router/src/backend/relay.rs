@@ -34,6 +34,9 @@ pub struct RelayOutcome {
     pub error: Option<ServerError>,
     /// The response ended with a cursor open (rows come by COM_STMT_FETCH).
     pub cursor_open: bool,
+    /// With `intercept_first_error`: the response was a lone ERR packet, kept back from the
+    /// client (its sequence id and payload) so that the caller may retry elsewhere.
+    pub intercepted: Option<(u8, Vec<u8>)>,
 }
 
 /// Why a relay stopped before the response ended.
@@ -74,6 +77,7 @@ pub async fn relay<W, R>(
     mode: RelayMode,
     client: &mut PacketWriter<W>,
     mut client_in: Option<&mut PacketReader<R>>,
+    intercept_first_error: bool,
 ) -> Result<RelayOutcome, RelayError>
 where
     W: AsyncWrite + Unpin,
@@ -131,6 +135,27 @@ where
                 break;
             }
             let payload = &buf[consumed + 4..consumed + 4 + len];
+            if intercept_first_error
+                && !forwarded
+                && consumed == 0
+                && payload.first() == Some(&0xff)
+            {
+                let seq = h[3];
+                let parsed = parse_err(payload);
+                let raw = payload.to_vec();
+                conn.consume(4 + len);
+                let Some(e) = parsed else {
+                    conn.broken = true;
+                    return Err(RelayError::Backend {
+                        source: BackendError::Protocol("malformed ERR".into()),
+                        forwarded: false,
+                        next_seq,
+                    });
+                };
+                out.error = Some(e);
+                out.intercepted = Some((seq, raw));
+                return Ok(out);
+            }
             consumed += 4 + len;
             state = match step(state, payload, deprecate_eof, cursor, mode, &mut out) {
                 Ok(Step::Next(s)) => s,

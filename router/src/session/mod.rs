@@ -16,7 +16,7 @@ use crate::backend::{
     relay, BackendError, PoolKey, PooledConn, RelayError, RelayMode, RelayOutcome,
 };
 use crate::classify::{parse_set, Classification, PinReason, StatementKind};
-use crate::context::{RouterContext, RouterMetrics, User};
+use crate::context::{Route, RouteError, RouterContext, RouterMetrics, User, WaitReason};
 use crate::error::RouterError;
 use crate::protocol::packet::PacketError;
 use crate::protocol::{
@@ -133,6 +133,8 @@ pub struct Session {
     scramble: [u8; 20],
     state: SessionState,
     pinned: Option<PooledConn>,
+    /// Where `pinned` was routed, to notice when its leader is replaced.
+    pinned_route: Option<Route>,
     pins: Pins,
     multi_statements: bool,
     stmts: HashMap<u32, ClientStmt>,
@@ -170,6 +172,7 @@ impl Session {
             scramble: auth.scramble,
             state: SessionState::for_handshake(auth.hello.collation, None),
             pinned: None,
+            pinned_route: None,
             pins: Pins::default(),
             multi_statements: auth.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
             stmts: HashMap::new(),
@@ -390,30 +393,47 @@ impl Session {
         let keep = self.pins.any() || self.pinned.as_ref().is_some_and(|c| c.in_transaction());
         if !keep {
             self.pinned = None;
+            self.pinned_route = None;
         }
     }
 
     /// Runs a command on a backend connection and relays the response. The connection stays
     /// in `self.pinned` afterwards; callers decide whether to release it.
+    ///
+    /// While the target cluster changes leader the statement is held (up to the router's
+    /// hold timeout) and then runs on the new leader. It is run again elsewhere only when it
+    /// provably did not run: it could not be sent, the old leader refused it as read-only or
+    /// killed it with an error, or it is a read.
     async fn run(
         &mut self,
         target: Target<'_>,
         mut cmd: Cmd<'_>,
         exec: Exec,
     ) -> Result<RelayOutcome, Failure> {
-        let mut retried = false;
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(self.ctx.config.hold_timeout_ms);
+        let mut read_retried = false;
         loop {
             let was_pinned = self.pinned.is_some();
-            let mut conn = match self.pinned.take() {
-                Some(c) => c,
-                None => self.checkout(target).await?,
+            let (mut conn, route) = match self.pinned.take() {
+                Some(c) => {
+                    let route = self.pinned_route.take();
+                    if let Some(r) = route.as_ref().filter(|r| !self.ctx.route_current(r)) {
+                        // Its leader was replaced: whatever the session had open there is gone,
+                        // and nothing may be written to a leader of an older epoch.
+                        c.discard();
+                        return Err(self.lost_pinned_to_leader_change(&r.cluster));
+                    }
+                    (c, route)
+                }
+                None => self.route_and_checkout(target, deadline).await?,
             };
             if let Err(e) = self.send(&mut conn, &mut cmd, exec.with_insert_id).await {
                 let connection_failed =
                     matches!(&e, RouterError::Backend(b) if b.is_connection_failure());
                 if !connection_failed {
                     // A server error before the command ran (an unknown database, say).
-                    self.pinned = Some(conn);
+                    self.keep(conn, route);
                     self.release_if_free();
                     return Err(e.into());
                 }
@@ -421,23 +441,43 @@ impl Session {
                 if was_pinned {
                     return Err(self.lost_pinned(None));
                 }
-                if !retried {
-                    // Nothing ran: safe to try once more on another connection.
-                    retried = true;
+                // Nothing ran: wait for the topology to move on if the server is gone.
+                if let Some(r) = &route {
+                    self.ctx.report_failure(&r.addr);
                     RouterMetrics::inc(&self.ctx.metrics.backend_retries);
-                    continue;
+                    self.hold(r.version, &r.cluster, deadline, e).await?;
                 }
-                return Err(e.into());
+                continue;
             }
+            let intercept = !was_pinned && route.as_ref().is_some_and(|r| r.leader);
             let result = relay(
                 &mut conn,
                 exec.mode,
                 &mut self.output,
                 Some(&mut self.input),
+                intercept,
             )
             .await;
             match result {
-                Ok(outcome) => {
+                Ok(mut outcome) => {
+                    if let Some((seq, payload)) = outcome.intercepted.take() {
+                        let code = outcome.error.as_ref().map_or(0, |e| e.code);
+                        if let Some(r) = route.as_ref().filter(|r| {
+                            NOT_EXECUTED_ON_OLD_LEADER.contains(&code) && !self.ctx.route_current(r)
+                        }) {
+                            // The old leader refused it during a leader change: it did not
+                            // run there, so it runs on the new leader.
+                            RouterMetrics::inc(&self.ctx.metrics.leader_change_retries);
+                            drop(conn);
+                            let err = RouterError::Backend(BackendError::Server(
+                                outcome.error.clone().unwrap_or_else(|| unreachable_error()),
+                            ));
+                            self.hold(r.version, &r.cluster, deadline, err).await?;
+                            continue;
+                        }
+                        self.output.push(seq, &payload);
+                        self.output.flush().await.map_err(|_| Failure::ClientGone)?;
+                    }
                     if outcome.error.is_none() {
                         conn.status = outcome.status;
                         if let Some(ok) = outcome.ok.filter(|ok| ok.last_insert_id != 0) {
@@ -448,7 +488,7 @@ impl Session {
                     if outcome.cursor_open {
                         self.pins.cursor = true;
                     }
-                    self.pinned = Some(conn);
+                    self.keep(conn, route);
                     return Ok(outcome);
                 }
                 Err(RelayError::Client(_)) => {
@@ -463,12 +503,19 @@ impl Session {
                     tracing::warn!(session = self.id, backend = %conn.addr, error = %source, "backend failed mid-response");
                     let addr = conn.addr.to_string();
                     conn.discard();
+                    if let Some(r) = &route {
+                        self.ctx.report_failure(&r.addr);
+                    }
                     if was_pinned {
                         return Err(self.lost_pinned(forwarded.then_some(next_seq)));
                     }
-                    if !forwarded && exec.retry_reads && !retried {
-                        retried = true;
+                    if !forwarded && exec.retry_reads && !read_retried {
+                        read_retried = true;
                         RouterMetrics::inc(&self.ctx.metrics.backend_retries);
+                        if let Some(r) = route.as_ref().filter(|r| !self.ctx.route_current(r)) {
+                            let e = RouterError::LostDuringQuery { addr: addr.clone() };
+                            self.hold(r.version, &r.cluster, deadline, e).await?;
+                        }
                         continue;
                     }
                     return Err(Failure::Reply(
@@ -477,6 +524,87 @@ impl Session {
                     ));
                 }
             }
+        }
+    }
+
+    /// Keeps `conn` as the session's current connection (released later if nothing pins).
+    fn keep(&mut self, conn: PooledConn, route: Option<Route>) {
+        self.pinned = Some(conn);
+        self.pinned_route = route;
+    }
+
+    /// Routes for `target` and checks out a connection, holding while the cluster changes
+    /// leader or its leader can't be reached.
+    async fn route_and_checkout(
+        &self,
+        target: Target<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(PooledConn, Option<Route>), Failure> {
+        loop {
+            let routed = match target {
+                Target::Leader => self.ctx.route(self.state.db.as_deref(), false),
+                Target::ReplicaOk => self.ctx.route(self.state.db.as_deref(), true),
+                Target::LeaderFor(db) => self.ctx.route(Some(db), false),
+            };
+            match routed {
+                Ok(route) => match self.checkout_addr(&route.addr).await {
+                    Ok(c) => return Ok((c, Some(route))),
+                    Err(e) if e.is_connection_failure() => {
+                        self.ctx.report_failure(&route.addr);
+                        self.hold(route.version, &route.cluster, deadline, e.into())
+                            .await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                Err(RouteError::Wait { version, why }) => {
+                    let (cluster, e) = match why {
+                        WaitReason::Held(c) => (
+                            c.clone(),
+                            RouterError::HoldTimeout {
+                                cluster: c,
+                                waited_ms: self.ctx.config.hold_timeout_ms,
+                            },
+                        ),
+                        WaitReason::NoLeader(c) => {
+                            (c.clone(), RouterError::NoLeader { cluster: c })
+                        }
+                    };
+                    self.hold(version, &cluster, deadline, e).await?;
+                }
+                Err(RouteError::Fatal(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits for a topology newer than `version`; fails with `otherwise` at the deadline.
+    async fn hold(
+        &self,
+        version: u64,
+        cluster: &str,
+        deadline: tokio::time::Instant,
+        otherwise: RouterError,
+    ) -> Result<(), Failure> {
+        use std::sync::atomic::Ordering;
+        if tokio::time::Instant::now() >= deadline {
+            RouterMetrics::inc(&self.ctx.metrics.hold_timeouts);
+            return Err(otherwise.into());
+        }
+        let held = self.ctx.held.fetch_add(1, Ordering::Relaxed);
+        if held >= self.ctx.config.hold_max_statements {
+            self.ctx.held.fetch_sub(1, Ordering::Relaxed);
+            return Err(RouterError::HoldFull {
+                cluster: cluster.to_string(),
+            }
+            .into());
+        }
+        RouterMetrics::inc(&self.ctx.metrics.held_statements);
+        let changed = self.ctx.wait_topology_change(version, deadline).await;
+        self.ctx.held.fetch_sub(1, Ordering::Relaxed);
+        if changed {
+            Ok(())
+        } else {
+            RouterMetrics::inc(&self.ctx.metrics.hold_timeouts);
+            Err(otherwise.into())
         }
     }
 
@@ -511,8 +639,20 @@ impl Session {
         Ok(())
     }
 
+    /// The pinned connection's cluster changed leader: the session starts afresh.
+    fn lost_pinned_to_leader_change(&mut self, cluster: &str) -> Failure {
+        let _ = self.lost_pinned(None);
+        Failure::Reply(
+            RouterError::LeaderChanged {
+                cluster: cluster.to_string(),
+            },
+            None,
+        )
+    }
+
     /// The pinned connection died: whatever held the session there is gone with it.
     fn lost_pinned(&mut self, seq: Option<u8>) -> Failure {
+        self.pinned_route = None;
         self.pins = Pins::default();
         self.stmts.values_mut().for_each(|s| s.cursor_open = false);
         Failure::Reply(
@@ -523,24 +663,18 @@ impl Session {
         )
     }
 
-    async fn checkout(&self, target: Target<'_>) -> Result<PooledConn, Failure> {
-        let addr = match target {
-            Target::Leader => self.ctx.route(self.state.db.as_deref(), false)?,
-            Target::ReplicaOk => self.ctx.route(self.state.db.as_deref(), true)?,
-            Target::LeaderFor(db) => self.ctx.route(Some(db), false)?,
-        };
+    async fn checkout_addr(&self, addr: &Arc<str>) -> Result<PooledConn, BackendError> {
         let key = PoolKey {
-            addr,
+            addr: addr.clone(),
             user: self.user.name.clone(),
             deprecate_eof: self.deprecate_eof(),
             found_rows: self.caps.contains(CapabilityFlags::CLIENT_FOUND_ROWS),
         };
         let want = self.state.as_conn_state();
-        Ok(self
-            .ctx
+        self.ctx
             .pools
             .checkout(&key, &self.user.password, Some(&want))
-            .await?)
+            .await
     }
 
     /// Brings `conn` to the session's state.
@@ -597,7 +731,11 @@ impl Session {
             return Ok(());
         }
         let _ = seq;
-        let mut conn = self.checkout(Target::LeaderFor(db)).await?;
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(self.ctx.config.hold_timeout_ms);
+        let (mut conn, _) = self
+            .route_and_checkout(Target::LeaderFor(db), deadline)
+            .await?;
         self.sync(&mut conn, false).await?;
         conn.query(&format!("USE {}", state::quote_ident(db)))
             .await
@@ -644,6 +782,7 @@ impl Session {
             // It may hold temporary tables, locks or an open transaction.
             c.discard();
         }
+        self.pinned_route = None;
         self.pins = Pins::default();
         self.stmts.clear();
         self.state = SessionState::for_handshake(collation, db);
@@ -701,6 +840,19 @@ impl Session {
             })?;
         }
         self.reply_ok(seq).await
+    }
+}
+
+/// Errors with which an old leader refuses or aborts a statement that therefore did not run:
+/// read-only (1290), statement killed (1927, 1317), shutting down (1053), global read lock
+/// (1223). During a leader change such a statement is run again on the new leader.
+const NOT_EXECUTED_ON_OLD_LEADER: [u16; 5] = [1290, 1927, 1317, 1053, 1223];
+
+fn unreachable_error() -> crate::protocol::ServerError {
+    crate::protocol::ServerError {
+        code: 2013,
+        sqlstate: "HY000".into(),
+        message: "Lost connection to backend during query".into(),
     }
 }
 

@@ -45,9 +45,13 @@ impl Session {
         let mut retried = false;
         let (stmt, packets) = loop {
             let was_pinned = self.pinned.is_some();
-            let mut conn = match self.pinned.take() {
-                Some(c) => c,
-                None => self.checkout(Target::Leader).await?,
+            let (mut conn, route) = match self.pinned.take() {
+                Some(c) => (c, self.pinned_route.take()),
+                None => {
+                    let deadline = tokio::time::Instant::now()
+                        + std::time::Duration::from_millis(self.ctx.config.hold_timeout_ms);
+                    self.route_and_checkout(Target::Leader, deadline).await?
+                }
             };
             let prepared = async {
                 self.sync(&mut conn, false).await?;
@@ -56,7 +60,7 @@ impl Session {
             .await;
             match prepared {
                 Ok(p) => {
-                    self.pinned = Some(conn);
+                    self.keep(conn, route);
                     break p;
                 }
                 Err(RouterError::Backend(b)) if b.is_connection_failure() => {
@@ -70,7 +74,7 @@ impl Session {
                     retried = true;
                 }
                 Err(e) => {
-                    self.pinned = Some(conn);
+                    self.keep(conn, route);
                     self.release_if_free();
                     return Err(e.into());
                 }
@@ -256,8 +260,9 @@ impl Session {
         let Some(mut conn) = self.pinned.take() else {
             return Err(self.lost_pinned(None));
         };
+        let route = self.pinned_route.take();
         let Some(b) = conn.stmts.get(&sql).copied() else {
-            self.pinned = Some(conn);
+            self.keep(conn, route);
             return Err(RouterError::UnknownStatement {
                 id,
                 command: "mysqld_stmt_fetch",
@@ -275,6 +280,7 @@ impl Session {
             RelayMode::Rows,
             &mut self.output,
             Some(&mut self.input),
+            false,
         )
         .await
         {
