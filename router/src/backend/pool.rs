@@ -73,7 +73,7 @@ impl Pools {
         &self,
         key: &PoolKey,
         password: &Arc<str>,
-        want: Option<&ConnState>,
+        want: Option<&(dyn Fn(&ConnState) -> bool + Sync)>,
     ) -> Result<PooledConn, BackendError> {
         let pool = match self.pools.get(key) {
             Some(p) => p.clone(),
@@ -132,7 +132,7 @@ pub struct PoolStats {
 impl Pool {
     async fn checkout(
         self: Arc<Self>,
-        want: Option<&ConnState>,
+        want: Option<&(dyn Fn(&ConnState) -> bool + Sync)>,
     ) -> Result<PooledConn, BackendError> {
         let started = Instant::now();
         let permit =
@@ -151,11 +151,7 @@ impl Pool {
                 // A few most recent connections are checked for a state match; LIFO otherwise
                 // keeps the working set small and warm.
                 let pick = want
-                    .and_then(|w| {
-                        (n.saturating_sub(8)..n)
-                            .rev()
-                            .find(|&i| idle[i].state == *w)
-                    })
+                    .and_then(|w| (n.saturating_sub(8)..n).rev().find(|&i| w(&idle[i].state)))
                     .or(n.checked_sub(1));
                 pick.map(|i| idle.swap_remove(i))
             };

@@ -670,10 +670,11 @@ impl Session {
             deprecate_eof: self.deprecate_eof(),
             found_rows: self.caps.contains(CapabilityFlags::CLIENT_FOUND_ROWS),
         };
-        let want = self.state.as_conn_state();
+        let state = &self.state;
+        let matches = move |c: &crate::backend::ConnState| state.matches(c);
         self.ctx
             .pools
-            .checkout(&key, &self.user.password, Some(&want))
+            .checkout(&key, &self.user.password, Some(&matches))
             .await
     }
 
@@ -681,11 +682,7 @@ impl Session {
     async fn sync(&self, conn: &mut PooledConn, with_insert_id: bool) -> Result<(), RouterError> {
         let s = &self.state;
         let c = &conn.state;
-        if s.db == c.db
-            && s.names == c.names
-            && s.vars == c.vars
-            && (!with_insert_id || s.last_insert_id == c.last_insert_id)
-        {
+        if s.matches(c) && (!with_insert_id || s.last_insert_id == c.last_insert_id) {
             return Ok(());
         }
         let plan = sync_plan(s, c, with_insert_id);

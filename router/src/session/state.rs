@@ -62,6 +62,11 @@ impl SessionState {
         }
     }
 
+    /// Whether a connection in state `c` needs no synchronisation (last insert id aside).
+    pub fn matches(&self, c: &ConnState) -> bool {
+        self.db == c.db && self.names == c.names && self.vars == c.vars
+    }
+
     /// Records the effect of a SET statement that the backend accepted.
     pub fn apply_set(&mut self, items: &[SetItem]) -> SetEffect {
         let mut effect = SetEffect::default();
