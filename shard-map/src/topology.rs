@@ -59,6 +59,7 @@ pub struct NodeStatus {
 
 /// Operator flags on a node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct NodeFlags {
     /// Under maintenance: never elected, not failed over when it goes away.
     pub maintenance: bool,
