@@ -3,8 +3,10 @@
 //! the tests.
 //!
 //! - [`monitor`]: polls every node and publishes node health, roles and replication state.
+//! - [`gtid`]: MariaDB GTID positions and how they compare.
 //! - [`provision`]: starts clusters of local `mariadbd` processes wired with GTID replication.
 
+pub mod gtid;
 pub mod monitor;
 pub mod provision;
 

@@ -1,19 +1,20 @@
 //! The monitor: every tick it polls every node of every cluster over a persistent connection
 //! (read-only flag, GTID positions, replica threads and lag) and publishes one new topology
 //! snapshot when something changed. It reports what it sees; moving leadership is failover's job.
+//!
+//! [`MonitorState`] holds the rules (what a failed poll means, which role a node has) and is
+//! handed to the orchestrator after every round; `poll` runs the pollers.
+
+mod poll;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use mysql_async::prelude::{FromValue, Queryable};
-use mysql_async::{Conn, Opts, OptsBuilder, Row};
-use shard_map::{ClusterStatus, NodeState, NodeStatus, Role, Topology, TopologyHandle};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
-use tokio::time::{interval, timeout, MissedTickBehavior};
+use shard_map::{ClusterStatus, NodeState, NodeStatus, Role, Topology};
+use tokio::time::Instant;
+
+pub use poll::{run, run_with, MonitorLink};
 
 /// How the monitor polls.
 #[derive(Clone)]
@@ -30,11 +31,13 @@ pub struct MonitorConfig {
     /// Consecutive failed polls after which a node is `Down` (one failed poll makes it
     /// `Suspect`).
     pub down_after: u32,
+    /// Time between the extra polls of a cluster whose leader failed its last poll.
+    pub suspect_tick: Duration,
 }
 
 impl MonitorConfig {
     /// Defaults: a 500 ms tick, 1 s to connect, 2 s for a poll's queries, `Down` after 3
-    /// failed polls.
+    /// failed polls, polled every 100 ms while a leader is failing.
     pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
         MonitorConfig {
             tick: Duration::from_millis(500),
@@ -43,6 +46,7 @@ impl MonitorConfig {
             user: user.into(),
             password: password.into(),
             down_after: 3,
+            suspect_tick: Duration::from_millis(100),
         }
     }
 }
@@ -56,6 +60,7 @@ impl fmt::Debug for MonitorConfig {
             .field("query_timeout", &self.query_timeout)
             .field("user", &self.user)
             .field("down_after", &self.down_after)
+            .field("suspect_tick", &self.suspect_tick)
             .finish_non_exhaustive()
     }
 }
@@ -72,7 +77,7 @@ pub struct ClusterSpec {
 
 impl ClusterSpec {
     /// The nodes, with the leader included even if `nodes` forgot it.
-    fn all_nodes(&self) -> Vec<String> {
+    pub fn all_nodes(&self) -> Vec<String> {
         let mut nodes = self.nodes.clone();
         if let Some(leader) = &self.leader {
             if !nodes.contains(leader) {
@@ -118,6 +123,11 @@ pub struct Observation {
     pub gtid_current_pos: String,
     pub gtid_slave_pos: String,
     pub gtid_binlog_pos: String,
+    pub server_id: u32,
+    pub gtid_domain_id: u32,
+    /// `@@rpl_semi_sync_master_enabled` / `@@rpl_semi_sync_slave_enabled`.
+    pub semi_sync_master_enabled: bool,
+    pub semi_sync_slave_enabled: bool,
     /// `SHOW SLAVE STATUS`, if the node has replication configured.
     pub replication: Option<Replication>,
 }
@@ -135,6 +145,8 @@ pub struct Replication {
     pub lag_seconds: Option<u64>,
     pub last_io_error: Option<String>,
     pub last_sql_error: Option<String>,
+    /// `Gtid_IO_Pos`: the last GTID received into the relay log, per domain.
+    pub gtid_io_pos: String,
 }
 
 impl Replication {
@@ -175,6 +187,13 @@ pub struct NodeHealth {
     pub last_poll_error: Option<PollError>,
     /// The last successful poll's result (kept while the node is failing).
     pub last_observation: Option<Observation>,
+    /// When the last successful poll was recorded.
+    pub last_ok_at: Option<Instant>,
+    /// When the current run of failed polls began.
+    pub failing_since: Option<Instant>,
+    /// The last `Seconds_Behind_Master` that was not `NULL`: once the leader is gone the
+    /// server reports `NULL`, but how far behind a replica was still matters for elections.
+    pub last_known_lag: Option<u64>,
 }
 
 /// The monitor's memory: poll results per node, turned into topology snapshots by
@@ -202,6 +221,9 @@ impl MonitorState {
                         consecutive_failures: 0,
                         last_poll_error: None,
                         last_observation: None,
+                        last_ok_at: None,
+                        failing_since: None,
+                        last_known_lag: None,
                     });
             }
         }
@@ -231,6 +253,11 @@ impl MonitorState {
             Ok(obs) => {
                 h.consecutive_failures = 0;
                 h.last_poll_error = None;
+                h.last_ok_at = Some(Instant::now());
+                h.failing_since = None;
+                if let Some(lag) = obs.replication.as_ref().and_then(|r| r.lag_seconds) {
+                    h.last_known_lag = Some(lag);
+                }
                 let s = &mut h.status;
                 s.state = NodeState::Up;
                 s.read_only = Some(obs.read_only);
@@ -255,6 +282,7 @@ impl MonitorState {
             }
             Err(e) => {
                 h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+                h.failing_since.get_or_insert_with(Instant::now);
                 h.status.state = if h.consecutive_failures >= self.down_after {
                     NodeState::Down
                 } else {
@@ -272,7 +300,7 @@ impl MonitorState {
     /// the leader is `Leader`, a node with replication configured `Replica`, anything else
     /// `Unknown`. Leadership is not touched, except that a cluster without a leader gets one
     /// (and a new epoch) when every node has been polled and exactly one is up, writable and
-    /// not replicating.
+    /// not replicating. Operator flags are the topology's: the monitor keeps them as they are.
     pub fn apply(&mut self, topology: &mut Topology) -> bool {
         let mut changed = false;
         for spec in &self.clusters {
@@ -296,6 +324,9 @@ impl MonitorState {
                     continue;
                 };
                 let current_role = cluster.node(addr).map(|n| n.role);
+                if let Some(flags) = cluster.node(addr).map(|n| n.flags) {
+                    h.status.flags = flags;
+                }
                 h.status.role = if cluster.leader.as_deref() == Some(addr.as_str()) {
                     Role::Leader
                 } else {
@@ -342,215 +373,6 @@ fn obvious_leader(nodes: &BTreeMap<String, NodeHealth>, addrs: &[String]) -> Opt
     }
 }
 
-/// Watches `clusters` until `shutdown` completes, publishing to `topology`.
-///
-/// Each node has its own task and connection, so a hung node delays nobody else. Every tick
-/// starts a polling round; the round's snapshot is published as soon as every node has
-/// answered, or at the next tick with what has arrived (a node still in its poll counts as
-/// failed only when its timeout fires). Nothing is published when nothing changed.
-pub async fn run(
-    cfg: MonitorConfig,
-    clusters: Vec<ClusterSpec>,
-    topology: TopologyHandle,
-    shutdown: impl Future<Output = ()>,
-) {
-    let cfg = Arc::new(cfg);
-    let mut state = MonitorState::new(&clusters, cfg.down_after);
-    let addrs: Vec<String> = state.nodes.keys().cloned().collect();
-    let (results_tx, mut results) = mpsc::channel(addrs.len().max(1) * 4);
-    let (round_tx, round_rx) = watch::channel(0u64);
-    let mut pollers = JoinSet::new();
-    for addr in &addrs {
-        pollers.spawn(poll_loop(
-            cfg.clone(),
-            addr.clone(),
-            round_rx.clone(),
-            results_tx.clone(),
-        ));
-    }
-    drop(results_tx);
-
-    let mut tick = interval(cfg.tick);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    let mut round = 0u64;
-    let mut awaiting = 0usize;
-    let mut published = true;
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tick.tick() => {
-                if !published {
-                    publish_if_changed(&mut state, &topology);
-                }
-                round += 1;
-                awaiting = addrs.len();
-                published = false;
-                round_tx.send_replace(round);
-            }
-            Some((addr, of_round, result)) = results.recv() => {
-                state.record(&addr, result);
-                if of_round == round && !published {
-                    awaiting = awaiting.saturating_sub(1);
-                    if awaiting == 0 {
-                        publish_if_changed(&mut state, &topology);
-                        published = true;
-                    }
-                }
-            }
-        }
-    }
-    // Aborting drops the pollers' connections.
-    pollers.shutdown().await;
-}
-
-fn publish_if_changed(state: &mut MonitorState, topology: &TopologyHandle) {
-    let mut next = Topology::clone(&topology.load());
-    if state.apply(&mut next) {
-        // Applied again to the snapshot current at publish time, in case another publisher
-        // (failover) got in between.
-        let published = topology.publish(|t| {
-            state.apply(t);
-        });
-        tracing::debug!(version = published.version, "monitor published a topology");
-    }
-}
-
-type PollReport = (String, u64, Result<Observation, PollError>);
-
-/// One node's poller: waits for a round, polls, reports. A round announced while it is still
-/// busy is skipped rather than queued.
-async fn poll_loop(
-    cfg: Arc<MonitorConfig>,
-    addr: String,
-    mut rounds: watch::Receiver<u64>,
-    results: mpsc::Sender<PollReport>,
-) {
-    let opts = node_opts(&cfg, &addr);
-    let mut conn: Option<Conn> = None;
-    while rounds.changed().await.is_ok() {
-        let round = *rounds.borrow_and_update();
-        let result = match &opts {
-            Ok(opts) => poll_once(&cfg, opts, &mut conn).await,
-            Err(e) => Err(e.clone()),
-        };
-        if let Err(e) = &result {
-            tracing::debug!(%addr, error = %e, "poll failed");
-        }
-        if results.send((addr.clone(), round, result)).await.is_err() {
-            break;
-        }
-    }
-}
-
-fn node_opts(cfg: &MonitorConfig, addr: &str) -> Result<Opts, PollError> {
-    let (host, port) = split_host_port(addr).ok_or_else(|| PollError::BadAddress(addr.into()))?;
-    Ok(OptsBuilder::default()
-        .ip_or_hostname(host)
-        .tcp_port(port)
-        .user(Some(cfg.user.clone()))
-        .pass(Some(cfg.password.clone()))
-        .prefer_socket(false)
-        .into())
-}
-
-/// `host:port` or `[v6]:port`.
-fn split_host_port(addr: &str) -> Option<(String, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() {
-        return None;
-    }
-    Some((host.to_owned(), port.parse().ok()?))
-}
-
-/// One poll on the node's persistent connection, opening it first if needed. Any failure
-/// drops the connection: after a timeout its state is unknown.
-async fn poll_once(
-    cfg: &MonitorConfig,
-    opts: &Opts,
-    conn: &mut Option<Conn>,
-) -> Result<Observation, PollError> {
-    if conn.is_none() {
-        let fresh = timeout(cfg.connect_timeout, Conn::new(opts.clone()))
-            .await
-            .map_err(|_| PollError::ConnectTimeout(cfg.connect_timeout))?
-            .map_err(|e| PollError::Connect(e.to_string()))?;
-        *conn = Some(fresh);
-    }
-    let Some(c) = conn.as_mut() else {
-        return Err(PollError::Connect("no connection".into()));
-    };
-    let result = match timeout(cfg.query_timeout, observe(c)).await {
-        Ok(result) => result,
-        Err(_) => Err(PollError::QueryTimeout(cfg.query_timeout)),
-    };
-    if result.is_err() {
-        *conn = None;
-    }
-    result
-}
-
-async fn observe(conn: &mut Conn) -> Result<Observation, PollError> {
-    let query_err = |e: mysql_async::Error| PollError::Query(e.to_string());
-    let row: Row = conn
-        .query_first(
-            "SELECT @@global.read_only, @@global.gtid_current_pos, @@global.gtid_slave_pos, \
-             @@global.gtid_binlog_pos",
-        )
-        .await
-        .map_err(query_err)?
-        .ok_or_else(|| PollError::Query("the variables query returned no row".into()))?;
-    let read_only: i64 = column(&row, 0, "read_only")?;
-    let mut obs = Observation {
-        read_only: read_only != 0,
-        gtid_current_pos: column(&row, 1, "gtid_current_pos")?,
-        gtid_slave_pos: column(&row, 2, "gtid_slave_pos")?,
-        gtid_binlog_pos: column(&row, 3, "gtid_binlog_pos")?,
-        replication: None,
-    };
-    let status: Option<Row> = conn
-        .query_first("SHOW SLAVE STATUS")
-        .await
-        .map_err(query_err)?;
-    if let Some(row) = status {
-        let io_state: String = column(&row, "Slave_IO_Running", "Slave_IO_Running")?;
-        let sql_state: String = column(&row, "Slave_SQL_Running", "Slave_SQL_Running")?;
-        let host: String = column(&row, "Master_Host", "Master_Host")?;
-        let port: u16 = column(&row, "Master_Port", "Master_Port")?;
-        let error = |name: &str| -> Result<Option<String>, PollError> {
-            let text: String = column(&row, name, name)?;
-            Ok((!text.is_empty()).then_some(text))
-        };
-        obs.replication = Some(Replication {
-            source: format!("{host}:{port}"),
-            io_running: io_state == "Yes",
-            io_state,
-            sql_running: sql_state == "Yes",
-            lag_seconds: column(&row, "Seconds_Behind_Master", "Seconds_Behind_Master")?,
-            last_io_error: error("Last_IO_Error")?,
-            last_sql_error: error("Last_SQL_Error")?,
-        });
-    }
-    Ok(obs)
-}
-
-/// A column converted to `T`, as an error (not a panic) when it is missing or does not convert.
-fn column<T: FromValue>(
-    row: &Row,
-    index: impl mysql_async::prelude::ColumnIndex,
-    name: &str,
-) -> Result<T, PollError> {
-    match row.get_opt::<T, _>(index) {
-        Some(Ok(v)) => Ok(v),
-        Some(Err(e)) => Err(PollError::Query(format!("column {name}: {e}"))),
-        None => Err(PollError::Query(format!("column {name} is missing"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,6 +394,10 @@ mod tests {
             gtid_current_pos: "0-1-5".into(),
             gtid_slave_pos: String::new(),
             gtid_binlog_pos: "0-1-5".into(),
+            server_id: 1,
+            gtid_domain_id: 0,
+            semi_sync_master_enabled: true,
+            semi_sync_slave_enabled: true,
             replication: None,
         }
     }
@@ -582,6 +408,10 @@ mod tests {
             gtid_current_pos: "0-1-5".into(),
             gtid_slave_pos: "0-1-5".into(),
             gtid_binlog_pos: "0-1-5".into(),
+            server_id: 2,
+            gtid_domain_id: 0,
+            semi_sync_master_enabled: false,
+            semi_sync_slave_enabled: true,
             replication: Some(Replication {
                 source: L.into(),
                 io_state: "Yes".into(),
@@ -590,6 +420,7 @@ mod tests {
                 lag_seconds: lag,
                 last_io_error: None,
                 last_sql_error: None,
+                gtid_io_pos: "0-1-5".into(),
             }),
         }
     }
@@ -771,14 +602,41 @@ mod tests {
     }
 
     #[test]
-    fn host_port_parsing() {
-        assert_eq!(
-            split_host_port("127.0.0.1:3306"),
-            Some(("127.0.0.1".into(), 3306))
-        );
-        assert_eq!(split_host_port("[::1]:3306"), Some(("::1".into(), 3306)));
-        assert_eq!(split_host_port("db:x"), None);
-        assert_eq!(split_host_port(":1"), None);
-        assert_eq!(split_host_port("nohost"), None);
+    fn apply_keeps_the_topologys_flags() {
+        let specs = spec(Some(L));
+        let mut state = MonitorState::new(&specs, 3);
+        let mut t = initial_topology(&specs);
+        let flags = shard_map::NodeFlags {
+            preferred: true,
+            ..Default::default()
+        };
+        if let Some(n) = t.clusters.get_mut("c1").and_then(|c| c.node_mut(R)) {
+            n.flags = flags;
+        }
+        state.record(R, Ok(replica_obs(Some(0))));
+        assert!(state.apply(&mut t));
+        let r = t.cluster("c1").and_then(|c| c.node(R)).expect("replica");
+        assert_eq!(r.flags, flags);
+        assert_eq!(r.state, NodeState::Up);
+    }
+
+    #[test]
+    fn last_known_lag_survives_null_and_failures_are_timed() {
+        let specs = spec(Some(L));
+        let mut state = MonitorState::new(&specs, 3);
+        state.record(R, Ok(replica_obs(Some(7))));
+        state.record(R, Ok(replica_obs(None)));
+        let h = state.node(R).expect("replica");
+        assert_eq!((h.status.lag_seconds, h.last_known_lag), (None, Some(7)));
+        assert!(h.last_ok_at.is_some() && h.failing_since.is_none());
+        state.record(R, fail());
+        let since = state
+            .node(R)
+            .and_then(|h| h.failing_since)
+            .expect("failing");
+        state.record(R, fail());
+        assert_eq!(state.node(R).and_then(|h| h.failing_since), Some(since));
+        state.record(R, Ok(replica_obs(Some(1))));
+        assert!(state.node(R).is_some_and(|h| h.failing_since.is_none()));
     }
 }

@@ -1,0 +1,371 @@
+//! The polling loop: one task and one persistent connection per node, rounds started by a
+//! tick, extra polls on request, and faster polling of a cluster whose leader is failing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use mysql_async::prelude::{FromValue, Queryable};
+use mysql_async::{Conn, Opts, OptsBuilder, Row};
+use shard_map::{Topology, TopologyHandle};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinSet;
+use tokio::time::{interval, sleep_until, timeout, Instant, MissedTickBehavior};
+
+use super::{ClusterSpec, MonitorConfig, MonitorState, Observation, PollError, Replication};
+
+/// What an observer (the orchestrator) gets from the monitor besides the published topology.
+#[derive(Debug)]
+pub struct MonitorLink {
+    /// Receives the monitor's state after every round and every extra poll.
+    pub updates: watch::Sender<Arc<MonitorState>>,
+    /// Addresses to poll now, out of turn (a router saw a connection fail, say).
+    pub poll_now: mpsc::UnboundedReceiver<String>,
+}
+
+/// Watches `clusters` until `shutdown` completes, publishing to `topology`.
+///
+/// Each node has its own task and connection, so a hung node delays nobody else. Every tick
+/// starts a polling round; the round's snapshot is published as soon as every node has
+/// answered, or at the next tick with what has arrived (a node still in its poll counts as
+/// failed only when its timeout fires). Nothing is published when nothing changed.
+///
+/// While a cluster's leader is failing its polls, the whole cluster is polled every
+/// [`MonitorConfig::suspect_tick`] instead, so that the leader reaches `Down` (or recovers)
+/// quickly and the replicas' view of it is fresh when the failure detector looks.
+pub async fn run(
+    cfg: MonitorConfig,
+    clusters: Vec<ClusterSpec>,
+    topology: TopologyHandle,
+    shutdown: impl Future<Output = ()>,
+) {
+    run_with(cfg, clusters, topology, shutdown, None).await;
+}
+
+/// [`run`], also reporting every state change to `link` and taking poll requests from it.
+pub async fn run_with(
+    cfg: MonitorConfig,
+    clusters: Vec<ClusterSpec>,
+    topology: TopologyHandle,
+    shutdown: impl Future<Output = ()>,
+    link: Option<MonitorLink>,
+) {
+    let cfg = Arc::new(cfg);
+    let mut state = MonitorState::new(&clusters, cfg.down_after);
+    let addrs: Vec<String> = state.nodes().keys().cloned().collect();
+    let (results_tx, mut results) = mpsc::channel(addrs.len().max(1) * 4);
+    let (round_tx, round_rx) = watch::channel(0u64);
+    let mut pokes: BTreeMap<String, Arc<Notify>> = BTreeMap::new();
+    let mut pollers = JoinSet::new();
+    for addr in &addrs {
+        let poke = Arc::new(Notify::new());
+        pokes.insert(addr.clone(), poke.clone());
+        pollers.spawn(poll_loop(
+            cfg.clone(),
+            addr.clone(),
+            round_rx.clone(),
+            poke,
+            results_tx.clone(),
+        ));
+    }
+    drop(results_tx);
+    let (updates, mut poll_now) = match link {
+        Some(l) => (Some(l.updates), Some(l.poll_now)),
+        None => (None, None),
+    };
+    let report = |state: &MonitorState| {
+        if let Some(u) = &updates {
+            u.send_replace(Arc::new(state.clone()));
+        }
+    };
+
+    let mut tick = interval(cfg.tick);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    let mut round = 0u64;
+    let mut awaiting = 0usize;
+    let mut published = true;
+    let mut next_fast: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                if !published {
+                    publish_if_changed(&mut state, &topology);
+                    report(&state);
+                }
+                round += 1;
+                awaiting = addrs.len();
+                published = false;
+                round_tx.send_replace(round);
+            }
+            Some(addr) = recv_opt(&mut poll_now) => {
+                if let Some(p) = pokes.get(&addr) {
+                    p.notify_one();
+                }
+            }
+            _ = sleep_until_opt(next_fast) => {
+                next_fast = None;
+                for addr in failing_leaders_nodes(&state, &clusters, &topology.load()) {
+                    if let Some(p) = pokes.get(&addr) {
+                        p.notify_one();
+                    }
+                }
+            }
+            Some((addr, of_round, result)) = results.recv() => {
+                state.record(&addr, result);
+                match of_round {
+                    Some(r) if r == round && !published => {
+                        awaiting = awaiting.saturating_sub(1);
+                        if awaiting == 0 {
+                            publish_if_changed(&mut state, &topology);
+                            published = true;
+                            report(&state);
+                        }
+                    }
+                    // A late answer to an old round.
+                    Some(_) => {}
+                    // An extra poll: worth telling at once.
+                    None => {
+                        publish_if_changed(&mut state, &topology);
+                        report(&state);
+                    }
+                }
+                if next_fast.is_none()
+                    && !failing_leaders_nodes(&state, &clusters, &topology.load()).is_empty()
+                {
+                    next_fast = Some(Instant::now() + cfg.suspect_tick);
+                }
+            }
+        }
+    }
+    // Aborting drops the pollers' connections.
+    pollers.shutdown().await;
+}
+
+async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Every node of the clusters whose current leader failed its last poll.
+fn failing_leaders_nodes(
+    state: &MonitorState,
+    clusters: &[ClusterSpec],
+    topology: &Topology,
+) -> BTreeSet<String> {
+    let mut nodes = BTreeSet::new();
+    for spec in clusters {
+        let Some(leader) = topology.cluster(&spec.name).and_then(|c| c.leader.as_ref()) else {
+            continue;
+        };
+        if state
+            .node(leader)
+            .is_some_and(|h| h.consecutive_failures > 0)
+        {
+            nodes.extend(spec.all_nodes());
+        }
+    }
+    nodes
+}
+
+fn publish_if_changed(state: &mut MonitorState, topology: &TopologyHandle) {
+    let mut next = Topology::clone(&topology.load());
+    if state.apply(&mut next) {
+        // Applied again to the snapshot current at publish time, in case another publisher
+        // (failover) got in between.
+        let published = topology.publish(|t| {
+            state.apply(t);
+        });
+        tracing::debug!(version = published.version, "monitor published a topology");
+    }
+}
+
+/// A node's poll result, with the round it answers (`None` for an extra poll).
+type PollReport = (String, Option<u64>, Result<Observation, PollError>);
+
+/// One node's poller: waits for a round or a poke, polls, reports. Requests that arrive while
+/// it is busy are merged into one next poll rather than queued.
+async fn poll_loop(
+    cfg: Arc<MonitorConfig>,
+    addr: String,
+    mut rounds: watch::Receiver<u64>,
+    poke: Arc<Notify>,
+    results: mpsc::Sender<PollReport>,
+) {
+    let opts = node_opts(&cfg, &addr);
+    let mut conn: Option<Conn> = None;
+    let mut seen_round = *rounds.borrow();
+    loop {
+        tokio::select! {
+            changed = rounds.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            _ = poke.notified() => {}
+        }
+        let current = *rounds.borrow_and_update();
+        let of_round = (current != seen_round).then_some(current);
+        seen_round = current;
+        let result = match &opts {
+            Ok(opts) => poll_once(&cfg, opts, &mut conn).await,
+            Err(e) => Err(e.clone()),
+        };
+        if let Err(e) = &result {
+            tracing::debug!(%addr, error = %e, "poll failed");
+        }
+        if results
+            .send((addr.clone(), of_round, result))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+fn node_opts(cfg: &MonitorConfig, addr: &str) -> Result<Opts, PollError> {
+    let (host, port) = split_host_port(addr).ok_or_else(|| PollError::BadAddress(addr.into()))?;
+    Ok(OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .user(Some(cfg.user.clone()))
+        .pass(Some(cfg.password.clone()))
+        .prefer_socket(false)
+        .into())
+}
+
+/// `host:port` or `[v6]:port`.
+pub(crate) fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// One poll on the node's persistent connection, opening it first if needed. Any failure
+/// drops the connection: after a timeout its state is unknown.
+async fn poll_once(
+    cfg: &MonitorConfig,
+    opts: &Opts,
+    conn: &mut Option<Conn>,
+) -> Result<Observation, PollError> {
+    if conn.is_none() {
+        let fresh = timeout(cfg.connect_timeout, Conn::new(opts.clone()))
+            .await
+            .map_err(|_| PollError::ConnectTimeout(cfg.connect_timeout))?
+            .map_err(|e| PollError::Connect(e.to_string()))?;
+        *conn = Some(fresh);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err(PollError::Connect("no connection".into()));
+    };
+    let result = match timeout(cfg.query_timeout, observe(c)).await {
+        Ok(result) => result,
+        Err(_) => Err(PollError::QueryTimeout(cfg.query_timeout)),
+    };
+    if result.is_err() {
+        *conn = None;
+    }
+    result
+}
+
+async fn observe(conn: &mut Conn) -> Result<Observation, PollError> {
+    let query_err = |e: mysql_async::Error| PollError::Query(e.to_string());
+    let row: Row = conn
+        .query_first(
+            "SELECT @@global.read_only, @@global.gtid_current_pos, @@global.gtid_slave_pos, \
+             @@global.gtid_binlog_pos, @@global.server_id, @@global.gtid_domain_id, \
+             @@global.rpl_semi_sync_master_enabled, @@global.rpl_semi_sync_slave_enabled",
+        )
+        .await
+        .map_err(query_err)?
+        .ok_or_else(|| PollError::Query("the variables query returned no row".into()))?;
+    let flag = |i: usize, name: &str| column::<i64>(&row, i, name).map(|v| v != 0);
+    let mut obs = Observation {
+        read_only: flag(0, "read_only")?,
+        gtid_current_pos: column(&row, 1, "gtid_current_pos")?,
+        gtid_slave_pos: column(&row, 2, "gtid_slave_pos")?,
+        gtid_binlog_pos: column(&row, 3, "gtid_binlog_pos")?,
+        server_id: column(&row, 4, "server_id")?,
+        gtid_domain_id: column(&row, 5, "gtid_domain_id")?,
+        semi_sync_master_enabled: flag(6, "rpl_semi_sync_master_enabled")?,
+        semi_sync_slave_enabled: flag(7, "rpl_semi_sync_slave_enabled")?,
+        replication: None,
+    };
+    let status: Option<Row> = conn
+        .query_first("SHOW SLAVE STATUS")
+        .await
+        .map_err(query_err)?;
+    if let Some(row) = status {
+        obs.replication = Some(replication_from_row(&row)?);
+    }
+    Ok(obs)
+}
+
+/// The interesting columns of a `SHOW SLAVE STATUS` row.
+pub(crate) fn replication_from_row(row: &Row) -> Result<Replication, PollError> {
+    let io_state: String = column(row, "Slave_IO_Running", "Slave_IO_Running")?;
+    let sql_state: String = column(row, "Slave_SQL_Running", "Slave_SQL_Running")?;
+    let host: String = column(row, "Master_Host", "Master_Host")?;
+    let port: u16 = column(row, "Master_Port", "Master_Port")?;
+    let error = |name: &str| -> Result<Option<String>, PollError> {
+        let text: String = column(row, name, name)?;
+        Ok((!text.is_empty()).then_some(text))
+    };
+    Ok(Replication {
+        source: format!("{host}:{port}"),
+        io_running: io_state == "Yes",
+        io_state,
+        sql_running: sql_state == "Yes",
+        lag_seconds: column(row, "Seconds_Behind_Master", "Seconds_Behind_Master")?,
+        last_io_error: error("Last_IO_Error")?,
+        last_sql_error: error("Last_SQL_Error")?,
+        gtid_io_pos: column(row, "Gtid_IO_Pos", "Gtid_IO_Pos")?,
+    })
+}
+
+/// A column converted to `T`, as an error (not a panic) when it is missing or does not convert.
+fn column<T: FromValue>(
+    row: &Row,
+    index: impl mysql_async::prelude::ColumnIndex,
+    name: &str,
+) -> Result<T, PollError> {
+    match row.get_opt::<T, _>(index) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(PollError::Query(format!("column {name}: {e}"))),
+        None => Err(PollError::Query(format!("column {name} is missing"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(
+            split_host_port("127.0.0.1:3306"),
+            Some(("127.0.0.1".into(), 3306))
+        );
+        assert_eq!(split_host_port("[::1]:3306"), Some(("::1".into(), 3306)));
+        assert_eq!(split_host_port("db:x"), None);
+        assert_eq!(split_host_port(":1"), None);
+        assert_eq!(split_host_port("nohost"), None);
+    }
+}
