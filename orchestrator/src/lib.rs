@@ -4,8 +4,12 @@
 //!
 //! - [`monitor`]: polls every node and publishes node health, roles and replication state.
 //! - [`gtid`]: MariaDB GTID positions and how they compare.
+//! - [`detect`]: is the leader dead? (pure, over the monitor's view) and anti-flapping.
+//! - [`elect`]: which replica to promote (pure, over fresh facts about each replica).
 //! - [`provision`]: starts clusters of local `mariadbd` processes wired with GTID replication.
 
+pub mod detect;
+pub mod elect;
 pub mod gtid;
 pub mod monitor;
 pub mod provision;

@@ -1,0 +1,386 @@
+//! Failure detection and anti-flapping, as pure functions over what the monitor saw.
+//!
+//! A leader is dead only when the orchestrator has failed to reach it `down_after` times in
+//! a row AND the replicas agree: every replica the monitor could ask since the failures began
+//! has lost its IO thread's connection to it. One lost network path (orchestrator to leader)
+//! is therefore not enough to fail over: the leader is then merely suspect.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use shard_map::NodeState;
+use tokio::time::Instant;
+
+use crate::monitor::Replication;
+
+/// The leader as the monitor sees it.
+#[derive(Debug, Clone)]
+pub struct LeaderView {
+    pub addr: String,
+    pub state: NodeState,
+    /// Failed polls in a row.
+    pub failures: u32,
+    /// When the current run of failed polls began.
+    pub failing_since: Option<Instant>,
+}
+
+/// A replica as the monitor sees it.
+#[derive(Debug, Clone)]
+pub struct ReplicaView {
+    pub addr: String,
+    /// Its last poll succeeded.
+    pub up: bool,
+    /// When its last successful poll was recorded.
+    pub last_ok_at: Option<Instant>,
+    /// Its `SHOW SLAVE STATUS`, if it has replication configured.
+    pub replication: Option<Replication>,
+}
+
+/// What the detector concludes about a cluster's leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The leader has not been polled yet.
+    Unknown,
+    /// The last poll reached it.
+    Healthy,
+    /// Polls are failing, but not yet `down_after` of them, or the replicas' answers since
+    /// the failures began are still on their way.
+    Failing,
+    /// Unreachable for the orchestrator, but not dead by the replicas' account.
+    Suspect(String),
+    /// Unreachable, and the replicas agree.
+    Dead(String),
+}
+
+/// Decides on the leader from the monitor's view of it and of its replicas.
+pub fn detect(leader: &LeaderView, replicas: &[ReplicaView], down_after: u32) -> Verdict {
+    match leader.state {
+        NodeState::Unknown => return Verdict::Unknown,
+        NodeState::Up => return Verdict::Healthy,
+        NodeState::Suspect | NodeState::Down => {}
+    }
+    if leader.failures < down_after.max(1) {
+        return Verdict::Failing;
+    }
+    let asked: Vec<(&ReplicaView, &Replication)> = replicas
+        .iter()
+        .filter(|r| r.up)
+        .filter_map(|r| r.replication.as_ref().map(|rep| (r, rep)))
+        .collect();
+    // Answers from before the failures began say nothing about them: wait for fresh ones.
+    let fresh = |r: &ReplicaView| match (r.last_ok_at, leader.failing_since) {
+        (Some(ok), Some(since)) => ok > since,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if asked.iter().any(|(r, _)| !fresh(r)) {
+        return Verdict::Failing;
+    }
+    let unreachable = format!("{} unreachable for {} polls", leader.addr, leader.failures);
+    if asked.is_empty() {
+        return Verdict::Suspect(format!(
+            "{unreachable}, and no reachable replica can confirm it is down"
+        ));
+    }
+    let still: Vec<&str> = asked
+        .iter()
+        .filter(|(_, rep)| rep.io_running)
+        .map(|(r, _)| r.addr.as_str())
+        .collect();
+    if !still.is_empty() {
+        return Verdict::Suspect(format!(
+            "{unreachable}, but replicas still replicate from it (Slave_IO_Running=Yes): {}",
+            still.join(", ")
+        ));
+    }
+    let views: Vec<String> = asked
+        .iter()
+        .map(|(r, rep)| match &rep.last_io_error {
+            Some(e) => format!("{} ({}: {e})", r.addr, rep.io_state),
+            None => format!("{} ({})", r.addr, rep.io_state),
+        })
+        .collect();
+    Verdict::Dead(format!(
+        "{unreachable}; replicas lost it too: {}",
+        views.join("; ")
+    ))
+}
+
+/// The anti-flapping rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailoverLimits {
+    /// At most this many failovers ...
+    pub limit: u32,
+    /// ... within this window.
+    pub window: Duration,
+    /// And at least this long between two of them.
+    pub min_interval: Duration,
+}
+
+/// When a cluster's recent failovers started.
+#[derive(Debug, Clone, Default)]
+pub struct FailoverHistory {
+    started: VecDeque<Instant>,
+}
+
+impl FailoverHistory {
+    /// Whether another failover may start at `now`; if not, why (naming the setting).
+    pub fn check(&self, now: Instant, limits: &FailoverLimits) -> Result<(), String> {
+        if let Some(last) = self.started.back() {
+            let since = now.saturating_duration_since(*last);
+            if since < limits.min_interval {
+                return Err(format!(
+                    "too soon after the last failover: {} s ago, failover_min_interval_s = {}",
+                    since.as_secs(),
+                    limits.min_interval.as_secs()
+                ));
+            }
+        }
+        let recent = self
+            .started
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) < limits.window)
+            .count();
+        if recent >= limits.limit as usize {
+            return Err(format!(
+                "failover limit reached: {recent} failover(s) in the last {} s \
+                 (failover_limit = {}, failover_limit_window_s = {}); reset the limits to allow \
+                 another",
+                limits.window.as_secs(),
+                limits.limit,
+                limits.window.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Notes a failover started at `now`, forgetting those older than `window`.
+    pub fn record(&mut self, now: Instant, window: Duration) {
+        while self
+            .started
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
+            self.started.pop_front();
+        }
+        self.started.push_back(now);
+    }
+
+    /// Forgets every failover (the operator's reset).
+    pub fn reset(&mut self) {
+        self.started.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: &str = "127.0.0.1:1";
+
+    fn replication(io: &str, error: Option<&str>) -> Replication {
+        Replication {
+            source: L.into(),
+            io_state: io.into(),
+            io_running: io == "Yes",
+            sql_running: true,
+            lag_seconds: None,
+            last_io_error: error.map(Into::into),
+            last_sql_error: None,
+            gtid_io_pos: "0-1-5".into(),
+        }
+    }
+
+    #[test]
+    fn detection_table() {
+        let t0 = Instant::now();
+        let before = t0 - Duration::from_millis(100);
+        let after = t0 + Duration::from_millis(100);
+        let leader = |state, failures| LeaderView {
+            addr: L.into(),
+            state,
+            failures,
+            failing_since: (failures > 0).then_some(t0),
+        };
+        let replica = |addr: &str, up: bool, at: Instant, rep: Option<Replication>| ReplicaView {
+            addr: addr.into(),
+            up,
+            last_ok_at: Some(at),
+            replication: rep,
+        };
+        let lost = || {
+            Some(replication(
+                "Connecting",
+                Some("error reconnecting to master"),
+            ))
+        };
+        let stopped = || Some(replication("No", None));
+        let running = || Some(replication("Yes", None));
+        struct Case {
+            name: &'static str,
+            leader: LeaderView,
+            replicas: Vec<ReplicaView>,
+            expect: &'static str,
+        }
+        let cases = vec![
+            Case {
+                name: "never polled",
+                leader: leader(NodeState::Unknown, 0),
+                replicas: vec![],
+                expect: "unknown",
+            },
+            Case {
+                name: "up",
+                leader: leader(NodeState::Up, 0),
+                replicas: vec![replica("r1", true, after, lost())],
+                expect: "healthy",
+            },
+            Case {
+                name: "fewer failures than down_after",
+                leader: leader(NodeState::Suspect, 2),
+                replicas: vec![replica("r1", true, after, lost())],
+                expect: "failing",
+            },
+            Case {
+                name: "down and every replica lost it",
+                leader: leader(NodeState::Down, 3),
+                replicas: vec![
+                    replica("r1", true, after, lost()),
+                    replica("r2", true, after, stopped()),
+                ],
+                expect: "dead",
+            },
+            Case {
+                name: "down for us, a replica still replicates (false-positive guard)",
+                leader: leader(NodeState::Down, 3),
+                replicas: vec![
+                    replica("r1", true, after, lost()),
+                    replica("r2", true, after, running()),
+                ],
+                expect: "suspect",
+            },
+            Case {
+                name: "a replica's answer predates the failures: wait for a fresh one",
+                leader: leader(NodeState::Down, 3),
+                replicas: vec![
+                    replica("r1", true, after, lost()),
+                    replica("r2", true, before, lost()),
+                ],
+                expect: "failing",
+            },
+            Case {
+                name: "unreachable replicas do not vote",
+                leader: leader(NodeState::Down, 3),
+                replicas: vec![
+                    replica("r1", true, after, lost()),
+                    replica("r2", false, before, running()),
+                ],
+                expect: "dead",
+            },
+            Case {
+                name: "nodes without replication do not vote",
+                leader: leader(NodeState::Down, 4),
+                replicas: vec![
+                    replica("r1", true, after, None),
+                    replica("r2", true, after, lost()),
+                ],
+                expect: "dead",
+            },
+            Case {
+                name: "nobody can confirm",
+                leader: leader(NodeState::Down, 3),
+                replicas: vec![
+                    replica("r1", false, before, lost()),
+                    replica("r2", true, after, None),
+                ],
+                expect: "suspect",
+            },
+        ];
+        for case in cases {
+            let got = detect(&case.leader, &case.replicas, 3);
+            let kind = match &got {
+                Verdict::Unknown => "unknown",
+                Verdict::Healthy => "healthy",
+                Verdict::Failing => "failing",
+                Verdict::Suspect(_) => "suspect",
+                Verdict::Dead(_) => "dead",
+            };
+            assert_eq!(kind, case.expect, "{}: {got:?}", case.name);
+        }
+    }
+
+    #[test]
+    fn verdicts_name_the_evidence() {
+        let t0 = Instant::now();
+        let leader = LeaderView {
+            addr: L.into(),
+            state: NodeState::Down,
+            failures: 3,
+            failing_since: Some(t0),
+        };
+        let r = |io: &str| ReplicaView {
+            addr: "127.0.0.1:2".into(),
+            up: true,
+            last_ok_at: Some(t0 + Duration::from_millis(1)),
+            replication: Some(replication(io, None)),
+        };
+        match detect(&leader, &[r("Yes")], 3) {
+            Verdict::Suspect(why) => {
+                assert!(why.contains("127.0.0.1:2") && why.contains("Yes"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match detect(&leader, &[r("Connecting")], 3) {
+            Verdict::Dead(why) => assert!(why.contains("Connecting"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn anti_flapping_table() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let limits = |limit, window, min| FailoverLimits {
+            limit,
+            window: s(window),
+            min_interval: s(min),
+        };
+        // (earlier failovers, seconds after t0, now, limits, allowed, reason contains)
+        let cases = [
+            (vec![], 0, limits(1, 3600, 60), true, ""),
+            (
+                vec![0],
+                10,
+                limits(3, 3600, 60),
+                false,
+                "failover_min_interval_s = 60",
+            ),
+            (vec![0], 61, limits(3, 3600, 60), true, ""),
+            (vec![0], 61, limits(1, 3600, 0), false, "failover_limit = 1"),
+            (vec![0], 3601, limits(1, 3600, 0), true, ""),
+            (
+                vec![0, 100, 200],
+                300,
+                limits(3, 3600, 0),
+                false,
+                "3 failover(s)",
+            ),
+            (vec![0, 100, 200], 3650, limits(3, 3600, 0), true, ""),
+        ];
+        for (i, (past, now, limits, allowed, reason)) in cases.into_iter().enumerate() {
+            let mut h = FailoverHistory::default();
+            for p in past {
+                h.record(t0 + s(p), limits.window);
+            }
+            let got = h.check(t0 + s(now), &limits);
+            assert_eq!(got.is_ok(), allowed, "case {i}: {got:?}");
+            if let Err(why) = got {
+                assert!(why.contains(reason), "case {i}: {why}");
+            }
+        }
+        let mut h = FailoverHistory::default();
+        h.record(t0, s(3600));
+        h.reset();
+        assert!(h.check(t0, &limits(1, 3600, 60)).is_ok(), "reset forgets");
+    }
+}
