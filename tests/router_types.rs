@@ -578,9 +578,10 @@ async fn ok_packets_warnings_and_multiple_result_sets_match_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_warnings_reports_the_sessions_own_last_statement() {
-    // One backend connection: the sessions' statements run on it in turn, as they would on
-    // a busy pool.
-    let env = TestEnv::start_with(1, 0, |c| c.router.pool_size = 1).await;
+    // Two backend connections: without care, `b` would run on the connection `a` just
+    // used (the pool hands out the most recently returned one first) and clear its warnings.
+    // The router keeps `a` on its connection until `a`'s next statement instead.
+    let env = TestEnv::start_with(1, 0, |c| c.router.pool_size = 2).await;
     let leader = env.leader_port("c1");
     let mut setup = env.direct_conn(leader, None).await;
     setup

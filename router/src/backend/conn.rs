@@ -37,6 +37,14 @@ pub struct BackendStmt {
     pub columns: u16,
 }
 
+/// What identifies a prepared statement on a connection: its text and the database it was
+/// prepared in (a statement keeps resolving names in that database, as on a real server).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StmtKey {
+    pub db: Option<String>,
+    pub sql: Arc<[u8]>,
+}
+
 /// Session state as it stands on this connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnState {
@@ -61,7 +69,7 @@ pub struct BackendConn {
     pub deprecate_eof: bool,
     pub state: ConnState,
     /// Statements prepared here, by SQL text.
-    pub stmts: HashMap<Arc<[u8]>, BackendStmt>,
+    pub stmts: HashMap<StmtKey, BackendStmt>,
     /// Status flags of the last response.
     pub status: u16,
     /// Set when the connection can no longer be trusted (i/o error, protocol confusion).
@@ -278,22 +286,32 @@ impl BackendConn {
     }
 
     /// Prepares `sql` here unless already prepared; returns the backend statement.
-    pub async fn ensure_prepared(&mut self, sql: &Arc<[u8]>) -> Result<BackendStmt, BackendError> {
-        if let Some(s) = self.stmts.get(sql) {
+    pub async fn ensure_prepared(&mut self, key: &StmtKey) -> Result<BackendStmt, BackendError> {
+        if let Some(s) = self.stmts.get(key) {
             return Ok(*s);
         }
-        let (stmt, _) = self.prepare(sql).await?;
+        let (stmt, _) = self.prepare(key).await?;
         Ok(stmt)
     }
 
     /// Prepares `sql` and returns the statement with the whole response (for the client).
+    /// The statement is prepared in its own database; the connection is left there (the
+    /// session's next statement brings it back to the session's database if needed).
     pub async fn prepare(
         &mut self,
-        sql: &Arc<[u8]>,
+        key: &StmtKey,
     ) -> Result<(BackendStmt, Vec<(u8, BytesMut)>), BackendError> {
         if self.stmts.len() >= MAX_CACHED_STMTS {
             self.close_all_statements().await?;
         }
+        if let Some(db) = &key.db {
+            if self.state.db.as_deref() != Some(db) {
+                self.query(&format!("USE `{}`", db.replace('`', "``")))
+                    .await?;
+                self.state.db = Some(db.clone());
+            }
+        }
+        let sql = &key.sql;
         let mut payload = Vec::with_capacity(sql.len() + 1);
         payload.push(0x16);
         payload.extend_from_slice(sql);
@@ -324,7 +342,12 @@ impl BackendConn {
             params,
             columns,
         };
-        self.stmts.insert(sql.clone(), stmt);
+        if let Some(old) = self.stmts.insert(key.clone(), stmt) {
+            // Prepared twice (two sessions at once): close the one no longer reachable.
+            let mut p = vec![0x19];
+            p.extend_from_slice(&old.id.to_le_bytes());
+            self.send_command(&p).await?;
+        }
         Ok((stmt, packets))
     }
 

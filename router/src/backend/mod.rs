@@ -5,7 +5,7 @@ pub mod conn;
 pub mod pool;
 pub mod relay;
 
-pub use conn::{BackendConn, BackendStmt, ConnState, ConnectOptions};
+pub use conn::{BackendConn, BackendStmt, ConnState, ConnectOptions, StmtKey};
 pub use pool::{PoolKey, PoolOptions, PooledConn, Pools};
 pub use relay::{relay, RelayError, RelayMode, RelayOutcome};
 

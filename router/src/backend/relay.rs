@@ -32,6 +32,8 @@ pub struct RelayOutcome {
     pub ok: Option<OkInfo>,
     /// The server error that ended the response, if any.
     pub error: Option<ServerError>,
+    /// Warnings of the final OK/EOF packet.
+    pub warnings: u16,
     /// The response ended with a cursor open (rows come by COM_STMT_FETCH).
     pub cursor_open: bool,
     /// With `intercept_first_error`: the response was a lone ERR packet, kept back from the
@@ -262,6 +264,7 @@ fn step(
             Some(0x00) => {
                 let ok = parse_ok(p).ok_or("malformed OK")?;
                 out.status = ok.status;
+                out.warnings = ok.warnings;
                 out.ok = Some(ok);
                 more_or_done(ok.status)
             }
@@ -300,6 +303,9 @@ fn step(
                 out.status = status;
                 if deprecate_eof && p.len() > 5 {
                     out.ok = parse_ok(p);
+                    out.warnings = out.ok.map_or(0, |ok| ok.warnings);
+                } else {
+                    out.warnings = parse_eof(p).map_or(0, |(w, _)| w);
                 }
                 if matches!(mode, RelayMode::Rows) {
                     State::Done

@@ -13,7 +13,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::backend::{
-    relay, BackendError, PoolKey, PooledConn, RelayError, RelayMode, RelayOutcome,
+    relay, BackendError, PoolKey, PooledConn, RelayError, RelayMode, RelayOutcome, StmtKey,
 };
 use crate::classify::{parse_set, Classification, PinReason, StatementKind};
 use crate::context::{Route, RouteError, RouterContext, RouterMetrics, User, WaitReason};
@@ -114,7 +114,7 @@ pub(crate) enum Cmd<'a> {
     /// COM_STMT_EXECUTE: the statement is prepared on the chosen connection first (once per
     /// connection), its long data sent, and its backend id patched into `packet`.
     Execute {
-        sql: &'a Arc<[u8]>,
+        key: &'a StmtKey,
         packet: &'a mut Vec<u8>,
         long_data: &'a HashMap<u16, Vec<u8>>,
     },
@@ -377,6 +377,11 @@ impl Session {
                 self.pins.next_statement = true;
             }
         }
+        // FOUND_ROWS(), SHOW WARNINGS / SHOW ERRORS and @@warning_count read what the previous
+        // statement left on its connection: the next statement runs there too.
+        if outcome.warnings > 0 || outcome.error.is_some() {
+            self.pins.next_statement = true;
+        }
         if self.pins.next_transaction {
             if let Some(c) = &self.pinned {
                 if c.in_transaction() {
@@ -470,7 +475,7 @@ impl Session {
                             RouterMetrics::inc(&self.ctx.metrics.leader_change_retries);
                             drop(conn);
                             let err = RouterError::Backend(BackendError::Server(
-                                outcome.error.clone().unwrap_or_else(|| unreachable_error()),
+                                outcome.error.clone().unwrap_or_else(unreachable_error),
                             ));
                             self.hold(r.version, &r.cluster, deadline, err).await?;
                             continue;
@@ -619,11 +624,11 @@ impl Session {
         match cmd {
             Cmd::Raw(p) => conn.send_command(p).await?,
             Cmd::Execute {
-                sql,
+                key,
                 packet,
                 long_data,
             } => {
-                let stmt = conn.ensure_prepared(sql).await?;
+                let stmt = conn.ensure_prepared(key).await?;
                 for (param, data) in long_data.iter() {
                     let mut p = Vec::with_capacity(data.len() + 7);
                     p.push(0x18);

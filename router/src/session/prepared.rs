@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::backend::{relay, RelayError, RelayMode};
+use crate::backend::{relay, RelayError, RelayMode, StmtKey};
 use crate::classify::Classification;
 use crate::context::RouterMetrics;
 use crate::error::RouterError;
@@ -16,7 +16,7 @@ use super::{is_read, Cmd, Exec, Failure, Session, Target};
 /// A statement as the client knows it.
 #[derive(Debug)]
 pub(crate) struct ClientStmt {
-    pub sql: Arc<[u8]>,
+    pub key: StmtKey,
     pub class: Arc<Classification>,
     pub params: u16,
     /// Parameter types from the last execute that sent them (2 bytes each).
@@ -37,8 +37,14 @@ fn stmt_id(payload: &[u8]) -> Result<u32, RouterError> {
 
 impl Session {
     pub(super) async fn stmt_prepare(&mut self, payload: &[u8], _seq: u8) -> Result<(), Failure> {
-        let sql: Arc<[u8]> = payload[1..].into();
-        let class = self.ctx.classifier.classify(&String::from_utf8_lossy(&sql));
+        let key = StmtKey {
+            db: self.state.db.clone(),
+            sql: payload[1..].into(),
+        };
+        let class = self
+            .ctx
+            .classifier
+            .classify(&String::from_utf8_lossy(&key.sql));
         if !class.parsed {
             RouterMetrics::inc(&self.ctx.metrics.unparsed);
         }
@@ -55,7 +61,7 @@ impl Session {
             };
             let prepared = async {
                 self.sync(&mut conn, false).await?;
-                conn.prepare(&sql).await.map_err(RouterError::from)
+                conn.prepare(&key).await.map_err(RouterError::from)
             }
             .await;
             match prepared {
@@ -86,7 +92,7 @@ impl Session {
         self.stmts.insert(
             id,
             ClientStmt {
-                sql,
+                key,
                 class,
                 params: stmt.params,
                 param_types: None,
@@ -154,7 +160,7 @@ impl Session {
             out.extend_from_slice(&payload[pos..]);
         }
         let cursor = flags & CURSOR_TYPE_READ_ONLY != 0;
-        let sql = stmt.sql.clone();
+        let key = stmt.key.clone();
         let class = stmt.class.clone();
         let long_data = std::mem::take(&mut stmt.long_data);
         let target = if is_read(&class) && !self.pins.any() && !cursor {
@@ -168,7 +174,7 @@ impl Session {
             with_insert_id: class.uses_session_functions,
         };
         let cmd = Cmd::Execute {
-            sql: &sql,
+            key: &key,
             packet: &mut out,
             long_data: &long_data,
         };
@@ -221,12 +227,12 @@ impl Session {
             })?;
         stmt.long_data.clear();
         let had_cursor = std::mem::take(&mut stmt.cursor_open);
-        let sql = stmt.sql.clone();
+        let key = stmt.key.clone();
         if had_cursor {
             self.pins.cursor = self.stmts.values().any(|s| s.cursor_open);
             if let Some(conn) = self.pinned.as_mut() {
                 // Close the cursor on the backend; its OK is ours to swallow.
-                if let Some(b) = conn.stmts.get(&sql).copied() {
+                if let Some(b) = conn.stmts.get(&key).copied() {
                     let mut p = vec![0x1a];
                     p.extend_from_slice(&b.id.to_le_bytes());
                     let ok = conn.send_command(&p).await.is_ok() && conn.read_raw().await.is_ok();
@@ -256,12 +262,12 @@ impl Session {
             }
             .into());
         }
-        let sql = stmt.sql.clone();
+        let key = stmt.key.clone();
         let Some(mut conn) = self.pinned.take() else {
             return Err(self.lost_pinned(None));
         };
         let route = self.pinned_route.take();
-        let Some(b) = conn.stmts.get(&sql).copied() else {
+        let Some(b) = conn.stmts.get(&key).copied() else {
             self.keep(conn, route);
             return Err(RouterError::UnknownStatement {
                 id,
