@@ -15,7 +15,7 @@
 //!   stopped without an error counts as lagging), or that lags more than `max_lag_s`.
 //!
 //! A failover also refuses a winner that has received less than some other replica (ignored
-//! ones aside): promoting it would lose the transactions only that replica has, and that
+//! and non-replicating ones aside): promoting it would lose the transactions only that replica has, and that
 //! replica could not follow the new leader.
 
 use shard_map::NodeFlags;
@@ -211,7 +211,7 @@ pub fn elect(
     if rules.lossless {
         let ahead = candidates
             .iter()
-            .filter(|c| !c.flags.ignored)
+            .filter(|c| c.replicating && !c.flags.ignored)
             .max_by_key(|c| seq(c))
             .filter(|c| seq(c) > seq(winner));
         if let Some(ahead) = ahead {
@@ -479,6 +479,16 @@ mod tests {
                 candidates: vec![
                     cand("a", "0-1-9"),
                     with(cand("b", "0-1-10"), &|c| c.flags.ignored = true),
+                ],
+                rules: FAILOVER,
+                requested: None,
+                expect: Ok("a"),
+            },
+            Case {
+                name: "lossless ignores nodes that do not replicate",
+                candidates: vec![
+                    cand("a", "0-1-9"),
+                    with(cand("b", "0-1-10"), &|c| c.replicating = false),
                 ],
                 rules: FAILOVER,
                 requested: None,

@@ -102,6 +102,21 @@ impl GtidPos {
         self.by_domain.values().copied()
     }
 
+    /// Per domain, the further of the two positions.
+    pub fn max_with(mut self, other: &GtidPos) -> GtidPos {
+        for g in other.iter() {
+            self.by_domain
+                .entry(g.domain)
+                .and_modify(|mine| {
+                    if g.seq > mine.seq {
+                        *mine = g;
+                    }
+                })
+                .or_insert(g);
+        }
+        self
+    }
+
     /// The GTIDs of `self` that `other` does not have: per domain, a GTID whose sequence is
     /// beyond `other`'s, or the same sequence number written by another server (the histories
     /// diverged). Empty when everything `self` holds is contained in `other`.
@@ -174,6 +189,12 @@ mod tests {
         let p = pos("0-1-5,3-2-9");
         assert_eq!((p.seq(0), p.seq(3), p.seq(1)), (5, 9, 0));
         assert_eq!(p.domains().collect::<Vec<_>>(), vec![0, 3]);
+    }
+
+    #[test]
+    fn max_with_keeps_the_further_gtid_per_domain() {
+        let merged = pos("0-1-5,2-1-1").max_with(&pos("0-2-7,1-1-3"));
+        assert_eq!(merged.to_string(), "0-2-7,1-1-3,2-1-1");
     }
 
     #[test]

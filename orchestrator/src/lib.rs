@@ -1,7 +1,9 @@
 //! switchyard's orchestrator: watches replicated MariaDB clusters and publishes what it sees
-//! as topology snapshots for the routers; also provisions local clusters for the sandbox and
-//! the tests.
+//! as topology snapshots for the routers, detects a dead leader, fails over, runs planned
+//! switchovers, fences and rejoins old leaders; also provisions local clusters for the
+//! sandbox and the tests.
 //!
+//! - [`manager`]: the [`Orchestrator`]: detection loop, failover, switchover, rejoin, hooks.
 //! - [`monitor`]: polls every node and publishes node health, roles and replication state.
 //! - [`gtid`]: MariaDB GTID positions and how they compare.
 //! - [`detect`]: is the leader dead? (pure, over the monitor's view) and anti-flapping.
@@ -11,8 +13,13 @@
 pub mod detect;
 pub mod elect;
 pub mod gtid;
+pub mod manager;
 pub mod monitor;
 pub mod provision;
 
+pub use manager::{
+    Event, FailoverMode, Hooks, OperationReport, Orchestrator, OrchestratorError,
+    OrchestratorSettings,
+};
 pub use monitor::{ClusterSpec, MonitorConfig};
 pub use provision::{LocalCluster, LocalClusters, LocalNode, ProvisionError, ProvisionSpec};

@@ -14,6 +14,7 @@ use std::time::Duration;
 use shard_map::{ClusterStatus, NodeState, NodeStatus, Role, Topology};
 use tokio::time::Instant;
 
+pub(crate) use poll::{replication_from_row, split_host_port};
 pub use poll::{run, run_with, MonitorLink};
 
 /// How the monitor polls.

@@ -8,7 +8,7 @@
 mod clusters;
 mod mariadb;
 mod process;
-mod sql;
+pub(crate) mod sql;
 mod state;
 
 use std::fmt;

@@ -128,3 +128,210 @@ impl Drop for KillLeftovers {
         }
     }
 }
+
+/// One scenario: its own clusters (one cluster `c1`) in its own directory, an orchestrator
+/// running over them, and helpers to look at both.
+pub struct Scenario {
+    pub lc: LocalClusters,
+    pub topology: shard_map::TopologyHandle,
+    pub orch: std::sync::Arc<orchestrator::Orchestrator>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    // Last: removed after the servers are gone.
+    _dir: tempfile::TempDir,
+}
+
+/// How long scenario steps may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+impl Scenario {
+    /// `replicas` replicas, semi-sync or not, the orchestrator with `settings` and the
+    /// monitor's defaults.
+    pub async fn start(
+        replicas: usize,
+        semi_sync: bool,
+        settings: orchestrator::OrchestratorSettings,
+    ) -> Scenario {
+        Self::start_with(replicas, semi_sync, settings, |spec| spec).await
+    }
+
+    /// Like [`Scenario::start`], with the cluster spec the orchestrator gets rewritten by
+    /// `watch` (to put a proxy in front of a node, say).
+    pub async fn start_with(
+        replicas: usize,
+        semi_sync: bool,
+        settings: orchestrator::OrchestratorSettings,
+        watch: impl FnOnce(orchestrator::ClusterSpec) -> orchestrator::ClusterSpec,
+    ) -> Scenario {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = spec(dir.path(), replicas);
+        s.semi_sync = semi_sync;
+        let lc = start(s).await;
+        let specs = vec![watch(lc.clusters()[0].monitor_spec())];
+        let topology =
+            shard_map::TopologyHandle::new(orchestrator::monitor::initial_topology(&specs));
+        let spec = lc.spec();
+        let monitor = orchestrator::MonitorConfig::new(&spec.admin_user, &spec.admin_password);
+        let orch = orchestrator::Orchestrator::new(
+            monitor,
+            settings,
+            specs,
+            topology.clone(),
+            spec.repl_user.clone(),
+            spec.repl_password.clone(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(orch.clone().run(async {
+            let _ = stopped.await;
+        }));
+        let scenario = Scenario {
+            lc,
+            topology,
+            orch,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        };
+        scenario.wait_healthy().await;
+        scenario
+    }
+
+    /// `c1` as published now.
+    pub fn cluster(&self) -> shard_map::ClusterStatus {
+        self.topology
+            .load()
+            .cluster("c1")
+            .cloned()
+            .expect("cluster c1 published")
+    }
+
+    pub fn leader(&self) -> String {
+        self.cluster().leader.expect("c1 has a leader")
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.cluster().epoch
+    }
+
+    /// Every node's address.
+    pub fn addrs(&self) -> Vec<String> {
+        self.lc.clusters()[0]
+            .nodes
+            .iter()
+            .map(|n| n.addr.clone())
+            .collect()
+    }
+
+    pub fn node(&self, addr: &str) -> &LocalNode {
+        self.lc.clusters()[0].node(addr).expect("known node")
+    }
+
+    pub async fn admin(&self, addr: &str) -> anyhow::Result<Conn> {
+        admin(&self.lc, self.node(addr)).await
+    }
+
+    pub async fn app(&self, addr: &str) -> anyhow::Result<Conn> {
+        app(&self.lc, self.node(addr)).await
+    }
+
+    /// Waits until every node is up, the leader is known and the cluster serves.
+    pub async fn wait_healthy(&self) {
+        eventually("every node up and the cluster serving", WAIT, || async {
+            let c = self.cluster();
+            anyhow::ensure!(c.leader.is_some(), "no leader");
+            anyhow::ensure!(c.phase == shard_map::ClusterPhase::Serving, "{:?}", c.phase);
+            let down: Vec<_> = c
+                .nodes
+                .iter()
+                .filter(|n| n.state != shard_map::NodeState::Up)
+                .map(|n| (&n.addr, n.state))
+                .collect();
+            anyhow::ensure!(down.is_empty(), "not up: {down:?}");
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Waits until the epoch is past `epoch` and returns the cluster then.
+    pub async fn wait_new_epoch(&self, epoch: u64) -> shard_map::ClusterStatus {
+        eventually(&format!("an epoch after {epoch}"), WAIT, || async {
+            let c = self.cluster();
+            anyhow::ensure!(
+                c.epoch > epoch && c.phase == shard_map::ClusterPhase::Serving,
+                "epoch {} {:?}; events: {:#?}",
+                c.epoch,
+                c.phase,
+                self.events()
+            );
+            Ok(c)
+        })
+        .await
+    }
+
+    pub fn events(&self) -> Vec<orchestrator::Event> {
+        self.orch.events("c1").expect("events of c1")
+    }
+
+    /// Waits for an event of `kind` whose message contains `text`.
+    pub async fn wait_event(&self, kind: &str, text: &str) -> orchestrator::Event {
+        eventually(&format!("a {kind} event with {text:?}"), WAIT, || async {
+            self.events()
+                .into_iter()
+                .find(|e| e.kind == kind && e.message.contains(text))
+                .ok_or_else(|| anyhow::anyhow!("events: {:#?}", self.events()))
+        })
+        .await
+    }
+
+    /// Kills a node with SIGKILL.
+    pub fn kill(&mut self, addr: &str) {
+        self.lc.kill_node("c1", addr).expect("kill node");
+    }
+
+    /// Stops the orchestrator (the clusters keep running).
+    pub async fn stop_orchestrator(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .expect("orchestrator stops")
+                .expect("orchestrator task");
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_orchestrator().await;
+        let Scenario { lc, _dir, .. } = self;
+        lc.stop().await.expect("stop servers");
+    }
+}
+
+/// `t.k (id INT PRIMARY KEY, v VARCHAR(64))` on the leader.
+pub async fn create_table(conn: &mut Conn) -> anyhow::Result<()> {
+    conn.query_drop("CREATE DATABASE IF NOT EXISTS t").await?;
+    conn.query_drop("CREATE TABLE IF NOT EXISTS t.k (id INT PRIMARY KEY, v VARCHAR(64))")
+        .await?;
+    Ok(())
+}
+
+/// Rows `from..to` into `t.k`.
+pub async fn insert_rows(conn: &mut Conn, from: u32, to: u32) -> anyhow::Result<()> {
+    for id in from..to {
+        conn.query_drop(format!("INSERT INTO t.k VALUES ({id}, 'v{id}')"))
+            .await?;
+    }
+    Ok(())
+}
+
+/// What a node holds: `@@gtid_current_pos` and `CHECKSUM TABLE t.k`.
+pub async fn fingerprint(conn: &mut Conn) -> anyhow::Result<(String, u64)> {
+    let pos: String = scalar(conn, "SELECT @@global.gtid_current_pos").await?;
+    let row: Row = conn
+        .query_first("CHECKSUM TABLE t.k")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no checksum row"))?;
+    let sum: Option<u64> = row.get_opt(1).transpose()?.flatten();
+    Ok((pos, sum.unwrap_or(0)))
+}

@@ -1,0 +1,718 @@
+//! The orchestrator: runs the monitor, and after each of its rounds decides, for every
+//! cluster, whether the leader is dead ([`crate::detect`]), fails over when it is (automatic
+//! mode), and brings back nodes that are out of place (a recovered old leader, a replica still
+//! pointing at a dead one). It also runs the operator's switchovers and failovers.
+//!
+//! Only one operation (failover, switchover, rejoin) runs per cluster at a time, under the
+//! cluster's async mutex; detection skips a cluster whose mutex is taken. Every step is an
+//! [`Event`] in the cluster's bounded ring and in the operation's [`OperationReport`].
+//!
+//! - `failover`, `switchover`, `rejoin`: the workflows;
+//! - `node`: the orchestrator's own connections and shared statements;
+//! - `hooks`: operator scripts; `settings`: the policy.
+
+mod failover;
+mod hooks;
+mod node;
+mod rejoin;
+mod settings;
+mod switchover;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use shard_map::{ClusterPhase, ClusterStatus, NodeFlags, NodeState, Role, TopologyHandle};
+use tokio::sync::{mpsc, oneshot, watch, OwnedMutexGuard};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::detect::{detect, FailoverHistory, LeaderView, ReplicaView, Verdict};
+use crate::elect::{Candidate, LeaderFacts};
+use crate::gtid::GtidPos;
+use crate::monitor::{self, ClusterSpec, MonitorConfig, MonitorLink, MonitorState};
+use hooks::{run_hook, HookCall};
+use node::{Access, NodeConn, NodeSnapshot, ReplicationLogin};
+pub use settings::{FailoverMode, Hooks, OrchestratorSettings};
+
+/// How many events each cluster keeps.
+const EVENTS_KEPT: usize = 500;
+/// How long shutdown waits for a running operation to finish before aborting it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// After a failed (not refused) rejoin attempt, the node is left alone this long.
+const REJOIN_RETRY: Duration = Duration::from_secs(10);
+
+/// Something the orchestrator did or decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    pub cluster: String,
+    /// `failover.start`, `failover.done`, `failover.refused`, `failover.failed`,
+    /// `switchover.step`, `switchover.done`, `switchover.refused`, `switchover.undo`,
+    /// `leader.suspect`, `leader.dead`, `rejoin.done`, `rejoin.refused`, `hook.failed`, ...
+    pub kind: String,
+    pub message: String,
+}
+
+/// The outcome of a failover or switchover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OperationReport {
+    pub cluster: String,
+    pub old_leader: String,
+    pub new_leader: String,
+    /// The new leadership epoch.
+    pub epoch: u64,
+    /// Every event of the operation, in order.
+    pub steps: Vec<Event>,
+    pub duration_ms: u64,
+}
+
+/// Why an orchestrator call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("no cluster named {0:?}")]
+    UnknownCluster(String),
+    #[error("no node {addr} in cluster {cluster}")]
+    UnknownNode { cluster: String, addr: String },
+    #[error("another operation is running on cluster {0}")]
+    Busy(String),
+    /// A check failed; nothing was changed (or every change was undone).
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{addr}: {what} failed: {source}")]
+    Sql {
+        addr: String,
+        /// The step, not the statement (statements may carry passwords).
+        what: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("{addr}: {what} timed out after {} ms", after.as_millis())]
+    Timeout {
+        addr: String,
+        what: String,
+        after: Duration,
+    },
+    #[error("invalid node address {0:?} (expected host:port)")]
+    BadAddress(String),
+    #[error("unexpected server answer: {0}")]
+    Unexpected(String),
+}
+
+impl OrchestratorError {
+    pub(crate) fn sql(addr: &str, what: &str, source: mysql_async::Error) -> Self {
+        OrchestratorError::Sql {
+            addr: addr.to_owned(),
+            what: what.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Per-cluster control: the operation mutex, the event ring, detection memory.
+struct ClusterCtl {
+    spec: ClusterSpec,
+    op: Arc<tokio::sync::Mutex<()>>,
+    events: Mutex<VecDeque<Event>>,
+    memory: Mutex<Memory>,
+}
+
+/// What detection remembers between rounds.
+#[derive(Debug, Default)]
+struct Memory {
+    history: FailoverHistory,
+    /// Events already logged for the current leader trouble (one of each per episode).
+    suspect_logged: bool,
+    refusal_logged: bool,
+    dead_logged: bool,
+    /// Nodes whose rejoin was refused: left alone until they go down and come back.
+    kept_out: BTreeSet<String>,
+    /// Nodes whose rejoin failed, and when to try again.
+    retry_after: BTreeMap<String, Instant>,
+    /// When the last operation ended: observations older than that are not acted on.
+    settled_at: Option<Instant>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Watches clusters and moves their leadership. See the module docs.
+pub struct Orchestrator {
+    monitor: MonitorConfig,
+    settings: OrchestratorSettings,
+    access: Access,
+    login: ReplicationLogin,
+    topology: TopologyHandle,
+    specs: Vec<ClusterSpec>,
+    clusters: BTreeMap<String, ClusterCtl>,
+    poll_tx: mpsc::UnboundedSender<String>,
+    poll_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// The monitor's latest state (last known lag, the leader's last position).
+    latest: Mutex<Option<Arc<MonitorState>>>,
+}
+
+/// Passwords are left out.
+impl fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("monitor", &self.monitor)
+            .field("settings", &self.settings)
+            .field("clusters", &self.clusters.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    /// An orchestrator for `clusters`, publishing to `topology`; replicas it repoints log in
+    /// to their leader as `repl_user`. Nothing runs until [`Orchestrator::run`].
+    pub fn new(
+        monitor: MonitorConfig,
+        settings: OrchestratorSettings,
+        clusters: Vec<ClusterSpec>,
+        topology: TopologyHandle,
+        repl_user: String,
+        repl_password: String,
+    ) -> Arc<Self> {
+        let (poll_tx, poll_rx) = mpsc::unbounded_channel();
+        let ctls = clusters
+            .iter()
+            .map(|spec| {
+                (
+                    spec.name.clone(),
+                    ClusterCtl {
+                        spec: spec.clone(),
+                        op: Arc::new(tokio::sync::Mutex::new(())),
+                        events: Mutex::new(VecDeque::new()),
+                        memory: Mutex::new(Memory::default()),
+                    },
+                )
+            })
+            .collect();
+        let login = ReplicationLogin {
+            user: repl_user,
+            password: repl_password,
+            connect_retry_s: settings.master_connect_retry_s,
+            heartbeat_ms: settings.master_heartbeat_ms,
+        };
+        Arc::new(Orchestrator {
+            access: Access::from_monitor(&monitor),
+            monitor,
+            settings,
+            login,
+            topology,
+            specs: clusters,
+            clusters: ctls,
+            poll_tx,
+            poll_rx: Mutex::new(Some(poll_rx)),
+            latest: Mutex::new(None),
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &OrchestratorSettings {
+        &self.settings
+    }
+
+    /// Runs the monitor and, after each of its rounds, detection and rejoin for every
+    /// cluster, until `shutdown` completes. An operation still running then is given
+    /// 30 s to finish (it ends with its cluster `Serving`). Call it once.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
+        let Some(poll_now) = lock(&self.poll_rx).take() else {
+            tracing::error!("Orchestrator::run called twice; the second call does nothing");
+            return;
+        };
+        let first = Arc::new(MonitorState::new(&self.specs, self.monitor.down_after));
+        let (updates, mut rounds) = watch::channel(first);
+        let (stop_monitor, monitor_stopped) = oneshot::channel::<()>();
+        let monitor = tokio::spawn(monitor::run_with(
+            self.monitor.clone(),
+            self.specs.clone(),
+            self.topology.clone(),
+            async {
+                let _ = monitor_stopped.await;
+            },
+            Some(MonitorLink { updates, poll_now }),
+        ));
+        let mut ops = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                changed = rounds.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let state = rounds.borrow_and_update().clone();
+                    *lock(&self.latest) = Some(state.clone());
+                    self.evaluate(&state, &mut ops);
+                }
+                Some(_) = ops.join_next(), if !ops.is_empty() => {}
+            }
+        }
+        let _ = stop_monitor.send(());
+        let _ = monitor.await;
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while ops.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("an operation did not finish in time and was aborted");
+            ops.shutdown().await;
+        }
+    }
+
+    /// A planned switchover to `to` (or to the best replica). See the `switchover` module.
+    pub async fn switchover(
+        &self,
+        cluster: &str,
+        to: Option<&str>,
+    ) -> Result<OperationReport, OrchestratorError> {
+        let ctl = self.ctl(cluster)?;
+        if let Some(to) = to {
+            if !ctl.spec.all_nodes().iter().any(|a| a == to) {
+                return Err(OrchestratorError::UnknownNode {
+                    cluster: cluster.into(),
+                    addr: to.into(),
+                });
+            }
+        }
+        let guard = self.try_op(cluster)?;
+        self.run_switchover(cluster, to, guard).await
+    }
+
+    /// A failover an operator asked for: refused while the leader is reachable or a replica
+    /// still replicates from it. Not subject to the failover limits (they guard automatic
+    /// failovers), but counted by them.
+    pub async fn failover(&self, cluster: &str) -> Result<OperationReport, OrchestratorError> {
+        let guard = self.try_op(cluster)?;
+        self.run_failover(cluster, guard, None).await
+    }
+
+    /// Sets a node's operator flags, reflected in the published topology at once.
+    pub fn set_node_flags(
+        &self,
+        cluster: &str,
+        addr: &str,
+        flags: NodeFlags,
+    ) -> Result<(), OrchestratorError> {
+        let ctl = self.ctl(cluster)?;
+        if !ctl.spec.all_nodes().iter().any(|a| a == addr) {
+            return Err(OrchestratorError::UnknownNode {
+                cluster: cluster.into(),
+                addr: addr.into(),
+            });
+        }
+        self.topology.publish(|t| {
+            if let Some(n) = t.clusters.get_mut(cluster).and_then(|c| c.node_mut(addr)) {
+                n.flags = flags;
+            }
+        });
+        self.event(
+            cluster,
+            "flags.set",
+            format!(
+                "{addr}: maintenance={} preferred={} ignored={}",
+                flags.maintenance, flags.preferred, flags.ignored
+            ),
+        );
+        Ok(())
+    }
+
+    /// Forgets a cluster's recent failovers, so that the limits allow the next one.
+    pub fn reset_failover_limits(&self, cluster: &str) -> Result<(), OrchestratorError> {
+        let ctl = self.ctl(cluster)?;
+        {
+            let mut m = lock(&ctl.memory);
+            m.history.reset();
+            m.refusal_logged = false;
+        }
+        self.event(
+            cluster,
+            "limits.reset",
+            "failover limits reset by the operator",
+        );
+        Ok(())
+    }
+
+    /// The cluster's recent events, oldest first.
+    pub fn events(&self, cluster: &str) -> Result<Vec<Event>, OrchestratorError> {
+        Ok(lock(&self.ctl(cluster)?.events).iter().cloned().collect())
+    }
+
+    /// A router saw a connection to `addr` fail: poll it now. Only a signal: the verdict is
+    /// still the detector's.
+    pub fn report_failure(&self, addr: &str) {
+        let _ = self.poll_tx.send(addr.to_owned());
+    }
+
+    fn ctl(&self, cluster: &str) -> Result<&ClusterCtl, OrchestratorError> {
+        self.clusters
+            .get(cluster)
+            .ok_or_else(|| OrchestratorError::UnknownCluster(cluster.into()))
+    }
+
+    fn try_op(&self, cluster: &str) -> Result<OwnedMutexGuard<()>, OrchestratorError> {
+        self.ctl(cluster)?
+            .op
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| OrchestratorError::Busy(cluster.into()))
+    }
+
+    /// Records an event in the cluster's ring (and the log) and returns it.
+    fn event(&self, cluster: &str, kind: &str, message: impl Into<String>) -> Event {
+        let event = Event {
+            at_ms: now_ms(),
+            cluster: cluster.to_owned(),
+            kind: kind.to_owned(),
+            message: message.into(),
+        };
+        tracing::info!(cluster, kind, message = %event.message, "orchestrator event");
+        if let Some(ctl) = self.clusters.get(cluster) {
+            let mut ring = lock(&ctl.events);
+            if ring.len() >= EVENTS_KEPT {
+                ring.pop_front();
+            }
+            ring.push_back(event.clone());
+        }
+        event
+    }
+
+    fn memory(&self, cluster: &str) -> Option<MutexGuard<'_, Memory>> {
+        self.clusters.get(cluster).map(|c| lock(&c.memory))
+    }
+
+    /// The cluster as currently published.
+    fn cluster_status(&self, cluster: &str) -> Result<ClusterStatus, OrchestratorError> {
+        self.topology
+            .load()
+            .cluster(cluster)
+            .cloned()
+            .ok_or_else(|| OrchestratorError::UnknownCluster(cluster.into()))
+    }
+
+    /// Publishes `phase` for the cluster, provided `leader` still leads it.
+    fn publish_phase(&self, cluster: &str, leader: &str, phase: ClusterPhase) {
+        self.topology.publish(|t| {
+            if let Some(c) = t.clusters.get_mut(cluster) {
+                if c.leader.as_deref() == Some(leader) {
+                    c.phase = phase;
+                }
+            }
+        });
+    }
+
+    /// Publishes `new` as the leader with the next epoch, `Serving`; the old leader gets
+    /// `old_role`, other nodes that claimed leadership become replicas. Returns the epoch.
+    fn publish_leader(&self, cluster: &str, new: &str, old: &str, old_role: Role) -> u64 {
+        let published = self.topology.publish(|t| {
+            if let Some(c) = t.clusters.get_mut(cluster) {
+                c.epoch += 1;
+                c.leader = Some(new.to_owned());
+                c.phase = ClusterPhase::Serving;
+                for n in &mut c.nodes {
+                    n.role = if n.addr == new {
+                        Role::Leader
+                    } else if n.addr == old {
+                        old_role
+                    } else if n.role == Role::Leader {
+                        Role::Replica
+                    } else {
+                        n.role
+                    };
+                }
+            }
+        });
+        published.cluster(cluster).map_or(0, |c| c.epoch)
+    }
+
+    /// Publishes one node's role (the monitor keeps it right from then on).
+    fn publish_role(&self, cluster: &str, addr: &str, role: Role) {
+        self.topology.publish(|t| {
+            if let Some(n) = t.clusters.get_mut(cluster).and_then(|c| c.node_mut(addr)) {
+                n.role = role;
+            }
+        });
+    }
+
+    /// What is known of the leader's history: from the monitor's last look at it, else the
+    /// domain the replicas' positions share (or 0).
+    fn leader_facts(&self, leader: &str, replicas: &[&NodeSnapshot]) -> LeaderFacts {
+        let seen = lock(&self.latest)
+            .as_ref()
+            .and_then(|s| s.node(leader))
+            .and_then(|h| h.last_observation.clone());
+        match seen {
+            Some(obs) => LeaderFacts {
+                domain: obs.gtid_domain_id,
+                server_id: Some(obs.server_id),
+                binlog: GtidPos::parse_lossy(&obs.gtid_binlog_pos),
+            },
+            None => {
+                let domains: BTreeSet<u32> = replicas
+                    .iter()
+                    .flat_map(|s| s.received().domains().collect::<Vec<_>>())
+                    .collect();
+                LeaderFacts {
+                    domain: if domains.len() == 1 {
+                        domains.into_iter().next().unwrap_or(0)
+                    } else {
+                        0
+                    },
+                    server_id: None,
+                    binlog: GtidPos::default(),
+                }
+            }
+        }
+    }
+
+    /// The election's view of a replica.
+    fn candidate(&self, cs: &ClusterStatus, addr: &str, snap: &NodeSnapshot) -> Candidate {
+        let last_known_lag = lock(&self.latest)
+            .as_ref()
+            .and_then(|s| s.node(addr))
+            .and_then(|h| h.last_known_lag);
+        let rep = snap.replication.as_ref();
+        Candidate {
+            addr: addr.to_owned(),
+            flags: cs.node(addr).map(|n| n.flags).unwrap_or_default(),
+            replicating: rep.is_some(),
+            io_running: rep.is_some_and(|r| r.io_running),
+            sql_running: rep.is_some_and(|r| r.sql_running),
+            sql_error: rep
+                .filter(|r| !r.sql_running)
+                .and_then(|r| r.last_sql_error.clone()),
+            lag_seconds: rep.and_then(|r| r.lag_seconds).or(last_known_lag),
+            received: snap.received(),
+            binlog: GtidPos::parse_lossy(&snap.gtid_binlog_pos),
+            setting_problems: snap.leader_setting_problems(),
+        }
+    }
+
+    /// Connects to each of `addrs` at once and reads its snapshot.
+    async fn snapshots(
+        &self,
+        addrs: &[String],
+    ) -> Vec<(String, Result<(NodeConn, NodeSnapshot), OrchestratorError>)> {
+        let reads = addrs.iter().map(|addr| async move {
+            let result = async {
+                let mut conn = NodeConn::connect(addr, &self.access).await?;
+                let snap = conn.snapshot().await?;
+                Ok((conn, snap))
+            }
+            .await;
+            (addr.clone(), result)
+        });
+        futures::future::join_all(reads).await
+    }
+
+    /// After a monitor round: detection and rejoin for every cluster not busy.
+    fn evaluate(self: &Arc<Self>, state: &MonitorState, ops: &mut JoinSet<()>) {
+        let topology = self.topology.load();
+        for (name, ctl) in &self.clusters {
+            let Some(cs) = topology.cluster(name) else {
+                continue;
+            };
+            {
+                let mut m = lock(&ctl.memory);
+                m.kept_out.retain(|addr| {
+                    state
+                        .node(addr)
+                        .is_none_or(|h| h.status.state != NodeState::Down)
+                });
+            }
+            if cs.phase == ClusterPhase::Held {
+                continue;
+            }
+            let Some(leader) = cs.leader.clone() else {
+                continue;
+            };
+            let Ok(guard) = ctl.op.clone().try_lock_owned() else {
+                continue;
+            };
+            let (leader_view, replicas) = views(&ctl.spec, &leader, state);
+            match detect(&leader_view, &replicas, self.monitor.down_after) {
+                Verdict::Unknown | Verdict::Failing => {}
+                Verdict::Healthy => {
+                    {
+                        let mut m = lock(&ctl.memory);
+                        m.suspect_logged = false;
+                        m.refusal_logged = false;
+                        m.dead_logged = false;
+                    }
+                    if let Some(target) = self.rejoin_target(ctl, cs, &leader, state) {
+                        let this = self.clone();
+                        let cluster = name.clone();
+                        ops.spawn(async move {
+                            this.run_rejoin(&cluster, &target, guard).await;
+                        });
+                    }
+                }
+                Verdict::Suspect(why) => {
+                    let mut m = lock(&ctl.memory);
+                    if !m.suspect_logged {
+                        m.suspect_logged = true;
+                        drop(m);
+                        self.event(name, "leader.suspect", format!("{why}: not failing over"));
+                    }
+                }
+                Verdict::Dead(why) => match self.settings.failover {
+                    FailoverMode::Manual => {
+                        let mut m = lock(&ctl.memory);
+                        if !m.dead_logged {
+                            m.dead_logged = true;
+                            drop(m);
+                            self.event(
+                                name,
+                                "leader.dead",
+                                format!("{why}; failover mode is manual: waiting for an operator"),
+                            );
+                        }
+                    }
+                    FailoverMode::Automatic => {
+                        let allowed = {
+                            let m = lock(&ctl.memory);
+                            m.history.check(Instant::now(), &self.settings.limits())
+                        };
+                        match allowed {
+                            Ok(()) => {
+                                let this = self.clone();
+                                let cluster = name.clone();
+                                ops.spawn(async move {
+                                    let _ = this.run_failover(&cluster, guard, Some(why)).await;
+                                });
+                            }
+                            Err(refusal) => self.refuse_once(name, &format!("{why}; {refusal}")),
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Logs `failover.refused` unless it was already logged for this leader's trouble.
+    fn refuse_once(&self, cluster: &str, why: &str) {
+        let Some(mut m) = self.memory(cluster) else {
+            return;
+        };
+        if !m.refusal_logged {
+            m.refusal_logged = true;
+            drop(m);
+            self.event(cluster, "failover.refused", why);
+        }
+    }
+
+    /// Notes that an operation ended: rounds polled before now are not acted on.
+    fn settle(&self, cluster: &str) {
+        if let Some(mut m) = self.memory(cluster) {
+            m.settled_at = Some(Instant::now());
+        }
+    }
+
+    /// Runs a hook if configured; a failure becomes a `hook.failed` event.
+    async fn hook(&self, log: &mut OpLog<'_>, event: &str, old_leader: &str, new_leader: &str) {
+        let Some(path) = self
+            .settings
+            .hooks
+            .all()
+            .find(|(n, _)| *n == event)
+            .map(|(_, p)| p)
+        else {
+            return;
+        };
+        let call = HookCall {
+            event,
+            cluster: log.cluster,
+            old_leader,
+            new_leader,
+        };
+        let limit = Duration::from_millis(self.settings.hook_timeout_ms);
+        match run_hook(path, call, limit).await {
+            Ok(()) => log.step(
+                "hook.done",
+                format!("{event}: {} succeeded", path.display()),
+            ),
+            Err(why) => log.step("hook.failed", format!("{event}: {why}")),
+        }
+    }
+}
+
+/// The detector's view of a cluster, from the monitor's state.
+fn views(spec: &ClusterSpec, leader: &str, state: &MonitorState) -> (LeaderView, Vec<ReplicaView>) {
+    let leader_view = match state.node(leader) {
+        Some(h) => LeaderView {
+            addr: leader.to_owned(),
+            state: h.status.state,
+            failures: h.consecutive_failures,
+            failing_since: h.failing_since,
+        },
+        None => LeaderView {
+            addr: leader.to_owned(),
+            state: NodeState::Unknown,
+            failures: 0,
+            failing_since: None,
+        },
+    };
+    let replicas = spec
+        .all_nodes()
+        .into_iter()
+        .filter(|a| a != leader)
+        .filter_map(|a| state.node(&a).map(|h| (a, h)))
+        .map(|(addr, h)| ReplicaView {
+            addr,
+            up: h.status.state == NodeState::Up,
+            last_ok_at: h.last_ok_at,
+            replication: h
+                .last_observation
+                .as_ref()
+                .and_then(|o| o.replication.clone()),
+        })
+        .collect();
+    (leader_view, replicas)
+}
+
+/// The events of one operation, recorded in the cluster's ring as they happen.
+struct OpLog<'a> {
+    orch: &'a Orchestrator,
+    cluster: &'a str,
+    steps: Vec<Event>,
+    started: Instant,
+}
+
+impl<'a> OpLog<'a> {
+    fn new(orch: &'a Orchestrator, cluster: &'a str) -> Self {
+        OpLog {
+            orch,
+            cluster,
+            steps: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn step(&mut self, kind: &str, message: impl Into<String>) {
+        let e = self.orch.event(self.cluster, kind, message);
+        self.steps.push(e);
+    }
+
+    fn report(self, old_leader: &str, new_leader: &str, epoch: u64) -> OperationReport {
+        OperationReport {
+            cluster: self.cluster.to_owned(),
+            old_leader: old_leader.to_owned(),
+            new_leader: new_leader.to_owned(),
+            epoch,
+            steps: self.steps,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The orchestrator's own connections to nodes for its operations: every statement bounded in
+//! time, errors naming the node and the step (never the statement: some carry passwords),
+//! and the statements the workflows share (snapshot, GTID wait, promote, repoint, kill).
+
+use std::time::Duration;
+
+use mysql_async::prelude::{FromRow, Queryable};
+use mysql_async::{Conn, OptsBuilder, Row};
+use tokio::time::{sleep, timeout, Instant};
+
+use super::OrchestratorError;
+use crate::gtid::GtidPos;
+use crate::monitor::{replication_from_row, split_host_port, MonitorConfig, Replication};
+use crate::provision::sql::quote;
+
+/// How the orchestrator logs in and how long it waits.
+#[derive(Clone)]
+pub(crate) struct Access {
+    pub user: String,
+    pub password: String,
+    pub connect_timeout: Duration,
+    pub query_timeout: Duration,
+}
+
+impl Access {
+    pub fn from_monitor(cfg: &MonitorConfig) -> Access {
+        Access {
+            user: cfg.user.clone(),
+            password: cfg.password.clone(),
+            connect_timeout: cfg.connect_timeout,
+            query_timeout: cfg.query_timeout,
+        }
+    }
+}
+
+/// What `CHANGE MASTER` needs besides the leader's address.
+#[derive(Clone)]
+pub(crate) struct ReplicationLogin {
+    pub user: String,
+    pub password: String,
+    pub connect_retry_s: u32,
+    pub heartbeat_ms: u64,
+}
+
+/// A node's state as one operation reads it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NodeSnapshot {
+    pub read_only: bool,
+    pub server_id: u32,
+    pub domain_id: u32,
+    pub gtid_binlog_pos: String,
+    pub gtid_slave_pos: String,
+    pub log_bin: bool,
+    pub gtid_strict_mode: bool,
+    pub log_slave_updates: bool,
+    pub semi_sync_master: bool,
+    pub semi_sync_slave: bool,
+    pub max_connections: u64,
+    pub replication: Option<Replication>,
+}
+
+impl NodeSnapshot {
+    /// Settings missing for this node to lead a cluster.
+    pub fn leader_setting_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.log_bin {
+            problems.push("log_bin is OFF".to_owned());
+        }
+        if !self.gtid_strict_mode {
+            problems.push("gtid_strict_mode is OFF".to_owned());
+        }
+        if !self.log_slave_updates {
+            problems.push("log_slave_updates is OFF".to_owned());
+        }
+        problems
+    }
+
+    /// How far it has received: `Gtid_IO_Pos`, or `gtid_slave_pos` in domains where that is
+    /// further (a replica whose IO thread never ran has an empty `Gtid_IO_Pos`).
+    pub fn received(&self) -> GtidPos {
+        let io = self
+            .replication
+            .as_ref()
+            .map(|r| GtidPos::parse_lossy(&r.gtid_io_pos))
+            .unwrap_or_default();
+        io.max_with(&GtidPos::parse_lossy(&self.gtid_slave_pos))
+    }
+}
+
+/// One admin connection to one node.
+pub(crate) struct NodeConn {
+    pub addr: String,
+    conn: Conn,
+    query_timeout: Duration,
+}
+
+impl NodeConn {
+    pub async fn connect(addr: &str, access: &Access) -> Result<NodeConn, OrchestratorError> {
+        let (host, port) =
+            split_host_port(addr).ok_or_else(|| OrchestratorError::BadAddress(addr.into()))?;
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(host)
+            .tcp_port(port)
+            .user(Some(access.user.clone()))
+            .pass(Some(access.password.clone()))
+            .prefer_socket(false);
+        let conn = timeout(access.connect_timeout, Conn::new(opts))
+            .await
+            .map_err(|_| OrchestratorError::Timeout {
+                addr: addr.into(),
+                what: "connecting".into(),
+                after: access.connect_timeout,
+            })?
+            .map_err(|e| OrchestratorError::sql(addr, "connecting", e))?;
+        Ok(NodeConn {
+            addr: addr.to_owned(),
+            conn,
+            query_timeout: access.query_timeout,
+        })
+    }
+
+    fn timed_out(&self, what: &str, after: Duration) -> OrchestratorError {
+        OrchestratorError::Timeout {
+            addr: self.addr.clone(),
+            what: what.to_owned(),
+            after,
+        }
+    }
+
+    /// Runs statements (no result) within `limit`; `what` names the step in errors.
+    pub async fn exec_within(
+        &mut self,
+        what: &str,
+        sql: &str,
+        limit: Duration,
+    ) -> Result<(), OrchestratorError> {
+        match timeout(limit, self.conn.query_drop(sql)).await {
+            Err(_) => Err(self.timed_out(what, limit)),
+            Ok(r) => r.map_err(|e| OrchestratorError::sql(&self.addr, what, e)),
+        }
+    }
+
+    pub async fn exec(&mut self, what: &str, sql: &str) -> Result<(), OrchestratorError> {
+        self.exec_within(what, sql, self.query_timeout).await
+    }
+
+    pub async fn rows<T: FromRow + Send + 'static>(
+        &mut self,
+        what: &str,
+        sql: &str,
+    ) -> Result<Vec<T>, OrchestratorError> {
+        match timeout(self.query_timeout, self.conn.query(sql)).await {
+            Err(_) => Err(self.timed_out(what, self.query_timeout)),
+            Ok(r) => r.map_err(|e| OrchestratorError::sql(&self.addr, what, e)),
+        }
+    }
+
+    pub async fn first<T: FromRow + Send + 'static>(
+        &mut self,
+        what: &str,
+        sql: &str,
+    ) -> Result<Option<T>, OrchestratorError> {
+        Ok(self.rows(what, sql).await?.into_iter().next())
+    }
+
+    /// Everything an operation needs to know about the node, read now.
+    pub async fn snapshot(&mut self) -> Result<NodeSnapshot, OrchestratorError> {
+        type Vars = (u8, u32, u32, String, String, u8, u8, u8, u8, u8, u64);
+        let vars: Vars = self
+            .first(
+                "reading variables",
+                "SELECT @@global.read_only, @@global.server_id, @@global.gtid_domain_id, \
+                 @@global.gtid_binlog_pos, @@global.gtid_slave_pos, @@global.log_bin, \
+                 @@global.gtid_strict_mode, @@global.log_slave_updates, \
+                 @@global.rpl_semi_sync_master_enabled, @@global.rpl_semi_sync_slave_enabled, \
+                 @@global.max_connections",
+            )
+            .await?
+            .ok_or_else(|| self.no_row("reading variables"))?;
+        let status: Option<Row> = self.first("SHOW SLAVE STATUS", "SHOW SLAVE STATUS").await?;
+        let replication = match status {
+            Some(row) => Some(
+                replication_from_row(&row)
+                    .map_err(|e| OrchestratorError::Unexpected(format!("{}: {e}", self.addr)))?,
+            ),
+            None => None,
+        };
+        Ok(NodeSnapshot {
+            read_only: vars.0 != 0,
+            server_id: vars.1,
+            domain_id: vars.2,
+            gtid_binlog_pos: vars.3,
+            gtid_slave_pos: vars.4,
+            log_bin: vars.5 != 0,
+            gtid_strict_mode: vars.6 != 0,
+            log_slave_updates: vars.7 != 0,
+            semi_sync_master: vars.8 != 0,
+            semi_sync_slave: vars.9 != 0,
+            max_connections: vars.10,
+            replication,
+        })
+    }
+
+    fn no_row(&self, what: &str) -> OrchestratorError {
+        OrchestratorError::Unexpected(format!("{}: {what} returned no row", self.addr))
+    }
+
+    /// `@@global.gtid_binlog_pos`.
+    pub async fn binlog_pos(&mut self) -> Result<String, OrchestratorError> {
+        self.first("reading gtid_binlog_pos", "SELECT @@global.gtid_binlog_pos")
+            .await?
+            .ok_or_else(|| self.no_row("reading gtid_binlog_pos"))
+    }
+
+    /// Waits until the node has applied `pos` (`MASTER_GTID_WAIT`); `false` on timeout.
+    pub async fn gtid_wait(
+        &mut self,
+        pos: &str,
+        limit: Duration,
+    ) -> Result<bool, OrchestratorError> {
+        if GtidPos::parse_lossy(pos).is_empty() {
+            return Ok(true);
+        }
+        let what = format!("waiting to apply {pos}");
+        let sql = format!(
+            "SELECT MASTER_GTID_WAIT({}, {:.3})",
+            quote(pos),
+            limit.as_secs_f64()
+        );
+        // The server enforces `limit`; ours is a backstop.
+        let backstop = limit + self.query_timeout;
+        let result: Option<Option<i64>> = match timeout(backstop, self.conn.query_first(sql)).await
+        {
+            Err(_) => return Err(self.timed_out(&what, backstop)),
+            Ok(r) => r.map_err(|e| OrchestratorError::sql(&self.addr, &what, e))?,
+        };
+        Ok(result.flatten() == Some(0))
+    }
+
+    /// Makes a replica the leader: replication off for good, writable.
+    pub async fn promote(&mut self) -> Result<(), OrchestratorError> {
+        self.exec("stopping replication", "STOP SLAVE").await?;
+        self.exec("removing the replication configuration", "RESET SLAVE ALL")
+            .await?;
+        self.exec("setting read_only = 0", "SET GLOBAL read_only = 0")
+            .await
+    }
+
+    /// Points the node at `leader` and starts replicating from its own `gtid_slave_pos`
+    /// (`from_binlog`: from its `gtid_binlog_pos` instead, for a node that was a leader).
+    pub async fn replicate_from(
+        &mut self,
+        leader: &str,
+        login: &ReplicationLogin,
+        from_binlog: bool,
+    ) -> Result<(), OrchestratorError> {
+        let (host, port) =
+            split_host_port(leader).ok_or_else(|| OrchestratorError::BadAddress(leader.into()))?;
+        self.exec("stopping replication", "STOP SLAVE").await?;
+        if from_binlog {
+            self.exec(
+                "setting gtid_slave_pos to gtid_binlog_pos",
+                "SET GLOBAL gtid_slave_pos = @@global.gtid_binlog_pos",
+            )
+            .await?;
+        }
+        self.exec(
+            &format!("CHANGE MASTER to {leader}"),
+            &change_master_sql(&host, port, login),
+        )
+        .await?;
+        self.exec("starting replication", "START SLAVE").await
+    }
+
+    /// Kills every client connection except this one, replication threads, system threads and
+    /// those of `spare_users`. Returns how many were killed.
+    pub async fn kill_clients(&mut self, spare_users: &[&str]) -> Result<usize, OrchestratorError> {
+        let mut sql = format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() \
+             AND COMMAND NOT IN ({SERVER_COMMANDS}) AND USER NOT IN ({SYSTEM_USERS}"
+        );
+        for u in spare_users {
+            sql.push_str(", ");
+            sql.push_str(&quote(u));
+        }
+        sql.push(')');
+        let ids: Vec<u64> = self.rows("listing client connections", &sql).await?;
+        let mut killed = 0;
+        for id in ids {
+            match self
+                .exec(
+                    "killing a client connection",
+                    &format!("KILL CONNECTION {id}"),
+                )
+                .await
+            {
+                Ok(()) => killed += 1,
+                // Gone by itself in the meantime.
+                Err(OrchestratorError::Sql {
+                    source: mysql_async::Error::Server(e),
+                    ..
+                }) if e.code == ER_NO_SUCH_THREAD => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(killed)
+    }
+
+    /// Turns on the semi-sync master side once at least one semi-sync replica is connected
+    /// (turning it on earlier makes the first write wait `rpl_semi_sync_master_timeout`).
+    /// `false` if none connected within `limit`: it stays off.
+    pub async fn enable_semi_sync_master(
+        &mut self,
+        limit: Duration,
+    ) -> Result<bool, OrchestratorError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let clients: Option<(String, u64)> = self
+                .first(
+                    "counting semi-sync replicas",
+                    "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_clients'",
+                )
+                .await?;
+            if clients.is_some_and(|(_, n)| n > 0) {
+                self.exec(
+                    "enabling semi-sync",
+                    "SET GLOBAL rpl_semi_sync_master_enabled = 1",
+                )
+                .await?;
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn disconnect(self) {
+        let _ = self.conn.disconnect().await;
+    }
+}
+
+/// `ER_NO_SUCH_THREAD`: `KILL` of a connection that has just ended.
+const ER_NO_SUCH_THREAD: u16 = 1094;
+
+/// `PROCESSLIST` commands of server threads, not clients.
+pub(crate) const SERVER_COMMANDS: &str = "'Binlog Dump', 'Binlog Dump GTID', 'Daemon', \
+    'Slave_IO', 'Slave_SQL', 'Slave_worker', 'Killed'";
+/// `PROCESSLIST` users of server threads.
+pub(crate) const SYSTEM_USERS: &str = "'system user', 'event_scheduler', 'unauthenticated user'";
+
+/// The `CHANGE MASTER` statement pointing at `host:port` with GTID replication.
+pub(crate) fn change_master_sql(host: &str, port: u16, login: &ReplicationLogin) -> String {
+    format!(
+        "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={port}, MASTER_USER={}, \
+         MASTER_PASSWORD={}, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY={}, \
+         MASTER_HEARTBEAT_PERIOD={:.3}",
+        quote(host),
+        quote(&login.user),
+        quote(&login.password),
+        login.connect_retry_s,
+        login.heartbeat_ms as f64 / 1000.0
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_master_quotes_and_uses_gtid() {
+        let login = ReplicationLogin {
+            user: "repl".into(),
+            password: "p'w".into(),
+            connect_retry_s: 1,
+            heartbeat_ms: 500,
+        };
+        let sql = change_master_sql("127.0.0.1", 3307, &login);
+        assert_eq!(
+            sql,
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=3307, MASTER_USER='repl', \
+             MASTER_PASSWORD='p''w', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, \
+             MASTER_HEARTBEAT_PERIOD=0.500"
+        );
+    }
+
+    #[test]
+    fn received_takes_the_further_of_io_and_slave_positions() {
+        let mut s = NodeSnapshot {
+            gtid_slave_pos: "0-1-5,1-1-3".into(),
+            ..NodeSnapshot::default()
+        };
+        assert_eq!(s.received().to_string(), "0-1-5,1-1-3");
+        s.replication = Some(Replication {
+            source: "x:1".into(),
+            io_state: "Connecting".into(),
+            io_running: false,
+            sql_running: true,
+            lag_seconds: None,
+            last_io_error: None,
+            last_sql_error: None,
+            gtid_io_pos: "0-1-9".into(),
+        });
+        assert_eq!(s.received().to_string(), "0-1-9,1-1-3");
+    }
+
+    #[test]
+    fn setting_problems_name_each_variable() {
+        let s = NodeSnapshot {
+            log_bin: true,
+            ..NodeSnapshot::default()
+        };
+        assert_eq!(
+            s.leader_setting_problems(),
+            vec!["gtid_strict_mode is OFF", "log_slave_updates is OFF"]
+        );
+    }
+}

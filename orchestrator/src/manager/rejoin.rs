@@ -1,0 +1,209 @@
+//! Bringing nodes back in place once the leader is confirmed healthy (up, writable, not
+//! replicating): a writable node that is not the leader is fenced (`read_only=1`, clients
+//! killed) whatever the settings say; with `rejoin`, a node that does not replicate (a
+//! recovered old leader) or replicates from another node of the cluster (a replica that
+//! missed a failover) is made a replica of the leader, provided it holds no transaction the
+//! leader lacks. One that does is kept out: read-only, not replicating, role `Unknown`,
+//! `rejoin.refused` listing the extra GTIDs, until it goes down and comes back.
+
+use std::time::Duration;
+
+use shard_map::{ClusterStatus, NodeState, Role};
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::{sleep, Instant};
+
+use super::node::NodeConn;
+use super::{lock, ClusterCtl, Orchestrator, OrchestratorError, REJOIN_RETRY};
+use crate::gtid::{self, GtidPos};
+use crate::monitor::MonitorState;
+
+/// How long a rejoined node may take to connect to its leader.
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// `ER_MASTER_FATAL_ERROR_READING_BINLOG`: the leader refuses the position asked for.
+const POSITION_REFUSED: &str = "1236";
+
+impl Orchestrator {
+    /// The first node out of place in a cluster whose leader is confirmed, if any.
+    pub(super) fn rejoin_target(
+        &self,
+        ctl: &ClusterCtl,
+        cs: &ClusterStatus,
+        leader: &str,
+        state: &MonitorState,
+    ) -> Option<String> {
+        let lh = state.node(leader)?;
+        let lobs = lh.last_observation.as_ref()?;
+        if lh.status.state != NodeState::Up || lobs.read_only || lobs.replication.is_some() {
+            return None;
+        }
+        let m = lock(&ctl.memory);
+        let nodes = ctl.spec.all_nodes();
+        let now = Instant::now();
+        for addr in nodes.iter().filter(|a| a.as_str() != leader) {
+            let Some(h) = state.node(addr) else {
+                continue;
+            };
+            let Some(obs) = &h.last_observation else {
+                continue;
+            };
+            // Polled before the last operation ended: it may already be in place.
+            let stale = m
+                .settled_at
+                .is_some_and(|t| h.last_ok_at.is_none_or(|ok| ok <= t));
+            let flags = cs.node(addr).map(|n| n.flags).unwrap_or_default();
+            if h.status.state != NodeState::Up
+                || stale
+                || flags.maintenance
+                || m.retry_after.get(addr).is_some_and(|t| *t > now)
+            {
+                continue;
+            }
+            if !obs.read_only {
+                return Some(addr.clone());
+            }
+            let out_of_place = match &obs.replication {
+                None => true,
+                Some(r) => r.source != leader && nodes.contains(&r.source),
+            };
+            if out_of_place && self.settings.rejoin && !m.kept_out.contains(addr) {
+                return Some(addr.clone());
+            }
+        }
+        None
+    }
+
+    pub(super) async fn run_rejoin(&self, cluster: &str, addr: &str, _guard: OwnedMutexGuard<()>) {
+        if let Err(e) = self.rejoin_locked(cluster, addr).await {
+            self.event(
+                cluster,
+                "rejoin.failed",
+                format!("{addr}: {e}; next attempt in {} s", REJOIN_RETRY.as_secs()),
+            );
+            if let Some(mut m) = self.memory(cluster) {
+                m.retry_after
+                    .insert(addr.to_owned(), Instant::now() + REJOIN_RETRY);
+            }
+        }
+        self.settle(cluster);
+    }
+
+    async fn rejoin_locked(&self, cluster: &str, addr: &str) -> Result<(), OrchestratorError> {
+        let cs = self.cluster_status(cluster)?;
+        let Some(leader) = cs.leader.clone() else {
+            return Ok(());
+        };
+        let mut node = NodeConn::connect(addr, &self.access).await?;
+        let snap = node.snapshot().await?;
+        if !snap.read_only {
+            node.exec("fencing (read_only = 1)", "SET GLOBAL read_only = 1")
+                .await?;
+            let spare = [self.access.user.as_str(), self.login.user.as_str()];
+            let killed = node.kill_clients(&spare).await?;
+            self.event(
+                cluster,
+                "rejoin.fence",
+                format!(
+                    "{addr} was writable although {leader} leads: read_only=1, {killed} client \
+                     connection(s) killed"
+                ),
+            );
+        }
+        if snap.semi_sync_master {
+            node.exec(
+                "turning semi-sync master off",
+                "SET GLOBAL rpl_semi_sync_master_enabled = 0",
+            )
+            .await?;
+        }
+        let was_replicating = snap.replication.is_some();
+        if !self.settings.rejoin {
+            if !was_replicating {
+                self.publish_role(cluster, addr, Role::Unknown);
+            }
+            return Ok(());
+        }
+
+        let mut lconn = NodeConn::connect(&leader, &self.access).await?;
+        let lsnap = lconn.snapshot().await?;
+        let mine = GtidPos::parse_lossy(&snap.gtid_binlog_pos);
+        let theirs = GtidPos::parse_lossy(&lsnap.gtid_binlog_pos);
+        let extra = mine.not_in(&theirs);
+        if !extra.is_empty() {
+            let why = format!(
+                "{addr} has transactions the leader {leader} lacks: {} (its gtid_binlog_pos \
+                 {mine}, the leader's {theirs}); kept out: read-only, not replicating",
+                gtid::list(&extra)
+            );
+            return self.keep_out(cluster, addr, &mut node, why).await;
+        }
+        // A former leader starts from what it wrote; a replica from what it applied.
+        node.replicate_from(&leader, &self.login, !was_replicating)
+            .await?;
+        let deadline = Instant::now() + CONNECT_WAIT;
+        loop {
+            let now = node.snapshot().await?;
+            let rep = now.replication.as_ref();
+            if rep.is_some_and(|r| r.io_running) {
+                break;
+            }
+            if let Some(e) = rep.and_then(|r| r.last_io_error.as_ref()) {
+                if e.contains(POSITION_REFUSED) {
+                    let why = format!(
+                        "{addr}'s history diverged from the leader {leader}'s, which refused \
+                         its position ({e}); kept out: read-only, not replicating"
+                    );
+                    return self.keep_out(cluster, addr, &mut node, why).await;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(OrchestratorError::Timeout {
+                    addr: addr.to_owned(),
+                    what: format!("connecting to the leader {leader}"),
+                    after: CONNECT_WAIT,
+                });
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+        self.publish_role(cluster, addr, Role::Replica);
+        let mut message = format!(
+            "{addr} rejoined as a replica of {leader} from {}",
+            if was_replicating {
+                &snap.gtid_slave_pos
+            } else {
+                &snap.gtid_binlog_pos
+            }
+        );
+        if snap.semi_sync_slave && !lsnap.semi_sync_master {
+            match lconn
+                .enable_semi_sync_master(super::failover::SEMI_SYNC_WAIT)
+                .await
+            {
+                Ok(true) => message.push_str("; semi-sync master enabled on the leader"),
+                Ok(false) => message.push_str("; it did not connect as a semi-sync replica"),
+                Err(e) => message.push_str(&format!("; enabling semi-sync failed: {e}")),
+            }
+        }
+        self.event(cluster, "rejoin.done", message);
+        Ok(())
+    }
+
+    /// Leaves `addr` out of the cluster: not replicating (so that it is nobody's replica and
+    /// the monitor calls it `Unknown`), read-only, not retried until it restarts.
+    async fn keep_out(
+        &self,
+        cluster: &str,
+        addr: &str,
+        node: &mut NodeConn,
+        why: String,
+    ) -> Result<(), OrchestratorError> {
+        node.exec("stopping replication", "STOP SLAVE").await?;
+        node.exec("removing the replication configuration", "RESET SLAVE ALL")
+            .await?;
+        if let Some(mut m) = self.memory(cluster) {
+            m.kept_out.insert(addr.to_owned());
+        }
+        self.publish_role(cluster, addr, Role::Unknown);
+        self.event(cluster, "rejoin.refused", why);
+        Ok(())
+    }
+}

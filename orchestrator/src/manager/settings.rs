@@ -1,0 +1,288 @@
+//! The orchestrator's policy settings (the `[failover]`-style section of the root config):
+//! automatic or manual failover, anti-flapping, how lag and long transactions are judged,
+//! how long routers hold statements, hooks, rejoin.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::FailoverLimits;
+
+/// Whether a dead leader is replaced without an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailoverMode {
+    /// Detection triggers the failover.
+    Automatic,
+    /// Detection only logs a `leader.dead` event; an operator calls `failover`.
+    Manual,
+}
+
+/// External scripts run at the steps of a failover or switchover, each with the arguments
+/// `<event> <cluster> <old_leader> <new_leader>` and the same values in `SWITCHYARD_EVENT`,
+/// `SWITCHYARD_CLUSTER`, `SWITCHYARD_OLD_LEADER` and `SWITCHYARD_NEW_LEADER`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Hooks {
+    pub before_failover: Option<PathBuf>,
+    pub after_failover: Option<PathBuf>,
+    pub before_switchover: Option<PathBuf>,
+    pub after_switchover: Option<PathBuf>,
+    /// Before routers are told to hold statements: take the virtual IP off the old leader.
+    pub vip_remove: Option<PathBuf>,
+    /// Once the new leader is writable: put the virtual IP on it.
+    pub vip_add: Option<PathBuf>,
+}
+
+impl Hooks {
+    /// Every configured hook, with its event name.
+    pub fn all(&self) -> impl Iterator<Item = (&'static str, &PathBuf)> {
+        [
+            ("before_failover", &self.before_failover),
+            ("after_failover", &self.after_failover),
+            ("before_switchover", &self.before_switchover),
+            ("after_switchover", &self.after_switchover),
+            ("vip_remove", &self.vip_remove),
+            ("vip_add", &self.vip_add),
+        ]
+        .into_iter()
+        .filter_map(|(name, path)| path.as_ref().map(|p| (name, p)))
+    }
+}
+
+/// How the orchestrator decides and acts. Every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorSettings {
+    /// `automatic` (default) or `manual`.
+    #[serde(default = "default_failover")]
+    pub failover: FailoverMode,
+    /// At most this many failovers of a cluster ...
+    #[serde(default = "default_failover_limit")]
+    pub failover_limit: u32,
+    /// ... within this many seconds.
+    #[serde(default = "default_failover_limit_window_s")]
+    pub failover_limit_window_s: u64,
+    /// Minimum time between two failovers of a cluster.
+    #[serde(default = "default_failover_min_interval_s")]
+    pub failover_min_interval_s: u64,
+    /// Replicas further behind (seconds) are not eligible for promotion.
+    #[serde(default = "default_max_lag_s")]
+    pub max_lag_s: u64,
+    /// Fail over even when every replica lags (or has its SQL thread stopped).
+    #[serde(default)]
+    pub failover_even_if_lagging: bool,
+    /// How long a switchover waits for transactions and queries running on the leader to
+    /// end before it refuses (ms).
+    #[serde(default = "default_switchover_wait_trx_ms")]
+    pub switchover_wait_trx_ms: u64,
+    /// Refuse a switchover to a replica that lags more than `max_lag_s` or whose replication
+    /// threads are not running.
+    #[serde(default = "yes")]
+    pub switchover_check_replicas: bool,
+    /// How long routers hold a cluster's statements while it is `Held` (ms); the
+    /// orchestrator keeps its own frozen phase well inside it.
+    #[serde(default = "default_hold_max_ms")]
+    pub hold_max_ms: u64,
+    /// A hook still running after this long is killed (ms).
+    #[serde(default = "default_hook_timeout_ms")]
+    pub hook_timeout_ms: u64,
+    #[serde(default)]
+    pub hooks: Hooks,
+    /// A recovered old leader rejoins as a replica when it has nothing the new leader lacks.
+    #[serde(default = "yes")]
+    pub rejoin: bool,
+    /// How long a candidate may take to apply what it has received (failover) or to catch
+    /// up before the leader is frozen (switchover), in ms.
+    #[serde(default = "default_apply_timeout_ms")]
+    pub apply_timeout_ms: u64,
+    /// `MASTER_CONNECT_RETRY` (s) for replicas the orchestrator points at a new leader.
+    #[serde(default = "default_master_connect_retry_s")]
+    pub master_connect_retry_s: u32,
+    /// `MASTER_HEARTBEAT_PERIOD` (ms) for replicas the orchestrator points at a new leader.
+    #[serde(default = "default_master_heartbeat_ms")]
+    pub master_heartbeat_ms: u64,
+}
+
+fn default_failover() -> FailoverMode {
+    FailoverMode::Automatic
+}
+fn default_failover_limit() -> u32 {
+    3
+}
+fn default_failover_limit_window_s() -> u64 {
+    3600
+}
+fn default_failover_min_interval_s() -> u64 {
+    60
+}
+fn default_max_lag_s() -> u64 {
+    30
+}
+fn default_switchover_wait_trx_ms() -> u64 {
+    5000
+}
+fn default_hold_max_ms() -> u64 {
+    5000
+}
+fn default_hook_timeout_ms() -> u64 {
+    10_000
+}
+fn default_apply_timeout_ms() -> u64 {
+    30_000
+}
+fn default_master_connect_retry_s() -> u32 {
+    1
+}
+fn default_master_heartbeat_ms() -> u64 {
+    500
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for OrchestratorSettings {
+    fn default() -> Self {
+        OrchestratorSettings {
+            failover: default_failover(),
+            failover_limit: default_failover_limit(),
+            failover_limit_window_s: default_failover_limit_window_s(),
+            failover_min_interval_s: default_failover_min_interval_s(),
+            max_lag_s: default_max_lag_s(),
+            failover_even_if_lagging: false,
+            switchover_wait_trx_ms: default_switchover_wait_trx_ms(),
+            switchover_check_replicas: true,
+            hold_max_ms: default_hold_max_ms(),
+            hook_timeout_ms: default_hook_timeout_ms(),
+            hooks: Hooks::default(),
+            rejoin: true,
+            apply_timeout_ms: default_apply_timeout_ms(),
+            master_connect_retry_s: default_master_connect_retry_s(),
+            master_heartbeat_ms: default_master_heartbeat_ms(),
+        }
+    }
+}
+
+impl OrchestratorSettings {
+    /// Every problem with the settings (empty when they are usable).
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.failover_limit == 0 {
+            problems.push(
+                "failover_limit must be at least 1 (use failover = \"manual\" to never fail over \
+                 automatically)"
+                    .to_owned(),
+            );
+        }
+        if self.failover_limit_window_s == 0 {
+            problems.push("failover_limit_window_s must be at least 1".to_owned());
+        }
+        if self.hold_max_ms < 100 {
+            problems.push(format!(
+                "hold_max_ms must be at least 100 (got {})",
+                self.hold_max_ms
+            ));
+        }
+        if self.hook_timeout_ms == 0 {
+            problems.push("hook_timeout_ms must be at least 1".to_owned());
+        }
+        if self.apply_timeout_ms == 0 {
+            problems.push("apply_timeout_ms must be at least 1".to_owned());
+        }
+        if self.master_connect_retry_s == 0 {
+            problems.push("master_connect_retry_s must be at least 1".to_owned());
+        }
+        for (name, path) in self.hooks.all() {
+            if !path.is_file() {
+                problems.push(format!("hooks.{name}: {} is not a file", path.display()));
+            }
+        }
+        problems
+    }
+
+    pub(crate) fn limits(&self) -> FailoverLimits {
+        FailoverLimits {
+            limit: self.failover_limit,
+            window: Duration::from_secs(self.failover_limit_window_s),
+            min_interval: Duration::from_secs(self.failover_min_interval_s),
+        }
+    }
+
+    pub(crate) fn hold_max(&self) -> Duration {
+        Duration::from_millis(self.hold_max_ms)
+    }
+
+    pub(crate) fn apply_timeout(&self) -> Duration {
+        Duration::from_millis(self.apply_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_section_gives_the_defaults() {
+        let s: OrchestratorSettings = toml::from_str("").expect("parses");
+        assert_eq!(s, OrchestratorSettings::default());
+        assert_eq!(s.failover, FailoverMode::Automatic);
+        assert_eq!(
+            (
+                s.failover_limit,
+                s.failover_limit_window_s,
+                s.failover_min_interval_s
+            ),
+            (3, 3600, 60)
+        );
+        assert_eq!(
+            (s.max_lag_s, s.switchover_wait_trx_ms, s.hold_max_ms),
+            (30, 5000, 5000)
+        );
+        assert!(s.rejoin && s.switchover_check_replicas && !s.failover_even_if_lagging);
+        assert!(s.validate().is_empty());
+    }
+
+    #[test]
+    fn parses_every_field_and_rejects_unknown_ones() {
+        let s: OrchestratorSettings = toml::from_str(
+            r#"
+            failover = "manual"
+            failover_limit = 1
+            failover_min_interval_s = 0
+            failover_even_if_lagging = true
+            [hooks]
+            vip_add = "/bin/true"
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(s.failover, FailoverMode::Manual);
+        assert_eq!(s.failover_limit, 1);
+        assert_eq!(s.hooks.vip_add, Some(PathBuf::from("/bin/true")));
+        assert!(s.validate().is_empty(), "{:?}", s.validate());
+
+        let unknown = toml::from_str::<OrchestratorSettings>("failover_limt = 1");
+        assert!(unknown.is_err());
+        let unknown_hook = toml::from_str::<OrchestratorSettings>("[hooks]\nvip_move = \"/x\"");
+        assert!(unknown_hook.is_err());
+        let bad_mode = toml::from_str::<OrchestratorSettings>("failover = \"sometimes\"");
+        assert!(bad_mode.is_err());
+    }
+
+    #[test]
+    fn validate_collects_every_problem() {
+        let s = OrchestratorSettings {
+            failover_limit: 0,
+            hold_max_ms: 10,
+            hooks: Hooks {
+                before_failover: Some("/nonexistent/hook".into()),
+                ..Hooks::default()
+            },
+            ..OrchestratorSettings::default()
+        };
+        let problems = s.validate().join("\n");
+        assert!(problems.contains("failover_limit"), "{problems}");
+        assert!(problems.contains("hold_max_ms"), "{problems}");
+        assert!(problems.contains("hooks.before_failover"), "{problems}");
+    }
+}
