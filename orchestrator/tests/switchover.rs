@@ -72,8 +72,7 @@ async fn switchover_twice(semi_sync: bool) {
     drop(c);
 
     let mut leader = first.clone();
-    let mut next_id = 50;
-    for round in 0..2 {
+    for (round, next_id) in [(0, 50), (1, 51)] {
         let epoch = s.epoch();
         let report = s
             .orch
@@ -104,7 +103,6 @@ async fn switchover_twice(semi_sync: bool) {
             );
         }
         assert_writable(&s, &report.new_leader, next_id).await;
-        next_id += 1;
         for addr in nodes.iter().filter(|a| **a != report.new_leader) {
             assert_replica_of(&s, addr, &report.new_leader).await;
         }

@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn empty_section_gives_the_defaults() {
-        let s: OrchestratorSettings = toml::from_str("").expect("parses");
+        let s: OrchestratorSettings = serde_json::from_str("{}").expect("parses");
         assert_eq!(s, OrchestratorSettings::default());
         assert_eq!(s.failover, FailoverMode::Automatic);
         assert_eq!(
@@ -245,15 +245,14 @@ mod tests {
 
     #[test]
     fn parses_every_field_and_rejects_unknown_ones() {
-        let s: OrchestratorSettings = toml::from_str(
-            r#"
-            failover = "manual"
-            failover_limit = 1
-            failover_min_interval_s = 0
-            failover_even_if_lagging = true
-            [hooks]
-            vip_add = "/bin/true"
-            "#,
+        let s: OrchestratorSettings = serde_json::from_str(
+            r#"{
+                "failover": "manual",
+                "failover_limit": 1,
+                "failover_min_interval_s": 0,
+                "failover_even_if_lagging": true,
+                "hooks": { "vip_add": "/bin/true" }
+            }"#,
         )
         .expect("parses");
         assert_eq!(s.failover, FailoverMode::Manual);
@@ -261,12 +260,16 @@ mod tests {
         assert_eq!(s.hooks.vip_add, Some(PathBuf::from("/bin/true")));
         assert!(s.validate().is_empty(), "{:?}", s.validate());
 
-        let unknown = toml::from_str::<OrchestratorSettings>("failover_limt = 1");
-        assert!(unknown.is_err());
-        let unknown_hook = toml::from_str::<OrchestratorSettings>("[hooks]\nvip_move = \"/x\"");
-        assert!(unknown_hook.is_err());
-        let bad_mode = toml::from_str::<OrchestratorSettings>("failover = \"sometimes\"");
-        assert!(bad_mode.is_err());
+        let parse = serde_json::from_str::<OrchestratorSettings>;
+        assert!(parse(r#"{"failover_limt": 1}"#).is_err(), "misspelt field");
+        assert!(
+            parse(r#"{"hooks": {"vip_move": "/x"}}"#).is_err(),
+            "unknown hook"
+        );
+        assert!(
+            parse(r#"{"failover": "sometimes"}"#).is_err(),
+            "unknown mode"
+        );
     }
 
     #[test]
