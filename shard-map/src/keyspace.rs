@@ -1,124 +1,106 @@
-//! Keyspaces: the logical databases clients see, and which cluster holds each one.
-//! (Sharded tables and key ranges extend this model.)
+//! Keyspaces as written in the shard map (JSON or the TOML config's `[[keyspaces]]`): the
+//! logical databases clients see, their shards and how each table is placed.
+//!
+//! These are plain data; [`crate::ShardMap`] indexes and validates them.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Problems that make a shard map invalid.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum KeyspaceError {
-    #[error("keyspace `{0}` is defined twice")]
-    DuplicateKeyspace(String),
-    #[error("keyspace `{keyspace}` names unknown cluster `{cluster}`")]
-    UnknownCluster { keyspace: String, cluster: String },
-    #[error("keyspace name must not be empty")]
-    EmptyName,
-}
+use crate::vindex::VindexKind;
 
-/// A logical database and the cluster that holds its (unsharded) tables.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A logical database: the cluster for its unsharded tables, its shards (none: unsharded) and
+/// its tables (unlisted tables are unsharded).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Keyspace {
     pub name: String,
     pub default_cluster: String,
+    /// The key ranges and their clusters; empty for an unsharded keyspace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableSpec>,
 }
 
-/// Every keyspace, plus the cluster for databases that belong to no keyspace.
+impl Keyspace {
+    /// An unsharded keyspace: every table on `default_cluster`.
+    pub fn unsharded(name: impl Into<String>, default_cluster: impl Into<String>) -> Self {
+        Keyspace {
+            name: name.into(),
+            default_cluster: default_cluster.into(),
+            ..Keyspace::default()
+        }
+    }
+}
+
+/// One shard: a key range written as a Vitess-style name (`-80`, `80-`) and its cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardMap {
-    /// Where statements go when the session's database is in no keyspace (or none is selected).
-    pub default_cluster: String,
-    pub keyspaces: BTreeMap<String, Keyspace>,
+#[serde(deny_unknown_fields)]
+pub struct ShardSpec {
+    pub name: String,
+    pub cluster: String,
 }
 
-impl ShardMap {
-    /// Builds a shard map, checking it against the known cluster names. Every problem is listed.
-    pub fn new(
-        default_cluster: String,
-        keyspaces: Vec<Keyspace>,
-        clusters: &[&str],
-    ) -> Result<Self, Vec<KeyspaceError>> {
-        let mut problems = Vec::new();
-        if !clusters.contains(&default_cluster.as_str()) {
-            problems.push(KeyspaceError::UnknownCluster {
-                keyspace: "(default)".into(),
-                cluster: default_cluster.clone(),
-            });
-        }
-        let mut map = BTreeMap::new();
-        for ks in keyspaces {
-            if ks.name.is_empty() {
-                problems.push(KeyspaceError::EmptyName);
-                continue;
-            }
-            if !clusters.contains(&ks.default_cluster.as_str()) {
-                problems.push(KeyspaceError::UnknownCluster {
-                    keyspace: ks.name.clone(),
-                    cluster: ks.default_cluster.clone(),
-                });
-            }
-            if map.contains_key(&ks.name) {
-                problems.push(KeyspaceError::DuplicateKeyspace(ks.name.clone()));
-            } else {
-                map.insert(ks.name.clone(), ks);
-            }
-        }
-        if problems.is_empty() {
-            Ok(ShardMap {
-                default_cluster,
-                keyspaces: map,
-            })
-        } else {
-            Err(problems)
-        }
-    }
+/// How a table is placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableKindName {
+    /// Split across the shards by `column` through `vindex`.
+    Sharded,
+    /// A full copy on every shard: writes go to all, reads to any.
+    Reference,
+    /// On the keyspace's default cluster (also what unlisted tables are).
+    Unsharded,
+}
 
-    /// The cluster that serves statements for a session whose current database is `db`.
-    pub fn cluster_for_db(&self, db: Option<&str>) -> &str {
-        db.and_then(|d| self.keyspaces.get(d))
-            .map(|ks| ks.default_cluster.as_str())
-            .unwrap_or(&self.default_cluster)
+impl TableKindName {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TableKindName::Sharded => "sharded",
+            TableKindName::Reference => "reference",
+            TableKindName::Unsharded => "unsharded",
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// One table's placement as written. Table names are case-sensitive (MariaDB on Linux with
+/// `lower_case_table_names=0`); the column name is not (MariaDB column names never are).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    pub name: String,
+    pub kind: TableKindName,
+    /// The sharding column (sharded tables only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vindex: Option<VindexKind>,
+    /// For the `list` vindex: value (integers as their decimal text) to shard name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<BTreeMap<String, String>>,
+}
 
-    #[test]
-    fn routes_databases_to_their_keyspace_cluster() {
-        let map = ShardMap::new(
-            "c1".into(),
-            vec![Keyspace {
-                name: "orders".into(),
-                default_cluster: "c2".into(),
-            }],
-            &["c1", "c2"],
-        )
-        .unwrap();
-        assert_eq!(map.cluster_for_db(Some("orders")), "c2");
-        assert_eq!(map.cluster_for_db(Some("other")), "c1");
-        assert_eq!(map.cluster_for_db(None), "c1");
+impl TableSpec {
+    /// A sharded table.
+    pub fn sharded(name: impl Into<String>, column: impl Into<String>, vindex: VindexKind) -> Self {
+        TableSpec {
+            name: name.into(),
+            kind: TableKindName::Sharded,
+            column: Some(column.into()),
+            vindex: Some(vindex),
+            values: None,
+        }
     }
 
-    #[test]
-    fn lists_every_problem() {
-        let err = ShardMap::new(
-            "c9".into(),
-            vec![
-                Keyspace {
-                    name: "a".into(),
-                    default_cluster: "c1".into(),
-                },
-                Keyspace {
-                    name: "a".into(),
-                    default_cluster: "c3".into(),
-                },
-            ],
-            &["c1"],
-        )
-        .unwrap_err();
-        assert_eq!(err.len(), 3, "{err:?}");
+    /// A reference table.
+    pub fn reference(name: impl Into<String>) -> Self {
+        TableSpec {
+            name: name.into(),
+            kind: TableKindName::Reference,
+            column: None,
+            vindex: None,
+            values: None,
+        }
     }
 }
