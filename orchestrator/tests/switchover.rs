@@ -4,55 +4,13 @@
 
 mod common;
 
-use common::{create_table, eventually, fingerprint, insert_rows, scalar, Scenario, WAIT};
+use common::{
+    assert_replica_of, assert_same_everywhere, create_table, eventually, insert_rows, scalar,
+    Scenario, WAIT,
+};
 use mysql_async::prelude::Queryable;
 use orchestrator::{OrchestratorError, OrchestratorSettings};
 use shard_map::Role;
-
-/// Every running node holds the same data and GTID position.
-pub async fn assert_same_everywhere(s: &Scenario, nodes: &[String]) {
-    eventually("the same data and position on every node", WAIT, || async {
-        let mut seen = Vec::new();
-        for addr in nodes {
-            let mut c = s.admin(addr).await?;
-            seen.push((addr.clone(), fingerprint(&mut c).await?));
-        }
-        let first = &seen[0].1;
-        anyhow::ensure!(seen.iter().all(|(_, f)| f == first), "{seen:?}");
-        Ok(())
-    })
-    .await;
-}
-
-/// `addr` is read-only and replicates from `leader` with both threads running.
-pub async fn assert_replica_of(s: &Scenario, addr: &str, leader: &str) {
-    eventually(
-        &format!("{addr} replicating from {leader}"),
-        WAIT,
-        || async {
-            let mut c = s.admin(addr).await?;
-            let ro: i64 = scalar(&mut c, "SELECT @@global.read_only").await?;
-            anyhow::ensure!(ro == 1, "{addr} read_only = {ro}");
-            let row: mysql_async::Row = c
-                .query_first("SHOW SLAVE STATUS")
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("{addr}: no replication"))?;
-            let get = |n: &str| row.get::<String, _>(n).unwrap_or_default();
-            let source = format!("{}:{}", get("Master_Host"), get("Master_Port"));
-            anyhow::ensure!(
-                source == leader
-                    && get("Slave_IO_Running") == "Yes"
-                    && get("Slave_SQL_Running") == "Yes",
-                "{addr}: source {source}, IO {}, SQL {}, {}",
-                get("Slave_IO_Running"),
-                get("Slave_SQL_Running"),
-                get("Last_Error")
-            );
-            Ok(())
-        },
-    )
-    .await;
-}
 
 /// `addr` takes the application's writes.
 async fn assert_writable(s: &Scenario, addr: &str, id: u32) {

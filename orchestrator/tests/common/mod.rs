@@ -135,6 +135,8 @@ pub struct Scenario {
     pub lc: LocalClusters,
     pub topology: shard_map::TopologyHandle,
     pub orch: std::sync::Arc<orchestrator::Orchestrator>,
+    /// What the orchestrator watches.
+    pub specs: Vec<orchestrator::ClusterSpec>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     // Last: removed after the servers are gone.
@@ -170,30 +172,27 @@ impl Scenario {
         let specs = vec![watch(lc.clusters()[0].monitor_spec())];
         let topology =
             shard_map::TopologyHandle::new(orchestrator::monitor::initial_topology(&specs));
-        let spec = lc.spec();
-        let monitor = orchestrator::MonitorConfig::new(&spec.admin_user, &spec.admin_password);
-        let orch = orchestrator::Orchestrator::new(
-            monitor,
-            settings,
-            specs,
-            topology.clone(),
-            spec.repl_user.clone(),
-            spec.repl_password.clone(),
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(orch.clone().run(async {
-            let _ = stopped.await;
-        }));
+        let (orch, stop, task) = launch(&lc, &specs, &topology, settings);
         let scenario = Scenario {
             lc,
             topology,
             orch,
+            specs,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
         };
         scenario.wait_healthy().await;
         scenario
+    }
+
+    /// Replaces the orchestrator with one using `settings` (same topology, fresh memory).
+    pub async fn restart_orchestrator(&mut self, settings: orchestrator::OrchestratorSettings) {
+        self.stop_orchestrator().await;
+        let (orch, stop, task) = launch(&self.lc, &self.specs, &self.topology, settings);
+        self.orch = orch;
+        self.stop = Some(stop);
+        self.task = Some(task);
     }
 
     /// `c1` as published now.
@@ -308,6 +307,86 @@ impl Scenario {
     }
 }
 
+type Launched = (
+    std::sync::Arc<orchestrator::Orchestrator>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// An orchestrator with the monitor's defaults, running.
+fn launch(
+    lc: &LocalClusters,
+    specs: &[orchestrator::ClusterSpec],
+    topology: &shard_map::TopologyHandle,
+    settings: orchestrator::OrchestratorSettings,
+) -> Launched {
+    let spec = lc.spec();
+    let monitor = orchestrator::MonitorConfig::new(&spec.admin_user, &spec.admin_password);
+    let orch = orchestrator::Orchestrator::new(
+        monitor,
+        settings,
+        specs.to_vec(),
+        topology.clone(),
+        spec.repl_user.clone(),
+        spec.repl_password.clone(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(orch.clone().run(async {
+        let _ = stopped.await;
+    }));
+    (orch, stop, task)
+}
+
+/// A TCP proxy in front of one server, which the test can cut: open connections are closed
+/// and new ones dropped at once.
+pub struct Proxy {
+    pub addr: String,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts it on a free port; must be called within the tokio runtime.
+    pub fn start(upstream: &str) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let upstream = upstream.to_owned();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *cut_rx.borrow() {
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cut = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut, task }
+    }
+
+    /// From now on nothing gets through.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// `t.k (id INT PRIMARY KEY, v VARCHAR(64))` on the leader.
 pub async fn create_table(conn: &mut Conn) -> anyhow::Result<()> {
     conn.query_drop("CREATE DATABASE IF NOT EXISTS t").await?;
@@ -334,4 +413,49 @@ pub async fn fingerprint(conn: &mut Conn) -> anyhow::Result<(String, u64)> {
         .ok_or_else(|| anyhow::anyhow!("no checksum row"))?;
     let sum: Option<u64> = row.get_opt(1).transpose()?.flatten();
     Ok((pos, sum.unwrap_or(0)))
+}
+
+/// Every running node holds the same data and GTID position.
+pub async fn assert_same_everywhere(s: &Scenario, nodes: &[String]) {
+    eventually("the same data and position on every node", WAIT, || async {
+        let mut seen = Vec::new();
+        for addr in nodes {
+            let mut c = s.admin(addr).await?;
+            seen.push((addr.clone(), fingerprint(&mut c).await?));
+        }
+        let first = &seen[0].1;
+        anyhow::ensure!(seen.iter().all(|(_, f)| f == first), "{seen:?}");
+        Ok(())
+    })
+    .await;
+}
+
+/// `addr` is read-only and replicates from `leader` with both threads running.
+pub async fn assert_replica_of(s: &Scenario, addr: &str, leader: &str) {
+    eventually(
+        &format!("{addr} replicating from {leader}"),
+        WAIT,
+        || async {
+            let mut c = s.admin(addr).await?;
+            let ro: i64 = scalar(&mut c, "SELECT @@global.read_only").await?;
+            anyhow::ensure!(ro == 1, "{addr} read_only = {ro}");
+            let row: mysql_async::Row = c
+                .query_first("SHOW SLAVE STATUS")
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("{addr}: no replication"))?;
+            let get = |n: &str| row.get::<String, _>(n).unwrap_or_default();
+            let source = format!("{}:{}", get("Master_Host"), get("Master_Port"));
+            anyhow::ensure!(
+                source == leader
+                    && get("Slave_IO_Running") == "Yes"
+                    && get("Slave_SQL_Running") == "Yes",
+                "{addr}: source {source}, IO {}, SQL {}, {}",
+                get("Slave_IO_Running"),
+                get("Slave_SQL_Running"),
+                get("Last_Error")
+            );
+            Ok(())
+        },
+    )
+    .await;
 }

@@ -1,0 +1,137 @@
+//! Rejoin scenarios against real servers: after a failover the old leader comes back and
+//! rejoins as a replica of the new one; or, holding a transaction nobody received, it is
+//! fenced and kept out.
+
+mod common;
+
+use common::{
+    assert_replica_of, assert_same_everywhere, create_table, eventually, insert_rows, scalar,
+    Scenario, WAIT,
+};
+use mysql_async::prelude::Queryable;
+use orchestrator::OrchestratorSettings;
+use shard_map::Role;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_leader_rejoins_as_a_replica() {
+    let mut s = Scenario::start(2, true, OrchestratorSettings::default()).await;
+    let old = s.leader();
+    let epoch = s.epoch();
+    let mut c = s.app(&old).await.expect("app");
+    create_table(&mut c).await.expect("table");
+    insert_rows(&mut c, 0, 50).await.expect("rows");
+    drop(c);
+
+    s.kill(&old);
+    let new = s.wait_new_epoch(epoch).await.leader.expect("new leader");
+    let mut w = s.app(&new).await.expect("app");
+    insert_rows(&mut w, 50, 60)
+        .await
+        .expect("rows on the new leader");
+    // As the sandbox does on a new epoch: the state file follows the leader, so the old
+    // leader restarts read-only.
+    s.lc.set_leader("c1", &new).expect("set leader");
+    s.lc.start_node("c1", &old)
+        .await
+        .expect("restart the old leader");
+
+    let done = s.wait_event("rejoin.done", &old).await;
+    assert!(done.message.contains(&new), "{done:?}");
+    assert_replica_of(&s, &old, &new).await;
+    assert_same_everywhere(&s, &s.addrs()).await;
+    eventually("the old leader published as a replica", WAIT, || async {
+        let c = s.cluster();
+        let role = c.node(&old).map(|n| n.role);
+        anyhow::ensure!(role == Some(Role::Replica), "{role:?}");
+        anyhow::ensure!(c.leader.as_deref() == Some(new.as_str()));
+        Ok(())
+    })
+    .await;
+    // Semi-sync comes back with the rejoined replica.
+    let mut a = s.admin(&new).await.expect("admin");
+    let on: i64 = scalar(&mut a, "SELECT @@global.rpl_semi_sync_master_enabled")
+        .await
+        .expect("flag");
+    assert_eq!(on, 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejoin_is_refused_when_the_old_leader_has_extra_transactions() {
+    // Async: with semi-sync the write below would wait for an acknowledgement.
+    let settings = OrchestratorSettings {
+        failover_even_if_lagging: true,
+        ..OrchestratorSettings::default()
+    };
+    let mut s = Scenario::start(2, false, settings).await;
+    let old = s.leader();
+    let epoch = s.epoch();
+    let mut c = s.app(&old).await.expect("app");
+    create_table(&mut c).await.expect("table");
+    insert_rows(&mut c, 0, 10).await.expect("rows");
+    let replicas: Vec<String> = s.addrs().into_iter().filter(|a| *a != old).collect();
+    for addr in &replicas {
+        // Wait for the rows, then cut the replica off.
+        let ten = eventually("the rows replicated", WAIT, || async {
+            let mut a = s.admin(addr).await?;
+            let n: i64 = scalar(&mut a, "SELECT COUNT(*) FROM t.k").await?;
+            anyhow::ensure!(n == 10, "{n} rows");
+            Ok(a)
+        })
+        .await;
+        let mut a = ten;
+        a.query_drop("STOP SLAVE IO_THREAD").await.expect("stop IO");
+    }
+    insert_rows(&mut c, 10, 11)
+        .await
+        .expect("a write nobody receives");
+    let extra: String = scalar(&mut c, "SELECT @@global.gtid_binlog_pos")
+        .await
+        .expect("position");
+    drop(c);
+
+    s.kill(&old);
+    let new = s.wait_new_epoch(epoch).await.leader.expect("new leader");
+    // Restarted as the leader the state file still names: writable, until fenced.
+    s.lc.start_node("c1", &old)
+        .await
+        .expect("restart the old leader");
+
+    let refused = s.wait_event("rejoin.refused", &old).await;
+    assert!(
+        refused.message.contains(&extra),
+        "the extra GTID {extra} is named: {refused:?}"
+    );
+    let mut a = s.admin(&old).await.expect("admin on the old leader");
+    let ro: i64 = scalar(&mut a, "SELECT @@global.read_only")
+        .await
+        .expect("ro");
+    assert_eq!(ro, 1, "fenced");
+    let status: Option<mysql_async::Row> =
+        a.query_first("SHOW SLAVE STATUS").await.expect("status");
+    assert!(status.is_none(), "not replicating");
+    let has: i64 = scalar(&mut a, "SELECT COUNT(*) FROM t.k WHERE id = 10")
+        .await
+        .expect("count");
+    assert_eq!(has, 1, "its extra row is kept for the operator to look at");
+    eventually("the old leader published as unknown", WAIT, || async {
+        let c = s.cluster();
+        let role = c.node(&old).map(|n| n.role);
+        anyhow::ensure!(role == Some(Role::Unknown), "{role:?}");
+        anyhow::ensure!(c.leader.as_deref() == Some(new.as_str()));
+        Ok(())
+    })
+    .await;
+    assert!(
+        s.events().iter().any(|e| e.kind == "rejoin.fence"),
+        "{:#?}",
+        s.events()
+    );
+    // The new leader never got the extra row.
+    let mut n = s.app(&new).await.expect("app");
+    let has: i64 = scalar(&mut n, "SELECT COUNT(*) FROM t.k WHERE id = 10")
+        .await
+        .expect("count");
+    assert_eq!(has, 0);
+    s.stop().await;
+}
