@@ -32,8 +32,12 @@ use crate::elect::{elect, LeaderFacts, Rules};
 use crate::gtid::GtidPos;
 
 const STEP: &str = "switchover.step";
-/// How often the leader's running transactions are listed while waiting for them.
-const BUSY_POLL: Duration = Duration::from_millis(50);
+/// How often the leader's transactions are listed while waiting for them. More than 100 ms:
+/// InnoDB refreshes its `INNODB_TRX` cache only when nobody read it for 100 ms
+/// (`CACHE_MIN_IDLE_TIME_US`), so reading faster shows the same, stale list forever.
+const BUSY_POLL: Duration = Duration::from_millis(150);
+/// How often running statements are listed while draining (`PROCESSLIST` is not cached).
+const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// What has been changed so far, to undo it.
 #[derive(Debug, Default)]
@@ -327,7 +331,7 @@ impl Orchestrator {
     ) -> Result<Result<(), String>, OrchestratorError> {
         let limit = Duration::from_millis(self.settings.switchover_wait_trx_ms);
         let deadline = Instant::now() + limit;
-        let first = busy(leader).await?;
+        let first = busy(leader, true).await?;
         if first.is_empty() {
             log.step(STEP, "no transactions or queries running on the leader");
             return Ok(Ok(()));
@@ -342,7 +346,7 @@ impl Orchestrator {
         );
         loop {
             sleep(BUSY_POLL).await;
-            let now = busy(leader).await?;
+            let now = busy(leader, true).await?;
             let still: Vec<Busy> = now
                 .into_iter()
                 .filter(|n| first.iter().any(|b| b.key == n.key))
@@ -372,14 +376,15 @@ impl Orchestrator {
         log: &mut OpLog<'_>,
         changes: &mut Changes,
     ) -> Result<String, OrchestratorError> {
-        // Transactions in flight when routers began holding get a moment to commit.
+        // Statements in flight when routers began holding get a moment to complete. Only
+        // statements: `INNODB_TRX` is too stale to poll quickly (see BUSY_POLL).
         let drain = Duration::from_millis(self.settings.switchover_wait_trx_ms)
             .min(self.settings.hold_max() / 4);
         let deadline = Instant::now() + drain;
-        let mut left = busy(leader).await?;
+        let mut left = busy(leader, false).await?;
         while !left.is_empty() && Instant::now() < deadline {
-            sleep(Duration::from_millis(10)).await;
-            left = busy(leader).await?;
+            sleep(DRAIN_POLL).await;
+            left = busy(leader, false).await?;
         }
         if !left.is_empty() {
             log.step(
@@ -498,11 +503,13 @@ type TrxRow = (String, u64, Option<String>, i64, Option<String>);
 /// `PROCESSLIST`: connection, query id, user, ms running, statement.
 type QueryRow = (u64, u64, String, f64, Option<String>);
 
-/// Transactions open and queries running on `conn`'s server, other than `conn`'s own and
-/// server threads'.
-async fn busy(conn: &mut NodeConn) -> Result<Vec<Busy>, OrchestratorError> {
-    let trx: Vec<TrxRow> = conn
-        .rows(
+/// Queries running (and with `transactions`, transactions open) on `conn`'s server, other than
+/// `conn`'s own and server threads'.
+async fn busy(conn: &mut NodeConn, transactions: bool) -> Result<Vec<Busy>, OrchestratorError> {
+    let trx: Vec<TrxRow> = if !transactions {
+        Vec::new()
+    } else {
+        conn.rows(
             "listing open transactions",
             "SELECT t.trx_id, t.trx_mysql_thread_id, p.USER, \
              TIMESTAMPDIFF(SECOND, t.trx_started, NOW()), LEFT(t.trx_query, 80) \
@@ -510,7 +517,8 @@ async fn busy(conn: &mut NodeConn) -> Result<Vec<Busy>, OrchestratorError> {
              LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
              WHERE t.trx_mysql_thread_id NOT IN (0, CONNECTION_ID())",
         )
-        .await?;
+        .await?
+    };
     let queries: Vec<QueryRow> = conn
         .rows(
             "listing running queries",
