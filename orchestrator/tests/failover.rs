@@ -254,6 +254,10 @@ async fn leader_suspect_but_alive_for_its_replicas_is_not_failed_over() {
         "{:#?}",
         s.events()
     );
+    // An operator asking for a failover is refused too: the replicas are its evidence.
+    let err = s.orch.failover("c1").await.expect_err("refused");
+    assert!(err.to_string().contains("may be alive"), "{err}");
+    assert_eq!(s.epoch(), epoch);
     s.stop().await;
 }
 

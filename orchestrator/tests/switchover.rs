@@ -324,5 +324,15 @@ async fn switchover_to_a_named_replica_runs_the_hooks() {
         s.orch.switchover("nope", None).await,
         Err(OrchestratorError::UnknownCluster(_))
     ));
+
+    // A hold nobody owns (an operation that died half-way) is released by the next round.
+    s.topology.publish(|t| {
+        if let Some(c) = t.clusters.get_mut("c1") {
+            c.phase = shard_map::ClusterPhase::Held;
+        }
+    });
+    s.wait_event("hold.released", &target).await;
+    assert_eq!(s.cluster().phase, shard_map::ClusterPhase::Serving);
+    assert_eq!(s.leader(), target);
     s.stop().await;
 }

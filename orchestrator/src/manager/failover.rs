@@ -83,19 +83,20 @@ impl Orchestrator {
                 Err(e) => unreachable.push(format!("{addr} ({e})")),
             }
         }
-        let still: Vec<&str> = snaps
+        // A replica connected to the leader, or to an address we do not know (the leader
+        // under another name, say), is evidence that the leader lives.
+        let nodes = ctl.spec.all_nodes();
+        let still: Vec<String> = snaps
             .iter()
-            .filter(|(_, s)| {
-                s.replication
-                    .as_ref()
-                    .is_some_and(|r| r.io_running && r.source == old)
+            .filter_map(|(addr, s)| {
+                let r = s.replication.as_ref()?;
+                let elsewhere = r.source != old && nodes.contains(&r.source);
+                (r.io_running && !elsewhere).then(|| format!("{addr} (from {})", r.source))
             })
-            .map(|(a, _)| a.as_str())
             .collect();
         if !still.is_empty() {
             let why = format!(
-                "{old} is alive for its replicas: {} still replicate from it \
-                 (Slave_IO_Running=Yes)",
+                "{old} may be alive: replicas still replicate (Slave_IO_Running=Yes): {}",
                 still.join(", ")
             );
             return Err(self.refuse_failover(&mut log, automatic, why));

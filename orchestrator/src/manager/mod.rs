@@ -353,6 +353,11 @@ impl Orchestrator {
     /// A router saw a connection to `addr` fail: poll it now. Only a signal: the verdict is
     /// still the detector's.
     pub fn report_failure(&self, addr: &str) {
+        self.poll_now(addr);
+    }
+
+    /// Asks the monitor to poll `addr` out of turn (nothing happens before `run`).
+    fn poll_now(&self, addr: &str) {
         let _ = self.poll_tx.send(addr.to_owned());
     }
 
@@ -532,15 +537,22 @@ impl Orchestrator {
                         .is_none_or(|h| h.status.state != NodeState::Down)
                 });
             }
-            if cs.phase == ClusterPhase::Held {
-                continue;
-            }
-            let Some(leader) = cs.leader.clone() else {
-                continue;
-            };
             let Ok(guard) = ctl.op.clone().try_lock_owned() else {
                 continue;
             };
+            let Some(leader) = cs.leader.clone() else {
+                continue;
+            };
+            if cs.phase == ClusterPhase::Held {
+                // Nobody holds the cluster: an operation ended without releasing the routers.
+                self.publish_phase(name, &leader, ClusterPhase::Serving);
+                self.event(
+                    name,
+                    "hold.released",
+                    format!("{name} was held with no operation running: serving again on {leader}"),
+                );
+                continue;
+            }
             let (leader_view, replicas) = views(&ctl.spec, &leader, state);
             match detect(&leader_view, &replicas, self.monitor.down_after) {
                 Verdict::Unknown | Verdict::Failing => {}
@@ -613,10 +625,16 @@ impl Orchestrator {
         }
     }
 
-    /// Notes that an operation ended: rounds polled before now are not acted on.
+    /// Notes that an operation ended: rounds polled before now are not acted on, and every
+    /// node of the cluster is polled again at once.
     fn settle(&self, cluster: &str) {
         if let Some(mut m) = self.memory(cluster) {
             m.settled_at = Some(Instant::now());
+        }
+        if let Some(ctl) = self.clusters.get(cluster) {
+            for addr in ctl.spec.all_nodes() {
+                self.poll_now(&addr);
+            }
         }
     }
 
