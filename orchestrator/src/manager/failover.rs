@@ -3,7 +3,6 @@
 //! the winner apply its relay log, promote it, repoint the other replicas, publish the new
 //! leader with the next epoch.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shard_map::{ClusterPhase, Role};
@@ -11,7 +10,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
 use super::node::{NodeConn, NodeSnapshot};
-use super::{OpLog, OperationReport, Orchestrator, OrchestratorError};
+use super::{OpLog, OperationReport, Orchestrator, OrchestratorError, Others};
 use crate::elect::{elect, Rules};
 
 /// How long a new leader waits for a semi-sync replica before turning semi-sync on.
@@ -65,24 +64,13 @@ impl Orchestrator {
         }
 
         // Fresh facts: the monitor's are up to a round old.
-        let others: Vec<String> = ctl
-            .spec
-            .all_nodes()
-            .into_iter()
-            .filter(|a| *a != old)
-            .collect();
-        let mut conns: BTreeMap<String, NodeConn> = BTreeMap::new();
-        let mut snaps: BTreeMap<String, NodeSnapshot> = BTreeMap::new();
-        let mut unreachable = Vec::new();
-        for (addr, read) in self.snapshots(&others).await {
-            match read {
-                Ok((conn, snap)) => {
-                    conns.insert(addr.clone(), conn);
-                    snaps.insert(addr, snap);
-                }
-                Err(e) => unreachable.push(format!("{addr} ({e})")),
-            }
-        }
+        let others = self.others(ctl, &old).await;
+        let unreachable = others.unreachable_list();
+        let Others {
+            mut conns,
+            mut snaps,
+            ..
+        } = others;
         // A replica connected to the leader, or to an address we do not know (the leader
         // under another name, say), is evidence that the leader lives.
         let nodes = ctl.spec.all_nodes();
@@ -119,7 +107,7 @@ impl Orchestrator {
             Err(e) => {
                 let mut why = format!("failover of {old}: {e}");
                 if !unreachable.is_empty() {
-                    why.push_str(&format!("; unreachable: {}", unreachable.join(", ")));
+                    why.push_str(&format!("; unreachable: {unreachable}"));
                 }
                 return Err(self.refuse_failover(&mut log, automatic, why));
             }
@@ -147,7 +135,7 @@ impl Orchestrator {
         if !unreachable.is_empty() {
             log.step(
                 "failover.step",
-                format!("unreachable, left as they are: {}", unreachable.join(", ")),
+                format!("unreachable, left as they are: {unreachable}"),
             );
         }
         self.hook(&mut log, "before_failover", &old, &winner).await;

@@ -505,21 +505,34 @@ impl Orchestrator {
         }
     }
 
-    /// Connects to each of `addrs` at once and reads its snapshot.
-    async fn snapshots(
-        &self,
-        addrs: &[String],
-    ) -> Vec<(String, Result<(NodeConn, NodeSnapshot), OrchestratorError>)> {
+    /// Connects to every node of the cluster but `leader` at once and reads its snapshot.
+    async fn others(&self, ctl: &ClusterCtl, leader: &str) -> Others {
+        let addrs: Vec<String> = ctl
+            .spec
+            .all_nodes()
+            .into_iter()
+            .filter(|a| a != leader)
+            .collect();
         let reads = addrs.iter().map(|addr| async move {
             let result = async {
                 let mut conn = NodeConn::connect(addr, &self.access).await?;
                 let snap = conn.snapshot().await?;
-                Ok((conn, snap))
+                Ok::<_, OrchestratorError>((conn, snap))
             }
             .await;
             (addr.clone(), result)
         });
-        futures::future::join_all(reads).await
+        let mut others = Others::default();
+        for (addr, read) in futures::future::join_all(reads).await {
+            match read {
+                Ok((conn, snap)) => {
+                    others.conns.insert(addr.clone(), conn);
+                    others.snaps.insert(addr, snap);
+                }
+                Err(e) => others.unreachable.push((addr, e.to_string())),
+            }
+        }
+        others
     }
 
     /// After a monitor round: detection and rejoin for every cluster not busy.
@@ -698,6 +711,25 @@ fn views(spec: &ClusterSpec, leader: &str, state: &MonitorState) -> (LeaderView,
         })
         .collect();
     (leader_view, replicas)
+}
+
+/// The nodes other than the leader, as an operation found them.
+#[derive(Default)]
+struct Others {
+    conns: BTreeMap<String, NodeConn>,
+    snaps: BTreeMap<String, NodeSnapshot>,
+    /// Address and why it could not be read.
+    unreachable: Vec<(String, String)>,
+}
+
+impl Others {
+    fn unreachable_list(&self) -> String {
+        self.unreachable
+            .iter()
+            .map(|(a, e)| format!("{a} ({e})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// The events of one operation, recorded in the cluster's ring as they happen.

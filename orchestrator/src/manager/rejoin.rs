@@ -1,6 +1,7 @@
 //! Bringing nodes back in place once the leader is confirmed healthy (up, writable, not
-//! replicating): a writable node that is not the leader is fenced (`read_only=1`, clients
-//! killed) whatever the settings say; with `rejoin`, a node that does not replicate (a
+//! replicating). Nodes under maintenance are left to the operator. A writable node that is
+//! not the leader is fenced (`read_only=1`, clients killed) whatever `rejoin` says; with
+//! `rejoin`, a node that does not replicate (a
 //! recovered old leader) or replicates from another node of the cluster (a replica that
 //! missed a failover) is made a replica of the leader, provided it holds no transaction the
 //! leader lacks. One that does is kept out: read-only, not replicating, role `Unknown`,

@@ -19,7 +19,6 @@
 //! Anything failing before the promotion is undone (old leader writable with its
 //! `max_connections`, candidate replicating again, `Serving` with the old leader and epoch).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shard_map::{ClusterPhase, Role};
@@ -27,7 +26,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::time::{sleep, Instant};
 
 use super::node::{NodeConn, NodeSnapshot, SERVER_COMMANDS, SYSTEM_USERS};
-use super::{OpLog, OperationReport, Orchestrator, OrchestratorError};
+use super::{OpLog, OperationReport, Orchestrator, OrchestratorError, Others};
 use crate::elect::{elect, LeaderFacts, Rules};
 use crate::gtid::GtidPos;
 
@@ -66,6 +65,12 @@ impl Orchestrator {
         _guard: OwnedMutexGuard<()>,
     ) -> Result<OperationReport, OrchestratorError> {
         let result = self.switchover_locked(cluster, to).await;
+        if let Err(e) = &result {
+            // Refusals are logged where they are decided.
+            if !matches!(e, OrchestratorError::Refused(_)) {
+                self.event(cluster, "switchover.failed", e.to_string());
+            }
+        }
         self.settle(cluster);
         result
     }
@@ -116,24 +121,13 @@ impl Orchestrator {
                 format!("the leader {old} has log_bin OFF"),
             ));
         }
-        let others: Vec<String> = ctl
-            .spec
-            .all_nodes()
-            .into_iter()
-            .filter(|a| *a != old)
-            .collect();
-        let mut conns: BTreeMap<String, NodeConn> = BTreeMap::new();
-        let mut snaps: BTreeMap<String, NodeSnapshot> = BTreeMap::new();
-        let mut unreachable = Vec::new();
-        for (addr, read) in self.snapshots(&others).await {
-            match read {
-                Ok((conn, snap)) => {
-                    conns.insert(addr.clone(), conn);
-                    snaps.insert(addr, snap);
-                }
-                Err(e) => unreachable.push((addr, e.to_string())),
-            }
-        }
+        let others = self.others(ctl, &old).await;
+        let unreachable = others.unreachable.clone();
+        let Others {
+            mut conns,
+            mut snaps,
+            ..
+        } = others;
         if let Some(to) = to {
             if let Some((_, e)) = unreachable.iter().find(|(a, _)| a == to) {
                 return Err(refuse(&mut log, format!("{to} is unreachable: {e}")));
