@@ -1,25 +1,29 @@
-//! The admin HTTP API (axum): health, cluster topology and router counters, under
-//! `/api/v1`, with bearer-token auth on everything but health.
+//! The admin HTTP API (axum) under `/api/v1`: health, cluster topology, router counters, and
+//! the orchestrator's operations (switchover, failover, node flags, failover limits, events).
+//! Bearer-token auth on everything but health; errors are JSON `{"error": ...}`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use orchestrator::{Orchestrator, OrchestratorError};
 use router::config::Secret;
 use router::RouterContext;
+use serde::Deserialize;
 use serde_json::json;
-use shard_map::{NodeState, TopologyHandle};
+use shard_map::{NodeFlags, NodeState, TopologyHandle};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AdminState {
     pub topology: TopologyHandle,
     pub router: Arc<RouterContext>,
+    pub orchestrator: Arc<Orchestrator>,
     pub token: Secret,
 }
 
@@ -27,6 +31,15 @@ pub struct AdminState {
 pub fn routes(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/api/v1/clusters", get(clusters))
+        .route("/api/v1/clusters/{name}", get(cluster))
+        .route("/api/v1/clusters/{name}/switchover", post(switchover))
+        .route("/api/v1/clusters/{name}/failover", post(failover))
+        .route(
+            "/api/v1/clusters/{name}/failover-limits/reset",
+            post(reset_limits),
+        )
+        .route("/api/v1/clusters/{name}/events", get(events))
+        .route("/api/v1/clusters/{name}/nodes/{addr}/flags", put(set_flags))
         .route("/api/v1/router", get(router_stats))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -46,6 +59,80 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "no such endpoint; see /api/v1/health, /api/v1/clusters, /api/v1/router",
     )
+}
+
+/// The HTTP answer for an orchestrator error.
+fn orchestrator_error(e: OrchestratorError) -> Response {
+    let status = match &e {
+        OrchestratorError::UnknownCluster(_) | OrchestratorError::UnknownNode { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        OrchestratorError::Busy(_) => StatusCode::CONFLICT,
+        OrchestratorError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        OrchestratorError::BadAddress(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &e.to_string())
+}
+
+async fn cluster(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    let t = state.topology.load();
+    match t.cluster(&name) {
+        Some(c) => Json(c).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("unknown cluster `{name}`")),
+    }
+}
+
+/// Body of a switchover request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchoverRequest {
+    /// The replica to promote (`host:port`); elected when absent.
+    to: Option<String>,
+}
+
+async fn switchover(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    body: Option<Json<SwitchoverRequest>>,
+) -> Response {
+    let to = body.and_then(|Json(b)| b.to);
+    match state.orchestrator.switchover(&name, to.as_deref()).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => orchestrator_error(e),
+    }
+}
+
+async fn failover(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    match state.orchestrator.failover(&name).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => orchestrator_error(e),
+    }
+}
+
+async fn reset_limits(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    match state.orchestrator.reset_failover_limits(&name) {
+        Ok(()) => Json(json!({ "reset": name })).into_response(),
+        Err(e) => orchestrator_error(e),
+    }
+}
+
+async fn events(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    match state.orchestrator.events(&name) {
+        Ok(events) => Json(json!({ "cluster": name, "events": events })).into_response(),
+        Err(e) => orchestrator_error(e),
+    }
+}
+
+async fn set_flags(
+    State(state): State<AdminState>,
+    Path((name, addr)): Path<(String, String)>,
+    Json(flags): Json<NodeFlags>,
+) -> Response {
+    match state.orchestrator.set_node_flags(&name, &addr, flags) {
+        Ok(()) => Json(json!({ "cluster": name, "node": addr, "flags": flags })).into_response(),
+        Err(e) => orchestrator_error(e),
+    }
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
@@ -130,6 +217,10 @@ async fn router_stats(State(state): State<AdminState>) -> Response {
         "unparsed_statements": m.unparsed.load(Ordering::Relaxed),
         "errors": m.errors.load(Ordering::Relaxed),
         "backend_retries": m.backend_retries.load(Ordering::Relaxed),
+        "held_statements": m.held_statements.load(Ordering::Relaxed),
+        "hold_timeouts": m.hold_timeouts.load(Ordering::Relaxed),
+        "leader_change_retries": m.leader_change_retries.load(Ordering::Relaxed),
+        "held_now": state.router.held.load(Ordering::Relaxed),
         "session_panics": m.session_panics.load(Ordering::Relaxed),
         "classifier": { "hits": c.hits, "misses": c.misses, "unparsed": c.unparsed },
         "pools": state.router.pools.stats(),

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use orchestrator::monitor::{self, ClusterSpec, MonitorConfig};
+use orchestrator::Orchestrator;
 use router::backend::{BackendConn, ConnectOptions};
 use router::config::Secret;
+use router::context::FailureReporter;
 use router::RouterContext;
 use shard_map::TopologyHandle;
 use tokio::net::TcpListener;
@@ -26,6 +28,7 @@ pub struct App {
     pub admin_addr: SocketAddr,
     pub topology: TopologyHandle,
     pub router: Arc<RouterContext>,
+    pub orchestrator: Arc<Orchestrator>,
     pub admin_token: Secret,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -61,11 +64,32 @@ impl App {
         let shard_map = config
             .shard_map()
             .map_err(|e| anyhow::anyhow!("invalid keyspaces: {e:?}"))?;
-        let router = Arc::new(RouterContext::new(
-            config.router.clone(),
+        let o = &config.orchestrator;
+        let mut mcfg = MonitorConfig::new(o.user.clone(), o.password.expose().to_string());
+        mcfg.tick = Duration::from_millis(o.tick_ms);
+        mcfg.connect_timeout = Duration::from_millis(o.connect_timeout_ms);
+        mcfg.down_after = o.down_after;
+        let orchestrator = Orchestrator::new(
+            mcfg,
+            config.failover.clone(),
+            specs,
             topology.clone(),
-            shard_map,
-        ));
+            o.repl_user.clone(),
+            o.repl_password.expose().to_string(),
+        );
+        // Failures the router sees on live traffic make the orchestrator look at once.
+        let reporter = {
+            let o = Arc::downgrade(&orchestrator);
+            FailureReporter(Arc::new(move |addr: &str| {
+                if let Some(o) = o.upgrade() {
+                    o.report_failure(addr);
+                }
+            }))
+        };
+        let router = Arc::new(
+            RouterContext::new(config.router.clone(), topology.clone(), shard_map)
+                .with_failure_reporter(reporter),
+        );
         let router_listener = TcpListener::bind(&config.router.listen)
             .await
             .with_context(|| format!("can't listen on {} (router)", config.router.listen))?;
@@ -87,20 +111,11 @@ impl App {
             router.clone(),
             stopped(),
         )));
-        let o = &config.orchestrator;
-        let mut mcfg = MonitorConfig::new(o.user.clone(), o.password.expose().to_string());
-        mcfg.tick = Duration::from_millis(o.tick_ms);
-        mcfg.connect_timeout = Duration::from_millis(o.connect_timeout_ms);
-        mcfg.down_after = o.down_after;
-        tasks.push(tokio::spawn(monitor::run(
-            mcfg,
-            specs,
-            topology.clone(),
-            stopped(),
-        )));
+        tasks.push(tokio::spawn(orchestrator.clone().run(stopped())));
         let api = admin::routes(AdminState {
             topology: topology.clone(),
             router: router.clone(),
+            orchestrator: orchestrator.clone(),
             token: token.clone(),
         });
         let admin_stop = stopped();
@@ -117,6 +132,7 @@ impl App {
             admin_addr,
             topology,
             router,
+            orchestrator,
             admin_token: token,
             stop,
             tasks,

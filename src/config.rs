@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use orchestrator::OrchestratorSettings;
 use router::config::Secret;
 use router::RouterConfig;
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,9 @@ pub struct Config {
     pub router: RouterConfig,
     pub admin: AdminConfig,
     pub orchestrator: OrchestratorConfig,
+    /// Failure detection, failover and switchover policy.
+    #[serde(default)]
+    pub failover: OrchestratorSettings,
     pub clusters: Vec<ClusterConfig>,
     #[serde(default)]
     pub keyspaces: Vec<Keyspace>,
@@ -54,6 +58,18 @@ pub struct OrchestratorConfig {
     /// Failed polls after which a node is declared down.
     #[serde(default = "default_down_after")]
     pub down_after: u32,
+    /// The user replicas connect to their leader with (used when repointing them).
+    #[serde(default = "default_repl_user")]
+    pub repl_user: String,
+    #[serde(default = "default_repl_password")]
+    pub repl_password: Secret,
+}
+
+fn default_repl_user() -> String {
+    "repl".into()
+}
+fn default_repl_password() -> Secret {
+    Secret::new("repl")
 }
 
 fn default_tick_ms() -> u64 {
@@ -159,6 +175,13 @@ impl Config {
             problems.push(format!(
                 "router.listen `{}` is not host:port",
                 self.router.listen
+            ));
+        }
+        if self.router.hold_timeout_ms < self.failover.hold_max_ms {
+            problems.push(format!(
+                "router.hold_timeout_ms ({}) must be at least failover.hold_max_ms ({}), or \
+                 statements give up while the orchestrator still holds them",
+                self.router.hold_timeout_ms, self.failover.hold_max_ms
             ));
         }
         if self.orchestrator.tick_ms == 0 {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use switchyard::cli;
 use switchyard::sandbox::{self, SandboxOptions};
 use switchyard::{App, Config};
 
@@ -52,6 +53,35 @@ enum Command {
         #[arg(long, default_value = "app")]
         app_password: String,
     },
+    /// Show every cluster and node of a running switchyard.
+    ///
+    /// Example: SWITCHYARD_ADMIN_TOKEN=... switchyard status --admin http://127.0.0.1:8080
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Planned switchover of a cluster's leader, step by step.
+    ///
+    /// Example: switchyard switchover c1 --to 127.0.0.1:3311
+    Switchover {
+        cluster: String,
+        /// The replica to promote (`host:port`); elected when absent.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Fail over a cluster whose leader is dead (refused while it is alive).
+    ///
+    /// Example: switchyard failover c1
+    Failover {
+        cluster: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Run against existing clusters described in a TOML file.
     ///
     /// Example: switchyard serve --config config/serve.toml
@@ -62,6 +92,27 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
         admin_token: Option<String>,
     },
+}
+
+/// How the operator commands reach the admin API.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Admin API base URL.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "SWITCHYARD_ADMIN"
+    )]
+    admin: String,
+    /// Admin API bearer token.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+}
+
+impl ApiArgs {
+    fn client(&self) -> cli::ApiClient {
+        cli::ApiClient::new(&self.admin, &self.admin_token)
+    }
 }
 
 #[tokio::main]
@@ -101,6 +152,37 @@ async fn main() -> anyhow::Result<()> {
                 app_password,
             };
             run_sandbox(opts).await
+        }
+        Command::Status { api, json } => {
+            let body = api.client().get("/api/v1/clusters").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                print!("{}", cli::format_status(&body));
+            }
+            Ok(())
+        }
+        Command::Switchover { cluster, to, api } => {
+            println!("switchover of {cluster} ...");
+            let body = serde_json::json!({ "to": to });
+            let report = api
+                .client()
+                .post(&format!("/api/v1/clusters/{cluster}/switchover"), body)
+                .await?;
+            print!("{}", cli::format_report(&report));
+            Ok(())
+        }
+        Command::Failover { cluster, api } => {
+            println!("failover of {cluster} ...");
+            let report = api
+                .client()
+                .post(
+                    &format!("/api/v1/clusters/{cluster}/failover"),
+                    serde_json::Value::Null,
+                )
+                .await?;
+            print!("{}", cli::format_report(&report));
+            Ok(())
         }
         Command::Serve {
             config,
@@ -167,7 +249,25 @@ async fn run_sandbox(opts: SandboxOptions) -> anyhow::Result<()> {
         "ready in {:.1} s; Ctrl-C stops everything",
         started.elapsed().as_secs_f64()
     );
-    stop_signal().await;
+    // Keep the local state file's leaders in step with failovers and switchovers, so that a
+    // restart brings each cluster back with its current leader.
+    let mut local = local;
+    let mut changes = app.topology.subscribe();
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                if let Err(e) = sandbox::follow_leaders(&mut local, &app.topology.load()) {
+                    tracing::warn!(error = %e, "could not record the new leader");
+                }
+            }
+        }
+    }
     println!("stopping ...");
     app.shutdown().await;
     local.stop().await?;

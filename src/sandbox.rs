@@ -76,8 +76,30 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
             tick_ms: 500,
             connect_timeout_ms: 1000,
             down_after: 3,
+            repl_user: spec.repl_user.clone(),
+            repl_password: Secret::new(spec.repl_password.as_str()),
         },
+        failover: Default::default(),
         clusters,
         keyspaces: Vec::new(),
     }
+}
+
+/// Records in the local clusters' state file every leader the topology has moved to.
+pub fn follow_leaders(
+    local: &mut LocalClusters,
+    topology: &shard_map::Topology,
+) -> Result<(), orchestrator::ProvisionError> {
+    let moved: Vec<(String, String)> = local
+        .clusters()
+        .iter()
+        .filter_map(|c| {
+            let leader = topology.cluster(&c.name)?.leader.clone()?;
+            (leader != c.leader).then(|| (c.name.clone(), leader))
+        })
+        .collect();
+    for (cluster, leader) in moved {
+        local.set_leader(&cluster, &leader)?;
+    }
+    Ok(())
 }

@@ -1,0 +1,306 @@
+//! The orchestrator and the router as one system: a leader killed under write traffic through
+//! the router loses no acknowledged write, and planned switchovers under load show clients no
+//! error at all.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{eventually, query_one, TestEnv};
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+
+/// What a writer saw.
+#[derive(Default)]
+struct Ledger {
+    /// Ids whose INSERT returned OK.
+    acked: Mutex<BTreeSet<u64>>,
+    /// Ids whose INSERT failed with a connection error: they may or may not have committed.
+    uncertain: Mutex<BTreeSet<u64>>,
+    /// Client errors by code.
+    errors: Mutex<Vec<(u16, String)>>,
+}
+
+/// Inserts unique ids through the router until `stop`.
+async fn writer(opts: mysql_async::Opts, base: u64, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
+    let mut conn: Option<Conn> = None;
+    let mut next = base;
+    while !stop.load(Ordering::Relaxed) {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Conn::new(opts.clone()).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    ledger
+                        .errors
+                        .lock()
+                        .unwrap()
+                        .push((0, format!("connect: {e}")));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let id = next;
+        next += 1;
+        match c
+            .exec_drop("INSERT INTO fo.t (id, v) VALUES (?, ?)", (id, id * 7))
+            .await
+        {
+            Ok(()) => {
+                ledger.acked.lock().unwrap().insert(id);
+            }
+            Err(mysql_async::Error::Server(e)) => {
+                ledger
+                    .errors
+                    .lock()
+                    .unwrap()
+                    .push((e.code, e.message.clone()));
+                if e.code == 2013 {
+                    ledger.uncertain.lock().unwrap().insert(id);
+                }
+            }
+            Err(e) => {
+                // The connection to the router itself broke: outcome unknown.
+                ledger.uncertain.lock().unwrap().insert(id);
+                ledger.errors.lock().unwrap().push((0, e.to_string()));
+                conn = None;
+            }
+        }
+    }
+}
+
+async fn ids_on(conn: &mut Conn) -> BTreeSet<u64> {
+    conn.query::<u64, _>("SELECT id FROM fo.t")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+async fn gtid_and_checksum(conn: &mut Conn) -> (String, i64) {
+    let gtid: String = query_one(conn, "SELECT @@gtid_current_pos").await;
+    let row: (String, i64) = conn
+        .query_first("CHECKSUM TABLE fo.t")
+        .await
+        .unwrap()
+        .unwrap();
+    (gtid, row.1)
+}
+
+fn leader_of(env: &TestEnv, cluster: &str) -> (String, u64) {
+    let t = env.app().topology.load();
+    let c = t.cluster(cluster).unwrap();
+    (c.leader.clone().unwrap_or_default(), c.epoch)
+}
+
+async fn setup(env: &TestEnv) {
+    let mut c = env.router_conn(None).await;
+    c.query_drop("CREATE DATABASE fo; CREATE TABLE fo.t (id BIGINT PRIMARY KEY, v BIGINT)")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_leader_under_router_writes_loses_no_acknowledged_write() {
+    let mut env = TestEnv::start(1, 2).await;
+    setup(&env).await;
+    let (old_leader, old_epoch) = leader_of(&env, "c1");
+    let ledger = Arc::new(Ledger::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            tokio::spawn(writer(
+                env.router_opts(None),
+                (w + 1) * 1_000_000,
+                ledger.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    eventually(Duration::from_secs(10), "writes flowing", || async {
+        (ledger.acked.lock().unwrap().len() > 200).then_some(())
+    })
+    .await;
+    env.local_mut().kill_node("c1", &old_leader).unwrap();
+    let acked_at_kill = ledger.acked.lock().unwrap().len();
+    // A new leader with a higher epoch, and writes acknowledged after it.
+    let (new_leader, new_epoch) = eventually(Duration::from_secs(30), "a new leader", || async {
+        let (l, e) = leader_of(&env, "c1");
+        (e > old_epoch && l != old_leader).then_some((l, e))
+    })
+    .await;
+    assert_eq!(new_epoch, old_epoch + 1);
+    eventually(
+        Duration::from_secs(20),
+        "writes acknowledged on the new leader",
+        || async { (ledger.acked.lock().unwrap().len() > acked_at_kill + 200).then_some(()) },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    let new_port: u16 = new_leader.rsplit(':').next().unwrap().parse().unwrap();
+    let mut leader = env.admin_conn(new_port).await;
+    let present = ids_on(&mut leader).await;
+    let acked = ledger.acked.lock().unwrap().clone();
+    let lost: Vec<_> = acked.difference(&present).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    let uncertain = ledger.uncertain.lock().unwrap().clone();
+    let phantom: Vec<_> = present
+        .difference(&acked)
+        .filter(|id| !uncertain.contains(id))
+        .collect();
+    assert!(
+        phantom.is_empty(),
+        "rows nobody was told about: {phantom:?}"
+    );
+
+    // The other replica follows the new leader and converges.
+    let (want_gtid, want_sum) = gtid_and_checksum(&mut leader).await;
+    let other = env
+        .local()
+        .cluster("c1")
+        .unwrap()
+        .nodes
+        .iter()
+        .find(|n| n.addr != old_leader && n.addr != new_leader)
+        .unwrap()
+        .port;
+    eventually(
+        Duration::from_secs(20),
+        "the other replica converges",
+        || async {
+            let mut c = Conn::new(common::opts_for(other, "switchyard", "switchyard", None))
+                .await
+                .ok()?;
+            (gtid_and_checksum(&mut c).await == (want_gtid.clone(), want_sum)).then_some(())
+        },
+    )
+    .await;
+
+    // The old leader comes back and rejoins as a replica: it has nothing the new leader
+    // lacks, so no write reached it after the new epoch.
+    env.local_mut().start_node("c1", &old_leader).await.unwrap();
+    let old_port: u16 = old_leader.rsplit(':').next().unwrap().parse().unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the old leader rejoins",
+        || async {
+            let mut c = Conn::new(common::opts_for(old_port, "switchyard", "switchyard", None))
+                .await
+                .ok()?;
+            let ro: i64 = c.query_first("SELECT @@global.read_only").await.ok()??;
+            let (gtid, sum) = gtid_and_checksum(&mut c).await;
+            (ro == 1 && gtid == want_gtid && sum == want_sum).then_some(())
+        },
+    )
+    .await;
+    let errors = ledger.errors.lock().unwrap().clone();
+    println!(
+        "acknowledged {} writes, {} client errors during the failover: {:?}",
+        acked.len(),
+        errors.len(),
+        errors.iter().map(|e| e.0).collect::<Vec<_>>()
+    );
+    drop(leader);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchovers_under_router_load_show_clients_no_error() {
+    let env = TestEnv::start(1, 2).await;
+    setup(&env).await;
+    let ledger = Arc::new(Ledger::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks: Vec<_> = (0..3)
+        .map(|w| {
+            tokio::spawn(writer(
+                env.router_opts(None),
+                (w + 1) * 1_000_000,
+                ledger.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    // A reader too, with a prepared statement.
+    let reads = Arc::new(AtomicU64::new(0));
+    let read_errors = Arc::new(Mutex::new(Vec::new()));
+    {
+        let (opts, stop, reads, read_errors) = (
+            env.router_opts(None),
+            stop.clone(),
+            reads.clone(),
+            read_errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::new(opts).await.unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                match c
+                    .exec_first::<i64, _, _>("SELECT COUNT(*) FROM fo.t WHERE id > ?", (0,))
+                    .await
+                {
+                    Ok(_) => {
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => read_errors.lock().unwrap().push(e.to_string()),
+                }
+            }
+        }));
+    }
+    let http = reqwest::Client::new();
+    for round in 1..=2u64 {
+        let (before, epoch) = leader_of(&env, "c1");
+        let acked = ledger.acked.lock().unwrap().len();
+        eventually(Duration::from_secs(10), "writes flowing", || async {
+            (ledger.acked.lock().unwrap().len() > acked + 100).then_some(())
+        })
+        .await;
+        let resp = http
+            .post(env.admin_url("/api/v1/clusters/c1/switchover"))
+            .bearer_auth("test-token")
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let report: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(status, 200, "switchover {round}: {report}");
+        let (after, new_epoch) = leader_of(&env, "c1");
+        assert_ne!(after, before);
+        assert_eq!(new_epoch, epoch + 1);
+        assert_eq!(report["new_leader"], after.as_str());
+    }
+    let acked = ledger.acked.lock().unwrap().len();
+    eventually(Duration::from_secs(10), "writes flowing after", || async {
+        (ledger.acked.lock().unwrap().len() > acked + 100).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let errors = ledger.errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "client errors during switchover: {errors:?}"
+    );
+    let read_errors = read_errors.lock().unwrap().clone();
+    assert!(read_errors.is_empty(), "read errors: {read_errors:?}");
+    assert!(reads.load(Ordering::Relaxed) > 0);
+
+    let (leader, _) = leader_of(&env, "c1");
+    let port: u16 = leader.rsplit(':').next().unwrap().parse().unwrap();
+    let mut l = env.admin_conn(port).await;
+    let present = ids_on(&mut l).await;
+    let acked = ledger.acked.lock().unwrap().clone();
+    assert!(acked.is_subset(&present), "acknowledged writes missing");
+    assert_eq!(present.len(), acked.len(), "no unacknowledged rows");
+    drop(l);
+    env.stop().await;
+}
