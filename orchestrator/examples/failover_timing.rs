@@ -118,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut pauses = Vec::new();
     let mut total_errors = 0;
+    let mut slowest: Option<(Duration, orchestrator::OperationReport)> = None;
     for run in 1..=switchovers {
         wait_settled(&topology).await?;
         let writer = Writer::start(topology.clone(), &spec.app_user, &spec.app_password, &ids);
@@ -135,10 +136,23 @@ async fn main() -> anyhow::Result<()> {
         );
         pauses.push(pause);
         total_errors += errors;
+        if slowest.as_ref().is_none_or(|(p, _)| pause > *p) {
+            slowest = Some((pause, report));
+        }
     }
     if switchovers > 0 {
         summary("switchover write pause", &mut pauses);
         println!("switchover write errors in total: {total_errors}");
+    }
+    if let Some((pause, report)) = slowest {
+        println!(
+            "steps of the switchover with the longest pause ({} ms):",
+            pause.as_millis()
+        );
+        let start = report.steps.first().map_or(0, |e| e.at_ms);
+        for e in &report.steps {
+            println!("  +{:4} ms {:18} {}", e.at_ms - start, e.kind, e.message);
+        }
     }
 
     let _ = stop.send(());
