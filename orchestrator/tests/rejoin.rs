@@ -135,3 +135,36 @@ async fn rejoin_is_refused_when_the_old_leader_has_extra_transactions() {
     assert_eq!(has, 0);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_missed_the_failover_follows_the_new_leader() {
+    let mut s = Scenario::start(2, true, OrchestratorSettings::default()).await;
+    let old = s.leader();
+    let epoch = s.epoch();
+    let mut c = s.app(&old).await.expect("app");
+    create_table(&mut c).await.expect("table");
+    insert_rows(&mut c, 0, 20).await.expect("rows");
+    drop(c);
+    let replicas: Vec<String> = s.addrs().into_iter().filter(|a| *a != old).collect();
+    let late = replicas[1].clone();
+    assert_same_everywhere(&s, &s.addrs()).await;
+    // Down during the failover, it comes back still pointing at the dead leader.
+    s.kill(&late);
+    s.kill(&old);
+    let new = s.wait_new_epoch(epoch).await.leader.expect("new leader");
+    assert_eq!(new, replicas[0]);
+    let mut w = s.app(&new).await.expect("app");
+    insert_rows(&mut w, 20, 30)
+        .await
+        .expect("rows on the new leader");
+    s.lc.set_leader("c1", &new).expect("set leader");
+    s.lc.start_node("c1", &late)
+        .await
+        .expect("restart the replica");
+
+    let done = s.wait_event("rejoin.done", &late).await;
+    assert!(done.message.contains(&new), "{done:?}");
+    assert_replica_of(&s, &late, &new).await;
+    assert_same_everywhere(&s, &[new.clone(), late.clone()]).await;
+    s.stop().await;
+}
