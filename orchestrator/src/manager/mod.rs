@@ -584,27 +584,19 @@ impl Orchestrator {
                         });
                     }
                 }
-                Verdict::Suspect(why) => {
-                    let mut m = lock(&ctl.memory);
-                    if !m.suspect_logged {
-                        m.suspect_logged = true;
-                        drop(m);
-                        self.event(name, "leader.suspect", format!("{why}: not failing over"));
-                    }
-                }
+                Verdict::Suspect(why) => self.event_once(
+                    name,
+                    |m| &mut m.suspect_logged,
+                    "leader.suspect",
+                    &format!("{why}: not failing over"),
+                ),
                 Verdict::Dead(why) => match self.settings.failover {
-                    FailoverMode::Manual => {
-                        let mut m = lock(&ctl.memory);
-                        if !m.dead_logged {
-                            m.dead_logged = true;
-                            drop(m);
-                            self.event(
-                                name,
-                                "leader.dead",
-                                format!("{why}; failover mode is manual: waiting for an operator"),
-                            );
-                        }
-                    }
+                    FailoverMode::Manual => self.event_once(
+                        name,
+                        |m| &mut m.dead_logged,
+                        "leader.dead",
+                        &format!("{why}; failover mode is manual: waiting for an operator"),
+                    ),
                     FailoverMode::Automatic => {
                         let allowed = {
                             let m = lock(&ctl.memory);
@@ -628,13 +620,26 @@ impl Orchestrator {
 
     /// Logs `failover.refused` unless it was already logged for this leader's trouble.
     fn refuse_once(&self, cluster: &str, why: &str) {
+        self.event_once(cluster, |m| &mut m.refusal_logged, "failover.refused", why);
+    }
+
+    /// Logs an event unless the `logged` flag says it already was for this leader's trouble
+    /// (the flags are cleared when the leader is healthy again).
+    fn event_once(
+        &self,
+        cluster: &str,
+        logged: fn(&mut Memory) -> &mut bool,
+        kind: &str,
+        message: &str,
+    ) {
         let Some(mut m) = self.memory(cluster) else {
             return;
         };
-        if !m.refusal_logged {
-            m.refusal_logged = true;
+        let flag = logged(&mut m);
+        if !*flag {
+            *flag = true;
             drop(m);
-            self.event(cluster, "failover.refused", why);
+            self.event(cluster, kind, message);
         }
     }
 
