@@ -7,6 +7,7 @@
 //!   pooled backend connections, pinning where a session must stay on one; prepared statements.
 //! - [`classify`]: what a statement is (sqlparser, with a lexer fallback), cached by
 //!   normalised text.
+//! - [`shard`]: which shard(s) a statement on a sharded table goes to, or why it is refused.
 //! - [`context`]: what sessions share; [`context::RouterContext::route`] picks the backend.
 //! - [`backend`]: our own backend connections, their pools, and the raw relay of responses.
 //! - [`protocol`]: packet framing and the few packets the router writes itself.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod shard;
 
 pub use config::{RouterConfig, Secret, UserConfig};
 pub use context::RouterContext;

@@ -16,6 +16,7 @@ mod scan;
 mod set;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use sqlparser::parser::Parser;
 
 pub use normalize::normalize;
 pub use set::{parse_set, SetItem, SetParseError, SetValue, TxScope};
+pub use text::{database_ddl_target, identifiers, placeholder_offsets, with_database_ddl_target};
 
 use cache::Cache;
 use lexer::{split_statements, Lexer, Token};

@@ -1,0 +1,693 @@
+//! The planner: from a statement (text, classification, session database, parameter values)
+//! and the shard map to a [`Plan`].
+//!
+//! What is routed today: single-table SELECT/UPDATE/DELETE whose WHERE pins the shard key with
+//! `=` or `IN` (literals or prepared-statement parameters) to shards that turn out to be one;
+//! INSERT whose rows all land on one shard; reads of a reference table (any shard); DDL on
+//! sharded and reference tables (every shard); `CREATE/DROP DATABASE` of a sharded keyspace
+//! (every shard database). Scatter queries, cross-shard joins and multi-shard writes are
+//! refused until the merge and XA layers route them.
+
+use std::collections::BTreeMap;
+
+use shard_map::{
+    KeyValue, KeyspaceMap, ShardLookup, ShardMap, ShardTarget, ShardedTable, TableKind,
+};
+use sqlparser::ast::{
+    AssignmentTarget, BinaryOperator, Expr, InTarget, SetExpr, Statement, TableObject,
+    UnaryOperator, Value,
+};
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::classify::{Classification, StatementKind, TableRef};
+
+/// Where a statement goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// No sharded or reference table: the ordinary route.
+    Unsharded,
+    /// One shard: the client's text runs on that shard's leader, in its database.
+    Single(ShardTarget),
+    /// Every listed shard, each in its own database (DDL).
+    Every(Vec<ShardTarget>),
+    /// `CREATE DATABASE` / `DROP DATABASE` of a sharded keyspace: the same statement for each
+    /// `(cluster, database)` of the keyspace, with the database name replaced.
+    KeyspaceDatabases(Vec<(String, String)>),
+    /// The statement needs a prepared-statement parameter that is not known yet.
+    NeedsParams,
+    /// Not supported (error 1235 with this text).
+    Refuse(String),
+}
+
+/// What the planner looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub sql: &'a str,
+    pub class: &'a Classification,
+    /// The session's current database.
+    pub db: Option<&'a str>,
+    /// Prepared-statement parameters in order (`None` for one the router can't use as a key,
+    /// e.g. a NULL or a float); `None` altogether at prepare time.
+    pub params: Option<&'a [Option<KeyValue>]>,
+}
+
+/// A sharded or reference table a statement uses.
+struct Involved<'m> {
+    keyspace: &'m KeyspaceMap,
+    table: String,
+    kind: &'m TableKind,
+    qualified: bool,
+}
+
+/// Plans a statement against the shard map.
+pub fn plan(map: &ShardMap, input: PlanInput<'_>) -> Plan {
+    if let Some(p) = keyspace_database_ddl(map, input) {
+        return p;
+    }
+    let session_ks = input
+        .db
+        .and_then(|d| map.keyspace(d))
+        .filter(|k| k.is_sharded());
+    if !input.class.parsed {
+        // Without a parse the table list is unknown: refuse if a sharded or reference table's
+        // name appears anywhere in the text, else the ordinary route is right.
+        if let Some(ks) = session_ks {
+            if let Some(t) = mentioned_sharded_table(ks, input.sql) {
+                return Plan::Refuse(format!(
+                    "statements on sharded table `{t}` that the SQL parser cannot read"
+                ));
+            }
+        }
+        return Plan::Unsharded;
+    }
+    let involved = involved_tables(map, input.db, &input.class.tables);
+    if involved.is_empty() {
+        return Plan::Unsharded;
+    }
+    let ks = involved[0].keyspace;
+    if involved.iter().any(|i| i.keyspace.name() != ks.name()) {
+        return Plan::Refuse("statements across several sharded keyspaces".into());
+    }
+    if input.class.multi {
+        return Plan::Refuse("multi-statements on sharded tables".into());
+    }
+    if involved
+        .iter()
+        .any(|i| i.qualified && i.keyspace.name() != input.db.unwrap_or(""))
+    {
+        return Plan::Refuse(format!(
+            "table names qualified with keyspace `{}` from another database; `USE {}` first",
+            ks.name(),
+            ks.name()
+        ));
+    }
+    if involved.iter().any(|i| i.qualified)
+        && ks.all_shards().iter().any(|s| s.database != ks.name())
+    {
+        return Plan::Refuse(format!(
+            "table names qualified with `{}.` when shards use their own databases; drop the qualifier",
+            ks.name()
+        ));
+    }
+    match input.class.kind {
+        StatementKind::Ddl => {
+            if input.class.tables.len() != involved.len() {
+                return Plan::Refuse(
+                    "DDL mixing sharded or reference tables with unsharded ones".into(),
+                );
+            }
+            Plan::Every(ks.all_shards().to_vec())
+        }
+        StatementKind::Select { .. } | StatementKind::Write => {
+            if involved.len() > 1 || input.class.tables.len() > 1 {
+                return Plan::Refuse(
+                    "statements joining or combining sharded or reference tables with other tables"
+                        .into(),
+                );
+            }
+            let only = &involved[0];
+            match only.kind {
+                TableKind::Reference => {
+                    if matches!(input.class.kind, StatementKind::Select { .. }) {
+                        match ks.all_shards().first() {
+                            Some(s) => Plan::Single(s.clone()),
+                            None => Plan::Refuse("a keyspace without shards".into()),
+                        }
+                    } else {
+                        Plan::Refuse(format!(
+                            "writes to reference table `{}` (they must reach every shard atomically)",
+                            only.table
+                        ))
+                    }
+                }
+                TableKind::Sharded(t) => plan_single_table(ks, &only.table, t, input),
+                TableKind::Unsharded => Plan::Unsharded,
+            }
+        }
+        _ => Plan::Refuse(format!(
+            "this kind of statement on sharded table `{}`",
+            involved[0].table
+        )),
+    }
+}
+
+fn involved_tables<'m>(
+    map: &'m ShardMap,
+    db: Option<&str>,
+    tables: &[TableRef],
+) -> Vec<Involved<'m>> {
+    let mut out = Vec::new();
+    for t in tables {
+        let Some(ks_name) = t.schema.as_deref().or(db) else {
+            continue;
+        };
+        let Some(ks) = map.keyspace(ks_name).filter(|k| k.is_sharded()) else {
+            continue;
+        };
+        let kind = ks.table(&t.name);
+        if matches!(kind, TableKind::Sharded(_) | TableKind::Reference) {
+            out.push(Involved {
+                keyspace: ks,
+                table: t.name.clone(),
+                kind,
+                qualified: t.schema.is_some(),
+            });
+        }
+    }
+    out
+}
+
+/// A sharded or reference table of `ks` named anywhere in `sql` (identifier tokens).
+fn mentioned_sharded_table(ks: &KeyspaceMap, sql: &str) -> Option<String> {
+    crate::classify::identifiers(sql)
+        .into_iter()
+        .find(|name| matches!(ks.table(name), TableKind::Sharded(_) | TableKind::Reference))
+}
+
+/// `CREATE DATABASE ks` / `DROP DATABASE ks` for a sharded keyspace.
+fn keyspace_database_ddl(map: &ShardMap, input: PlanInput<'_>) -> Option<Plan> {
+    if input.class.kind != StatementKind::Ddl {
+        return None;
+    }
+    let name = crate::classify::database_ddl_target(input.sql)?;
+    let ks = map.keyspace(&name).filter(|k| k.is_sharded())?;
+    let mut dbs: Vec<(String, String)> = ks
+        .all_shards()
+        .iter()
+        .map(|s| (s.cluster.clone(), s.database.clone()))
+        .collect();
+    dbs.push((
+        ks.default_cluster().to_string(),
+        ks.unsharded_database().to_string(),
+    ));
+    dbs.sort();
+    dbs.dedup();
+    Some(Plan::KeyspaceDatabases(dbs))
+}
+
+/// A single sharded table: find the shard from the key's values.
+fn plan_single_table(
+    ks: &KeyspaceMap,
+    table: &str,
+    t: &ShardedTable,
+    input: PlanInput<'_>,
+) -> Plan {
+    let stmt = match Parser::parse_sql(&MySqlDialect {}, input.sql) {
+        Ok(mut v) if v.len() == 1 => v.remove(0),
+        _ => return Plan::Refuse(format!("this statement on sharded table `{table}`")),
+    };
+    let placeholders = placeholder_positions(input.sql);
+    let ctx = Values {
+        params: input.params,
+        placeholders: &placeholders,
+    };
+    let values = match &stmt {
+        Statement::Query(q) => match q.body.as_ref() {
+            SetExpr::Select(s) => {
+                if s.selection.is_none() {
+                    None
+                } else {
+                    key_values(s.selection.as_ref(), t, &ctx)
+                }
+            }
+            _ => {
+                return Plan::Refuse(format!(
+                    "UNION or VALUES queries on sharded table `{table}`"
+                ))
+            }
+        },
+        Statement::Update(u) => {
+            let sets_key = u.assignments.iter().any(|a| match &a.target {
+                AssignmentTarget::ColumnName(n) => last_ident(n).is_some_and(|c| t.is_column(&c)),
+                AssignmentTarget::Tuple(ns) => ns
+                    .iter()
+                    .any(|n| last_ident(n).is_some_and(|c| t.is_column(&c))),
+            });
+            if sets_key {
+                return Plan::Refuse(format!(
+                    "UPDATE of shard key column `{}` of `{table}`",
+                    t.column
+                ));
+            }
+            key_values(u.selection.as_ref(), t, &ctx)
+        }
+        Statement::Delete(d) => key_values(d.selection.as_ref(), t, &ctx),
+        Statement::Insert(i) => return plan_insert(ks, table, t, i, &ctx),
+        _ => return Plan::Refuse(format!("this statement on sharded table `{table}`")),
+    };
+    let Some(values) = values else {
+        return Plan::Refuse(format!(
+            "statements on sharded table `{table}` without `{} = value` or `{} IN (...)` in WHERE \
+             (scatter queries)",
+            t.column, t.column
+        ));
+    };
+    let mut targets: BTreeMap<String, ShardTarget> = BTreeMap::new();
+    for v in values {
+        let v = match v {
+            Key::Known(v) => v,
+            Key::Param => return Plan::NeedsParams,
+            Key::Unusable => {
+                return Plan::Refuse(format!(
+                    "a value of shard key `{}` that can't be placed on one shard (scatter)",
+                    t.column
+                ))
+            }
+        };
+        match ks.shard_for_read(t, &v) {
+            ShardLookup::One(s) => {
+                targets.insert(s.shard.clone(), s.clone());
+            }
+            ShardLookup::Nowhere => {}
+            ShardLookup::All(why) => {
+                return Plan::Refuse(format!(
+                    "a value of shard key `{}` whose shard is unknown ({why}), so the statement \
+                     would scatter",
+                    t.column
+                ))
+            }
+        }
+    }
+    match targets.len() {
+        // No row can match: any shard answers with the right (empty) result.
+        0 => ks.all_shards().first().cloned().map_or_else(
+            || Plan::Refuse("a keyspace without shards".into()),
+            Plan::Single,
+        ),
+        1 => Plan::Single(targets.into_values().next().expect("one target")),
+        n => Plan::Refuse(format!(
+            "statements on sharded table `{table}` whose key values span {n} shards"
+        )),
+    }
+}
+
+fn plan_insert(
+    ks: &KeyspaceMap,
+    table: &str,
+    t: &ShardedTable,
+    i: &sqlparser::ast::Insert,
+    ctx: &Values<'_>,
+) -> Plan {
+    if !matches!(i.table, TableObject::TableName(_)) {
+        return Plan::Refuse(format!("this INSERT into sharded table `{table}`"));
+    }
+    if let Some(sqlparser::ast::OnInsert::DuplicateKeyUpdate(assignments)) = &i.on {
+        if assignments.iter().any(|a| match &a.target {
+            AssignmentTarget::ColumnName(n) => last_ident(n).is_some_and(|c| t.is_column(&c)),
+            AssignmentTarget::Tuple(_) => true,
+        }) {
+            return Plan::Refuse(format!(
+                "ON DUPLICATE KEY UPDATE of shard key column `{}`",
+                t.column
+            ));
+        }
+    }
+    let mut exprs: Vec<&Expr> = Vec::new();
+    if !i.assignments.is_empty() {
+        // INSERT ... SET col = value
+        match i.assignments.iter().find(|a| {
+            matches!(&a.target, AssignmentTarget::ColumnName(n) if last_ident(n).is_some_and(|c| t.is_column(&c)))
+        }) {
+            Some(a) => exprs.push(&a.value),
+            None => return missing_key(table, t),
+        }
+    } else {
+        let Some(pos) = i
+            .columns
+            .iter()
+            .position(|c| last_ident(c).is_some_and(|c| t.is_column(&c)))
+        else {
+            return missing_key(table, t);
+        };
+        let Some(source) = &i.source else {
+            return missing_key(table, t);
+        };
+        let SetExpr::Values(values) = source.body.as_ref() else {
+            return Plan::Refuse(format!("INSERT ... SELECT into sharded table `{table}`"));
+        };
+        for row in &values.rows {
+            match row.get(pos) {
+                Some(e) => exprs.push(e),
+                None => return missing_key(table, t),
+            }
+        }
+    }
+    let mut target: Option<&ShardTarget> = None;
+    for e in exprs {
+        let v = match ctx.key(e) {
+            Key::Known(v) => v,
+            Key::Param => return Plan::NeedsParams,
+            Key::Unusable => {
+                return Plan::Refuse(format!(
+                    "INSERT into `{table}` whose shard key `{}` is not a literal integer or string",
+                    t.column
+                ))
+            }
+        };
+        let s = match ks.shard_for_insert(t, &v) {
+            Ok(s) => s,
+            Err(why) => return Plan::Refuse(format!("INSERT into `{table}`: {why}")),
+        };
+        match target {
+            None => target = Some(s),
+            Some(prev) if prev.shard == s.shard => {}
+            Some(_) => {
+                return Plan::Refuse(format!(
+                    "multi-row INSERT into `{table}` whose rows belong to different shards"
+                ))
+            }
+        }
+    }
+    target.map_or_else(|| missing_key(table, t), |s| Plan::Single(s.clone()))
+}
+
+fn missing_key(table: &str, t: &ShardedTable) -> Plan {
+    Plan::Refuse(format!(
+        "INSERT into sharded table `{table}` without a value for its shard key `{}`",
+        t.column
+    ))
+}
+
+fn last_ident(n: &sqlparser::ast::ObjectName) -> Option<String> {
+    n.0.last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.clone())
+}
+
+/// A shard key value found in the statement.
+enum Key {
+    Known(KeyValue),
+    /// A prepared-statement parameter not bound yet.
+    Param,
+    /// An expression, NULL, a float...: no single shard can be named for it.
+    Unusable,
+}
+
+struct Values<'a> {
+    params: Option<&'a [Option<KeyValue>]>,
+    /// (line, column) of each `?` in the text, in order.
+    placeholders: &'a [(u64, u64)],
+}
+
+impl Values<'_> {
+    fn key(&self, e: &Expr) -> Key {
+        match e {
+            Expr::Nested(inner) => self.key(inner),
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => number(n, false),
+                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => {
+                    Key::Known(KeyValue::Str(s.as_bytes().to_vec()))
+                }
+                Value::Placeholder(_) => {
+                    let at = (v.span.start.line, v.span.start.column);
+                    let Some(idx) = self.placeholders.iter().position(|p| *p == at) else {
+                        return Key::Unusable;
+                    };
+                    match self.params {
+                        None => Key::Param,
+                        Some(ps) => match ps.get(idx) {
+                            Some(Some(v)) => Key::Known(v.clone()),
+                            _ => Key::Unusable,
+                        },
+                    }
+                }
+                _ => Key::Unusable,
+            },
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr,
+            } => match expr.as_ref() {
+                Expr::Value(v) => match &v.value {
+                    Value::Number(n, _) => number(n, true),
+                    _ => Key::Unusable,
+                },
+                _ => Key::Unusable,
+            },
+            _ => Key::Unusable,
+        }
+    }
+}
+
+fn number(text: &str, negative: bool) -> Key {
+    let digits = text.as_bytes();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        // 1.0, 1e3, 0x10: MariaDB compares them numerically; not a key we can place.
+        return Key::Unusable;
+    }
+    if negative {
+        match format!("-{text}").parse::<i64>() {
+            Ok(v) => Key::Known(KeyValue::Int(v)),
+            Err(_) => Key::Unusable,
+        }
+    } else if let Ok(v) = text.parse::<i64>() {
+        Key::Known(KeyValue::Int(v))
+    } else if let Ok(v) = text.parse::<u64>() {
+        Key::Known(KeyValue::UInt(v))
+    } else {
+        Key::Unusable
+    }
+}
+
+/// The key values a WHERE clause pins, from its top-level AND terms: the first `col = v` or
+/// `col IN (...)` on the shard key. `None` when there is none.
+fn key_values(selection: Option<&Expr>, t: &ShardedTable, ctx: &Values<'_>) -> Option<Vec<Key>> {
+    let mut terms = Vec::new();
+    if let Some(e) = selection {
+        conjuncts(e, &mut terms);
+    }
+    for term in terms {
+        match term {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => {
+                if is_key_column(left, t) {
+                    return Some(vec![ctx.key(right)]);
+                }
+                if is_key_column(right, t) {
+                    return Some(vec![ctx.key(left)]);
+                }
+            }
+            Expr::In {
+                expr,
+                target: InTarget::List(list),
+                negated: false,
+                ..
+            } if is_key_column(expr, t) => {
+                return Some(list.iter().map(|e| ctx.key(e)).collect());
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(left, out);
+            conjuncts(right, out);
+        }
+        Expr::Nested(inner) => conjuncts(inner, out),
+        other => out.push(other),
+    }
+}
+
+fn is_key_column(e: &Expr, t: &ShardedTable) -> bool {
+    match e {
+        Expr::Identifier(i) => t.is_column(&i.value),
+        // `t.col` or `alias.col`: the statement has one table, so any qualifier names it.
+        Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|i| t.is_column(&i.value)),
+        Expr::Nested(inner) => is_key_column(inner, t),
+        _ => false,
+    }
+}
+
+/// Where each `?` placeholder of `sql` starts, as sqlparser counts (1-based line and column,
+/// in characters).
+fn placeholder_positions(sql: &str) -> Vec<(u64, u64)> {
+    let offsets = crate::classify::placeholder_offsets(sql);
+    let mut out = Vec::with_capacity(offsets.len());
+    let (mut line, mut col) = (1u64, 1u64);
+    let mut next = offsets.iter().peekable();
+    for (i, ch) in sql.char_indices() {
+        while next.peek().is_some_and(|&&o| o == i) {
+            out.push((line, col));
+            next.next();
+        }
+        if ch == '\n' {
+            line += 1;
+            col = 1;
+        } else {
+            col += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Classifier;
+    use shard_map::vindex::hash_keyspace_id;
+
+    fn map() -> ShardMap {
+        ShardMap::from_json(
+            r#"{"keyspaces": [{
+              "name": "app", "default_cluster": "c1",
+              "shards": [{"name": "-80", "cluster": "c1"}, {"name": "80-", "cluster": "c2"}],
+              "tables": [
+                {"name": "customers", "kind": "sharded", "column": "id", "vindex": "hash"},
+                {"name": "countries", "kind": "reference"}
+              ]}]}"#,
+        )
+        .unwrap()
+        .validated(&["c1", "c2"])
+        .unwrap()
+    }
+
+    fn shard_of(id: i64) -> &'static str {
+        if hash_keyspace_id(&KeyValue::Int(id)).unwrap() < 0x8000_0000_0000_0000 {
+            "-80"
+        } else {
+            "80-"
+        }
+    }
+
+    fn run(sql: &str, params: Option<&[Option<KeyValue>]>) -> Plan {
+        let c = Classifier::new(0);
+        let class = c.classify(sql);
+        plan(
+            &map(),
+            PlanInput {
+                sql,
+                class: &class,
+                db: Some("app"),
+                params,
+            },
+        )
+    }
+
+    fn single(p: &Plan) -> &str {
+        match p {
+            Plan::Single(t) => &t.shard,
+            other => panic!("expected one shard, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn key_equality_and_inserts_go_to_one_shard() {
+        for id in [1i64, 2, 3, 42, -7] {
+            let want = shard_of(id);
+            for sql in [
+                format!("SELECT * FROM customers WHERE id = {id}"),
+                format!("SELECT name FROM customers WHERE name = 'x' AND (id = {id})"),
+                format!("SELECT * FROM customers c WHERE c.id = '{id}'"),
+                format!("UPDATE customers SET name = 'n' WHERE id = {id}"),
+                format!("DELETE FROM customers WHERE {id} = id"),
+                format!("INSERT INTO customers (name, id) VALUES ('a', {id})"),
+                format!("INSERT INTO customers SET id = {id}, name = 'a'"),
+            ] {
+                assert_eq!(single(&run(&sql, None)), want, "{sql}");
+            }
+        }
+        // Several values on the same shard are one shard.
+        let (a, b) = (1..100)
+            .flat_map(|a| (a + 1..100).map(move |b| (a, b)))
+            .find(|(a, b)| shard_of(*a) == shard_of(*b))
+            .unwrap();
+        let sql = format!("SELECT * FROM customers WHERE id IN ({a}, {b})");
+        assert_eq!(single(&run(&sql, None)), shard_of(a));
+    }
+
+    #[test]
+    fn prepared_parameters_route_once_bound() {
+        let sql = "SELECT * FROM customers WHERE id = ? AND name = ?";
+        assert_eq!(run(sql, None), Plan::NeedsParams);
+        let params = [Some(KeyValue::Int(42)), Some(KeyValue::Str(b"x".to_vec()))];
+        assert_eq!(single(&run(sql, Some(&params))), shard_of(42));
+        let sql = "INSERT INTO customers (name, id) VALUES (?, ?)";
+        let params = [Some(KeyValue::Str(b"x".to_vec())), Some(KeyValue::Int(7))];
+        assert_eq!(single(&run(sql, Some(&params))), shard_of(7));
+        let null = [None, None];
+        assert!(matches!(run(sql, Some(&null)), Plan::Refuse(_)));
+    }
+
+    #[test]
+    fn what_cannot_be_proven_is_refused() {
+        let (a, b) = (1..100)
+            .flat_map(|a| (a + 1..100).map(move |b| (a, b)))
+            .find(|(a, b)| shard_of(*a) != shard_of(*b))
+            .unwrap();
+        for sql in [
+            "SELECT * FROM customers".to_string(),
+            "SELECT * FROM customers WHERE id > 5".into(),
+            "SELECT * FROM customers WHERE id = 1 OR id = 2".into(),
+            "SELECT * FROM customers WHERE id = 1.0".into(),
+            "SELECT * FROM customers WHERE id = '042'".into(),
+            format!("SELECT * FROM customers WHERE id IN ({a}, {b})"),
+            "UPDATE customers SET id = 5 WHERE id = 1".into(),
+            "INSERT INTO customers (name) VALUES ('a')".into(),
+            format!("INSERT INTO customers (id) VALUES ({a}), ({b})"),
+            "INSERT INTO customers (id) SELECT id FROM other".into(),
+            "SELECT * FROM customers JOIN countries ON 1 = 1 WHERE customers.id = 1".into(),
+            "SELECT * FROM customers WHERE id = 1 LOCK IN SHARE MODE".into(),
+            "INSERT INTO countries VALUES ('fr')".into(),
+        ] {
+            match run(&sql, None) {
+                Plan::Refuse(why) => assert!(!why.is_empty()),
+                other => panic!("{sql}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn ddl_reference_reads_and_unsharded_statements() {
+        match run("CREATE TABLE customers (id BIGINT PRIMARY KEY)", None) {
+            Plan::Every(t) => assert_eq!(t.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        match run("CREATE DATABASE app", None) {
+            Plan::KeyspaceDatabases(dbs) => {
+                assert_eq!(
+                    dbs,
+                    vec![("c1".into(), "app".into()), ("c2".into(), "app".into())]
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(single(&run("SELECT * FROM countries", None)), "-80");
+        assert_eq!(run("SELECT 1", None), Plan::Unsharded);
+        assert_eq!(
+            run("SELECT * FROM settings WHERE k = 1", None),
+            Plan::Unsharded
+        );
+        assert_eq!(run("CREATE DATABASE other", None), Plan::Unsharded);
+    }
+}
