@@ -89,6 +89,7 @@ async fn start() -> Run {
         admin_token: "bench".into(),
         app_user: "app".into(),
         app_password: "app".into(),
+        shards: 0,
     };
     let local = sandbox::provision(&opts)
         .await

@@ -16,7 +16,7 @@ use router::config::Secret;
 use router::RouterContext;
 use serde::Deserialize;
 use serde_json::json;
-use shard_map::{NodeFlags, NodeState, TopologyHandle};
+use shard_map::{NodeFlags, NodeState, ShardMap, ShardMapStore, TopologyHandle, VersionedShardMap};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -25,6 +25,31 @@ pub struct AdminState {
     pub router: Arc<RouterContext>,
     pub orchestrator: Arc<Orchestrator>,
     pub token: Secret,
+    pub shard_maps: Arc<ShardMapState>,
+}
+
+/// The shard map's version and store, behind the API's GET/PUT.
+pub struct ShardMapState {
+    /// The applied version; changes are serialised by this lock.
+    version: std::sync::Mutex<u64>,
+    store: Option<Arc<dyn ShardMapStore>>,
+    clusters: Vec<String>,
+}
+
+impl std::fmt::Debug for ShardMapState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardMapState").finish_non_exhaustive()
+    }
+}
+
+impl ShardMapState {
+    pub fn new(version: u64, store: Option<Arc<dyn ShardMapStore>>, clusters: Vec<String>) -> Self {
+        ShardMapState {
+            version: std::sync::Mutex::new(version),
+            store,
+            clusters,
+        }
+    }
 }
 
 /// The API's routes.
@@ -41,6 +66,7 @@ pub fn routes(state: AdminState) -> Router {
         .route("/api/v1/clusters/{name}/events", get(events))
         .route("/api/v1/clusters/{name}/nodes/{addr}/flags", put(set_flags))
         .route("/api/v1/router", get(router_stats))
+        .route("/api/v1/shard-map", get(get_shard_map).put(put_shard_map))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/api/v1/health", get(health))
@@ -133,6 +159,73 @@ async fn set_flags(
         Ok(()) => Json(json!({ "cluster": name, "node": addr, "flags": flags })).into_response(),
         Err(e) => orchestrator_error(e),
     }
+}
+
+async fn get_shard_map(State(state): State<AdminState>) -> Response {
+    let version = *state
+        .shard_maps
+        .version
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let map = state.router.shard_map.load();
+    let mut body: serde_json::Value =
+        serde_json::from_str(&map.to_json()).unwrap_or_else(|_| json!({}));
+    body["version"] = json!(version);
+    Json(body).into_response()
+}
+
+/// Validates a new shard map, persists it as the next version and applies it to every router
+/// session at once. An invalid map is refused whole, listing every problem.
+async fn put_shard_map(State(state): State<AdminState>, body: String) -> Response {
+    let map = match ShardMap::from_json(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid shard map JSON: {e}"),
+            )
+        }
+    };
+    let names: Vec<&str> = state
+        .shard_maps
+        .clusters
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let problems = map.validate(&names);
+    if !problems.is_empty() {
+        let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "error": format!("invalid shard map: {}", problems.join("; ")),
+                "problems": problems,
+            })),
+        )
+            .into_response();
+    }
+    let mut version = state
+        .shard_maps
+        .version
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let next = *version + 1;
+    if let Some(store) = &state.shard_maps.store {
+        let saved = store.save(&VersionedShardMap {
+            version: next,
+            map: map.clone(),
+        });
+        if let Err(e) = saved {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("could not persist the shard map: {e}"),
+            );
+        }
+    }
+    let changes = shard_map::diff(&state.router.shard_map.load(), &map);
+    state.router.shard_map.store(Arc::new(map));
+    *version = next;
+    Json(json!({ "version": next, "changes": changes })).into_response()
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {

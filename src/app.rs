@@ -13,12 +13,12 @@ use router::backend::{BackendConn, ConnectOptions};
 use router::config::Secret;
 use router::context::FailureReporter;
 use router::RouterContext;
-use shard_map::TopologyHandle;
+use shard_map::{FileStore, ShardMapStore, TopologyHandle, VersionedShardMap};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, ShardMapState};
 use crate::config::Config;
 
 /// A running switchyard.
@@ -61,9 +61,37 @@ impl App {
         if config.router.server_version.is_none() {
             config.router.server_version = Some(announced_version(&config).await);
         }
-        let shard_map = config
+        let mut shard_map = config
             .shard_map()
             .map_err(|e| anyhow::anyhow!("invalid keyspaces: {e:?}"))?;
+        let store: Option<Arc<dyn ShardMapStore>> = config
+            .shard_map_dir
+            .as_ref()
+            .map(|d| Arc::new(FileStore::new(d)) as Arc<dyn ShardMapStore>);
+        let mut version = 1;
+        if let Some(store) = &store {
+            match store.load().context("reading the stored shard map")? {
+                Some(saved) => {
+                    let names: Vec<&str> =
+                        config.clusters.iter().map(|c| c.name.as_str()).collect();
+                    let problems = saved.map.validate(&names);
+                    anyhow::ensure!(
+                        problems.is_empty(),
+                        "the stored shard map (version {}) does not fit the clusters: {problems:?}",
+                        saved.version
+                    );
+                    shard_map = saved.map;
+                    version = saved.version;
+                }
+                None => store
+                    .save(&VersionedShardMap {
+                        version,
+                        map: shard_map.clone(),
+                    })
+                    .context("saving the shard map")?,
+            }
+        }
+        let cluster_names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
         let o = &config.orchestrator;
         let mut mcfg = MonitorConfig::new(o.user.clone(), o.password.expose().to_string());
         mcfg.tick = Duration::from_millis(o.tick_ms);
@@ -117,6 +145,7 @@ impl App {
             router: router.clone(),
             orchestrator: orchestrator.clone(),
             token: token.clone(),
+            shard_maps: Arc::new(ShardMapState::new(version, store, cluster_names)),
         });
         let admin_stop = stopped();
         tasks.push(tokio::spawn(async move {

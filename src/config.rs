@@ -25,6 +25,10 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     #[serde(default)]
     pub keyspaces: Vec<Keyspace>,
+    /// Where the shard map is persisted (JSON, with its history). When it holds a map, that
+    /// map (the last one applied through the API) wins over `keyspaces`.
+    #[serde(default)]
+    pub shard_map_dir: Option<std::path::PathBuf>,
 }
 
 /// The admin HTTP API.

@@ -52,6 +52,9 @@ enum Command {
         app_user: String,
         #[arg(long, default_value = "app")]
         app_password: String,
+        /// Split keyspace `app` into K equal key ranges over the clusters (0: unsharded).
+        #[arg(long, default_value_t = 0)]
+        shards: usize,
     },
     /// Show every cluster and node of a running switchyard.
     ///
@@ -82,6 +85,10 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Measure switchyard against direct connections and HAProxy with sysbench.
+    ///
+    /// Example: switchyard bench --quick
+    Bench(switchyard::bench::BenchArgs),
     /// Run against existing clusters described in a TOML file.
     ///
     /// Example: switchyard serve --config config/serve.toml
@@ -139,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
             base_port,
             app_user,
             app_password,
+            shards,
         } => {
             let opts = SandboxOptions {
                 dir: dir.unwrap_or_else(sandbox::default_dir),
@@ -150,8 +158,20 @@ async fn main() -> anyhow::Result<()> {
                 admin_token: admin_token.unwrap_or_else(generate_token),
                 app_user,
                 app_password,
+                shards,
             };
             run_sandbox(opts).await
+        }
+        Command::Bench(args) => {
+            // Dropping the run (Ctrl-C) kills the servers, HAProxy and sysbench it started.
+            tokio::select! {
+                report = switchyard::bench::run(args.options()) => {
+                    let report = report?;
+                    print!("{}", std::fs::read_to_string(report.out_dir.join("results.md"))?);
+                    Ok(())
+                }
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            }
         }
         Command::Status { api, json } => {
             let body = api.client().get("/api/v1/clusters").await?;

@@ -22,6 +22,8 @@ pub struct SandboxOptions {
     pub admin_token: String,
     pub app_user: String,
     pub app_password: String,
+    /// Split keyspace `app` into this many equal key ranges over the clusters (0: unsharded).
+    pub shards: usize,
 }
 
 /// The default sandbox directory: under the user's data directory, else the temp dir.
@@ -49,7 +51,7 @@ pub async fn provision(opts: &SandboxOptions) -> anyhow::Result<LocalClusters> {
 /// The configuration of a switchyard over these local clusters.
 pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
     let spec = local.spec();
-    let clusters = local
+    let clusters: Vec<ClusterConfig> = local
         .clusters()
         .iter()
         .map(|c| ClusterConfig {
@@ -80,9 +82,39 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
             repl_password: Secret::new(spec.repl_password.as_str()),
         },
         failover: Default::default(),
+        keyspaces: sharded_app_keyspace(&clusters, opts.shards),
         clusters,
-        keyspaces: Vec::new(),
+        shard_map_dir: Some(opts.dir.join("shard-map")),
     }
+}
+
+/// Keyspace `app` split into `shards` equal ranges, dealt round-robin over the clusters, with
+/// example tables: `customers` (by `id`) and `orders` (by `customer_id`) sharded with the
+/// `hash` vindex, `countries` a reference table.
+fn sharded_app_keyspace(clusters: &[ClusterConfig], shards: usize) -> Vec<shard_map::Keyspace> {
+    if shards == 0 || clusters.is_empty() {
+        return Vec::new();
+    }
+    let ranges =
+        shard_map::KeyRange::split_even(shards).unwrap_or_else(|_| vec![shard_map::KeyRange::FULL]);
+    let shard_specs = ranges
+        .iter()
+        .enumerate()
+        .map(|(i, r)| shard_map::ShardSpec {
+            name: r.name(),
+            cluster: clusters[i % clusters.len()].name.clone(),
+        })
+        .collect();
+    vec![shard_map::Keyspace {
+        name: "app".into(),
+        default_cluster: clusters[0].name.clone(),
+        shards: shard_specs,
+        tables: vec![
+            shard_map::TableSpec::sharded("customers", "id", shard_map::VindexKind::Hash),
+            shard_map::TableSpec::sharded("orders", "customer_id", shard_map::VindexKind::Hash),
+            shard_map::TableSpec::reference("countries"),
+        ],
+    }]
 }
 
 /// Records in the local clusters' state file every leader the topology has moved to.

@@ -118,7 +118,11 @@ impl RouterContext {
     /// fresh-enough replica when replica reads are configured.
     pub fn route(&self, db: Option<&str>, replica_ok: bool) -> Result<Route, RouteError> {
         let map = self.shard_map.load();
-        let cluster = map.cluster_for_db(db);
+        self.route_cluster(map.cluster_for_db(db), replica_ok)
+    }
+
+    /// Where a statement for `cluster` goes now (see [`RouterContext::route`]).
+    pub fn route_cluster(&self, cluster: &str, replica_ok: bool) -> Result<Route, RouteError> {
         let topo = self.topology.load();
         let Some(c) = topo.cluster(cluster) else {
             return Err(RouteError::Fatal(RouterError::UnknownCluster {

@@ -379,6 +379,11 @@ impl ShardMap {
     }
 
     /// The keyspaces as written, in order.
+    /// Whether any keyspace has shards (the router plans statements only then).
+    pub fn has_sharded_keyspace(&self) -> bool {
+        self.keyspace_specs().iter().any(|k| !k.shards.is_empty())
+    }
+
     pub fn keyspace_specs(&self) -> &[Keyspace] {
         &self.spec.keyspaces
     }

@@ -204,6 +204,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         admin_token: format!("{:016x}", rand::random::<u64>()),
         app_user: sysbench::USER.into(),
         app_password: sysbench::PASSWORD.into(),
+        shards: 0,
     };
     // Dropping `local` kills the servers: every early return below stops them.
     let local = sandbox::provision(&sandbox_opts)

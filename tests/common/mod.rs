@@ -34,6 +34,20 @@ impl TestEnv {
         replicas: usize,
         adjust: impl FnOnce(&mut switchyard::Config),
     ) -> TestEnv {
+        Self::start_full(clusters, replicas, 0, adjust).await
+    }
+
+    /// Like `start`, with keyspace `app` split into `shards` key ranges (`sandbox --shards`).
+    pub async fn start_sharded(clusters: usize, shards: usize) -> TestEnv {
+        Self::start_full(clusters, 0, shards, |_| {}).await
+    }
+
+    async fn start_full(
+        clusters: usize,
+        replicas: usize,
+        shards: usize,
+        adjust: impl FnOnce(&mut switchyard::Config),
+    ) -> TestEnv {
         let dir = tempfile::Builder::new()
             .prefix("sy-test-")
             .tempdir()
@@ -48,6 +62,7 @@ impl TestEnv {
             admin_token: "test-token".into(),
             app_user: "app".into(),
             app_password: "app".into(),
+            shards,
         };
         let local = match sandbox::provision(&opts).await {
             Ok(l) => l,

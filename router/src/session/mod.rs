@@ -22,6 +22,7 @@ use crate::protocol::packet::PacketError;
 use crate::protocol::{
     eof_payload, err_payload, ok_payload, CapabilityFlags, PacketReader, PacketWriter, StatusFlags,
 };
+use crate::shard::{self, Plan, PlanInput};
 
 pub use auth::HandshakeFailure;
 use prepared::ClientStmt;
@@ -93,6 +94,8 @@ enum Target<'a> {
     ReplicaOk,
     /// The leader of the cluster for this database (USE, COM_INIT_DB).
     LeaderFor(&'a str),
+    /// The leader of this cluster (a shard's).
+    Cluster(&'a str),
 }
 
 /// How to run one command on a backend.
@@ -135,6 +138,9 @@ pub struct Session {
     pinned: Option<PooledConn>,
     /// Where `pinned` was routed, to notice when its leader is replaced.
     pinned_route: Option<Route>,
+    /// A `BEGIN` in a sharded keyspace waits for the first statement, so that the
+    /// transaction starts on the shard that statement goes to.
+    pending_begin: Option<String>,
     pins: Pins,
     multi_statements: bool,
     stmts: HashMap<u32, ClientStmt>,
@@ -173,6 +179,7 @@ impl Session {
             state: SessionState::for_handshake(auth.hello.collation, None),
             pinned: None,
             pinned_route: None,
+            pending_begin: None,
             pins: Pins::default(),
             multi_statements: auth.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
             stmts: HashMap::new(),
@@ -305,6 +312,23 @@ impl Session {
             retry_reads: is_read(&class),
             with_insert_id: class.uses_session_functions,
         };
+        if !class.multi && self.pinned.is_none() && self.in_sharded_keyspace() {
+            match class.kind {
+                StatementKind::Begin => {
+                    self.pending_begin = Some(sql.to_string());
+                    let status =
+                        StatusFlags::SERVER_STATUS_IN_TRANS | StatusFlags::SERVER_STATUS_AUTOCOMMIT;
+                    self.output.push(seq, &ok_payload(0, 0, status, 0, 0));
+                    return self.output.flush().await.map_err(|_| Failure::ClientGone);
+                }
+                StatementKind::Commit | StatementKind::Rollback if self.pending_begin.is_some() => {
+                    // Nothing ran inside it.
+                    self.pending_begin = None;
+                    return self.reply_ok(seq).await;
+                }
+                _ => {}
+            }
+        }
         match &class.kind {
             StatementKind::Use(db) if !class.multi => {
                 let db = db.clone();
@@ -342,6 +366,48 @@ impl Session {
                 Ok(())
             }
             _ => {
+                let map = self.ctx.shard_map.load();
+                if map.has_sharded_keyspace() {
+                    let input = PlanInput {
+                        sql: &sql,
+                        class: &class,
+                        db: self.state.db.as_deref(),
+                        params: None,
+                    };
+                    match shard::plan(&map, input) {
+                        Plan::Unsharded => {
+                            if !class.tables.is_empty()
+                                && self.pinned_elsewhere(self.pinned_route.as_ref())
+                            {
+                                return Err(RouterError::NotSupported(
+                                    "a transaction using tables on several clusters \
+                                     (distributed transactions)"
+                                        .into(),
+                                )
+                                .into());
+                            }
+                        }
+                        Plan::Single(target) => {
+                            let outcome =
+                                self.run_on_shard(&target, Cmd::Raw(payload), exec).await?;
+                            self.after_statement(&class, &outcome);
+                            return Ok(());
+                        }
+                        Plan::Every(targets) => {
+                            return self.run_on_every_shard(&targets, &sql, seq).await
+                        }
+                        Plan::KeyspaceDatabases(dbs) => {
+                            return self.run_on_keyspace_databases(&dbs, &sql, seq).await
+                        }
+                        Plan::NeedsParams => {
+                            return Err(RouterError::NotSupported(
+                                "`?` placeholders in a text statement on a sharded table".into(),
+                            )
+                            .into())
+                        }
+                        Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
+                    }
+                }
                 let target = if is_read(&class) && !self.pins.any() {
                     Target::ReplicaOk
                 } else {
@@ -433,7 +499,37 @@ impl Session {
                 }
                 None => self.route_and_checkout(target, deadline).await?,
             };
-            if let Err(e) = self.send(&mut conn, &mut cmd, exec.with_insert_id).await {
+            let mut began = false;
+            if !was_pinned {
+                if let Some(begin) = self.pending_begin.take() {
+                    began = true;
+                    // The deferred BEGIN starts here, on the connection that runs the first
+                    // statement of the transaction.
+                    let started = async {
+                        self.sync(&mut conn, false).await?;
+                        conn.query(&begin).await.map_err(RouterError::from)
+                    }
+                    .await;
+                    if let Err(e) = started {
+                        conn.discard();
+                        return Err(e.into());
+                    }
+                }
+            }
+            // A session in a shard's transaction runs its table-less statements (COMMIT,
+            // SET, SELECT 1) in the shard's database: its keyspace's own database may not
+            // exist on that cluster.
+            let keep_db = was_pinned && self.pinned_elsewhere(route.as_ref());
+            let session_db = if keep_db {
+                std::mem::replace(&mut self.state.db, conn.state.db.clone())
+            } else {
+                None
+            };
+            let sent = self.send(&mut conn, &mut cmd, exec.with_insert_id).await;
+            if keep_db {
+                self.state.db = session_db;
+            }
+            if let Err(e) = sent {
                 let connection_failed =
                     matches!(&e, RouterError::Backend(b) if b.is_connection_failure());
                 if !connection_failed {
@@ -443,7 +539,7 @@ impl Session {
                     return Err(e.into());
                 }
                 conn.discard();
-                if was_pinned {
+                if was_pinned || began {
                     return Err(self.lost_pinned(None));
                 }
                 // Nothing ran: wait for the topology to move on if the server is gone.
@@ -511,7 +607,7 @@ impl Session {
                     if let Some(r) = &route {
                         self.ctx.report_failure(&r.addr);
                     }
-                    if was_pinned {
+                    if was_pinned || began {
                         return Err(self.lost_pinned(forwarded.then_some(next_seq)));
                     }
                     if !forwarded && exec.retry_reads && !read_retried {
@@ -532,6 +628,161 @@ impl Session {
         }
     }
 
+    /// Runs a command on one shard: its cluster's leader, in the shard's database.
+    async fn run_on_shard(
+        &mut self,
+        target: &shard_map::ShardTarget,
+        cmd: Cmd<'_>,
+        exec: Exec,
+    ) -> Result<RelayOutcome, Failure> {
+        if let Some(r) = &self.pinned_route {
+            if *r.cluster != *target.cluster {
+                return Err(RouterError::NotSupported(format!(
+                    "a transaction or locked session spanning shards on clusters `{}` and `{}` \
+                     (distributed transactions)",
+                    r.cluster, target.cluster
+                ))
+                .into());
+            }
+        }
+        let saved = self.state.db.replace(target.database.clone());
+        let result = self.run(Target::Cluster(&target.cluster), cmd, exec).await;
+        self.state.db = saved;
+        result
+    }
+
+    /// DDL on a sharded or reference table: the statement runs on every shard, in each
+    /// shard's database; the reply names every shard where it failed.
+    async fn run_on_every_shard(
+        &mut self,
+        targets: &[shard_map::ShardTarget],
+        sql: &str,
+        seq: u8,
+    ) -> Result<(), Failure> {
+        if self.pinned.is_some() {
+            return Err(RouterError::NotSupported(
+                "DDL on sharded tables inside a transaction or locked session".into(),
+            )
+            .into());
+        }
+        let mut failures = Vec::new();
+        for t in targets {
+            let saved = self.state.db.replace(t.database.clone());
+            let result = self.run_internal(&t.cluster, sql, true, false).await;
+            self.state.db = saved;
+            if let Err(e) = result {
+                failures.push((
+                    format!("shard {} ({}, {})", t.shard, t.cluster, t.database),
+                    e,
+                ));
+            }
+        }
+        self.reply_fanout(seq, failures).await
+    }
+
+    /// `CREATE/DROP DATABASE` of a sharded keyspace: once per shard database.
+    async fn run_on_keyspace_databases(
+        &mut self,
+        dbs: &[(String, String)],
+        sql: &str,
+        seq: u8,
+    ) -> Result<(), Failure> {
+        let mut failures = Vec::new();
+        for (cluster, db) in dbs {
+            let Some(stmt) = crate::classify::with_database_ddl_target(sql, db) else {
+                return Err(RouterError::NotSupported("this database statement".into()).into());
+            };
+            if let Err(e) = self.run_internal(cluster, &stmt, false, true).await {
+                failures.push((format!("database {db} on {cluster}"), e));
+            }
+        }
+        self.reply_fanout(seq, failures).await
+    }
+
+    /// Runs `sql` on `cluster`'s leader for the router's own purposes (its result is read, not
+    /// relayed); with `sync` the connection first takes the session's state. With `discard`
+    /// the connection is closed afterwards (its current database may be gone).
+    async fn run_internal(
+        &self,
+        cluster: &str,
+        sql: &str,
+        sync: bool,
+        discard: bool,
+    ) -> Result<(), crate::protocol::ServerError> {
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(self.ctx.config.hold_timeout_ms);
+        let (mut conn, _) = self
+            .route_and_checkout(Target::Cluster(cluster), deadline)
+            .await
+            .map_err(|f| match f {
+                Failure::Reply(e, _) => e.to_client(),
+                Failure::ClientGone => RouterError::LostDuringQuery {
+                    addr: cluster.to_string(),
+                }
+                .to_client(),
+            })?;
+        if sync {
+            self.sync(&mut conn, false)
+                .await
+                .map_err(|e| e.to_client())?;
+        }
+        let result = conn.query(sql).await;
+        if discard {
+            conn.discard();
+        }
+        result
+            .map(|_| ())
+            .map_err(|e| RouterError::Backend(e).to_client())
+    }
+
+    /// The reply to a fanned-out statement: OK, or the first failure's code with every
+    /// failure named.
+    async fn reply_fanout(
+        &mut self,
+        seq: u8,
+        failures: Vec<(String, crate::protocol::ServerError)>,
+    ) -> Result<(), Failure> {
+        if failures.is_empty() {
+            return self.reply_ok(seq).await;
+        }
+        let first = failures[0].1.clone();
+        let message = failures
+            .iter()
+            .map(|(w, e)| format!("{w}: {}", e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let e = crate::protocol::ServerError {
+            code: first.code,
+            sqlstate: first.sqlstate,
+            message: format!("failed on {} of the shards: {message}", failures.len()),
+        };
+        Err(RouterError::Backend(BackendError::Server(e)).into())
+    }
+
+    /// Whether `route` (a pinned connection's) is on another cluster than the session
+    /// database's own.
+    fn pinned_elsewhere(&self, route: Option<&Route>) -> bool {
+        let Some(r) = route else {
+            return false;
+        };
+        if !self.in_sharded_keyspace() {
+            // Also while a shard statement runs (the session database is then the shard's).
+            return false;
+        }
+        let map = self.ctx.shard_map.load();
+        *r.cluster != *map.cluster_for_db(self.state.db.as_deref())
+    }
+
+    /// Whether the session's database is a sharded keyspace.
+    fn in_sharded_keyspace(&self) -> bool {
+        let map = self.ctx.shard_map.load();
+        self.state
+            .db
+            .as_deref()
+            .and_then(|d| map.keyspace(d))
+            .is_some_and(|k| k.is_sharded())
+    }
+
     /// Keeps `conn` as the session's current connection (released later if nothing pins).
     fn keep(&mut self, conn: PooledConn, route: Option<Route>) {
         self.pinned = Some(conn);
@@ -550,6 +801,7 @@ impl Session {
                 Target::Leader => self.ctx.route(self.state.db.as_deref(), false),
                 Target::ReplicaOk => self.ctx.route(self.state.db.as_deref(), true),
                 Target::LeaderFor(db) => self.ctx.route(Some(db), false),
+                Target::Cluster(c) => self.ctx.route_cluster(c, false),
             };
             match routed {
                 Ok(route) => match self.checkout_addr(&route.addr).await {
@@ -785,6 +1037,7 @@ impl Session {
             c.discard();
         }
         self.pinned_route = None;
+        self.pending_begin = None;
         self.pins = Pins::default();
         self.stmts.clear();
         self.state = SessionState::for_handshake(collation, db);

@@ -12,6 +12,7 @@ use crate::context::RouterMetrics;
 use crate::error::RouterError;
 
 use super::{is_read, Cmd, Exec, Failure, Session, Target};
+use crate::shard::{self, Plan, PlanInput};
 
 /// A statement as the client knows it.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub(crate) struct ClientStmt {
     /// COM_STMT_SEND_LONG_DATA chunks per parameter, sent before the next execute.
     pub long_data: HashMap<u16, Vec<u8>>,
     pub cursor_open: bool,
+    /// On a sharded table: planned again at each execute, from its parameters.
+    pub sharded: bool,
 }
 
 const CURSOR_TYPE_READ_ONLY: u8 = 0x01;
@@ -48,26 +51,133 @@ impl Session {
         if !class.parsed {
             RouterMetrics::inc(&self.ctx.metrics.unparsed);
         }
+        // A statement on a sharded table is prepared on a shard that holds it (any shard has
+        // the same columns and parameters); where it runs is decided at each execute.
+        let mut shard_target = None;
+        let map = self.ctx.shard_map.load();
+        if map.has_sharded_keyspace() {
+            let sql = String::from_utf8_lossy(&key.sql);
+            let input = PlanInput {
+                sql: &sql,
+                class: &class,
+                db: self.state.db.as_deref(),
+                params: None,
+            };
+            match shard::plan(&map, input) {
+                Plan::Unsharded => {}
+                Plan::Single(t) => shard_target = Some(t),
+                Plan::NeedsParams => {
+                    let first = class
+                        .tables
+                        .iter()
+                        .find_map(|t| {
+                            map.keyspace(t.schema.as_deref().or(self.state.db.as_deref())?)
+                        })
+                        .and_then(|ks| ks.all_shards().first().cloned());
+                    match first {
+                        Some(t) => shard_target = Some(t),
+                        None => {
+                            return Err(RouterError::NotSupported(
+                                "this prepared statement on a sharded table".into(),
+                            )
+                            .into())
+                        }
+                    }
+                }
+                Plan::Every(_) | Plan::KeyspaceDatabases(_) => {
+                    return Err(RouterError::NotSupported(
+                        "DDL on sharded tables as a prepared statement".into(),
+                    )
+                    .into())
+                }
+                Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
+            }
+        }
+        let sharded = shard_target.is_some();
+        let key = match &shard_target {
+            Some(t) => StmtKey {
+                db: Some(t.database.clone()),
+                sql: key.sql.clone(),
+            },
+            None => key,
+        };
+        if let (Some(t), Some(r)) = (&shard_target, &self.pinned_route) {
+            if *r.cluster != *t.cluster {
+                return Err(RouterError::NotSupported(format!(
+                    "a transaction or locked session spanning shards on clusters `{}` and `{}` \
+                     (distributed transactions)",
+                    r.cluster, t.cluster
+                ))
+                .into());
+            }
+        }
+        let saved = shard_target
+            .as_ref()
+            .map(|t| self.state.db.replace(t.database.clone()));
+        let prepared = self.prepare_on(shard_target.as_ref(), &key).await;
+        if let Some(db) = saved {
+            self.state.db = db;
+        }
+        let (stmt, packets) = prepared?;
+        self.release_if_free();
+        let id = self.next_stmt_id;
+        self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
+        self.stmts.insert(
+            id,
+            ClientStmt {
+                key: StmtKey {
+                    db: self.state.db.clone(),
+                    sql: key.sql.clone(),
+                },
+                sharded,
+                class,
+                params: stmt.params,
+                param_types: None,
+                long_data: HashMap::new(),
+                cursor_open: false,
+            },
+        );
+        self.last_prepared = id;
+        for (i, (seq, mut p)) in packets.into_iter().enumerate() {
+            if i == 0 {
+                p[1..5].copy_from_slice(&id.to_le_bytes());
+            }
+            self.output.push(seq, &p);
+        }
+        self.output.flush().await.map_err(|_| Failure::ClientGone)
+    }
+
+    /// Prepares `key` on the pinned connection or one of `shard`'s cluster (the session's
+    /// cluster when `None`), retrying once on another connection if one fails.
+    async fn prepare_on(
+        &mut self,
+        shard: Option<&shard_map::ShardTarget>,
+        key: &StmtKey,
+    ) -> Result<(crate::backend::BackendStmt, Vec<(u8, bytes::BytesMut)>), Failure> {
         let mut retried = false;
-        let (stmt, packets) = loop {
+        loop {
             let was_pinned = self.pinned.is_some();
+            let target = match shard {
+                Some(t) => Target::Cluster(&t.cluster),
+                None => Target::Leader,
+            };
             let (mut conn, route) = match self.pinned.take() {
                 Some(c) => (c, self.pinned_route.take()),
                 None => {
                     let deadline = tokio::time::Instant::now()
                         + std::time::Duration::from_millis(self.ctx.config.hold_timeout_ms);
-                    self.route_and_checkout(Target::Leader, deadline).await?
+                    self.route_and_checkout(target, deadline).await?
                 }
             };
             let prepared = async {
                 self.sync(&mut conn, false).await?;
-                conn.prepare(&key).await.map_err(RouterError::from)
+                conn.prepare(key).await.map_err(RouterError::from)
             }
             .await;
             match prepared {
                 Ok(p) => {
                     self.keep(conn, route);
-                    break p;
+                    return Ok(p);
                 }
                 Err(RouterError::Backend(b)) if b.is_connection_failure() => {
                     conn.discard();
@@ -85,29 +195,7 @@ impl Session {
                     return Err(e.into());
                 }
             }
-        };
-        self.release_if_free();
-        let id = self.next_stmt_id;
-        self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
-        self.stmts.insert(
-            id,
-            ClientStmt {
-                key,
-                class,
-                params: stmt.params,
-                param_types: None,
-                long_data: HashMap::new(),
-                cursor_open: false,
-            },
-        );
-        self.last_prepared = id;
-        for (i, (seq, mut p)) in packets.into_iter().enumerate() {
-            if i == 0 {
-                p[1..5].copy_from_slice(&id.to_le_bytes());
-            }
-            self.output.push(seq, &p);
         }
-        self.output.flush().await.map_err(|_| Failure::ClientGone)
     }
 
     pub(super) async fn stmt_execute(&mut self, payload: &[u8], _seq: u8) -> Result<(), Failure> {
@@ -161,6 +249,7 @@ impl Session {
         }
         let cursor = flags & CURSOR_TYPE_READ_ONLY != 0;
         let key = stmt.key.clone();
+        let sharded = stmt.sharded;
         let class = stmt.class.clone();
         let long_data = std::mem::take(&mut stmt.long_data);
         let target = if is_read(&class) && !self.pins.any() && !cursor {
@@ -173,12 +262,44 @@ impl Session {
             retry_reads: is_read(&class),
             with_insert_id: class.uses_session_functions,
         };
-        let cmd = Cmd::Execute {
-            key: &key,
-            packet: &mut out,
-            long_data: &long_data,
+        let outcome = if sharded {
+            let params = crate::shard::params::decode(&out, n);
+            let map = self.ctx.shard_map.load();
+            let sql = String::from_utf8_lossy(&key.sql);
+            let input = PlanInput {
+                sql: &sql,
+                class: &class,
+                db: key.db.as_deref(),
+                params: Some(&params),
+            };
+            let t = match shard::plan(&map, input) {
+                Plan::Single(t) => t,
+                Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
+                _ => {
+                    return Err(RouterError::NotSupported(
+                        "this prepared statement on a sharded table".into(),
+                    )
+                    .into())
+                }
+            };
+            let shard_key = StmtKey {
+                db: Some(t.database.clone()),
+                sql: key.sql.clone(),
+            };
+            let cmd = Cmd::Execute {
+                key: &shard_key,
+                packet: &mut out,
+                long_data: &long_data,
+            };
+            self.run_on_shard(&t, cmd, exec).await?
+        } else {
+            let cmd = Cmd::Execute {
+                key: &key,
+                packet: &mut out,
+                long_data: &long_data,
+            };
+            self.run(target, cmd, exec).await?
         };
-        let outcome = self.run(target, cmd, exec).await?;
         if outcome.cursor_open {
             if let Some(s) = self.stmts.get_mut(&id) {
                 s.cursor_open = true;

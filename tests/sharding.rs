@@ -1,0 +1,256 @@
+//! Sharded keyspaces through the router: DDL reaches every shard, rows land on the shard
+//! their key hashes to, statements pinned by their key go to one shard, and what the router
+//! cannot yet prove correct is refused with error 1235. The shard map is read and replaced
+//! through the admin API.
+
+mod common;
+
+use common::{query_one, TestEnv};
+use mysql_async::prelude::*;
+use serde_json::{json, Value};
+use shard_map::{vindex::hash_keyspace_id, KeyValue};
+
+/// Shards of `sandbox --shards 4` over two clusters: (range start, end, cluster, database).
+const SHARDS: [(u64, u64, &str, &str); 4] = [
+    (0, 0x4000_0000_0000_0000, "c1", "app_00_40"),
+    (
+        0x4000_0000_0000_0000,
+        0x8000_0000_0000_0000,
+        "c2",
+        "app_40_80",
+    ),
+    (
+        0x8000_0000_0000_0000,
+        0xc000_0000_0000_0000,
+        "c1",
+        "app_80_c0",
+    ),
+    (0xc000_0000_0000_0000, u64::MAX, "c2", "app_c0_ff"),
+];
+
+fn shard_of(id: i64) -> usize {
+    let k = hash_keyspace_id(&KeyValue::Int(id)).unwrap();
+    SHARDS
+        .iter()
+        .position(|(lo, hi, _, _)| k >= *lo && (k < *hi || *hi == u64::MAX))
+        .unwrap()
+}
+
+fn expect_1235(r: Result<(), mysql_async::Error>, what: &str) -> String {
+    match r {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 1235, "{what}: {e:?}");
+            e.message
+        }
+        other => panic!("{what}: expected error 1235, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_land_on_their_shard_and_key_lookups_route_to_it() {
+    let env = TestEnv::start_sharded(2, 4).await;
+    let mut c = env.router_conn(None).await;
+    c.query_drop("CREATE DATABASE app").await.unwrap();
+    c.query_drop("USE app").await.unwrap();
+    c.query_drop("CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(20))")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE countries (code CHAR(2) PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE settings (k INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+
+    // Text inserts and prepared inserts.
+    for id in 1..=60i64 {
+        c.query_drop(format!(
+            "INSERT INTO customers (id, name) VALUES ({id}, 'n{id}')"
+        ))
+        .await
+        .unwrap();
+    }
+    for id in 61..=120i64 {
+        c.exec_drop(
+            "INSERT INTO customers (name, id) VALUES (?, ?)",
+            (format!("n{id}"), id),
+        )
+        .await
+        .unwrap();
+    }
+
+    // Every row is on the shard its id hashes to, and only there.
+    let ports = [env.leader_port("c1"), env.leader_port("c2")];
+    let mut total = 0;
+    for (i, (_, _, cluster, db)) in SHARDS.iter().enumerate() {
+        let port = ports[if *cluster == "c1" { 0 } else { 1 }];
+        let mut d = env.direct_conn(port, Some(db)).await;
+        let ids: Vec<i64> = d.query("SELECT id FROM customers").await.unwrap();
+        for id in &ids {
+            assert_eq!(shard_of(*id), i, "row {id} in {db}");
+        }
+        total += ids.len();
+    }
+    assert_eq!(total, 120, "every row stored exactly once");
+
+    // Lookups by key, text and prepared, return the right rows.
+    for id in [1i64, 7, 33, 64, 99, 120] {
+        let name: String = query_one(
+            &mut c,
+            &format!("SELECT name FROM customers WHERE id = {id}"),
+        )
+        .await;
+        assert_eq!(name, format!("n{id}"));
+        let name: Option<String> = c
+            .exec_first("SELECT name FROM customers WHERE id = ?", (id,))
+            .await
+            .unwrap();
+        assert_eq!(name, Some(format!("n{id}")));
+    }
+    let none: Option<String> = c
+        .query_first("SELECT name FROM customers WHERE id = 100000")
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+    c.query_drop("UPDATE customers SET name = 'changed' WHERE id = 5")
+        .await
+        .unwrap();
+    assert_eq!(c.affected_rows(), 1);
+    let name: String = query_one(&mut c, "SELECT name FROM customers WHERE id = 5").await;
+    assert_eq!(name, "changed");
+    c.query_drop("DELETE FROM customers WHERE id = 6")
+        .await
+        .unwrap();
+    assert_eq!(c.affected_rows(), 1);
+
+    // A transaction on one shard works as usual.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("UPDATE customers SET name = 'tx' WHERE id = 8")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let name: String = query_one(&mut c, "SELECT name FROM customers WHERE id = 8").await;
+    assert_eq!(name, "tx");
+
+    // Unsharded tables of the keyspace live on its default cluster.
+    c.query_drop("INSERT INTO settings VALUES (1, 10)")
+        .await
+        .unwrap();
+    let mut d = env.direct_conn(ports[0], Some("app")).await;
+    let v: i64 = query_one(&mut d, "SELECT v FROM settings WHERE k = 1").await;
+    assert_eq!(v, 10);
+
+    // Reference tables are read from a shard; writes to them are refused for now.
+    let n: i64 = query_one(&mut c, "SELECT COUNT(*) FROM countries").await;
+    assert_eq!(n, 0);
+    expect_1235(
+        c.query_drop("INSERT INTO countries VALUES ('fr')").await,
+        "reference write",
+    );
+
+    // What would need a scatter or a cross-shard write is refused, naming why.
+    let msg = expect_1235(c.query_drop("SELECT * FROM customers").await, "scatter");
+    assert!(msg.contains("customers"), "{msg}");
+    expect_1235(
+        c.query_drop("UPDATE customers SET id = 1000 WHERE id = 1")
+            .await,
+        "key update",
+    );
+    expect_1235(
+        c.query_drop("SELECT * FROM customers WHERE id > 10").await,
+        "range",
+    );
+    let (a, b) = (1..50)
+        .flat_map(|a| (a + 1..50).map(move |b| (a, b)))
+        .find(|(a, b)| shard_of(*a) != shard_of(*b))
+        .unwrap();
+    expect_1235(
+        c.query_drop(format!("INSERT INTO customers (id) VALUES ({a}), ({b})"))
+            .await,
+        "multi-shard insert",
+    );
+    // The session is fine after refusals.
+    let one: i64 = query_one(&mut c, "SELECT 1").await;
+    assert_eq!(one, 1);
+    drop((c, d));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shard_map_is_read_and_replaced_through_the_api() {
+    let env = TestEnv::start_sharded(2, 2).await;
+    let http = reqwest::Client::new();
+    let url = env.admin_url("/api/v1/shard-map");
+    let body: Value = http
+        .get(&url)
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["version"], 1);
+    let ks = &body["keyspaces"][0];
+    assert_eq!(ks["name"], "app");
+    assert_eq!(
+        ks["shards"],
+        json!([{"name": "-80", "cluster": "c1"}, {"name": "80-", "cluster": "c2"}])
+    );
+
+    // An invalid map is refused whole, naming the problem.
+    let bad = json!({"keyspaces": [{"name": "app", "default_cluster": "c1",
+        "shards": [{"name": "-80", "cluster": "c1"}, {"name": "40-", "cluster": "c2"}],
+        "tables": []}]});
+    let r = http
+        .put(&url)
+        .bearer_auth("test-token")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"].as_str().unwrap().contains("overlap"), "{e}");
+    let r = http
+        .put(&url)
+        .bearer_auth("test-token")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.put(&url).json(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A valid one becomes version 2 and applies to sessions at once.
+    let mut c = env.router_conn(None).await;
+    c.query_drop("CREATE DATABASE app").await.unwrap();
+    c.query_drop("USE app").await.unwrap();
+    c.query_drop("CREATE TABLE items (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.query_drop("SELECT * FROM items").await.unwrap();
+    let good = json!({"keyspaces": [{"name": "app", "default_cluster": "c1",
+        "shards": [{"name": "-80", "cluster": "c1"}, {"name": "80-", "cluster": "c2"}],
+        "tables": [{"name": "items", "kind": "sharded", "column": "id", "vindex": "hash"}]}]});
+    let r = http
+        .put(&url)
+        .bearer_auth("test-token")
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["version"], 2);
+    expect_1235(
+        c.query_drop("SELECT * FROM items").await,
+        "items is sharded now",
+    );
+    // Persisted: the store has version 2.
+    let stored = std::fs::read_to_string(env.opts.dir.join("shard-map/shard_map.json")).unwrap();
+    assert!(stored.contains("items"), "{stored}");
+    drop(c);
+    env.stop().await;
+}
