@@ -254,3 +254,76 @@ async fn the_shard_map_is_read_and_replaced_through_the_api() {
     drop(c);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_stay_on_one_cluster_and_use_each_shards_database() {
+    // Four shards on two clusters: -40 and 80-c0 share c1, in databases of their own.
+    let env = TestEnv::start_sharded(2, 4).await;
+    let mut c = env.router_conn(None).await;
+    c.query_drop("CREATE DATABASE app").await.unwrap();
+    c.query_drop("USE app").await.unwrap();
+    c.query_drop("CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(20))")
+        .await
+        .unwrap();
+    let on = |shard: usize| {
+        (1..1000i64)
+            .filter(move |id| shard_of(*id) == shard)
+            .take(2)
+            .collect::<Vec<_>>()
+    };
+    let (s0, s2, s1) = (on(0), on(2), on(1));
+    // A transaction over two shards of the same cluster commits both, each row in its own
+    // shard's database.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!(
+        "INSERT INTO customers (id, name) VALUES ({}, 'a')",
+        s0[0]
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!(
+        "INSERT INTO customers (id, name) VALUES ({}, 'b')",
+        s2[0]
+    ))
+    .await
+    .unwrap();
+    let n: i64 = query_one(
+        &mut c,
+        &format!("SELECT COUNT(*) FROM customers WHERE id = {}", s0[0]),
+    )
+    .await;
+    assert_eq!(n, 1);
+    // A shard on the other cluster is refused inside it, and the transaction goes on.
+    expect_1235(
+        c.query_drop(format!(
+            "INSERT INTO customers (id, name) VALUES ({}, 'c')",
+            s1[0]
+        ))
+        .await,
+        "cross-cluster transaction",
+    );
+    c.query_drop("COMMIT").await.unwrap();
+    let port = env.leader_port("c1");
+    let mut d0 = env.direct_conn(port, Some("app_00_40")).await;
+    let mut d2 = env.direct_conn(port, Some("app_80_c0")).await;
+    let ids0: Vec<i64> = d0.query("SELECT id FROM customers").await.unwrap();
+    let ids2: Vec<i64> = d2.query("SELECT id FROM customers").await.unwrap();
+    assert_eq!((ids0, ids2), (vec![s0[0]], vec![s2[0]]));
+    // A rolled-back transaction leaves nothing.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!(
+        "INSERT INTO customers (id, name) VALUES ({}, 'x')",
+        s0[1]
+    ))
+    .await
+    .unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    let n: i64 = query_one(
+        &mut c,
+        &format!("SELECT COUNT(*) FROM customers WHERE id = {}", s0[1]),
+    )
+    .await;
+    assert_eq!(n, 0);
+    drop((c, d0, d2));
+    env.stop().await;
+}
