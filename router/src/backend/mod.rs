@@ -4,6 +4,7 @@
 pub mod conn;
 pub mod pool;
 pub mod relay;
+pub mod scatter;
 
 pub use conn::{BackendConn, BackendStmt, ConnState, ConnectOptions, StmtKey};
 pub use pool::{PoolKey, PoolOptions, PooledConn, Pools};

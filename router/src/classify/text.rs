@@ -84,7 +84,7 @@ mod tests {
             vec!["SELECT", "a", "FROM", "my t", "WHERE", "b"]
         );
         let sql = "SELECT '?' , ? FROM t WHERE a = ? /* ? */";
-        assert_eq!(placeholder_offsets(sql), vec![13, 31]);
+        assert_eq!(placeholder_offsets(sql), vec![13, 32]);
         assert_eq!(
             database_ddl_target("CREATE DATABASE app"),
             Some("app".into())

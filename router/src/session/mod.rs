@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use crate::backend::scatter::ScatterError;
 use crate::backend::{
     relay, BackendError, PoolKey, PooledConn, RelayError, RelayMode, RelayOutcome, StmtKey,
 };
@@ -396,6 +397,9 @@ impl Session {
                         Plan::Every(targets) => {
                             return self.run_on_every_shard(&targets, &sql, seq).await
                         }
+                        Plan::Scatter(targets) => {
+                            return self.run_scatter(&targets, Cmd::Raw(payload)).await
+                        }
                         Plan::KeyspaceDatabases(dbs) => {
                             return self.run_on_keyspace_databases(&dbs, &sql, seq).await
                         }
@@ -649,6 +653,99 @@ impl Session {
         let result = self.run(Target::Cluster(&target.cluster), cmd, exec).await;
         self.state.db = saved;
         result
+    }
+
+    /// A read over several shards whose answer is the concatenation of theirs: sent to every
+    /// shard at once, relayed as one result set.
+    async fn run_scatter(
+        &mut self,
+        targets: &[shard_map::ShardTarget],
+        mut cmd: Cmd<'_>,
+    ) -> Result<(), Failure> {
+        if self.pinned.is_some() || self.pending_begin.is_some() {
+            return Err(RouterError::NotSupported(
+                "queries over several shards inside a transaction or locked session".into(),
+            )
+            .into());
+        }
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(self.ctx.config.hold_timeout_ms);
+        let mut conns = Vec::with_capacity(targets.len());
+        for t in targets {
+            let (mut conn, _) = self
+                .route_and_checkout(Target::Cluster(&t.cluster), deadline)
+                .await?;
+            let saved = self.state.db.replace(t.database.clone());
+            let sent = match &mut cmd {
+                Cmd::Raw(p) => match self.sync(&mut conn, false).await {
+                    Ok(()) => conn.send_command(p).await.map_err(RouterError::from),
+                    Err(e) => Err(e),
+                },
+                Cmd::Execute {
+                    key,
+                    packet,
+                    long_data,
+                } => {
+                    if !long_data.is_empty() {
+                        Err(RouterError::NotSupported(
+                            "long data parameters in a query over several shards".into(),
+                        ))
+                    } else {
+                        let shard_key = StmtKey {
+                            db: Some(t.database.clone()),
+                            sql: key.sql.clone(),
+                        };
+                        let mut c = Cmd::Execute {
+                            key: &shard_key,
+                            packet,
+                            long_data,
+                        };
+                        self.send(&mut conn, &mut c, false).await
+                    }
+                }
+            };
+            self.state.db = saved;
+            if let Err(e) = sent {
+                for mut c in conns {
+                    let c: &mut PooledConn = &mut c;
+                    c.broken = true;
+                }
+                conn.broken = true;
+                return Err(e.into());
+            }
+            conns.push(conn);
+        }
+        let deprecate_eof = self.deprecate_eof();
+        let mut refs: Vec<&mut crate::backend::BackendConn> =
+            conns.iter_mut().map(|c| &mut **c).collect();
+        let result =
+            crate::backend::scatter::concat(&mut refs, &mut self.output, deprecate_eof).await;
+        if result.is_err() {
+            // Responses still unread on some connections: none may go back to the pool.
+            for c in conns.iter_mut() {
+                c.broken = true;
+            }
+        }
+        match result {
+            Ok(_) => Ok(()),
+            Err(ScatterError::Server(e)) => {
+                Err(RouterError::Backend(BackendError::Server(e)).into())
+            }
+            Err(ScatterError::Backend {
+                source,
+                forwarded,
+                next_seq,
+            }) => {
+                let e = match source {
+                    BackendError::Server(e) => RouterError::Backend(BackendError::Server(e)),
+                    other => RouterError::LostDuringQuery {
+                        addr: other.to_string(),
+                    },
+                };
+                Err(Failure::Reply(e, forwarded.then_some(next_seq)))
+            }
+            Err(ScatterError::Client(_)) => Err(Failure::ClientGone),
+        }
     }
 
     /// DDL on a sharded or reference table: the statement runs on every shard, in each

@@ -66,6 +66,7 @@ impl Session {
             match shard::plan(&map, input) {
                 Plan::Unsharded => {}
                 Plan::Single(t) => shard_target = Some(t),
+                Plan::Scatter(ts) => shard_target = ts.into_iter().next(),
                 Plan::NeedsParams => {
                     let first = class
                         .tables
@@ -274,6 +275,15 @@ impl Session {
             };
             let t = match shard::plan(&map, input) {
                 Plan::Single(t) => t,
+                Plan::Scatter(targets) => {
+                    let cmd = Cmd::Execute {
+                        key: &key,
+                        packet: &mut out,
+                        long_data: &long_data,
+                    };
+                    self.run_scatter(&targets, cmd).await?;
+                    return Ok(());
+                }
                 Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
                 _ => {
                     return Err(RouterError::NotSupported(

@@ -31,6 +31,10 @@ pub enum Plan {
     Single(ShardTarget),
     /// Every listed shard, each in its own database (DDL).
     Every(Vec<ShardTarget>),
+    /// A read whose result is exactly the concatenation of each listed shard's result (no
+    /// ordering, limit, grouping, aggregate or subquery to merge): run on each, rows relayed
+    /// one shard after the other.
+    Scatter(Vec<ShardTarget>),
     /// `CREATE DATABASE` / `DROP DATABASE` of a sharded keyspace: the same statement for each
     /// `(cluster, database)` of the keyspace, with the database name replaced.
     KeyspaceDatabases(Vec<(String, String)>),
@@ -256,12 +260,16 @@ fn plan_single_table(
         Statement::Insert(i) => return plan_insert(ks, table, t, i, &ctx),
         _ => return Plan::Refuse(format!("this statement on sharded table `{table}`")),
     };
+    let concat = concat_safe(&stmt, input.class);
     let Some(values) = values else {
-        return Plan::Refuse(format!(
-            "statements on sharded table `{table}` without `{} = value` or `{} IN (...)` in WHERE \
-             (scatter queries)",
-            t.column, t.column
-        ));
+        if let Err(what) = &concat {
+            return Plan::Refuse(format!(
+                "{what} on sharded table `{table}` without `{} = value` or `{} IN (...)` in \
+                 WHERE (a scatter query that needs merging)",
+                t.column, t.column
+            ));
+        }
+        return Plan::Scatter(ks.all_shards().to_vec());
     };
     let mut targets: BTreeMap<String, ShardTarget> = BTreeMap::new();
     for v in values {
@@ -269,10 +277,13 @@ fn plan_single_table(
             Key::Known(v) => v,
             Key::Param => return Plan::NeedsParams,
             Key::Unusable => {
-                return Plan::Refuse(format!(
-                    "a value of shard key `{}` that can't be placed on one shard (scatter)",
-                    t.column
-                ))
+                return match &concat {
+                    Ok(()) => Plan::Scatter(ks.all_shards().to_vec()),
+                    Err(what) => Plan::Refuse(format!(
+                        "{what} with a value of shard key `{}` that can't be placed on one shard",
+                        t.column
+                    )),
+                }
             }
         };
         match ks.shard_for_read(t, &v) {
@@ -281,11 +292,13 @@ fn plan_single_table(
             }
             ShardLookup::Nowhere => {}
             ShardLookup::All(why) => {
-                return Plan::Refuse(format!(
-                    "a value of shard key `{}` whose shard is unknown ({why}), so the statement \
-                     would scatter",
-                    t.column
-                ))
+                return match &concat {
+                    Ok(()) => Plan::Scatter(ks.all_shards().to_vec()),
+                    Err(what) => Plan::Refuse(format!(
+                        "{what} with a value of shard key `{}` whose shard is unknown ({why})",
+                        t.column
+                    )),
+                }
             }
         }
     }
@@ -296,9 +309,104 @@ fn plan_single_table(
             Plan::Single,
         ),
         1 => Plan::Single(targets.into_values().next().expect("one target")),
-        n => Plan::Refuse(format!(
-            "statements on sharded table `{table}` whose key values span {n} shards"
-        )),
+        n => match concat {
+            Ok(()) => Plan::Scatter(targets.into_values().collect()),
+            Err(what) => Plan::Refuse(format!(
+                "{what} on sharded table `{table}` whose key values span {n} shards"
+            )),
+        },
+    }
+}
+
+/// Aggregate functions: their per-shard results would need merging.
+const AGGREGATES: &[&str] = &[
+    "COUNT",
+    "SUM",
+    "MIN",
+    "MAX",
+    "AVG",
+    "GROUP_CONCAT",
+    "STD",
+    "STDDEV",
+    "STDDEV_POP",
+    "STDDEV_SAMP",
+    "VARIANCE",
+    "VAR_POP",
+    "VAR_SAMP",
+    "BIT_AND",
+    "BIT_OR",
+    "BIT_XOR",
+    "JSON_ARRAYAGG",
+    "JSON_OBJECTAGG",
+];
+
+/// `Ok` when a statement's result over several shards is exactly the concatenation of each
+/// shard's result: a plain SELECT with no ordering, limit, DISTINCT, grouping, aggregate,
+/// window function, subquery or locking; otherwise what stands in the way.
+fn concat_safe(stmt: &Statement, class: &Classification) -> Result<(), &'static str> {
+    use std::ops::ControlFlow;
+    let Statement::Query(q) = stmt else {
+        return Err("writes");
+    };
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return Err("UNION");
+    };
+    if class.pin.is_some() || class.uses_session_functions || class.calc_found_rows {
+        return Err("session-dependent functions");
+    }
+    if q.with.is_some() {
+        return Err("WITH");
+    }
+    if q.order_by.is_some() {
+        return Err("ORDER BY");
+    }
+    if q.limit_clause.is_some() || q.fetch.is_some() {
+        return Err("LIMIT");
+    }
+    if !q.locks.is_empty() || q.for_clause.is_some() || !q.pipe_operators.is_empty() {
+        return Err("locking reads");
+    }
+    if s.distinct.is_some() || s.top.is_some() {
+        return Err("DISTINCT");
+    }
+    if s.into.is_some() {
+        return Err("SELECT INTO");
+    }
+    if !matches!(&s.group_by, sqlparser::ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+    {
+        return Err("GROUP BY");
+    }
+    if s.having.is_some() || s.qualify.is_some() || !s.named_window.is_empty() {
+        return Err("HAVING");
+    }
+    let found = sqlparser::ast::visit_expressions(stmt, |e| match e {
+        Expr::Subquery(_)
+        | Expr::Exists { .. }
+        | Expr::In {
+            target: InTarget::Subquery(_),
+            ..
+        } => ControlFlow::Break("subqueries"),
+        Expr::Function(f) => {
+            let name = f
+                .name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.to_ascii_uppercase())
+                .unwrap_or_default();
+            if f.over.is_some() {
+                ControlFlow::Break("window functions")
+            } else if AGGREGATES.contains(&name.as_str()) {
+                ControlFlow::Break("aggregates")
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    match found {
+        ControlFlow::Break(what) => Err(what),
+        ControlFlow::Continue(()) => Ok(()),
     }
 }
 
@@ -646,12 +754,17 @@ mod tests {
             .find(|(a, b)| shard_of(*a) != shard_of(*b))
             .unwrap();
         for sql in [
-            "SELECT * FROM customers".to_string(),
-            "SELECT * FROM customers WHERE id > 5".into(),
-            "SELECT * FROM customers WHERE id = 1 OR id = 2".into(),
-            "SELECT * FROM customers WHERE id = 1.0".into(),
-            "SELECT * FROM customers WHERE id = '042'".into(),
-            format!("SELECT * FROM customers WHERE id IN ({a}, {b})"),
+            "SELECT COUNT(*) FROM customers".to_string(),
+            "SELECT * FROM customers ORDER BY id".into(),
+            "SELECT * FROM customers LIMIT 3".into(),
+            "SELECT DISTINCT name FROM customers".into(),
+            "SELECT name FROM customers GROUP BY name".into(),
+            "SELECT * FROM customers WHERE id = (SELECT MAX(id) FROM customers)".into(),
+            "SELECT *, ROW_NUMBER() OVER () FROM customers".into(),
+            "SELECT * FROM customers WHERE id > 5 FOR UPDATE".into(),
+            "UPDATE customers SET name = 'x'".into(),
+            "DELETE FROM customers WHERE id > 5".into(),
+            format!("SELECT COUNT(*) FROM customers WHERE id IN ({a}, {b})"),
             "UPDATE customers SET id = 5 WHERE id = 1".into(),
             "INSERT INTO customers (name) VALUES ('a')".into(),
             format!("INSERT INTO customers (id) VALUES ({a}), ({b})"),
@@ -663,6 +776,30 @@ mod tests {
             match run(&sql, None) {
                 Plan::Refuse(why) => assert!(!why.is_empty()),
                 other => panic!("{sql}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn plain_reads_over_several_shards_scatter() {
+        let (a, b) = (1..100)
+            .flat_map(|a| (a + 1..100).map(move |b| (a, b)))
+            .find(|(a, b)| shard_of(*a) != shard_of(*b))
+            .unwrap();
+        for (sql, shards) in [
+            ("SELECT * FROM customers".to_string(), 2),
+            (
+                "SELECT id, UPPER(name) FROM customers WHERE id > 5".into(),
+                2,
+            ),
+            ("SELECT * FROM customers WHERE id = 1 OR id = 2".into(), 2),
+            ("SELECT * FROM customers WHERE id = 1.0".into(), 2),
+            ("SELECT * FROM customers WHERE id = '042'".into(), 2),
+            (format!("SELECT * FROM customers WHERE id IN ({a}, {b})"), 2),
+        ] {
+            match run(&sql, None) {
+                Plan::Scatter(t) => assert_eq!(t.len(), shards, "{sql}"),
+                other => panic!("{sql}: expected a scatter, got {other:?}"),
             }
         }
     }

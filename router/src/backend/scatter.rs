@@ -1,0 +1,134 @@
+//! Relaying one result built from several backends' results: the column definitions of the
+//! first, then every backend's rows in turn (re-sequenced, still not decoded), then one
+//! terminator. Only for reads whose correct answer is exactly that concatenation.
+
+use tokio::io::AsyncWrite;
+
+use super::conn::{BackendConn, MORE_RESULTS};
+use super::BackendError;
+use crate::protocol::{
+    eof_payload, is_eof_or_ok_terminator, ok_payload, parse_eof, parse_err, parse_ok,
+    read_lenenc_int, PacketWriter, ServerError, StatusFlags,
+};
+
+/// Why a scatter relay stopped.
+#[derive(Debug)]
+pub enum ScatterError {
+    /// A backend failed; `next_seq` is where an error packet must go (`forwarded` says
+    /// whether the client already has part of the result). The backend's connection is broken.
+    Backend {
+        source: BackendError,
+        forwarded: bool,
+        next_seq: u8,
+    },
+    /// A backend answered with an error before anything was sent: it goes to the client as is.
+    Server(ServerError),
+    /// The client went away.
+    Client(std::io::Error),
+}
+
+/// Relays the results of `conns` (each already sent the same read) as one result set.
+/// Returns the number of rows.
+pub async fn concat<W: AsyncWrite + Unpin>(
+    conns: &mut [&mut BackendConn],
+    client: &mut PacketWriter<W>,
+    deprecate_eof: bool,
+) -> Result<u64, ScatterError> {
+    let mut seq: u8 = 1;
+    let mut rows = 0u64;
+    let mut warnings = 0u16;
+    let mut forwarded = false;
+    let mut status = StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
+    for (i, conn) in conns.iter_mut().enumerate() {
+        let fail = |conn: &mut BackendConn, source, forwarded, seq| {
+            conn.broken = true;
+            ScatterError::Backend {
+                source,
+                forwarded,
+                next_seq: seq,
+            }
+        };
+        let (_, _, first) = conn.read_raw().await.map_err(|e| ScatterError::Backend {
+            source: e,
+            forwarded,
+            next_seq: seq,
+        })?;
+        if first.first() == Some(&0xff) {
+            let e = parse_err(&first).unwrap_or(ServerError {
+                code: 2027,
+                sqlstate: "HY000".into(),
+                message: "malformed error packet from a shard".into(),
+            });
+            if forwarded {
+                return Err(fail(conn, BackendError::Server(e), true, seq));
+            }
+            return Err(ScatterError::Server(e));
+        }
+        let mut pos = 0;
+        let Some(columns) = read_lenenc_int(&first, &mut pos).filter(|_| first.first() != Some(&0))
+        else {
+            let what = BackendError::Protocol("a shard answered a read without rows".into());
+            return Err(fail(conn, what, forwarded, seq));
+        };
+        if i == 0 {
+            seq = client.push(seq, &first);
+        }
+        let header = columns as usize + usize::from(!deprecate_eof);
+        for _ in 0..header {
+            let (_, _, p) = conn.read_raw().await.map_err(|e| ScatterError::Backend {
+                source: e,
+                forwarded,
+                next_seq: seq,
+            })?;
+            if i == 0 {
+                seq = client.push(seq, &p);
+            }
+        }
+        forwarded = true;
+        loop {
+            let (_, _, p) = conn.read_raw().await.map_err(|e| ScatterError::Backend {
+                source: e,
+                forwarded,
+                next_seq: seq,
+            })?;
+            if p.first() == Some(&0xff) {
+                let e = parse_err(&p).unwrap_or(ServerError {
+                    code: 2027,
+                    sqlstate: "HY000".into(),
+                    message: "malformed error packet from a shard".into(),
+                });
+                return Err(fail(conn, BackendError::Server(e), true, seq));
+            }
+            if is_eof_or_ok_terminator(&p) {
+                let (w, st) = if deprecate_eof {
+                    parse_ok(&p)
+                        .map(|ok| (ok.warnings, ok.status))
+                        .unwrap_or((0, 0))
+                } else {
+                    parse_eof(&p).unwrap_or((0, 0))
+                };
+                if st & MORE_RESULTS != 0 {
+                    let what = BackendError::Protocol("a shard sent several results".into());
+                    return Err(fail(conn, what, true, seq));
+                }
+                warnings = warnings.saturating_add(w);
+                status = st;
+                conn.status = st;
+                break;
+            }
+            seq = client.push(seq, &p);
+            rows += 1;
+            if client.pending() >= 64 * 1024 {
+                client.flush().await.map_err(ScatterError::Client)?;
+            }
+        }
+    }
+    let status = StatusFlags::from_bits_truncate(status);
+    if deprecate_eof {
+        client.push(seq, &ok_payload(0, 0, status, warnings, 0xfe));
+    } else {
+        client.push(seq, &eof_payload(status, warnings));
+    }
+    client.flush().await.map_err(ScatterError::Client)?;
+    Ok(rows)
+}
