@@ -117,15 +117,7 @@ async fn sessions_never_see_each_others_state() {
         .unwrap();
     assert_eq!((db, who), (None, None));
     // All three sessions ran on the one pooled connection.
-    let stats: serde_json::Value = reqwest::Client::new()
-        .get(env.admin_url("/api/v1/router"))
-        .bearer_auth("test-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value = env.router_stats().await;
     let statements = stats["statements"].as_u64().unwrap();
     assert!(statements >= 40, "{stats}");
     drop((a, b, c));

@@ -122,15 +122,7 @@ async fn bad_packets_get_clear_errors_and_hurt_nobody_else() {
 
     let one: i64 = query_one(&mut bystander, "SELECT 1").await;
     assert_eq!(one, 1, "other sessions are unaffected");
-    let stats: serde_json::Value = reqwest::Client::new()
-        .get(env.admin_url("/api/v1/router"))
-        .bearer_auth("test-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value = env.router_stats().await;
     assert_eq!(stats["session_panics"], 0, "{stats}");
     drop(bystander);
     env.stop().await;
@@ -161,15 +153,7 @@ async fn mariadb_syntax_sqlparser_cannot_parse_still_works() {
     c.query_drop("XA COMMIT 'x1'").await.unwrap();
     let v: i64 = query_one(&mut c, "SELECT v FROM t WHERE id = 1").await;
     assert_eq!(v, 10);
-    let stats: serde_json::Value = reqwest::Client::new()
-        .get(env.admin_url("/api/v1/router"))
-        .bearer_auth("test-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value = env.router_stats().await;
     assert!(
         stats["unparsed_statements"].as_u64().unwrap() >= 6,
         "unparsed statements are counted: {stats}"

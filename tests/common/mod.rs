@@ -106,6 +106,19 @@ impl TestEnv {
         format!("http://{}{path}", self.app().admin_addr)
     }
 
+    /// `GET /api/v1/router`: the router's counters.
+    pub async fn router_stats(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(self.admin_url("/api/v1/router"))
+            .bearer_auth("test-token")
+            .send()
+            .await
+            .expect("admin API answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
     /// The current leader's port of a cluster.
     pub fn leader_port(&self, cluster: &str) -> u16 {
         let c = self.local().cluster(cluster).expect("cluster");
