@@ -160,6 +160,12 @@ async fn rows_land_on_their_shard_and_key_lookups_route_to_it() {
     big.sort();
     assert_eq!(big.len(), 20);
     assert_eq!(big[0], (101, "n101".to_string()));
+    // LIMIT without ORDER BY: any n existing rows, each once.
+    let some: Vec<i64> = c.query("SELECT id FROM customers LIMIT 7").await.unwrap();
+    assert_eq!(some.len(), 7);
+    let distinct: std::collections::BTreeSet<_> = some.iter().collect();
+    assert_eq!(distinct.len(), 7);
+    assert!(some.iter().all(|id| want.contains(id)), "{some:?}");
     let none: Vec<i64> = c
         .query("SELECT id FROM customers WHERE id > 5000")
         .await

@@ -27,12 +27,14 @@ pub enum ScatterError {
     Client(std::io::Error),
 }
 
-/// Relays the results of `conns` (each already sent the same read) as one result set.
-/// Returns the number of rows.
+/// Relays the results of `conns` (each already sent the same read) as one result set, at
+/// most `limit` rows (the rest is read and dropped so that the connections stay usable).
+/// Returns the number of rows relayed.
 pub async fn concat<W: AsyncWrite + Unpin>(
     conns: &mut [&mut BackendConn],
     client: &mut PacketWriter<W>,
     deprecate_eof: bool,
+    limit: Option<u64>,
 ) -> Result<u64, ScatterError> {
     let mut seq: u8 = 1;
     let mut rows = 0u64;
@@ -115,6 +117,9 @@ pub async fn concat<W: AsyncWrite + Unpin>(
                 status = st;
                 conn.status = st;
                 break;
+            }
+            if limit.is_some_and(|l| rows >= l) {
+                continue;
             }
             seq = client.push(seq, &p);
             rows += 1;

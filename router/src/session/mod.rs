@@ -397,8 +397,8 @@ impl Session {
                         Plan::Every(targets) => {
                             return self.run_on_every_shard(&targets, &sql, seq).await
                         }
-                        Plan::Scatter(targets) => {
-                            return self.run_scatter(&targets, Cmd::Raw(payload)).await
+                        Plan::Scatter { targets, limit } => {
+                            return self.run_scatter(&targets, limit, Cmd::Raw(payload)).await
                         }
                         Plan::KeyspaceDatabases(dbs) => {
                             return self.run_on_keyspace_databases(&dbs, &sql, seq).await
@@ -660,6 +660,7 @@ impl Session {
     async fn run_scatter(
         &mut self,
         targets: &[shard_map::ShardTarget],
+        limit: Option<u64>,
         mut cmd: Cmd<'_>,
     ) -> Result<(), Failure> {
         if self.pinned.is_some() || self.pending_begin.is_some() {
@@ -719,7 +720,8 @@ impl Session {
         let mut refs: Vec<&mut crate::backend::BackendConn> =
             conns.iter_mut().map(|c| &mut **c).collect();
         let result =
-            crate::backend::scatter::concat(&mut refs, &mut self.output, deprecate_eof).await;
+            crate::backend::scatter::concat(&mut refs, &mut self.output, deprecate_eof, limit)
+                .await;
         if result.is_err() {
             // Responses still unread on some connections: none may go back to the pool.
             for c in conns.iter_mut() {

@@ -66,7 +66,7 @@ impl Session {
             match shard::plan(&map, input) {
                 Plan::Unsharded => {}
                 Plan::Single(t) => shard_target = Some(t),
-                Plan::Scatter(ts) => shard_target = ts.into_iter().next(),
+                Plan::Scatter { targets, .. } => shard_target = targets.into_iter().next(),
                 Plan::NeedsParams => {
                     let first = class
                         .tables
@@ -275,13 +275,13 @@ impl Session {
             };
             let t = match shard::plan(&map, input) {
                 Plan::Single(t) => t,
-                Plan::Scatter(targets) => {
+                Plan::Scatter { targets, limit } => {
                     let cmd = Cmd::Execute {
                         key: &key,
                         packet: &mut out,
                         long_data: &long_data,
                     };
-                    self.run_scatter(&targets, cmd).await?;
+                    self.run_scatter(&targets, limit, cmd).await?;
                     return Ok(());
                 }
                 Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),

@@ -32,9 +32,13 @@ pub enum Plan {
     /// Every listed shard, each in its own database (DDL).
     Every(Vec<ShardTarget>),
     /// A read whose result is exactly the concatenation of each listed shard's result (no
-    /// ordering, limit, grouping, aggregate or subquery to merge): run on each, rows relayed
-    /// one shard after the other.
-    Scatter(Vec<ShardTarget>),
+    /// ordering, offset, grouping, aggregate or subquery to merge): run on each, rows relayed
+    /// one shard after the other. With `limit`, only that many rows in all: any rows are a
+    /// right answer without ORDER BY, and each shard's own LIMIT bounds what it sends.
+    Scatter {
+        targets: Vec<ShardTarget>,
+        limit: Option<u64>,
+    },
     /// `CREATE DATABASE` / `DROP DATABASE` of a sharded keyspace: the same statement for each
     /// `(cluster, database)` of the keyspace, with the database name replaced.
     KeyspaceDatabases(Vec<(String, String)>),
@@ -269,7 +273,10 @@ fn plan_single_table(
                 t.column, t.column
             ));
         }
-        return Plan::Scatter(ks.all_shards().to_vec());
+        return Plan::Scatter {
+            targets: ks.all_shards().to_vec(),
+            limit: concat.unwrap_or_default(),
+        };
     };
     let mut targets: BTreeMap<String, ShardTarget> = BTreeMap::new();
     for v in values {
@@ -278,7 +285,10 @@ fn plan_single_table(
             Key::Param => return Plan::NeedsParams,
             Key::Unusable => {
                 return match &concat {
-                    Ok(()) => Plan::Scatter(ks.all_shards().to_vec()),
+                    Ok(limit) => Plan::Scatter {
+                        targets: ks.all_shards().to_vec(),
+                        limit: *limit,
+                    },
                     Err(what) => Plan::Refuse(format!(
                         "{what} with a value of shard key `{}` that can't be placed on one shard",
                         t.column
@@ -293,7 +303,10 @@ fn plan_single_table(
             ShardLookup::Nowhere => {}
             ShardLookup::All(why) => {
                 return match &concat {
-                    Ok(()) => Plan::Scatter(ks.all_shards().to_vec()),
+                    Ok(limit) => Plan::Scatter {
+                        targets: ks.all_shards().to_vec(),
+                        limit: *limit,
+                    },
                     Err(what) => Plan::Refuse(format!(
                         "{what} with a value of shard key `{}` whose shard is unknown ({why})",
                         t.column
@@ -310,7 +323,10 @@ fn plan_single_table(
         ),
         1 => Plan::Single(targets.into_values().next().expect("one target")),
         n => match concat {
-            Ok(()) => Plan::Scatter(targets.into_values().collect()),
+            Ok(limit) => Plan::Scatter {
+                targets: targets.into_values().collect(),
+                limit,
+            },
             Err(what) => Plan::Refuse(format!(
                 "{what} on sharded table `{table}` whose key values span {n} shards"
             )),
@@ -341,9 +357,10 @@ const AGGREGATES: &[&str] = &[
 ];
 
 /// `Ok` when a statement's result over several shards is exactly the concatenation of each
-/// shard's result: a plain SELECT with no ordering, limit, DISTINCT, grouping, aggregate,
-/// window function, subquery or locking; otherwise what stands in the way.
-fn concat_safe(stmt: &Statement, class: &Classification) -> Result<(), &'static str> {
+/// shard's result: a plain SELECT with no ordering, offset, DISTINCT, grouping, aggregate,
+/// window function, subquery or locking (with the `LIMIT n` it may have); otherwise what
+/// stands in the way.
+fn concat_safe(stmt: &Statement, class: &Classification) -> Result<Option<u64>, &'static str> {
     use std::ops::ControlFlow;
     let Statement::Query(q) = stmt else {
         return Err("writes");
@@ -360,9 +377,21 @@ fn concat_safe(stmt: &Statement, class: &Classification) -> Result<(), &'static 
     if q.order_by.is_some() {
         return Err("ORDER BY");
     }
-    if q.limit_clause.is_some() || q.fetch.is_some() {
-        return Err("LIMIT");
+    if q.fetch.is_some() {
+        return Err("FETCH");
     }
+    let limit = match &q.limit_clause {
+        None => None,
+        Some(sqlparser::ast::LimitClause::LimitOffset {
+            limit: Some(Expr::Value(v)),
+            offset: None,
+            limit_by,
+        }) if limit_by.is_empty() => match &v.value {
+            Value::Number(n, _) => Some(n.parse::<u64>().map_err(|_| "LIMIT")?),
+            _ => return Err("LIMIT with a parameter"),
+        },
+        Some(_) => return Err("LIMIT with OFFSET"),
+    };
     if !q.locks.is_empty() || q.for_clause.is_some() || !q.pipe_operators.is_empty() {
         return Err("locking reads");
     }
@@ -406,7 +435,7 @@ fn concat_safe(stmt: &Statement, class: &Classification) -> Result<(), &'static 
     });
     match found {
         ControlFlow::Break(what) => Err(what),
-        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Continue(()) => Ok(limit),
     }
 }
 
@@ -756,7 +785,8 @@ mod tests {
         for sql in [
             "SELECT COUNT(*) FROM customers".to_string(),
             "SELECT * FROM customers ORDER BY id".into(),
-            "SELECT * FROM customers LIMIT 3".into(),
+            "SELECT * FROM customers LIMIT 3 OFFSET 2".into(),
+            "SELECT * FROM customers LIMIT 2, 3".into(),
             "SELECT DISTINCT name FROM customers".into(),
             "SELECT name FROM customers GROUP BY name".into(),
             "SELECT * FROM customers WHERE id = (SELECT MAX(id) FROM customers)".into(),
@@ -798,9 +828,15 @@ mod tests {
             (format!("SELECT * FROM customers WHERE id IN ({a}, {b})"), 2),
         ] {
             match run(&sql, None) {
-                Plan::Scatter(t) => assert_eq!(t.len(), shards, "{sql}"),
+                Plan::Scatter { targets, limit } => {
+                    assert_eq!((targets.len(), limit), (shards, None), "{sql}")
+                }
                 other => panic!("{sql}: expected a scatter, got {other:?}"),
             }
+        }
+        match run("SELECT id FROM customers WHERE id > 3 LIMIT 5", None) {
+            Plan::Scatter { targets, limit } => assert_eq!((targets.len(), limit), (2, Some(5))),
+            other => panic!("expected a scatter, got {other:?}"),
         }
     }
 
