@@ -184,23 +184,44 @@ async fn kill_9_of_the_leader_under_router_writes_loses_no_acknowledged_write() 
     )
     .await;
 
-    // The old leader comes back and rejoins as a replica: it has nothing the new leader
-    // lacks, so no write reached it after the new epoch.
+    // The old leader comes back. It rejoins as a replica when it has nothing the new leader
+    // lacks; otherwise it is kept out, and then what only it has may only be writes whose
+    // outcome the client was told is unknown: no write reached it after the new epoch.
     env.local_mut().start_node("c1", &old_leader).await.unwrap();
     let old_port: u16 = old_leader.rsplit(':').next().unwrap().parse().unwrap();
-    eventually(
+    let rejoined = eventually(
         Duration::from_secs(30),
-        "the old leader rejoins",
+        "the old leader rejoins or is kept out",
         || async {
+            let refused = env
+                .app()
+                .orchestrator
+                .events("c1")
+                .ok()?
+                .iter()
+                .any(|e| e.kind == "rejoin.refused");
+            if refused {
+                return Some(false);
+            }
             let mut c = Conn::new(common::opts_for(old_port, "switchyard", "switchyard", None))
                 .await
                 .ok()?;
             let ro: i64 = c.query_first("SELECT @@global.read_only").await.ok()??;
             let (gtid, sum) = gtid_and_checksum(&mut c).await;
-            (ro == 1 && gtid == want_gtid && sum == want_sum).then_some(())
+            (ro == 1 && gtid == want_gtid && sum == want_sum).then_some(true)
         },
     )
     .await;
+    if !rejoined {
+        let mut c = env.admin_conn(old_port).await;
+        let only_old: BTreeSet<u64> = ids_on(&mut c).await.difference(&present).copied().collect();
+        assert!(
+            only_old.is_subset(&uncertain),
+            "the old leader has rows no client was left unsure about: {only_old:?}"
+        );
+        let ro: i64 = query_one(&mut c, "SELECT @@global.read_only").await;
+        assert_eq!(ro, 1, "a kept-out old leader is fenced");
+    }
     let errors = ledger.errors.lock().unwrap().clone();
     println!(
         "acknowledged {} writes, {} client errors during the failover: {:?}",

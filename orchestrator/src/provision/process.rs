@@ -81,6 +81,12 @@ pub(crate) fn server_args(node: &LocalNode, role: ServerRole, as_root: bool) -> 
     if role.skip_slave_start {
         args.push("--skip-slave-start".into());
     }
+    if role.semi_sync {
+        // Crash recovery as a semi-sync replica: a former leader killed after writing a
+        // transaction to its binlog but before any replica acknowledged it rolls that
+        // transaction back instead of committing it, so it can rejoin the new leader.
+        args.push("--init-rpl-role=SLAVE".into());
+    }
     args
 }
 
