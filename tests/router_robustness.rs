@@ -216,3 +216,36 @@ async fn reads_go_to_fresh_replicas_only_when_configured() {
     drop(c);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_get_1040_and_others_keep_working() {
+    let env = TestEnv::start_with(1, 0, |c| c.router.max_connections = 2).await;
+    let mut a = env.router_conn(None).await;
+    let b = env.router_conn(None).await;
+    match mysql_async::Conn::new(env.router_opts(None)).await {
+        // Sent before the handshake, so without a SQLSTATE, as MariaDB does.
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 1040);
+            assert!(e.message.contains("Too many connections"), "{e:?}");
+        }
+        Err(other) => panic!("expected error 1040, got {other:?}"),
+        Ok(_) => panic!("a third connection was accepted past max_connections = 2"),
+    }
+    let one: i64 = query_one(&mut a, "SELECT 1").await;
+    assert_eq!(one, 1);
+    // A slot freed is a slot available again.
+    drop(b.disconnect().await);
+    let mut c = common::eventually(Duration::from_secs(10), "a freed slot", || async {
+        mysql_async::Conn::new(env.router_opts(None)).await.ok()
+    })
+    .await;
+    let one: i64 = query_one(&mut c, "SELECT 1").await;
+    assert_eq!(one, 1);
+    let stats = env.router_stats().await;
+    assert!(
+        stats["connections_refused"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    drop((a, c));
+    env.stop().await;
+}

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::context::{RouterContext, RouterMetrics};
 use crate::error::RouterError;
-use crate::protocol::{err_payload, packet::frame};
+use crate::protocol::packet::frame;
 use crate::session::Session;
 
 /// Serves MySQL clients on `listener` until `shutdown` completes.
@@ -46,9 +46,14 @@ pub async fn run(
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             RouterMetrics::inc(&ctx.metrics.connections_refused);
             tokio::spawn(async move {
+                // Before the handshake the client's capabilities are unknown, so the error
+                // goes without a SQLSTATE, as MariaDB sends it (protocol 4.0 layout).
                 let e = RouterError::TooManyConnections.to_client();
+                let mut payload = vec![0xff];
+                payload.extend_from_slice(&e.code.to_le_bytes());
+                payload.extend_from_slice(e.message.as_bytes());
                 let mut buf = Vec::new();
-                frame(0, &err_payload(e.code, &e.sqlstate, &e.message), &mut buf);
+                frame(0, &payload, &mut buf);
                 let _ = stream.write_all(&buf).await;
             });
             continue;
