@@ -137,3 +137,173 @@ pub async fn concat<W: AsyncWrite + Unpin>(
     client.flush().await.map_err(ScatterError::Client)?;
     Ok(rows)
 }
+
+/// Relays the results of a `COUNT`-only read sent to every conn: the first conn's column
+/// definitions and one row holding, for each column, the sum of the shards' counts.
+pub async fn sum_counts<W: AsyncWrite + Unpin>(
+    conns: &mut [&mut BackendConn],
+    client: &mut PacketWriter<W>,
+    deprecate_eof: bool,
+    binary: bool,
+) -> Result<(), ScatterError> {
+    let mut header: Vec<bytes::BytesMut> = Vec::new();
+    let mut sums: Vec<i64> = Vec::new();
+    let mut warnings = 0u16;
+    let mut status = StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
+    for (i, conn) in conns.iter_mut().enumerate() {
+        let lost = |source| ScatterError::Backend {
+            source,
+            forwarded: false,
+            next_seq: 1,
+        };
+        let (_, _, first) = conn.read_raw().await.map_err(lost)?;
+        if first.first() == Some(&0xff) {
+            return Err(ScatterError::Server(parse_err(&first).unwrap_or(
+                ServerError {
+                    code: 2027,
+                    sqlstate: "HY000".into(),
+                    message: "malformed error packet from a shard".into(),
+                },
+            )));
+        }
+        let mut pos = 0;
+        let n = read_lenenc_int(&first, &mut pos)
+            .filter(|n| *n > 0 && first.first() != Some(&0))
+            .ok_or_else(|| {
+                conn.broken = true;
+                lost(BackendError::Protocol(
+                    "a shard answered a count without rows".into(),
+                ))
+            })? as usize;
+        if i == 0 {
+            header.push(first);
+            sums = vec![0; n];
+        } else if n != sums.len() {
+            conn.broken = true;
+            return Err(lost(BackendError::Protocol(
+                "shards disagree on the columns".into(),
+            )));
+        }
+        for _ in 0..n {
+            let (_, _, def) = conn.read_raw().await.map_err(lost)?;
+            if column_type(&def) != Some(0x08) {
+                conn.broken = true;
+                return Err(lost(BackendError::Protocol(
+                    "a COUNT column that is not a BIGINT".into(),
+                )));
+            }
+            if i == 0 {
+                header.push(def);
+            }
+        }
+        if !deprecate_eof {
+            conn.read_raw().await.map_err(lost)?;
+        }
+        let mut rows = 0;
+        loop {
+            let (_, _, p) = conn.read_raw().await.map_err(lost)?;
+            if p.first() == Some(&0xff) {
+                conn.broken = true;
+                return Err(ScatterError::Server(parse_err(&p).unwrap_or(ServerError {
+                    code: 2027,
+                    sqlstate: "HY000".into(),
+                    message: "malformed error packet from a shard".into(),
+                })));
+            }
+            if is_eof_or_ok_terminator(&p) {
+                let (w, st) = if deprecate_eof {
+                    parse_ok(&p)
+                        .map(|ok| (ok.warnings, ok.status))
+                        .unwrap_or((0, 0))
+                } else {
+                    parse_eof(&p).unwrap_or((0, 0))
+                };
+                warnings = warnings.saturating_add(w);
+                status = st & !MORE_RESULTS;
+                conn.status = st;
+                break;
+            }
+            rows += 1;
+            let counts = if binary {
+                binary_counts(&p, n)
+            } else {
+                text_counts(&p, n)
+            };
+            let Some(counts) = counts.filter(|_| rows == 1) else {
+                conn.broken = true;
+                return Err(lost(BackendError::Protocol(
+                    "a shard's count row could not be read".into(),
+                )));
+            };
+            for (s, c) in sums.iter_mut().zip(counts) {
+                *s = s.saturating_add(c);
+            }
+        }
+    }
+    let mut seq = 1u8;
+    for p in &header {
+        seq = client.push(seq, p);
+    }
+    if !deprecate_eof {
+        seq = client.push(
+            seq,
+            &eof_payload(StatusFlags::from_bits_truncate(status), 0),
+        );
+    }
+    let mut row = Vec::with_capacity(16 * sums.len());
+    if binary {
+        row.push(0);
+        row.extend(std::iter::repeat_n(0u8, (sums.len() + 9) / 8));
+        for s in &sums {
+            row.extend_from_slice(&s.to_le_bytes());
+        }
+    } else {
+        for s in &sums {
+            crate::protocol::put_lenenc_bytes(&mut row, s.to_string().as_bytes());
+        }
+    }
+    seq = client.push(seq, &row);
+    let status = StatusFlags::from_bits_truncate(status);
+    if deprecate_eof {
+        client.push(seq, &ok_payload(0, 0, status, warnings, 0xfe));
+    } else {
+        client.push(seq, &eof_payload(status, warnings));
+    }
+    client.flush().await.map_err(ScatterError::Client)
+}
+
+/// The type byte of a column definition packet.
+fn column_type(def: &[u8]) -> Option<u8> {
+    let mut pos = 0;
+    for _ in 0..6 {
+        crate::protocol::read_lenenc_bytes(def, &mut pos)?;
+    }
+    // length of the fixed fields (0x0c), charset (2), column length (4), then the type.
+    pos += 1 + 2 + 4;
+    def.get(pos).copied()
+}
+
+fn text_counts(row: &[u8], n: usize) -> Option<Vec<i64>> {
+    let mut pos = 0;
+    (0..n)
+        .map(|_| {
+            let v = crate::protocol::read_lenenc_bytes(row, &mut pos)?;
+            std::str::from_utf8(v).ok()?.parse().ok()
+        })
+        .collect()
+}
+
+fn binary_counts(row: &[u8], n: usize) -> Option<Vec<i64>> {
+    let bitmap = (n + 9) / 8;
+    if row.first() != Some(&0) || row.get(1..1 + bitmap)?.iter().any(|b| *b != 0) {
+        return None;
+    }
+    let mut pos = 1 + bitmap;
+    (0..n)
+        .map(|_| {
+            let b: [u8; 8] = row.get(pos..pos + 8)?.try_into().ok()?;
+            pos += 8;
+            Some(i64::from_le_bytes(b))
+        })
+        .collect()
+}

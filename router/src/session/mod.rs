@@ -110,6 +110,15 @@ struct Exec {
     with_insert_id: bool,
 }
 
+/// How the results of a read sent to several shards become one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Gather {
+    /// Every shard's rows in turn, at most this many in all.
+    Concat(Option<u64>),
+    /// One row: each COUNT column summed over the shards.
+    SumCounts,
+}
+
 /// A command to run on a backend.
 #[derive(Debug)]
 pub(crate) enum Cmd<'a> {
@@ -398,7 +407,14 @@ impl Session {
                             return self.run_on_every_shard(&targets, &sql, seq).await
                         }
                         Plan::Scatter { targets, limit } => {
-                            return self.run_scatter(&targets, limit, Cmd::Raw(payload)).await
+                            return self
+                                .run_scatter(&targets, Gather::Concat(limit), Cmd::Raw(payload))
+                                .await
+                        }
+                        Plan::ScatterCount { targets } => {
+                            return self
+                                .run_scatter(&targets, Gather::SumCounts, Cmd::Raw(payload))
+                                .await
                         }
                         Plan::KeyspaceDatabases(dbs) => {
                             return self.run_on_keyspace_databases(&dbs, &sql, seq).await
@@ -660,9 +676,10 @@ impl Session {
     async fn run_scatter(
         &mut self,
         targets: &[shard_map::ShardTarget],
-        limit: Option<u64>,
+        gather: Gather,
         mut cmd: Cmd<'_>,
     ) -> Result<(), Failure> {
+        let binary = matches!(cmd, Cmd::Execute { .. });
         if self.pinned.is_some() || self.pending_begin.is_some() {
             return Err(RouterError::NotSupported(
                 "queries over several shards inside a transaction or locked session".into(),
@@ -719,9 +736,22 @@ impl Session {
         let deprecate_eof = self.deprecate_eof();
         let mut refs: Vec<&mut crate::backend::BackendConn> =
             conns.iter_mut().map(|c| &mut **c).collect();
-        let result =
-            crate::backend::scatter::concat(&mut refs, &mut self.output, deprecate_eof, limit)
-                .await;
+        let result = match gather {
+            Gather::Concat(limit) => {
+                crate::backend::scatter::concat(&mut refs, &mut self.output, deprecate_eof, limit)
+                    .await
+                    .map(|_| ())
+            }
+            Gather::SumCounts => {
+                crate::backend::scatter::sum_counts(
+                    &mut refs,
+                    &mut self.output,
+                    deprecate_eof,
+                    binary,
+                )
+                .await
+            }
+        };
         if result.is_err() {
             // Responses still unread on some connections: none may go back to the pool.
             for c in conns.iter_mut() {

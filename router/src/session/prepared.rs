@@ -11,7 +11,7 @@ use crate::classify::Classification;
 use crate::context::RouterMetrics;
 use crate::error::RouterError;
 
-use super::{is_read, Cmd, Exec, Failure, Session, Target};
+use super::{is_read, Cmd, Exec, Failure, Gather, Session, Target};
 use crate::shard::{self, Plan, PlanInput};
 
 /// A statement as the client knows it.
@@ -66,7 +66,9 @@ impl Session {
             match shard::plan(&map, input) {
                 Plan::Unsharded => {}
                 Plan::Single(t) => shard_target = Some(t),
-                Plan::Scatter { targets, .. } => shard_target = targets.into_iter().next(),
+                Plan::Scatter { targets, .. } | Plan::ScatterCount { targets } => {
+                    shard_target = targets.into_iter().next()
+                }
                 Plan::NeedsParams => {
                     let first = class
                         .tables
@@ -281,7 +283,17 @@ impl Session {
                         packet: &mut out,
                         long_data: &long_data,
                     };
-                    self.run_scatter(&targets, limit, cmd).await?;
+                    self.run_scatter(&targets, Gather::Concat(limit), cmd)
+                        .await?;
+                    return Ok(());
+                }
+                Plan::ScatterCount { targets } => {
+                    let cmd = Cmd::Execute {
+                        key: &key,
+                        packet: &mut out,
+                        long_data: &long_data,
+                    };
+                    self.run_scatter(&targets, Gather::SumCounts, cmd).await?;
                     return Ok(());
                 }
                 Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),

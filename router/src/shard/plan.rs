@@ -39,6 +39,9 @@ pub enum Plan {
         targets: Vec<ShardTarget>,
         limit: Option<u64>,
     },
+    /// A read whose select list is only `COUNT(...)` (no DISTINCT, grouping, ordering or
+    /// limit): run on each shard, each count column summed into one row.
+    ScatterCount { targets: Vec<ShardTarget> },
     /// `CREATE DATABASE` / `DROP DATABASE` of a sharded keyspace: the same statement for each
     /// `(cluster, database)` of the keyspace, with the database name replaced.
     KeyspaceDatabases(Vec<(String, String)>),
@@ -265,7 +268,13 @@ fn plan_single_table(
         _ => return Plan::Refuse(format!("this statement on sharded table `{table}`")),
     };
     let concat = concat_safe(&stmt, input.class);
+    let counts = counts_only(&stmt, input.class);
     let Some(values) = values else {
+        if counts {
+            return Plan::ScatterCount {
+                targets: ks.all_shards().to_vec(),
+            };
+        }
         if let Err(what) = &concat {
             return Plan::Refuse(format!(
                 "{what} on sharded table `{table}` without `{} = value` or `{} IN (...)` in \
@@ -322,6 +331,9 @@ fn plan_single_table(
             Plan::Single,
         ),
         1 => Plan::Single(targets.into_values().next().expect("one target")),
+        _ if counts => Plan::ScatterCount {
+            targets: targets.into_values().collect(),
+        },
         n => match concat {
             Ok(limit) => Plan::Scatter {
                 targets: targets.into_values().collect(),
@@ -332,6 +344,72 @@ fn plan_single_table(
             )),
         },
     }
+}
+
+/// Whether a statement is a plain SELECT whose select list is only `COUNT(*)` / `COUNT(expr)`
+/// (no DISTINCT inside or outside, no GROUP BY, HAVING, ORDER BY, LIMIT, window, subquery or
+/// locking): its answer over several shards is the sum of each shard's counts.
+fn counts_only(stmt: &Statement, class: &Classification) -> bool {
+    use sqlparser::ast::{FunctionArguments, SelectItem};
+    let Statement::Query(q) = stmt else {
+        return false;
+    };
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return false;
+    };
+    if class.pin.is_some() || class.uses_session_functions || class.calc_found_rows {
+        return false;
+    }
+    let plain_query = q.with.is_none()
+        && q.order_by.is_none()
+        && q.limit_clause.is_none()
+        && q.fetch.is_none()
+        && q.locks.is_empty()
+        && q.for_clause.is_none()
+        && q.pipe_operators.is_empty();
+    let plain_select = s.distinct.is_none()
+        && s.top.is_none()
+        && s.into.is_none()
+        && matches!(&s.group_by, sqlparser::ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        && s.having.is_none()
+        && s.qualify.is_none()
+        && s.named_window.is_empty();
+    if !plain_query || !plain_select || s.projection.is_empty() {
+        return false;
+    }
+    let is_count = |e: &Expr| match e {
+        Expr::Function(f) => {
+            let name = f
+                .name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.to_ascii_uppercase());
+            name.as_deref() == Some("COUNT")
+                && f.over.is_none()
+                && f.filter.is_none()
+                && f.within_group.is_empty()
+                && matches!(&f.args, FunctionArguments::List(l)
+                    if l.duplicate_treatment.is_none() && l.clauses.is_empty() && l.args.len() == 1)
+        }
+        _ => false,
+    };
+    let all_counts = s.projection.iter().all(|item| match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => is_count(e),
+        _ => false,
+    });
+    // Subqueries anywhere (even in WHERE) would read across shards.
+    let no_subquery = sqlparser::ast::visit_expressions(stmt, |e| match e {
+        Expr::Subquery(_)
+        | Expr::Exists { .. }
+        | Expr::In {
+            target: InTarget::Subquery(_),
+            ..
+        } => std::ops::ControlFlow::Break(()),
+        _ => std::ops::ControlFlow::Continue(()),
+    })
+    .is_continue();
+    all_counts && no_subquery
 }
 
 /// Aggregate functions: their per-shard results would need merging.
@@ -783,7 +861,11 @@ mod tests {
             .find(|(a, b)| shard_of(*a) != shard_of(*b))
             .unwrap();
         for sql in [
-            "SELECT COUNT(*) FROM customers".to_string(),
+            "SELECT COUNT(DISTINCT name) FROM customers".to_string(),
+            "SELECT COUNT(*), name FROM customers".into(),
+            "SELECT COUNT(*) FROM customers GROUP BY name".into(),
+            "SELECT COUNT(*) FROM customers LIMIT 1".into(),
+            "SELECT SUM(id) FROM customers".into(),
             "SELECT * FROM customers ORDER BY id".into(),
             "SELECT * FROM customers LIMIT 3 OFFSET 2".into(),
             "SELECT * FROM customers LIMIT 2, 3".into(),
@@ -794,7 +876,7 @@ mod tests {
             "SELECT * FROM customers WHERE id > 5 FOR UPDATE".into(),
             "UPDATE customers SET name = 'x'".into(),
             "DELETE FROM customers WHERE id > 5".into(),
-            format!("SELECT COUNT(*) FROM customers WHERE id IN ({a}, {b})"),
+            format!("SELECT SUM(id) FROM customers WHERE id IN ({a}, {b})"),
             "UPDATE customers SET id = 5 WHERE id = 1".into(),
             "INSERT INTO customers (name) VALUES ('a')".into(),
             format!("INSERT INTO customers (id) VALUES ({a}), ({b})"),
@@ -832,6 +914,15 @@ mod tests {
                     assert_eq!((targets.len(), limit), (shards, None), "{sql}")
                 }
                 other => panic!("{sql}: expected a scatter, got {other:?}"),
+            }
+        }
+        for sql in [
+            "SELECT COUNT(*) FROM customers",
+            "SELECT COUNT(*) AS n, COUNT(name) FROM customers WHERE id > 3",
+        ] {
+            match run(sql, None) {
+                Plan::ScatterCount { targets } => assert_eq!(targets.len(), 2, "{sql}"),
+                other => panic!("{sql}: expected a scatter count, got {other:?}"),
             }
         }
         match run("SELECT id FROM customers WHERE id > 3 LIMIT 5", None) {
