@@ -23,6 +23,8 @@ pub enum PacketError {
 pub struct PacketReader<R> {
     inner: R,
     buf: BytesMut,
+    /// Bytes of a refused (too large) packet still on the wire.
+    unread: usize,
 }
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
@@ -30,6 +32,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         PacketReader {
             inner,
             buf: BytesMut::with_capacity(16 * 1024),
+            unread: 0,
         }
     }
 
@@ -41,6 +44,22 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
     /// The bytes read but not consumed yet.
     pub fn buffer(&mut self) -> &mut BytesMut {
         &mut self.buf
+    }
+
+    /// Reads and drops the rest of a packet refused as too large (up to `limit` bytes), so
+    /// that the peer can finish sending it and read the error that follows.
+    pub async fn skip_refused(&mut self, limit: usize) -> std::io::Result<()> {
+        let mut left = self.unread.min(limit);
+        let mut scratch = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let n = self.inner.read(&mut scratch[..left.min(64 * 1024)]).await?;
+            if n == 0 {
+                break;
+            }
+            left -= n;
+        }
+        self.unread = 0;
+        Ok(())
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
@@ -75,6 +94,9 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
             let seq = self.buf[3];
             let total = payload.len() + len;
             if total > max_len {
+                // What of this packet is not read yet, so that a caller may skip it.
+                self.unread = (4 + len).saturating_sub(self.buf.len());
+                self.buf.clear();
                 return Err(PacketError::TooLarge {
                     size: total,
                     max: max_len,

@@ -227,7 +227,14 @@ impl Session {
                 Ok(Some((_, last, p))) => (last, p),
                 Ok(None) => return,
                 Err(PacketError::TooLarge { .. }) => {
-                    // The rest of the packet is never read: the connection can't go on.
+                    // Let the client finish sending (bounded in bytes and time) so that it
+                    // can read the error, as a server does.
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        self.input.skip_refused(64 << 20),
+                    )
+                    .await;
+                    // The connection does not go on after this, as on a server.
                     write_error(&mut self.output, 1, &RouterError::PacketTooLarge)
                         .await
                         .ok();
