@@ -2,6 +2,7 @@
 //! pooled per server, and the raw relay of their responses to clients.
 
 pub mod conn;
+mod merge;
 pub mod pool;
 pub mod relay;
 pub mod scatter;

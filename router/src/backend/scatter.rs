@@ -25,17 +25,27 @@ pub enum ScatterError {
     Server(ServerError),
     /// The client went away.
     Client(std::io::Error),
+    /// The result can't be merged exactly (an ORDER BY column of a type or collation the
+    /// router doesn't compare like the server); nothing was sent.
+    Unsupported(String),
 }
 
 /// Relays the results of `conns` (each already sent the same read) as one result set, at
-/// most `limit` rows (the rest is read and dropped so that the connections stay usable).
-/// Returns the number of rows relayed.
+/// most `limit` rows (the rest is read and dropped so that the connections stay usable); with
+/// `order`, the shards' sorted results are merged by those result columns. Returns the number
+/// of rows relayed.
 pub async fn concat<W: AsyncWrite + Unpin>(
     conns: &mut [&mut BackendConn],
     client: &mut PacketWriter<W>,
     deprecate_eof: bool,
     limit: Option<u64>,
+    order: &[(String, bool)],
+    binary: bool,
 ) -> Result<u64, ScatterError> {
+    if !order.is_empty() {
+        return super::merge::merge_sorted(conns, client, deprecate_eof, limit, order, binary)
+            .await;
+    }
     let mut seq: u8 = 1;
     let mut rows = 0u64;
     let mut warnings = 0u16;
@@ -273,7 +283,7 @@ pub async fn sum_counts<W: AsyncWrite + Unpin>(
 }
 
 /// The type byte of a column definition packet.
-fn column_type(def: &[u8]) -> Option<u8> {
+pub(crate) fn column_type(def: &[u8]) -> Option<u8> {
     let mut pos = 0;
     for _ in 0..6 {
         crate::protocol::read_lenenc_bytes(def, &mut pos)?;

@@ -111,10 +111,14 @@ struct Exec {
 }
 
 /// How the results of a read sent to several shards become one.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Gather {
-    /// Every shard's rows in turn, at most this many in all.
-    Concat(Option<u64>),
+    /// Every shard's rows (merged by these result columns, descending?, when given), at
+    /// most `limit` in all.
+    Rows {
+        limit: Option<u64>,
+        order: Vec<(String, bool)>,
+    },
     /// One row: each COUNT column summed over the shards.
     SumCounts,
 }
@@ -413,10 +417,13 @@ impl Session {
                         Plan::Every(targets) => {
                             return self.run_on_every_shard(&targets, &sql, seq).await
                         }
-                        Plan::Scatter { targets, limit } => {
-                            return self
-                                .run_scatter(&targets, Gather::Concat(limit), Cmd::Raw(payload))
-                                .await
+                        Plan::Scatter {
+                            targets,
+                            limit,
+                            order,
+                        } => {
+                            let gather = Gather::Rows { limit, order };
+                            return self.run_scatter(&targets, gather, Cmd::Raw(payload)).await;
                         }
                         Plan::ScatterCount { targets } => {
                             return self
@@ -744,11 +751,16 @@ impl Session {
         let mut refs: Vec<&mut crate::backend::BackendConn> =
             conns.iter_mut().map(|c| &mut **c).collect();
         let result = match gather {
-            Gather::Concat(limit) => {
-                crate::backend::scatter::concat(&mut refs, &mut self.output, deprecate_eof, limit)
-                    .await
-                    .map(|_| ())
-            }
+            Gather::Rows { limit, order } => crate::backend::scatter::concat(
+                &mut refs,
+                &mut self.output,
+                deprecate_eof,
+                limit,
+                &order,
+                binary,
+            )
+            .await
+            .map(|_| ()),
             Gather::SumCounts => {
                 crate::backend::scatter::sum_counts(
                     &mut refs,
@@ -784,6 +796,7 @@ impl Session {
                 Err(Failure::Reply(e, forwarded.then_some(next_seq)))
             }
             Err(ScatterError::Client(_)) => Err(Failure::ClientGone),
+            Err(ScatterError::Unsupported(what)) => Err(RouterError::NotSupported(what).into()),
         }
     }
 

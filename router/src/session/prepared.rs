@@ -277,13 +277,17 @@ impl Session {
             };
             let t = match shard::plan(&map, input) {
                 Plan::Single(t) => t,
-                Plan::Scatter { targets, limit } => {
+                Plan::Scatter {
+                    targets,
+                    limit,
+                    order,
+                } => {
                     let cmd = Cmd::Execute {
                         key: &key,
                         packet: &mut out,
                         long_data: &long_data,
                     };
-                    self.run_scatter(&targets, Gather::Concat(limit), cmd)
+                    self.run_scatter(&targets, Gather::Rows { limit, order }, cmd)
                         .await?;
                     return Ok(());
                 }

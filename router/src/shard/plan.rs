@@ -38,6 +38,9 @@ pub enum Plan {
     Scatter {
         targets: Vec<ShardTarget>,
         limit: Option<u64>,
+        /// `ORDER BY` columns (result column names, descending?): the shards' sorted results
+        /// are merged; empty for no ordering.
+        order: Vec<(String, bool)>,
     },
     /// A read whose select list is only `COUNT(...)` (no DISTINCT, grouping, ordering or
     /// limit): run on each shard, each count column summed into one row.
@@ -282,9 +285,11 @@ fn plan_single_table(
                 t.column, t.column
             ));
         }
+        let (limit, order) = concat.unwrap_or_default();
         return Plan::Scatter {
             targets: ks.all_shards().to_vec(),
-            limit: concat.unwrap_or_default(),
+            limit,
+            order,
         };
     };
     let mut targets: BTreeMap<String, ShardTarget> = BTreeMap::new();
@@ -293,10 +298,11 @@ fn plan_single_table(
             Key::Known(v) => v,
             Key::Param => return Plan::NeedsParams,
             Key::Unusable => {
-                return match &concat {
-                    Ok(limit) => Plan::Scatter {
+                return match concat {
+                    Ok((limit, order)) => Plan::Scatter {
                         targets: ks.all_shards().to_vec(),
-                        limit: *limit,
+                        limit,
+                        order,
                     },
                     Err(what) => Plan::Refuse(format!(
                         "{what} with a value of shard key `{}` that can't be placed on one shard",
@@ -311,10 +317,11 @@ fn plan_single_table(
             }
             ShardLookup::Nowhere => {}
             ShardLookup::All(why) => {
-                return match &concat {
-                    Ok(limit) => Plan::Scatter {
+                return match concat {
+                    Ok((limit, order)) => Plan::Scatter {
                         targets: ks.all_shards().to_vec(),
-                        limit: *limit,
+                        limit,
+                        order,
                     },
                     Err(what) => Plan::Refuse(format!(
                         "{what} with a value of shard key `{}` whose shard is unknown ({why})",
@@ -335,9 +342,10 @@ fn plan_single_table(
             targets: targets.into_values().collect(),
         },
         n => match concat {
-            Ok(limit) => Plan::Scatter {
+            Ok((limit, order)) => Plan::Scatter {
                 targets: targets.into_values().collect(),
                 limit,
+                order,
             },
             Err(what) => Plan::Refuse(format!(
                 "{what} on sharded table `{table}` whose key values span {n} shards"
@@ -434,11 +442,14 @@ const AGGREGATES: &[&str] = &[
     "JSON_OBJECTAGG",
 ];
 
-/// `Ok` when a statement's result over several shards is exactly the concatenation of each
-/// shard's result: a plain SELECT with no ordering, offset, DISTINCT, grouping, aggregate,
-/// window function, subquery or locking (with the `LIMIT n` it may have); otherwise what
-/// stands in the way.
-fn concat_safe(stmt: &Statement, class: &Classification) -> Result<Option<u64>, &'static str> {
+/// How a plain multi-shard read combines: its `LIMIT n` and its `ORDER BY` columns.
+type Gathering = (Option<u64>, Vec<(String, bool)>);
+
+/// `Ok` when a statement's result over several shards is the concatenation (or, with
+/// `ORDER BY` on plain columns, the merge) of each shard's result: a plain SELECT with no
+/// offset, DISTINCT, grouping, aggregate, window function, subquery or locking (with the
+/// `LIMIT n` it may have); otherwise what stands in the way.
+fn concat_safe(stmt: &Statement, class: &Classification) -> Result<Gathering, &'static str> {
     use std::ops::ControlFlow;
     let Statement::Query(q) = stmt else {
         return Err("writes");
@@ -452,8 +463,33 @@ fn concat_safe(stmt: &Statement, class: &Classification) -> Result<Option<u64>, 
     if q.with.is_some() {
         return Err("WITH");
     }
-    if q.order_by.is_some() {
-        return Err("ORDER BY");
+    let mut order = Vec::new();
+    if let Some(o) = &q.order_by {
+        let sqlparser::ast::OrderByKind::Expressions(items) = &o.kind else {
+            return Err("ORDER BY ALL");
+        };
+        if o.interpolate.is_some() {
+            return Err("ORDER BY");
+        }
+        for item in items {
+            let name = match &item.expr {
+                Expr::Identifier(i) => i.value.clone(),
+                Expr::CompoundIdentifier(parts) => match parts.last() {
+                    Some(i) => i.value.clone(),
+                    None => return Err("ORDER BY"),
+                },
+                _ => return Err("ORDER BY an expression"),
+            };
+            if item.options.nulls_first.is_some() || item.with_fill.is_some() {
+                return Err("ORDER BY with NULLS FIRST/LAST");
+            }
+            let desc = match item.options.sort {
+                None | Some(sqlparser::ast::OrderBySort::Asc) => false,
+                Some(sqlparser::ast::OrderBySort::Desc) => true,
+                Some(_) => return Err("ORDER BY"),
+            };
+            order.push((name, desc));
+        }
     }
     if q.fetch.is_some() {
         return Err("FETCH");
@@ -513,7 +549,7 @@ fn concat_safe(stmt: &Statement, class: &Classification) -> Result<Option<u64>, 
     });
     match found {
         ControlFlow::Break(what) => Err(what),
-        ControlFlow::Continue(()) => Ok(limit),
+        ControlFlow::Continue(()) => Ok((limit, order)),
     }
 }
 
@@ -866,7 +902,8 @@ mod tests {
             "SELECT COUNT(*) FROM customers GROUP BY name".into(),
             "SELECT COUNT(*) FROM customers LIMIT 1".into(),
             "SELECT SUM(id) FROM customers".into(),
-            "SELECT * FROM customers ORDER BY id".into(),
+            "SELECT * FROM customers ORDER BY id + 1".into(),
+            "SELECT * FROM customers ORDER BY id LIMIT 2, 3".into(),
             "SELECT * FROM customers LIMIT 3 OFFSET 2".into(),
             "SELECT * FROM customers LIMIT 2, 3".into(),
             "SELECT DISTINCT name FROM customers".into(),
@@ -910,7 +947,7 @@ mod tests {
             (format!("SELECT * FROM customers WHERE id IN ({a}, {b})"), 2),
         ] {
             match run(&sql, None) {
-                Plan::Scatter { targets, limit } => {
+                Plan::Scatter { targets, limit, .. } => {
                     assert_eq!((targets.len(), limit), (shards, None), "{sql}")
                 }
                 other => panic!("{sql}: expected a scatter, got {other:?}"),
@@ -925,8 +962,23 @@ mod tests {
                 other => panic!("{sql}: expected a scatter count, got {other:?}"),
             }
         }
+        match run(
+            "SELECT id, name FROM customers ORDER BY name DESC, id LIMIT 5",
+            None,
+        ) {
+            Plan::Scatter { limit, order, .. } => {
+                assert_eq!(limit, Some(5));
+                assert_eq!(
+                    order,
+                    vec![("name".to_string(), true), ("id".to_string(), false)]
+                );
+            }
+            other => panic!("expected a merged scatter, got {other:?}"),
+        }
         match run("SELECT id FROM customers WHERE id > 3 LIMIT 5", None) {
-            Plan::Scatter { targets, limit } => assert_eq!((targets.len(), limit), (2, Some(5))),
+            Plan::Scatter { targets, limit, .. } => {
+                assert_eq!((targets.len(), limit), (2, Some(5)))
+            }
             other => panic!("expected a scatter, got {other:?}"),
         }
     }
