@@ -9,11 +9,11 @@ use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 
 use super::conn::{BackendConn, MORE_RESULTS};
-use super::scatter::ScatterError;
+use super::scatter::{malformed_error, next_row, Next, ScatterError};
 use super::BackendError;
 use crate::protocol::{
-    eof_payload, is_eof_or_ok_terminator, ok_payload, parse_eof, parse_err, parse_ok,
-    read_lenenc_bytes, read_lenenc_int, PacketWriter, ServerError, StatusFlags,
+    eof_payload, ok_payload, parse_err, read_lenenc_bytes, read_lenenc_int, PacketWriter,
+    StatusFlags,
 };
 
 /// How one sort column compares.
@@ -276,51 +276,6 @@ fn cmp_keys(a: &[Key], b: &[Key], desc: &[bool]) -> Ordering {
         }
     }
     Ordering::Equal
-}
-
-fn malformed_error() -> ServerError {
-    ServerError {
-        code: 2027,
-        sqlstate: "HY000".into(),
-        message: "malformed error packet from a shard".into(),
-    }
-}
-
-/// What reading one row of a shard gave.
-enum Next {
-    Row(BytesMut),
-    End { warnings: u16, status: u16 },
-}
-
-async fn next_row(conn: &mut BackendConn, deprecate_eof: bool) -> Result<Next, BackendError> {
-    let (_, _, p) = conn.read_raw().await?;
-    if p.first() == Some(&0xff) {
-        conn.broken = true;
-        return Err(BackendError::Server(
-            parse_err(&p).unwrap_or_else(malformed_error),
-        ));
-    }
-    if is_eof_or_ok_terminator(&p) {
-        let (w, st) = if deprecate_eof {
-            parse_ok(&p)
-                .map(|ok| (ok.warnings, ok.status))
-                .unwrap_or((0, 0))
-        } else {
-            parse_eof(&p).unwrap_or((0, 0))
-        };
-        if st & MORE_RESULTS != 0 {
-            conn.broken = true;
-            return Err(BackendError::Protocol(
-                "a shard sent several results".into(),
-            ));
-        }
-        conn.status = st;
-        return Ok(Next::End {
-            warnings: w,
-            status: st,
-        });
-    }
-    Ok(Next::Row(p))
 }
 
 /// See [`super::scatter::concat`]: the sorted merge.

@@ -66,11 +66,7 @@ pub async fn concat<W: AsyncWrite + Unpin>(
             next_seq: seq,
         })?;
         if first.first() == Some(&0xff) {
-            let e = parse_err(&first).unwrap_or(ServerError {
-                code: 2027,
-                sqlstate: "HY000".into(),
-                message: "malformed error packet from a shard".into(),
-            });
+            let e = parse_err(&first).unwrap_or_else(malformed_error);
             if forwarded {
                 return Err(fail(conn, BackendError::Server(e), true, seq));
             }
@@ -98,36 +94,18 @@ pub async fn concat<W: AsyncWrite + Unpin>(
         }
         forwarded = true;
         loop {
-            let (_, _, p) = conn.read_raw().await.map_err(|e| ScatterError::Backend {
-                source: e,
-                forwarded,
-                next_seq: seq,
-            })?;
-            if p.first() == Some(&0xff) {
-                let e = parse_err(&p).unwrap_or(ServerError {
-                    code: 2027,
-                    sqlstate: "HY000".into(),
-                    message: "malformed error packet from a shard".into(),
-                });
-                return Err(fail(conn, BackendError::Server(e), true, seq));
-            }
-            if is_eof_or_ok_terminator(&p) {
-                let (w, st) = if deprecate_eof {
-                    parse_ok(&p)
-                        .map(|ok| (ok.warnings, ok.status))
-                        .unwrap_or((0, 0))
-                } else {
-                    parse_eof(&p).unwrap_or((0, 0))
-                };
-                if st & MORE_RESULTS != 0 {
-                    let what = BackendError::Protocol("a shard sent several results".into());
-                    return Err(fail(conn, what, true, seq));
+            let p = match next_row(conn, deprecate_eof).await {
+                Ok(Next::Row(p)) => p,
+                Ok(Next::End {
+                    warnings: w,
+                    status: st,
+                }) => {
+                    warnings = warnings.saturating_add(w);
+                    status = st;
+                    break;
                 }
-                warnings = warnings.saturating_add(w);
-                status = st;
-                conn.status = st;
-                break;
-            }
+                Err(e) => return Err(fail(conn, e, true, seq)),
+            };
             if limit.is_some_and(|l| rows >= l) {
                 continue;
             }
@@ -211,28 +189,19 @@ pub async fn sum_counts<W: AsyncWrite + Unpin>(
         }
         let mut rows = 0;
         loop {
-            let (_, _, p) = conn.read_raw().await.map_err(lost)?;
-            if p.first() == Some(&0xff) {
-                conn.broken = true;
-                return Err(ScatterError::Server(parse_err(&p).unwrap_or(ServerError {
-                    code: 2027,
-                    sqlstate: "HY000".into(),
-                    message: "malformed error packet from a shard".into(),
-                })));
-            }
-            if is_eof_or_ok_terminator(&p) {
-                let (w, st) = if deprecate_eof {
-                    parse_ok(&p)
-                        .map(|ok| (ok.warnings, ok.status))
-                        .unwrap_or((0, 0))
-                } else {
-                    parse_eof(&p).unwrap_or((0, 0))
-                };
-                warnings = warnings.saturating_add(w);
-                status = st & !MORE_RESULTS;
-                conn.status = st;
-                break;
-            }
+            let p = match next_row(conn, deprecate_eof).await {
+                Ok(Next::Row(p)) => p,
+                Ok(Next::End {
+                    warnings: w,
+                    status: st,
+                }) => {
+                    warnings = warnings.saturating_add(w);
+                    status = st & !MORE_RESULTS;
+                    break;
+                }
+                Err(BackendError::Server(e)) => return Err(ScatterError::Server(e)),
+                Err(e) => return Err(lost(e)),
+            };
             rows += 1;
             let counts = if binary {
                 binary_counts(&p, n)
@@ -316,4 +285,56 @@ fn binary_counts(row: &[u8], n: usize) -> Option<Vec<i64>> {
             Some(i64::from_le_bytes(b))
         })
         .collect()
+}
+
+/// A shard's next row, or the end of its result.
+pub(super) enum Next {
+    Row(bytes::BytesMut),
+    End { warnings: u16, status: u16 },
+}
+
+/// Reads the next packet of a result's row stream: a row, or the terminator (whose status the
+/// connection keeps). An error packet, a second result or a broken connection is an error, and
+/// the connection is then marked broken.
+pub(super) async fn next_row(
+    conn: &mut BackendConn,
+    deprecate_eof: bool,
+) -> Result<Next, BackendError> {
+    let (_, _, p) = conn.read_raw().await?;
+    if p.first() == Some(&0xff) {
+        conn.broken = true;
+        return Err(BackendError::Server(
+            parse_err(&p).unwrap_or_else(malformed_error),
+        ));
+    }
+    if is_eof_or_ok_terminator(&p) {
+        let (w, st) = if deprecate_eof {
+            parse_ok(&p)
+                .map(|ok| (ok.warnings, ok.status))
+                .unwrap_or((0, 0))
+        } else {
+            parse_eof(&p).unwrap_or((0, 0))
+        };
+        if st & MORE_RESULTS != 0 {
+            conn.broken = true;
+            return Err(BackendError::Protocol(
+                "a shard sent several results".into(),
+            ));
+        }
+        conn.status = st;
+        return Ok(Next::End {
+            warnings: w,
+            status: st,
+        });
+    }
+    Ok(Next::Row(p))
+}
+
+/// What a shard's unreadable error packet becomes.
+pub(super) fn malformed_error() -> ServerError {
+    ServerError {
+        code: 2027,
+        sqlstate: "HY000".into(),
+        message: "malformed error packet from a shard".into(),
+    }
 }
