@@ -79,6 +79,19 @@ async fn rows_land_on_their_shard_and_key_lookups_route_to_it() {
         .unwrap();
     }
 
+    // Without a column list the key's position comes from the table itself.
+    c.query_drop("INSERT INTO customers VALUES (121, 'n121')")
+        .await
+        .unwrap();
+    c.query_drop("DELETE FROM customers WHERE id = 121")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.affected_rows(),
+        1,
+        "the row went where a lookup by key finds it"
+    );
+
     // Every row is on the shard its id hashes to, and only there.
     let ports = [env.leader_port("c1"), env.leader_port("c2")];
     let mut total = 0;

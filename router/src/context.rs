@@ -65,6 +65,9 @@ pub struct RouterContext {
     failure_reporter: Option<FailureReporter>,
     /// Statements waiting out a leader change right now.
     pub held: AtomicU64,
+    /// Position of each sharded table's key column, `(keyspace, table)`, read from a shard's
+    /// catalog for INSERTs without a column list; cleared by DDL on sharded tables.
+    pub key_positions: dashmap::DashMap<(String, String), usize>,
 }
 
 impl RouterContext {
@@ -100,6 +103,7 @@ impl RouterContext {
             replica_rr: AtomicUsize::new(0),
             failure_reporter: None,
             held: AtomicU64::new(0),
+            key_positions: dashmap::DashMap::new(),
             config,
         }
     }

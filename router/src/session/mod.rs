@@ -389,13 +389,10 @@ impl Session {
             _ => {
                 let map = self.ctx.shard_map.load();
                 if map.has_sharded_keyspace() {
-                    let input = PlanInput {
-                        sql: &sql,
-                        class: &class,
-                        db: self.state.db.as_deref(),
-                        params: None,
-                    };
-                    match shard::plan(&map, input) {
+                    match self
+                        .plan(&map, &sql, &class, self.state.db.clone(), None)
+                        .await?
+                    {
                         Plan::Unsharded => {
                             if !class.tables.is_empty()
                                 && self.pinned_elsewhere(self.pinned_route.as_ref())
@@ -433,7 +430,7 @@ impl Session {
                         Plan::KeyspaceDatabases(dbs) => {
                             return self.run_on_keyspace_databases(&dbs, &sql, seq).await
                         }
-                        Plan::NeedsParams => {
+                        Plan::NeedsParams | Plan::NeedsColumnPosition { .. } => {
                             return Err(RouterError::NotSupported(
                                 "`?` placeholders in a text statement on a sharded table".into(),
                             )
@@ -814,6 +811,8 @@ impl Session {
             )
             .into());
         }
+        // Column positions may change with the DDL.
+        self.ctx.key_positions.clear();
         let mut failures = Vec::new();
         for t in targets {
             let saved = self.state.db.replace(t.database.clone());
@@ -906,6 +905,78 @@ impl Session {
             message: format!("failed on {} of the shards: {message}", failures.len()),
         };
         Err(RouterError::Backend(BackendError::Server(e)).into())
+    }
+
+    /// Plans a statement on the shard map; an INSERT without a column list gets its key
+    /// column's position from a shard's catalog (cached) and is planned again.
+    pub(crate) async fn plan(
+        &self,
+        map: &shard_map::ShardMap,
+        sql: &str,
+        class: &crate::classify::Classification,
+        db: Option<String>,
+        params: Option<&[Option<shard_map::KeyValue>]>,
+    ) -> Result<Plan, Failure> {
+        let mut input = PlanInput {
+            sql,
+            class,
+            db: db.as_deref(),
+            params,
+            key_position: None,
+        };
+        let first = shard::plan(map, input);
+        let Plan::NeedsColumnPosition {
+            keyspace,
+            table,
+            column,
+        } = first
+        else {
+            return Ok(first);
+        };
+        let cache_key = (keyspace.clone(), table.clone());
+        let pos = match self.ctx.key_positions.get(&cache_key).map(|p| *p) {
+            Some(p) => p,
+            None => {
+                let Some(shard) = map.keyspace(&keyspace).and_then(|k| k.all_shards().first())
+                else {
+                    return Err(
+                        RouterError::NotSupported("a keyspace without shards".into()).into(),
+                    );
+                };
+                let quote = |s: &str| s.replace('\\', "\\\\").replace('\'', "''");
+                let sql = format!(
+                    "SELECT ORDINAL_POSITION FROM information_schema.COLUMNS WHERE \
+                     TABLE_SCHEMA = '{}' AND TABLE_NAME = '{}' AND COLUMN_NAME = '{}'",
+                    quote(&shard.database),
+                    quote(&table),
+                    quote(&column)
+                );
+                let deadline = tokio::time::Instant::now()
+                    + std::time::Duration::from_millis(self.ctx.config.hold_timeout_ms);
+                let (mut conn, _) = self
+                    .route_and_checkout(Target::Cluster(&shard.cluster), deadline)
+                    .await?;
+                let out = conn.query(&sql).await.map_err(RouterError::from)?;
+                let found = out
+                    .rows
+                    .first()
+                    .and_then(|r| r.first().cloned().flatten())
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .and_then(|p| p.checked_sub(1));
+                let Some(p) = found else {
+                    return Err(RouterError::NotSupported(format!(
+                        "INSERT without a column list into `{table}`, whose shard key `{column}` \
+                         is not in the table on shard {}",
+                        shard.shard
+                    ))
+                    .into());
+                };
+                self.ctx.key_positions.insert(cache_key, p);
+                p
+            }
+        };
+        input.key_position = Some(pos);
+        Ok(shard::plan(map, input))
     }
 
     /// Whether `route` (a pinned connection's) is on another cluster than the session

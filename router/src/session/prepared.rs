@@ -12,7 +12,7 @@ use crate::context::RouterMetrics;
 use crate::error::RouterError;
 
 use super::{is_read, Cmd, Exec, Failure, Gather, Session, Target};
-use crate::shard::{self, Plan, PlanInput};
+use crate::shard::Plan;
 
 /// A statement as the client knows it.
 #[derive(Debug)]
@@ -57,19 +57,16 @@ impl Session {
         let map = self.ctx.shard_map.load();
         if map.has_sharded_keyspace() {
             let sql = String::from_utf8_lossy(&key.sql);
-            let input = PlanInput {
-                sql: &sql,
-                class: &class,
-                db: self.state.db.as_deref(),
-                params: None,
-            };
-            match shard::plan(&map, input) {
+            match self
+                .plan(&map, &sql, &class, self.state.db.clone(), None)
+                .await?
+            {
                 Plan::Unsharded => {}
                 Plan::Single(t) => shard_target = Some(t),
                 Plan::Scatter { targets, .. } | Plan::ScatterCount { targets } => {
                     shard_target = targets.into_iter().next()
                 }
-                Plan::NeedsParams => {
+                Plan::NeedsParams | Plan::NeedsColumnPosition { .. } => {
                     let first = class
                         .tables
                         .iter()
@@ -269,13 +266,10 @@ impl Session {
             let params = crate::shard::params::decode(&out, n);
             let map = self.ctx.shard_map.load();
             let sql = String::from_utf8_lossy(&key.sql);
-            let input = PlanInput {
-                sql: &sql,
-                class: &class,
-                db: key.db.as_deref(),
-                params: Some(&params),
-            };
-            let t = match shard::plan(&map, input) {
+            let t = match self
+                .plan(&map, &sql, &class, key.db.clone(), Some(&params))
+                .await?
+            {
                 Plan::Single(t) => t,
                 Plan::Scatter {
                     targets,

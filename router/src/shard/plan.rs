@@ -50,6 +50,13 @@ pub enum Plan {
     KeyspaceDatabases(Vec<(String, String)>),
     /// The statement needs a prepared-statement parameter that is not known yet.
     NeedsParams,
+    /// An INSERT without a column list: plan again with the shard key column's position
+    /// (0-based) in the table, from the server's catalog.
+    NeedsColumnPosition {
+        keyspace: String,
+        table: String,
+        column: String,
+    },
     /// Not supported (error 1235 with this text).
     Refuse(String),
 }
@@ -64,6 +71,8 @@ pub struct PlanInput<'a> {
     /// Prepared-statement parameters in order (`None` for one the router can't use as a key,
     /// e.g. a NULL or a float); `None` altogether at prepare time.
     pub params: Option<&'a [Option<KeyValue>]>,
+    /// For an INSERT without a column list: the shard key column's position in the table.
+    pub key_position: Option<usize>,
 }
 
 /// A sharded or reference table a statement uses.
@@ -267,7 +276,7 @@ fn plan_single_table(
             key_values(u.selection.as_ref(), t, &ctx)
         }
         Statement::Delete(d) => key_values(d.selection.as_ref(), t, &ctx),
-        Statement::Insert(i) => return plan_insert(ks, table, t, i, &ctx),
+        Statement::Insert(i) => return plan_insert(ks, table, t, i, &ctx, input.key_position),
         _ => return Plan::Refuse(format!("this statement on sharded table `{table}`")),
     };
     let concat = concat_safe(&stmt, input.class);
@@ -559,6 +568,7 @@ fn plan_insert(
     t: &ShardedTable,
     i: &sqlparser::ast::Insert,
     ctx: &Values<'_>,
+    key_position: Option<usize>,
 ) -> Plan {
     if !matches!(i.table, TableObject::TableName(_)) {
         return Plan::Refuse(format!("this INSERT into sharded table `{table}`"));
@@ -584,12 +594,26 @@ fn plan_insert(
             None => return missing_key(table, t),
         }
     } else {
-        let Some(pos) = i
-            .columns
-            .iter()
-            .position(|c| last_ident(c).is_some_and(|c| t.is_column(&c)))
-        else {
-            return missing_key(table, t);
+        let pos = if i.columns.is_empty() {
+            match key_position {
+                Some(p) => p,
+                None => {
+                    return Plan::NeedsColumnPosition {
+                        keyspace: ks.name().to_string(),
+                        table: table.to_string(),
+                        column: t.column.clone(),
+                    }
+                }
+            }
+        } else {
+            match i
+                .columns
+                .iter()
+                .position(|c| last_ident(c).is_some_and(|c| t.is_column(&c)))
+            {
+                Some(p) => p,
+                None => return missing_key(table, t),
+            }
         };
         let Some(source) = &i.source else {
             return missing_key(table, t);
@@ -841,6 +865,7 @@ mod tests {
                 class: &class,
                 db: Some("app"),
                 params,
+                key_position: None,
             },
         )
     }
