@@ -8,12 +8,11 @@ use std::cmp::Ordering;
 use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 
-use super::conn::{BackendConn, MORE_RESULTS};
+use super::conn::BackendConn;
 use super::scatter::{malformed_error, next_row, Next, ScatterError};
 use super::BackendError;
 use crate::protocol::{
-    eof_payload, ok_payload, parse_err, read_lenenc_bytes, read_lenenc_int, PacketWriter,
-    StatusFlags,
+    eof_payload, parse_err, read_lenenc_bytes, read_lenenc_int, PacketWriter, StatusFlags,
 };
 
 /// How one sort column compares.
@@ -422,13 +421,7 @@ pub(crate) async fn merge_sorted<W: AsyncWrite + Unpin>(
             }
         }
     }
-    let status = StatusFlags::from_bits_truncate(status & !MORE_RESULTS);
-    if deprecate_eof {
-        client.push(seq, &ok_payload(0, 0, status, warnings, 0xfe));
-    } else {
-        client.push(seq, &eof_payload(status, warnings));
-    }
-    client.flush().await.map_err(ScatterError::Client)?;
+    super::scatter::finish(client, seq, status, warnings, deprecate_eof).await?;
     Ok(rows)
 }
 

@@ -116,13 +116,7 @@ pub async fn concat<W: AsyncWrite + Unpin>(
             }
         }
     }
-    let status = StatusFlags::from_bits_truncate(status);
-    if deprecate_eof {
-        client.push(seq, &ok_payload(0, 0, status, warnings, 0xfe));
-    } else {
-        client.push(seq, &eof_payload(status, warnings));
-    }
-    client.flush().await.map_err(ScatterError::Client)?;
+    finish(client, seq, status, warnings, deprecate_eof).await?;
     Ok(rows)
 }
 
@@ -242,13 +236,7 @@ pub async fn sum_counts<W: AsyncWrite + Unpin>(
         }
     }
     seq = client.push(seq, &row);
-    let status = StatusFlags::from_bits_truncate(status);
-    if deprecate_eof {
-        client.push(seq, &ok_payload(0, 0, status, warnings, 0xfe));
-    } else {
-        client.push(seq, &eof_payload(status, warnings));
-    }
-    client.flush().await.map_err(ScatterError::Client)
+    finish(client, seq, status, warnings, deprecate_eof).await
 }
 
 /// The type byte of a column definition packet.
@@ -337,4 +325,22 @@ pub(super) fn malformed_error() -> ServerError {
         sqlstate: "HY000".into(),
         message: "malformed error packet from a shard".into(),
     }
+}
+
+/// Ends a gathered result set: the terminator the client's protocol flavour expects (an OK
+/// with the 0xfe header under DEPRECATE_EOF, else an EOF), then one flush.
+pub(super) async fn finish<W: AsyncWrite + Unpin>(
+    client: &mut PacketWriter<W>,
+    seq: u8,
+    status: u16,
+    warnings: u16,
+    deprecate_eof: bool,
+) -> Result<(), ScatterError> {
+    let status = StatusFlags::from_bits_truncate(status & !MORE_RESULTS);
+    if deprecate_eof {
+        client.push(seq, &ok_payload(0, 0, status, warnings, 0xfe));
+    } else {
+        client.push(seq, &eof_payload(status, warnings));
+    }
+    client.flush().await.map_err(ScatterError::Client)
 }

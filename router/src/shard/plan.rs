@@ -307,17 +307,12 @@ fn plan_single_table(
             Key::Known(v) => v,
             Key::Param => return Plan::NeedsParams,
             Key::Unusable => {
-                return match concat {
-                    Ok((limit, order)) => Plan::Scatter {
-                        targets: ks.all_shards().to_vec(),
-                        limit,
-                        order,
-                    },
-                    Err(what) => Plan::Refuse(format!(
-                        "{what} with a value of shard key `{}` that can't be placed on one shard",
+                return scatter_all(ks, concat, || {
+                    format!(
+                        "a value of shard key `{}` that can't be placed on one shard",
                         t.column
-                    )),
-                }
+                    )
+                })
             }
         };
         match ks.shard_for_read(t, &v) {
@@ -326,17 +321,12 @@ fn plan_single_table(
             }
             ShardLookup::Nowhere => {}
             ShardLookup::All(why) => {
-                return match concat {
-                    Ok((limit, order)) => Plan::Scatter {
-                        targets: ks.all_shards().to_vec(),
-                        limit,
-                        order,
-                    },
-                    Err(what) => Plan::Refuse(format!(
-                        "{what} with a value of shard key `{}` whose shard is unknown ({why})",
+                return scatter_all(ks, concat, || {
+                    format!(
+                        "a value of shard key `{}` whose shard is unknown ({why})",
                         t.column
-                    )),
-                }
+                    )
+                })
             }
         }
     }
@@ -559,6 +549,23 @@ fn concat_safe(stmt: &Statement, class: &Classification) -> Result<Gathering, &'
     match found {
         ControlFlow::Break(what) => Err(what),
         ControlFlow::Continue(()) => Ok((limit, order)),
+    }
+}
+
+/// A value whose shard can't be named: the read goes to every shard when its results can be
+/// gathered exactly, else it is refused for `what stands in the way` with `value`.
+fn scatter_all(
+    ks: &KeyspaceMap,
+    concat: Result<Gathering, &'static str>,
+    value: impl FnOnce() -> String,
+) -> Plan {
+    match concat {
+        Ok((limit, order)) => Plan::Scatter {
+            targets: ks.all_shards().to_vec(),
+            limit,
+            order,
+        },
+        Err(what) => Plan::Refuse(format!("{what} with {}", value())),
     }
 }
 
