@@ -420,3 +420,109 @@ async fn transactions_stay_on_one_cluster_and_use_each_shards_database() {
     drop((c, d0, d2));
     env.stop().await;
 }
+
+/// Rows as sorted text, for order-insensitive comparison.
+async fn rows_of(c: &mut mysql_async::Conn, sql: &str) -> Vec<Vec<Option<String>>> {
+    let rows: Vec<mysql_async::Row> = c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out: Vec<Vec<Option<String>>> = rows
+        .into_iter()
+        .map(|r| {
+            r.unwrap()
+                .into_iter()
+                .map(|v| match v {
+                    mysql_async::Value::NULL => None,
+                    mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                    other => Some(other.as_sql(true)),
+                })
+                .collect()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_on_the_shard_key_and_with_reference_tables_match_one_server() {
+    let env = TestEnv::start_sharded(2, 4).await;
+    let mut c = env.router_conn(None).await;
+    let mut r = env.direct_conn(env.leader_port("c1"), None).await;
+    c.query_drop("CREATE DATABASE app").await.unwrap();
+    c.query_drop("USE app").await.unwrap();
+    r.query_drop("CREATE DATABASE refdb").await.unwrap();
+    r.query_drop("USE refdb").await.unwrap();
+    let schema = [
+        "CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(20), country CHAR(2))",
+        "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id BIGINT, total INT)",
+        "CREATE TABLE countries (code CHAR(2) PRIMARY KEY, label VARCHAR(20))",
+    ];
+    for ddl in schema {
+        c.query_drop(ddl).await.unwrap();
+        r.query_drop(ddl).await.unwrap();
+    }
+    // The reference table's rows, written to every shard database directly.
+    let countries =
+        "INSERT INTO countries VALUES ('fr', 'France'), ('de', 'Germany'), ('it', 'Italy')";
+    for (_, _, cluster, db) in SHARDS {
+        let mut d = env.direct_conn(env.leader_port(cluster), Some(db)).await;
+        d.query_drop(countries).await.unwrap();
+    }
+    r.query_drop(countries).await.unwrap();
+    let codes = ["fr", "de", "it", "es"];
+    for id in 1..=40i64 {
+        let ins = format!(
+            "INSERT INTO customers VALUES ({id}, 'c{id}', '{}')",
+            codes[id as usize % 4]
+        );
+        c.query_drop(&ins).await.unwrap();
+        r.query_drop(&ins).await.unwrap();
+        // Customers divisible by 5 have no orders.
+        for k in 0..(if id % 5 == 0 { 0 } else { id % 3 + 1 }) {
+            let ins = format!(
+                "INSERT INTO orders VALUES ({}, {id}, {})",
+                id * 10 + k,
+                (id * 7 + k) % 50
+            );
+            c.query_drop(&ins).await.unwrap();
+            r.query_drop(&ins).await.unwrap();
+        }
+    }
+    for sql in [
+        "SELECT c.id, c.name, o.id, o.total FROM customers c JOIN orders o ON o.customer_id = c.id",
+        "SELECT c.id, o.id FROM customers c LEFT JOIN orders o ON o.customer_id = c.id",
+        "SELECT c.id, o.id FROM orders o RIGHT JOIN customers c ON c.id = o.customer_id",
+        "SELECT c.id, o.total FROM customers c, orders o WHERE c.id = o.customer_id AND o.total > 20",
+        "SELECT c.id, k.label FROM customers c JOIN countries k ON k.code = c.country",
+        "SELECT c.id, k.label FROM customers c LEFT JOIN countries k ON k.code = c.country",
+        "SELECT c.name, o.total, k.label FROM customers c JOIN orders o ON o.customer_id = c.id \
+         LEFT JOIN countries k ON k.code = c.country WHERE o.total < 30",
+        "SELECT c.id, o.id FROM customers c JOIN orders o ON o.customer_id = c.id WHERE c.id = 7",
+        "SELECT c.id, o.id FROM customers c JOIN orders o ON o.customer_id = c.id \
+         WHERE o.customer_id IN (3, 8, 13, 21)",
+        "SELECT k.code, k.label FROM countries k",
+    ] {
+        assert_eq!(rows_of(&mut c, sql).await, rows_of(&mut r, sql).await, "{sql}");
+    }
+    // Ordered and limited over shards: the merge keeps the order.
+    let sql = "SELECT o.id, c.name FROM customers c JOIN orders o ON o.customer_id = c.id \
+               ORDER BY o.id DESC LIMIT 7";
+    let a: Vec<(i64, String)> = c.query(sql).await.unwrap();
+    let b: Vec<(i64, String)> = r.query(sql).await.unwrap();
+    assert_eq!(a, b);
+    // Joins the router can't prove are refused.
+    for (sql, why) in [
+        (
+            "SELECT * FROM customers c JOIN orders o ON o.id = c.id",
+            "a join of sharded tables `customers` and `orders` without an equality of their shard keys",
+        ),
+        (
+            "SELECT * FROM countries k LEFT JOIN customers c ON c.country = k.code",
+            "an outer join over shards that keeps every row of a reference table, or whose ON \
+             does not equate the shard keys of `customers` and the table it joins",
+        ),
+    ] {
+        let msg = expect_1235(c.query_drop(sql).await, sql);
+        assert!(msg.contains(why), "{sql}: {msg}");
+    }
+    drop((c, r));
+    env.stop().await;
+}

@@ -20,6 +20,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
+use super::join::KeyColumns;
 use crate::classify::{Classification, StatementKind, TableRef};
 
 /// Where a statement goes.
@@ -143,29 +144,34 @@ pub fn plan(map: &ShardMap, input: PlanInput<'_>) -> Plan {
             Plan::Every(ks.all_shards().to_vec())
         }
         StatementKind::Select { .. } | StatementKind::Write => {
-            if involved.len() > 1 || input.class.tables.len() > 1 {
-                return Plan::Refuse(
-                    "statements joining or combining sharded or reference tables with other tables"
-                        .into(),
-                );
+            let is_select = matches!(input.class.kind, StatementKind::Select { .. });
+            if let Some(other) = input.class.tables.iter().find(|t| {
+                !involved
+                    .iter()
+                    .any(|i| i.table == t.name && i.qualified == t.schema.is_some())
+            }) {
+                return Plan::Refuse(format!(
+                    "statements combining sharded or reference tables with unsharded table `{}`",
+                    other.name
+                ));
             }
-            let only = &involved[0];
-            match only.kind {
-                TableKind::Reference => {
-                    if matches!(input.class.kind, StatementKind::Select { .. }) {
-                        match ks.all_shards().first() {
-                            Some(s) => Plan::Single(s.clone()),
-                            None => Plan::Refuse("a keyspace without shards".into()),
-                        }
-                    } else {
-                        Plan::Refuse(format!(
-                            "writes to reference table `{}` (they must reach every shard atomically)",
-                            only.table
-                        ))
-                    }
-                }
-                TableKind::Sharded(t) => plan_single_table(ks, &only.table, t, input),
-                TableKind::Unsharded => Plan::Unsharded,
+            if involved.len() > 1 && !is_select {
+                return Plan::Refuse("writes naming several sharded or reference tables".into());
+            }
+            match involved.iter().find_map(|i| match i.kind {
+                TableKind::Sharded(t) => Some((i, t)),
+                _ => None,
+            }) {
+                Some((i, t)) => plan_single_table(ks, &i.table, t, input),
+                // Reference tables only: every shard holds them all.
+                None if is_select => match ks.all_shards().first() {
+                    Some(s) => Plan::Single(s.clone()),
+                    None => Plan::Refuse("a keyspace without shards".into()),
+                },
+                None => Plan::Refuse(format!(
+                    "writes to reference table `{}` (they must reach every shard atomically)",
+                    involved[0].table
+                )),
             }
         }
         _ => Plan::Refuse(format!(
@@ -240,6 +246,11 @@ fn plan_single_table(
         Ok(mut v) if v.len() == 1 => v.remove(0),
         _ => return Plan::Refuse(format!("this statement on sharded table `{table}`")),
     };
+    if let Some(name) = sharded_table_in_subquery(ks, &stmt) {
+        return Plan::Refuse(format!(
+            "subqueries or derived tables reading sharded table `{name}`"
+        ));
+    }
     let placeholders = placeholder_positions(input.sql);
     let ctx = Values {
         params: input.params,
@@ -248,10 +259,22 @@ fn plan_single_table(
     let values = match &stmt {
         Statement::Query(q) => match q.body.as_ref() {
             SetExpr::Select(s) => {
+                let keys = if super::join::is_join(&s.from)
+                    || !matches!(
+                        s.from[0].relation,
+                        sqlparser::ast::TableFactor::Table { .. }
+                    ) {
+                    match super::join::analyze(ks, s) {
+                        Ok(k) => k,
+                        Err(why) => return Plan::Refuse(why),
+                    }
+                } else {
+                    KeyColumns::Single(t)
+                };
                 if s.selection.is_none() {
                     None
                 } else {
-                    key_values(s.selection.as_ref(), t, &ctx)
+                    key_values(s.selection.as_ref(), &keys, &ctx)
                 }
             }
             _ => {
@@ -273,9 +296,9 @@ fn plan_single_table(
                     t.column
                 ));
             }
-            key_values(u.selection.as_ref(), t, &ctx)
+            key_values(u.selection.as_ref(), &KeyColumns::Single(t), &ctx)
         }
-        Statement::Delete(d) => key_values(d.selection.as_ref(), t, &ctx),
+        Statement::Delete(d) => key_values(d.selection.as_ref(), &KeyColumns::Single(t), &ctx),
         Statement::Insert(i) => return plan_insert(ks, table, t, i, &ctx, input.key_position),
         _ => return Plan::Refuse(format!("this statement on sharded table `{table}`")),
     };
@@ -351,6 +374,42 @@ fn plan_single_table(
             )),
         },
     }
+}
+
+/// A sharded table read by a subquery of `stmt`: each shard would see only
+/// its own part of it.
+fn sharded_table_in_subquery(ks: &KeyspaceMap, stmt: &Statement) -> Option<String> {
+    use std::ops::ControlFlow;
+    let sharded_in = |q: &sqlparser::ast::Query| {
+        let mut found = None;
+        let _ = sqlparser::ast::visit_relations(q, |name| {
+            let table = last_ident(name).unwrap_or_default();
+            if matches!(ks.table(&table), TableKind::Sharded(_)) {
+                found = Some(table);
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        found
+    };
+    let mut found = None;
+    let _ = sqlparser::ast::visit_expressions(stmt, |e| {
+        let q = match e {
+            Expr::Subquery(q) | Expr::Exists { subquery: q, .. } => q,
+            Expr::In {
+                target: InTarget::Subquery(q),
+                ..
+            } => q,
+            _ => return ControlFlow::Continue(()),
+        };
+        found = sharded_in(q);
+        if found.is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    found
 }
 
 /// Whether a statement is a plain SELECT whose select list is only `COUNT(*)` / `COUNT(expr)`
@@ -753,7 +812,11 @@ fn number(text: &str, negative: bool) -> Key {
 
 /// The key values a WHERE clause pins, from its top-level AND terms: the first `col = v` or
 /// `col IN (...)` on the shard key. `None` when there is none.
-fn key_values(selection: Option<&Expr>, t: &ShardedTable, ctx: &Values<'_>) -> Option<Vec<Key>> {
+fn key_values(
+    selection: Option<&Expr>,
+    keys: &KeyColumns<'_>,
+    ctx: &Values<'_>,
+) -> Option<Vec<Key>> {
     let mut terms = Vec::new();
     if let Some(e) = selection {
         conjuncts(e, &mut terms);
@@ -765,10 +828,14 @@ fn key_values(selection: Option<&Expr>, t: &ShardedTable, ctx: &Values<'_>) -> O
                 op: BinaryOperator::Eq,
                 right,
             } => {
-                if is_key_column(left, t) {
+                if keys.is_key(left) && keys.is_key(right) {
+                    // A join condition, not a value.
+                    continue;
+                }
+                if keys.is_key(left) {
                     return Some(vec![ctx.key(right)]);
                 }
-                if is_key_column(right, t) {
+                if keys.is_key(right) {
                     return Some(vec![ctx.key(left)]);
                 }
             }
@@ -777,7 +844,7 @@ fn key_values(selection: Option<&Expr>, t: &ShardedTable, ctx: &Values<'_>) -> O
                 target: InTarget::List(list),
                 negated: false,
                 ..
-            } if is_key_column(expr, t) => {
+            } if keys.is_key(expr) => {
                 return Some(list.iter().map(|e| ctx.key(e)).collect());
             }
             _ => {}
@@ -786,7 +853,7 @@ fn key_values(selection: Option<&Expr>, t: &ShardedTable, ctx: &Values<'_>) -> O
     None
 }
 
-fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+pub(super) fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     match e {
         Expr::BinaryOp {
             left,
@@ -798,16 +865,6 @@ fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
         }
         Expr::Nested(inner) => conjuncts(inner, out),
         other => out.push(other),
-    }
-}
-
-fn is_key_column(e: &Expr, t: &ShardedTable) -> bool {
-    match e {
-        Expr::Identifier(i) => t.is_column(&i.value),
-        // `t.col` or `alias.col`: the statement has one table, so any qualifier names it.
-        Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|i| t.is_column(&i.value)),
-        Expr::Nested(inner) => is_key_column(inner, t),
-        _ => false,
     }
 }
 
@@ -846,7 +903,10 @@ mod tests {
               "shards": [{"name": "-80", "cluster": "c1"}, {"name": "80-", "cluster": "c2"}],
               "tables": [
                 {"name": "customers", "kind": "sharded", "column": "id", "vindex": "hash"},
-                {"name": "countries", "kind": "reference"}
+                {"name": "orders", "kind": "sharded", "column": "customer_id", "vindex": "hash"},
+                {"name": "ranges", "kind": "sharded", "column": "id", "vindex": "numeric"},
+                {"name": "countries", "kind": "reference"},
+                {"name": "regions", "kind": "reference"}
               ]}]}"#,
         )
         .unwrap()
@@ -950,7 +1010,6 @@ mod tests {
             "INSERT INTO customers (name) VALUES ('a')".into(),
             format!("INSERT INTO customers (id) VALUES ({a}), ({b})"),
             "INSERT INTO customers (id) SELECT id FROM other".into(),
-            "SELECT * FROM customers JOIN countries ON 1 = 1 WHERE customers.id = 1".into(),
             "SELECT * FROM customers WHERE id = 1 LOCK IN SHARE MODE".into(),
             "INSERT INTO countries VALUES ('fr')".into(),
         ] {
@@ -959,6 +1018,110 @@ mod tests {
                 other => panic!("{sql}: expected a refusal, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn joins_on_the_shard_key_and_with_reference_tables_run_per_shard() {
+        let scatter = |sql: &str| match run(sql, None) {
+            Plan::Scatter { targets, .. } => assert_eq!(targets.len(), 2, "{sql}"),
+            other => panic!("{sql}: expected a scatter, got {other:?}"),
+        };
+        scatter("SELECT c.name, o.total FROM customers c JOIN orders o ON o.customer_id = c.id");
+        scatter("SELECT * FROM customers c, orders o WHERE c.id = o.customer_id AND o.total > 3");
+        scatter("SELECT * FROM customers c LEFT JOIN orders o ON c.id = o.customer_id");
+        scatter("SELECT * FROM orders o RIGHT JOIN customers c ON c.id = o.customer_id");
+        scatter("SELECT * FROM customers JOIN countries ON customers.country = countries.code");
+        scatter(
+            "SELECT * FROM customers LEFT JOIN countries ON customers.country = countries.code",
+        );
+        scatter(
+            "SELECT * FROM customers c JOIN orders o ON o.customer_id = c.id \
+             JOIN countries k ON k.code = c.country LEFT JOIN regions r ON r.id = k.region",
+        );
+        scatter("SELECT * FROM customers a JOIN customers b ON a.id = b.id");
+        // A key value on any co-located table pins the shard.
+        for sql in [
+            "SELECT * FROM customers c JOIN orders o ON o.customer_id = c.id WHERE c.id = 7",
+            "SELECT * FROM customers c JOIN orders o ON o.customer_id = c.id WHERE o.customer_id = 7",
+            "SELECT * FROM customers c JOIN orders o ON o.customer_id = c.id WHERE customer_id = 7",
+            "SELECT * FROM customers JOIN countries ON countries.code = customers.country \
+             WHERE customers.id = 7",
+        ] {
+            assert_eq!(single(&run(sql, None)), shard_of(7), "{sql}");
+        }
+        // Reference tables only: any one shard.
+        assert!(matches!(
+            run(
+                "SELECT * FROM countries JOIN regions ON regions.id = countries.region",
+                None
+            ),
+            Plan::Single(_)
+        ));
+        for (sql, why) in [
+            (
+                "SELECT * FROM customers c JOIN orders o ON o.id = c.id",
+                "a join of sharded tables `customers` and `orders` without an equality of their shard keys",
+            ),
+            (
+                "SELECT * FROM customers c, orders o",
+                "a join of sharded tables `customers` and `orders` without an equality of their shard keys",
+            ),
+            (
+                "SELECT * FROM customers c JOIN ranges r ON r.id = c.id",
+                "a join of sharded tables with different vindexes (`customers` and `ranges`)",
+            ),
+            (
+                "SELECT * FROM customers c LEFT JOIN orders o ON o.total = 1 WHERE o.customer_id = c.id",
+                "an outer join over shards that keeps every row of a reference table, or whose ON \
+                 does not equate the shard keys of `orders` and the table it joins",
+            ),
+            (
+                "SELECT * FROM countries k LEFT JOIN customers c ON c.country = k.code",
+                "an outer join over shards that keeps every row of a reference table, or whose ON \
+                 does not equate the shard keys of `customers` and the table it joins",
+            ),
+            (
+                "SELECT * FROM customers c RIGHT JOIN countries k ON c.country = k.code",
+                "an outer join over shards that keeps every row of a reference table, or whose ON \
+                 does not equate the shard keys of `countries` and the table it joins",
+            ),
+            (
+                "SELECT * FROM customers c JOIN plain p ON p.id = c.id",
+                "statements combining sharded or reference tables with unsharded table `plain`",
+            ),
+            (
+                "SELECT * FROM customers c NATURAL JOIN orders o",
+                "NATURAL joins over shards",
+            ),
+            (
+                "SELECT * FROM (SELECT * FROM customers) t",
+                "derived tables, nested joins or table functions over shards",
+            ),
+            (
+                "SELECT * FROM customers WHERE id = 1 AND name IN (SELECT name FROM customers)",
+                "subqueries or derived tables reading sharded table `customers`",
+            ),
+            (
+                "UPDATE customers SET name = 'x' WHERE id = 1 AND \
+                 EXISTS (SELECT 1 FROM orders WHERE orders.customer_id = 2)",
+                "writes naming several sharded or reference tables",
+            ),
+            (
+                "UPDATE customers SET name = 'x' WHERE id = 1 AND \
+                 name IN (SELECT name FROM customers)",
+                "subqueries or derived tables reading sharded table `customers`",
+            ),
+        ] {
+            assert_eq!(run(sql, None), Plan::Refuse(why.into()), "{sql}");
+        }
+        // A subquery on a reference table is complete on every shard.
+        assert_eq!(
+            single(&run(
+                "SELECT * FROM customers WHERE id = 7 AND country IN (SELECT code FROM countries)",
+                None
+            )),
+            shard_of(7)
+        );
     }
 
     #[test]
