@@ -176,8 +176,13 @@ pub(crate) fn analyze<'m>(ks: &'m KeyspaceMap, s: &Select) -> Result<KeyColumns<
         }
         if let Some(t) = bindings[step.index].sharded {
             for col in step.using.iter().filter(|c| t.is_column(c)) {
-                for n in step.first..step.index {
-                    if bindings[n].sharded.is_some_and(|t| t.is_column(col)) {
+                for (n, b) in bindings
+                    .iter()
+                    .enumerate()
+                    .take(step.index)
+                    .skip(step.first)
+                {
+                    if b.sharded.is_some_and(|t| t.is_column(col)) {
                         local.push((n, step.index));
                     }
                 }
