@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{query_one, TestEnv};
 use mysql_async::prelude::*;
 use serde_json::{json, Value};
@@ -524,5 +526,80 @@ async fn joins_on_the_shard_key_and_with_reference_tables_match_one_server() {
         assert!(msg.contains(why), "{sql}: {msg}");
     }
     drop((c, r));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_follow_a_failover_of_their_cluster() {
+    // Two shards, one per cluster, each cluster with a replica.
+    let mut env = TestEnv::start_sharded_replicated(2, 1, 2).await;
+    let mut c = env.router_conn(None).await;
+    c.query_drop("CREATE DATABASE app").await.unwrap();
+    c.query_drop("USE app").await.unwrap();
+    c.query_drop("CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(20))")
+        .await
+        .unwrap();
+    let on_c2: Vec<i64> = (1..1000i64)
+        .filter(|id| hash_keyspace_id(&KeyValue::Int(*id)).unwrap() >= 0x8000_0000_0000_0000)
+        .take(3)
+        .collect();
+    c.query_drop(format!(
+        "INSERT INTO customers VALUES ({}, 'before')",
+        on_c2[0]
+    ))
+    .await
+    .unwrap();
+    let (old_leader, old_epoch) = {
+        let t = env.app().topology.load();
+        let c2 = t.cluster("c2").unwrap();
+        (c2.leader.clone().unwrap(), c2.epoch)
+    };
+    env.local_mut().kill_node("c2", &old_leader).unwrap();
+    let new_leader = common::eventually(Duration::from_secs(30), "a new leader of c2", || async {
+        let t = env.app().topology.load();
+        let c2 = t.cluster("c2").unwrap();
+        (c2.epoch > old_epoch)
+            .then(|| c2.leader.clone())
+            .flatten()
+            .filter(|l| *l != old_leader)
+    })
+    .await;
+    // The shard's writes and reads now reach the new leader.
+    let id = on_c2[1];
+    common::eventually(
+        Duration::from_secs(20),
+        "a write to the shard on c2",
+        || {
+            let opts = env.router_opts(Some("app"));
+            async move {
+                let mut c = mysql_async::Conn::new(opts).await.ok()?;
+                c.query_drop(format!(
+                    "INSERT IGNORE INTO customers VALUES ({id}, 'after')"
+                ))
+                .await
+                .ok()
+            }
+        },
+    )
+    .await;
+    let port: u16 = new_leader.rsplit(':').next().unwrap().parse().unwrap();
+    let mut d = env.direct_conn(port, Some("app")).await;
+    let mut names: Vec<String> = d
+        .query(format!(
+            "SELECT name FROM customers WHERE id IN ({}, {id})",
+            on_c2[0]
+        ))
+        .await
+        .unwrap();
+    names.sort();
+    assert_eq!(names, vec!["after".to_string(), "before".into()]);
+    let mut c = env.router_conn(Some("app")).await;
+    let n: i64 = query_one(
+        &mut c,
+        &format!("SELECT COUNT(*) FROM customers WHERE id = {id}"),
+    )
+    .await;
+    assert_eq!(n, 1);
+    drop((c, d));
     env.stop().await;
 }
