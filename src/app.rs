@@ -118,7 +118,7 @@ impl App {
             RouterContext::new(config.router.clone(), topology.clone(), shard_map)
                 .with_failure_reporter(reporter),
         );
-        let router_listener = TcpListener::bind(&config.router.listen)
+        let router_listener = listen(&config.router.listen, ROUTER_BACKLOG)
             .await
             .with_context(|| format!("can't listen on {} (router)", config.router.listen))?;
         let admin_listener = TcpListener::bind(&config.admin.listen)
@@ -225,4 +225,29 @@ async fn announced_version(config: &Config) -> String {
         }
         None => FALLBACK.into(),
     }
+}
+
+/// Connections the kernel queues for the router before it accepts them: MySQL clients wait
+/// for the server to speak first, so one dropped from a full queue would wait forever.
+const ROUTER_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` (host:port, resolved) with a backlog of `backlog` (capped by the
+/// kernel's `net.core.somaxconn`).
+async fn listen(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(backlog)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {addr}"))
+    }))
 }

@@ -5,64 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, query_one, TestEnv};
+use common::{eventually, query_one, RawClient, TestEnv};
 use mysql_async::prelude::*;
-use router::protocol::handshake::{
-    backend_hello, parse_backend_greeting, router_capabilities, scramble_native,
-};
-use router::protocol::{parse_err, CapabilityFlags, PacketReader, PacketWriter};
 use tokio::net::TcpStream;
-
-/// A hand-driven client that logs in and then sends whatever the test wants.
-struct RawClient {
-    input: PacketReader<tokio::net::tcp::OwnedReadHalf>,
-    output: PacketWriter<tokio::net::tcp::OwnedWriteHalf>,
-}
-
-impl RawClient {
-    async fn login(port: u16) -> RawClient {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let (r, w) = stream.into_split();
-        let mut c = RawClient {
-            input: PacketReader::new(r),
-            output: PacketWriter::new(w),
-        };
-        let (_, _, greeting) = c.input.read_message(1 << 20).await.unwrap().unwrap();
-        let g = parse_backend_greeting(&greeting).unwrap();
-        let token = scramble_native(&g.scramble, b"app");
-        let mut caps = router_capabilities();
-        caps.remove(
-            CapabilityFlags::CLIENT_CONNECT_WITH_DB | CapabilityFlags::CLIENT_CONNECT_ATTRS,
-        );
-        c.output
-            .push(1, &backend_hello(caps, 45, "app", &token, None));
-        c.output.flush().await.unwrap();
-        let (_, _, ok) = c.input.read_message(1 << 20).await.unwrap().unwrap();
-        assert_eq!(ok[0], 0, "login OK");
-        c
-    }
-
-    async fn send(&mut self, seq: u8, payload: &[u8]) {
-        self.output.push(seq, payload);
-        self.output.flush().await.unwrap();
-    }
-
-    /// The next packet's payload, or `None` when the router closed the connection.
-    async fn next(&mut self) -> Option<Vec<u8>> {
-        match tokio::time::timeout(Duration::from_secs(10), self.input.read_message(1 << 26)).await
-        {
-            Ok(Ok(Some((_, _, p)))) => Some(p.to_vec()),
-            Ok(_) => None,
-            Err(_) => panic!("no answer from the router within 10 s"),
-        }
-    }
-
-    async fn expect_error(&mut self, code: u16) {
-        let p = self.next().await.expect("an error packet");
-        let e = parse_err(&p).unwrap_or_else(|| panic!("not an error packet: {p:?}"));
-        assert_eq!(e.code, code, "{e}");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_packets_get_clear_errors_and_hurt_nobody_else() {

@@ -86,6 +86,13 @@ pub struct RouterConfig {
     /// Statements held at once across all sessions; past it they fail at once.
     #[serde(default = "default_hold_max_statements")]
     pub hold_max_statements: u64,
+    /// Failed logins from one client address within 10 s before its further failures are
+    /// answered slowly (a growing delay, up to `login_failure_delay_ms`).
+    #[serde(default = "default_login_failure_limit")]
+    pub login_failure_limit: u32,
+    /// The longest delay before a throttled login failure is answered (ms).
+    #[serde(default = "default_login_failure_delay_ms")]
+    pub login_failure_delay_ms: u64,
 }
 
 fn default_listen() -> String {
@@ -115,6 +122,12 @@ fn default_hold_timeout_ms() -> u64 {
 fn default_hold_max_statements() -> u64 {
     10_000
 }
+fn default_login_failure_limit() -> u32 {
+    20
+}
+fn default_login_failure_delay_ms() -> u64 {
+    2_000
+}
 
 impl RouterConfig {
     /// A config with defaults and the given users.
@@ -132,6 +145,8 @@ impl RouterConfig {
             handshake_timeout_ms: default_handshake_timeout_ms(),
             hold_timeout_ms: default_hold_timeout_ms(),
             hold_max_statements: default_hold_max_statements(),
+            login_failure_limit: default_login_failure_limit(),
+            login_failure_delay_ms: default_login_failure_delay_ms(),
         }
     }
 

@@ -41,6 +41,8 @@ pub struct RouterMetrics {
     /// Statements re-run on a new leader after the old one refused or lost them unexecuted.
     pub leader_change_retries: AtomicU64,
     pub session_panics: AtomicU64,
+    /// Login failures answered late because their address failed too often.
+    pub auth_throttled: AtomicU64,
 }
 
 impl RouterMetrics {
@@ -68,6 +70,47 @@ pub struct RouterContext {
     /// Position of each sharded table's key column, `(keyspace, table)`, read from a shard's
     /// catalog for INSERTs without a column list; cleared by DDL on sharded tables.
     pub key_positions: dashmap::DashMap<(String, String), usize>,
+    /// Recent login failures per client address.
+    pub login_failures: LoginThrottle,
+}
+
+/// Failed logins per client address over a 10-second window. Past the configured limit, each
+/// further failure from that address is answered after a delay growing by 100 ms per failure,
+/// which slows password guessing without touching correct logins; one log line marks the
+/// start of throttling and one every 100 failures after it, instead of one per attempt.
+#[derive(Debug, Default)]
+pub struct LoginThrottle {
+    by_peer: dashmap::DashMap<String, (std::time::Instant, u32)>,
+}
+
+/// What to do about one failed login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    /// Failures from the address in the current window, this one included.
+    pub failures: u32,
+    pub delay: std::time::Duration,
+}
+
+impl LoginThrottle {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Records a failed login from `peer`.
+    pub fn failed(&self, peer: &str, limit: u32, max_delay: std::time::Duration) -> Throttle {
+        let now = std::time::Instant::now();
+        if self.by_peer.len() > 10_000 {
+            self.by_peer
+                .retain(|_, (start, _)| now.duration_since(*start) < Self::WINDOW);
+        }
+        let mut entry = self.by_peer.entry(peer.to_string()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Self::WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        let failures = entry.1;
+        let over = failures.saturating_sub(limit);
+        let delay = std::time::Duration::from_millis(100 * u64::from(over)).min(max_delay);
+        Throttle { failures, delay }
+    }
 }
 
 impl RouterContext {
@@ -104,6 +147,7 @@ impl RouterContext {
             failure_reporter: None,
             held: AtomicU64::new(0),
             key_positions: dashmap::DashMap::new(),
+            login_failures: LoginThrottle::default(),
             config,
         }
     }

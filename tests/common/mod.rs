@@ -273,3 +273,74 @@ pub async fn query_one<T: FromValue + Send + 'static>(conn: &mut Conn, sql: &str
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .unwrap_or_else(|| panic!("{sql}: no row"))
 }
+
+/// A hand-driven client that logs in and then sends whatever the test wants.
+pub struct RawClient {
+    pub input: router::protocol::PacketReader<tokio::net::tcp::OwnedReadHalf>,
+    pub output: router::protocol::PacketWriter<tokio::net::tcp::OwnedWriteHalf>,
+}
+
+impl RawClient {
+    /// Logs in as `app`/`app`.
+    pub async fn login(port: u16) -> RawClient {
+        Self::login_as(port, "app", b"app").await.expect("login OK")
+    }
+
+    /// Logs in; the error packet's payload when the router refuses.
+    pub async fn login_as(port: u16, user: &str, password: &[u8]) -> Result<RawClient, Vec<u8>> {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (r, w) = stream.into_split();
+        let mut c = RawClient {
+            input: router::protocol::PacketReader::new(r),
+            output: router::protocol::PacketWriter::new(w),
+        };
+        let (_, _, greeting) =
+            tokio::time::timeout(Duration::from_secs(20), c.input.read_message(1 << 20))
+                .await
+                .expect("the router's greeting within 20 s")
+                .unwrap()
+                .unwrap();
+        let g = router::protocol::handshake::parse_backend_greeting(&greeting).unwrap();
+        let token = router::protocol::handshake::scramble_native(&g.scramble, password);
+        let mut caps = router::protocol::handshake::router_capabilities();
+        caps.remove(
+            router::protocol::CapabilityFlags::CLIENT_CONNECT_WITH_DB
+                | router::protocol::CapabilityFlags::CLIENT_CONNECT_ATTRS,
+        );
+        c.output.push(
+            1,
+            &router::protocol::handshake::backend_hello(caps, 45, user, &token, None),
+        );
+        c.output.flush().await.unwrap();
+        let (_, _, reply) = c.input.read_message(1 << 20).await.unwrap().unwrap();
+        if reply[0] == 0 {
+            Ok(c)
+        } else {
+            Err(reply.to_vec())
+        }
+    }
+
+    pub async fn send(&mut self, seq: u8, payload: &[u8]) {
+        self.output.push(seq, payload);
+        self.output.flush().await.unwrap();
+    }
+
+    /// The next packet's payload, or `None` when the router closed the connection.
+    pub async fn next(&mut self) -> Option<Vec<u8>> {
+        match tokio::time::timeout(Duration::from_secs(10), self.input.read_message(1 << 26)).await
+        {
+            Ok(Ok(Some((_, _, p)))) => Some(p.to_vec()),
+            Ok(_) => None,
+            Err(_) => panic!("no answer from the router within 10 s"),
+        }
+    }
+
+    pub async fn expect_error(&mut self, code: u16) {
+        let p = self.next().await.expect("an error packet");
+        let e =
+            router::protocol::parse_err(&p).unwrap_or_else(|| panic!("not an error packet: {p:?}"));
+        assert_eq!(e.code, code, "{e}");
+    }
+}

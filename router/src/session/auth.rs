@@ -81,18 +81,37 @@ pub async fn handshake(
         token = reply.to_vec();
         seq = last.wrapping_add(1);
     }
-    let user = check_password(ctx, &hello.user, &scramble, &token).ok_or_else(|| {
+    let Some(user) = check_password(ctx, &hello.user, &scramble, &token) else {
         RouterMetrics::inc(&ctx.metrics.auth_failures);
-        tracing::warn!(user = %hello.user, peer = %peer_host, "login refused: wrong user or password");
-        HandshakeFailure::Refuse(
+        let limit = ctx.config.login_failure_limit;
+        let t = ctx.login_failures.failed(
+            peer_host,
+            limit,
+            Duration::from_millis(ctx.config.login_failure_delay_ms),
+        );
+        if t.failures <= limit {
+            tracing::warn!(user = %hello.user, peer = %peer_host, "login refused: wrong user or password");
+        } else if t.failures == limit + 1 || t.failures % 100 == 0 {
+            tracing::warn!(
+                peer = %peer_host,
+                failures = t.failures,
+                "login refused: too many failed logins from this address in 10 s; \
+                 answering its failures late"
+            );
+        }
+        if !t.delay.is_zero() {
+            RouterMetrics::inc(&ctx.metrics.auth_throttled);
+            tokio::time::sleep(t.delay).await;
+        }
+        return Err(HandshakeFailure::Refuse(
             RouterError::AccessDenied {
                 user: hello.user.clone(),
                 host: peer_host.to_string(),
                 using_password: !token.is_empty(),
             },
             seq,
-        )
-    })?;
+        ));
+    };
     let caps = caps & hello.caps;
     Ok(Authenticated {
         user,

@@ -389,6 +389,7 @@ impl Session {
             _ => {
                 let map = self.ctx.shard_map.load();
                 if map.has_sharded_keyspace() {
+                    self.unpin_unless_diagnostics(&sql, &class);
                     match self
                         .plan(&map, &sql, &class, self.state.db.clone(), None)
                         .await?
@@ -488,6 +489,23 @@ impl Session {
             }
         }
         self.release_if_free();
+    }
+
+    /// After an error or warnings the session stays on its connection so that SHOW WARNINGS
+    /// and the like read them there; any other statement lets it go first (in sharded
+    /// keyspaces it may need other shards' connections).
+    pub(crate) fn unpin_unless_diagnostics(&mut self, sql: &str, class: &Classification) {
+        if !self.pins.next_statement || class.uses_session_functions || class.calc_found_rows {
+            return;
+        }
+        let lower = sql.to_ascii_lowercase();
+        let diagnostics = ["warning", "error", "diagnostics", "found_rows", "row_count"]
+            .iter()
+            .any(|w| lower.contains(w));
+        if !diagnostics {
+            self.pins.next_statement = false;
+            self.release_if_free();
+        }
     }
 
     /// Returns the pinned connection to the pool when nothing holds the session to it.

@@ -247,6 +247,10 @@ impl Session {
             out.extend_from_slice(types);
             out.extend_from_slice(&payload[pos..]);
         }
+        let long = |i: usize| u16::try_from(i).is_ok_and(|i| stmt.long_data.contains_key(&i));
+        if n > 0 && !crate::shard::params::well_formed(&out, n, &long) {
+            return Err(RouterError::Malformed("execute parameter values").into());
+        }
         let cursor = flags & CURSOR_TYPE_READ_ONLY != 0;
         let key = stmt.key.clone();
         let sharded = stmt.sharded;
@@ -262,8 +266,14 @@ impl Session {
             retry_reads: is_read(&class),
             with_insert_id: class.uses_session_functions,
         };
+        if sharded {
+            let sql = String::from_utf8_lossy(&key.sql).into_owned();
+            self.unpin_unless_diagnostics(&sql, &class);
+        }
         let outcome = if sharded {
-            let params = crate::shard::params::decode(&out, n);
+            let params = crate::shard::params::decode_with_long_data(&out, n, &|i| {
+                u16::try_from(i).is_ok_and(|i| long_data.contains_key(&i))
+            });
             let map = self.ctx.shard_map.load();
             let sql = String::from_utf8_lossy(&key.sql);
             let t = match self

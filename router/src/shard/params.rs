@@ -11,10 +11,30 @@ use crate::protocol::read_lenenc_bytes;
 /// 1, types: 2 per parameter, values]`. Returns one entry per parameter; an empty vector when
 /// the packet is malformed.
 pub fn decode(packet: &[u8], n: usize) -> Vec<Option<KeyValue>> {
-    decode_inner(packet, n).unwrap_or_default()
+    decode_inner(packet, n, &|_| false).unwrap_or_default()
 }
 
-fn decode_inner(packet: &[u8], n: usize) -> Option<Vec<Option<KeyValue>>> {
+/// Like [`decode`], for parameters some of which were sent with COM_STMT_SEND_LONG_DATA
+/// (`long(i)`: their values are not in the packet, and they are `None` here).
+pub fn decode_with_long_data(
+    packet: &[u8],
+    n: usize,
+    long: &dyn Fn(usize) -> bool,
+) -> Vec<Option<KeyValue>> {
+    decode_inner(packet, n, long).unwrap_or_default()
+}
+
+/// Whether an execute packet (with its types, as in [`decode`]) holds a complete value of a
+/// known type for each of its `n` parameters that is neither NULL nor sent as long data.
+pub fn well_formed(packet: &[u8], n: usize, long: &dyn Fn(usize) -> bool) -> bool {
+    decode_inner(packet, n, long).is_some()
+}
+
+fn decode_inner(
+    packet: &[u8],
+    n: usize,
+    long: &dyn Fn(usize) -> bool,
+) -> Option<Vec<Option<KeyValue>>> {
     if n == 0 {
         return Some(Vec::new());
     }
@@ -29,7 +49,7 @@ fn decode_inner(packet: &[u8], n: usize) -> Option<Vec<Option<KeyValue>>> {
     pos += 2 * n;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+        if bitmap[i / 8] & (1 << (i % 8)) != 0 || long(i) {
             out.push(None);
             continue;
         }
