@@ -91,7 +91,7 @@ pub async fn handshake(
         );
         if t.failures <= limit {
             tracing::warn!(user = %hello.user, peer = %peer_host, "login refused: wrong user or password");
-        } else if t.failures == limit + 1 || t.failures % 100 == 0 {
+        } else if t.failures == limit + 1 || t.failures.is_multiple_of(100) {
             tracing::warn!(
                 peer = %peer_host,
                 failures = t.failures,
