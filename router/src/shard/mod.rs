@@ -5,6 +5,7 @@
 //! anything else on a sharded table is refused with error 1235 naming what is not supported,
 //! never sent where it would give a wrong answer.
 
+pub mod gather;
 pub mod params;
 pub mod plan;
 

@@ -45,6 +45,12 @@ pub enum Plan {
     /// A read whose select list is only `COUNT(...)` (no DISTINCT, grouping, ordering or
     /// limit): run on each shard, each count column summed into one row.
     ScatterCount { targets: Vec<ShardTarget> },
+    /// A read whose shards' results the router merges (grouping, aggregates, HAVING,
+    /// DISTINCT, ORDER BY, OFFSET): each shard runs `spec.sql`, see [`super::gather`].
+    Gather {
+        targets: Vec<ShardTarget>,
+        spec: Box<super::gather::GatherSpec>,
+    },
     /// `CREATE DATABASE` / `DROP DATABASE` of a sharded keyspace: the same statement for each
     /// `(cluster, database)` of the keyspace, with the database name replaced.
     KeyspaceDatabases(Vec<(String, String)>),
@@ -287,12 +293,8 @@ fn plan_single_table(
                 targets: ks.all_shards().to_vec(),
             };
         }
-        if let Err(what) = &concat {
-            return Plan::Refuse(format!(
-                "{what} on sharded table `{table}` without `{} = value` or `{} IN (...)` in \
-                 WHERE (a scatter query that needs merging)",
-                t.column, t.column
-            ));
+        if concat.is_err() {
+            return gathered(&stmt, input, table, ks.all_shards().to_vec());
         }
         let (limit, order) = concat.unwrap_or_default();
         return Plan::Scatter {
@@ -306,28 +308,14 @@ fn plan_single_table(
         let v = match v {
             Key::Known(v) => v,
             Key::Param => return Plan::NeedsParams,
-            Key::Unusable => {
-                return scatter_all(ks, concat, || {
-                    format!(
-                        "a value of shard key `{}` that can't be placed on one shard",
-                        t.column
-                    )
-                })
-            }
+            Key::Unusable => return scatter_all(ks, concat, &stmt, input, table),
         };
         match ks.shard_for_read(t, &v) {
             ShardLookup::One(s) => {
                 targets.insert(s.shard.clone(), s.clone());
             }
             ShardLookup::Nowhere => {}
-            ShardLookup::All(why) => {
-                return scatter_all(ks, concat, || {
-                    format!(
-                        "a value of shard key `{}` whose shard is unknown ({why})",
-                        t.column
-                    )
-                })
-            }
+            ShardLookup::All(_) => return scatter_all(ks, concat, &stmt, input, table),
         }
     }
     match targets.len() {
@@ -340,15 +328,13 @@ fn plan_single_table(
         _ if counts => Plan::ScatterCount {
             targets: targets.into_values().collect(),
         },
-        n => match concat {
+        _ => match concat {
             Ok((limit, order)) => Plan::Scatter {
                 targets: targets.into_values().collect(),
                 limit,
                 order,
             },
-            Err(what) => Plan::Refuse(format!(
-                "{what} on sharded table `{table}` whose key values span {n} shards"
-            )),
+            Err(_) => gathered(&stmt, input, table, targets.into_values().collect()),
         },
     }
 }
@@ -552,12 +538,14 @@ fn concat_safe(stmt: &Statement, class: &Classification) -> Result<Gathering, &'
     }
 }
 
-/// A value whose shard can't be named: the read goes to every shard when its results can be
-/// gathered exactly, else it is refused for `what stands in the way` with `value`.
+/// A value whose shard can't be named: the read goes to every shard, its results relayed
+/// when they are a concatenation, else merged by the router (or refused).
 fn scatter_all(
     ks: &KeyspaceMap,
     concat: Result<Gathering, &'static str>,
-    value: impl FnOnce() -> String,
+    stmt: &Statement,
+    input: PlanInput<'_>,
+    table: &str,
 ) -> Plan {
     match concat {
         Ok((limit, order)) => Plan::Scatter {
@@ -565,7 +553,22 @@ fn scatter_all(
             limit,
             order,
         },
-        Err(what) => Plan::Refuse(format!("{what} with {}", value())),
+        Err(_) => gathered(stmt, input, table, ks.all_shards().to_vec()),
+    }
+}
+
+/// A read over `targets` that needs merging: a [`Plan::Gather`], or refused naming what the
+/// merge does not support.
+fn gathered(stmt: &Statement, input: PlanInput<'_>, table: &str, targets: Vec<ShardTarget>) -> Plan {
+    match super::gather::analyze(stmt, input.sql, input.class) {
+        Ok(spec) => Plan::Gather {
+            targets,
+            spec: Box::new(spec),
+        },
+        Err(super::gather::GatherError::NeedsParams) => Plan::NeedsParams,
+        Err(super::gather::GatherError::Refuse(what)) => Plan::Refuse(format!(
+            "{what} on sharded table `{table}` over several shards"
+        )),
     }
 }
 

@@ -1,0 +1,905 @@
+//! Reads over several shards that need merging in the router: the analysis of a SELECT into
+//! the statement each shard runs and a [`GatherSpec`] saying how the router combines the
+//! shards' rows (grouping, partial aggregates, HAVING, DISTINCT, ORDER BY, LIMIT/OFFSET).
+//!
+//! The shards run the client's select list as written (so their column definitions are the
+//! ones one server would send for it), followed by hidden helper columns: `SUM`/`COUNT`
+//! partials for `AVG`, grouping and sort expressions, and `WEIGHT_STRING(RTRIM(..))` of
+//! values the router compares, so strings are compared and grouped by their collation's
+//! weights rather than by a reimplementation of collations. Anything the analysis can't
+//! prove it merges exactly is refused with a message naming the construct.
+
+use sqlparser::ast::{
+    BinaryOperator, Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    GroupByExpr, Ident, LimitClause, OrderByKind, OrderBySort, Query, Select, SelectItem,
+    SetExpr, Spanned, Statement, UnaryOperator, Value,
+};
+
+use crate::classify::Classification;
+
+/// A column of the shards' result: one of the client's select items, or the n-th hidden
+/// helper after them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    Item(usize),
+    Hidden(usize),
+}
+
+/// A value the router compares: its column and, for strings in a collation, the column of
+/// `WEIGHT_STRING(RTRIM(value))` (trailing spaces never count in PAD SPACE collations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keyed {
+    pub value: Col,
+    pub weight: Col,
+}
+
+/// A value of a merged row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ref {
+    /// A column of the (first shard row of the) group, or of the row without grouping.
+    Col(Keyed),
+    /// An aggregate of the group.
+    Agg(usize),
+}
+
+/// An aggregate merged from the shards' partial results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    /// COUNT: the partial counts summed.
+    Count(Col),
+    /// SUM: the partial sums summed (NULL when every partial is NULL).
+    Sum(Col),
+    Min(Keyed),
+    Max(Keyed),
+    /// AVG: `sum`/`count` partials; `avg` is the shards' own AVG column, whose definition
+    /// gives the result's type and scale.
+    Avg { avg: Col, sum: Col, count: Col },
+}
+
+/// A comparison operator of HAVING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// An operand of a HAVING condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operand {
+    Ref(Ref),
+    /// A numeric literal as written (`-` included).
+    Num(String),
+    Str(Vec<u8>),
+    Null,
+}
+
+/// A HAVING condition, evaluated by the router with SQL's three-valued logic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cond {
+    And(Box<Cond>, Box<Cond>),
+    Or(Box<Cond>, Box<Cond>),
+    Not(Box<Cond>),
+    Cmp(Operand, CmpOp, Operand),
+    IsNull(Operand, bool),
+}
+
+/// Grouping in the router: rows with equal `keys` form one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grouping {
+    pub keys: Vec<Keyed>,
+    pub aggs: Vec<Agg>,
+    /// What each visible column of a merged row is.
+    pub items: Vec<Ref>,
+    pub having: Option<Cond>,
+    /// A GROUP BY name resolved to a select alias: if the shards warn (1052, the name is
+    /// also a column, which the server would group by), the merge is refused.
+    pub alias_group: bool,
+}
+
+/// How the router merges the shards' results of [`GatherSpec::sql`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatherSpec {
+    /// What every shard runs (text protocol).
+    pub sql: String,
+    /// Helper columns at the end of each shard row, never sent to the client.
+    pub hidden: usize,
+    /// `None`: rows are kept as they are (no aggregate, GROUP BY or DISTINCT).
+    pub grouping: Option<Grouping>,
+    /// Sort keys (descending?) applied after grouping and HAVING.
+    pub order: Vec<(Ref, bool)>,
+    pub offset: u64,
+    pub limit: Option<u64>,
+}
+
+/// Why a statement can't be gathered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatherError {
+    /// Refused: what is not supported (the caller adds the table).
+    Refuse(String),
+    /// `LIMIT ?`: plan again with the parameters written in.
+    NeedsParams,
+}
+
+fn refuse<T>(what: impl Into<String>) -> Result<T, GatherError> {
+    Err(GatherError::Refuse(what.into()))
+}
+
+/// Aggregate functions MariaDB knows; those not merged are refused by name.
+const OTHER_AGGREGATES: &[&str] = &[
+    "GROUP_CONCAT",
+    "STD",
+    "STDDEV",
+    "STDDEV_POP",
+    "STDDEV_SAMP",
+    "VARIANCE",
+    "VAR_POP",
+    "VAR_SAMP",
+    "BIT_AND",
+    "BIT_OR",
+    "BIT_XOR",
+    "JSON_ARRAYAGG",
+    "JSON_OBJECTAGG",
+];
+
+fn function_name(f: &sqlparser::ast::Function) -> String {
+    f.name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.to_ascii_uppercase())
+        .unwrap_or_default()
+}
+
+/// A merged aggregate call: its name and argument (`None` for `*`).
+struct Call {
+    name: &'static str,
+    arg: Option<Expr>,
+}
+
+/// `Ok(Some)` for COUNT/SUM/MIN/MAX/AVG the router merges, `Ok(None)` for anything that is
+/// not an aggregate, `Err` for an aggregate it does not merge.
+fn aggregate_call(e: &Expr) -> Result<Option<Call>, GatherError> {
+    let Expr::Function(f) = e else {
+        return Ok(None);
+    };
+    let name = function_name(f);
+    if f.over.is_some() {
+        return refuse("window functions");
+    }
+    if OTHER_AGGREGATES.contains(&name.as_str()) {
+        return refuse(name);
+    }
+    let name: &'static str = match name.as_str() {
+        "COUNT" => "COUNT",
+        "SUM" => "SUM",
+        "MIN" => "MIN",
+        "MAX" => "MAX",
+        "AVG" => "AVG",
+        _ => return Ok(None),
+    };
+    let FunctionArguments::List(l) = &f.args else {
+        return refuse(format!("this {name}(...) call"));
+    };
+    if f.filter.is_some() || !f.within_group.is_empty() || !l.clauses.is_empty() {
+        return refuse(format!("this {name}(...) call"));
+    }
+    let distinct = matches!(
+        l.duplicate_treatment,
+        Some(sqlparser::ast::DuplicateTreatment::Distinct)
+    );
+    if distinct && matches!(name, "COUNT" | "SUM" | "AVG") {
+        return refuse(format!("{name}(DISTINCT ...)"));
+    }
+    if l.args.len() != 1 {
+        return refuse(format!("{name} with several arguments"));
+    }
+    let arg = match &l.args[0] {
+        FunctionArg::Unnamed(FunctionArgExpr::Wildcard) if name == "COUNT" => None,
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(a)) => {
+            if contains_aggregate(a)? {
+                return refuse("nested aggregates");
+            }
+            Some(a.clone())
+        }
+        _ => return refuse(format!("this {name}(...) call")),
+    };
+    Ok(Some(Call { name, arg }))
+}
+
+/// Whether an expression contains an aggregate call (refusing those not merged).
+fn contains_aggregate(e: &Expr) -> Result<bool, GatherError> {
+    use std::ops::ControlFlow;
+    let mut err = None;
+    let found = sqlparser::ast::visit_expressions(e, |x| match aggregate_call(x) {
+        Ok(Some(_)) => ControlFlow::Break(()),
+        Ok(None) => ControlFlow::Continue(()),
+        Err(e) => {
+            err = Some(e);
+            ControlFlow::Break(())
+        }
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(found.is_break()),
+    }
+}
+
+/// Refuses what no merge can make right: subqueries, window functions, unmerged aggregates.
+fn check_expressions(stmt: &Statement) -> Result<(), GatherError> {
+    use std::ops::ControlFlow;
+    let found = sqlparser::ast::visit_expressions(stmt, |e| match e {
+        Expr::Subquery(_)
+        | Expr::Exists { .. }
+        | Expr::In {
+            target: sqlparser::ast::InTarget::Subquery(_),
+            ..
+        } => ControlFlow::Break(GatherError::Refuse("subqueries".into())),
+        Expr::Function(_) => match aggregate_call(e) {
+            Err(e) => ControlFlow::Break(e),
+            Ok(_) => ControlFlow::Continue(()),
+        },
+        _ => ControlFlow::Continue(()),
+    });
+    match found {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// The select items' text as the client wrote it, so that the shards' column names are the
+/// server's for the client's query; `None` where it can't be recovered exactly.
+fn item_texts(sql: &str, s: &Select) -> Vec<Option<String>> {
+    let offsets = line_offsets(sql);
+    let at = |loc: sqlparser::tokenizer::Location| -> Option<usize> {
+        let line_start = *offsets.get(usize::try_from(loc.line).ok()?.checked_sub(1)?)?;
+        let col = usize::try_from(loc.column).ok()?.checked_sub(1)?;
+        sql[line_start..]
+            .char_indices()
+            .nth(col)
+            .map(|(i, _)| line_start + i)
+    };
+    let starts: Vec<Option<usize>> = s.projection.iter().map(|i| at(i.span().start)).collect();
+    let end_of_list = s.from.first().and_then(|f| at(f.relation.span().start));
+    let mut out = Vec::new();
+    for (i, item) in s.projection.iter().enumerate() {
+        let SelectItem::UnnamedExpr(e) = item else {
+            out.push(None);
+            continue;
+        };
+        let text = (|| {
+            let start = starts[i]?;
+            let end = match starts.get(i + 1) {
+                Some(next) => {
+                    let next = (*next)?;
+                    start + sql.get(start..next)?.rfind(',')?
+                }
+                None => {
+                    let end = end_of_list?;
+                    let t = sql.get(start..end)?.trim_end();
+                    let upper = t.to_ascii_uppercase();
+                    if !upper.ends_with("FROM") {
+                        return None;
+                    }
+                    start + t.len() - 4
+                }
+            };
+            let text = sql.get(start..end)?.trim();
+            let parsed = sqlparser::parser::Parser::new(&sqlparser::dialect::MySqlDialect {})
+                .try_with_sql(text)
+                .ok()?
+                .parse_expr()
+                .ok()?;
+            (parsed == *e).then(|| text.to_string())
+        })();
+        out.push(text);
+    }
+    out
+}
+
+fn line_offsets(sql: &str) -> Vec<usize> {
+    let mut v = vec![0];
+    v.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+    v
+}
+
+/// [`analyze`] from the statement's text.
+pub fn analyze_sql(sql: &str, class: &Classification) -> Result<GatherSpec, GatherError> {
+    match sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, sql) {
+        Ok(v) if v.len() == 1 => analyze(&v[0], sql, class),
+        _ => refuse("this statement"),
+    }
+}
+
+/// Builds what the shards run and how their results merge, for a SELECT on one sharded
+/// table whose rows live on several shards.
+pub fn analyze(
+    stmt: &Statement,
+    sql: &str,
+    class: &Classification,
+) -> Result<GatherSpec, GatherError> {
+    let Statement::Query(q) = stmt else {
+        return refuse("writes");
+    };
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return refuse("UNION, INTERSECT, EXCEPT or VALUES");
+    };
+    if class.calc_found_rows {
+        return refuse("SQL_CALC_FOUND_ROWS");
+    }
+    if class.pin.is_some() || class.uses_session_functions {
+        return refuse("session-dependent functions");
+    }
+    if q.with.is_some() {
+        return refuse("WITH (common table expressions)");
+    }
+    if !q.locks.is_empty() || q.for_clause.is_some() {
+        return refuse("locking reads (FOR UPDATE, LOCK IN SHARE MODE)");
+    }
+    if q.fetch.is_some() || s.top.is_some() || !q.pipe_operators.is_empty() {
+        return refuse("FETCH/TOP");
+    }
+    if s.into.is_some() {
+        return refuse("SELECT ... INTO");
+    }
+    if s.qualify.is_some() || !s.named_window.is_empty() {
+        return refuse("window functions");
+    }
+    if matches!(s.distinct, Some(Distinct::On(_))) {
+        return refuse("DISTINCT ON");
+    }
+    check_expressions(stmt)?;
+    let (offset, limit) = limits(q)?;
+    let group_exprs: Vec<Expr> = match &s.group_by {
+        GroupByExpr::Expressions(e, m) => {
+            if !m.is_empty() {
+                return refuse("WITH ROLLUP");
+            }
+            e.clone()
+        }
+        GroupByExpr::All(_) => return refuse("GROUP BY ALL"),
+    };
+    let mut b = Builder {
+        items: Vec::new(),
+        hidden: Vec::new(),
+    };
+    for item in &s.projection {
+        match item {
+            SelectItem::UnnamedExpr(e) => b.items.push((e.clone(), None)),
+            SelectItem::ExprWithAlias { expr, alias } => {
+                b.items.push((expr.clone(), Some(alias.value.clone())))
+            }
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                if s.projection.len() > 1 {
+                    // Item positions can't be known before the result.
+                    return refuse("`*` together with other select items");
+                }
+                b.items.push((Expr::Identifier(Ident::new("*")), None));
+            }
+            _ => return refuse("this select item"),
+        }
+    }
+    let star = s
+        .projection
+        .iter()
+        .any(|i| matches!(i, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)));
+    let mut has_agg = false;
+    for (e, _) in &b.items {
+        if contains_aggregate(e)? {
+            has_agg = true;
+        }
+    }
+    let distinct = s.distinct.is_some();
+    let grouped = has_agg || !group_exprs.is_empty() || distinct || s.having.is_some();
+    let order_items = match &q.order_by {
+        None => Vec::new(),
+        Some(o) => {
+            let OrderByKind::Expressions(items) = &o.kind else {
+                return refuse("ORDER BY ALL");
+            };
+            if o.interpolate.is_some() {
+                return refuse("ORDER BY ... INTERPOLATE");
+            }
+            let mut v = Vec::new();
+            for it in items {
+                if it.options.nulls_first.is_some() || it.with_fill.is_some() {
+                    return refuse("ORDER BY with NULLS FIRST/LAST");
+                }
+                let desc = match it.options.sort {
+                    None | Some(OrderBySort::Asc) => false,
+                    Some(OrderBySort::Desc) => true,
+                    Some(_) => return refuse("this ORDER BY"),
+                };
+                v.push((it.expr.clone(), desc));
+            }
+            v
+        }
+    };
+    let mut spec = GatherSpec {
+        sql: String::new(),
+        hidden: 0,
+        grouping: None,
+        order: Vec::new(),
+        offset,
+        limit,
+    };
+    let mut shard_query = q.as_ref().clone();
+    let SetExpr::Select(shard_select) = shard_query.body.as_mut() else {
+        return refuse("this query");
+    };
+    if !grouped {
+        // Rows as they are: each shard sorts and stops at offset + limit; the router sorts
+        // the union and skips the offset.
+        for (e, desc) in &order_items {
+            let e = b.resolve_order_plain(e, star)?;
+            let k = b.keyed(e);
+            spec.order.push((Ref::Col(k), *desc));
+        }
+        shard_query.limit_clause = limit.map(|n| LimitClause::LimitOffset {
+            limit: Some(number(n.saturating_add(offset))),
+            offset: None,
+            limit_by: Vec::new(),
+        });
+    } else {
+        if star {
+            return refuse("`*` with aggregates, GROUP BY or DISTINCT");
+        }
+        if distinct && has_agg {
+            return refuse("DISTINCT with aggregates");
+        }
+        let mut g = Grouping {
+            keys: Vec::new(),
+            aggs: Vec::new(),
+            items: Vec::new(),
+            having: None,
+            alias_group: false,
+        };
+        // Group keys.
+        let mut group_sources: Vec<Expr> = Vec::new();
+        if distinct {
+            for i in 0..b.items.len() {
+                let w = b.hide(weight_of(&b.items[i].0));
+                g.keys.push(Keyed {
+                    value: Col::Item(i),
+                    weight: w,
+                });
+                group_sources.push(b.items[i].0.clone());
+            }
+        }
+        for ge in &group_exprs {
+            if contains_aggregate(ge)? {
+                return refuse("aggregates in GROUP BY");
+            }
+            let (e, by_alias) = b.resolve_group(ge)?;
+            g.alias_group |= by_alias;
+            let k = b.keyed(e.clone());
+            g.keys.push(k);
+            group_sources.push(e);
+        }
+        // Items: aggregates or grouped expressions.
+        for i in 0..b.items.len() {
+            let e = b.items[i].0.clone();
+            if let Some(call) = aggregate_call(&e)? {
+                let a = b.agg(&mut g, &call, Some(i));
+                g.items.push(Ref::Agg(a));
+            } else if contains_aggregate(&e)? {
+                return refuse("expressions over aggregates in the select list");
+            } else if is_constant(&e) || is_grouped(&e, &group_sources) {
+                let weight = b.hide(weight_of(&e));
+                g.items.push(Ref::Col(Keyed {
+                    value: Col::Item(i),
+                    weight,
+                }));
+            } else {
+                return refuse(format!(
+                    "select item `{e}`, neither an aggregate nor a GROUP BY expression"
+                ));
+            }
+        }
+        if let Some(h) = &s.having {
+            g.having = Some(b.cond(&mut g, h, &group_sources)?);
+        }
+        for (e, desc) in &order_items {
+            let r = b.grouped_ref(&mut g, e, &group_sources, true)?;
+            spec.order.push((r, *desc));
+        }
+        shard_select.having = None;
+        shard_query.order_by = None;
+        shard_query.limit_clause = None;
+        spec.grouping = Some(g);
+    }
+    // The shards' select list: the client's items (named as the client wrote them), then
+    // the hidden helpers.
+    let texts = item_texts(sql, s);
+    let mut projection = Vec::new();
+    for (i, item) in s.projection.iter().enumerate() {
+        match (item, texts.get(i).cloned().flatten()) {
+            (SelectItem::UnnamedExpr(e), Some(text))
+                if !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+                    && e.to_string() != text
+                    && !text.contains('`') =>
+            {
+                projection.push(SelectItem::ExprWithAlias {
+                    expr: e.clone(),
+                    alias: Ident::with_quote('`', text),
+                })
+            }
+            _ => projection.push(item.clone()),
+        }
+    }
+    for h in &b.hidden {
+        projection.push(SelectItem::UnnamedExpr(h.clone()));
+    }
+    shard_select.projection = projection;
+    spec.hidden = b.hidden.len();
+    spec.sql = shard_query.to_string();
+    Ok(spec)
+}
+
+fn number(n: u64) -> Expr {
+    Expr::value(Value::Number(n.to_string(), false))
+}
+
+/// `LIMIT [offset,] count` / `LIMIT count OFFSET offset` as numbers.
+fn limits(q: &Query) -> Result<(u64, Option<u64>), GatherError> {
+    let num = |e: &Expr| -> Result<u64, GatherError> {
+        match e {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => n
+                    .parse::<u64>()
+                    .map_err(|_| GatherError::Refuse("this LIMIT".into())),
+                Value::Placeholder(_) => Err(GatherError::NeedsParams),
+                _ => refuse("this LIMIT"),
+            },
+            _ => refuse("LIMIT with an expression"),
+        }
+    };
+    match &q.limit_clause {
+        None => Ok((0, None)),
+        Some(LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) => {
+            if !limit_by.is_empty() {
+                return refuse("LIMIT BY");
+            }
+            let l = match limit {
+                Some(e) => Some(num(e)?),
+                None => None,
+            };
+            let o = match offset {
+                Some(o) => num(&o.value)?,
+                None => 0,
+            };
+            Ok((o, l))
+        }
+        Some(LimitClause::OffsetCommaLimit { offset, limit }) => Ok((num(offset)?, Some(num(limit)?))),
+    }
+}
+
+fn weight_of(e: &Expr) -> Expr {
+    let call = |name: &str, arg: Expr| {
+        Expr::Function(sqlparser::ast::Function {
+            name: sqlparser::ast::ObjectName::from(vec![Ident::new(name)]),
+            uses_odbc_syntax: false,
+            parameters: FunctionArguments::None,
+            args: FunctionArguments::List(sqlparser::ast::FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))],
+                clauses: Vec::new(),
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: Vec::new(),
+        })
+    };
+    call("WEIGHT_STRING", call("RTRIM", e.clone()))
+}
+
+fn is_constant(e: &Expr) -> bool {
+    use std::ops::ControlFlow;
+    sqlparser::ast::visit_expressions(e, |x| match x {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Function(_) => {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_continue()
+}
+
+/// Whether `e` is one of the grouping expressions (a column matches its qualified form).
+fn is_grouped(e: &Expr, groups: &[Expr]) -> bool {
+    groups.iter().any(|g| same_expr(e, g))
+}
+
+fn same_expr(a: &Expr, b: &Expr) -> bool {
+    let col = |e: &Expr| match e {
+        Expr::Identifier(i) => Some(i.value.to_ascii_lowercase()),
+        Expr::CompoundIdentifier(p) => p.last().map(|i| i.value.to_ascii_lowercase()),
+        _ => None,
+    };
+    match (col(a), col(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+struct Builder {
+    /// The client's select items and their aliases.
+    items: Vec<(Expr, Option<String>)>,
+    hidden: Vec<Expr>,
+}
+
+impl Builder {
+    fn hide(&mut self, e: Expr) -> Col {
+        if let Some(i) = self.hidden.iter().position(|h| *h == e) {
+            return Col::Hidden(i);
+        }
+        self.hidden.push(e);
+        Col::Hidden(self.hidden.len() - 1)
+    }
+
+    /// A compared value: the expression and its weight string, as hidden columns.
+    fn keyed(&mut self, e: Expr) -> Keyed {
+        let w = weight_of(&e);
+        Keyed {
+            value: self.hide(e),
+            weight: self.hide(w),
+        }
+    }
+
+    fn alias(&self, name: &str) -> Option<usize> {
+        self.items.iter().position(|(_, a)| {
+            a.as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case(name))
+        })
+    }
+
+    fn position(&self, e: &Expr) -> Result<Option<usize>, GatherError> {
+        if let Expr::Value(v) = e {
+            if let Value::Number(n, _) = &v.value {
+                return match n.parse::<usize>() {
+                    Ok(p) if p >= 1 && p <= self.items.len() => Ok(Some(p - 1)),
+                    _ => refuse(format!("ORDER BY or GROUP BY position {n}")),
+                };
+            }
+        }
+        Ok(None)
+    }
+
+    /// ORDER BY without grouping: an alias or position names a select item's expression.
+    fn resolve_order_plain(&self, e: &Expr, star: bool) -> Result<Expr, GatherError> {
+        if let Some(p) = self.position(e)? {
+            if star {
+                return refuse("ORDER BY a position with `*`");
+            }
+            return Ok(self.items[p].0.clone());
+        }
+        if let Expr::Identifier(i) = e {
+            if let Some(p) = self.alias(&i.value) {
+                return Ok(self.items[p].0.clone());
+            }
+        }
+        Ok(e.clone())
+    }
+
+    /// A GROUP BY expression (and whether a select alias was used to name it).
+    fn resolve_group(&self, e: &Expr) -> Result<(Expr, bool), GatherError> {
+        if let Some(p) = self.position(e)? {
+            return Ok((self.items[p].0.clone(), false));
+        }
+        if let Expr::Identifier(i) = e {
+            if let Some(p) = self.alias(&i.value) {
+                let item = &self.items[p].0;
+                let plain = matches!(item, Expr::Identifier(c) if c.value.eq_ignore_ascii_case(&i.value));
+                return Ok((item.clone(), !plain));
+            }
+        }
+        Ok((e.clone(), false))
+    }
+
+    /// An aggregate of the group (for select item `item` when it is one).
+    fn agg(&mut self, g: &mut Grouping, call: &Call, item: Option<usize>) -> usize {
+        let whole = match item {
+            Some(i) => Col::Item(i),
+            None => {
+                let text = match &call.arg {
+                    Some(a) => format!("{}({a})", call.name),
+                    None => "COUNT(*)".into(),
+                };
+                self.hide(parse_expr(&text))
+            }
+        };
+        let arg = call.arg.clone();
+        let whole_expr = match whole {
+            Col::Item(i) => self.items[i].0.clone(),
+            Col::Hidden(h) => self.hidden[h].clone(),
+        };
+        let a = match call.name {
+            "COUNT" => Agg::Count(whole),
+            "SUM" => Agg::Sum(whole),
+            "MIN" | "MAX" => {
+                let weight = self.hide(weight_of(&whole_expr));
+                let k = Keyed {
+                    value: whole,
+                    weight,
+                };
+                if call.name == "MIN" {
+                    Agg::Min(k)
+                } else {
+                    Agg::Max(k)
+                }
+            }
+            _ => {
+                let arg = arg.map(|a| a.to_string()).unwrap_or_else(|| "*".into());
+                Agg::Avg {
+                    avg: whole,
+                    sum: self.hide(parse_expr(&format!("SUM({arg})"))),
+                    count: self.hide(parse_expr(&format!("COUNT({arg})"))),
+                }
+            }
+        };
+        if let Some(i) = g.aggs.iter().position(|x| *x == a) {
+            return i;
+        }
+        g.aggs.push(a);
+        g.aggs.len() - 1
+    }
+
+    /// A value of the merged group named in HAVING or ORDER BY.
+    fn grouped_ref(
+        &mut self,
+        g: &mut Grouping,
+        e: &Expr,
+        groups: &[Expr],
+        positions: bool,
+    ) -> Result<Ref, GatherError> {
+        if positions {
+            if let Some(p) = self.position(e)? {
+                return Ok(g.items[p]);
+            }
+        }
+        if let Expr::Identifier(i) = e {
+            if let Some(p) = self.alias(&i.value) {
+                return Ok(g.items[p]);
+            }
+        }
+        if let Some(p) = self.items.iter().position(|(x, _)| x == e) {
+            return Ok(g.items[p]);
+        }
+        if let Some(call) = aggregate_call(e)? {
+            // Same aggregate as a select item: reuse it.
+            return Ok(Ref::Agg(self.agg(g, &call, None)));
+        }
+        if contains_aggregate(e)? {
+            return refuse("expressions over aggregates in HAVING or ORDER BY");
+        }
+        if is_grouped(e, groups) {
+            return Ok(Ref::Col(self.keyed(e.clone())));
+        }
+        refuse(format!(
+            "`{e}` in HAVING or ORDER BY, neither an aggregate nor a GROUP BY expression"
+        ))
+    }
+
+    fn cond(&mut self, g: &mut Grouping, e: &Expr, groups: &[Expr]) -> Result<Cond, GatherError> {
+        let op = |o: &BinaryOperator| match o {
+            BinaryOperator::Eq => Some(CmpOp::Eq),
+            BinaryOperator::NotEq => Some(CmpOp::Ne),
+            BinaryOperator::Lt => Some(CmpOp::Lt),
+            BinaryOperator::LtEq => Some(CmpOp::Le),
+            BinaryOperator::Gt => Some(CmpOp::Gt),
+            BinaryOperator::GtEq => Some(CmpOp::Ge),
+            _ => None,
+        };
+        Ok(match e {
+            Expr::Nested(x) => self.cond(g, x, groups)?,
+            Expr::BinaryOp { left, op: o, right } => match o {
+                BinaryOperator::And => Cond::And(
+                    Box::new(self.cond(g, left, groups)?),
+                    Box::new(self.cond(g, right, groups)?),
+                ),
+                BinaryOperator::Or => Cond::Or(
+                    Box::new(self.cond(g, left, groups)?),
+                    Box::new(self.cond(g, right, groups)?),
+                ),
+                other => match op(other) {
+                    Some(c) => Cond::Cmp(
+                        self.operand(g, left, groups)?,
+                        c,
+                        self.operand(g, right, groups)?,
+                    ),
+                    None => return refuse(format!("HAVING with operator {other}")),
+                },
+            },
+            Expr::UnaryOp {
+                op: UnaryOperator::Not,
+                expr,
+            } => Cond::Not(Box::new(self.cond(g, expr, groups)?)),
+            Expr::IsNull(x) => Cond::IsNull(self.operand(g, x, groups)?, false),
+            Expr::IsNotNull(x) => Cond::IsNull(self.operand(g, x, groups)?, true),
+            Expr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
+                let v = self.operand(g, expr, groups)?;
+                let c = Cond::And(
+                    Box::new(Cond::Cmp(v.clone(), CmpOp::Ge, self.operand(g, low, groups)?)),
+                    Box::new(Cond::Cmp(v, CmpOp::Le, self.operand(g, high, groups)?)),
+                );
+                if *negated {
+                    Cond::Not(Box::new(c))
+                } else {
+                    c
+                }
+            }
+            Expr::In {
+                expr,
+                target: sqlparser::ast::InTarget::List(list),
+                negated,
+                ..
+            } => {
+                let v = self.operand(g, expr, groups)?;
+                let mut c: Option<Cond> = None;
+                for x in list {
+                    let o = self.operand(g, x, groups)?;
+                    if matches!(o, Operand::Ref(_)) {
+                        return refuse("HAVING ... IN with a non-literal in the list");
+                    }
+                    let eq = Cond::Cmp(v.clone(), CmpOp::Eq, o);
+                    c = Some(match c {
+                        None => eq,
+                        Some(prev) => Cond::Or(Box::new(prev), Box::new(eq)),
+                    });
+                }
+                let c = c.ok_or_else(|| GatherError::Refuse("HAVING ... IN ()".into()))?;
+                if *negated {
+                    Cond::Not(Box::new(c))
+                } else {
+                    c
+                }
+            }
+            other => return refuse(format!("HAVING condition `{other}`")),
+        })
+    }
+
+    fn operand(&mut self, g: &mut Grouping, e: &Expr, groups: &[Expr]) -> Result<Operand, GatherError> {
+        match e {
+            Expr::Nested(x) => self.operand(g, x, groups),
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => Ok(Operand::Num(n.clone())),
+                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => {
+                    Ok(Operand::Str(s.as_bytes().to_vec()))
+                }
+                Value::Null => Ok(Operand::Null),
+                Value::Placeholder(_) => Err(GatherError::NeedsParams),
+                _ => refuse(format!("HAVING with literal {e}")),
+            },
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr,
+            } => match expr.as_ref() {
+                Expr::Value(v) => match &v.value {
+                    Value::Number(n, _) => Ok(Operand::Num(format!("-{n}"))),
+                    _ => refuse(format!("HAVING with `{e}`")),
+                },
+                _ => refuse(format!("HAVING with `{e}`")),
+            },
+            _ => Ok(Operand::Ref(self.grouped_ref(g, e, groups, false)?)),
+        }
+    }
+}
+
+fn parse_expr(text: &str) -> Expr {
+    sqlparser::parser::Parser::new(&sqlparser::dialect::MySqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .unwrap_or_else(|_| Expr::Identifier(Ident::new(text)))
+}
