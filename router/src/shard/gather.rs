@@ -327,6 +327,9 @@ pub fn analyze(
     let SetExpr::Select(s) = q.body.as_ref() else {
         return refuse("UNION, INTERSECT, EXCEPT or VALUES");
     };
+    if s.into.is_some() {
+        return refuse("SELECT ... INTO");
+    }
     if class.calc_found_rows {
         return refuse("SQL_CALC_FOUND_ROWS");
     }
@@ -903,3 +906,6 @@ fn parse_expr(text: &str) -> Expr {
         .and_then(|mut p| p.parse_expr())
         .unwrap_or_else(|_| Expr::Identifier(Ident::new(text)))
 }
+
+#[cfg(test)]
+mod tests;
