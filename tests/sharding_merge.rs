@@ -249,9 +249,10 @@ async fn merged_reads_match_one_server() {
             true,
         ),
         case("SELECT id FROM customers ORDER BY id + 0 DESC LIMIT 3", true),
-        case(
+        folded(
             "SELECT LOWER(name) AS l, COUNT(*) FROM customers GROUP BY l ORDER BY l",
             true,
+            &[0],
         ),
         folded(
             "SELECT name, COUNT(*) FROM customers GROUP BY name ORDER BY COUNT(*) DESC, name",
