@@ -76,7 +76,10 @@ type Result = (Vec<Meta>, Vec<Vec<Value>>);
 async fn fetch(c: &mut Conn, sql: &str, params: Option<Params>) -> Result {
     let (cols, rows): (Vec<Meta>, Vec<mysql_async::Row>) = match params {
         None => {
-            let mut r = c.query_iter(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let mut r = c
+                .query_iter(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
             let cols = meta(r.columns());
             (cols, r.collect().await.unwrap())
         }
@@ -192,7 +195,8 @@ async fn setup(env: &TestEnv) -> (Conn, Conn) {
 async fn merged_reads_match_one_server() {
     let env = TestEnv::start_sharded(2, 4).await;
     let (mut c, mut r) = setup(&env).await;
-    let cases = vec![
+    let cases =
+        vec![
         case(
             "SELECT grp, COUNT(*), COUNT(qty), SUM(qty), MIN(qty), MAX(qty), AVG(qty) \
              FROM customers GROUP BY grp",
@@ -354,8 +358,14 @@ async fn what_the_merge_does_not_support_is_refused_by_name() {
         )
     };
     for (sql, what) in [
-        ("SELECT COUNT(DISTINCT name) FROM customers", "COUNT(DISTINCT ...)"),
-        ("SELECT SUM(DISTINCT qty) FROM customers", "SUM(DISTINCT ...)"),
+        (
+            "SELECT COUNT(DISTINCT name) FROM customers",
+            "COUNT(DISTINCT ...)",
+        ),
+        (
+            "SELECT SUM(DISTINCT qty) FROM customers",
+            "SUM(DISTINCT ...)",
+        ),
         ("SELECT GROUP_CONCAT(name) FROM customers", "GROUP_CONCAT"),
         ("SELECT STD(qty) FROM customers", "STD"),
         ("SELECT VARIANCE(qty) FROM customers", "VARIANCE"),
@@ -398,7 +408,10 @@ async fn what_the_merge_does_not_support_is_refused_by_name() {
             "SELECT grp, COUNT(*) c FROM customers GROUP BY grp HAVING c LIKE '1%'",
             "HAVING condition `c LIKE '1%'`",
         ),
-        ("SELECT DISTINCT COUNT(*) FROM customers", "DISTINCT with aggregates"),
+        (
+            "SELECT DISTINCT COUNT(*) FROM customers",
+            "DISTINCT with aggregates",
+        ),
     ] {
         let msg = refused(c.query_drop(sql).await, sql);
         assert_eq!(msg, over(what), "{sql}");

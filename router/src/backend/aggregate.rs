@@ -78,9 +78,8 @@ async fn read_result(
                         pos += 1;
                         row.push(None);
                     } else {
-                        let v = read_lenenc_bytes(&p, &mut pos).ok_or_else(|| {
-                            lost(BackendError::Protocol("unreadable row".into()))
-                        })?;
+                        let v = read_lenenc_bytes(&p, &mut pos)
+                            .ok_or_else(|| lost(BackendError::Protocol("unreadable row".into())))?;
                         row.push(Some(v.to_vec()));
                     }
                 }
@@ -126,7 +125,10 @@ pub async fn gather<W: AsyncWrite + Unpin>(
         .last()
         .map_or(StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits(), |r| r.status);
     if !deprecate_eof {
-        seq = client.push(seq, &eof_payload(StatusFlags::from_bits_truncate(status), 0));
+        seq = client.push(
+            seq,
+            &eof_payload(StatusFlags::from_bits_truncate(status), 0),
+        );
     }
     let cols = &first.cols[..visible];
     let mut buf = Vec::with_capacity(256);
@@ -306,7 +308,9 @@ pub fn combine(spec: &GatherSpec, results: &[ShardRows]) -> Result<Vec<Row>, Str
         sort(&mut out, &spec.order);
         rows = out.into_iter().map(|(_, r)| r).collect();
     }
-    let skip = usize::try_from(spec.offset).unwrap_or(usize::MAX).min(rows.len());
+    let skip = usize::try_from(spec.offset)
+        .unwrap_or(usize::MAX)
+        .min(rows.len());
     rows.drain(..skip);
     if let Some(l) = spec.limit {
         rows.truncate(usize::try_from(l).unwrap_or(usize::MAX));
@@ -320,7 +324,7 @@ fn sort(rows: &mut [(Vec<CmpKey>, Row)], order: &[(Ref, bool)]) {
     }
     rows.sort_by(|(a, _), (b, _)| {
         for ((x, y), (_, desc)) in a.iter().zip(b).zip(order) {
-            let o = x.cmp(y);
+            let o = x.compare(y);
             let o = if *desc { o.reverse() } else { o };
             if o != Ordering::Equal {
                 return o;
@@ -352,7 +356,8 @@ fn text(v: &[u8]) -> Result<&str, String> {
 }
 
 fn dec(v: &[u8]) -> Result<Dec, String> {
-    Dec::parse(text(v)?).ok_or_else(|| format!("a number beyond 38 digits ({})", text(v).unwrap_or("")))
+    Dec::parse(text(v)?)
+        .ok_or_else(|| format!("a number beyond 38 digits ({})", text(v).unwrap_or("")))
 }
 
 fn float(v: &[u8]) -> Result<f64, String> {
@@ -374,7 +379,9 @@ fn add(
     match (acc, a) {
         (Acc::Count(n), Agg::Count(c)) => {
             if let Some(v) = get(*c) {
-                *n += text(v)?.parse::<i128>().map_err(|_| "an unreadable count")?;
+                *n += text(v)?
+                    .parse::<i128>()
+                    .map_err(|_| "an unreadable count")?;
             }
         }
         (Acc::SumDec(s), Agg::Sum(c)) => {
@@ -404,7 +411,7 @@ fn add(
             };
             let better = match best {
                 None => true,
-                Some((b, _)) => key.cmp(b) == want,
+                Some((b, _)) => key.compare(b) == want,
             };
             if better {
                 *best = Some((key, get(k.value).unwrap_or_default().to_vec()));
@@ -419,7 +426,9 @@ fn add(
                 });
             }
             if let Some(c) = get(*count) {
-                *n += text(c)?.parse::<i128>().map_err(|_| "an unreadable count")?;
+                *n += text(c)?
+                    .parse::<i128>()
+                    .map_err(|_| "an unreadable count")?;
             }
         }
         (Acc::AvgFloat(s, n), Agg::Avg { sum, count, .. }) => {
@@ -427,7 +436,9 @@ fn add(
                 *s = Some(s.unwrap_or(0.0) + float(v)?);
             }
             if let Some(c) = get(*count) {
-                *n += text(c)?.parse::<i128>().map_err(|_| "an unreadable count")?;
+                *n += text(c)?
+                    .parse::<i128>()
+                    .map_err(|_| "an unreadable count")?;
             }
         }
         _ => return Err("an aggregate the router mixed up".into()),
@@ -487,10 +498,14 @@ fn agg_key(
         Acc::SumFloat(_) | Acc::AvgFloat(..) => CmpKey::Float(float(v)?),
         Acc::Best(b) => match (b, a) {
             (Some((k, _)), _) => k.clone(),
-            _ => cmp_key(Some(v), None, &cols[idx(match a {
-                Agg::Min(k) | Agg::Max(k) => k.value,
-                _ => return Err("an aggregate the router mixed up".into()),
-            })])?,
+            _ => cmp_key(
+                Some(v),
+                None,
+                &cols[idx(match a {
+                    Agg::Min(k) | Agg::Max(k) => k.value,
+                    _ => return Err("an aggregate the router mixed up".into()),
+                })],
+            )?,
         },
     })
 }
@@ -525,7 +540,10 @@ fn operand(o: &Operand, ctx: &Eval<'_>) -> Result<HVal, String> {
         Operand::Str(s) => HVal::Bytes(s.clone()),
         Operand::Ref(r) => {
             let (value, col) = match r {
-                Ref::Col(k) => (ctx.row[(ctx.idx)(k.value)].clone(), &ctx.cols[(ctx.idx)(k.value)]),
+                Ref::Col(k) => (
+                    ctx.row[(ctx.idx)(k.value)].clone(),
+                    &ctx.cols[(ctx.idx)(k.value)],
+                ),
                 Ref::Agg(a) => {
                     let c = match &ctx.aggs[*a] {
                         Agg::Count(c) | Agg::Sum(c) => *c,
@@ -566,9 +584,7 @@ fn eval(c: &Cond, ctx: &Eval<'_>) -> Result<Option<bool>, String> {
             _ => None,
         },
         Cond::Not(a) => eval(a, ctx)?.map(|v| !v),
-        Cond::IsNull(o, negated) => {
-            Some(matches!(operand(o, ctx)?, HVal::Null) != *negated)
-        }
+        Cond::IsNull(o, negated) => Some(matches!(operand(o, ctx)?, HVal::Null) != *negated),
         Cond::Cmp(a, op, b) => {
             let (a, b) = (operand(a, ctx)?, operand(b, ctx)?);
             let ord = match (&a, &b) {

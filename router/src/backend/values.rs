@@ -102,7 +102,7 @@ pub enum CmpKey {
 
 impl CmpKey {
     /// NULLs first, as MariaDB sorts them ascending.
-    pub fn cmp(&self, other: &CmpKey) -> Ordering {
+    pub fn compare(&self, other: &CmpKey) -> Ordering {
         match (self, other) {
             (CmpKey::Null, CmpKey::Null) => Ordering::Equal,
             (CmpKey::Null, _) => Ordering::Less,
@@ -211,7 +211,9 @@ impl Dec {
     fn rescale(self, scale: u32) -> Option<Dec> {
         if scale >= self.scale {
             Some(Dec {
-                mant: self.mant.checked_mul(10i128.checked_pow(scale - self.scale)?)?,
+                mant: self
+                    .mant
+                    .checked_mul(10i128.checked_pow(scale - self.scale)?)?,
                 scale,
             })
         } else {
@@ -438,7 +440,12 @@ mod tests {
             "-0.6667"
         );
         assert_eq!(
-            Dec::parse("3.75").unwrap().div_int(2, 6).unwrap().to_text(6).unwrap(),
+            Dec::parse("3.75")
+                .unwrap()
+                .div_int(2, 6)
+                .unwrap()
+                .to_text(6)
+                .unwrap(),
             "1.875000"
         );
         assert_eq!(Dec::parse("0.05").unwrap().to_text(2).unwrap(), "0.05");

@@ -843,7 +843,10 @@ impl Session {
     ) -> Result<(), Failure> {
         let binary = matches!(cmd, Cmd::Execute { .. });
         let ordered = !order.is_empty();
-        match self.run_scatter(targets, Gather::Rows { limit, order }, cmd).await {
+        match self
+            .run_scatter(targets, Gather::Rows { limit, order }, cmd)
+            .await
+        {
             Err(Failure::Reply(RouterError::NotSupported(why), None)) if ordered => {
                 match shard::gather::analyze_sql(sql, &self.ctx.classifier.classify(sql)) {
                     Ok(spec) => self.run_gather(targets, Box::new(spec), binary).await,

@@ -10,9 +10,9 @@
 //! prove it merges exactly is refused with a message naming the construct.
 
 use sqlparser::ast::{
-    BinaryOperator, Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, LimitClause, OrderByKind, OrderBySort, Query, Select, SelectItem,
-    SetExpr, Spanned, Statement, UnaryOperator, Value,
+    BinaryOperator, Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    Ident, LimitClause, OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr, Spanned,
+    Statement, UnaryOperator, Value,
 };
 
 use crate::classify::Classification;
@@ -53,7 +53,11 @@ pub enum Agg {
     Max(Keyed),
     /// AVG: `sum`/`count` partials; `avg` is the shards' own AVG column, whose definition
     /// gives the result's type and scale.
-    Avg { avg: Col, sum: Col, count: Col },
+    Avg {
+        avg: Col,
+        sum: Col,
+        count: Col,
+    },
 }
 
 /// A comparison operator of HAVING.
@@ -385,10 +389,12 @@ pub fn analyze(
             _ => return refuse("this select item"),
         }
     }
-    let star = s
-        .projection
-        .iter()
-        .any(|i| matches!(i, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)));
+    let star = s.projection.iter().any(|i| {
+        matches!(
+            i,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
     let mut has_agg = false;
     for (e, _) in &b.items {
         if contains_aggregate(e)? {
@@ -580,7 +586,9 @@ fn limits(q: &Query) -> Result<(u64, Option<u64>), GatherError> {
             };
             Ok((o, l))
         }
-        Some(LimitClause::OffsetCommaLimit { offset, limit }) => Ok((num(offset)?, Some(num(limit)?))),
+        Some(LimitClause::OffsetCommaLimit { offset, limit }) => {
+            Ok((num(offset)?, Some(num(limit)?)))
+        }
     }
 }
 
@@ -657,10 +665,9 @@ impl Builder {
     }
 
     fn alias(&self, name: &str) -> Option<usize> {
-        self.items.iter().position(|(_, a)| {
-            a.as_deref()
-                .is_some_and(|a| a.eq_ignore_ascii_case(name))
-        })
+        self.items
+            .iter()
+            .position(|(_, a)| a.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(name)))
     }
 
     fn position(&self, e: &Expr) -> Result<Option<usize>, GatherError> {
@@ -699,7 +706,8 @@ impl Builder {
         if let Expr::Identifier(i) = e {
             if let Some(p) = self.alias(&i.value) {
                 let item = &self.items[p].0;
-                let plain = matches!(item, Expr::Identifier(c) if c.value.eq_ignore_ascii_case(&i.value));
+                let plain =
+                    matches!(item, Expr::Identifier(c) if c.value.eq_ignore_ascii_case(&i.value));
                 return Ok((item.clone(), !plain));
             }
         }
@@ -834,7 +842,11 @@ impl Builder {
             } => {
                 let v = self.operand(g, expr, groups)?;
                 let c = Cond::And(
-                    Box::new(Cond::Cmp(v.clone(), CmpOp::Ge, self.operand(g, low, groups)?)),
+                    Box::new(Cond::Cmp(
+                        v.clone(),
+                        CmpOp::Ge,
+                        self.operand(g, low, groups)?,
+                    )),
                     Box::new(Cond::Cmp(v, CmpOp::Le, self.operand(g, high, groups)?)),
                 );
                 if *negated {
@@ -873,7 +885,12 @@ impl Builder {
         })
     }
 
-    fn operand(&mut self, g: &mut Grouping, e: &Expr, groups: &[Expr]) -> Result<Operand, GatherError> {
+    fn operand(
+        &mut self,
+        g: &mut Grouping,
+        e: &Expr,
+        groups: &[Expr],
+    ) -> Result<Operand, GatherError> {
         match e {
             Expr::Nested(x) => self.operand(g, x, groups),
             Expr::Value(v) => match &v.value {

@@ -559,7 +559,12 @@ fn scatter_all(
 
 /// A read over `targets` that needs merging: a [`Plan::Gather`], or refused naming what the
 /// merge does not support.
-fn gathered(stmt: &Statement, input: PlanInput<'_>, table: &str, targets: Vec<ShardTarget>) -> Plan {
+fn gathered(
+    stmt: &Statement,
+    input: PlanInput<'_>,
+    table: &str,
+    targets: Vec<ShardTarget>,
+) -> Plan {
     match super::gather::analyze(stmt, input.sql, input.class) {
         Ok(spec) => Plan::Gather {
             targets,

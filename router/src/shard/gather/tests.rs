@@ -43,7 +43,10 @@ fn offsets_are_pushed_as_one_limit_and_skipped_in_the_router() {
          WEIGHT_STRING(RTRIM(id)) FROM t ORDER BY u DESC, 1"
     );
     assert_eq!(s.limit, None);
-    assert_eq!(spec("SELECT * FROM t LIMIT ?"), Err(GatherError::NeedsParams));
+    assert_eq!(
+        spec("SELECT * FROM t LIMIT ?"),
+        Err(GatherError::NeedsParams)
+    );
 }
 
 #[test]
@@ -89,7 +92,11 @@ fn aggregates_group_by_having_and_order_by_an_aggregate() {
     assert_eq!(
         g.having,
         Some(Cond::And(
-            Box::new(Cond::Cmp(Operand::Ref(Ref::Agg(0)), CmpOp::Gt, Operand::Num("1".into()))),
+            Box::new(Cond::Cmp(
+                Operand::Ref(Ref::Agg(0)),
+                CmpOp::Gt,
+                Operand::Num("1".into())
+            )),
             Box::new(Cond::And(
                 Box::new(Cond::Cmp(max.clone(), CmpOp::Ge, Operand::Num("2".into()))),
                 Box::new(Cond::Cmp(max, CmpOp::Le, Operand::Num("10".into()))),
@@ -170,23 +177,59 @@ fn what_no_merge_makes_right_is_refused_by_name() {
         ("SELECT BIT_OR(x) FROM t", "BIT_OR"),
         ("SELECT JSON_ARRAYAGG(x) FROM t", "JSON_ARRAYAGG"),
         ("SELECT x, ROW_NUMBER() OVER () FROM t", "window functions"),
-        ("SELECT x, COUNT(*) FROM t GROUP BY x WITH ROLLUP", "WITH ROLLUP"),
+        (
+            "SELECT x, COUNT(*) FROM t GROUP BY x WITH ROLLUP",
+            "WITH ROLLUP",
+        ),
         ("SELECT * FROM t WHERE x IN (SELECT y FROM u)", "subqueries"),
         ("SELECT (SELECT 1), x FROM t", "subqueries"),
         ("SELECT x INTO @a FROM t", "SELECT ... INTO"),
-        ("SELECT * FROM t ORDER BY x FOR UPDATE", "locking reads (FOR UPDATE, LOCK IN SHARE MODE)"),
-        ("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1, 2", "SQL_CALC_FOUND_ROWS"),
-        ("SELECT x FROM t UNION ALL SELECT x FROM t", "UNION, INTERSECT, EXCEPT or VALUES"),
-        ("WITH c AS (SELECT 1) SELECT * FROM t LIMIT 1, 1", "WITH (common table expressions)"),
-        ("SELECT SUM(x) + 1 FROM t", "expressions over aggregates in the select list"),
-        ("SELECT x, y, COUNT(*) FROM t GROUP BY x", "select item `y`, neither an aggregate nor a GROUP BY expression"),
-        ("SELECT *, x FROM t ORDER BY x LIMIT 1, 1", "`*` together with other select items"),
-        ("SELECT * FROM t GROUP BY x", "`*` with aggregates, GROUP BY or DISTINCT"),
-        ("SELECT DISTINCT COUNT(*) FROM t", "DISTINCT with aggregates"),
-        ("SELECT x FROM t ORDER BY 3 LIMIT 1, 1", "ORDER BY or GROUP BY position 3"),
+        (
+            "SELECT * FROM t ORDER BY x FOR UPDATE",
+            "locking reads (FOR UPDATE, LOCK IN SHARE MODE)",
+        ),
+        (
+            "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1, 2",
+            "SQL_CALC_FOUND_ROWS",
+        ),
+        (
+            "SELECT x FROM t UNION ALL SELECT x FROM t",
+            "UNION, INTERSECT, EXCEPT or VALUES",
+        ),
+        (
+            "WITH c AS (SELECT 1) SELECT * FROM t LIMIT 1, 1",
+            "WITH (common table expressions)",
+        ),
+        (
+            "SELECT SUM(x) + 1 FROM t",
+            "expressions over aggregates in the select list",
+        ),
+        (
+            "SELECT x, y, COUNT(*) FROM t GROUP BY x",
+            "select item `y`, neither an aggregate nor a GROUP BY expression",
+        ),
+        (
+            "SELECT *, x FROM t ORDER BY x LIMIT 1, 1",
+            "`*` together with other select items",
+        ),
+        (
+            "SELECT * FROM t GROUP BY x",
+            "`*` with aggregates, GROUP BY or DISTINCT",
+        ),
+        (
+            "SELECT DISTINCT COUNT(*) FROM t",
+            "DISTINCT with aggregates",
+        ),
+        (
+            "SELECT x FROM t ORDER BY 3 LIMIT 1, 1",
+            "ORDER BY or GROUP BY position 3",
+        ),
         ("SELECT MAX(MIN(x)) FROM t", "nested aggregates"),
         ("SELECT x FROM t LIMIT 1, 1 + 1", "LIMIT with an expression"),
-        ("SELECT COUNT(*) FROM t GROUP BY COUNT(*)", "aggregates in GROUP BY"),
+        (
+            "SELECT COUNT(*) FROM t GROUP BY COUNT(*)",
+            "aggregates in GROUP BY",
+        ),
     ] {
         assert_eq!(refusal(sql), want, "{sql}");
     }
