@@ -176,6 +176,7 @@ enum Acc {
     Best(Option<(CmpKey, Vec<u8>)>),
     AvgDec(Option<Dec>, i128),
     AvgFloat(Option<f64>, i128),
+    Distinct(std::collections::HashSet<Vec<u8>>),
 }
 
 struct Group {
@@ -256,6 +257,19 @@ pub fn combine(spec: &GatherSpec, results: &[ShardRows]) -> Result<Vec<Row>, Str
         }
         // The merged row: visible items, then the aggregates' final values for HAVING and
         // ORDER BY (kept in `finals`).
+        if groups.is_empty() && g.keys.is_empty() && g.count_distinct {
+            // No GROUP BY: one row even over no rows (the shards grouped by the DISTINCT
+            // arguments, so they sent none).
+            let accs = g
+                .aggs
+                .iter()
+                .map(|a| new_acc(a, cols, &idx))
+                .collect::<Result<_, _>>()?;
+            groups.push(Group {
+                first: vec![None; n],
+                accs,
+            });
+        }
         let mut out = Vec::with_capacity(groups.len());
         for grp in groups {
             let finals: Vec<Option<Vec<u8>>> = g
@@ -343,6 +357,7 @@ fn new_acc(a: &Agg, cols: &[ColumnInfo], idx: &dyn Fn(Col) -> usize) -> Result<A
             _ => return Err(format!("SUM of type {:#04x}", cols[idx(*c)].ty)),
         },
         Agg::Min(_) | Agg::Max(_) => Acc::Best(None),
+        Agg::CountDistinct(_) => Acc::Distinct(Default::default()),
         Agg::Avg { avg, .. } => match cols[idx(*avg)].kind() {
             Kind::Float => Acc::AvgFloat(None, 0),
             Kind::Decimal => Acc::AvgDec(None, 0),
@@ -441,6 +456,20 @@ fn add(
                     .map_err(|_| "an unreadable count")?;
             }
         }
+        (Acc::Distinct(set), Agg::CountDistinct(k)) => {
+            let col = &cols[idx(k.value)];
+            match cmp_key(get(k.value), get(k.weight), col)
+                .map_err(|e| e.replace("comparing", "COUNT(DISTINCT ...) of"))?
+            {
+                CmpKey::Null => {}
+                CmpKey::Bytes(b) => {
+                    set.insert(b);
+                }
+                _ => {
+                    set.insert(get(k.value).unwrap_or_default().to_vec());
+                }
+            }
+        }
         _ => return Err("an aggregate the router mixed up".into()),
     }
     Ok(())
@@ -455,6 +484,7 @@ fn final_value(
     let scale_of = |c: Col| u32::from(cols[idx(c)].decimals);
     Ok(match (acc, a) {
         (Acc::Count(n), _) => Some(n.to_string().into_bytes()),
+        (Acc::Distinct(set), _) => Some(set.len().to_string().into_bytes()),
         (Acc::SumDec(s), Agg::Sum(c)) => match s {
             None => None,
             Some(d) => Some(d.to_text(scale_of(*c)).ok_or(OVERFLOW)?.into_bytes()),
@@ -494,6 +524,7 @@ fn agg_key(
     };
     Ok(match acc {
         Acc::Count(n) => CmpKey::Int(*n),
+        Acc::Distinct(set) => CmpKey::Int(set.len() as i128),
         Acc::SumDec(_) | Acc::AvgDec(..) => CmpKey::Dec(dec(v)?),
         Acc::SumFloat(_) | Acc::AvgFloat(..) => CmpKey::Float(float(v)?),
         Acc::Best(b) => match (b, a) {
@@ -538,6 +569,14 @@ fn operand(o: &Operand, ctx: &Eval<'_>) -> Result<HVal, String> {
             ),
         },
         Operand::Str(s) => HVal::Bytes(s.clone()),
+        Operand::Ref(Ref::Agg(a))
+            if matches!(ctx.aggs[*a], Agg::Count(_) | Agg::CountDistinct(_)) =>
+        {
+            match &ctx.finals[*a] {
+                Some(v) => HVal::Dec(dec(v)?),
+                None => HVal::Null,
+            }
+        }
         Operand::Ref(r) => {
             let (value, col) = match r {
                 Ref::Col(k) => (
@@ -547,6 +586,7 @@ fn operand(o: &Operand, ctx: &Eval<'_>) -> Result<HVal, String> {
                 Ref::Agg(a) => {
                     let c = match &ctx.aggs[*a] {
                         Agg::Count(c) | Agg::Sum(c) => *c,
+                        Agg::CountDistinct(k) => k.value,
                         Agg::Min(k) | Agg::Max(k) => k.value,
                         Agg::Avg { avg, .. } => *avg,
                     };

@@ -51,6 +51,9 @@ pub enum Agg {
     Sum(Col),
     Min(Keyed),
     Max(Keyed),
+    /// COUNT(DISTINCT x): the shards group by `x` too and send its values; the router counts
+    /// the distinct ones (by weight for strings).
+    CountDistinct(Keyed),
     /// AVG: `sum`/`count` partials; `avg` is the shards' own AVG column, whose definition
     /// gives the result's type and scale.
     Avg {
@@ -102,6 +105,9 @@ pub struct Grouping {
     /// A GROUP BY name resolved to a select alias: if the shards warn (1052, the name is
     /// also a column, which the server would group by), the merge is refused.
     pub alias_group: bool,
+    /// The shards also group by COUNT(DISTINCT ...) arguments: without GROUP BY, no rows
+    /// still make one result row.
+    pub count_distinct: bool,
 }
 
 /// How the router merges the shards' results of [`GatherSpec::sql`].
@@ -195,7 +201,21 @@ fn aggregate_call(e: &Expr) -> Result<Option<Call>, GatherError> {
         l.duplicate_treatment,
         Some(sqlparser::ast::DuplicateTreatment::Distinct)
     );
-    if distinct && matches!(name, "COUNT" | "SUM" | "AVG") {
+    if distinct && name == "COUNT" {
+        // Exact when the shards also group by the argument: the router counts the union
+        // of the distinct values each shard sends.
+        return match l.args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))] if !contains_aggregate(a)? => {
+                Ok(Some(Call {
+                    name: "COUNT DISTINCT",
+                    arg: Some(a.clone()),
+                }))
+            }
+            [_] => refuse("this COUNT(DISTINCT ...)"),
+            _ => refuse("COUNT(DISTINCT ...) of several expressions"),
+        };
+    }
+    if distinct && matches!(name, "SUM" | "AVG") {
         return refuse(format!("{name}(DISTINCT ...)"));
     }
     if l.args.len() != 1 {
@@ -372,6 +392,7 @@ pub fn analyze(
     let mut b = Builder {
         items: Vec::new(),
         hidden: Vec::new(),
+        extra_groups: Vec::new(),
     };
     for item in &s.projection {
         match item {
@@ -465,6 +486,7 @@ pub fn analyze(
             items: Vec::new(),
             having: None,
             alias_group: false,
+            count_distinct: false,
         };
         // Group keys.
         let mut group_sources: Vec<Expr> = Vec::new();
@@ -514,6 +536,15 @@ pub fn analyze(
         for (e, desc) in &order_items {
             let r = b.grouped_ref(&mut g, e, &group_sources, true)?;
             spec.order.push((r, *desc));
+        }
+        if !b.extra_groups.is_empty() {
+            if group_exprs.is_empty() && g.items.iter().any(|r| matches!(r, Ref::Col(_))) {
+                return refuse("COUNT(DISTINCT ...) with constants in the select list");
+            }
+            g.count_distinct = true;
+            let mut all = group_exprs.clone();
+            all.extend(b.extra_groups.iter().cloned());
+            shard_select.group_by = GroupByExpr::Expressions(all, Vec::new());
         }
         shard_select.having = None;
         shard_query.order_by = None;
@@ -644,6 +675,8 @@ struct Builder {
     /// The client's select items and their aliases.
     items: Vec<(Expr, Option<String>)>,
     hidden: Vec<Expr>,
+    /// Expressions the shards group by besides the client's (COUNT(DISTINCT x)'s `x`).
+    extra_groups: Vec<Expr>,
 }
 
 impl Builder {
@@ -733,6 +766,13 @@ impl Builder {
         };
         let a = match call.name {
             "COUNT" => Agg::Count(whole),
+            "COUNT DISTINCT" => {
+                let x = arg.clone().unwrap_or_else(|| whole_expr.clone());
+                if !self.extra_groups.contains(&x) {
+                    self.extra_groups.push(x.clone());
+                }
+                Agg::CountDistinct(self.keyed(x))
+            }
             "SUM" => Agg::Sum(whole),
             "MIN" | "MAX" => {
                 let weight = self.hide(weight_of(&whole_expr));

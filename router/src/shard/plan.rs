@@ -937,8 +937,8 @@ mod tests {
             .find(|(a, b)| shard_of(*a) != shard_of(*b))
             .unwrap();
         for sql in [
-            "SELECT COUNT(DISTINCT name) FROM customers".to_string(),
-            "SELECT COUNT(*), name FROM customers".into(),
+            "SELECT COUNT(*), name FROM customers".to_string(),
+            "SELECT COUNT(DISTINCT id, name) FROM customers".into(),
             format!("SELECT SUM(id) + 1 FROM customers WHERE id IN ({a}, {b})"),
             "SELECT * FROM customers WHERE id = (SELECT MAX(id) FROM customers)".into(),
             "SELECT *, ROW_NUMBER() OVER () FROM customers".into(),

@@ -168,7 +168,14 @@ fn having_forms() {
 #[test]
 fn what_no_merge_makes_right_is_refused_by_name() {
     for (sql, want) in [
-        ("SELECT COUNT(DISTINCT x) FROM t", "COUNT(DISTINCT ...)"),
+        (
+            "SELECT COUNT(DISTINCT x, y) FROM t",
+            "COUNT(DISTINCT ...) of several expressions",
+        ),
+        (
+            "SELECT 1, COUNT(DISTINCT x) FROM t",
+            "COUNT(DISTINCT ...) with constants in the select list",
+        ),
         ("SELECT SUM(DISTINCT x) FROM t", "SUM(DISTINCT ...)"),
         ("SELECT AVG(DISTINCT x) FROM t", "AVG(DISTINCT ...)"),
         ("SELECT GROUP_CONCAT(x) FROM t", "GROUP_CONCAT"),
@@ -233,4 +240,39 @@ fn what_no_merge_makes_right_is_refused_by_name() {
     ] {
         assert_eq!(refusal(sql), want, "{sql}");
     }
+}
+
+#[test]
+fn count_distinct_groups_the_shards_by_its_argument_too() {
+    let s = spec(
+        "SELECT g, COUNT(DISTINCT name), SUM(x) FROM t GROUP BY g HAVING COUNT(DISTINCT name) > 1",
+    )
+    .unwrap();
+    assert_eq!(
+        s.sql,
+        "SELECT g, COUNT(DISTINCT name), SUM(x), g, WEIGHT_STRING(RTRIM(g)), name, \
+         WEIGHT_STRING(RTRIM(name)) FROM t GROUP BY g, name"
+    );
+    let g = s.grouping.unwrap();
+    assert!(g.count_distinct);
+    assert_eq!(
+        g.aggs,
+        vec![
+            Agg::CountDistinct(k(Col::Hidden(2), Col::Hidden(3))),
+            Agg::Sum(Col::Item(2))
+        ]
+    );
+    assert_eq!(
+        g.having,
+        Some(Cond::Cmp(
+            Operand::Ref(Ref::Agg(0)),
+            CmpOp::Gt,
+            Operand::Num("1".into())
+        ))
+    );
+    let s = spec("SELECT COUNT(DISTINCT name) FROM t").unwrap();
+    assert_eq!(
+        s.sql,
+        "SELECT COUNT(DISTINCT name), name, WEIGHT_STRING(RTRIM(name)) FROM t GROUP BY name"
+    );
 }
