@@ -647,3 +647,177 @@ fn eval(c: &Cond, ctx: &Eval<'_>) -> Result<Option<bool>, String> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Classifier;
+    use crate::shard::gather::analyze_sql;
+
+    fn col(name: &str, ty: u8, charset: u16, decimals: u8) -> ColumnInfo {
+        ColumnInfo {
+            name: name.into(),
+            ty,
+            flags: 0,
+            charset,
+            decimals,
+        }
+    }
+
+    fn spec(sql: &str) -> GatherSpec {
+        analyze_sql(sql, &Classifier::new(0).classify(sql)).unwrap()
+    }
+
+    fn v(s: &str) -> Option<Vec<u8>> {
+        Some(s.as_bytes().to_vec())
+    }
+
+    fn shard(cols: &[ColumnInfo], rows: Vec<Row>) -> ShardRows {
+        ShardRows {
+            defs: Vec::new(),
+            cols: cols.to_vec(),
+            rows,
+            warnings: 0,
+            status: 0,
+        }
+    }
+
+    fn texts(rows: &[Row]) -> Vec<Vec<String>> {
+        rows.iter()
+            .map(|r| {
+                r.iter()
+                    .map(|x| match x {
+                        None => "NULL".to_string(),
+                        Some(b) => String::from_utf8_lossy(b).into_owned(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn groups_merge_partials_exactly_and_having_filters() {
+        let s = spec(
+            "SELECT g, COUNT(*), SUM(p), AVG(p), MIN(n) FROM t GROUP BY g \
+             HAVING COUNT(*) > 1 OR g IS NULL ORDER BY 3 DESC",
+        );
+        // g, COUNT(*), SUM(p), AVG(p), MIN(n), then hidden: g, ws(g), SUM(p), COUNT(p),
+        // ws(MIN(n)).
+        assert_eq!(s.hidden, 5);
+        let cols = [
+            col("g", 0x03, 63, 0),
+            col("COUNT(*)", 0x08, 63, 0),
+            col("SUM(p)", 0xf6, 63, 2),
+            col("AVG(p)", 0xf6, 63, 6),
+            col("MIN(n)", 0xfd, 45, 0),
+            col("g", 0x03, 63, 0),
+            col("ws", 0xfc, 63, 0),
+            col("SUM(p)", 0xf6, 63, 2),
+            col("COUNT(p)", 0x08, 63, 0),
+            col("ws", 0xfc, 63, 0),
+        ];
+        let row = |g: Option<&str>, c: &str, sum: Option<&str>, n: &str, w: &str, cp: &str| {
+            vec![
+                g.and_then(v),
+                v(c),
+                sum.and_then(v),
+                v("0"),
+                v(n),
+                g.and_then(v),
+                g.and_then(|_| v("x")),
+                sum.and_then(v),
+                v(cp),
+                v(w),
+            ]
+        };
+        let a = shard(
+            &cols,
+            vec![
+                row(Some("1"), "2", Some("10.50"), "Banana", "B", "2"),
+                row(
+                    Some("2"),
+                    "1",
+                    Some("99999999999999999999.99"),
+                    "x",
+                    "X",
+                    "1",
+                ),
+                row(None, "1", None, "z", "Z", "0"),
+            ],
+        );
+        let b = shard(
+            &cols,
+            vec![
+                row(Some("1"), "1", Some("-0.25"), "apple", "A", "1"),
+                row(Some("2"), "2", Some("0.01"), "y", "Y", "1"),
+            ],
+        );
+        let got = texts(&combine(&s, &[a, b]).unwrap());
+        assert_eq!(
+            got,
+            vec![
+                vec![
+                    "2",
+                    "3",
+                    "100000000000000000000.00",
+                    "50000000000000000000.000000",
+                    "x"
+                ],
+                vec!["1", "3", "10.25", "3.416667", "apple"],
+                vec!["NULL", "1", "NULL", "NULL", "z"],
+            ]
+        );
+    }
+
+    #[test]
+    fn rows_sort_by_weights_then_skip_the_offset() {
+        let s = spec("SELECT id, name FROM t ORDER BY name DESC, id LIMIT 1, 2");
+        let cols = [
+            col("id", 0x08, 63, 0),
+            col("name", 0xfd, 45, 0),
+            col("name", 0xfd, 45, 0),
+            col("ws", 0xfc, 63, 0),
+            col("id", 0x08, 63, 0),
+            col("ws", 0xfc, 63, 0),
+        ];
+        let r = |id: &str, name: &str, w: &str| vec![v(id), v(name), v(name), v(w), v(id), v(id)];
+        let a = shard(&cols, vec![r("3", "b", "B"), r("1", "A", "A")]);
+        let b = shard(&cols, vec![r("2", "B ", "B"), r("4", "a", "A")]);
+        assert_eq!(
+            texts(&combine(&s, &[a, b]).unwrap()),
+            vec![vec!["3", "b"], vec!["1", "A"]]
+        );
+    }
+
+    #[test]
+    fn having_uses_three_valued_logic_and_refuses_collated_strings() {
+        let s = spec("SELECT g, SUM(x) FROM t GROUP BY g HAVING NOT SUM(x) > 1.5");
+        let cols = [
+            col("g", 0x03, 63, 0),
+            col("SUM(x)", 0xf6, 63, 0),
+            col("g", 0x03, 63, 0),
+            col("ws", 0xfc, 63, 0),
+        ];
+        let a = shard(
+            &cols,
+            vec![
+                vec![v("1"), v("1"), v("1"), None],
+                vec![v("2"), None, v("2"), None],
+                vec![v("3"), v("5"), v("3"), None],
+            ],
+        );
+        // NOT (NULL > 1.5) is NULL: group 2 is filtered out.
+        assert_eq!(texts(&combine(&s, &[a]).unwrap()), vec![vec!["1", "1"]]);
+        let s = spec("SELECT n, COUNT(*) FROM t GROUP BY n HAVING n = 'a'");
+        let cols = [
+            col("n", 0xfd, 45, 0),
+            col("COUNT(*)", 0x08, 63, 0),
+            col("n", 0xfd, 45, 0),
+            col("ws", 0xfc, 63, 0),
+        ];
+        let a = shard(&cols, vec![vec![v("a"), v("1"), v("a"), v("A")]]);
+        assert!(combine(&s, &[a])
+            .unwrap_err()
+            .starts_with("HAVING comparing `n`"));
+    }
+}
