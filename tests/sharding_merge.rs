@@ -310,6 +310,12 @@ async fn merged_reads_match_one_server() {
             true,
         ),
         case("SELECT id FROM customers LIMIT 0, 100", false),
+        // UNION ALL of plain reads of the table: every shard runs it, results concatenated.
+        case(
+            "SELECT id, name FROM customers WHERE grp = 1 UNION ALL \
+             SELECT id, code FROM customers WHERE qty > 50",
+            false,
+        ),
         // COUNT(DISTINCT): 'apple', 'Apple' and 'APPLE ' are one value under _ci.
         case(
             "SELECT COUNT(DISTINCT name), COUNT(DISTINCT code), COUNT(DISTINCT grp), \
@@ -462,10 +468,22 @@ async fn what_the_merge_does_not_support_is_refused_by_name() {
         "This version of switchyard doesn't yet support 'HAVING comparing `name` (a string \
          in a collation, or a date or time)'"
     );
-    // UNION over a sharded table.
-    let sql = "SELECT id FROM customers UNION ALL SELECT id FROM customers";
+    for (sql, what) in [
+        (
+            "SELECT id FROM customers UNION SELECT id FROM customers",
+            "UNION without ALL (DISTINCT)",
+        ),
+        (
+            "SELECT id FROM customers UNION ALL SELECT id FROM customers ORDER BY id",
+            "ORDER BY over UNION ALL",
+        ),
+    ] {
+        let msg = refused(c.query_drop(sql).await, sql);
+        assert_eq!(msg, over(what), "{sql}");
+    }
+    let sql = "SELECT id FROM customers UNION ALL SELECT id FROM orders";
     let msg = refused(c.query_drop(sql).await, sql);
-    assert!(msg.contains("UNION") || msg.contains("combining"), "{msg}");
+    assert!(msg.contains("combining"), "{msg}");
     // Inside a transaction a read over several shards stays refused.
     c.query_drop("BEGIN").await.unwrap();
     let sql = "SELECT grp, SUM(qty) FROM customers GROUP BY grp";

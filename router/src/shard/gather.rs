@@ -18,7 +18,9 @@ use sqlparser::ast::{
 use crate::classify::Classification;
 
 mod resolve;
+mod union;
 use resolve::{is_constant, is_grouped, weight_of, Builder};
+pub use union::{is_union_of, union_all};
 
 /// A column of the shards' result: one of the client's select items, or the n-th hidden
 /// helper after them.

@@ -149,7 +149,9 @@ pub fn plan(map: &ShardMap, input: PlanInput<'_>) -> Plan {
             Plan::Every(ks.all_shards().to_vec())
         }
         StatementKind::Select { .. } | StatementKind::Write => {
-            if involved.len() > 1 || input.class.tables.len() > 1 {
+            if (involved.len() > 1 || input.class.tables.len() > 1)
+                && !super::gather::is_union_of(input.sql, &involved[0].table, input.class)
+            {
                 return Plan::Refuse(
                     "statements joining or combining sharded or reference tables with other tables"
                         .into(),
@@ -260,11 +262,20 @@ fn plan_single_table(
                     key_values(s.selection.as_ref(), t, &ctx)
                 }
             }
-            _ => {
-                return Plan::Refuse(format!(
-                    "UNION or VALUES queries on sharded table `{table}`"
-                ))
+            SetExpr::SetOperation { .. } => {
+                return match super::gather::union_all(&stmt, input.class) {
+                    Ok(limit) => Plan::Scatter {
+                        targets: ks.all_shards().to_vec(),
+                        limit,
+                        order: Vec::new(),
+                    },
+                    Err(super::gather::GatherError::NeedsParams) => Plan::NeedsParams,
+                    Err(super::gather::GatherError::Refuse(what)) => Plan::Refuse(format!(
+                        "{what} on sharded table `{table}` over several shards"
+                    )),
+                }
             }
+            _ => return Plan::Refuse(format!("VALUES queries on sharded table `{table}`")),
         },
         Statement::Update(u) => {
             let sets_key = u.assignments.iter().any(|a| match &a.target {

@@ -276,3 +276,53 @@ fn count_distinct_groups_the_shards_by_its_argument_too() {
         "SELECT COUNT(DISTINCT name), name, WEIGHT_STRING(RTRIM(name)) FROM t GROUP BY name"
     );
 }
+
+#[test]
+fn union_all_of_plain_branches_is_a_concatenation() {
+    let run = |sql: &str| {
+        let class = Classifier::new(0).classify(sql);
+        let stmt = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        (is_union_of(sql, "t", &class), union_all(&stmt, &class))
+    };
+    assert_eq!(
+        run("SELECT a FROM t WHERE a > 1 UNION ALL SELECT b FROM t LIMIT 3"),
+        (true, Ok(Some(3)))
+    );
+    assert_eq!(
+        run("SELECT a FROM t UNION ALL SELECT a FROM t UNION ALL SELECT 1 FROM t"),
+        (true, Ok(None))
+    );
+    assert!(!run("SELECT a FROM t UNION ALL SELECT a FROM u").0);
+    assert!(!run("SELECT a FROM t JOIN t AS t2 UNION ALL SELECT a FROM t").0);
+    assert!(!run("SELECT a FROM t JOIN t AS t2").0);
+    for (sql, want) in [
+        (
+            "SELECT a FROM t UNION SELECT a FROM t",
+            "UNION without ALL (DISTINCT)",
+        ),
+        (
+            "SELECT a FROM t UNION ALL SELECT a FROM t ORDER BY a",
+            "ORDER BY over UNION ALL",
+        ),
+        (
+            "SELECT a FROM t UNION ALL SELECT a FROM t LIMIT 1, 2",
+            "OFFSET over UNION ALL",
+        ),
+        (
+            "SELECT COUNT(*) FROM t UNION ALL SELECT a FROM t",
+            "aggregates in a UNION ALL branch",
+        ),
+        (
+            "SELECT DISTINCT a FROM t UNION ALL SELECT a FROM t",
+            "DISTINCT, GROUP BY, HAVING or INTO in a UNION ALL branch",
+        ),
+        (
+            "(SELECT a FROM t LIMIT 1) UNION ALL SELECT a FROM t",
+            "ORDER BY or LIMIT inside a UNION ALL branch",
+        ),
+    ] {
+        assert_eq!(run(sql).1, Err(GatherError::Refuse(want.into())), "{sql}");
+    }
+}
