@@ -276,8 +276,12 @@ impl Session {
                     limit,
                     order,
                 } => {
-                    // Only needed when the scatter turns into a merged read.
-                    let literal = crate::shard::params::literal_sql(&sql, &out, n);
+                    // Only needed when a sorted scatter turns into a merged read.
+                    let literal = if order.is_empty() {
+                        None
+                    } else {
+                        crate::shard::params::literal_sql(&sql, &out, n)
+                    };
                     let literal = literal.unwrap_or_default();
                     let cmd = Cmd::Execute {
                         key: &key,

@@ -398,6 +398,7 @@ pub fn analyze(
         items: Vec::new(),
         hidden: Vec::new(),
         extra_groups: Vec::new(),
+        raw_groups: Vec::new(),
     };
     for item in &s.projection {
         match item {
@@ -493,6 +494,7 @@ pub fn analyze(
             alias_group: false,
             count_distinct: false,
         };
+        b.raw_groups = group_exprs.clone();
         // Group keys.
         let mut group_sources: Vec<Expr> = Vec::new();
         if distinct {
@@ -510,6 +512,9 @@ pub fn analyze(
                 return refuse("aggregates in GROUP BY");
             }
             let (e, by_alias) = b.resolve_group(ge)?;
+            if contains_aggregate(&e)? {
+                return refuse("aggregates in GROUP BY");
+            }
             g.alias_group |= by_alias;
             let k = b.keyed(e.clone());
             g.keys.push(k);

@@ -66,6 +66,8 @@ pub(super) struct Builder {
     pub(super) hidden: Vec<Expr>,
     /// Expressions the shards group by besides the client's (COUNT(DISTINCT x)'s `x`).
     pub(super) extra_groups: Vec<Expr>,
+    /// The GROUP BY expressions as written.
+    pub(super) raw_groups: Vec<Expr>,
 }
 
 impl Builder {
@@ -206,6 +208,17 @@ impl Builder {
         }
         if let Expr::Identifier(i) = e {
             if let Some(p) = self.alias(&i.value) {
+                // In HAVING a GROUP BY column wins over a select alias of the same name.
+                let grouped_column = self.raw_groups.iter().any(
+                    |g| matches!(g, Expr::Identifier(c) if c.value.eq_ignore_ascii_case(&i.value)),
+                );
+                let same = matches!(&self.items[p].0,
+                    Expr::Identifier(c) if c.value.eq_ignore_ascii_case(&i.value));
+                if !positions && grouped_column && !same {
+                    return refuse(format!(
+                        "`{i}` in HAVING, both a select alias and a GROUP BY column"
+                    ));
+                }
                 return Ok(g.items[p]);
             }
         }

@@ -160,6 +160,10 @@ fn having_forms() {
         "`x + 1` in HAVING or ORDER BY, neither an aggregate nor a GROUP BY expression"
     );
     assert_eq!(
+        refusal("SELECT x + 1 AS y, COUNT(*) FROM t GROUP BY x, y HAVING y > 1"),
+        "`y` in HAVING, both a select alias and a GROUP BY column"
+    );
+    assert_eq!(
         refusal("SELECT x, COUNT(*) c FROM t GROUP BY x HAVING c LIKE 'a%'"),
         "HAVING condition `c LIKE 'a%'`"
     );
