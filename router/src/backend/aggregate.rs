@@ -210,7 +210,9 @@ pub fn combine(spec: &GatherSpec, results: &[ShardRows]) -> Result<Vec<Row>, Str
     if let Some(g) = &spec.grouping {
         if g.alias_group && results.iter().any(|r| r.warnings > 0) {
             return Err(
-                "GROUP BY a select alias that the shards warn about (also a column name?)".into(),
+                "GROUP BY a select alias that is also a column name (the shards warn \
+                        that it is ambiguous; MariaDB groups by the column)"
+                    .into(),
             );
         }
         let mut groups: Vec<Group> = Vec::new();

@@ -570,7 +570,8 @@ pub fn analyze(
             (SelectItem::UnnamedExpr(e), Some(text))
                 if !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
                     && e.to_string() != text
-                    && !text.contains('`') =>
+                    && !text.contains('`')
+                    && text.chars().count() <= 256 =>
             {
                 projection.push(SelectItem::ExprWithAlias {
                     expr: e.clone(),
