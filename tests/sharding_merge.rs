@@ -13,7 +13,8 @@ use mysql_async::{Conn, Params, Value};
 
 const WORDS: [&str; 6] = ["apple", "banana", "cherry", "date", "elder", "fig"];
 
-/// One row of test data, as SQL literals: id, name, grp, qty, price, score, day, at, code.
+/// One row of test data, as SQL literals: id, name, grp, qty, price, score, day, at, code,
+/// dur.
 fn row(id: i64) -> String {
     let name = match id {
         1 => "'Aardvark'".to_string(),
@@ -50,15 +51,25 @@ fn row(id: i64) -> String {
         id % 6 == 0,
         format!("'{}{}'", ["a", "B", "c", "D"][(id % 4) as usize], id % 3),
     );
-    format!("({id}, {name}, {grp}, {qty}, {price}, {score}, {day}, {at}, {code})")
+    let dur = null_or(
+        id % 12 == 0,
+        format!(
+            "'{}{}:{:02}:{:02}'",
+            if id % 4 == 1 { "-" } else { "" },
+            (id * 3) % 130,
+            (id * 11) % 60,
+            id % 60
+        ),
+    );
+    format!("({id}, {name}, {grp}, {qty}, {price}, {score}, {day}, {at}, {code}, {dur})")
 }
 
 const CUSTOMERS: &str = "CREATE TABLE customers (id BIGINT PRIMARY KEY, \
      name VARCHAR(30) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci, grp INT, qty INT, \
-     price DECIMAL(10,2), score DOUBLE, day DATE, at DATETIME, code VARBINARY(10))";
+     price DECIMAL(10,2), score DOUBLE, day DATE, at DATETIME, code VARBINARY(10), dur TIME)";
 const ORDERS: &str = "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id BIGINT, \
      amount DECIMAL(12,3), note VARCHAR(20))";
-const COLUMNS: &str = "(id, name, grp, qty, price, score, day, at, code)";
+const COLUMNS: &str = "(id, name, grp, qty, price, score, day, at, code, dur)";
 
 /// Column metadata a client sees.
 #[derive(Debug, PartialEq)]
@@ -357,6 +368,20 @@ async fn merged_reads_match_one_server() {
             "SELECT id, name, price FROM customers WHERE grp = ? ORDER BY name, id",
             true,
             Params::Positional(vec![Value::Int(2)]),
+        ),
+        case(
+            "SELECT grp, MIN(dur), MAX(dur) FROM customers GROUP BY grp ORDER BY MAX(dur), grp",
+            true,
+        ),
+        prepared(
+            "SELECT id, dur, at FROM customers WHERE id > ? ORDER BY dur DESC, id LIMIT 3, 6",
+            true,
+            Params::Positional(vec![Value::Int(3)]),
+        ),
+        prepared(
+            "SELECT grp, MIN(dur), MAX(dur), MAX(at) FROM customers WHERE dur < ? GROUP BY grp",
+            false,
+            Params::Positional(vec![Value::Time(false, 1, 2, 0, 0, 0)]),
         ),
         prepared(
             "SELECT DISTINCT grp, code FROM customers WHERE qty > ? ORDER BY grp, code",
