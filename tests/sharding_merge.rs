@@ -234,7 +234,7 @@ async fn merged_reads_match_one_server() {
         case(
             "SELECT grp, COUNT(*), COUNT(qty), SUM(qty), MIN(qty), MAX(qty), AVG(qty) \
              FROM customers GROUP BY grp",
-            false,
+            true,
         ),
         case(
             "SELECT grp, SUM(price), AVG(price), AVG(score), SUM(score), MIN(price) \
@@ -258,7 +258,7 @@ async fn merged_reads_match_one_server() {
         case(
             "SELECT grp, COUNT(*) FROM customers GROUP BY grp \
              HAVING grp IN (1, 3) OR grp IS NULL OR MAX(score) >= 4.5",
-            false,
+            true,
         ),
         case("SELECT DISTINCT grp FROM customers ORDER BY grp", true),
         case(
@@ -299,7 +299,7 @@ async fn merged_reads_match_one_server() {
         ),
         folded(
             "SELECT grp, MAX(name), MIN(name) FROM customers WHERE id > 10 GROUP BY grp",
-            false,
+            true,
             &[1, 2],
         ),
         case(
@@ -373,6 +373,12 @@ async fn merged_reads_match_one_server() {
             "SELECT grp, MIN(dur), MAX(dur) FROM customers GROUP BY grp ORDER BY MAX(dur), grp",
             true,
         ),
+        // Groups of strings in a collation come sorted by their weights.
+        folded(
+            "SELECT name, COUNT(*), MIN(id) FROM customers GROUP BY name",
+            true,
+            &[0],
+        ),
         prepared(
             "SELECT id, dur, at FROM customers WHERE id > ? ORDER BY dur DESC, id LIMIT 3, 6",
             true,
@@ -380,7 +386,7 @@ async fn merged_reads_match_one_server() {
         ),
         prepared(
             "SELECT grp, MIN(dur), MAX(dur), MAX(at) FROM customers WHERE dur < ? GROUP BY grp",
-            false,
+            true,
             Params::Positional(vec![Value::Time(false, 1, 2, 0, 0, 0)]),
         ),
         prepared(

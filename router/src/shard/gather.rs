@@ -518,6 +518,10 @@ pub fn analyze(
             g.alias_group |= by_alias;
             let k = b.keyed(e.clone());
             g.keys.push(k);
+            if order_items.is_empty() {
+                // MariaDB sorts a GROUP BY result by its groups unless told otherwise.
+                spec.order.push((Ref::Col(k), false));
+            }
             group_sources.push(e);
         }
         // Items: aggregates or grouped expressions.

@@ -133,6 +133,11 @@ fn distinct_groups_by_the_select_list_and_names_keep_the_clients_text() {
     // Group by a position and by an alias.
     let s = spec("SELECT x AS a, COUNT(*) FROM t GROUP BY 1").unwrap();
     assert!(!s.grouping.unwrap().alias_group);
+    // Without ORDER BY, groups come sorted by the GROUP BY expressions, as MariaDB sends them.
+    assert_eq!(
+        s.order,
+        vec![(Ref::Col(k(Col::Hidden(0), Col::Hidden(1))), false)]
+    );
     let s = spec("SELECT x + 1 AS a, COUNT(*) FROM t GROUP BY a").unwrap();
     assert_eq!(
         s.sql,
