@@ -1026,6 +1026,66 @@ mod tests {
     }
 
     #[test]
+    fn reads_needing_a_merge_are_gathered_or_refused_by_name() {
+        let (a, b) = (1..100)
+            .flat_map(|a| (a + 1..100).map(move |b| (a, b)))
+            .find(|(a, b)| shard_of(*a) != shard_of(*b))
+            .unwrap();
+        for (sql, shards) in [
+            ("SELECT SUM(id) FROM customers".to_string(), 2),
+            (
+                "SELECT name, COUNT(*) FROM customers GROUP BY name".into(),
+                2,
+            ),
+            ("SELECT * FROM customers ORDER BY id LIMIT 2, 3".into(), 2),
+            ("SELECT DISTINCT name FROM customers WHERE id > 3".into(), 2),
+            (
+                format!("SELECT AVG(id) FROM customers WHERE id IN ({a}, {b})"),
+                2,
+            ),
+            ("SELECT MAX(name) FROM customers WHERE id = 1.0".into(), 2),
+        ] {
+            match run(&sql, None) {
+                Plan::Gather { targets, spec } => {
+                    assert_eq!(targets.len(), shards, "{sql}");
+                    assert!(spec.sql.starts_with("SELECT "), "{sql}");
+                }
+                other => panic!("{sql}: expected a gather, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            run("SELECT GROUP_CONCAT(name) FROM customers", None),
+            Plan::Refuse("GROUP_CONCAT on sharded table `customers` over several shards".into())
+        );
+        assert_eq!(
+            run("SELECT * FROM customers LIMIT ?, 2", None),
+            Plan::NeedsParams
+        );
+        // UNION ALL of plain reads of one table: a raw scatter of the whole statement.
+        match run(
+            "SELECT id FROM customers WHERE id = 1 UNION ALL SELECT id FROM customers LIMIT 4",
+            None,
+        ) {
+            Plan::Scatter {
+                targets,
+                limit,
+                order,
+            } => assert_eq!((targets.len(), limit, order.len()), (2, Some(4), 0)),
+            other => panic!("expected a scatter, got {other:?}"),
+        }
+        assert_eq!(
+            run(
+                "SELECT id FROM customers UNION SELECT id FROM customers",
+                None
+            ),
+            Plan::Refuse(
+                "UNION without ALL (DISTINCT) on sharded table `customers` over several shards"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
     fn ddl_reference_reads_and_unsharded_statements() {
         match run("CREATE TABLE customers (id BIGINT PRIMARY KEY)", None) {
             Plan::Every(t) => assert_eq!(t.len(), 2),
