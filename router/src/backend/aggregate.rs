@@ -220,21 +220,8 @@ pub fn combine(spec: &GatherSpec, results: &[ShardRows]) -> Result<Vec<Row>, Str
         for row in results.iter().flat_map(|r| r.rows.iter()) {
             let mut key = Vec::new();
             for k in &g.keys {
-                match key_of(row, k).map_err(|e| e.replace("comparing", "grouping by"))? {
-                    CmpKey::Null => key.push(0),
-                    CmpKey::Bytes(b) => {
-                        key.push(1);
-                        key.extend_from_slice(&(b.len() as u64).to_le_bytes());
-                        key.extend_from_slice(&b);
-                    }
-                    other => {
-                        let text = row[idx(k.value)].as_deref().unwrap_or_default();
-                        key.push(2);
-                        key.extend_from_slice(&(text.len() as u64).to_le_bytes());
-                        key.extend_from_slice(text);
-                        let _ = other;
-                    }
-                }
+                let v = key_of(row, k).map_err(|e| e.replace("comparing", "grouping by"))?;
+                group_key(v, &mut key);
             }
             let gi = match index.get(&key) {
                 Some(i) => *i,
@@ -332,6 +319,37 @@ pub fn combine(spec: &GatherSpec, results: &[ShardRows]) -> Result<Vec<Row>, Str
         rows.truncate(usize::try_from(l).unwrap_or(usize::MAX));
     }
     Ok(rows)
+}
+
+/// Appends a value's grouping identity to `out`: weights or bytes for strings, numbers by
+/// value (`1.50` and `1.5`, `-0` and `0` are one group).
+fn group_key(v: CmpKey, out: &mut Vec<u8>) {
+    match v {
+        CmpKey::Null => out.push(0),
+        CmpKey::Bytes(b) => {
+            out.push(1);
+            out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            out.extend_from_slice(&b);
+        }
+        CmpKey::Int(v) => {
+            out.push(2);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        CmpKey::Dec(mut d) => {
+            while d.scale > 0 && d.mant % 10 == 0 {
+                d.mant /= 10;
+                d.scale -= 1;
+            }
+            out.push(3);
+            out.extend_from_slice(&d.mant.to_le_bytes());
+            out.extend_from_slice(&d.scale.to_le_bytes());
+        }
+        CmpKey::Float(f) => {
+            let f = if f == 0.0 { 0.0 } else { f };
+            out.push(4);
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+    }
 }
 
 fn sort(rows: &mut [(Vec<CmpKey>, Row)], order: &[(Ref, bool)]) {
@@ -460,16 +478,12 @@ fn add(
         }
         (Acc::Distinct(set), Agg::CountDistinct(k)) => {
             let col = &cols[idx(k.value)];
-            match cmp_key(get(k.value), get(k.weight), col)
-                .map_err(|e| e.replace("comparing", "COUNT(DISTINCT ...) of"))?
-            {
-                CmpKey::Null => {}
-                CmpKey::Bytes(b) => {
-                    set.insert(b);
-                }
-                _ => {
-                    set.insert(get(k.value).unwrap_or_default().to_vec());
-                }
+            let v = cmp_key(get(k.value), get(k.weight), col)
+                .map_err(|e| e.replace("comparing", "COUNT(DISTINCT ...) of"))?;
+            if v != CmpKey::Null {
+                let mut b = Vec::new();
+                group_key(v, &mut b);
+                set.insert(b);
             }
         }
         _ => return Err("an aggregate the router mixed up".into()),
@@ -769,6 +783,20 @@ mod tests {
                 vec!["NULL", "1", "NULL", "NULL", "z"],
             ]
         );
+    }
+
+    #[test]
+    fn numbers_group_by_value() {
+        let key = |v: CmpKey| {
+            let mut out = Vec::new();
+            group_key(v, &mut out);
+            out
+        };
+        let d = |t: &str| CmpKey::Dec(Dec::parse(t).unwrap());
+        assert_eq!(key(d("1.50")), key(d("1.5")));
+        assert_ne!(key(d("1.05")), key(d("1.5")));
+        assert_eq!(key(CmpKey::Float(-0.0)), key(CmpKey::Float(0.0)));
+        assert_ne!(key(CmpKey::Null), key(CmpKey::Bytes(Vec::new())));
     }
 
     #[test]
