@@ -5,8 +5,9 @@
 //! `=` or `IN` (literals or prepared-statement parameters) to shards that turn out to be one;
 //! INSERT whose rows all land on one shard; reads of a reference table (any shard); DDL on
 //! sharded and reference tables (every shard); `CREATE/DROP DATABASE` of a sharded keyspace
-//! (every shard database). Scatter queries, cross-shard joins and multi-shard writes are
-//! refused until the merge and XA layers route them.
+//! (every shard database). Reads over several shards are relayed raw when their answer is a
+//! concatenation or a sorted merge, and otherwise merged by the router ([`super::gather`]) or
+//! refused; cross-shard joins and multi-shard writes are refused until the XA layer.
 
 use std::collections::BTreeMap;
 
