@@ -321,6 +321,27 @@ async fn merged_reads_match_one_server() {
             true,
         ),
         case("SELECT id FROM customers LIMIT 0, 100", false),
+        case(
+            "SELECT grp, SUM(score), MAX(score) FROM customers WHERE id IN (1, 2, 3, 4, 5, 6, 7, 8) \
+             GROUP BY grp HAVING SUM(score) > 2.5",
+            true,
+        ),
+        case("SELECT qty % 3 AS m, COUNT(*) FROM customers GROUP BY m", true),
+        folded(
+            "SELECT UPPER(name), COUNT(*) FROM customers GROUP BY UPPER(name)",
+            true,
+            &[0],
+        ),
+        prepared(
+            "SELECT id, name FROM customers ORDER BY id LIMIT ?",
+            true,
+            Params::Positional(vec![Value::Int(5)]),
+        ),
+        prepared(
+            "SELECT COUNT(*), SUM(qty) FROM customers WHERE name = ? OR name = ?",
+            true,
+            Params::Positional(vec![Value::from("APPLE"), Value::from("fig")]),
+        ),
         // UNION ALL of plain reads of the table: every shard runs it, results concatenated.
         case(
             "SELECT id, name FROM customers WHERE grp = 1 UNION ALL \
