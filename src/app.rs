@@ -248,6 +248,9 @@ async fn listen(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
         }
     }
     Err(last.unwrap_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {addr}"))
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no address for {addr}"),
+        )
     }))
 }

@@ -7,9 +7,11 @@
 //!   pooled backend connections, pinning where a session must stay on one; prepared statements.
 //! - [`classify`]: what a statement is (sqlparser, with a lexer fallback), cached by
 //!   normalised text.
-//! - [`shard`]: which shard(s) a statement on a sharded table goes to, or why it is refused.
+//! - [`shard`]: which shard(s) a statement on a sharded table goes to, or why it is refused;
+//!   [`shard::gather`] rewrites reads whose shards' results must be merged.
 //! - [`context`]: what sessions share; [`context::RouterContext::route`] picks the backend.
-//! - [`backend`]: our own backend connections, their pools, and the raw relay of responses.
+//! - [`backend`]: our own backend connections, their pools, and the raw relay of responses;
+//!   [`backend::aggregate`] merges gathered results (groups, aggregates, HAVING, ORDER BY).
 //! - [`protocol`]: packet framing and the few packets the router writes itself.
 //! - [`error`]: router errors and what the client sees for each.
 //! - [`config`]: the `[router]` settings.

@@ -329,10 +329,23 @@ pub(crate) async fn merge_sorted<W: AsyncWrite + Unpin>(
     }
     let mut want = Vec::with_capacity(order.len());
     for (name, _) in order {
-        let Some(i) = cols.iter().position(|c| c.name.eq_ignore_ascii_case(name)) else {
-            return Err(ScatterError::Unsupported(format!(
-                "ORDER BY `{name}`, which is not a column of the result, over several shards"
-            )));
+        let mut named = cols
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.name.eq_ignore_ascii_case(name));
+        let i = match (named.next(), named.next()) {
+            (Some((i, _)), None) => i,
+            (None, _) => {
+                return Err(ScatterError::Unsupported(format!(
+                    "ORDER BY `{name}`, which is not a column of the result, over several shards"
+                )))
+            }
+            (Some(_), Some(_)) => {
+                return Err(ScatterError::Unsupported(format!(
+                    "ORDER BY `{name}`, which names several columns of the result, over several \
+                     shards"
+                )))
+            }
         };
         want.push((i, key_kind(&cols[i]).map_err(ScatterError::Unsupported)?));
     }

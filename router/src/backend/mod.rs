@@ -1,11 +1,13 @@
 //! Backend side: connections to MariaDB/MySQL servers in the router's own protocol code,
 //! pooled per server, and the raw relay of their responses to clients.
 
+pub mod aggregate;
 pub mod conn;
 mod merge;
 pub mod pool;
 pub mod relay;
 pub mod scatter;
+pub mod values;
 
 pub use conn::{BackendConn, BackendStmt, ConnState, ConnectOptions, StmtKey};
 pub use pool::{PoolKey, PoolOptions, PooledConn, Pools};

@@ -3,6 +3,7 @@
 //! one backend connection while it must stay there (transactions, locks, temporary tables).
 
 mod auth;
+mod gather;
 mod prepared;
 pub mod state;
 
@@ -121,6 +122,12 @@ pub(crate) enum Gather {
     },
     /// One row: each COUNT column summed over the shards.
     SumCounts,
+    /// Each shard ran `spec.sql` (text protocol); the router merges the results and writes
+    /// them as text rows, or binary rows for an execute (`binary`).
+    Merge {
+        spec: Box<crate::shard::gather::GatherSpec>,
+        binary: bool,
+    },
 }
 
 /// A command to run on a backend.
@@ -420,8 +427,12 @@ impl Session {
                             limit,
                             order,
                         } => {
-                            let gather = Gather::Rows { limit, order };
-                            return self.run_scatter(&targets, gather, Cmd::Raw(payload)).await;
+                            return self
+                                .scatter_or_gather(&targets, limit, order, Cmd::Raw(payload), &sql)
+                                .await;
+                        }
+                        Plan::Gather { targets, spec } => {
+                            return self.run_gather(&targets, spec, false).await;
                         }
                         Plan::ScatterCount { targets } => {
                             return self
@@ -785,6 +796,15 @@ impl Session {
                 )
                 .await
             }
+            Gather::Merge { spec, binary } => crate::backend::aggregate::gather(
+                &mut refs,
+                &mut self.output,
+                deprecate_eof,
+                &spec,
+                binary,
+            )
+            .await
+            .map(|_| ()),
         };
         if result.is_err() {
             // Responses still unread on some connections: none may go back to the pool.

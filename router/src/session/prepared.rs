@@ -63,9 +63,9 @@ impl Session {
             {
                 Plan::Unsharded => {}
                 Plan::Single(t) => shard_target = Some(t),
-                Plan::Scatter { targets, .. } | Plan::ScatterCount { targets } => {
-                    shard_target = targets.into_iter().next()
-                }
+                Plan::Scatter { targets, .. }
+                | Plan::ScatterCount { targets }
+                | Plan::Gather { targets, .. } => shard_target = targets.into_iter().next(),
                 Plan::NeedsParams | Plan::NeedsColumnPosition { .. } => {
                     let first = class
                         .tables
@@ -286,14 +286,24 @@ impl Session {
                     limit,
                     order,
                 } => {
+                    // Only needed when a sorted scatter turns into a merged read.
+                    let literal = if order.is_empty() {
+                        None
+                    } else {
+                        crate::shard::params::literal_sql(&sql, &out, n)
+                    };
+                    let literal = literal.unwrap_or_default();
                     let cmd = Cmd::Execute {
                         key: &key,
                         packet: &mut out,
                         long_data: &long_data,
                     };
-                    self.run_scatter(&targets, Gather::Rows { limit, order }, cmd)
+                    self.scatter_or_gather(&targets, limit, order, cmd, &literal)
                         .await?;
                     return Ok(());
+                }
+                Plan::Gather { .. } | Plan::NeedsParams => {
+                    return self.execute_gathered(&sql, &out, n, &long_data).await;
                 }
                 Plan::ScatterCount { targets } => {
                     let cmd = Cmd::Execute {
@@ -337,6 +347,57 @@ impl Session {
         }
         self.after_statement(&class, &outcome);
         Ok(())
+    }
+
+    /// An execute whose result the router merges: the parameters are written into the
+    /// statement as literals, which is planned again and run through the text protocol on
+    /// every shard; the merged rows go to the client in the binary format.
+    async fn execute_gathered(
+        &mut self,
+        sql: &str,
+        packet: &[u8],
+        n: usize,
+        long_data: &HashMap<u16, Vec<u8>>,
+    ) -> Result<(), Failure> {
+        let literal = (long_data.is_empty())
+            .then(|| crate::shard::params::literal_sql(sql, packet, n))
+            .flatten()
+            .ok_or_else(|| {
+                RouterError::NotSupported(
+                    "these parameter values (long data, or text that is not UTF-8) in a \
+                     query merged over several shards"
+                        .into(),
+                )
+            })?;
+        let class = self.ctx.classifier.classify(&literal);
+        let map = self.ctx.shard_map.load();
+        let targets = match self
+            .plan(&map, &literal, &class, self.state.db.clone(), None)
+            .await?
+        {
+            Plan::Single(t) => vec![t],
+            Plan::Scatter { targets, .. }
+            | Plan::ScatterCount { targets }
+            | Plan::Gather { targets, .. } => targets,
+            Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
+            _ => {
+                return Err(RouterError::NotSupported(
+                    "this prepared statement on a sharded table".into(),
+                )
+                .into())
+            }
+        };
+        let spec = crate::shard::gather::analyze_sql(&literal, &class).map_err(|e| {
+            RouterError::NotSupported(match e {
+                crate::shard::gather::GatherError::Refuse(w) => {
+                    format!("{w} over several shards")
+                }
+                crate::shard::gather::GatherError::NeedsParams => {
+                    "parameters the router could not write into the statement".into()
+                }
+            })
+        })?;
+        self.run_gather(&targets, Box::new(spec), true).await
     }
 
     pub(super) fn stmt_send_long_data(&mut self, payload: &[u8]) -> Result<(), Failure> {

@@ -94,6 +94,165 @@ fn decode_inner(
     Some(out)
 }
 
+/// The statement `sql` with each `?` replaced by its parameter from an execute packet (as
+/// [`decode`] reads it) written as an SQL literal, for running it through the text protocol:
+/// integers and decimals as numbers, floats in exponent form (so they stay DOUBLE), strings
+/// quoted (in the connection's character set, as the client sent them), temporal values as
+/// typed literals, NULL as NULL. `None` for what can't be written so (long data, bad packets,
+/// text that is not UTF-8).
+pub fn literal_sql(sql: &str, packet: &[u8], n: usize) -> Option<String> {
+    let values = literals(packet, n)?;
+    let offsets = crate::classify::placeholder_offsets(sql);
+    if offsets.len() != n {
+        return None;
+    }
+    let mut out = String::with_capacity(sql.len() + 16 * n);
+    let mut last = 0;
+    for (at, v) in offsets.iter().zip(&values) {
+        out.push_str(sql.get(last..*at)?);
+        out.push_str(v);
+        last = at + 1;
+    }
+    out.push_str(sql.get(last..)?);
+    Some(out)
+}
+
+fn literals(packet: &[u8], n: usize) -> Option<Vec<String>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let bitmap_at = 10;
+    let bitmap = packet.get(bitmap_at..bitmap_at + n.div_ceil(8))?;
+    let mut pos = bitmap_at + bitmap.len();
+    if *packet.get(pos)? != 1 {
+        return None;
+    }
+    pos += 1;
+    let types = packet.get(pos..pos + 2 * n)?;
+    pos += 2 * n;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+            out.push("NULL".to_string());
+            continue;
+        }
+        let ty = types[2 * i];
+        let unsigned = types[2 * i + 1] & 0x80 != 0;
+        let fixed = |len: usize, pos: &mut usize| -> Option<&[u8]> {
+            let b = packet.get(*pos..*pos + len)?;
+            *pos += len;
+            Some(b)
+        };
+        let int_text = |b: &[u8]| -> String {
+            let mut buf = [0u8; 8];
+            buf[..b.len()].copy_from_slice(b);
+            let raw = u64::from_le_bytes(buf);
+            if unsigned {
+                raw.to_string()
+            } else {
+                let shift = 64 - 8 * b.len() as u32;
+                (((raw << shift) as i64) >> shift).to_string()
+            }
+        };
+        let v = match ty {
+            0x01 => int_text(fixed(1, &mut pos)?),
+            0x02 | 0x0d => int_text(fixed(2, &mut pos)?),
+            0x03 | 0x09 => int_text(fixed(4, &mut pos)?),
+            0x08 => int_text(fixed(8, &mut pos)?),
+            0x04 => {
+                let v = f32::from_le_bytes(fixed(4, &mut pos)?.try_into().ok()?);
+                v.is_finite().then(|| format!("{:e}", f64::from(v)))?
+            }
+            0x05 => {
+                let v = f64::from_le_bytes(fixed(8, &mut pos)?.try_into().ok()?);
+                v.is_finite().then(|| format!("{v:e}"))?
+            }
+            0x06 => "NULL".into(),
+            0x07 | 0x0a | 0x0c | 0x0b => {
+                let len = usize::from(*packet.get(pos)?);
+                pos += 1;
+                temporal_literal(ty, fixed(len, &mut pos)?)?
+            }
+            0xf6 | 0x00 => {
+                let b = read_lenenc_bytes(packet, &mut pos)?;
+                let t = std::str::from_utf8(b).ok()?;
+                t.bytes()
+                    .all(|c| c.is_ascii_digit() || c == b'.' || c == b'-' || c == b'+')
+                    .then(|| t.to_string())?
+            }
+            0x0f | 0xfc | 0xfd | 0xfe | 0xf9 | 0xfa | 0xfb | 0xf5 => {
+                let b = read_lenenc_bytes(packet, &mut pos)?;
+                quote(std::str::from_utf8(b).ok()?)
+            }
+            _ => return None,
+        };
+        out.push(v);
+    }
+    Some(out)
+}
+
+/// A single-quoted SQL string (backslashes and quotes escaped, NUL written as `\0`).
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn temporal_literal(ty: u8, b: &[u8]) -> Option<String> {
+    if ty == 0x0b {
+        let (neg, days, h, m, s, us) = match b.len() {
+            0 => (false, 0, 0, 0, 0, 0),
+            8 | 12 => (
+                b[0] == 1,
+                u32::from_le_bytes(b[1..5].try_into().ok()?),
+                b[5],
+                b[6],
+                b[7],
+                if b.len() == 12 {
+                    u32::from_le_bytes(b[8..12].try_into().ok()?)
+                } else {
+                    0
+                },
+            ),
+            _ => return None,
+        };
+        let hours = days * 24 + u32::from(h);
+        let sign = if neg { "-" } else { "" };
+        return Some(format!("TIME'{sign}{hours:02}:{m:02}:{s:02}.{us:06}'"));
+    }
+    let mut f = [0u32; 7];
+    if b.len() >= 4 {
+        f[0] = u32::from(u16::from_le_bytes([b[0], b[1]]));
+        f[1] = u32::from(b[2]);
+        f[2] = u32::from(b[3]);
+    }
+    if b.len() >= 7 {
+        f[3] = u32::from(b[4]);
+        f[4] = u32::from(b[5]);
+        f[5] = u32::from(b[6]);
+    }
+    if b.len() >= 11 {
+        f[6] = u32::from_le_bytes(b[7..11].try_into().ok()?);
+    }
+    if ty == 0x0a {
+        Some(format!("DATE'{:04}-{:02}-{:02}'", f[0], f[1], f[2]))
+    } else {
+        Some(format!(
+            "TIMESTAMP'{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}'",
+            f[0], f[1], f[2], f[3], f[4], f[5], f[6]
+        ))
+    }
+}
+
 fn int(b: &[u8], unsigned: bool) -> Option<KeyValue> {
     let mut buf = [0u8; 8];
     buf[..b.len()].copy_from_slice(b);
@@ -145,5 +304,20 @@ mod tests {
             vec![Some(KeyValue::Int(-1))]
         );
         assert!(decode(&packet(0, &[0x08, 0], &[1, 2]), 1).is_empty());
+    }
+
+    #[test]
+    fn parameters_become_literals() {
+        let types = [0x08, 0, 0xfd, 0, 0x03, 0, 0x05, 0, 0x0a, 0];
+        let mut values = (-5i64).to_le_bytes().to_vec();
+        values.extend_from_slice(&[4, b'a', b'\'', b'\\', b'b']);
+        values.extend_from_slice(&1.5f64.to_le_bytes());
+        values.extend_from_slice(&[4, 0xe8, 0x07, 2, 29]);
+        let sql = "SELECT '?', ? FROM t WHERE a = ? AND b IN (?, ?) AND d = ?";
+        let got = literal_sql(sql, &packet(0b0000_0100, &types, &values), 5);
+        assert_eq!(
+            got.as_deref(),
+            Some("SELECT '?', -5 FROM t WHERE a = 'a''\\\\b' AND b IN (NULL, 1.5e0) AND d = DATE'2024-02-29'")
+        );
     }
 }

@@ -5,8 +5,9 @@
 //! `=` or `IN` (literals or prepared-statement parameters) to shards that turn out to be one;
 //! INSERT whose rows all land on one shard; reads of a reference table (any shard); DDL on
 //! sharded and reference tables (every shard); `CREATE/DROP DATABASE` of a sharded keyspace
-//! (every shard database). Scatter queries, cross-shard joins and multi-shard writes are
-//! refused until the merge and XA layers route them.
+//! (every shard database). Reads over several shards are relayed raw when their answer is a
+//! concatenation or a sorted merge, and otherwise merged by the router ([`super::gather`]) or
+//! refused; cross-shard joins and multi-shard writes are refused until the XA layer.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +47,12 @@ pub enum Plan {
     /// A read whose select list is only `COUNT(...)` (no DISTINCT, grouping, ordering or
     /// limit): run on each shard, each count column summed into one row.
     ScatterCount { targets: Vec<ShardTarget> },
+    /// A read whose shards' results the router merges (grouping, aggregates, HAVING,
+    /// DISTINCT, ORDER BY, OFFSET): each shard runs `spec.sql`, see [`super::gather`].
+    Gather {
+        targets: Vec<ShardTarget>,
+        spec: Box<super::gather::GatherSpec>,
+    },
     /// `CREATE DATABASE` / `DROP DATABASE` of a sharded keyspace: the same statement for each
     /// `(cluster, database)` of the keyspace, with the database name replaced.
     KeyspaceDatabases(Vec<(String, String)>),
@@ -277,11 +284,25 @@ fn plan_single_table(
                     key_values(s.selection.as_ref(), &keys, &ctx)
                 }
             }
-            _ => {
-                return Plan::Refuse(format!(
-                    "UNION or VALUES queries on sharded table `{table}`"
-                ))
+            SetExpr::SetOperation { .. } => {
+                if !super::gather::is_union_of(input.sql, table, input.class) {
+                    return Plan::Refuse(format!(
+                        "UNION of sharded table `{table}` with other tables, joins or subqueries"
+                    ));
+                }
+                return match super::gather::union_all(&stmt, input.class) {
+                    Ok(limit) => Plan::Scatter {
+                        targets: ks.all_shards().to_vec(),
+                        limit,
+                        order: Vec::new(),
+                    },
+                    Err(super::gather::GatherError::NeedsParams) => Plan::NeedsParams,
+                    Err(super::gather::GatherError::Refuse(what)) => Plan::Refuse(format!(
+                        "{what} on sharded table `{table}` over several shards"
+                    )),
+                };
             }
+            _ => return Plan::Refuse(format!("VALUES queries on sharded table `{table}`")),
         },
         Statement::Update(u) => {
             let sets_key = u.assignments.iter().any(|a| match &a.target {
@@ -310,12 +331,8 @@ fn plan_single_table(
                 targets: ks.all_shards().to_vec(),
             };
         }
-        if let Err(what) = &concat {
-            return Plan::Refuse(format!(
-                "{what} on sharded table `{table}` without `{} = value` or `{} IN (...)` in \
-                 WHERE (a scatter query that needs merging)",
-                t.column, t.column
-            ));
+        if concat.is_err() {
+            return gathered(&stmt, input, table, ks.all_shards().to_vec());
         }
         let (limit, order) = concat.unwrap_or_default();
         return Plan::Scatter {
@@ -329,28 +346,14 @@ fn plan_single_table(
         let v = match v {
             Key::Known(v) => v,
             Key::Param => return Plan::NeedsParams,
-            Key::Unusable => {
-                return scatter_all(ks, concat, || {
-                    format!(
-                        "a value of shard key `{}` that can't be placed on one shard",
-                        t.column
-                    )
-                })
-            }
+            Key::Unusable => return scatter_all(ks, concat, &stmt, input, table),
         };
         match ks.shard_for_read(t, &v) {
             ShardLookup::One(s) => {
                 targets.insert(s.shard.clone(), s.clone());
             }
             ShardLookup::Nowhere => {}
-            ShardLookup::All(why) => {
-                return scatter_all(ks, concat, || {
-                    format!(
-                        "a value of shard key `{}` whose shard is unknown ({why})",
-                        t.column
-                    )
-                })
-            }
+            ShardLookup::All(_) => return scatter_all(ks, concat, &stmt, input, table),
         }
     }
     match targets.len() {
@@ -363,15 +366,13 @@ fn plan_single_table(
         _ if counts => Plan::ScatterCount {
             targets: targets.into_values().collect(),
         },
-        n => match concat {
+        _ => match concat {
             Ok((limit, order)) => Plan::Scatter {
                 targets: targets.into_values().collect(),
                 limit,
                 order,
             },
-            Err(what) => Plan::Refuse(format!(
-                "{what} on sharded table `{table}` whose key values span {n} shards"
-            )),
+            Err(_) => gathered(&stmt, input, table, targets.into_values().collect()),
         },
     }
 }
@@ -532,10 +533,9 @@ fn concat_safe(stmt: &Statement, class: &Classification) -> Result<Gathering, &'
         for item in items {
             let name = match &item.expr {
                 Expr::Identifier(i) => i.value.clone(),
-                Expr::CompoundIdentifier(parts) => match parts.last() {
-                    Some(i) => i.value.clone(),
-                    None => return Err("ORDER BY"),
-                },
+                // `t.col` need not be the result column called `col` (an alias may take the
+                // name, or a joined table have a column of that name): merged by expression.
+                Expr::CompoundIdentifier(_) => return Err("ORDER BY a qualified column"),
                 _ => return Err("ORDER BY an expression"),
             };
             if item.options.nulls_first.is_some() || item.with_fill.is_some() {
@@ -611,12 +611,14 @@ fn concat_safe(stmt: &Statement, class: &Classification) -> Result<Gathering, &'
     }
 }
 
-/// A value whose shard can't be named: the read goes to every shard when its results can be
-/// gathered exactly, else it is refused for `what stands in the way` with `value`.
+/// A value whose shard can't be named: the read goes to every shard, its results relayed
+/// when they are a concatenation, else merged by the router (or refused).
 fn scatter_all(
     ks: &KeyspaceMap,
     concat: Result<Gathering, &'static str>,
-    value: impl FnOnce() -> String,
+    stmt: &Statement,
+    input: PlanInput<'_>,
+    table: &str,
 ) -> Plan {
     match concat {
         Ok((limit, order)) => Plan::Scatter {
@@ -624,7 +626,27 @@ fn scatter_all(
             limit,
             order,
         },
-        Err(what) => Plan::Refuse(format!("{what} with {}", value())),
+        Err(_) => gathered(stmt, input, table, ks.all_shards().to_vec()),
+    }
+}
+
+/// A read over `targets` that needs merging: a [`Plan::Gather`], or refused naming what the
+/// merge does not support.
+fn gathered(
+    stmt: &Statement,
+    input: PlanInput<'_>,
+    table: &str,
+    targets: Vec<ShardTarget>,
+) -> Plan {
+    match super::gather::analyze(stmt, input.sql, input.class) {
+        Ok(spec) => Plan::Gather {
+            targets,
+            spec: Box::new(spec),
+        },
+        Err(super::gather::GatherError::NeedsParams) => Plan::NeedsParams,
+        Err(super::gather::GatherError::Refuse(what)) => Plan::Refuse(format!(
+            "{what} on sharded table `{table}` over several shards"
+        )),
     }
 }
 
@@ -989,23 +1011,14 @@ mod tests {
             .find(|(a, b)| shard_of(*a) != shard_of(*b))
             .unwrap();
         for sql in [
-            "SELECT COUNT(DISTINCT name) FROM customers".to_string(),
-            "SELECT COUNT(*), name FROM customers".into(),
-            "SELECT COUNT(*) FROM customers GROUP BY name".into(),
-            "SELECT COUNT(*) FROM customers LIMIT 1".into(),
-            "SELECT SUM(id) FROM customers".into(),
-            "SELECT * FROM customers ORDER BY id + 1".into(),
-            "SELECT * FROM customers ORDER BY id LIMIT 2, 3".into(),
-            "SELECT * FROM customers LIMIT 3 OFFSET 2".into(),
-            "SELECT * FROM customers LIMIT 2, 3".into(),
-            "SELECT DISTINCT name FROM customers".into(),
-            "SELECT name FROM customers GROUP BY name".into(),
+            "SELECT COUNT(*), name FROM customers".to_string(),
+            "SELECT COUNT(DISTINCT id, name) FROM customers".into(),
+            format!("SELECT SUM(id) + 1 FROM customers WHERE id IN ({a}, {b})"),
             "SELECT * FROM customers WHERE id = (SELECT MAX(id) FROM customers)".into(),
             "SELECT *, ROW_NUMBER() OVER () FROM customers".into(),
             "SELECT * FROM customers WHERE id > 5 FOR UPDATE".into(),
             "UPDATE customers SET name = 'x'".into(),
             "DELETE FROM customers WHERE id > 5".into(),
-            format!("SELECT SUM(id) FROM customers WHERE id IN ({a}, {b})"),
             "UPDATE customers SET id = 5 WHERE id = 1".into(),
             "INSERT INTO customers (name) VALUES ('a')".into(),
             format!("INSERT INTO customers (id) VALUES ({a}), ({b})"),
@@ -1176,6 +1189,66 @@ mod tests {
             }
             other => panic!("expected a scatter, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn reads_needing_a_merge_are_gathered_or_refused_by_name() {
+        let (a, b) = (1..100)
+            .flat_map(|a| (a + 1..100).map(move |b| (a, b)))
+            .find(|(a, b)| shard_of(*a) != shard_of(*b))
+            .unwrap();
+        for (sql, shards) in [
+            ("SELECT SUM(id) FROM customers".to_string(), 2),
+            (
+                "SELECT name, COUNT(*) FROM customers GROUP BY name".into(),
+                2,
+            ),
+            ("SELECT * FROM customers ORDER BY id LIMIT 2, 3".into(), 2),
+            ("SELECT DISTINCT name FROM customers WHERE id > 3".into(), 2),
+            (
+                format!("SELECT AVG(id) FROM customers WHERE id IN ({a}, {b})"),
+                2,
+            ),
+            ("SELECT MAX(name) FROM customers WHERE id = 1.0".into(), 2),
+        ] {
+            match run(&sql, None) {
+                Plan::Gather { targets, spec } => {
+                    assert_eq!(targets.len(), shards, "{sql}");
+                    assert!(spec.sql.starts_with("SELECT "), "{sql}");
+                }
+                other => panic!("{sql}: expected a gather, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            run("SELECT GROUP_CONCAT(name) FROM customers", None),
+            Plan::Refuse("GROUP_CONCAT on sharded table `customers` over several shards".into())
+        );
+        assert_eq!(
+            run("SELECT * FROM customers LIMIT ?, 2", None),
+            Plan::NeedsParams
+        );
+        // UNION ALL of plain reads of one table: a raw scatter of the whole statement.
+        match run(
+            "SELECT id FROM customers WHERE id = 1 UNION ALL SELECT id FROM customers LIMIT 4",
+            None,
+        ) {
+            Plan::Scatter {
+                targets,
+                limit,
+                order,
+            } => assert_eq!((targets.len(), limit, order.len()), (2, Some(4), 0)),
+            other => panic!("expected a scatter, got {other:?}"),
+        }
+        assert_eq!(
+            run(
+                "SELECT id FROM customers UNION SELECT id FROM customers",
+                None
+            ),
+            Plan::Refuse(
+                "UNION without ALL (DISTINCT) on sharded table `customers` over several shards"
+                    .into()
+            )
+        );
     }
 
     #[test]
