@@ -86,6 +86,11 @@ pub struct RouterConfig {
     /// Statements held at once across all sessions; past it they fail at once.
     #[serde(default = "default_hold_max_statements")]
     pub hold_max_statements: u64,
+    /// Names this router in the ids of its distributed (XA) transactions, so that after a
+    /// restart it recovers its own prepared branches and no other router's. Keep it stable
+    /// and unique per router; by default the `listen` address.
+    #[serde(default)]
+    pub router_id: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -132,6 +137,7 @@ impl RouterConfig {
             handshake_timeout_ms: default_handshake_timeout_ms(),
             hold_timeout_ms: default_hold_timeout_ms(),
             hold_max_statements: default_hold_max_statements(),
+            router_id: None,
         }
     }
 

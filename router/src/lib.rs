@@ -12,6 +12,7 @@
 //! - [`backend`]: our own backend connections, their pools, and the raw relay of responses.
 //! - [`protocol`]: packet framing and the few packets the router writes itself.
 //! - [`error`]: router errors and what the client sees for each.
+//! - [`xa`]: distributed transactions: xids, the commit decision log, recovery, failpoints.
 //! - [`config`]: the `[router]` settings.
 
 pub mod backend;
@@ -23,6 +24,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod xa;
 
 pub use config::{RouterConfig, Secret, UserConfig};
 pub use context::RouterContext;

@@ -66,6 +66,7 @@ impl Session {
                 Plan::Scatter { targets, .. } | Plan::ScatterCount { targets } => {
                     shard_target = targets.into_iter().next()
                 }
+                Plan::MultiWrite { parts, .. } => shard_target = parts.into_iter().next().map(|p| p.0),
                 Plan::NeedsParams | Plan::NeedsColumnPosition { .. } => {
                     let first = class
                         .tables
@@ -101,7 +102,7 @@ impl Session {
             },
             None => key,
         };
-        if let (Some(t), Some(r)) = (&shard_target, &self.pinned_route) {
+        if let (Some(t), Some(r), None) = (&shard_target, &self.pinned_route, &self.xa) {
             if *r.cluster != *t.cluster {
                 return Err(RouterError::NotSupported(format!(
                     "a transaction or locked session spanning shards on clusters `{}` and `{}` \
@@ -114,7 +115,14 @@ impl Session {
         let saved = shard_target
             .as_ref()
             .map(|t| self.state.db.replace(t.database.clone()));
-        let prepared = self.prepare_on(shard_target.as_ref(), &key).await;
+        let switched = match &shard_target {
+            Some(t) => self.xa_use_cluster(&t.cluster.clone()).await,
+            None => Ok(()),
+        };
+        let prepared = match switched {
+            Ok(()) => self.prepare_on(shard_target.as_ref(), &key).await,
+            Err(f) => Err(f),
+        };
         if let Some(db) = saved {
             self.state.db = db;
         }
@@ -262,6 +270,9 @@ impl Session {
             retry_reads: is_read(&class),
             with_insert_id: class.uses_session_functions,
         };
+        if let Some(why) = self.xa.as_ref().and_then(|x| x.failed.clone()) {
+            return Err(RouterError::XaRolledBack(why).into());
+        }
         let outcome = if sharded {
             let params = crate::shard::params::decode(&out, n);
             let map = self.ctx.shard_map.load();
@@ -293,6 +304,50 @@ impl Session {
                     };
                     self.run_scatter(&targets, Gather::SumCounts, cmd).await?;
                     return Ok(());
+                }
+                Plan::MultiWrite { .. } => {
+                    // The text is cut by shard: the parameters become literals in it.
+                    if !long_data.is_empty() {
+                        return Err(RouterError::NotSupported(
+                            "long data parameters in a write over several shards".into(),
+                        )
+                        .into());
+                    }
+                    let text = crate::shard::split::literals(&out, n)
+                        .and_then(|lits| crate::shard::split::substitute(&sql, &lits))
+                        .ok_or_else(|| {
+                            RouterError::NotSupported(
+                                "parameter types of this write over several shards".into(),
+                            )
+                        })?;
+                    let class = self.ctx.classifier.classify(&text);
+                    match self.plan(&map, &text, &class, key.db.clone(), None).await? {
+                        Plan::MultiWrite { parts, copies } => {
+                            return self.xa_write(parts, copies, _seq).await
+                        }
+                        Plan::Single(t) => {
+                            let cmd_text = {
+                                let mut p = Vec::with_capacity(text.len() + 1);
+                                p.push(0x03);
+                                p.extend_from_slice(text.as_bytes());
+                                p
+                            };
+                            let exec = Exec {
+                                mode: RelayMode::ResultSet { cursor: false },
+                                ..exec
+                            };
+                            let outcome = self.run_on_shard(&t, Cmd::Raw(&cmd_text), exec).await?;
+                            self.after_statement(&class, &outcome);
+                            return Ok(());
+                        }
+                        Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
+                        _ => {
+                            return Err(RouterError::NotSupported(
+                                "this prepared write over several shards".into(),
+                            )
+                            .into())
+                        }
+                    }
                 }
                 Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
                 _ => {

@@ -7,5 +7,6 @@
 
 pub mod params;
 pub mod plan;
+pub mod split;
 
 pub use plan::{plan, Plan, PlanInput};

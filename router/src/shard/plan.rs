@@ -57,6 +57,14 @@ pub enum Plan {
         table: String,
         column: String,
     },
+    /// A write over several shards, run as one distributed transaction: each part's text on
+    /// its shard (a multi-row INSERT cut by shard, or the client's text for a reference
+    /// table's copies and for UPDATE/DELETE over several shards). With `copies` (a reference
+    /// table) the affected rows are one copy's, else the parts' sum.
+    MultiWrite {
+        parts: Vec<(ShardTarget, String)>,
+        copies: bool,
+    },
     /// Not supported (error 1235 with this text).
     Refuse(String),
 }
@@ -158,10 +166,7 @@ pub fn plan(map: &ShardMap, input: PlanInput<'_>) -> Plan {
                             None => Plan::Refuse("a keyspace without shards".into()),
                         }
                     } else {
-                        Plan::Refuse(format!(
-                            "writes to reference table `{}` (they must reach every shard atomically)",
-                            only.table
-                        ))
+                        super::split::reference_write(ks, &only.table, input.sql)
                     }
                 }
                 TableKind::Sharded(t) => plan_single_table(ks, &only.table, t, input),
@@ -242,6 +247,7 @@ fn plan_single_table(
     };
     let placeholders = placeholder_positions(input.sql);
     let ctx = Values {
+        sql: input.sql,
         params: input.params,
         placeholders: &placeholders,
     };
@@ -279,6 +285,9 @@ fn plan_single_table(
         Statement::Insert(i) => return plan_insert(ks, table, t, i, &ctx, input.key_position),
         _ => return Plan::Refuse(format!("this statement on sharded table `{table}`")),
     };
+    if matches!(stmt, Statement::Update(_) | Statement::Delete(_)) {
+        return super::split::plan_write(ks, table, t, &stmt, values, input.sql);
+    }
     let concat = concat_safe(&stmt, input.class);
     let counts = counts_only(&stmt, input.class);
     let Some(values) = values else {
@@ -636,6 +645,8 @@ fn plan_insert(
         }
     }
     let mut target: Option<&ShardTarget> = None;
+    let mut row_shards: Vec<&ShardTarget> = Vec::with_capacity(exprs.len());
+    let mut spans_shards = false;
     for e in exprs {
         let v = match ctx.key(e) {
             Key::Known(v) => v,
@@ -654,12 +665,12 @@ fn plan_insert(
         match target {
             None => target = Some(s),
             Some(prev) if prev.shard == s.shard => {}
-            Some(_) => {
-                return Plan::Refuse(format!(
-                    "multi-row INSERT into `{table}` whose rows belong to different shards"
-                ))
-            }
+            Some(_) => spans_shards = true,
         }
+        row_shards.push(s);
+    }
+    if spans_shards {
+        return super::split::split_insert(table, ctx.sql, &row_shards);
     }
     target.map_or_else(|| missing_key(table, t), |s| Plan::Single(s.clone()))
 }
@@ -678,7 +689,7 @@ fn last_ident(n: &sqlparser::ast::ObjectName) -> Option<String> {
 }
 
 /// A shard key value found in the statement.
-enum Key {
+pub(super) enum Key {
     Known(KeyValue),
     /// A prepared-statement parameter not bound yet.
     Param,
@@ -686,7 +697,9 @@ enum Key {
     Unusable,
 }
 
-struct Values<'a> {
+pub(super) struct Values<'a> {
+    /// The statement's text.
+    sql: &'a str,
     params: Option<&'a [Option<KeyValue>]>,
     /// (line, column) of each `?` in the text, in order.
     placeholders: &'a [(u64, u64)],
@@ -943,20 +956,65 @@ mod tests {
             "SELECT * FROM customers WHERE id = (SELECT MAX(id) FROM customers)".into(),
             "SELECT *, ROW_NUMBER() OVER () FROM customers".into(),
             "SELECT * FROM customers WHERE id > 5 FOR UPDATE".into(),
-            "UPDATE customers SET name = 'x'".into(),
-            "DELETE FROM customers WHERE id > 5".into(),
             format!("SELECT SUM(id) FROM customers WHERE id IN ({a}, {b})"),
             "UPDATE customers SET id = 5 WHERE id = 1".into(),
+            "UPDATE customers SET name = 'x' LIMIT 3".into(),
+            "DELETE FROM customers WHERE id > 5 ORDER BY id LIMIT 1".into(),
             "INSERT INTO customers (name) VALUES ('a')".into(),
-            format!("INSERT INTO customers (id) VALUES ({a}), ({b})"),
             "INSERT INTO customers (id) SELECT id FROM other".into(),
             "SELECT * FROM customers JOIN countries ON 1 = 1 WHERE customers.id = 1".into(),
             "SELECT * FROM customers WHERE id = 1 LOCK IN SHARE MODE".into(),
-            "INSERT INTO countries VALUES ('fr')".into(),
         ] {
             match run(&sql, None) {
                 Plan::Refuse(why) => assert!(!why.is_empty()),
                 other => panic!("{sql}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn writes_over_several_shards_are_one_distributed_write() {
+        let (a, b) = (1..100)
+            .flat_map(|a| (a + 1..100).map(move |b| (a, b)))
+            .find(|(a, b)| shard_of(*a) != shard_of(*b))
+            .unwrap();
+        let sql = format!(
+            "INSERT INTO customers (id, name) VALUES ({a}, 'a'), ({b}, 'b') \
+             ON DUPLICATE KEY UPDATE name = VALUES(name)"
+        );
+        match run(&sql, None) {
+            Plan::MultiWrite { parts, copies } => {
+                assert!(!copies);
+                assert_eq!(parts.len(), 2);
+                for (t, text) in parts {
+                    let id = if t.shard == shard_of(a) { a } else { b };
+                    let other = if id == a { b } else { a };
+                    assert!(text.contains(&format!("({id}, ")), "{text}");
+                    assert!(!text.contains(&format!("({other}, ")), "{text}");
+                    assert!(text.ends_with("ON DUPLICATE KEY UPDATE name = VALUES(name)"));
+                }
+            }
+            other => panic!("expected a split insert, got {other:?}"),
+        }
+        // A prepared split insert waits for its parameters.
+        assert_eq!(
+            run("INSERT INTO customers (id) VALUES (?), (?)", None),
+            Plan::NeedsParams
+        );
+        for (sql, copies) in [
+            ("INSERT INTO countries VALUES ('fr')".to_string(), true),
+            ("UPDATE countries SET code = 'x'".into(), true),
+            ("UPDATE customers SET name = 'x'".into(), false),
+            ("DELETE FROM customers WHERE id > 5".into(), false),
+            (format!("DELETE FROM customers WHERE id IN ({a}, {b})"), false),
+        ] {
+            match run(&sql, None) {
+                Plan::MultiWrite { parts, copies: c } => {
+                    assert_eq!(parts.len(), 2, "{sql}");
+                    assert_eq!(c, copies, "{sql}");
+                    assert!(parts.iter().all(|(_, t)| *t == sql));
+                }
+                other => panic!("{sql}: expected a multi-shard write, got {other:?}"),
             }
         }
     }

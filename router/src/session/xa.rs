@@ -1,0 +1,547 @@
+//! A session's distributed transaction in a sharded keyspace: one XA branch per cluster it
+//! touches (shard databases on the same cluster share the branch), started with `XA START`
+//! on the connection that runs the cluster's first statement; COMMIT is one phase for one
+//! branch and two phases with a logged decision for several (see [`crate::xa`]).
+//!
+//! Every transaction in a sharded keyspace is XA from its start: a branch can't become XA
+//! after a plain BEGIN, and a transaction can't know at BEGIN which clusters it will touch.
+//! A single branch commits with `XA COMMIT ... ONE PHASE` (no prepare, no decision log).
+
+use std::sync::Arc;
+
+use crate::backend::{BackendError, PooledConn};
+use crate::context::{Route, RouterMetrics};
+use crate::error::RouterError;
+use crate::protocol::{ok_payload, ServerError, StatusFlags};
+use crate::xa::{self as coord, xid_sql};
+
+use super::{Failure, Session, Target};
+
+/// One branch's connection and where it was routed.
+type Branch = (PooledConn, Option<Route>);
+
+/// A distributed transaction of one session.
+#[derive(Debug)]
+pub(crate) struct XaTxn {
+    pub gtrid: String,
+    /// The keyspace's default cluster: where the commit decision is logged.
+    pub log_cluster: String,
+    /// Branches other than the one in `Session::pinned`.
+    pub parked: Vec<Branch>,
+    /// Clusters with a branch, in the order they joined.
+    pub clusters: Vec<String>,
+    /// Why the transaction was rolled back under the client (a lost branch, a failed
+    /// multi-shard statement): statements fail until the client ends it.
+    pub failed: Option<String>,
+    /// Started by the router for one multi-shard statement outside a transaction.
+    pub implicit: bool,
+}
+
+impl XaTxn {
+    pub fn new(gtrid: String, log_cluster: String) -> XaTxn {
+        XaTxn {
+            gtrid,
+            log_cluster,
+            parked: Vec::new(),
+            clusters: Vec::new(),
+            failed: None,
+            implicit: false,
+        }
+    }
+
+    fn xid(&self, cluster: &str) -> String {
+        xid_sql(&self.gtrid, cluster)
+    }
+}
+
+/// Whether a client's BEGIN can become `XA START` (options such as READ ONLY or WITH
+/// CONSISTENT SNAPSHOT can't be given to XA START: such transactions stay plain and on one
+/// cluster).
+pub(crate) fn xa_capable_begin(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    matches!(
+        w.as_slice(),
+        ["BEGIN"] | ["BEGIN", "WORK"] | ["START", "TRANSACTION"] | ["START", "TRANSACTION", "READ", "WRITE"]
+    )
+}
+
+/// The sum of a multi-shard write's results.
+#[derive(Debug, Default)]
+struct Summary {
+    affected: u64,
+    first_affected: Option<u64>,
+    last_insert_id: u64,
+    warnings: u16,
+}
+
+impl Session {
+    /// Starts a distributed transaction for a client BEGIN (deferred: branches start with
+    /// the statements that need them).
+    pub(super) fn xa_begin(&mut self) {
+        let map = self.ctx.shard_map.load();
+        let log_cluster = map.cluster_for_db(self.state.db.as_deref()).to_string();
+        self.xa = Some(XaTxn::new(self.ctx.xa.next_gtrid(), log_cluster));
+    }
+
+    /// Whether the session's `autocommit` is off.
+    pub(super) fn autocommit_off(&self) -> bool {
+        self.state.vars.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("autocommit")
+                && matches!(
+                    v.trim_matches('\'').to_ascii_uppercase().as_str(),
+                    "0" | "OFF" | "FALSE"
+                )
+        })
+    }
+
+    /// The `XA START` for the deferred BEGIN on `cluster`, when the transaction is XA.
+    pub(super) fn xa_start_sql(&mut self, cluster: &str) -> Option<String> {
+        let xa = self.xa.as_mut()?;
+        xa.clusters.push(cluster.to_string());
+        Some(format!("XA START {}", xa.xid(cluster)))
+    }
+
+    /// Makes `cluster`'s branch the session's current connection, starting it if the
+    /// transaction has none there yet. Nothing to do outside a distributed transaction or
+    /// before its first branch (the deferred BEGIN starts that one).
+    pub(super) async fn xa_use_cluster(&mut self, cluster: &str) -> Result<(), Failure> {
+        let Some(xa) = self.xa.as_mut() else {
+            return Ok(());
+        };
+        if let Some(why) = &xa.failed {
+            return Err(RouterError::XaRolledBack(why.clone()).into());
+        }
+        if xa.clusters.is_empty() && self.pending_begin.is_some() {
+            return Ok(());
+        }
+        if self
+            .pinned_route
+            .as_ref()
+            .is_some_and(|r| *r.cluster == *cluster)
+        {
+            return Ok(());
+        }
+        if let Some(c) = self.pinned.take() {
+            xa.parked.push((c, self.pinned_route.take()));
+        }
+        if let Some(i) = xa
+            .parked
+            .iter()
+            .position(|(_, r)| r.as_ref().is_some_and(|r| *r.cluster == *cluster))
+        {
+            let (c, r) = xa.parked.remove(i);
+            self.pinned = Some(c);
+            self.pinned_route = r;
+            return Ok(());
+        }
+        let xid = xa.xid(cluster);
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(self.ctx.config.hold_timeout_ms);
+        let (mut conn, route) = self
+            .route_and_checkout(Target::Cluster(cluster), deadline)
+            .await?;
+        let started = async {
+            self.sync(&mut conn, false).await?;
+            conn.query(&format!("XA START {xid}"))
+                .await
+                .map_err(RouterError::from)
+        }
+        .await;
+        if let Err(e) = started {
+            conn.discard();
+            return Err(e.into());
+        }
+        if let Some(xa) = self.xa.as_mut() {
+            xa.clusters.push(cluster.to_string());
+        }
+        self.keep(conn, route);
+        Ok(())
+    }
+
+    /// Every branch's connection, out of the session.
+    fn xa_take_branches(&mut self) -> Vec<(String, Branch)> {
+        let mut out = Vec::new();
+        let Some(xa) = self.xa.as_mut() else {
+            return out;
+        };
+        let mut all: Vec<Branch> = xa.parked.drain(..).collect();
+        if let Some(c) = self.pinned.take() {
+            all.push((c, self.pinned_route.take()));
+        }
+        for (c, r) in all {
+            let cluster = r
+                .as_ref()
+                .map(|r| r.cluster.to_string())
+                .unwrap_or_default();
+            out.push((cluster, (c, r)));
+        }
+        out
+    }
+
+    /// A branch was lost (its connection died or its leader changed): the others are rolled
+    /// back by closing their connections (an unprepared branch dies with its connection).
+    pub(super) fn xa_lost(&mut self, why: &str) {
+        let branches = self.xa_take_branches();
+        for (_, (c, _)) in branches {
+            c.discard();
+        }
+        if let Some(xa) = self.xa.as_mut() {
+            xa.clusters.clear();
+            if !xa.implicit {
+                xa.failed = Some(why.to_string());
+            }
+        }
+    }
+
+    /// Rolls every branch back (not prepared yet) and keeps the transaction failed with
+    /// `why` until the client ends it (or ends it now when the router started it).
+    async fn xa_abort(&mut self, why: &str) {
+        let branches = self.xa_take_branches();
+        let gtrid = self.xa.as_ref().map(|x| x.gtrid.clone()).unwrap_or_default();
+        for (cluster, (mut c, _)) in branches {
+            let xid = xid_sql(&gtrid, &cluster);
+            let _ = c.query(&format!("XA END {xid}")).await;
+            if c.query(&format!("XA ROLLBACK {xid}")).await.is_err() {
+                c.discard();
+            }
+        }
+        match self.xa.as_mut() {
+            Some(xa) if !xa.implicit => {
+                xa.clusters.clear();
+                xa.failed = Some(why.to_string());
+            }
+            _ => self.xa = None,
+        }
+    }
+
+    /// The client's COMMIT (`commit`) or ROLLBACK of a distributed transaction.
+    pub(super) async fn xa_end(&mut self, commit: bool, seq: u8) -> Result<(), Failure> {
+        self.pending_begin = None;
+        let failed = self.xa.as_ref().and_then(|x| x.failed.clone());
+        let result = if commit && failed.is_some() {
+            self.xa_abort("").await;
+            Err(RouterError::XaRolledBack(failed.unwrap_or_default()).into())
+        } else if commit {
+            self.xa_commit().await
+        } else {
+            self.xa_abort("").await;
+            Ok(())
+        };
+        self.xa = None;
+        self.release_if_free();
+        result?;
+        self.reply_ok(seq).await
+    }
+
+    /// Commits every branch: one phase for one, else prepare, log the decision, commit.
+    async fn xa_commit(&mut self) -> Result<(), Failure> {
+        let Some(xa) = self.xa.as_ref() else {
+            return Ok(());
+        };
+        let (gtrid, log_cluster) = (xa.gtrid.clone(), xa.log_cluster.clone());
+        let mut branches = self.xa_take_branches();
+        if branches.is_empty() {
+            return Ok(());
+        }
+        if let Some((cluster, _)) = branches
+            .iter()
+            .find(|(_, (_, r))| r.as_ref().is_some_and(|r| !self.ctx.route_current(r)))
+        {
+            let e = RouterError::LeaderChanged {
+                cluster: cluster.clone(),
+            };
+            for (_, (c, _)) in branches {
+                c.discard();
+            }
+            return Err(e.into());
+        }
+        if branches.len() == 1 {
+            let (cluster, (mut c, r)) = branches.pop().expect("one branch");
+            let xid = xid_sql(&gtrid, &cluster);
+            let r2 = c
+                .query(&format!("XA END {xid}; XA COMMIT {xid} ONE PHASE"))
+                .await;
+            return match r2 {
+                Ok(_) => {
+                    self.keep(c, r);
+                    Ok(())
+                }
+                Err(e) => {
+                    let lost = e.is_connection_failure();
+                    c.discard();
+                    if lost {
+                        Err(RouterError::LostDuringQuery {
+                            addr: format!("cluster {cluster} during COMMIT"),
+                        }
+                        .into())
+                    } else {
+                        Err(RouterError::Backend(e).into())
+                    }
+                }
+            };
+        }
+        // Phase one, on every branch at once. Registered first, so that a recovery pass of
+        // this process never takes these branches for leftovers.
+        self.ctx.xa.prepared(&gtrid);
+        let prepared = futures::future::join_all(branches.iter_mut().map(|(cluster, (c, _))| {
+            let xid = xid_sql(&gtrid, cluster);
+            async move {
+                c.query(&format!("XA END {xid}; XA PREPARE {xid}"))
+                    .await
+                    .map(|_| ())
+            }
+        }))
+        .await;
+        if let Some(e) = prepared.into_iter().find_map(|r| r.err()) {
+            self.xa_rollback_prepared(&gtrid, branches).await;
+            return Err(RouterError::Backend(e).into());
+        }
+        coord::failpoint("xa-after-prepare");
+        let fallback = (&self.user.name, &self.user.password);
+        if let Err(e) = coord::log_decision(&self.ctx, &log_cluster, &gtrid, Some(fallback)).await {
+            if e.outcome_unknown() {
+                // Perhaps logged: the branches stay prepared for recovery to decide.
+                for (_, (c, _)) in branches {
+                    c.discard();
+                }
+                self.ctx.xa.finished(&gtrid, true);
+                return Err(RouterError::XaOutcomeUnknown(e.to_string()).into());
+            }
+            self.xa_rollback_prepared(&gtrid, branches).await;
+            return Err(RouterError::Backend(BackendError::Server(e.to_server())).into());
+        }
+        coord::failpoint("xa-after-decision");
+        // Decided: every branch must commit, now or by recovery.
+        let done = futures::future::join_all(branches.into_iter().map(|(cluster, (c, _))| {
+            let ctx = self.ctx.clone();
+            let gtrid = gtrid.clone();
+            let user = (self.user.name.clone(), self.user.password.clone());
+            async move { finish_branch(&ctx, c, &cluster, &gtrid, true, &user).await }
+        }))
+        .await;
+        if done.iter().all(|ok| *ok) {
+            coord::forget_decision(&self.ctx, &log_cluster, &gtrid, Some(fallback)).await;
+            self.ctx.xa.finished(&gtrid, false);
+        } else {
+            self.ctx.xa.finished(&gtrid, true);
+        }
+        Ok(())
+    }
+
+    /// Rolls back branches of which some may be prepared.
+    async fn xa_rollback_prepared(&mut self, gtrid: &str, branches: Vec<(String, Branch)>) {
+        let user = (self.user.name.clone(), self.user.password.clone());
+        let done = futures::future::join_all(branches.into_iter().map(|(cluster, (mut c, _))| {
+            let ctx = self.ctx.clone();
+            let user = user.clone();
+            async move {
+                let xid = xid_sql(gtrid, &cluster);
+                let _ = c.query(&format!("XA END {xid}")).await;
+                finish_branch(&ctx, c, &cluster, gtrid, false, &user).await
+            }
+        }))
+        .await;
+        self.ctx.xa.finished(gtrid, !done.iter().all(|ok| *ok));
+    }
+
+    /// A write over several shards (`parts`: each shard and its text), atomically: inside the
+    /// client's transaction, or as a distributed transaction of its own. One OK in reply,
+    /// with the affected rows summed (one copy's for a reference table).
+    pub(super) async fn xa_write(
+        &mut self,
+        parts: Vec<(shard_map::ShardTarget, String)>,
+        copies: bool,
+        seq: u8,
+    ) -> Result<(), Failure> {
+        if self.xa.is_none() {
+            if self.pinned.is_some() || self.pending_begin.is_some() {
+                return Err(RouterError::NotSupported(
+                    "writes over several shards inside a transaction that is not distributed \
+                     (START TRANSACTION READ ONLY / WITH CONSISTENT SNAPSHOT) or a locked session"
+                        .into(),
+                )
+                .into());
+            }
+            self.xa_begin();
+            if let Some(xa) = self.xa.as_mut() {
+                xa.implicit = true;
+            }
+        }
+        if let Some(why) = self.xa.as_ref().and_then(|x| x.failed.clone()) {
+            return Err(RouterError::XaRolledBack(why).into());
+        }
+        let mut sum = Summary::default();
+        let mut failure: Option<Failure> = None;
+        for (target, sql) in &parts {
+            let saved = self.state.db.replace(target.database.clone());
+            let r = self.xa_run_part(&target.cluster, sql).await;
+            self.state.db = saved;
+            match r {
+                Ok(out) => {
+                    for ok in &out.oks {
+                        if sum.first_affected.is_none() {
+                            sum.first_affected = Some(ok.affected_rows);
+                        }
+                        sum.affected += ok.affected_rows;
+                        sum.warnings = sum.warnings.saturating_add(ok.warnings);
+                        if sum.last_insert_id == 0 {
+                            sum.last_insert_id = ok.last_insert_id;
+                        }
+                    }
+                }
+                Err(f) => {
+                    failure = Some(f);
+                    break;
+                }
+            }
+        }
+        let implicit = self.xa.as_ref().is_some_and(|x| x.implicit);
+        if let Some(f) = failure {
+            let why = match &f {
+                Failure::Reply(e, _) => e.to_client().message,
+                Failure::ClientGone => "the client left".into(),
+            };
+            self.xa_abort(&format!("a statement over several shards failed: {why}"))
+                .await;
+            self.release_if_free();
+            return Err(f);
+        }
+        if implicit {
+            let r = self.xa_commit().await;
+            self.xa = None;
+            self.release_if_free();
+            r?;
+        }
+        if sum.last_insert_id != 0 {
+            self.state.last_insert_id = sum.last_insert_id;
+        }
+        let affected = if copies {
+            sum.first_affected.unwrap_or(0)
+        } else {
+            sum.affected
+        };
+        let mut status = StatusFlags::empty();
+        if !self.autocommit_off() {
+            status |= StatusFlags::SERVER_STATUS_AUTOCOMMIT;
+        }
+        if self.xa.is_some() {
+            status |= StatusFlags::SERVER_STATUS_IN_TRANS;
+        }
+        let header = 0;
+        self.output.push(
+            seq,
+            &ok_payload(affected, sum.last_insert_id, status, sum.warnings, header),
+        );
+        self.output.flush().await.map_err(|_| Failure::ClientGone)
+    }
+
+    /// Runs one part of a multi-shard write on its cluster's branch (the session's database
+    /// is the part's shard database meanwhile).
+    async fn xa_run_part(
+        &mut self,
+        cluster: &str,
+        sql: &str,
+    ) -> Result<crate::backend::conn::QueryOutput, Failure> {
+        if self.xa.as_ref().is_some_and(|x| x.clusters.is_empty()) {
+            // The first branch: started here rather than by a deferred BEGIN.
+            self.pending_begin = None;
+        }
+        self.xa_use_cluster(cluster).await?;
+        let Some(mut conn) = self.pinned.take() else {
+            return Err(RouterError::NotSupported("a distributed transaction without a branch".into()).into());
+        };
+        let route = self.pinned_route.take();
+        if let Some(r) = route.as_ref().filter(|r| !self.ctx.route_current(r)) {
+            let cluster = r.cluster.to_string();
+            conn.discard();
+            self.xa_lost("a leader changed");
+            return Err(RouterError::LeaderChanged { cluster }.into());
+        }
+        let r = async {
+            self.sync(&mut conn, false).await?;
+            conn.query(sql).await.map_err(RouterError::from)
+        }
+        .await;
+        match r {
+            Ok(out) => {
+                self.keep(conn, route);
+                Ok(out)
+            }
+            Err(RouterError::Backend(b)) if b.is_connection_failure() => {
+                conn.discard();
+                RouterMetrics::inc(&self.ctx.metrics.errors);
+                self.xa_lost("a branch's connection was lost");
+                Err(RouterError::LostDuringQuery {
+                    addr: format!("cluster {cluster}"),
+                }
+                .into())
+            }
+            Err(e) => {
+                self.keep(conn, route);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Commits (or rolls back) one prepared branch: on its own connection, else again and again
+/// on a fresh connection to the cluster's current leader (the branch outlives its
+/// connection once prepared) until the hold timeout; true when done. What is left is for
+/// recovery.
+async fn finish_branch(
+    ctx: &Arc<crate::RouterContext>,
+    mut conn: PooledConn,
+    cluster: &str,
+    gtrid: &str,
+    commit: bool,
+    user: &(Arc<str>, Arc<str>),
+) -> bool {
+    let xid = xid_sql(gtrid, cluster);
+    let sql = format!("XA {} {xid}", if commit { "COMMIT" } else { "ROLLBACK" });
+    match conn.query(&sql).await {
+        Ok(_) => return true,
+        // Not there: a rollback of a branch that was never prepared (it died with its
+        // connection or was rolled back by the server).
+        Err(BackendError::Server(e)) if e.code == 1397 && !commit => return true,
+        Err(e) => {
+            tracing::warn!(%cluster, gtrid, error = %e, commit, "finishing an XA branch failed; trying again");
+            conn.discard();
+        }
+    }
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(ctx.config.hold_timeout_ms.max(1000) * 2);
+    // A branch whose connection just died may not be detached yet: "unknown xid" counts as
+    // finished only when seen twice.
+    let mut not_found = 0;
+    while tokio::time::Instant::now() < deadline {
+        let r = async {
+            let mut c = coord::internal_conn(ctx, cluster, Some((&user.0, &user.1))).await?;
+            c.query(&sql).await.map_err(coord::XaError::from)
+        }
+        .await;
+        match r {
+            Ok(_) => return true,
+            // XAER_NOTA: nothing left under this xid (finished already).
+            Err(coord::XaError::Backend(BackendError::Server(ServerError { code: 1397, .. })))
+                if not_found > 0 || !commit =>
+            {
+                return true
+            }
+            Err(coord::XaError::Backend(BackendError::Server(ServerError { code: 1397, .. }))) => {
+                not_found += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                tracing::warn!(%cluster, gtrid, error = %e, "finishing an XA branch failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    false
+}
