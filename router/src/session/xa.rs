@@ -91,10 +91,12 @@ impl Session {
 
     /// Whether the session's `autocommit` is off.
     pub(super) fn autocommit_off(&self) -> bool {
-        self.state.vars.iter().any(|(n, v)| {
+        // Recorded as the statement that replays it: SET SESSION `autocommit` = <value>.
+        self.state.vars.iter().any(|(n, sql)| {
+            let value = sql.rsplit('=').next().unwrap_or("").trim();
             n.eq_ignore_ascii_case("autocommit")
                 && matches!(
-                    v.trim_matches('\'').to_ascii_uppercase().as_str(),
+                    value.trim_matches('\'').to_ascii_uppercase().as_str(),
                     "0" | "OFF" | "FALSE"
                 )
         })
