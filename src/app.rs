@@ -117,7 +117,10 @@ impl App {
         let router = Arc::new(
             RouterContext::new(config.router.clone(), topology.clone(), shard_map)
                 .with_failure_reporter(reporter)
-                .with_internal_user(&config.orchestrator.user, config.orchestrator.password.expose()),
+                .with_internal_user(
+                    &config.orchestrator.user,
+                    config.orchestrator.password.expose(),
+                ),
         );
         let router_listener = TcpListener::bind(&config.router.listen)
             .await

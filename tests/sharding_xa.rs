@@ -159,8 +159,11 @@ async fn writes_over_several_shards_commit_everywhere_or_nowhere() {
     .await
     .unwrap();
     for (id, want) in [(a, "pa!"), (b, "pb!")] {
-        let name: String =
-            query_one(&mut c, &format!("SELECT name FROM customers WHERE id = {id}")).await;
+        let name: String = query_one(
+            &mut c,
+            &format!("SELECT name FROM customers WHERE id = {id}"),
+        )
+        .await;
         assert_eq!(name, want);
     }
 
@@ -174,7 +177,8 @@ async fn writes_over_several_shards_commit_everywhere_or_nowhere() {
         .unwrap();
     assert_eq!(c.affected_rows(), 1);
     for s in shards.iter_mut() {
-        let n: String = query_one(s, "SELECT GROUP_CONCAT(name ORDER BY code) FROM countries").await;
+        let n: String =
+            query_one(s, "SELECT GROUP_CONCAT(name ORDER BY code) FROM countries").await;
         assert_eq!(n, "Germany,FR");
     }
 
@@ -197,17 +201,25 @@ async fn writes_over_several_shards_commit_everywhere_or_nowhere() {
     let (p, q) = (id_on("c1", 300), id_on("c2", 300));
     for commit in [false, true] {
         c.query_drop("BEGIN").await.unwrap();
-        c.query_drop(format!("INSERT INTO customers (id, name) VALUES ({p}, 'p')"))
-            .await
-            .unwrap();
-        c.query_drop(format!("INSERT INTO customers (id, name) VALUES ({q}, 'q')"))
-            .await
-            .unwrap();
+        c.query_drop(format!(
+            "INSERT INTO customers (id, name) VALUES ({p}, 'p')"
+        ))
+        .await
+        .unwrap();
+        c.query_drop(format!(
+            "INSERT INTO customers (id, name) VALUES ({q}, 'q')"
+        ))
+        .await
+        .unwrap();
         let seen: Option<String> = c
             .query_first(format!("SELECT name FROM customers WHERE id = {p}"))
             .await
             .unwrap();
-        assert_eq!(seen.as_deref(), Some("p"), "a transaction reads its own writes");
+        assert_eq!(
+            seen.as_deref(),
+            Some("p"),
+            "a transaction reads its own writes"
+        );
         c.query_drop(if commit { "COMMIT" } else { "ROLLBACK" })
             .await
             .unwrap();
@@ -226,7 +238,10 @@ async fn writes_over_several_shards_commit_everywhere_or_nowhere() {
         .await
         .unwrap();
     let r = c
-        .query_drop(format!("INSERT INTO customers (id) VALUES ({}), ({p})", id_on("c1", 400)))
+        .query_drop(format!(
+            "INSERT INTO customers (id) VALUES ({}), ({p})",
+            id_on("c1", 400)
+        ))
         .await;
     assert_eq!(server_code(r, "duplicate inside a transaction"), 1062);
     let r = c.query_drop("SELECT 1").await;
@@ -344,7 +359,9 @@ async fn concurrent_transfers_keep_the_total() {
     let mut rows = 0i64;
     for mut s in shard_conns(&env).await {
         let (n, sum): (i64, i64) = s
-            .query_first("SELECT COUNT(*), CAST(COALESCE(SUM(balance), 0) AS SIGNED) FROM customers")
+            .query_first(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(balance), 0) AS SIGNED) FROM customers",
+            )
             .await
             .unwrap()
             .unwrap();
@@ -475,12 +492,16 @@ async fn a_router_killed_between_phases_is_resolved_when_it_starts_again() {
         let mut serve = Serve::start(&path, Some(point));
         let mut c = connect().await;
         c.query_drop("BEGIN").await.unwrap();
-        c.query_drop(format!("INSERT INTO customers (id, name) VALUES ({a}, 'a')"))
-            .await
-            .unwrap();
-        c.query_drop(format!("INSERT INTO customers (id, name) VALUES ({b}, 'b')"))
-            .await
-            .unwrap();
+        c.query_drop(format!(
+            "INSERT INTO customers (id, name) VALUES ({a}, 'a')"
+        ))
+        .await
+        .unwrap();
+        c.query_drop(format!(
+            "INSERT INTO customers (id, name) VALUES ({b}, 'b')"
+        ))
+        .await
+        .unwrap();
         let r = c.query_drop("COMMIT").await;
         assert!(r.is_err(), "{point}: the router dies during COMMIT");
         let status = serve.exited(Duration::from_secs(20)).await;
@@ -499,9 +520,11 @@ async fn a_router_killed_between_phases_is_resolved_when_it_starts_again() {
         // Restarted without the failpoint, the router resolves them.
         let _serve = Serve::start(&path, None);
         for port in leaders {
-            eventually(Duration::from_secs(30), "no prepared branch left", || async {
-                xa_recover(port).await.is_empty().then_some(())
-            })
+            eventually(
+                Duration::from_secs(30),
+                "no prepared branch left",
+                || async { xa_recover(port).await.is_empty().then_some(()) },
+            )
             .await;
         }
         let mut direct = env.direct_conn(leaders[0], None).await;
@@ -516,7 +539,8 @@ async fn a_router_killed_between_phases_is_resolved_when_it_starts_again() {
         }
         let want = if *point == "xa-after-decision" { 2 } else { 0 };
         assert_eq!(n, want, "{point}: rows after recovery");
-        let left: i64 = query_one(&mut direct, "SELECT COUNT(*) FROM switchyard.xa_decisions").await;
+        let left: i64 =
+            query_one(&mut direct, "SELECT COUNT(*) FROM switchyard.xa_decisions").await;
         assert_eq!(left, 0, "{point}: decision log tidied");
     }
     env.stop().await;

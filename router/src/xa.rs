@@ -181,8 +181,8 @@ pub async fn internal_conn(
     cluster: &str,
     fallback: Option<(&std::sync::Arc<str>, &std::sync::Arc<str>)>,
 ) -> Result<PooledConn, XaError> {
-    let deadline = tokio::time::Instant::now()
-        + std::time::Duration::from_millis(ctx.config.hold_timeout_ms);
+    let deadline =
+        tokio::time::Instant::now() + std::time::Duration::from_millis(ctx.config.hold_timeout_ms);
     let (user, password) = match (&ctx.internal_user, fallback) {
         (Some((u, p)), _) => (u.clone(), p.clone()),
         (None, Some((u, p))) => (u.clone(), p.clone()),
@@ -219,8 +219,18 @@ pub async fn internal_conn(
 }
 
 /// Creates the decision log on `cluster` unless this process already did.
-async fn ensure_log(ctx: &RouterContext, cluster: &str, conn: &mut PooledConn) -> Result<(), XaError> {
-    if ctx.xa.log_ready.lock().map(|s| s.contains(cluster)).unwrap_or(false) {
+async fn ensure_log(
+    ctx: &RouterContext,
+    cluster: &str,
+    conn: &mut PooledConn,
+) -> Result<(), XaError> {
+    if ctx
+        .xa
+        .log_ready
+        .lock()
+        .map(|s| s.contains(cluster))
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     conn.query(CREATE_LOG).await?;
@@ -422,9 +432,11 @@ pub async fn recover(ctx: &RouterContext) -> Recovery {
                 .join(",");
             let r = async {
                 let mut conn = internal_conn(ctx, &log_cluster, None).await?;
-                conn.query(&format!("DELETE FROM {DECISION_TABLE} WHERE xid IN ({list})"))
-                    .await
-                    .map_err(XaError::from)
+                conn.query(&format!(
+                    "DELETE FROM {DECISION_TABLE} WHERE xid IN ({list})"
+                ))
+                .await
+                .map_err(XaError::from)
             }
             .await;
             if let Err(e) = r {

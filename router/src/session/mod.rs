@@ -361,7 +361,10 @@ impl Session {
             && self.pinned.is_none()
             && self.xa.is_none()
             && self.pending_begin.is_none()
-            && matches!(class.kind, StatementKind::Select { .. } | StatementKind::Write)
+            && matches!(
+                class.kind,
+                StatementKind::Select { .. } | StatementKind::Write
+            )
             && self.autocommit_off()
             && self.in_sharded_keyspace()
         {
@@ -434,10 +437,12 @@ impl Session {
                         .await?
                     {
                         Plan::Unsharded => {
-                            let xa_started = self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty());
+                            let xa_started =
+                                self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty());
                             if !class.tables.is_empty() && xa_started {
                                 // Unsharded tables: the keyspace's default cluster's branch.
-                                let cluster = map.cluster_for_db(self.state.db.as_deref()).to_string();
+                                let cluster =
+                                    map.cluster_for_db(self.state.db.as_deref()).to_string();
                                 self.xa_use_cluster(&cluster).await?;
                             } else if !class.tables.is_empty()
                                 && self.pinned_elsewhere(self.pinned_route.as_ref())

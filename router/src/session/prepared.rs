@@ -66,7 +66,9 @@ impl Session {
                 Plan::Scatter { targets, .. } | Plan::ScatterCount { targets } => {
                     shard_target = targets.into_iter().next()
                 }
-                Plan::MultiWrite { parts, .. } => shard_target = parts.into_iter().next().map(|p| p.0),
+                Plan::MultiWrite { parts, .. } => {
+                    shard_target = parts.into_iter().next().map(|p| p.0)
+                }
                 Plan::NeedsParams | Plan::NeedsColumnPosition { .. } => {
                     let first = class
                         .tables

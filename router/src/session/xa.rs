@@ -67,7 +67,10 @@ pub(crate) fn xa_capable_begin(sql: &str) -> bool {
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     matches!(
         w.as_slice(),
-        ["BEGIN"] | ["BEGIN", "WORK"] | ["START", "TRANSACTION"] | ["START", "TRANSACTION", "READ", "WRITE"]
+        ["BEGIN"]
+            | ["BEGIN", "WORK"]
+            | ["START", "TRANSACTION"]
+            | ["START", "TRANSACTION", "READ", "WRITE"]
     )
 }
 
@@ -205,7 +208,11 @@ impl Session {
     /// `why` until the client ends it (or ends it now when the router started it).
     async fn xa_abort(&mut self, why: &str) {
         let branches = self.xa_take_branches();
-        let gtrid = self.xa.as_ref().map(|x| x.gtrid.clone()).unwrap_or_default();
+        let gtrid = self
+            .xa
+            .as_ref()
+            .map(|x| x.gtrid.clone())
+            .unwrap_or_default();
         for (cluster, (mut c, _)) in branches {
             let xid = xid_sql(&gtrid, &cluster);
             let _ = c.query(&format!("XA END {xid}")).await;
@@ -456,7 +463,10 @@ impl Session {
         }
         self.xa_use_cluster(cluster).await?;
         let Some(mut conn) = self.pinned.take() else {
-            return Err(RouterError::NotSupported("a distributed transaction without a branch".into()).into());
+            return Err(RouterError::NotSupported(
+                "a distributed transaction without a branch".into(),
+            )
+            .into());
         };
         let route = self.pinned_route.take();
         if let Some(r) = route.as_ref().filter(|r| !self.ctx.route_current(r)) {
@@ -530,12 +540,12 @@ async fn finish_branch(
         match r {
             Ok(_) => return true,
             // XAER_NOTA: nothing left under this xid (finished already).
-            Err(coord::XaError::Backend(BackendError::Server(ServerError { code: 1397, .. })))
-                if not_found > 0 || !commit =>
-            {
-                return true
-            }
-            Err(coord::XaError::Backend(BackendError::Server(ServerError { code: 1397, .. }))) => {
+            Err(coord::XaError::Backend(BackendError::Server(ServerError {
+                code: 1397, ..
+            }))) if not_found > 0 || !commit => return true,
+            Err(coord::XaError::Backend(BackendError::Server(ServerError {
+                code: 1397, ..
+            }))) => {
                 not_found += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }

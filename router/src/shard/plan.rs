@@ -1006,7 +1006,10 @@ mod tests {
             ("UPDATE countries SET code = 'x'".into(), true),
             ("UPDATE customers SET name = 'x'".into(), false),
             ("DELETE FROM customers WHERE id > 5".into(), false),
-            (format!("DELETE FROM customers WHERE id IN ({a}, {b})"), false),
+            (
+                format!("DELETE FROM customers WHERE id IN ({a}, {b})"),
+                false,
+            ),
         ] {
             match run(&sql, None) {
                 Plan::MultiWrite { parts, copies: c } => {

@@ -172,7 +172,9 @@ fn row_spans(sql: &str) -> Option<Vec<(usize, usize)>> {
         match &t.token {
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
-            Token::Word(w) if depth == 0 && matches!(w.keyword, Keyword::VALUES | Keyword::VALUE) => {
+            Token::Word(w)
+                if depth == 0 && matches!(w.keyword, Keyword::VALUES | Keyword::VALUE) =>
+            {
                 i += 1;
                 break;
             }
@@ -254,7 +256,8 @@ pub fn substitute(sql: &str, literals: &[String]) -> Option<String> {
     if at.len() != literals.len() {
         return None;
     }
-    let mut out = String::with_capacity(sql.len() + literals.iter().map(String::len).sum::<usize>());
+    let mut out =
+        String::with_capacity(sql.len() + literals.iter().map(String::len).sum::<usize>());
     let mut last = 0;
     for (pos, lit) in at.iter().zip(literals) {
         out.push_str(&sql[last..*pos]);
@@ -452,7 +455,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            substitute("INSERT INTO t VALUES (?, '?', ?)", &["1".into(), "'x'".into()]).unwrap(),
+            substitute(
+                "INSERT INTO t VALUES (?, '?', ?)",
+                &["1".into(), "'x'".into()]
+            )
+            .unwrap(),
             "INSERT INTO t VALUES (1, '?', 'x')"
         );
     }
