@@ -7,7 +7,9 @@
 //! branch, then the decision is written to `switchyard.xa_decisions` on the keyspace's default
 //! cluster (a replicated, semi-synchronous leader: the decision survives a failover and any
 //! router can read it), then `XA COMMIT` on every branch, then the decision row is deleted.
-//! Recovery commits a prepared branch whose decision is logged and rolls back the others.
+//! Recovery commits a prepared branch whose decision is logged; for one without a decision it
+//! first logs `rollback` (so that a commit decision still in flight can't land afterwards:
+//! whichever row is written first is the decision), then rolls it back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +25,7 @@ pub const DECISION_TABLE: &str = "switchyard.xa_decisions";
 const CREATE_LOG: &str = "CREATE DATABASE IF NOT EXISTS switchyard; \
     CREATE TABLE IF NOT EXISTS switchyard.xa_decisions (\
     xid VARBINARY(64) NOT NULL PRIMARY KEY, \
+    decision ENUM('commit','rollback') NOT NULL, \
     created TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB";
 
 /// Environment variable naming a point where the process aborts (crash tests):
@@ -149,6 +152,9 @@ pub enum XaError {
     NoLeader(String),
     #[error("{0}")]
     Backend(#[from] BackendError),
+    /// Recovery decided to roll the transaction back before its commit decision landed.
+    #[error("the transaction was rolled back by recovery")]
+    RolledBack,
 }
 
 impl XaError {
@@ -168,7 +174,7 @@ impl XaError {
     pub fn outcome_unknown(&self) -> bool {
         match self {
             XaError::Backend(b) => b.is_connection_failure(),
-            XaError::NoLeader(_) => false,
+            XaError::NoLeader(_) | XaError::RolledBack => false,
         }
     }
 }
@@ -250,7 +256,7 @@ pub async fn log_decision(
     fallback: Option<(&std::sync::Arc<str>, &std::sync::Arc<str>)>,
 ) -> Result<(), XaError> {
     let sql = format!(
-        "INSERT INTO {DECISION_TABLE} (xid) VALUES (X'{}')",
+        "INSERT INTO {DECISION_TABLE} (xid, decision) VALUES (X'{}', 'commit')",
         hex(gtrid.as_bytes())
     );
     let mut attempts = 0;
@@ -259,24 +265,55 @@ pub async fn log_decision(
         let result = async {
             let mut conn = internal_conn(ctx, cluster, fallback).await?;
             ensure_log(ctx, cluster, &mut conn).await?;
-            let r = conn.query(&sql).await;
-            if r.is_err() {
-                conn.discard();
+            match conn.query(&sql).await {
+                Ok(_) => Ok(()),
+                // A row is there already: an earlier attempt's, or recovery's rollback.
+                Err(BackendError::Server(e)) if e.code == 1062 => {
+                    match decision(&mut conn, gtrid).await?.as_deref() {
+                        Some("commit") => Ok(()),
+                        _ => Err(XaError::RolledBack),
+                    }
+                }
+                Err(e) => {
+                    conn.discard();
+                    Err(e.into())
+                }
             }
-            r.map(|_| ()).map_err(XaError::from)
         }
         .await;
         match result {
             Ok(()) => return Ok(()),
-            Err(XaError::Backend(BackendError::Server(e))) if e.code == 1062 && attempts > 1 => {
-                return Ok(())
-            }
             Err(e) if e.outcome_unknown() && attempts < 5 => {
                 tracing::warn!(error = %e, gtrid, "decision write lost, trying again");
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The decision logged for `gtrid`, if any.
+async fn decision(conn: &mut PooledConn, gtrid: &str) -> Result<Option<String>, XaError> {
+    let out = conn
+        .query(&format!(
+            "SELECT decision FROM {DECISION_TABLE} WHERE xid = X'{}'",
+            hex(gtrid.as_bytes())
+        ))
+        .await?;
+    Ok(out
+        .rows
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten()))
+}
+
+/// The decision for `gtrid`, logging `rollback` first if there is none.
+async fn decide_undecided(conn: &mut PooledConn, gtrid: &str) -> Result<bool, XaError> {
+    conn.query(&format!(
+        "INSERT IGNORE INTO {DECISION_TABLE} (xid, decision) VALUES (X'{}', 'rollback')",
+        hex(gtrid.as_bytes())
+    ))
+    .await?;
+    Ok(decision(conn, gtrid).await?.as_deref() == Some("commit"))
 }
 
 /// Deletes the decision for `gtrid` (every branch is committed). Failures are left for
@@ -343,20 +380,25 @@ pub async fn recover(ctx: &RouterContext) -> Recovery {
             ensure_log(ctx, &log_cluster, &mut conn).await?;
             let rows = conn
                 .query(&format!(
-                    "SELECT xid FROM {DECISION_TABLE} WHERE xid LIKE {}",
+                    "SELECT xid, decision FROM {DECISION_TABLE} WHERE xid LIKE {}",
                     quote(&format!("{}%", ours.replace('_', "\\_")))
                 ))
                 .await?;
             Ok::<_, XaError>(
                 rows.rows
                     .into_iter()
-                    .filter_map(|r| r.into_iter().next().flatten())
-                    .filter(|x| !ctx.xa.is_in_flight(x))
-                    .collect::<BTreeSet<String>>(),
+                    .filter_map(|r| {
+                        let mut r = r.into_iter();
+                        let xid = r.next().flatten()?;
+                        let commit = r.next().flatten().as_deref() == Some("commit");
+                        Some((xid, commit))
+                    })
+                    .filter(|(x, _)| !ctx.xa.is_in_flight(x))
+                    .collect::<BTreeMap<String, bool>>(),
             )
         }
         .await;
-        let decided = match decided {
+        let mut decided = match decided {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(cluster = %log_cluster, error = %e, "XA recovery: decision log unreadable");
@@ -388,7 +430,15 @@ pub async fn recover(ctx: &RouterContext) -> Recovery {
                 }
                 let mut done = Vec::new();
                 for b in branches {
-                    let commit = decided.contains(&b.gtrid);
+                    let commit = match decided.get(&b.gtrid) {
+                        Some(c) => *c,
+                        None => {
+                            let mut log = internal_conn(ctx, &log_cluster, None).await?;
+                            let c = decide_undecided(&mut log, &b.gtrid).await?;
+                            decided.insert(b.gtrid.clone(), c);
+                            c
+                        }
+                    };
                     let sql = format!(
                         "XA {} {},{}",
                         if commit { "COMMIT" } else { "ROLLBACK" },
@@ -426,7 +476,7 @@ pub async fn recover(ctx: &RouterContext) -> Recovery {
         // A decision may be deleted only once no cluster can hold a branch of it.
         if complete && !decided.is_empty() {
             let list = decided
-                .iter()
+                .keys()
                 .map(|x| format!("X'{}'", hex(x.as_bytes())))
                 .collect::<Vec<_>>()
                 .join(",");

@@ -492,7 +492,9 @@ impl Session {
                         Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
                     }
                 }
-                let target = if is_read(&class) && !self.pins.any() {
+                // A deferred BEGIN starts on the leader, even with a read first.
+                let target = if is_read(&class) && !self.pins.any() && self.pending_begin.is_none()
+                {
                     Target::ReplicaOk
                 } else {
                     Target::Leader

@@ -323,7 +323,11 @@ impl Session {
                 return Err(RouterError::XaOutcomeUnknown(e.to_string()).into());
             }
             self.xa_rollback_prepared(&gtrid, branches).await;
-            return Err(RouterError::Backend(BackendError::Server(e.to_server())).into());
+            return Err(match e {
+                coord::XaError::RolledBack => RouterError::XaRolledBack(e.to_string()),
+                e => RouterError::Backend(BackendError::Server(e.to_server())),
+            }
+            .into());
         }
         coord::failpoint("xa-after-decision");
         // Decided: every branch must commit, now or by recovery.
