@@ -554,3 +554,72 @@ async fn a_router_killed_between_phases_is_resolved_when_it_starts_again() {
     }
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_increment_ids_come_from_one_sequence_across_shards() {
+    let env = TestEnv::start_sharded(2, 4).await;
+    let mut c = env.router_conn(None).await;
+    c.query_drop("CREATE DATABASE app").await.unwrap();
+    c.query_drop("USE app").await.unwrap();
+    c.query_drop("CREATE TABLE customers (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(20))")
+        .await
+        .unwrap();
+    // One row at a time: the reply's insert id and LAST_INSERT_ID() are the generated id,
+    // and the row is found by it (on the shard the id hashes to).
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let sql = if i % 2 == 0 {
+            format!("INSERT INTO customers (name) VALUES ('n{i}')")
+        } else {
+            format!("INSERT INTO customers VALUES (NULL, 'n{i}')")
+        };
+        c.query_drop(sql).await.unwrap();
+        let id = c.last_insert_id().expect("an insert id");
+        let last: u64 = query_one(&mut c, "SELECT LAST_INSERT_ID()").await;
+        assert_eq!(last, id);
+        let name: String = query_one(
+            &mut c,
+            &format!("SELECT name FROM customers WHERE id = {id}"),
+        )
+        .await;
+        assert_eq!(name, format!("n{i}"));
+        ids.push(id);
+    }
+    // Several rows over several shards: the first generated id is reported.
+    c.query_drop("INSERT INTO customers (name) VALUES ('a'), ('b'), ('c'), ('d')")
+        .await
+        .unwrap();
+    let first = c.last_insert_id().unwrap();
+    assert_eq!(c.affected_rows(), 4);
+    let last: u64 = query_one(&mut c, "SELECT LAST_INSERT_ID()").await;
+    assert_eq!(last, first);
+    let a: u64 = query_one(&mut c, "SELECT id FROM customers WHERE name = 'a'").await;
+    assert_eq!(a, first);
+    // Prepared, with the id left NULL.
+    c.exec_drop("INSERT INTO customers (id, name) VALUES (NULL, ?)", ("p",))
+        .await
+        .unwrap();
+    let p = c.last_insert_id().unwrap();
+    let name: String = query_one(
+        &mut c,
+        &format!("SELECT name FROM customers WHERE id = {p}"),
+    )
+    .await;
+    assert_eq!(name, "p");
+
+    // Every id once, over more than one shard.
+    let mut all = Vec::new();
+    let mut used = 0;
+    for mut s in shard_conns(&env).await {
+        let mine: Vec<u64> = s.query("SELECT id FROM customers").await.unwrap();
+        used += usize::from(!mine.is_empty());
+        all.extend(mine);
+    }
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!((all.len(), n), (35, 35));
+    assert!(used > 1, "rows are spread over the shards");
+    drop(c);
+    env.stop().await;
+}

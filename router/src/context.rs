@@ -73,6 +73,11 @@ pub struct RouterContext {
     /// Credentials for the router's own work on the backends (the XA decision log and
     /// recovery): the orchestrator's user when the binary wires it.
     pub internal_user: Option<(Arc<str>, Arc<str>)>,
+    /// Each sharded table's AUTO_INCREMENT column (name, position), `(keyspace, table)`, read
+    /// from a shard's catalog; cleared with `key_positions`.
+    pub auto_increment: dashmap::DashMap<(String, String), Option<(String, usize)>>,
+    /// Blocks of global ids held for each `keyspace.table`.
+    pub sequences: dashmap::DashMap<String, Arc<tokio::sync::Mutex<crate::sequence::Block>>>,
 }
 
 impl RouterContext {
@@ -111,6 +116,8 @@ impl RouterContext {
             key_positions: dashmap::DashMap::new(),
             xa: crate::xa::XaIds::new(config.router_id.as_deref().unwrap_or(&config.listen)),
             internal_user: None,
+            auto_increment: dashmap::DashMap::new(),
+            sequences: dashmap::DashMap::new(),
             config,
         }
     }

@@ -12,6 +12,7 @@
 //! - [`backend`]: our own backend connections, their pools, and the raw relay of responses.
 //! - [`protocol`]: packet framing and the few packets the router writes itself.
 //! - [`error`]: router errors and what the client sees for each.
+//! - [`sequence`]: global AUTO_INCREMENT ids for sharded tables.
 //! - [`xa`]: distributed transactions: xids, the commit decision log, recovery, failpoints.
 //! - [`config`]: the `[router]` settings.
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod protocol;
+pub mod sequence;
 pub mod server;
 pub mod session;
 pub mod shard;

@@ -3,6 +3,7 @@
 //! one backend connection while it must stay there (transactions, locks, temporary tables).
 
 mod auth;
+mod autoinc;
 mod prepared;
 pub mod state;
 mod xa;
@@ -432,6 +433,11 @@ impl Session {
             _ => {
                 let map = self.ctx.shard_map.load();
                 if map.has_sharded_keyspace() {
+                    if let Some((text, first)) =
+                        self.fill_auto_increment(&map, &sql, &class).await?
+                    {
+                        return self.run_filled_insert(&map, &text, first, seq).await;
+                    }
                     match self
                         .plan(&map, &sql, &class, self.state.db.clone(), None)
                         .await?
@@ -481,7 +487,7 @@ impl Session {
                             return self.run_on_keyspace_databases(&dbs, &sql, seq).await
                         }
                         Plan::MultiWrite { parts, copies } => {
-                            return self.xa_write(parts, copies, seq).await
+                            return self.xa_write(parts, copies, seq, None).await
                         }
                         Plan::NeedsParams | Plan::NeedsColumnPosition { .. } => {
                             return Err(RouterError::NotSupported(
@@ -885,6 +891,7 @@ impl Session {
         }
         // Column positions may change with the DDL.
         self.ctx.key_positions.clear();
+        self.ctx.auto_increment.clear();
         let mut failures = Vec::new();
         for t in targets {
             let saved = self.state.db.replace(t.database.clone());

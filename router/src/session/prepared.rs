@@ -93,7 +93,15 @@ impl Session {
                     )
                     .into())
                 }
-                Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
+                Plan::Refuse(why) => {
+                    // An INSERT whose AUTO_INCREMENT key the router fills in at execute.
+                    let sql = String::from_utf8_lossy(&key.sql);
+                    if !self.writes_auto_increment(&map, &sql, &class).await? {
+                        return Err(RouterError::NotSupported(why).into());
+                    }
+                    let ks = self.state.db.as_deref().and_then(|d| map.keyspace(d));
+                    shard_target = ks.and_then(|k| k.all_shards().first().cloned());
+                }
             }
         }
         let sharded = shard_target.is_some();
@@ -279,6 +287,19 @@ impl Session {
             let params = crate::shard::params::decode(&out, n);
             let map = self.ctx.shard_map.load();
             let sql = String::from_utf8_lossy(&key.sql);
+            if long_data.is_empty() && self.writes_auto_increment(&map, &sql, &class).await? {
+                // Generated ids are written into the text: the parameters become literals.
+                let text = crate::shard::split::literals(&out, n)
+                    .and_then(|lits| crate::shard::split::substitute(&sql, &lits));
+                if let Some(text) = text {
+                    let text_class = self.ctx.classifier.classify(&text);
+                    if let Some((filled, first)) =
+                        self.fill_auto_increment(&map, &text, &text_class).await?
+                    {
+                        return self.run_filled_insert(&map, &filled, first, _seq).await;
+                    }
+                }
+            }
             let t = match self
                 .plan(&map, &sql, &class, key.db.clone(), Some(&params))
                 .await?
@@ -325,7 +346,7 @@ impl Session {
                     let class = self.ctx.classifier.classify(&text);
                     match self.plan(&map, &text, &class, key.db.clone(), None).await? {
                         Plan::MultiWrite { parts, copies } => {
-                            return self.xa_write(parts, copies, _seq).await
+                            return self.xa_write(parts, copies, _seq, None).await
                         }
                         Plan::Single(t) => {
                             let cmd_text = {

@@ -364,15 +364,19 @@ impl Session {
     }
 
     /// A write over several shards (`parts`: each shard and its text), atomically: inside the
-    /// client's transaction, or as a distributed transaction of its own. One OK in reply,
-    /// with the affected rows summed (one copy's for a reference table).
+    /// client's transaction, or as a distributed transaction of its own (a single part
+    /// outside a distributed transaction just runs). One OK in reply, with the affected rows
+    /// summed (one copy's for a reference table) and `first_id`, when given, as the last
+    /// insert id.
     pub(super) async fn xa_write(
         &mut self,
         parts: Vec<(shard_map::ShardTarget, String)>,
         copies: bool,
         seq: u8,
+        first_id: Option<u64>,
     ) -> Result<(), Failure> {
-        if self.xa.is_none() {
+        let plain = self.xa.is_none() && parts.len() == 1;
+        if self.xa.is_none() && !plain {
             if self.pinned.is_some() || self.pending_begin.is_some() {
                 return Err(RouterError::NotSupported(
                     "writes over several shards inside a transaction that is not distributed \
@@ -415,6 +419,12 @@ impl Session {
             }
         }
         let implicit = self.xa.as_ref().is_some_and(|x| x.implicit);
+        if plain {
+            self.release_if_free();
+            if let Some(f) = failure {
+                return Err(f);
+            }
+        }
         if let Some(f) = failure {
             let why = match &f {
                 Failure::Reply(e, _) => e.to_client().message,
@@ -431,6 +441,9 @@ impl Session {
             self.release_if_free();
             r?;
         }
+        if let Some(id) = first_id {
+            sum.last_insert_id = id;
+        }
         if sum.last_insert_id != 0 {
             self.state.last_insert_id = sum.last_insert_id;
         }
@@ -443,7 +456,7 @@ impl Session {
         if !self.autocommit_off() {
             status |= StatusFlags::SERVER_STATUS_AUTOCOMMIT;
         }
-        if self.xa.is_some() {
+        if self.xa.is_some() || self.pinned.as_ref().is_some_and(|c| c.in_transaction()) {
             status |= StatusFlags::SERVER_STATUS_IN_TRANS;
         }
         let header = 0;
@@ -466,13 +479,30 @@ impl Session {
             self.pending_begin = None;
         }
         self.xa_use_cluster(cluster).await?;
-        let Some(mut conn) = self.pinned.take() else {
-            return Err(RouterError::NotSupported(
-                "a distributed transaction without a branch".into(),
-            )
+        if self
+            .pinned_route
+            .as_ref()
+            .is_some_and(|r| *r.cluster != *cluster)
+        {
+            return Err(RouterError::NotSupported(format!(
+                "a locked session or non-distributed transaction spanning clusters `{}` and \
+                 `{cluster}`",
+                self.pinned_route
+                    .as_ref()
+                    .map(|r| r.cluster.to_string())
+                    .unwrap_or_default()
+            ))
             .into());
+        }
+        let (mut conn, route) = match self.pinned.take() {
+            Some(c) => (c, self.pinned_route.take()),
+            None => {
+                let deadline = tokio::time::Instant::now()
+                    + std::time::Duration::from_millis(self.ctx.config.hold_timeout_ms);
+                self.route_and_checkout(Target::Cluster(cluster), deadline)
+                    .await?
+            }
         };
-        let route = self.pinned_route.take();
         if let Some(r) = route.as_ref().filter(|r| !self.ctx.route_current(r)) {
             let cluster = r.cluster.to_string();
             conn.discard();
