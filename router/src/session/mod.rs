@@ -227,6 +227,11 @@ impl Session {
             return;
         }
         session.command_loop().await;
+        if session.xa.is_some() {
+            // The client left inside a distributed transaction: its unprepared branches end
+            // with their connections, never back in the pool.
+            session.xa_lost("the client left");
+        }
     }
 
     async fn command_loop(&mut self) {
@@ -351,6 +356,20 @@ impl Session {
                     return self.xa_end(true, seq).await;
                 }
                 StatementKind::Rollback => return self.xa_end(false, seq).await,
+                StatementKind::Other
+                    if self.xa.as_ref().is_some_and(|x| x.clusters.len() > 1)
+                        && sql
+                            .trim_start()
+                            .to_ascii_uppercase()
+                            .starts_with("ROLLBACK") =>
+                {
+                    // A savepoint lives on one branch: rolling back to it would keep the
+                    // other clusters' later writes.
+                    return Err(RouterError::NotSupported(
+                        "ROLLBACK TO SAVEPOINT in a transaction spanning several clusters".into(),
+                    )
+                    .into());
+                }
                 _ => {
                     if let Some(why) = self.xa.as_ref().and_then(|x| x.failed.clone()) {
                         return Err(RouterError::XaRolledBack(why).into());
