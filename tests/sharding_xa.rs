@@ -327,14 +327,21 @@ async fn concurrent_transfers_keep_the_total() {
                 let amount = (next() % 50) as i64 + 1;
                 let r: Result<(), mysql_async::Error> = async {
                     c.query_drop("BEGIN").await?;
-                    c.query_drop(format!(
-                        "UPDATE customers SET balance = balance - {amount} WHERE id = {from}"
-                    ))
-                    .await?;
-                    c.query_drop(format!(
-                        "UPDATE customers SET balance = balance + {amount} WHERE id = {to}"
-                    ))
-                    .await?;
+                    if t % 2 == 0 {
+                        c.query_drop(format!(
+                            "UPDATE customers SET balance = balance - {amount} WHERE id = {from}"
+                        ))
+                        .await?;
+                        c.query_drop(format!(
+                            "UPDATE customers SET balance = balance + {amount} WHERE id = {to}"
+                        ))
+                        .await?;
+                    } else {
+                        // Prepared statements take the same way.
+                        let sql = "UPDATE customers SET balance = balance + ? WHERE id = ?";
+                        c.exec_drop(sql, (-amount, from)).await?;
+                        c.exec_drop(sql, (amount, to)).await?;
+                    }
                     c.query_drop("COMMIT").await
                 }
                 .await;
