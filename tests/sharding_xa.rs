@@ -272,6 +272,74 @@ async fn writes_over_several_shards_commit_everywhere_or_nowhere() {
     .await;
     assert_eq!(n, 2);
 
+    // A branch lost under the transaction (its connection killed): the statement fails, the
+    // transaction is rolled back everywhere, later statements get 1213 until ROLLBACK.
+    let (k1, k2) = (id_on("c1", 600), id_on("c2", 600));
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!("INSERT INTO customers (id) VALUES ({k1})"))
+        .await
+        .unwrap();
+    c.query_drop(format!("INSERT INTO customers (id) VALUES ({k2})"))
+        .await
+        .unwrap();
+    let mut admin2 = env.admin_conn(env.leader_port("c2")).await;
+    let thread: u64 = query_one(
+        &mut admin2,
+        "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX",
+    )
+    .await;
+    admin2
+        .query_drop(format!("KILL CONNECTION {thread}"))
+        .await
+        .unwrap();
+    let r = c
+        .query_drop(format!("UPDATE customers SET name = 'k' WHERE id = {k2}"))
+        .await;
+    assert!(r.is_err(), "a statement on the lost branch fails");
+    let r = c
+        .query_drop(format!("UPDATE customers SET name = 'k' WHERE id = {k1}"))
+        .await;
+    assert_eq!(server_code(r, "statement after a lost branch"), 1213);
+    let r = c.query_drop("COMMIT").await;
+    assert_eq!(server_code(r, "COMMIT after a lost branch"), 1213);
+    let n: i64 = query_one(
+        &mut c,
+        &format!("SELECT COUNT(*) FROM customers WHERE id IN ({k1}, {k2})"),
+    )
+    .await;
+    assert_eq!(n, 0, "nothing of the lost transaction is committed");
+
+    // A client that leaves inside a transaction leaves nothing behind.
+    let mut gone = env.router_conn(Some("app")).await;
+    gone.query_drop("BEGIN").await.unwrap();
+    gone.query_drop(format!("INSERT INTO customers (id) VALUES ({k1})"))
+        .await
+        .unwrap();
+    gone.query_drop(format!("INSERT INTO customers (id) VALUES ({k2})"))
+        .await
+        .unwrap();
+    drop(gone);
+    eventually(
+        Duration::from_secs(10),
+        "the left transaction rolled back",
+        || {
+            let opts = env.direct_opts(env.leader_port("c1"), Some(SHARDS[shard_of(k1)].3));
+            async move {
+                let mut d = Conn::new(opts).await.ok()?;
+                let rows: Vec<i64> = d
+                    .query(format!("SELECT id FROM customers WHERE id = {k1}"))
+                    .await
+                    .ok()?;
+                rows.is_empty().then_some(())
+            }
+        },
+    )
+    .await;
+    c.query_drop(format!("INSERT INTO customers (id) VALUES ({k1}), ({k2})"))
+        .await
+        .unwrap();
+    assert_eq!(c.affected_rows(), 2);
+
     for cluster in ["c1", "c2"] {
         assert!(xa_recover(env.leader_port(cluster)).await.is_empty());
     }
