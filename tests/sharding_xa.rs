@@ -493,41 +493,38 @@ impl Drop for Serve {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_router_killed_between_phases_is_resolved_when_it_starts_again() {
-    let env = TestEnv::start_sharded(2, 4).await;
-    let mut c = env.router_conn(None).await;
-    create_tables(&mut c).await;
-    drop(c);
-
-    // The same clusters and keyspace, served by the real binary under its own router id.
+/// A `switchyard serve` config over the test's clusters and keyspace, under router id
+/// `crash-test`, leaving out the nodes in `dead` (and the leaders, for the monitor to find).
+fn write_serve_config(
+    env: &TestEnv,
+    path: &std::path::Path,
+    port: u16,
+    admin: u16,
+    dead: &[String],
+) {
     #[derive(serde::Serialize)]
     struct Keyspaces {
         keyspaces: Vec<shard_map::Keyspace>,
     }
     let config = switchyard::sandbox::config_for(env.local(), &env.opts);
-    let (port, admin) = (free_port(), free_port());
     let clusters: String = config
         .clusters
         .iter()
         .map(|c| {
+            let nodes: Vec<String> = c
+                .nodes
+                .iter()
+                .filter(|n| !dead.contains(n))
+                .map(|n| format!("\"{n}\""))
+                .collect();
+            let leader = match (&c.leader, dead.is_empty()) {
+                (Some(l), true) => format!("leader = \"{l}\"\n"),
+                _ => String::new(),
+            };
             format!(
-                "[[clusters]]\nname = \"{}\"\nnodes = [{}]\nleader = \"{}\"\n",
+                "[[clusters]]\nname = \"{}\"\nnodes = [{}]\n{leader}",
                 c.name,
-                c.nodes
-                    .iter()
-                    .map(|n| format!("\"{n}\""))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                c.leader.clone().unwrap_or_default()
+                nodes.join(", ")
             )
         })
         .collect();
@@ -546,9 +543,28 @@ async fn a_router_killed_between_phases_is_resolved_when_it_starts_again() {
         })
         .unwrap()
     );
+    std::fs::write(path, text).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_killed_between_phases_is_resolved_when_it_starts_again() {
+    let env = TestEnv::start_sharded(2, 4).await;
+    let mut c = env.router_conn(None).await;
+    create_tables(&mut c).await;
+    drop(c);
+
+    let (port, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, text).unwrap();
+    write_serve_config(&env, &path, port, admin, &[]);
     let router_opts = common::opts_for(port, "app", "app", Some("app"));
     let connect = || async {
         eventually(Duration::from_secs(30), "the router to accept", || {
@@ -696,5 +712,96 @@ async fn auto_increment_ids_come_from_one_sequence_across_shards() {
     assert_eq!((all.len(), n), (35, 35));
     assert!(used > 1, "rows are spread over the shards");
     drop(c);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_branches_survive_a_participants_failover_and_commit_on_its_new_leader() {
+    let mut env = TestEnv::start_sharded_replicated(2, 1, 4).await;
+    let mut c = env.router_conn(None).await;
+    create_tables(&mut c).await;
+    drop(c);
+    let (port, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    write_serve_config(&env, &path, port, admin, &[]);
+    let router_opts = common::opts_for(port, "app", "app", Some("app"));
+    let connect = || async {
+        eventually(Duration::from_secs(30), "the router to accept", || {
+            let o = router_opts.clone();
+            async move { Conn::new(o).await.ok() }
+        })
+        .await
+    };
+
+    // The router dies with the decision logged and both branches prepared.
+    let (a, b) = (id_on("c1", 1), id_on("c2", 1));
+    let mut serve = Serve::start(&path, Some("xa-after-decision"));
+    let mut c = connect().await;
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!(
+        "INSERT INTO customers (id, name) VALUES ({a}, 'a')"
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!(
+        "INSERT INTO customers (id, name) VALUES ({b}, 'b')"
+    ))
+    .await
+    .unwrap();
+    assert!(c.query_drop("COMMIT").await.is_err());
+    assert!(!serve.exited(Duration::from_secs(20)).await.success());
+    drop(serve);
+
+    // c2's prepared branch reaches its replica; then c2's leader dies and the replica is
+    // promoted.
+    let old = env.leader_port("c2");
+    let replica = env.replica_ports("c2")[0];
+    eventually(
+        Duration::from_secs(20),
+        "the prepared branch on c2's replica",
+        || async { (!xa_recover(replica).await.is_empty()).then_some(()) },
+    )
+    .await;
+    let old_addr = format!("127.0.0.1:{old}");
+    env.local_mut().kill_node("c2", &old_addr).unwrap();
+    let new_leader = eventually(Duration::from_secs(30), "c2's new leader", || {
+        let topo = env.app().topology.load();
+        let leader = topo
+            .cluster("c2")
+            .and_then(|c| c.leader.clone())
+            .filter(|l| *l != old_addr);
+        async move { leader }
+    })
+    .await;
+    let new_port: u16 = new_leader.rsplit(':').next().unwrap().parse().unwrap();
+
+    // Restarted over the clusters as they are now, the router commits both branches.
+    write_serve_config(&env, &path, port, admin, &[format!("127.0.0.1:{old}")]);
+    let _serve = Serve::start(&path, None);
+    for p in [env.leader_port("c1"), new_port] {
+        eventually(
+            Duration::from_secs(30),
+            "no prepared branch left",
+            || async { xa_recover(p).await.is_empty().then_some(()) },
+        )
+        .await;
+    }
+    let mut d1 = env
+        .direct_conn(env.leader_port("c1"), Some(SHARDS[shard_of(a)].3))
+        .await;
+    let mut d2 = env.direct_conn(new_port, Some(SHARDS[shard_of(b)].3)).await;
+    let n1: i64 = query_one(
+        &mut d1,
+        &format!("SELECT COUNT(*) FROM customers WHERE id = {a}"),
+    )
+    .await;
+    let n2: i64 = query_one(
+        &mut d2,
+        &format!("SELECT COUNT(*) FROM customers WHERE id = {b}"),
+    )
+    .await;
+    assert_eq!((n1, n2), (1, 1), "committed on c1 and on c2's new leader");
+    drop((d1, d2));
     env.stop().await;
 }

@@ -42,6 +42,15 @@ impl TestEnv {
         Self::start_full(clusters, 0, shards, |_| {}).await
     }
 
+    /// Like `start_sharded`, each cluster with `replicas` replicas.
+    pub async fn start_sharded_replicated(
+        clusters: usize,
+        replicas: usize,
+        shards: usize,
+    ) -> TestEnv {
+        Self::start_full(clusters, replicas, shards, |_| {}).await
+    }
+
     async fn start_full(
         clusters: usize,
         replicas: usize,
