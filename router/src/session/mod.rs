@@ -347,7 +347,10 @@ impl Session {
             match class.kind {
                 StatementKind::Commit => {
                     let upper = sql.to_ascii_uppercase();
-                    if upper.contains("CHAIN") || upper.contains("RELEASE") {
+                    let words: Vec<&str> = upper.split_whitespace().collect();
+                    let chain = words.windows(2).any(|w| w == ["AND", "CHAIN"]);
+                    let release = words.last() == Some(&"RELEASE") && !upper.contains("NO RELEASE");
+                    if chain || release {
                         return Err(RouterError::NotSupported(
                             "COMMIT AND CHAIN / RELEASE of a distributed transaction".into(),
                         )
