@@ -168,6 +168,18 @@ async fn main() {
         }
     ));
     cases.push(timed!(
+        "router, START TRANSACTION WITH CONSISTENT SNAPSHOT + UPDATE + COMMIT (plain, not XA)",
+        n,
+        _i,
+        {
+            r.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                .await
+                .unwrap();
+            r.query_drop(upd(a)).await.unwrap();
+            r.query_drop("COMMIT").await.unwrap();
+        }
+    ));
+    cases.push(timed!(
         "router, BEGIN + UPDATE c1 + UPDATE c2 + COMMIT (two phases, logged decision)",
         n,
         _i,
