@@ -343,9 +343,20 @@ async fn writes_over_several_shards_commit_everywhere_or_nowhere() {
     for cluster in ["c1", "c2"] {
         assert!(xa_recover(env.leader_port(cluster)).await.is_empty());
     }
-    let mut admin = env.admin_conn(env.leader_port("c1")).await;
-    let left: i64 = query_one(&mut admin, "SELECT COUNT(*) FROM switchyard.xa_decisions").await;
-    assert_eq!(left, 0, "decisions are deleted once committed");
+    // Decisions are deleted once every branch committed (just after the reply).
+    let opts = env.direct_opts(env.leader_port("c1"), None);
+    eventually(Duration::from_secs(10), "decisions deleted", || {
+        let opts = opts.clone();
+        async move {
+            let mut c = Conn::new(opts).await.ok()?;
+            let n: i64 = c
+                .query_first("SELECT COUNT(*) FROM switchyard.xa_decisions")
+                .await
+                .ok()??;
+            (n == 0).then_some(())
+        }
+    })
+    .await;
     drop(c);
     drop(shards);
     env.stop().await;

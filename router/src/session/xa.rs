@@ -339,8 +339,13 @@ impl Session {
         }))
         .await;
         if done.iter().all(|ok| *ok) {
-            coord::forget_decision(&self.ctx, &log_cluster, &gtrid, Some(fallback)).await;
             self.ctx.xa.finished(&gtrid, false);
+            // The client need not wait for the tidying (recovery deletes what is left).
+            let ctx = self.ctx.clone();
+            let user = (self.user.name.clone(), self.user.password.clone());
+            tokio::spawn(async move {
+                coord::forget_decision(&ctx, &log_cluster, &gtrid, Some((&user.0, &user.1))).await;
+            });
         } else {
             self.ctx.xa.finished(&gtrid, true);
         }
@@ -499,8 +504,22 @@ impl Session {
             None => {
                 let deadline = tokio::time::Instant::now()
                     + std::time::Duration::from_millis(self.ctx.config.hold_timeout_ms);
-                self.route_and_checkout(Target::Cluster(cluster), deadline)
-                    .await?
+                let (mut conn, route) = self
+                    .route_and_checkout(Target::Cluster(cluster), deadline)
+                    .await?;
+                if let Some(begin) = self.pending_begin.take() {
+                    // A plain (not distributed) transaction's deferred BEGIN starts here.
+                    let started = async {
+                        self.sync(&mut conn, false).await?;
+                        conn.query(&begin).await.map_err(RouterError::from)
+                    }
+                    .await;
+                    if let Err(e) = started {
+                        conn.discard();
+                        return Err(e.into());
+                    }
+                }
+                (conn, route)
             }
         };
         if let Some(r) = route.as_ref().filter(|r| !self.ctx.route_current(r)) {

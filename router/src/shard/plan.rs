@@ -274,10 +274,7 @@ fn plan_single_table(
                     .any(|n| last_ident(n).is_some_and(|c| t.is_column(&c))),
             });
             if sets_key {
-                return Plan::Refuse(format!(
-                    "UPDATE of shard key column `{}` of `{table}`",
-                    t.column
-                ));
+                return super::split::key_update(ks, table, t, u, &ctx);
             }
             key_values(u.selection.as_ref(), t, &ctx)
         }
@@ -682,7 +679,7 @@ fn missing_key(table: &str, t: &ShardedTable) -> Plan {
     ))
 }
 
-fn last_ident(n: &sqlparser::ast::ObjectName) -> Option<String> {
+pub(super) fn last_ident(n: &sqlparser::ast::ObjectName) -> Option<String> {
     n.0.last()
         .and_then(|p| p.as_ident())
         .map(|i| i.value.clone())
@@ -706,7 +703,7 @@ pub(super) struct Values<'a> {
 }
 
 impl Values<'_> {
-    fn key(&self, e: &Expr) -> Key {
+    pub(super) fn key(&self, e: &Expr) -> Key {
         match e {
             Expr::Nested(inner) => self.key(inner),
             Expr::Value(v) => match &v.value {
@@ -766,7 +763,11 @@ fn number(text: &str, negative: bool) -> Key {
 
 /// The key values a WHERE clause pins, from its top-level AND terms: the first `col = v` or
 /// `col IN (...)` on the shard key. `None` when there is none.
-fn key_values(selection: Option<&Expr>, t: &ShardedTable, ctx: &Values<'_>) -> Option<Vec<Key>> {
+pub(super) fn key_values(
+    selection: Option<&Expr>,
+    t: &ShardedTable,
+    ctx: &Values<'_>,
+) -> Option<Vec<Key>> {
     let mut terms = Vec::new();
     if let Some(e) = selection {
         conjuncts(e, &mut terms);
@@ -957,7 +958,9 @@ mod tests {
             "SELECT *, ROW_NUMBER() OVER () FROM customers".into(),
             "SELECT * FROM customers WHERE id > 5 FOR UPDATE".into(),
             format!("SELECT SUM(id) FROM customers WHERE id IN ({a}, {b})"),
-            "UPDATE customers SET id = 5 WHERE id = 1".into(),
+            format!("UPDATE customers SET id = {b} WHERE id = {a}"),
+            "UPDATE customers SET id = id + 1 WHERE id = 1".into(),
+            "UPDATE customers SET id = 1".into(),
             "UPDATE customers SET name = 'x' LIMIT 3".into(),
             "DELETE FROM customers WHERE id > 5 ORDER BY id LIMIT 1".into(),
             "INSERT INTO customers (name) VALUES ('a')".into(),
@@ -996,6 +999,23 @@ mod tests {
             }
             other => panic!("expected a split insert, got {other:?}"),
         }
+        // Setting the key to a value of the row's own shard keeps the row there.
+        let same = (1..100)
+            .find(|x| *x != a && shard_of(*x) == shard_of(a))
+            .unwrap();
+        for sql in [
+            format!("UPDATE customers SET id = {same}, name = 'n' WHERE id = {a}"),
+            format!("UPDATE customers SET id = {a} WHERE id = {a}"),
+        ] {
+            assert_eq!(single(&run(&sql, None)), shard_of(a), "{sql}");
+        }
+        assert!(matches!(
+            run(
+                &format!("UPDATE customers SET id = {b} WHERE id = {a}"),
+                None
+            ),
+            Plan::Refuse(_)
+        ));
         // A prepared split insert waits for its parameters.
         assert_eq!(
             run("INSERT INTO customers (id) VALUES (?), (?)", None),

@@ -14,7 +14,73 @@ use sqlparser::dialect::MySqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Location, Token, Tokenizer};
 
-use super::plan::{Key, Plan};
+use super::plan::{key_values, last_ident, Key, Plan, Values};
+
+/// An UPDATE that sets the shard key: routed only when every row it can touch provably stays
+/// on its shard (WHERE pins the key to values of one shard, and each new key value is a
+/// literal of that same shard), else refused: moving a row between shards is not done.
+pub(super) fn key_update(
+    ks: &KeyspaceMap,
+    table: &str,
+    t: &ShardedTable,
+    u: &sqlparser::ast::Update,
+    ctx: &Values<'_>,
+) -> Plan {
+    use sqlparser::ast::AssignmentTarget;
+    let refuse = || {
+        Plan::Refuse(format!(
+            "UPDATE of shard key column `{}` of `{table}` that can move rows to another shard",
+            t.column
+        ))
+    };
+    let same = |a: &ShardTarget, b: &ShardTarget| a.shard == b.shard && a.cluster == b.cluster;
+    let mut target: Option<ShardTarget> = None;
+    for a in &u.assignments {
+        let value = match &a.target {
+            AssignmentTarget::ColumnName(n) if last_ident(n).is_some_and(|c| t.is_column(&c)) => {
+                &a.value
+            }
+            AssignmentTarget::Tuple(ns)
+                if ns
+                    .iter()
+                    .any(|n| last_ident(n).is_some_and(|c| t.is_column(&c))) =>
+            {
+                return refuse()
+            }
+            _ => continue,
+        };
+        let s = match ctx.key(value) {
+            Key::Known(v) => match ks.shard_for_insert(t, &v) {
+                Ok(s) => s.clone(),
+                Err(_) => return refuse(),
+            },
+            Key::Param => return Plan::NeedsParams,
+            Key::Unusable => return refuse(),
+        };
+        match &target {
+            Some(prev) if !same(prev, &s) => return refuse(),
+            _ => target = Some(s),
+        }
+    }
+    let Some(target) = target else {
+        return refuse();
+    };
+    let Some(values) = key_values(u.selection.as_ref(), t, ctx) else {
+        return refuse();
+    };
+    for v in values {
+        match v {
+            Key::Known(v) => match ks.shard_for_read(t, &v) {
+                ShardLookup::One(s) if same(s, &target) => {}
+                ShardLookup::Nowhere => {}
+                _ => return refuse(),
+            },
+            Key::Param => return Plan::NeedsParams,
+            Key::Unusable => return refuse(),
+        }
+    }
+    Plan::Single(target)
+}
 
 /// A write to a reference table: the same text on every shard's copy.
 pub(super) fn reference_write(ks: &KeyspaceMap, table: &str, sql: &str) -> Plan {
