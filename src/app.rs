@@ -217,10 +217,11 @@ async fn xa_recovery(router: Arc<RouterContext>, stop: impl std::future::Future<
                 .map(|(n, c)| (n.clone(), c.epoch))
                 .collect();
             let ready = topo.clusters.values().all(|c| c.leader.is_some());
-            let leftovers = router
-                .xa
-                .leftovers
-                .swap(false, std::sync::atomic::Ordering::Relaxed);
+            let leftovers = ready
+                && router
+                    .xa
+                    .leftovers
+                    .swap(false, std::sync::atomic::Ordering::Relaxed);
             if ready && (epochs.as_ref() != Some(&now) || leftovers) {
                 let r = router::xa::recover(&router).await;
                 if r.unreachable.is_empty() {

@@ -5,8 +5,9 @@
 //! `=` or `IN` (literals or prepared-statement parameters) to shards that turn out to be one;
 //! INSERT whose rows all land on one shard; reads of a reference table (any shard); DDL on
 //! sharded and reference tables (every shard); `CREATE/DROP DATABASE` of a sharded keyspace
-//! (every shard database). Scatter queries, cross-shard joins and multi-shard writes are
-//! refused until the merge and XA layers route them.
+//! (every shard database). Writes over several shards (split INSERTs, reference-table writes,
+//! UPDATE/DELETE over several shards) become [`Plan::MultiWrite`], run as one distributed
+//! transaction (see `split.rs` and the session's `xa.rs`). Cross-shard joins are refused.
 
 use std::collections::BTreeMap;
 
