@@ -144,6 +144,21 @@ async fn writes_over_several_shards_commit_everywhere_or_nowhere() {
         );
     }
 
+    // IGNORE and REPLACE survive the cut: rows are counted as each shard counts them.
+    let (n1, n2) = (id_on("c1", 150), id_on("c2", 150));
+    c.query_drop(format!(
+        "INSERT IGNORE INTO customers (id, name) VALUES ({dup}, 'd'), ({n1}, 'i'), ({n2}, 'i')"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.affected_rows(), 2, "the duplicate is skipped");
+    c.query_drop(format!(
+        "REPLACE INTO customers (id, name) VALUES ({n1}, 'r'), ({n2}, 'r')"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.affected_rows(), 4, "each replaced row counts twice");
+
     // ON DUPLICATE KEY UPDATE and prepared parameters survive the cut.
     let (a, b) = (id_on("c1", 200), id_on("c2", 200));
     c.exec_drop(
