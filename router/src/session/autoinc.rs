@@ -9,7 +9,7 @@ use shard_map::{KeyspaceMap, ShardMap, TableKind};
 use crate::backend::BackendError;
 use crate::classify::{Classification, StatementKind};
 use crate::error::RouterError;
-use crate::shard::{split, Plan};
+use crate::shard::{fill, Plan};
 
 use super::{Failure, Session, Target};
 
@@ -64,7 +64,7 @@ impl Session {
         let Some((column, pos)) = self.auto_increment_column(ks, &table).await? else {
             return Ok(None);
         };
-        let Some((at, needs)) = split::auto_increment_rows(sql, &column, pos) else {
+        let Some((at, needs)) = fill::auto_increment_rows(sql, &column, pos) else {
             return Ok(None);
         };
         let n = needs.iter().filter(|x| **x).count() as u64;
@@ -78,7 +78,7 @@ impl Session {
         )
         .await
         .map_err(|e| RouterError::Backend(BackendError::Server(e.to_server())))?;
-        let text = split::fill_auto_increment(sql, &column, at, &needs, &ids).ok_or_else(|| {
+        let text = fill::fill_auto_increment(sql, &column, at, &needs, &ids).ok_or_else(|| {
             RouterError::NotSupported(format!(
                 "this INSERT into `{table}`, whose AUTO_INCREMENT values the router must fill in"
             ))

@@ -289,8 +289,8 @@ impl Session {
             let sql = String::from_utf8_lossy(&key.sql);
             if long_data.is_empty() && self.writes_auto_increment(&map, &sql, &class).await? {
                 // Generated ids are written into the text: the parameters become literals.
-                let text = crate::shard::split::literals(&out, n)
-                    .and_then(|lits| crate::shard::split::substitute(&sql, &lits));
+                let text = crate::shard::literals::literals(&out, n)
+                    .and_then(|lits| crate::shard::literals::substitute(&sql, &lits));
                 if let Some(text) = text {
                     let text_class = self.ctx.classifier.classify(&text);
                     if let Some((filled, first)) =
@@ -336,8 +336,8 @@ impl Session {
                         )
                         .into());
                     }
-                    let text = crate::shard::split::literals(&out, n)
-                        .and_then(|lits| crate::shard::split::substitute(&sql, &lits))
+                    let text = crate::shard::literals::literals(&out, n)
+                        .and_then(|lits| crate::shard::literals::substitute(&sql, &lits))
                         .ok_or_else(|| {
                             RouterError::NotSupported(
                                 "parameter types of this write over several shards".into(),

@@ -5,6 +5,8 @@
 //! anything else on a sharded table is refused with error 1235 naming what is not supported,
 //! never sent where it would give a wrong answer.
 
+pub mod fill;
+pub mod literals;
 pub mod params;
 pub mod plan;
 pub mod split;
