@@ -68,6 +68,9 @@ async fn create_tables(c: &mut Conn) {
     c.query_drop("CREATE TABLE countries (code CHAR(2) PRIMARY KEY, name VARCHAR(20))")
         .await
         .unwrap();
+    c.query_drop("CREATE TABLE settings (k INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
 }
 
 /// Direct connections to every shard database: (shard index, connection).
@@ -245,6 +248,34 @@ async fn writes_over_several_shards_commit_everywhere_or_nowhere() {
         .await;
         assert_eq!(n, if commit { 2 } else { 0 }, "commit={commit}");
     }
+
+    // Unsharded tables (on the keyspace's default cluster) join the same transaction.
+    let u = id_on("c2", 350);
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!("INSERT INTO customers (id) VALUES ({u})"))
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO settings VALUES (1, 1)")
+        .await
+        .unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    let n: i64 = query_one(&mut c, "SELECT COUNT(*) FROM settings").await;
+    assert_eq!(n, 0);
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(format!("INSERT INTO customers (id) VALUES ({u})"))
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO settings VALUES (1, 1)")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let n: i64 = query_one(
+        &mut c,
+        &format!("SELECT COUNT(*) FROM customers WHERE id = {u}"),
+    )
+    .await;
+    let m: i64 = query_one(&mut c, "SELECT COUNT(*) FROM settings").await;
+    assert_eq!((n, m), (1, 1));
 
     // A multi-shard statement failing inside a transaction rolls the transaction back.
     let r_id = id_on("c2", 400);

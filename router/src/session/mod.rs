@@ -468,9 +468,25 @@ impl Session {
                             let xa_started =
                                 self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty());
                             if !class.tables.is_empty() && xa_started {
-                                // Unsharded tables: the keyspace's default cluster's branch.
-                                let cluster =
-                                    map.cluster_for_db(self.state.db.as_deref()).to_string();
+                                // Unsharded tables: the branch of the cluster they live on.
+                                let mut clusters: Vec<&str> = class
+                                    .tables
+                                    .iter()
+                                    .map(|t| {
+                                        map.cluster_for_db(
+                                            t.schema.as_deref().or(self.state.db.as_deref()),
+                                        )
+                                    })
+                                    .collect();
+                                clusters.sort_unstable();
+                                clusters.dedup();
+                                if clusters.len() > 1 {
+                                    return Err(RouterError::NotSupported(
+                                        "a statement using tables on several clusters".into(),
+                                    )
+                                    .into());
+                                }
+                                let cluster = clusters[0].to_string();
                                 self.xa_use_cluster(&cluster).await?;
                             } else if !class.tables.is_empty()
                                 && self.pinned_elsewhere(self.pinned_route.as_ref())
