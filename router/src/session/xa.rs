@@ -17,6 +17,9 @@ use crate::xa::{self as coord, xid_sql};
 
 use super::{Failure, Session, Target};
 
+/// The savepoint a multi-shard statement inside a transaction sets on each branch it touches.
+const STMT_SAVEPOINT: &str = "switchyard_stmt";
+
 /// One branch's connection and where it was routed.
 type Branch = (PooledConn, Option<Route>);
 
@@ -398,15 +401,29 @@ impl Session {
         if let Some(why) = self.xa.as_ref().and_then(|x| x.failed.clone()) {
             return Err(RouterError::XaRolledBack(why).into());
         }
+        // Inside the client's transaction, a savepoint on each branch the statement touches
+        // lets a failure undo just the statement, as a server does.
+        let explicit = !plain && self.xa.as_ref().is_some_and(|x| !x.implicit);
+        let mut touched: Vec<String> = Vec::new();
         let mut sum = Summary::default();
         let mut failure: Option<Failure> = None;
         for (target, sql) in &parts {
             let saved = self.state.db.replace(target.database.clone());
-            let r = self.xa_run_part(&target.cluster, sql).await;
+            let savepoint = explicit && !touched.contains(&target.cluster);
+            let r = if savepoint {
+                touched.push(target.cluster.clone());
+                self.xa_run_part(
+                    &target.cluster,
+                    &format!("SAVEPOINT {STMT_SAVEPOINT}; {sql}"),
+                )
+                .await
+            } else {
+                self.xa_run_part(&target.cluster, sql).await
+            };
             self.state.db = saved;
             match r {
                 Ok(out) => {
-                    for ok in &out.oks {
+                    for ok in out.oks.iter().skip(usize::from(savepoint)) {
                         if sum.first_affected.is_none() {
                             sum.first_affected = Some(ok.affected_rows);
                         }
@@ -431,6 +448,11 @@ impl Session {
             }
         }
         if let Some(f) = failure {
+            let branches_kept = self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty());
+            if explicit && branches_kept && self.xa_rollback_statement(&touched).await {
+                self.release_if_free();
+                return Err(f);
+            }
             let why = match &f {
                 Failure::Reply(e, _) => e.to_client().message,
                 Failure::ClientGone => "the client left".into(),
@@ -470,6 +492,27 @@ impl Session {
             &ok_payload(affected, sum.last_insert_id, status, sum.warnings, header),
         );
         self.output.flush().await.map_err(|_| Failure::ClientGone)
+    }
+
+    /// Undoes a failed multi-shard statement on every branch it touched (back to the savepoint
+    /// taken before it); false when that is not possible (a deadlock rolled a branch back).
+    async fn xa_rollback_statement(&mut self, touched: &[String]) -> bool {
+        for cluster in touched {
+            if self.xa_use_cluster(cluster).await.is_err() {
+                return false;
+            }
+            let Some(conn) = self.pinned.as_mut() else {
+                return false;
+            };
+            if conn
+                .query(&format!("ROLLBACK TO SAVEPOINT {STMT_SAVEPOINT}"))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
     }
 
     /// Runs one part of a multi-shard write on its cluster's branch (the session's database
