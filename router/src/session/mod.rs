@@ -4,6 +4,7 @@
 
 mod auth;
 mod autoinc;
+mod multiwrite;
 mod prepared;
 pub mod state;
 mod xa;
