@@ -116,7 +116,11 @@ impl App {
         };
         let router = Arc::new(
             RouterContext::new(config.router.clone(), topology.clone(), shard_map)
-                .with_failure_reporter(reporter),
+                .with_failure_reporter(reporter)
+                .with_internal_user(
+                    &config.orchestrator.user,
+                    config.orchestrator.password.expose(),
+                ),
         );
         let router_listener = listen(&config.router.listen, ROUTER_BACKLOG)
             .await
@@ -140,6 +144,7 @@ impl App {
             stopped(),
         )));
         tasks.push(tokio::spawn(orchestrator.clone().run(stopped())));
+        tasks.push(tokio::spawn(xa_recovery(router.clone(), stopped())));
         let api = admin::routes(AdminState {
             topology: topology.clone(),
             router: router.clone(),
@@ -191,6 +196,56 @@ impl App {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+    }
+}
+
+/// Resolves the prepared XA branches an earlier run of this router left behind: once every
+/// leader is known at start, and again whenever a cluster gets a new leader (a branch whose
+/// connection died with the old leader is then prepared on the new one).
+async fn xa_recovery(router: Arc<RouterContext>, stop: impl std::future::Future<Output = ()>) {
+    if !router.shard_map.load().has_sharded_keyspace() {
+        return;
+    }
+    let work = async {
+        let mut changes = router.topology.subscribe();
+        let mut epochs: Option<Vec<(String, u64)>> = None;
+        loop {
+            let topo = router.topology.load();
+            let now: Vec<(String, u64)> = topo
+                .clusters
+                .iter()
+                .map(|(n, c)| (n.clone(), c.epoch))
+                .collect();
+            let ready = topo.clusters.values().all(|c| c.leader.is_some());
+            let leftovers = ready
+                && router
+                    .xa
+                    .leftovers
+                    .swap(false, std::sync::atomic::Ordering::Relaxed);
+            if ready && (epochs.as_ref() != Some(&now) || leftovers) {
+                let r = router::xa::recover(&router).await;
+                if r.unreachable.is_empty() {
+                    epochs = Some(now);
+                }
+                if !r.committed.is_empty() || !r.rolled_back.is_empty() {
+                    tracing::info!(
+                        committed = r.committed.len(),
+                        rolled_back = r.rolled_back.len(),
+                        "XA recovery done"
+                    );
+                }
+            }
+            if tokio::time::timeout(Duration::from_secs(5), changes.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = stop => {}
     }
 }
 

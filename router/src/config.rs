@@ -93,6 +93,11 @@ pub struct RouterConfig {
     /// The longest delay before a throttled login failure is answered (ms).
     #[serde(default = "default_login_failure_delay_ms")]
     pub login_failure_delay_ms: u64,
+    /// Names this router in the ids of its distributed (XA) transactions, so that after a
+    /// restart it recovers its own prepared branches and no other router's. Keep it stable
+    /// and unique per router; by default the `listen` address.
+    #[serde(default)]
+    pub router_id: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -147,6 +152,7 @@ impl RouterConfig {
             hold_max_statements: default_hold_max_statements(),
             login_failure_limit: default_login_failure_limit(),
             login_failure_delay_ms: default_login_failure_delay_ms(),
+            router_id: None,
         }
     }
 

@@ -70,6 +70,16 @@ pub struct RouterContext {
     /// Position of each sharded table's key column, `(keyspace, table)`, read from a shard's
     /// catalog for INSERTs without a column list; cleared by DDL on sharded tables.
     pub key_positions: dashmap::DashMap<(String, String), usize>,
+    /// How this router names its distributed transactions.
+    pub xa: crate::xa::XaIds,
+    /// Credentials for the router's own work on the backends (the XA decision log and
+    /// recovery): the orchestrator's user when the binary wires it.
+    pub internal_user: Option<(Arc<str>, Arc<str>)>,
+    /// Each sharded table's AUTO_INCREMENT column (name, position), `(keyspace, table)`, read
+    /// from a shard's catalog; cleared with `key_positions`.
+    pub auto_increment: dashmap::DashMap<(String, String), Option<(String, usize)>>,
+    /// Blocks of global ids held for each `keyspace.table`.
+    pub sequences: dashmap::DashMap<String, Arc<tokio::sync::Mutex<crate::sequence::Block>>>,
     /// Recent login failures per client address.
     pub login_failures: LoginThrottle,
 }
@@ -147,6 +157,10 @@ impl RouterContext {
             failure_reporter: None,
             held: AtomicU64::new(0),
             key_positions: dashmap::DashMap::new(),
+            xa: crate::xa::XaIds::new(config.router_id.as_deref().unwrap_or(&config.listen)),
+            internal_user: None,
+            auto_increment: dashmap::DashMap::new(),
+            sequences: dashmap::DashMap::new(),
             login_failures: LoginThrottle::default(),
             config,
         }
@@ -155,6 +169,12 @@ impl RouterContext {
     /// Wires router-observed backend failures to the orchestrator's detection.
     pub fn with_failure_reporter(mut self, reporter: FailureReporter) -> Self {
         self.failure_reporter = Some(reporter);
+        self
+    }
+
+    /// Credentials for the router's own statements (XA decision log, recovery).
+    pub fn with_internal_user(mut self, user: &str, password: &str) -> Self {
+        self.internal_user = Some((user.into(), password.into()));
         self
     }
 

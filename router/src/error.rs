@@ -16,6 +16,12 @@ pub enum RouterError {
     TransactionLost { addr: String },
     #[error("the transaction's leader changed; it must be restarted")]
     LeaderChanged { cluster: String },
+    /// A distributed transaction was rolled back under the client (why).
+    #[error("the distributed transaction was rolled back: {0}")]
+    XaRolledBack(String),
+    /// A distributed COMMIT whose decision could not be confirmed; recovery settles it.
+    #[error("distributed COMMIT outcome unknown: {0}")]
+    XaOutcomeUnknown(String),
     #[error("statement held too long while cluster `{cluster}` changed leader")]
     HoldTimeout { cluster: String, waited_ms: u64 },
     #[error("too many statements held")]
@@ -78,6 +84,23 @@ impl RouterError {
                 format!(
                     "Lost connection to backend {addr} during the transaction; it was rolled \
                      back, retry it"
+                ),
+            ),
+            RouterError::XaRolledBack(why) => (
+                1213,
+                "40001",
+                format!(
+                    "Deadlock found when trying to get lock; try restarting transaction (the \
+                     distributed transaction was rolled back: {why}; ROLLBACK and retry it)"
+                ),
+            ),
+            RouterError::XaOutcomeUnknown(why) => (
+                1180,
+                "HY000",
+                format!(
+                    "Got error during COMMIT: the commit decision of a distributed transaction \
+                     could not be confirmed ({why}); the router's recovery commits it if it \
+                     was logged, else rolls it back"
                 ),
             ),
             RouterError::LeaderChanged { cluster } => (

@@ -14,6 +14,8 @@
 //!   [`backend::aggregate`] merges gathered results (groups, aggregates, HAVING, ORDER BY).
 //! - [`protocol`]: packet framing and the few packets the router writes itself.
 //! - [`error`]: router errors and what the client sees for each.
+//! - [`sequence`]: global AUTO_INCREMENT ids for sharded tables.
+//! - [`xa`]: distributed transactions: xids, the commit decision log, recovery, failpoints.
 //! - [`config`]: the `[router]` settings.
 
 pub mod backend;
@@ -22,9 +24,11 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod protocol;
+pub mod sequence;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod xa;
 
 pub use config::{RouterConfig, Secret, UserConfig};
 pub use context::RouterContext;

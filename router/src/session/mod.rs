@@ -3,9 +3,12 @@
 //! one backend connection while it must stay there (transactions, locks, temporary tables).
 
 mod auth;
+mod autoinc;
 mod gather;
+mod multiwrite;
 mod prepared;
 pub mod state;
+mod xa;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -162,6 +165,8 @@ pub struct Session {
     /// A `BEGIN` in a sharded keyspace waits for the first statement, so that the
     /// transaction starts on the shard that statement goes to.
     pending_begin: Option<String>,
+    /// The distributed (XA) transaction in a sharded keyspace, from its BEGIN to its end.
+    xa: Option<xa::XaTxn>,
     pins: Pins,
     multi_statements: bool,
     stmts: HashMap<u32, ClientStmt>,
@@ -201,6 +206,7 @@ impl Session {
             pinned: None,
             pinned_route: None,
             pending_begin: None,
+            xa: None,
             pins: Pins::default(),
             multi_statements: auth.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
             stmts: HashMap::new(),
@@ -229,6 +235,11 @@ impl Session {
             return;
         }
         session.command_loop().await;
+        if session.xa.is_some() {
+            // The client left inside a distributed transaction: its unprepared branches end
+            // with their connections, never back in the pool.
+            session.xa_lost("the client left");
+        }
     }
 
     async fn command_loop(&mut self) {
@@ -340,10 +351,65 @@ impl Session {
             retry_reads: is_read(&class),
             with_insert_id: class.uses_session_functions,
         };
+        if !class.multi && self.xa.is_some() {
+            match class.kind {
+                StatementKind::Commit => {
+                    let upper = sql.to_ascii_uppercase();
+                    let words: Vec<&str> = upper.split_whitespace().collect();
+                    let chain = words.windows(2).any(|w| w == ["AND", "CHAIN"]);
+                    let release = words.last() == Some(&"RELEASE") && !upper.contains("NO RELEASE");
+                    if chain || release {
+                        return Err(RouterError::NotSupported(
+                            "COMMIT AND CHAIN / RELEASE of a distributed transaction".into(),
+                        )
+                        .into());
+                    }
+                    return self.xa_end(true, seq).await;
+                }
+                StatementKind::Rollback => return self.xa_end(false, seq).await,
+                StatementKind::Other
+                    if self.xa.as_ref().is_some_and(|x| x.clusters.len() > 1)
+                        && sql
+                            .trim_start()
+                            .to_ascii_uppercase()
+                            .starts_with("ROLLBACK") =>
+                {
+                    // A savepoint lives on one branch: rolling back to it would keep the
+                    // other clusters' later writes.
+                    return Err(RouterError::NotSupported(
+                        "ROLLBACK TO SAVEPOINT in a transaction spanning several clusters".into(),
+                    )
+                    .into());
+                }
+                _ => {
+                    if let Some(why) = self.xa.as_ref().and_then(|x| x.failed.clone()) {
+                        return Err(RouterError::XaRolledBack(why).into());
+                    }
+                }
+            }
+        }
+        if !class.multi
+            && self.pinned.is_none()
+            && self.xa.is_none()
+            && self.pending_begin.is_none()
+            && matches!(
+                class.kind,
+                StatementKind::Select { .. } | StatementKind::Write
+            )
+            && self.autocommit_off()
+            && self.in_sharded_keyspace()
+        {
+            // autocommit=0: the statement opens a transaction, which is distributed.
+            self.pending_begin = Some("BEGIN".into());
+            self.xa_begin();
+        }
         if !class.multi && self.pinned.is_none() && self.in_sharded_keyspace() {
             match class.kind {
                 StatementKind::Begin => {
                     self.pending_begin = Some(sql.to_string());
+                    if xa::xa_capable_begin(&sql) {
+                        self.xa_begin();
+                    }
                     let status =
                         StatusFlags::SERVER_STATUS_IN_TRANS | StatusFlags::SERVER_STATUS_AUTOCOMMIT;
                     self.output.push(seq, &ok_payload(0, 0, status, 0, 0));
@@ -352,6 +418,7 @@ impl Session {
                 StatementKind::Commit | StatementKind::Rollback if self.pending_begin.is_some() => {
                     // Nothing ran inside it.
                     self.pending_begin = None;
+                    self.xa = None;
                     return self.reply_ok(seq).await;
                 }
                 _ => {}
@@ -397,12 +464,40 @@ impl Session {
                 let map = self.ctx.shard_map.load();
                 if map.has_sharded_keyspace() {
                     self.unpin_unless_diagnostics(&sql, &class);
+                    if let Some((text, first)) =
+                        self.fill_auto_increment(&map, &sql, &class).await?
+                    {
+                        return self.run_filled_insert(&map, &text, first, seq).await;
+                    }
                     match self
                         .plan(&map, &sql, &class, self.state.db.clone(), None)
                         .await?
                     {
                         Plan::Unsharded => {
-                            if !class.tables.is_empty()
+                            let xa_started =
+                                self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty());
+                            if !class.tables.is_empty() && xa_started {
+                                // Unsharded tables: the branch of the cluster they live on.
+                                let mut clusters: Vec<&str> = class
+                                    .tables
+                                    .iter()
+                                    .map(|t| {
+                                        map.cluster_for_db(
+                                            t.schema.as_deref().or(self.state.db.as_deref()),
+                                        )
+                                    })
+                                    .collect();
+                                clusters.sort_unstable();
+                                clusters.dedup();
+                                if clusters.len() > 1 {
+                                    return Err(RouterError::NotSupported(
+                                        "a statement using tables on several clusters".into(),
+                                    )
+                                    .into());
+                                }
+                                let cluster = clusters[0].to_string();
+                                self.xa_use_cluster(&cluster).await?;
+                            } else if !class.tables.is_empty()
                                 && self.pinned_elsewhere(self.pinned_route.as_ref())
                             {
                                 return Err(RouterError::NotSupported(
@@ -442,6 +537,9 @@ impl Session {
                         Plan::KeyspaceDatabases(dbs) => {
                             return self.run_on_keyspace_databases(&dbs, &sql, seq).await
                         }
+                        Plan::MultiWrite { parts, copies } => {
+                            return self.xa_write(parts, copies, seq, None).await
+                        }
                         Plan::NeedsParams | Plan::NeedsColumnPosition { .. } => {
                             return Err(RouterError::NotSupported(
                                 "`?` placeholders in a text statement on a sharded table".into(),
@@ -451,7 +549,9 @@ impl Session {
                         Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
                     }
                 }
-                let target = if is_read(&class) && !self.pins.any() {
+                // A deferred BEGIN starts on the leader, even with a read first.
+                let target = if is_read(&class) && !self.pins.any() && self.pending_begin.is_none()
+                {
                     Target::ReplicaOk
                 } else {
                     Target::Leader
@@ -521,7 +621,9 @@ impl Session {
 
     /// Returns the pinned connection to the pool when nothing holds the session to it.
     fn release_if_free(&mut self) {
-        let keep = self.pins.any() || self.pinned.as_ref().is_some_and(|c| c.in_transaction());
+        let keep = self.pins.any()
+            || self.pinned.as_ref().is_some_and(|c| c.in_transaction())
+            || self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty());
         if !keep {
             self.pinned = None;
             self.pinned_route = None;
@@ -564,7 +666,12 @@ impl Session {
                 if let Some(begin) = self.pending_begin.take() {
                     began = true;
                     // The deferred BEGIN starts here, on the connection that runs the first
-                    // statement of the transaction.
+                    // statement of the transaction: as the first XA branch when the
+                    // transaction is distributed.
+                    let begin = match route.as_ref() {
+                        Some(r) => self.xa_start_sql(&r.cluster.clone()).unwrap_or(begin),
+                        None => begin,
+                    };
                     let started = async {
                         self.sync(&mut conn, false).await?;
                         conn.query(&begin).await.map_err(RouterError::from)
@@ -572,6 +679,9 @@ impl Session {
                     .await;
                     if let Err(e) = started {
                         conn.discard();
+                        if self.xa.is_some() {
+                            self.xa_lost("XA START failed");
+                        }
                         return Err(e.into());
                     }
                 }
@@ -695,18 +805,25 @@ impl Session {
         cmd: Cmd<'_>,
         exec: Exec,
     ) -> Result<RelayOutcome, Failure> {
-        if let Some(r) = &self.pinned_route {
-            if *r.cluster != *target.cluster {
-                return Err(RouterError::NotSupported(format!(
-                    "a transaction or locked session spanning shards on clusters `{}` and `{}` \
-                     (distributed transactions)",
-                    r.cluster, target.cluster
-                ))
-                .into());
+        if self.xa.is_none() {
+            if let Some(r) = &self.pinned_route {
+                if *r.cluster != *target.cluster {
+                    return Err(RouterError::NotSupported(format!(
+                        "a locked session or non-distributed transaction (START TRANSACTION \
+                         READ ONLY / WITH CONSISTENT SNAPSHOT) spanning shards on clusters `{}` \
+                         and `{}`",
+                        r.cluster, target.cluster
+                    ))
+                    .into());
+                }
             }
         }
         let saved = self.state.db.replace(target.database.clone());
-        let result = self.run(Target::Cluster(&target.cluster), cmd, exec).await;
+        let switched = self.xa_use_cluster(&target.cluster).await;
+        let result = match switched {
+            Ok(()) => self.run(Target::Cluster(&target.cluster), cmd, exec).await,
+            Err(f) => Err(f),
+        };
         self.state.db = saved;
         result
     }
@@ -851,6 +968,7 @@ impl Session {
         }
         // Column positions may change with the DDL.
         self.ctx.key_positions.clear();
+        self.ctx.auto_increment.clear();
         let mut failures = Vec::new();
         for t in targets {
             let saved = self.state.db.replace(t.database.clone());
@@ -1167,6 +1285,9 @@ impl Session {
 
     /// The pinned connection died: whatever held the session there is gone with it.
     fn lost_pinned(&mut self, seq: Option<u8>) -> Failure {
+        if self.xa.is_some() {
+            self.xa_lost("a branch's connection was lost");
+        }
         self.pinned_route = None;
         self.pins = Pins::default();
         self.stmts.values_mut().for_each(|s| s.cursor_open = false);
@@ -1296,6 +1417,11 @@ impl Session {
         }
         self.pinned_route = None;
         self.pending_begin = None;
+        if self.xa.is_some() {
+            // Unprepared branches die with their connections.
+            self.xa_lost("");
+            self.xa = None;
+        }
         self.pins = Pins::default();
         self.stmts.clear();
         self.state = SessionState::for_handshake(collation, db);

@@ -66,6 +66,9 @@ impl Session {
                 Plan::Scatter { targets, .. }
                 | Plan::ScatterCount { targets }
                 | Plan::Gather { targets, .. } => shard_target = targets.into_iter().next(),
+                Plan::MultiWrite { parts, .. } => {
+                    shard_target = parts.into_iter().next().map(|p| p.0)
+                }
                 Plan::NeedsParams | Plan::NeedsColumnPosition { .. } => {
                     let first = class
                         .tables
@@ -90,7 +93,15 @@ impl Session {
                     )
                     .into())
                 }
-                Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
+                Plan::Refuse(why) => {
+                    // An INSERT whose AUTO_INCREMENT key the router fills in at execute.
+                    let sql = String::from_utf8_lossy(&key.sql);
+                    if !self.writes_auto_increment(&map, &sql, &class).await? {
+                        return Err(RouterError::NotSupported(why).into());
+                    }
+                    let ks = self.state.db.as_deref().and_then(|d| map.keyspace(d));
+                    shard_target = ks.and_then(|k| k.all_shards().first().cloned());
+                }
             }
         }
         let sharded = shard_target.is_some();
@@ -101,7 +112,7 @@ impl Session {
             },
             None => key,
         };
-        if let (Some(t), Some(r)) = (&shard_target, &self.pinned_route) {
+        if let (Some(t), Some(r), None) = (&shard_target, &self.pinned_route, &self.xa) {
             if *r.cluster != *t.cluster {
                 return Err(RouterError::NotSupported(format!(
                     "a transaction or locked session spanning shards on clusters `{}` and `{}` \
@@ -114,7 +125,14 @@ impl Session {
         let saved = shard_target
             .as_ref()
             .map(|t| self.state.db.replace(t.database.clone()));
-        let prepared = self.prepare_on(shard_target.as_ref(), &key).await;
+        let switched = match &shard_target {
+            Some(t) => self.xa_use_cluster(&t.cluster.clone()).await,
+            None => Ok(()),
+        };
+        let prepared = match switched {
+            Ok(()) => self.prepare_on(shard_target.as_ref(), &key).await,
+            Err(f) => Err(f),
+        };
         if let Some(db) = saved {
             self.state.db = db;
         }
@@ -266,6 +284,9 @@ impl Session {
             retry_reads: is_read(&class),
             with_insert_id: class.uses_session_functions,
         };
+        if let Some(why) = self.xa.as_ref().and_then(|x| x.failed.clone()) {
+            return Err(RouterError::XaRolledBack(why).into());
+        }
         if sharded {
             let sql = String::from_utf8_lossy(&key.sql).into_owned();
             self.unpin_unless_diagnostics(&sql, &class);
@@ -276,6 +297,19 @@ impl Session {
             });
             let map = self.ctx.shard_map.load();
             let sql = String::from_utf8_lossy(&key.sql);
+            if long_data.is_empty() && self.writes_auto_increment(&map, &sql, &class).await? {
+                // Generated ids are written into the text: the parameters become literals.
+                let text = crate::shard::literals::literals(&out, n)
+                    .and_then(|lits| crate::shard::literals::substitute(&sql, &lits));
+                if let Some(text) = text {
+                    let text_class = self.ctx.classifier.classify(&text);
+                    if let Some((filled, first)) =
+                        self.fill_auto_increment(&map, &text, &text_class).await?
+                    {
+                        return self.run_filled_insert(&map, &filled, first, _seq).await;
+                    }
+                }
+            }
             let t = match self
                 .plan(&map, &sql, &class, key.db.clone(), Some(&params))
                 .await?
@@ -313,6 +347,50 @@ impl Session {
                     };
                     self.run_scatter(&targets, Gather::SumCounts, cmd).await?;
                     return Ok(());
+                }
+                Plan::MultiWrite { .. } => {
+                    // The text is cut by shard: the parameters become literals in it.
+                    if !long_data.is_empty() {
+                        return Err(RouterError::NotSupported(
+                            "long data parameters in a write over several shards".into(),
+                        )
+                        .into());
+                    }
+                    let text = crate::shard::literals::literals(&out, n)
+                        .and_then(|lits| crate::shard::literals::substitute(&sql, &lits))
+                        .ok_or_else(|| {
+                            RouterError::NotSupported(
+                                "parameter types of this write over several shards".into(),
+                            )
+                        })?;
+                    let class = self.ctx.classifier.classify(&text);
+                    match self.plan(&map, &text, &class, key.db.clone(), None).await? {
+                        Plan::MultiWrite { parts, copies } => {
+                            return self.xa_write(parts, copies, _seq, None).await
+                        }
+                        Plan::Single(t) => {
+                            let cmd_text = {
+                                let mut p = Vec::with_capacity(text.len() + 1);
+                                p.push(0x03);
+                                p.extend_from_slice(text.as_bytes());
+                                p
+                            };
+                            let exec = Exec {
+                                mode: RelayMode::ResultSet { cursor: false },
+                                ..exec
+                            };
+                            let outcome = self.run_on_shard(&t, Cmd::Raw(&cmd_text), exec).await?;
+                            self.after_statement(&class, &outcome);
+                            return Ok(());
+                        }
+                        Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
+                        _ => {
+                            return Err(RouterError::NotSupported(
+                                "this prepared write over several shards".into(),
+                            )
+                            .into())
+                        }
+                    }
                 }
                 Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
                 _ => {

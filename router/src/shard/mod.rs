@@ -6,9 +6,12 @@
 //! the merged result is the server's; anything else on a sharded table is refused with error 1235 naming what is not supported,
 //! never sent where it would give a wrong answer.
 
+pub mod fill;
 pub mod gather;
 mod join;
+pub mod literals;
 pub mod params;
 pub mod plan;
+pub mod split;
 
 pub use plan::{plan, Plan, PlanInput};

@@ -7,7 +7,10 @@
 //! sharded and reference tables (every shard); `CREATE/DROP DATABASE` of a sharded keyspace
 //! (every shard database). Reads over several shards are relayed raw when their answer is a
 //! concatenation or a sorted merge, and otherwise merged by the router ([`super::gather`]) or
-//! refused; cross-shard joins and multi-shard writes are refused until the XA layer.
+//! refused. Joins on the shard key and with reference tables run per shard (`join.rs`).
+//! Writes over several shards (split INSERTs, reference-table writes, UPDATE/DELETE over
+//! several shards) become [`Plan::MultiWrite`], run as one distributed transaction (see
+//! `split.rs` and the session's `xa.rs`).
 
 use std::collections::BTreeMap;
 
@@ -64,6 +67,14 @@ pub enum Plan {
         keyspace: String,
         table: String,
         column: String,
+    },
+    /// A write over several shards, run as one distributed transaction: each part's text on
+    /// its shard (a multi-row INSERT cut by shard, or the client's text for a reference
+    /// table's copies and for UPDATE/DELETE over several shards). With `copies` (a reference
+    /// table) the affected rows are one copy's, else the parts' sum.
+    MultiWrite {
+        parts: Vec<(ShardTarget, String)>,
+        copies: bool,
     },
     /// Not supported (error 1235 with this text).
     Refuse(String),
@@ -175,10 +186,7 @@ pub fn plan(map: &ShardMap, input: PlanInput<'_>) -> Plan {
                     Some(s) => Plan::Single(s.clone()),
                     None => Plan::Refuse("a keyspace without shards".into()),
                 },
-                None => Plan::Refuse(format!(
-                    "writes to reference table `{}` (they must reach every shard atomically)",
-                    involved[0].table
-                )),
+                None => super::split::reference_write(ks, &involved[0].table, input.sql),
             }
         }
         _ => Plan::Refuse(format!(
@@ -260,6 +268,7 @@ fn plan_single_table(
     }
     let placeholders = placeholder_positions(input.sql);
     let ctx = Values {
+        sql: input.sql,
         params: input.params,
         placeholders: &placeholders,
     };
@@ -312,10 +321,7 @@ fn plan_single_table(
                     .any(|n| last_ident(n).is_some_and(|c| t.is_column(&c))),
             });
             if sets_key {
-                return Plan::Refuse(format!(
-                    "UPDATE of shard key column `{}` of `{table}`",
-                    t.column
-                ));
+                return super::split::key_update(ks, table, t, u, &ctx);
             }
             key_values(u.selection.as_ref(), &KeyColumns::Single(t), &ctx)
         }
@@ -323,6 +329,9 @@ fn plan_single_table(
         Statement::Insert(i) => return plan_insert(ks, table, t, i, &ctx, input.key_position),
         _ => return Plan::Refuse(format!("this statement on sharded table `{table}`")),
     };
+    if matches!(stmt, Statement::Update(_) | Statement::Delete(_)) {
+        return super::split::plan_write(ks, table, t, &stmt, values, input.sql);
+    }
     let concat = concat_safe(&stmt, input.class);
     let counts = counts_only(&stmt, input.class);
     let Some(values) = values else {
@@ -717,6 +726,8 @@ fn plan_insert(
         }
     }
     let mut target: Option<&ShardTarget> = None;
+    let mut row_shards: Vec<&ShardTarget> = Vec::with_capacity(exprs.len());
+    let mut spans_shards = false;
     for e in exprs {
         let v = match ctx.key(e) {
             Key::Known(v) => v,
@@ -735,12 +746,12 @@ fn plan_insert(
         match target {
             None => target = Some(s),
             Some(prev) if prev.shard == s.shard => {}
-            Some(_) => {
-                return Plan::Refuse(format!(
-                    "multi-row INSERT into `{table}` whose rows belong to different shards"
-                ))
-            }
+            Some(_) => spans_shards = true,
         }
+        row_shards.push(s);
+    }
+    if spans_shards {
+        return super::split::split_insert(table, ctx.sql, &row_shards);
     }
     target.map_or_else(|| missing_key(table, t), |s| Plan::Single(s.clone()))
 }
@@ -752,14 +763,14 @@ fn missing_key(table: &str, t: &ShardedTable) -> Plan {
     ))
 }
 
-fn last_ident(n: &sqlparser::ast::ObjectName) -> Option<String> {
+pub(super) fn last_ident(n: &sqlparser::ast::ObjectName) -> Option<String> {
     n.0.last()
         .and_then(|p| p.as_ident())
         .map(|i| i.value.clone())
 }
 
 /// A shard key value found in the statement.
-enum Key {
+pub(super) enum Key {
     Known(KeyValue),
     /// A prepared-statement parameter not bound yet.
     Param,
@@ -767,14 +778,16 @@ enum Key {
     Unusable,
 }
 
-struct Values<'a> {
+pub(super) struct Values<'a> {
+    /// The statement's text.
+    sql: &'a str,
     params: Option<&'a [Option<KeyValue>]>,
     /// (line, column) of each `?` in the text, in order.
     placeholders: &'a [(u64, u64)],
 }
 
 impl Values<'_> {
-    fn key(&self, e: &Expr) -> Key {
+    pub(super) fn key(&self, e: &Expr) -> Key {
         match e {
             Expr::Nested(inner) => self.key(inner),
             Expr::Value(v) => match &v.value {
@@ -834,7 +847,7 @@ fn number(text: &str, negative: bool) -> Key {
 
 /// The key values a WHERE clause pins, from its top-level AND terms: the first `col = v` or
 /// `col IN (...)` on the shard key. `None` when there is none.
-fn key_values(
+pub(super) fn key_values(
     selection: Option<&Expr>,
     keys: &KeyColumns<'_>,
     ctx: &Values<'_>,
@@ -1017,14 +1030,14 @@ mod tests {
             "SELECT * FROM customers WHERE id = (SELECT MAX(id) FROM customers)".into(),
             "SELECT *, ROW_NUMBER() OVER () FROM customers".into(),
             "SELECT * FROM customers WHERE id > 5 FOR UPDATE".into(),
-            "UPDATE customers SET name = 'x'".into(),
-            "DELETE FROM customers WHERE id > 5".into(),
-            "UPDATE customers SET id = 5 WHERE id = 1".into(),
+            format!("UPDATE customers SET id = {b} WHERE id = {a}"),
+            "UPDATE customers SET id = id + 1 WHERE id = 1".into(),
+            "UPDATE customers SET id = 1".into(),
+            "UPDATE customers SET name = 'x' LIMIT 3".into(),
+            "DELETE FROM customers WHERE id > 5 ORDER BY id LIMIT 1".into(),
             "INSERT INTO customers (name) VALUES ('a')".into(),
-            format!("INSERT INTO customers (id) VALUES ({a}), ({b})"),
             "INSERT INTO customers (id) SELECT id FROM other".into(),
             "SELECT * FROM customers WHERE id = 1 LOCK IN SHARE MODE".into(),
-            "INSERT INTO countries VALUES ('fr')".into(),
         ] {
             match run(&sql, None) {
                 Plan::Refuse(why) => assert!(!why.is_empty()),
@@ -1135,6 +1148,73 @@ mod tests {
             )),
             shard_of(7)
         );
+    }
+
+    #[test]
+    fn writes_over_several_shards_are_one_distributed_write() {
+        let (a, b) = (1..100)
+            .flat_map(|a| (a + 1..100).map(move |b| (a, b)))
+            .find(|(a, b)| shard_of(*a) != shard_of(*b))
+            .unwrap();
+        let sql = format!(
+            "INSERT INTO customers (id, name) VALUES ({a}, 'a'), ({b}, 'b') \
+             ON DUPLICATE KEY UPDATE name = VALUES(name)"
+        );
+        match run(&sql, None) {
+            Plan::MultiWrite { parts, copies } => {
+                assert!(!copies);
+                assert_eq!(parts.len(), 2);
+                for (t, text) in parts {
+                    let id = if t.shard == shard_of(a) { a } else { b };
+                    let other = if id == a { b } else { a };
+                    assert!(text.contains(&format!("({id}, ")), "{text}");
+                    assert!(!text.contains(&format!("({other}, ")), "{text}");
+                    assert!(text.ends_with("ON DUPLICATE KEY UPDATE name = VALUES(name)"));
+                }
+            }
+            other => panic!("expected a split insert, got {other:?}"),
+        }
+        // Setting the key to a value of the row's own shard keeps the row there.
+        let same = (1..100)
+            .find(|x| *x != a && shard_of(*x) == shard_of(a))
+            .unwrap();
+        for sql in [
+            format!("UPDATE customers SET id = {same}, name = 'n' WHERE id = {a}"),
+            format!("UPDATE customers SET id = {a} WHERE id = {a}"),
+        ] {
+            assert_eq!(single(&run(&sql, None)), shard_of(a), "{sql}");
+        }
+        assert!(matches!(
+            run(
+                &format!("UPDATE customers SET id = {b} WHERE id = {a}"),
+                None
+            ),
+            Plan::Refuse(_)
+        ));
+        // A prepared split insert waits for its parameters.
+        assert_eq!(
+            run("INSERT INTO customers (id) VALUES (?), (?)", None),
+            Plan::NeedsParams
+        );
+        for (sql, copies) in [
+            ("INSERT INTO countries VALUES ('fr')".to_string(), true),
+            ("UPDATE countries SET code = 'x'".into(), true),
+            ("UPDATE customers SET name = 'x'".into(), false),
+            ("DELETE FROM customers WHERE id > 5".into(), false),
+            (
+                format!("DELETE FROM customers WHERE id IN ({a}, {b})"),
+                false,
+            ),
+        ] {
+            match run(&sql, None) {
+                Plan::MultiWrite { parts, copies: c } => {
+                    assert_eq!(parts.len(), 2, "{sql}");
+                    assert_eq!(c, copies, "{sql}");
+                    assert!(parts.iter().all(|(_, t)| *t == sql));
+                }
+                other => panic!("{sql}: expected a multi-shard write, got {other:?}"),
+            }
+        }
     }
 
     #[test]
