@@ -50,9 +50,10 @@ const PENDING: &[&str] = &[
     "dml_multi_insert", // multi-row INSERT over several shards
     "dml_range",        // UPDATE/DELETE by range or by IN over several shards
     "dml_reference",    // writes to the reference table
-    // Any statement right after one that failed with a server error (a duplicate key) or
-    // left warnings: the router keeps the session on that connection for SHOW WARNINGS,
-    // and then refuses reads over several shards and other clusters' shards.
+    // Any statement after one that failed with a server error (a duplicate key) or left
+    // warnings, with only refused ones in between: the router keeps the session on that
+    // connection for SHOW WARNINGS, and refuses reads over several shards and other
+    // clusters' shards until a statement runs on a backend.
     "after_error",
 ];
 
@@ -389,10 +390,11 @@ impl Diff {
     async fn check(&mut self, s: &Stmt) {
         let category = s.category;
         let (got, warnings) = run(&mut self.router, &s.sql, s.prepared).await;
-        let after_error = std::mem::replace(
-            &mut self.after_error,
-            warnings > 0 || matches!(got, Outcome::Error { code, .. } if code != 1235),
-        );
+        // The router's refusals leave the session as it was: still after the error.
+        let after_error = self.after_error;
+        self.after_error = warnings > 0
+            || matches!(got, Outcome::Error { code, .. } if code != 1235)
+            || (after_error && got.refused());
         if self.trace {
             println!(
                 "[{}]{} {}\n    -> {}",
@@ -402,8 +404,9 @@ impl Diff {
                 got.to_string().trim_end()
             );
         }
-        // A statement right after an error or warnings belongs to `after_error` (the router
-        // keeps the session on that connection for SHOW WARNINGS).
+        // A statement after an error or warnings (with only refused statements in between)
+        // belongs to `after_error`: the router keeps the session on that connection for
+        // SHOW WARNINGS.
         let category = if after_error { "after_error" } else { category };
         let supported = SUPPORTED.contains(&category);
         let c = self.counts.entry(category).or_default();
