@@ -135,8 +135,9 @@ impl Report {
         ));
         md.push_str(
             "Both read and write the same backend tables: switchyard through its shard map, \
-             Spider (a third MariaDB server) through one `CREATE SERVER` per shard. \
-             Latencies are per statement, as seen by the client.\n\n",
+             Spider (a third MariaDB server, `ha_spider` with its default settings) through \
+             one `CREATE SERVER` per shard. Latencies are per statement, as seen by the \
+             client. A ratio above 1 means switchyard served more statements per second.\n\n",
         );
         md.push_str(
             "| workload | Spider QPS | Spider p50 / p99 ms | switchyard QPS | \
@@ -236,7 +237,14 @@ impl Report {
             .iter()
             .filter_map(Row::ratio)
             .fold(1.0_f64, f64::max);
-        let x_max = ((max * 1.1 / 0.25).ceil() * 0.25).max(1.25);
+        let step = if max <= 2.0 {
+            0.25
+        } else if max <= 5.0 {
+            0.5
+        } else {
+            1.0
+        };
+        let x_max = ((max * 1.1 / step).ceil() * step).max(1.25);
         let height = TOP + BOTTOM + ROW * self.rows.len() as i32;
         let x_of = |r: f64| LEFT + ((WIDTH - LEFT - RIGHT) as f64 * r / x_max).round() as i32;
         let root = BitMapBackend::new(path, (WIDTH as u32, height as u32)).into_drawing_area();
@@ -258,7 +266,7 @@ impl Report {
             font(13.0).color(&BLACK.mix(0.7)),
         ))
         .map_err(e)?;
-        // Grid every 0.25, the Spider line at 1.0.
+        // Grid every `step`, the Spider line at 1.0.
         let mut tick = 0.0;
         while tick <= x_max + 1e-9 {
             let x = x_of(tick);
@@ -278,7 +286,7 @@ impl Report {
                 font(12.0).pos(Pos::new(HPos::Center, VPos::Top)),
             ))
             .map_err(e)?;
-            tick += 0.25;
+            tick += step;
         }
         for (i, r) in self.rows.iter().enumerate() {
             let y = TOP + ROW * i as i32 + ROW / 2;
