@@ -104,7 +104,10 @@ impl Workload {
             }
             Workload::RangeScan => {
                 let lo = shard * SHARD_SPAN + rng.random_range(1..=rows_per_shard - 99);
-                format!("SELECT id, k, val FROM t WHERE id BETWEEN {lo} AND {}", lo + 99)
+                format!(
+                    "SELECT id, k, val FROM t WHERE id BETWEEN {lo} AND {}",
+                    lo + 99
+                )
             }
             Workload::ScatterCount => "SELECT COUNT(*) FROM t".into(),
             Workload::ScatterSumGroup => {
@@ -116,7 +119,10 @@ impl Workload {
                 let rows: Vec<String> = (0..SHARDS)
                     .map(|s| row_values(rng, s * SHARD_SPAN + INSERT_BASE + n, rows_per_shard))
                     .collect();
-                format!("INSERT INTO t (id, k, grp, val, pad) VALUES {}", rows.join(", "))
+                format!(
+                    "INSERT INTO t (id, k, grp, val, pad) VALUES {}",
+                    rows.join(", ")
+                )
             }
         }
     }
@@ -188,8 +194,11 @@ fn main() -> anyhow::Result<()> {
         quick,
         seconds: env_parse("SWITCHYARD_BENCH_SECONDS")?.unwrap_or(if quick { 3 } else { 15 }),
         threads: env_parse("SWITCHYARD_BENCH_THREADS")?.unwrap_or(8),
-        rows_per_shard: env_parse("SWITCHYARD_BENCH_ROWS")?
-            .unwrap_or(if quick { 5_000 } else { 50_000 }),
+        rows_per_shard: env_parse("SWITCHYARD_BENCH_ROWS")?.unwrap_or(if quick {
+            5_000
+        } else {
+            50_000
+        }),
         out_dir: env("SWITCHYARD_BENCH_OUT")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/results")),
@@ -207,7 +216,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = runtime.block_on(run(&settings))?;
-    let stem = if settings.quick { "spider-quick" } else { "spider" };
+    let stem = if settings.quick {
+        "spider-quick"
+    } else {
+        "spider"
+    };
     std::fs::create_dir_all(&settings.out_dir)?;
     let md = report.markdown();
     std::fs::write(settings.out_dir.join(format!("{stem}.md")), &md)?;
@@ -347,10 +360,7 @@ async fn measure(
     c.query_drop(format!("USE {KEYSPACE}")).await?;
     c.query_drop(format!("CREATE TABLE t ({TABLE_COLUMNS})"))
         .await?;
-    let mariadbd: String = c
-        .query_first("SELECT VERSION()")
-        .await?
-        .unwrap_or_default();
+    let mariadbd: String = c.query_first("SELECT VERSION()").await?.unwrap_or_default();
     eprintln!(
         "loading {} rows per shard through switchyard",
         settings.rows_per_shard
@@ -421,7 +431,10 @@ async fn measure(
 
     // Both see every row, and the same rows.
     let total = settings.rows_per_shard * SHARDS;
-    for (target, port) in [(Target::Spider, spider_port), (Target::Switchyard, router_port)] {
+    for (target, port) in [
+        (Target::Spider, spider_port),
+        (Target::Switchyard, router_port),
+    ] {
         let mut c = Conn::new(opts(port, "app", "app", Some(KEYSPACE))).await?;
         let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t").await?;
         ensure!(

@@ -113,12 +113,7 @@ impl Report {
             "{} shards (range: numeric vindex / PARTITION BY RANGE) on 2 MariaDB {} servers, \
              {} rows per shard; {} client threads (mysql_async, text protocol), {} s per row; \
              {} CPUs shared by everything",
-            self.shards,
-            self.mariadbd,
-            self.rows_per_shard,
-            self.threads,
-            self.seconds,
-            self.nproc
+            self.shards, self.mariadbd, self.rows_per_shard, self.threads, self.seconds, self.nproc
         )
     }
 
