@@ -32,6 +32,7 @@ const SUPPORTED: &[&str] = &[
     "range_plain",     // plain reads with conditions on non-key columns (scatter)
     "order_int_limit", // ORDER BY integer columns ... LIMIT n (no offset)
     "order_typed",     // ORDER BY decimal or datetime columns, with or without LIMIT
+    "order_variants",  // ORDER BY an alias or a qualified column; SELECT * ... ORDER BY
     "count",           // COUNT(*), COUNT(col)
     "dml_key",         // single-row INSERT, UPDATE/DELETE by key
     "limit_no_order",  // LIMIT n without ORDER BY: any n matching rows
@@ -55,6 +56,7 @@ const PENDING: &[&str] = &[
     // connection for SHOW WARNINGS, and refuses reads over several shards and other
     // clusters' shards until a statement runs on a backend.
     "after_error",
+    "order_position", // ORDER BY result column positions (ORDER BY 2, 1)
 ];
 
 /// Shards of `TestEnv::start_sharded(2, 4)`: (range start, end, cluster index, database).

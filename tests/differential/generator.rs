@@ -30,8 +30,8 @@ impl Rng {
         self.next_u64() % 100 < pct
     }
 
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next_u64() % items.len() as u64) as usize]
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[(self.next_u64() % items.len() as u64) as usize]
     }
 }
 
@@ -151,7 +151,7 @@ pub struct Stmt {
 }
 
 /// Every category the generator knows, with its weight.
-pub const CATEGORIES: [(&str, u64); 20] = [
+pub const CATEGORIES: [(&str, u64); 22] = [
     ("point_eq", 10),
     ("point_in", 6),
     ("range_plain", 8),
@@ -172,6 +172,8 @@ pub const CATEGORIES: [(&str, u64); 20] = [
     ("dml_reference", 2),
     ("limit_no_order", 2),
     ("after_error", 2),
+    ("order_variants", 3),
+    ("order_position", 2),
 ];
 
 /// The generator's knowledge of the data: fresh keys, existing orders to target.
@@ -228,14 +230,14 @@ impl Generator {
     /// The values of one customer row as SQL literals.
     pub fn customer_row(&mut self, id: i64) -> String {
         let r = &mut self.rng;
-        let name = *r.pick(&NAMES);
+        let name = r.pick(&NAMES);
         let name = if r.chance(30) {
             format!("{name} {}", r.range(1, 20))
         } else {
             name.to_string()
         };
         let name = or_null(r, 5, quote(&name));
-        let country = quote(*r.pick(&CUSTOMER_COUNTRIES));
+        let country = quote(r.pick(&CUSTOMER_COUNTRIES));
         let country = or_null(r, 5, country);
         let balance = money(r, -1000, 10000);
         let balance = or_null(r, 10, balance);
@@ -254,7 +256,7 @@ impl Generator {
         let amount = or_null(r, 5, amount);
         let qty = r.range(1, 10).to_string();
         let qty = or_null(r, 10, qty);
-        let status = quote(*r.pick(&STATUSES));
+        let status = quote(r.pick(&STATUSES));
         let status = or_null(r, 5, status);
         let placed = quote(&date(r));
         let placed = or_null(r, 5, placed);
@@ -297,7 +299,7 @@ impl Generator {
         if self.orders.is_empty() || self.rng.chance(5) {
             (self.next_order + 5, self.customer_id())
         } else {
-            *self.rng.pick(&self.orders)
+            self.rng.pick(&self.orders)
         }
     }
 
@@ -326,7 +328,7 @@ impl Generator {
                 sql.raw(&format!("{p}name = ")).lit(&v);
             }
             4 => {
-                let v = *self.rng.pick(&CUSTOMER_COUNTRIES);
+                let v = self.rng.pick(&CUSTOMER_COUNTRIES);
                 sql.raw(&format!("{p}country = ")).lit(v);
             }
             5 => {
@@ -335,7 +337,7 @@ impl Generator {
                 } else {
                     "IS NOT NULL"
                 };
-                let col = *self.rng.pick(&["score", "balance", "name", "country"]);
+                let col = self.rng.pick(&["score", "balance", "name", "country"]);
                 sql.raw(&format!("{p}{col} {v}"));
             }
             6 => {
@@ -435,6 +437,8 @@ impl Generator {
             "dml_reference" => self.dml_reference(&mut s),
             "limit_no_order" => self.limit_no_order(&mut s),
             "after_error" => self.after_error(&mut s),
+            "order_variants" => self.order_variants(&mut s),
+            "order_position" => self.order_position(&mut s),
             other => unreachable!("category {other}"),
         }
         // A share of reads also goes through prepared statements.
@@ -449,7 +453,7 @@ impl Generator {
     }
 
     fn customer_cols(&mut self) -> &'static str {
-        *self.rng.pick(&[
+        self.rng.pick(&[
             "*",
             "id, name",
             "id, balance, created",
@@ -531,7 +535,7 @@ impl Generator {
     }
 
     fn dir(&mut self) -> &'static str {
-        *self.rng.pick(&["", " DESC", " ASC"])
+        self.rng.pick(&["", " DESC", " ASC"])
     }
 
     /// ORDER BY integer columns ending with the unique id, LIMIT n (no offset).
@@ -566,12 +570,12 @@ impl Generator {
         let q = &mut s.sql;
         let (d1, d2) = (self.dir(), self.dir());
         if self.rng.chance(50) {
-            let col = *self.rng.pick(&["balance", "created"]);
+            let col = self.rng.pick(&["balance", "created"]);
             q.raw(&format!("SELECT id, {col}, score FROM customers"));
             self.maybe_where_customers(q);
             q.raw(&format!(" ORDER BY {col}{d1}, id{d2}"));
         } else {
-            let col = *self.rng.pick(&["amount", "placed"]);
+            let col = self.rng.pick(&["amount", "placed"]);
             q.raw(&format!("SELECT id, customer_id, {col} FROM orders"));
             self.maybe_where_orders(q);
             q.raw(&format!(" ORDER BY {col}{d1}, id{d2}"));
@@ -585,7 +589,7 @@ impl Generator {
     fn count(&mut self, s: &mut Stmt) {
         let q = &mut s.sql;
         if self.rng.chance(60) {
-            let list = *self.rng.pick(&[
+            let list = self.rng.pick(&[
                 "COUNT(*)",
                 "COUNT(*) AS n",
                 "COUNT(balance)",
@@ -594,7 +598,7 @@ impl Generator {
             q.raw(&format!("SELECT {list} FROM customers"));
             self.maybe_where_customers(q);
         } else {
-            let list = *self
+            let list = self
                 .rng
                 .pick(&["COUNT(*)", "COUNT(qty), COUNT(*)", "COUNT(status)"]);
             q.raw(&format!("SELECT {list} FROM orders"));
@@ -632,7 +636,7 @@ impl Generator {
             2 => {
                 let id = self.customer_id();
                 let v = self.rng.range(-5, 5);
-                let set = *self.rng.pick(&[
+                let set = self.rng.pick(&[
                     "score = score + ",
                     "balance = balance * 2 + ",
                     "name = CONCAT(name, '-'), score = ",
@@ -645,7 +649,7 @@ impl Generator {
             }
             3 => {
                 let (o, c) = self.some_order();
-                let v = *self.rng.pick(&STATUSES);
+                let v = self.rng.pick(&STATUSES);
                 q.raw("UPDATE orders SET status = ")
                     .lit(v)
                     .raw(", qty = qty + 1 WHERE customer_id = ")
@@ -683,7 +687,7 @@ impl Generator {
         if self.rng.chance(60) {
             q.raw("SELECT id, name, country FROM customers");
             self.maybe_where_customers(q);
-            let col = *self.rng.pick(&["name", "country"]);
+            let col = self.rng.pick(&["name", "country"]);
             q.raw(&format!(" ORDER BY {col}{d1}, id"));
         } else {
             q.raw("SELECT id, status, amount FROM orders");
@@ -699,7 +703,7 @@ impl Generator {
     fn aggregate(&mut self, s: &mut Stmt) {
         let q = &mut s.sql;
         if self.rng.chance(55) {
-            let list = *self.rng.pick(&[
+            let list = self.rng.pick(&[
                 "SUM(balance)",
                 "SUM(score), AVG(score)",
                 "MIN(score), MAX(score), MIN(balance), MAX(balance)",
@@ -712,7 +716,7 @@ impl Generator {
             q.raw(&format!("SELECT {list} FROM customers"));
             self.maybe_where_customers(q);
         } else {
-            let list = *self.rng.pick(&[
+            let list = self.rng.pick(&[
                 "SUM(amount), SUM(qty)",
                 "AVG(amount), AVG(qty)",
                 "MIN(placed), MAX(amount), COUNT(*)",
@@ -943,7 +947,7 @@ impl Generator {
                 s.writes = Some("customers");
             }
             1 => {
-                let v = *self.rng.pick(&STATUSES);
+                let v = self.rng.pick(&STATUSES);
                 q.raw("UPDATE orders SET status = ")
                     .lit(v)
                     .raw(" WHERE qty = ")
@@ -1006,6 +1010,46 @@ impl Generator {
                 q.raw("DELETE FROM countries WHERE region = 'Nowhere' AND population < ")
                     .int(self.rng.range(1, 10));
             }
+        }
+    }
+
+    /// ORDER BY written other ways: an alias, a qualified name, `SELECT *`.
+    fn order_variants(&mut self, s: &mut Stmt) {
+        s.ordered = true;
+        let q = &mut s.sql;
+        let d = self.dir();
+        match self.rng.range(0, 2) {
+            0 => {
+                q.raw("SELECT id AS i, score AS s FROM customers");
+                self.maybe_where_customers(q);
+                q.raw(&format!(" ORDER BY s{d}, i"));
+            }
+            1 => {
+                q.raw("SELECT customers.id, customers.balance FROM customers");
+                self.maybe_where_customers(q);
+                q.raw(&format!(" ORDER BY customers.balance{d}, customers.id"));
+            }
+            _ => {
+                q.raw("SELECT * FROM orders");
+                self.maybe_where_orders(q);
+                q.raw(&format!(" ORDER BY placed{d}, id"));
+            }
+        }
+        if self.rng.chance(60) {
+            q.raw(&format!(" LIMIT {}", self.rng.range(1, 20)));
+        }
+    }
+
+    /// ORDER BY result column positions.
+    fn order_position(&mut self, s: &mut Stmt) {
+        s.ordered = true;
+        let q = &mut s.sql;
+        let d = self.dir();
+        q.raw("SELECT id, qty FROM orders");
+        self.maybe_where_orders(q);
+        q.raw(&format!(" ORDER BY 2{d}, 1"));
+        if self.rng.chance(60) {
+            q.raw(&format!(" LIMIT {}", self.rng.range(1, 20)));
         }
     }
 
