@@ -294,9 +294,10 @@ fn plan_single_table(
                 }
             }
             SetExpr::SetOperation { .. } => {
-                if !super::gather::is_union_of(input.sql, table, input.class) {
+                if !union_of_sharded_tables(ks, &q.body) {
                     return Plan::Refuse(format!(
-                        "UNION of sharded table `{table}` with other tables, joins or subqueries"
+                        "UNION of sharded table `{table}` with reference or unsharded tables, \
+                         joins or subqueries"
                     ));
                 }
                 return match super::gather::union_all(&stmt, input.class) {
@@ -383,6 +384,24 @@ fn plan_single_table(
             },
             Err(_) => gathered(&stmt, input, table, targets.into_values().collect()),
         },
+    }
+}
+
+/// Whether every branch of a set operation reads one sharded table of `ks` and nothing else:
+/// then each shard's result of the whole statement holds exactly its own rows of every branch
+/// (a reference table's rows would come once per shard).
+fn union_of_sharded_tables(ks: &KeyspaceMap, e: &SetExpr) -> bool {
+    match e {
+        SetExpr::SetOperation { left, right, .. } => {
+            union_of_sharded_tables(ks, left) && union_of_sharded_tables(ks, right)
+        }
+        SetExpr::Select(s) => {
+            s.from.len() == 1
+                && s.from[0].joins.is_empty()
+                && matches!(&s.from[0].relation, sqlparser::ast::TableFactor::Table { name, args: None, .. }
+                    if last_ident(name).is_some_and(|t| matches!(ks.table(&t), TableKind::Sharded(_))))
+        }
+        _ => false,
     }
 }
 
