@@ -325,3 +325,29 @@ async fn switchovers_under_router_load_show_clients_no_error() {
     drop(l);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_last_statement_failed_writes_after_a_switchover() {
+    let env = TestEnv::start(1, 1).await;
+    setup(&env).await;
+    let mut c = env.router_conn(Some("fo")).await;
+    c.query_drop("INSERT INTO t VALUES (1, 1)").await.unwrap();
+    // A failed statement keeps the session on its connection for SHOW WARNINGS...
+    assert!(c.query_drop("SELECT * FROM no_such_table").await.is_err());
+    let (old_leader, _) = leader_of(&env, "c1");
+    // ...wait for the replica to be replicating, then switch over.
+    eventually(Duration::from_secs(20), "a switchover", || async {
+        env.app().orchestrator.switchover("c1", None).await.ok()
+    })
+    .await;
+    let (new_leader, _) = leader_of(&env, "c1");
+    assert_ne!(new_leader, old_leader);
+    // ...but its next write goes to the new leader, as for any session.
+    c.query_drop("INSERT INTO t VALUES (2, 2)").await.unwrap();
+    let port: u16 = new_leader.rsplit(':').next().unwrap().parse().unwrap();
+    let mut leader = env.admin_conn(port).await;
+    let n: i64 = common::query_one(&mut leader, "SELECT COUNT(*) FROM fo.t").await;
+    assert_eq!(n, 2);
+    drop((c, leader));
+    env.stop().await;
+}

@@ -346,6 +346,7 @@ impl Session {
         if class.multi && !self.multi_statements {
             return Err(RouterError::MultiStatementsOff.into());
         }
+        self.unpin_unless_diagnostics(&sql, &class);
         let exec = Exec {
             mode: RelayMode::ResultSet { cursor: false },
             retry_reads: is_read(&class),
@@ -463,7 +464,6 @@ impl Session {
             _ => {
                 let map = self.ctx.shard_map.load();
                 if map.has_sharded_keyspace() {
-                    self.unpin_unless_diagnostics(&sql, &class);
                     if let Some((text, first)) =
                         self.fill_auto_increment(&map, &sql, &class).await?
                     {
@@ -603,8 +603,8 @@ impl Session {
     }
 
     /// After an error or warnings the session stays on its connection so that SHOW WARNINGS
-    /// and the like read them there; any other statement lets it go first (in sharded
-    /// keyspaces it may need other shards' connections).
+    /// and the like read them there; any other statement lets it go first (it may need other
+    /// shards' connections, or its cluster may have changed leader meanwhile).
     pub(crate) fn unpin_unless_diagnostics(&mut self, sql: &str, class: &Classification) {
         if !self.pins.next_statement || class.uses_session_functions || class.calc_found_rows {
             return;

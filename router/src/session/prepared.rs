@@ -287,7 +287,7 @@ impl Session {
         if let Some(why) = self.xa.as_ref().and_then(|x| x.failed.clone()) {
             return Err(RouterError::XaRolledBack(why).into());
         }
-        if sharded {
+        {
             let sql = String::from_utf8_lossy(&key.sql).into_owned();
             self.unpin_unless_diagnostics(&sql, &class);
         }
