@@ -1,6 +1,8 @@
 //! The admin HTTP API (axum) under `/api/v1`: health, cluster topology, router counters, and
 //! the orchestrator's operations (switchover, failover, node flags, failover limits, events).
 //! Bearer-token auth on everything but health; errors are JSON `{"error": ...}`.
+//! Every route is declared through `utoipa_axum::routes!`, so the OpenAPI document served at
+//! `/api/v1/openapi.json` is generated from the same declarations the router serves.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,14 +11,16 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use orchestrator::{Orchestrator, OrchestratorError};
 use router::config::Secret;
 use router::RouterContext;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shard_map::{NodeFlags, NodeState, ShardMap, ShardMapStore, TopologyHandle, VersionedShardMap};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -52,27 +56,99 @@ impl ShardMapState {
     }
 }
 
+/// The document's frame; paths and schemas come from the route declarations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "switchyard admin API",
+        description = "Health, cluster topology, router counters, shard map, and the \
+                       orchestrator's operations. Every endpoint but health and this document \
+                       needs `Authorization: Bearer <token>`."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "health", description = "Readiness and this document"),
+        (name = "clusters", description = "Topology and the orchestrator's operations"),
+        (name = "router", description = "Router counters and the shard map"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the bearer token scheme the protected operations refer to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document describing exactly them.
+fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenApi) {
+    let mut protected = OpenApiRouter::new()
+        .routes(routes!(clusters))
+        .routes(routes!(cluster))
+        .routes(routes!(switchover))
+        .routes(routes!(failover))
+        .routes(routes!(reset_limits))
+        .routes(routes!(events))
+        .routes(routes!(set_flags))
+        .routes(routes!(router_stats))
+        .routes(routes!(get_shard_map, put_shard_map));
+    // The layer does not change the document, so `openapi()` can do without a state.
+    if let Some(state) = state {
+        protected = protected.route_layer(middleware::from_fn_with_state(state, require_token));
+    }
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .merge(protected)
+        .split_for_parts()
+}
+
+/// The OpenAPI document of this API (generated from the route declarations).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api(None).1
+}
+
 /// The API's routes.
 pub fn routes(state: AdminState) -> Router {
-    let protected = Router::new()
-        .route("/api/v1/clusters", get(clusters))
-        .route("/api/v1/clusters/{name}", get(cluster))
-        .route("/api/v1/clusters/{name}/switchover", post(switchover))
-        .route("/api/v1/clusters/{name}/failover", post(failover))
-        .route(
-            "/api/v1/clusters/{name}/failover-limits/reset",
-            post(reset_limits),
-        )
-        .route("/api/v1/clusters/{name}/events", get(events))
-        .route("/api/v1/clusters/{name}/nodes/{addr}/flags", put(set_flags))
-        .route("/api/v1/router", get(router_stats))
-        .route("/api/v1/shard-map", get(get_shard_map).put(put_shard_map))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .merge(protected)
+    let (router, doc) = api(Some(state.clone()));
+    let doc = Arc::new(
+        doc.to_pretty_json()
+            .expect("the OpenAPI document serialises"),
+    );
+    router
+        .layer(Extension(OpenApiJson(doc)))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// The serialised document, shared by the handler.
+#[derive(Debug, Clone)]
+struct OpenApiJson(Arc<String>);
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.0.as_str().to_owned(),
+    )
+        .into_response()
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct ErrorBody {
+    /// What went wrong and, where it helps, what to do.
+    error: String,
 }
 
 /// An error answer: status and a JSON body `{"error": ...}`.
@@ -101,6 +177,13 @@ fn orchestrator_error(e: OrchestratorError) -> Response {
     error(status, &e.to_string())
 }
 
+#[utoipa::path(get, path = "/api/v1/clusters/{name}", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 200, description = "The cluster: leader, epoch, phase, nodes (role, state, lag, GTID positions, threads, flags)", body = serde_json::Value),
+        (status = 404, description = "Unknown cluster", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
 async fn cluster(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     let t = state.topology.load();
     match t.cluster(&name) {
@@ -109,14 +192,38 @@ async fn cluster(State(state): State<AdminState>, Path(name): Path<String>) -> R
     }
 }
 
+/// The node flags body as documented (the handler reads `shard_map::NodeFlags`; every field
+/// is optional and defaults to false).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct FlagsDoc {
+    /// Never elected, not failed over when it goes away.
+    maintenance: Option<bool>,
+    /// Wins an election among equally up-to-date candidates.
+    preferred: Option<bool>,
+    /// Ignored by elections entirely.
+    ignored: Option<bool>,
+}
+
 /// Body of a switchover request.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SwitchoverRequest {
     /// The replica to promote (`host:port`); elected when absent.
     to: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/switchover", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name")),
+    request_body(content = Option<SwitchoverRequest>, description = "Optional target replica", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Done: old and new leader, epoch, every step", body = serde_json::Value),
+        (status = 400, description = "Bad target address", body = ErrorBody),
+        (status = 404, description = "Unknown cluster", body = ErrorBody),
+        (status = 409, description = "Another operation runs on this cluster", body = ErrorBody),
+        (status = 422, description = "Refused, with the reason", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
 async fn switchover(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -129,6 +236,15 @@ async fn switchover(
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/failover", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 200, description = "Done: old and new leader, epoch, every step", body = serde_json::Value),
+        (status = 404, description = "Unknown cluster", body = ErrorBody),
+        (status = 409, description = "Another operation runs on this cluster", body = ErrorBody),
+        (status = 422, description = "Refused, with the reason", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
 async fn failover(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     match state.orchestrator.failover(&name).await {
         Ok(report) => Json(report).into_response(),
@@ -136,6 +252,13 @@ async fn failover(State(state): State<AdminState>, Path(name): Path<String>) -> 
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/failover-limits/reset", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 200, description = "The anti-flapping counters were reset", body = serde_json::Value),
+        (status = 404, description = "Unknown cluster", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
 async fn reset_limits(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     match state.orchestrator.reset_failover_limits(&name) {
         Ok(()) => Json(json!({ "reset": name })).into_response(),
@@ -143,6 +266,13 @@ async fn reset_limits(State(state): State<AdminState>, Path(name): Path<String>)
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/events", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 200, description = "Recent events, oldest first: `{cluster, events: [{at_ms, cluster, kind, message}]}`", body = serde_json::Value),
+        (status = 404, description = "Unknown cluster", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
 async fn events(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     match state.orchestrator.events(&name) {
         Ok(events) => Json(json!({ "cluster": name, "events": events })).into_response(),
@@ -150,6 +280,15 @@ async fn events(State(state): State<AdminState>, Path(name): Path<String>) -> Re
     }
 }
 
+#[utoipa::path(put, path = "/api/v1/clusters/{name}/nodes/{addr}/flags", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name"), ("addr" = String, Path, description = "The node, `host:port`")),
+    request_body(content = FlagsDoc, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The flags now set", body = serde_json::Value),
+        (status = 422, description = "Unknown field or bad value", body = serde_json::Value),
+        (status = 404, description = "Unknown cluster or node", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
 async fn set_flags(
     State(state): State<AdminState>,
     Path((name, addr)): Path<(String, String)>,
@@ -161,6 +300,11 @@ async fn set_flags(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/shard-map", tag = "router", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The applied shard map and its version", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
 async fn get_shard_map(State(state): State<AdminState>) -> Response {
     let version = *state
         .shard_maps
@@ -176,6 +320,14 @@ async fn get_shard_map(State(state): State<AdminState>) -> Response {
 
 /// Validates a new shard map, persists it as the next version and applies it to every router
 /// session at once. An invalid map is refused whole, listing every problem.
+#[utoipa::path(put, path = "/api/v1/shard-map", tag = "router", security(("bearer" = [])),
+    request_body(content = serde_json::Value, description = "The whole new shard map", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Applied: `{version, changes}`", body = serde_json::Value),
+        (status = 400, description = "Invalid: every problem listed", body = serde_json::Value),
+        (status = 500, description = "Could not persist it", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
 async fn put_shard_map(State(state): State<AdminState>, body: String) -> Response {
     let map = match ShardMap::from_json(&body) {
         Ok(m) => m,
@@ -276,6 +428,11 @@ pub fn is_ready(topology: &TopologyHandle) -> bool {
         })
 }
 
+#[utoipa::path(get, path = "/api/v1/health", tag = "health",
+    responses(
+        (status = 200, description = "Every cluster has a leader that is up", body = serde_json::Value),
+        (status = 503, description = "Not ready yet", body = serde_json::Value),
+    ))]
 async fn health(State(state): State<AdminState>) -> Response {
     if is_ready(&state.topology) {
         (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
@@ -288,6 +445,11 @@ async fn health(State(state): State<AdminState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Topology version and every cluster: leader, epoch, phase, nodes", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
 async fn clusters(State(state): State<AdminState>) -> Response {
     let t = state.topology.load();
     Json(json!({
@@ -297,6 +459,11 @@ async fn clusters(State(state): State<AdminState>) -> Response {
     .into_response()
 }
 
+#[utoipa::path(get, path = "/api/v1/router", tag = "router", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Router counters: connections, statements, held statements, retries, classifier, pools", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
 async fn router_stats(State(state): State<AdminState>) -> Response {
     let m = &state.router.metrics;
     let c = state.router.classifier.stats();
