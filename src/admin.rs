@@ -107,6 +107,7 @@ fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenA
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(openapi_json))
+        .routes(routes!(prometheus))
         .merge(protected)
         .split_for_parts()
 }
@@ -142,6 +143,14 @@ async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
         doc.0.as_str().to_owned(),
     )
         .into_response()
+}
+
+/// Prometheus metrics of every cluster, node and of the router (no token: counts only).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain")))]
+async fn prometheus(State(state): State<AdminState>) -> Response {
+    let body = crate::metrics::render(&state.topology, &state.orchestrator, &state.router);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
 /// The body of every error answer.

@@ -7,6 +7,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod sandbox;
 
 pub use app::App;
