@@ -7,13 +7,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use crate::acl::{Acl, AuditEntry, Denied, Principal};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use orchestrator::{Orchestrator, OrchestratorError};
-use router::config::Secret;
 use router::RouterContext;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -28,8 +28,10 @@ pub struct AdminState {
     pub topology: TopologyHandle,
     pub router: Arc<RouterContext>,
     pub orchestrator: Arc<Orchestrator>,
-    pub token: Secret,
+    pub acl: Arc<Acl>,
     pub shard_maps: Arc<ShardMapState>,
+    /// The running configuration as JSON, secrets already shown as `***`.
+    pub config: Arc<serde_json::Value>,
 }
 
 /// The shard map's version and store, behind the API's GET/PUT.
@@ -99,10 +101,12 @@ fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenA
         .routes(routes!(events))
         .routes(routes!(set_flags))
         .routes(routes!(router_stats))
-        .routes(routes!(get_shard_map, put_shard_map));
+        .routes(routes!(get_shard_map, put_shard_map))
+        .routes(routes!(audit))
+        .routes(routes!(get_config));
     // The layer does not change the document, so `openapi()` can do without a state.
     if let Some(state) = state {
-        protected = protected.route_layer(middleware::from_fn_with_state(state, require_token));
+        protected = protected.route_layer(middleware::from_fn_with_state(state, authorize));
     }
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
@@ -191,7 +195,8 @@ fn orchestrator_error(e: OrchestratorError) -> Response {
     responses(
         (status = 200, description = "The cluster: leader, epoch, phase, nodes (role, state, lag, GTID positions, threads, flags)", body = serde_json::Value),
         (status = 404, description = "Unknown cluster", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn cluster(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     let t = state.topology.load();
@@ -231,7 +236,8 @@ struct SwitchoverRequest {
         (status = 404, description = "Unknown cluster", body = ErrorBody),
         (status = 409, description = "Another operation runs on this cluster", body = ErrorBody),
         (status = 422, description = "Refused, with the reason", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn switchover(
     State(state): State<AdminState>,
@@ -252,7 +258,8 @@ async fn switchover(
         (status = 404, description = "Unknown cluster", body = ErrorBody),
         (status = 409, description = "Another operation runs on this cluster", body = ErrorBody),
         (status = 422, description = "Refused, with the reason", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn failover(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     match state.orchestrator.failover(&name).await {
@@ -266,7 +273,8 @@ async fn failover(State(state): State<AdminState>, Path(name): Path<String>) -> 
     responses(
         (status = 200, description = "The anti-flapping counters were reset", body = serde_json::Value),
         (status = 404, description = "Unknown cluster", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn reset_limits(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     match state.orchestrator.reset_failover_limits(&name) {
@@ -280,7 +288,8 @@ async fn reset_limits(State(state): State<AdminState>, Path(name): Path<String>)
     responses(
         (status = 200, description = "Recent events, oldest first: `{cluster, events: [{at_ms, cluster, kind, message}]}`", body = serde_json::Value),
         (status = 404, description = "Unknown cluster", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn events(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     match state.orchestrator.events(&name) {
@@ -296,7 +305,8 @@ async fn events(State(state): State<AdminState>, Path(name): Path<String>) -> Re
         (status = 200, description = "The flags now set", body = serde_json::Value),
         (status = 422, description = "Unknown field or bad value", body = serde_json::Value),
         (status = 404, description = "Unknown cluster or node", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn set_flags(
     State(state): State<AdminState>,
@@ -312,7 +322,8 @@ async fn set_flags(
 #[utoipa::path(get, path = "/api/v1/shard-map", tag = "router", security(("bearer" = [])),
     responses(
         (status = 200, description = "The applied shard map and its version", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn get_shard_map(State(state): State<AdminState>) -> Response {
     let version = *state
@@ -335,7 +346,8 @@ async fn get_shard_map(State(state): State<AdminState>) -> Response {
         (status = 200, description = "Applied: `{version, changes}`", body = serde_json::Value),
         (status = 400, description = "Invalid: every problem listed", body = serde_json::Value),
         (status = 500, description = "Could not persist it", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn put_shard_map(State(state): State<AdminState>, body: String) -> Response {
     let map = match ShardMap::from_json(&body) {
@@ -389,40 +401,83 @@ async fn put_shard_map(State(state): State<AdminState>, body: String) -> Respons
     Json(json!({ "version": next, "changes": changes })).into_response()
 }
 
-async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    let given = req
+/// Authenticates the caller, checks the route's rule and the cluster scope, and writes every
+/// mutating call (allowed or not) to the audit log.
+async fn authorize(
+    State(state): State<AdminState>,
+    matched: Option<MatchedPath>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = matched.map(|m| m.as_str().to_owned()).unwrap_or_default();
+    // `/api/v1/clusters/{name}/...`: the cluster the call is about.
+    let cluster = route
+        .starts_with("/api/v1/clusters/{name}")
+        .then(|| path.split('/').nth(4).map(str::to_owned))
+        .flatten();
+    let header = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), state.token.expose().as_bytes()) => {
+        .and_then(|v| v.to_str().ok());
+    let who = state.acl.authenticate(header);
+    let decision = who.as_ref().map_err(Clone::clone).and_then(|p| {
+        state
+            .acl
+            .authorize(p, &method, &route, cluster.as_deref())
+            .map(|()| p.clone())
+    });
+    let response = match decision {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
             next.run(req).await
         }
-        Some(_) => {
-            let mut r = error(StatusCode::UNAUTHORIZED, "invalid bearer token");
+        Err(Denied::Unauthenticated(why)) => {
+            let mut r = error(StatusCode::UNAUTHORIZED, why);
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                "Bearer".parse().expect("static header"),
+                "Bearer, Basic realm=\"switchyard\""
+                    .parse()
+                    .expect("static header"),
             );
             r
         }
-        None => {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                "missing bearer token: send `Authorization: Bearer <admin token>`",
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                "Bearer".parse().expect("static header"),
-            );
-            r
-        }
+        Err(Denied::Forbidden(why)) => error(StatusCode::FORBIDDEN, &why),
+    };
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        state.acl.audit(AuditEntry {
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            user: who.map_or_else(|_| "-".to_owned(), |p| p.name),
+            method: method.to_string(),
+            path,
+            cluster,
+            status: response.status().as_u16(),
+        });
     }
+    response
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+#[utoipa::path(get, path = "/api/v1/audit", tag = "health", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The most recent mutating calls, oldest first (admin only)", body = Vec<AuditEntry>),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    ))]
+async fn audit(State(state): State<AdminState>) -> Response {
+    Json(json!({ "entries": state.acl.recent_audit() })).into_response()
+}
+
+#[utoipa::path(get, path = "/api/v1/config", tag = "health", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The running configuration, passwords and tokens shown as `***` (admin only)", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    ))]
+async fn get_config(State(state): State<AdminState>) -> Response {
+    Json(state.config.as_ref().clone()).into_response()
 }
 
 /// Ready when every cluster has a leader that the monitor sees up.
@@ -457,13 +512,15 @@ async fn health(State(state): State<AdminState>) -> Response {
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", security(("bearer" = [])),
     responses(
         (status = 200, description = "Topology version and every cluster: leader, epoch, phase, nodes", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
-async fn clusters(State(state): State<AdminState>) -> Response {
+async fn clusters(State(state): State<AdminState>, who: Option<Extension<Principal>>) -> Response {
     let t = state.topology.load();
+    let sees = |name: &str| who.as_ref().is_none_or(|Extension(p)| p.sees(name));
     Json(json!({
         "version": t.version,
-        "clusters": t.clusters.values().collect::<Vec<_>>(),
+        "clusters": t.clusters.values().filter(|c| sees(&c.name)).collect::<Vec<_>>(),
     }))
     .into_response()
 }
@@ -471,7 +528,8 @@ async fn clusters(State(state): State<AdminState>) -> Response {
 #[utoipa::path(get, path = "/api/v1/router", tag = "router", security(("bearer" = [])),
     responses(
         (status = 200, description = "Router counters: connections, statements, held statements, retries, classifier, pools", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn router_stats(State(state): State<AdminState>) -> Response {
     let m = &state.router.metrics;

@@ -2,6 +2,7 @@
 //! This crate wires the `router`, `orchestrator` and `shard-map` crates together: the
 //! configuration file, the admin API, the sandbox, and the process that runs them all.
 
+pub mod acl;
 pub mod admin;
 pub mod app;
 pub mod bench;
