@@ -277,6 +277,17 @@ impl Acl {
     }
 }
 
+/// An argon2id PHC hash of `password` with a random salt and the crate's default parameters.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| anyhow::anyhow!("making a salt: {e}"))?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))
+}
+
 fn principal(u: &AdminUser) -> Principal {
     Principal {
         name: u.name.clone(),
