@@ -112,6 +112,8 @@ fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenA
         .routes(routes!(health))
         .routes(routes!(openapi_json))
         .routes(routes!(prometheus))
+        .routes(routes!(dashboard))
+        .routes(routes!(root))
         .merge(protected)
         .split_for_parts()
 }
@@ -155,6 +157,23 @@ async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
 async fn prometheus(State(state): State<AdminState>) -> Response {
     let body = crate::metrics::render(&state.topology, &state.orchestrator, &state.router);
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
+}
+
+/// The dashboard: one static page that polls this API with the token typed into it.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The web dashboard (topology, shard map, events, switchover and maintenance buttons).
+#[utoipa::path(get, path = "/ui", tag = "health",
+    responses((status = 200, description = "The dashboard page; its calls use the token typed into it", content_type = "text/html")))]
+async fn dashboard() -> Response {
+    axum::response::Html(DASHBOARD).into_response()
+}
+
+/// The dashboard, also at the root.
+#[utoipa::path(get, path = "/", tag = "health",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html")))]
+async fn root() -> Response {
+    axum::response::Html(DASHBOARD).into_response()
 }
 
 /// The body of every error answer.
