@@ -17,7 +17,9 @@ use orchestrator::{Orchestrator, OrchestratorError};
 use router::RouterContext;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use shard_map::{NodeFlags, NodeState, ShardMap, ShardMapStore, TopologyHandle, VersionedShardMap};
+use shard_map::{
+    ClusterPhase, NodeFlags, NodeState, ShardMap, ShardMapStore, TopologyHandle, VersionedShardMap,
+};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -113,6 +115,8 @@ fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenA
         .routes(routes!(openapi_json))
         .routes(routes!(prometheus))
         .routes(routes!(dashboard))
+        .routes(routes!(check_leader))
+        .routes(routes!(check_replica))
         .routes(routes!(root))
         .merge(protected)
         .split_for_parts()
@@ -157,6 +161,74 @@ async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
 async fn prometheus(State(state): State<AdminState>) -> Response {
     let body = crate::metrics::render(&state.topology, &state.orchestrator, &state.router);
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
+}
+
+/// A health check's answer: 200 or 503 with a one-line reason, for HAProxy's `option httpchk`.
+fn check_answer(result: Result<&'static str, String>) -> Response {
+    match result {
+        Ok(why) => (StatusCode::OK, why.to_owned()).into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
+
+/// 200 when `node` is the cluster's leader, up, and the cluster is not changing leader.
+#[utoipa::path(get, path = "/api/v1/check/{cluster}/leader/{node}", tag = "health",
+    params(("cluster" = String, Path, description = "Cluster name"), ("node" = String, Path, description = "The node, `host:port`")),
+    responses(
+        (status = 200, description = "The node is the leader and may take writes", content_type = "text/plain"),
+        (status = 503, description = "It is not (the reason in the body)", content_type = "text/plain"),
+    ))]
+async fn check_leader(
+    State(state): State<AdminState>,
+    Path((cluster, node)): Path<(String, String)>,
+) -> Response {
+    let t = state.topology.load();
+    let result = match t.cluster(&cluster) {
+        None => Err(format!("unknown cluster {cluster}\n")),
+        Some(c) if c.leader.as_deref() != Some(node.as_str()) => {
+            Err(format!("{node} is not the leader of {cluster}\n"))
+        }
+        Some(c) if c.phase == ClusterPhase::Held => Err(format!("{cluster} is changing leader\n")),
+        Some(c) => match c.node(&node) {
+            Some(n) if n.state == NodeState::Up => Ok("leader\n"),
+            _ => Err(format!("{node} is not up\n")),
+        },
+    };
+    check_answer(result)
+}
+
+/// 200 when `node` is a replica of the cluster that is up, replicating (both threads), not
+/// under maintenance, with a known lag.
+#[utoipa::path(get, path = "/api/v1/check/{cluster}/replica/{node}", tag = "health",
+    params(("cluster" = String, Path, description = "Cluster name"), ("node" = String, Path, description = "The node, `host:port`")),
+    responses(
+        (status = 200, description = "The node is a healthy replica", content_type = "text/plain"),
+        (status = 503, description = "It is not (the reason in the body)", content_type = "text/plain"),
+    ))]
+async fn check_replica(
+    State(state): State<AdminState>,
+    Path((cluster, node)): Path<(String, String)>,
+) -> Response {
+    let t = state.topology.load();
+    let result = match t
+        .cluster(&cluster)
+        .and_then(|c| c.node(&node).map(|n| (c, n)))
+    {
+        None => Err(format!("no node {node} in cluster {cluster}\n")),
+        Some((c, _)) if c.leader.as_deref() == Some(node.as_str()) => {
+            Err(format!("{node} is the leader\n"))
+        }
+        Some((_, n)) if n.role != shard_map::Role::Replica || n.state != NodeState::Up => {
+            Err(format!("{node} is not an up replica\n"))
+        }
+        Some((_, n)) if n.flags.maintenance => Err(format!("{node} is under maintenance\n")),
+        Some((_, n)) if n.io_running != Some(true) || n.sql_running != Some(true) => {
+            Err(format!("{node}: replication threads are not running\n"))
+        }
+        Some((_, n)) if n.lag_seconds.is_none() => Err(format!("{node}: lag unknown\n")),
+        Some(_) => Ok("replica\n"),
+    };
+    check_answer(result)
 }
 
 /// The dashboard: one static page that polls this API with the token typed into it.

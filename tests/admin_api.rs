@@ -12,7 +12,11 @@ const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
 
 /// A concrete URL path for a documented template.
 fn concrete(template: &str, node: &str) -> String {
-    template.replace("{name}", "c1").replace("{addr}", node)
+    template
+        .replace("{name}", "c1")
+        .replace("{cluster}", "c1")
+        .replace("{addr}", node)
+        .replace("{node}", node)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
