@@ -1,22 +1,28 @@
 //! The admin HTTP API (axum) under `/api/v1`: health, cluster topology, router counters, and
 //! the orchestrator's operations (switchover, failover, node flags, failover limits, events).
 //! Bearer-token auth on everything but health; errors are JSON `{"error": ...}`.
+//! Every route is declared through `utoipa_axum::routes!`, so the OpenAPI document served at
+//! `/api/v1/openapi.json` is generated from the same declarations the router serves.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use crate::acl::{Acl, AuditEntry, Denied, Principal};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use orchestrator::{Orchestrator, OrchestratorError};
-use router::config::Secret;
 use router::RouterContext;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use shard_map::{NodeFlags, NodeState, ShardMap, ShardMapStore, TopologyHandle, VersionedShardMap};
+use shard_map::{
+    ClusterPhase, NodeFlags, NodeState, ShardMap, ShardMapStore, TopologyHandle, VersionedShardMap,
+};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -24,8 +30,10 @@ pub struct AdminState {
     pub topology: TopologyHandle,
     pub router: Arc<RouterContext>,
     pub orchestrator: Arc<Orchestrator>,
-    pub token: Secret,
+    pub acl: Arc<Acl>,
     pub shard_maps: Arc<ShardMapState>,
+    /// The running configuration as JSON, secrets already shown as `***`.
+    pub config: Arc<serde_json::Value>,
 }
 
 /// The shard map's version and store, behind the API's GET/PUT.
@@ -52,27 +60,199 @@ impl ShardMapState {
     }
 }
 
+/// The document's frame; paths and schemas come from the route declarations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "switchyard admin API",
+        description = "Health, cluster topology, router counters, shard map, and the \
+                       orchestrator's operations. Every endpoint but health and this document \
+                       needs `Authorization: Bearer <token>`."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "health", description = "Readiness and this document"),
+        (name = "clusters", description = "Topology and the orchestrator's operations"),
+        (name = "router", description = "Router counters and the shard map"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the bearer token scheme the protected operations refer to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document describing exactly them.
+fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenApi) {
+    let mut protected = OpenApiRouter::new()
+        .routes(routes!(clusters))
+        .routes(routes!(cluster))
+        .routes(routes!(switchover))
+        .routes(routes!(failover))
+        .routes(routes!(reset_limits))
+        .routes(routes!(events))
+        .routes(routes!(set_flags))
+        .routes(routes!(router_stats))
+        .routes(routes!(get_shard_map, put_shard_map))
+        .routes(routes!(audit))
+        .routes(routes!(get_config));
+    // The layer does not change the document, so `openapi()` can do without a state.
+    if let Some(state) = state {
+        protected = protected.route_layer(middleware::from_fn_with_state(state, authorize));
+    }
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .routes(routes!(prometheus))
+        .routes(routes!(dashboard))
+        .routes(routes!(check_leader))
+        .routes(routes!(check_replica))
+        .routes(routes!(root))
+        .merge(protected)
+        .split_for_parts()
+}
+
+/// The OpenAPI document of this API (generated from the route declarations).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api(None).1
+}
+
 /// The API's routes.
 pub fn routes(state: AdminState) -> Router {
-    let protected = Router::new()
-        .route("/api/v1/clusters", get(clusters))
-        .route("/api/v1/clusters/{name}", get(cluster))
-        .route("/api/v1/clusters/{name}/switchover", post(switchover))
-        .route("/api/v1/clusters/{name}/failover", post(failover))
-        .route(
-            "/api/v1/clusters/{name}/failover-limits/reset",
-            post(reset_limits),
-        )
-        .route("/api/v1/clusters/{name}/events", get(events))
-        .route("/api/v1/clusters/{name}/nodes/{addr}/flags", put(set_flags))
-        .route("/api/v1/router", get(router_stats))
-        .route("/api/v1/shard-map", get(get_shard_map).put(put_shard_map))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .merge(protected)
+    let (router, doc) = api(Some(state.clone()));
+    let doc = Arc::new(
+        doc.to_pretty_json()
+            .expect("the OpenAPI document serialises"),
+    );
+    router
+        .layer(Extension(OpenApiJson(doc)))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// The serialised document, shared by the handler.
+#[derive(Debug, Clone)]
+struct OpenApiJson(Arc<String>);
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.0.as_str().to_owned(),
+    )
+        .into_response()
+}
+
+/// Prometheus metrics of every cluster, node and of the router (no token: counts only).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain")))]
+async fn prometheus(State(state): State<AdminState>) -> Response {
+    let body = crate::metrics::render(&state.topology, &state.orchestrator, &state.router);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
+}
+
+/// A health check's answer: 200 or 503 with a one-line reason, for HAProxy's `option httpchk`.
+fn check_answer(result: Result<&'static str, String>) -> Response {
+    match result {
+        Ok(why) => (StatusCode::OK, why.to_owned()).into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
+
+/// 200 when `node` is the cluster's leader, up, and the cluster is not changing leader.
+#[utoipa::path(get, path = "/api/v1/check/{cluster}/leader/{node}", tag = "health",
+    params(("cluster" = String, Path, description = "Cluster name"), ("node" = String, Path, description = "The node, `host:port`")),
+    responses(
+        (status = 200, description = "The node is the leader and may take writes", content_type = "text/plain"),
+        (status = 503, description = "It is not (the reason in the body)", content_type = "text/plain"),
+    ))]
+async fn check_leader(
+    State(state): State<AdminState>,
+    Path((cluster, node)): Path<(String, String)>,
+) -> Response {
+    let t = state.topology.load();
+    let result = match t.cluster(&cluster) {
+        None => Err(format!("unknown cluster {cluster}\n")),
+        Some(c) if c.leader.as_deref() != Some(node.as_str()) => {
+            Err(format!("{node} is not the leader of {cluster}\n"))
+        }
+        Some(c) if c.phase == ClusterPhase::Held => Err(format!("{cluster} is changing leader\n")),
+        Some(c) => match c.node(&node) {
+            Some(n) if n.state == NodeState::Up => Ok("leader\n"),
+            _ => Err(format!("{node} is not up\n")),
+        },
+    };
+    check_answer(result)
+}
+
+/// 200 when `node` is a replica of the cluster that is up, replicating (both threads), not
+/// under maintenance, with a known lag.
+#[utoipa::path(get, path = "/api/v1/check/{cluster}/replica/{node}", tag = "health",
+    params(("cluster" = String, Path, description = "Cluster name"), ("node" = String, Path, description = "The node, `host:port`")),
+    responses(
+        (status = 200, description = "The node is a healthy replica", content_type = "text/plain"),
+        (status = 503, description = "It is not (the reason in the body)", content_type = "text/plain"),
+    ))]
+async fn check_replica(
+    State(state): State<AdminState>,
+    Path((cluster, node)): Path<(String, String)>,
+) -> Response {
+    let t = state.topology.load();
+    let result = match t
+        .cluster(&cluster)
+        .and_then(|c| c.node(&node).map(|n| (c, n)))
+    {
+        None => Err(format!("no node {node} in cluster {cluster}\n")),
+        Some((c, _)) if c.leader.as_deref() == Some(node.as_str()) => {
+            Err(format!("{node} is the leader\n"))
+        }
+        Some((_, n)) if n.role != shard_map::Role::Replica || n.state != NodeState::Up => {
+            Err(format!("{node} is not an up replica\n"))
+        }
+        Some((_, n)) if n.flags.maintenance => Err(format!("{node} is under maintenance\n")),
+        Some((_, n)) if n.io_running != Some(true) || n.sql_running != Some(true) => {
+            Err(format!("{node}: replication threads are not running\n"))
+        }
+        Some((_, n)) if n.lag_seconds.is_none() => Err(format!("{node}: lag unknown\n")),
+        Some(_) => Ok("replica\n"),
+    };
+    check_answer(result)
+}
+
+/// The dashboard: one static page that polls this API with the token typed into it.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The web dashboard (topology, shard map, events, switchover and maintenance buttons).
+#[utoipa::path(get, path = "/ui", tag = "health",
+    responses((status = 200, description = "The dashboard page; its calls use the token typed into it", content_type = "text/html")))]
+async fn dashboard() -> Response {
+    axum::response::Html(DASHBOARD).into_response()
+}
+
+/// The dashboard, also at the root.
+#[utoipa::path(get, path = "/", tag = "health",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html")))]
+async fn root() -> Response {
+    axum::response::Html(DASHBOARD).into_response()
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct ErrorBody {
+    /// What went wrong and, where it helps, what to do.
+    error: String,
 }
 
 /// An error answer: status and a JSON body `{"error": ...}`.
@@ -101,6 +281,14 @@ fn orchestrator_error(e: OrchestratorError) -> Response {
     error(status, &e.to_string())
 }
 
+#[utoipa::path(get, path = "/api/v1/clusters/{name}", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 200, description = "The cluster: leader, epoch, phase, nodes (role, state, lag, GTID positions, threads, flags)", body = serde_json::Value),
+        (status = 404, description = "Unknown cluster", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
 async fn cluster(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     let t = state.topology.load();
     match t.cluster(&name) {
@@ -109,14 +297,39 @@ async fn cluster(State(state): State<AdminState>, Path(name): Path<String>) -> R
     }
 }
 
+/// The node flags body as documented (the handler reads `shard_map::NodeFlags`; every field
+/// is optional and defaults to false).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct FlagsDoc {
+    /// Never elected, not failed over when it goes away.
+    maintenance: Option<bool>,
+    /// Wins an election among equally up-to-date candidates.
+    preferred: Option<bool>,
+    /// Ignored by elections entirely.
+    ignored: Option<bool>,
+}
+
 /// Body of a switchover request.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SwitchoverRequest {
     /// The replica to promote (`host:port`); elected when absent.
     to: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/switchover", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name")),
+    request_body(content = Option<SwitchoverRequest>, description = "Optional target replica", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Done: old and new leader, epoch, every step", body = serde_json::Value),
+        (status = 400, description = "Bad target address", body = ErrorBody),
+        (status = 404, description = "Unknown cluster", body = ErrorBody),
+        (status = 409, description = "Another operation runs on this cluster", body = ErrorBody),
+        (status = 422, description = "Refused, with the reason", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
 async fn switchover(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -129,6 +342,16 @@ async fn switchover(
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/failover", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 200, description = "Done: old and new leader, epoch, every step", body = serde_json::Value),
+        (status = 404, description = "Unknown cluster", body = ErrorBody),
+        (status = 409, description = "Another operation runs on this cluster", body = ErrorBody),
+        (status = 422, description = "Refused, with the reason", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
 async fn failover(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     match state.orchestrator.failover(&name).await {
         Ok(report) => Json(report).into_response(),
@@ -136,6 +359,14 @@ async fn failover(State(state): State<AdminState>, Path(name): Path<String>) -> 
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/failover-limits/reset", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 200, description = "The anti-flapping counters were reset", body = serde_json::Value),
+        (status = 404, description = "Unknown cluster", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
 async fn reset_limits(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     match state.orchestrator.reset_failover_limits(&name) {
         Ok(()) => Json(json!({ "reset": name })).into_response(),
@@ -143,6 +374,14 @@ async fn reset_limits(State(state): State<AdminState>, Path(name): Path<String>)
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/events", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name")),
+    responses(
+        (status = 200, description = "Recent events, oldest first: `{cluster, events: [{at_ms, cluster, kind, message}]}`", body = serde_json::Value),
+        (status = 404, description = "Unknown cluster", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
 async fn events(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     match state.orchestrator.events(&name) {
         Ok(events) => Json(json!({ "cluster": name, "events": events })).into_response(),
@@ -150,6 +389,16 @@ async fn events(State(state): State<AdminState>, Path(name): Path<String>) -> Re
     }
 }
 
+#[utoipa::path(put, path = "/api/v1/clusters/{name}/nodes/{addr}/flags", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name"), ("addr" = String, Path, description = "The node, `host:port`")),
+    request_body(content = FlagsDoc, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The flags now set", body = serde_json::Value),
+        (status = 422, description = "Unknown field or bad value", body = serde_json::Value),
+        (status = 404, description = "Unknown cluster or node", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
 async fn set_flags(
     State(state): State<AdminState>,
     Path((name, addr)): Path<(String, String)>,
@@ -161,6 +410,12 @@ async fn set_flags(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/shard-map", tag = "router", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The applied shard map and its version", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
 async fn get_shard_map(State(state): State<AdminState>) -> Response {
     let version = *state
         .shard_maps
@@ -176,6 +431,15 @@ async fn get_shard_map(State(state): State<AdminState>) -> Response {
 
 /// Validates a new shard map, persists it as the next version and applies it to every router
 /// session at once. An invalid map is refused whole, listing every problem.
+#[utoipa::path(put, path = "/api/v1/shard-map", tag = "router", security(("bearer" = [])),
+    request_body(content = serde_json::Value, description = "The whole new shard map", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Applied: `{version, changes}`", body = serde_json::Value),
+        (status = 400, description = "Invalid: every problem listed", body = serde_json::Value),
+        (status = 500, description = "Could not persist it", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
 async fn put_shard_map(State(state): State<AdminState>, body: String) -> Response {
     let map = match ShardMap::from_json(&body) {
         Ok(m) => m,
@@ -228,40 +492,83 @@ async fn put_shard_map(State(state): State<AdminState>, body: String) -> Respons
     Json(json!({ "version": next, "changes": changes })).into_response()
 }
 
-async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    let given = req
+/// Authenticates the caller, checks the route's rule and the cluster scope, and writes every
+/// mutating call (allowed or not) to the audit log.
+async fn authorize(
+    State(state): State<AdminState>,
+    matched: Option<MatchedPath>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = matched.map(|m| m.as_str().to_owned()).unwrap_or_default();
+    // `/api/v1/clusters/{name}/...`: the cluster the call is about.
+    let cluster = route
+        .starts_with("/api/v1/clusters/{name}")
+        .then(|| path.split('/').nth(4).map(str::to_owned))
+        .flatten();
+    let header = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), state.token.expose().as_bytes()) => {
+        .and_then(|v| v.to_str().ok());
+    let who = state.acl.authenticate(header);
+    let decision = who.as_ref().map_err(Clone::clone).and_then(|p| {
+        state
+            .acl
+            .authorize(p, &method, &route, cluster.as_deref())
+            .map(|()| p.clone())
+    });
+    let response = match decision {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
             next.run(req).await
         }
-        Some(_) => {
-            let mut r = error(StatusCode::UNAUTHORIZED, "invalid bearer token");
+        Err(Denied::Unauthenticated(why)) => {
+            let mut r = error(StatusCode::UNAUTHORIZED, why);
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                "Bearer".parse().expect("static header"),
+                "Bearer, Basic realm=\"switchyard\""
+                    .parse()
+                    .expect("static header"),
             );
             r
         }
-        None => {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                "missing bearer token: send `Authorization: Bearer <admin token>`",
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                "Bearer".parse().expect("static header"),
-            );
-            r
-        }
+        Err(Denied::Forbidden(why)) => error(StatusCode::FORBIDDEN, &why),
+    };
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        state.acl.audit(AuditEntry {
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            user: who.map_or_else(|_| "-".to_owned(), |p| p.name),
+            method: method.to_string(),
+            path,
+            cluster,
+            status: response.status().as_u16(),
+        });
     }
+    response
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+#[utoipa::path(get, path = "/api/v1/audit", tag = "health", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The most recent mutating calls, oldest first (admin only)", body = Vec<AuditEntry>),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    ))]
+async fn audit(State(state): State<AdminState>) -> Response {
+    Json(json!({ "entries": state.acl.recent_audit() })).into_response()
+}
+
+#[utoipa::path(get, path = "/api/v1/config", tag = "health", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The running configuration, passwords and tokens shown as `***` (admin only)", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    ))]
+async fn get_config(State(state): State<AdminState>) -> Response {
+    Json(state.config.as_ref().clone()).into_response()
 }
 
 /// Ready when every cluster has a leader that the monitor sees up.
@@ -276,6 +583,11 @@ pub fn is_ready(topology: &TopologyHandle) -> bool {
         })
 }
 
+#[utoipa::path(get, path = "/api/v1/health", tag = "health",
+    responses(
+        (status = 200, description = "Every cluster has a leader that is up", body = serde_json::Value),
+        (status = 503, description = "Not ready yet", body = serde_json::Value),
+    ))]
 async fn health(State(state): State<AdminState>) -> Response {
     if is_ready(&state.topology) {
         (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
@@ -288,15 +600,28 @@ async fn health(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn clusters(State(state): State<AdminState>) -> Response {
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Topology version and every cluster: leader, epoch, phase, nodes", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
+async fn clusters(State(state): State<AdminState>, who: Option<Extension<Principal>>) -> Response {
     let t = state.topology.load();
+    let sees = |name: &str| who.as_ref().is_none_or(|Extension(p)| p.sees(name));
     Json(json!({
         "version": t.version,
-        "clusters": t.clusters.values().collect::<Vec<_>>(),
+        "clusters": t.clusters.values().filter(|c| sees(&c.name)).collect::<Vec<_>>(),
     }))
     .into_response()
 }
 
+#[utoipa::path(get, path = "/api/v1/router", tag = "router", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Router counters: connections, statements, held statements, retries, classifier, pools", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
 async fn router_stats(State(state): State<AdminState>) -> Response {
     let m = &state.router.metrics;
     let c = state.router.classifier.stats();

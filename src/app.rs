@@ -149,7 +149,12 @@ impl App {
             topology: topology.clone(),
             router: router.clone(),
             orchestrator: orchestrator.clone(),
-            token: token.clone(),
+            acl: Arc::new(crate::acl::Acl::new(
+                config.admin.users.clone(),
+                Some(token.clone()),
+                config.admin.audit_log.clone(),
+            )),
+            config: Arc::new(serde_json::to_value(&config).unwrap_or_default()),
             shard_maps: Arc::new(ShardMapState::new(version, store, cluster_names)),
         });
         let admin_stop = stopped();

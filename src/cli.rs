@@ -1,5 +1,6 @@
 //! The operator commands that talk to a running switchyard's admin API: `status`,
-//! `switchover`, `failover`.
+//! `switchover` (with its steps printed as they happen), `failover`, `maintenance`,
+//! `shard-map get|put|diff`; and `config check`, which needs no running switchyard.
 
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -45,6 +46,154 @@ impl ApiClient {
         self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
             .await
     }
+
+    /// PUT with a JSON body given as text (sent as it is, so the server reports its problems).
+    pub async fn put_text(&self, path: &str, body: String) -> anyhow::Result<Value> {
+        let req = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.send(req).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+}
+
+/// `switchyard maintenance CLUSTER NODE on|off`: sets the flag, keeping the node's others.
+pub async fn maintenance(
+    api: &ApiClient,
+    cluster: &str,
+    node: &str,
+    on: bool,
+) -> anyhow::Result<Value> {
+    let c = api.get(&format!("/api/v1/clusters/{cluster}")).await?;
+    let Some(n) = c["nodes"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["addr"] == node))
+    else {
+        bail!("cluster {cluster} has no node {node}");
+    };
+    let mut flags = n["flags"].clone();
+    flags["maintenance"] = Value::Bool(on);
+    api.put(
+        &format!("/api/v1/clusters/{cluster}/nodes/{node}/flags"),
+        flags,
+    )
+    .await
+}
+
+/// The applied shard map without its version, as the map's own JSON.
+pub async fn current_shard_map(api: &ApiClient) -> anyhow::Result<shard_map::ShardMap> {
+    let mut body = api.get("/api/v1/shard-map").await?;
+    if let Some(o) = body.as_object_mut() {
+        o.remove("version");
+    }
+    shard_map::ShardMap::from_json(&body.to_string())
+        .context("the server's shard map could not be read")
+}
+
+/// `switchyard shard-map diff FILE`: what applying FILE would change.
+pub async fn shard_map_diff(
+    api: &ApiClient,
+    file: &std::path::Path,
+) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("can't read {}", file.display()))?;
+    let new = shard_map::ShardMap::from_json(&text)
+        .with_context(|| format!("{} is not a shard map", file.display()))?;
+    let current = current_shard_map(api).await?;
+    Ok(shard_map::diff(&current, &new))
+}
+
+/// `switchyard config check FILE`: every problem, one per line; `Ok(true)` when none.
+pub fn config_check(
+    file: &std::path::Path,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<bool> {
+    match crate::Config::load(file) {
+        Ok(_) => {
+            writeln!(out, "{}: ok", file.display())?;
+            Ok(true)
+        }
+        Err(crate::config::ConfigError::Invalid(problems)) => {
+            writeln!(out, "{}: {} problem(s)", file.display(), problems.len())?;
+            for p in problems {
+                writeln!(out, "  - {p}")?;
+            }
+            Ok(false)
+        }
+        Err(e) => {
+            writeln!(out, "{e}")?;
+            Ok(false)
+        }
+    }
+}
+
+/// `switchyard switchover`: runs it, printing each step as the orchestrator logs it (the
+/// cluster's events are polled while the request runs), then the outcome.
+pub async fn switchover_with_progress(
+    api: &ApiClient,
+    cluster: &str,
+    to: Option<&str>,
+    out: &mut (impl std::io::Write + Send),
+) -> anyhow::Result<Value> {
+    let events_path = format!("/api/v1/clusters/{cluster}/events");
+    let seen_before = api.get(&events_path).await?["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut seen: std::collections::HashSet<String> =
+        seen_before.iter().map(|e| e.to_string()).collect();
+    let started = std::time::Instant::now();
+    let body = serde_json::json!({ "to": to });
+    let path = format!("/api/v1/clusters/{cluster}/switchover");
+    let request = api.post(&path, body);
+    tokio::pin!(request);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    let mut print_new = |events: &Value, out: &mut dyn std::io::Write| -> std::io::Result<()> {
+        for e in events["events"].as_array().into_iter().flatten() {
+            if seen.insert(e.to_string()) {
+                writeln!(
+                    out,
+                    "  [{:>6.3}s] {:<22} {}",
+                    started.elapsed().as_secs_f64(),
+                    e["kind"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                )?;
+                out.flush()?;
+            }
+        }
+        Ok(())
+    };
+    let result = loop {
+        tokio::select! {
+            r = &mut request => break r,
+            _ = tick.tick() => {
+                if let Ok(events) = api.get(&events_path).await {
+                    print_new(&events, out)?;
+                }
+            }
+        }
+    };
+    // The steps logged after the last poll.
+    if let Ok(events) = api.get(&events_path).await {
+        print_new(&events, out)?;
+    }
+    let report = result?;
+    writeln!(
+        out,
+        "{}: {} -> {} (epoch {}) in {} ms",
+        report["cluster"].as_str().unwrap_or("?"),
+        report["old_leader"].as_str().unwrap_or("?"),
+        report["new_leader"].as_str().unwrap_or("?"),
+        report["epoch"],
+        report["duration_ms"]
+    )?;
+    Ok(report)
 }
 
 /// `switchyard status`: a table of clusters and nodes.

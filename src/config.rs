@@ -37,9 +37,16 @@ pub struct Config {
 pub struct AdminConfig {
     #[serde(default = "default_admin_listen")]
     pub listen: String,
-    /// Bearer token for every endpoint but health. Also `SWITCHYARD_ADMIN_TOKEN`.
+    /// Bearer token for every endpoint but health, with the admin role. Also
+    /// `SWITCHYARD_ADMIN_TOKEN`.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// More users, each with a role and optionally a list of clusters.
+    #[serde(default)]
+    pub users: Vec<crate::acl::AdminUser>,
+    /// Where every mutating call is appended as a JSON line (who, what, when, result).
+    #[serde(default)]
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 fn default_admin_listen() -> String {
@@ -187,6 +194,14 @@ impl Config {
                  statements give up while the orchestrator still holds them",
                 self.router.hold_timeout_ms, self.failover.hold_max_ms
             ));
+        }
+        let cluster_names: Vec<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
+        let mut user_names = std::collections::HashSet::new();
+        for u in &self.admin.users {
+            if !user_names.insert(u.name.as_str()) {
+                problems.push(format!("admin.users: `{}` is defined twice", u.name));
+            }
+            problems.extend(u.validate(&cluster_names));
         }
         if self.orchestrator.tick_ms == 0 {
             problems.push("orchestrator.tick_ms must be at least 1".into());

@@ -2,11 +2,13 @@
 //! This crate wires the `router`, `orchestrator` and `shard-map` crates together: the
 //! configuration file, the admin API, the sandbox, and the process that runs them all.
 
+pub mod acl;
 pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod sandbox;
 
 pub use app::App;

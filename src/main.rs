@@ -13,7 +13,16 @@ use switchyard::{App, Config};
 #[command(
     name = "switchyard",
     version,
-    about = "MySQL/MariaDB router and replication orchestrator"
+    about = "MySQL/MariaDB router and replication orchestrator",
+    after_help = "Examples:
+  switchyard sandbox                              local clusters and a switchyard over them
+  switchyard serve --config config/serve.toml     against servers you run
+  export SWITCHYARD_ADMIN_TOKEN=...               the operator commands read it
+  switchyard status
+  switchyard switchover c1 --to 127.0.0.1:3312
+  switchyard maintenance c1 127.0.0.1:3311 on
+  switchyard shard-map diff new-map.json && switchyard shard-map put new-map.json
+  switchyard config check config/serve.toml"
 )]
 struct Cli {
     /// Log as JSON lines instead of text.
@@ -66,7 +75,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Planned switchover of a cluster's leader, step by step.
+    /// Planned switchover of a cluster's leader, each step printed as it happens.
     ///
     /// Example: switchyard switchover c1 --to 127.0.0.1:3311
     Switchover {
@@ -85,6 +94,31 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Put a node under maintenance (never elected, not failed over) or take it out.
+    ///
+    /// Example: switchyard maintenance c1 127.0.0.1:3311 on
+    Maintenance {
+        cluster: String,
+        /// The node, `host:port`.
+        node: String,
+        #[arg(value_enum)]
+        state: OnOff,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Read, compare or replace the shard map of a running switchyard.
+    ///
+    /// Examples: switchyard shard-map get > map.json; switchyard shard-map diff map.json;
+    /// switchyard shard-map put map.json
+    #[command(subcommand)]
+    ShardMap(ShardMapCommand),
+    /// Check a configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print an argon2id hash of the password read from stdin, for `admin.users.password_hash`.
+    ///
+    /// Example: printf %s 's3cret' | switchyard hash-password
+    HashPassword,
     /// Measure switchyard against direct connections and HAProxy with sysbench.
     ///
     /// Example: switchyard bench --quick
@@ -99,6 +133,47 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
         admin_token: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Subcommand)]
+enum ShardMapCommand {
+    /// Print the applied shard map (JSON, with its version).
+    ///
+    /// Example: switchyard shard-map get > map.json
+    Get {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Replace the shard map with FILE (refused whole, every problem listed, if invalid).
+    ///
+    /// Example: switchyard shard-map put map.json
+    Put {
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show what replacing the shard map with FILE would change, changing nothing.
+    ///
+    /// Example: switchyard shard-map diff map.json
+    Diff {
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate FILE and print every problem; exit code 1 when there is any.
+    ///
+    /// Example: switchyard config check config/serve.toml
+    Check { file: PathBuf },
 }
 
 /// How the operator commands reach the admin API.
@@ -184,12 +259,65 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Switchover { cluster, to, api } => {
             println!("switchover of {cluster} ...");
-            let body = serde_json::json!({ "to": to });
-            let report = api
-                .client()
-                .post(&format!("/api/v1/clusters/{cluster}/switchover"), body)
-                .await?;
-            print!("{}", cli::format_report(&report));
+            let mut out = std::io::stdout();
+            cli::switchover_with_progress(&api.client(), &cluster, to.as_deref(), &mut out).await?;
+            Ok(())
+        }
+        Command::Maintenance {
+            cluster,
+            node,
+            state,
+            api,
+        } => {
+            let on = matches!(state, OnOff::On);
+            let r = cli::maintenance(&api.client(), &cluster, &node, on).await?;
+            println!(
+                "{cluster} {node}: maintenance {}",
+                if r["flags"]["maintenance"] == true {
+                    "on"
+                } else {
+                    "off"
+                }
+            );
+            Ok(())
+        }
+        Command::ShardMap(ShardMapCommand::Get { api }) => {
+            let map = api.client().get("/api/v1/shard-map").await?;
+            println!("{}", serde_json::to_string_pretty(&map)?);
+            Ok(())
+        }
+        Command::ShardMap(ShardMapCommand::Put { file, api }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("can't read {}", file.display()))?;
+            let r = api.client().put_text("/api/v1/shard-map", text).await?;
+            println!("shard map version {} applied", r["version"]);
+            for c in r["changes"].as_array().into_iter().flatten() {
+                println!("  {}", c.as_str().unwrap_or(""));
+            }
+            Ok(())
+        }
+        Command::ShardMap(ShardMapCommand::Diff { file, api }) => {
+            let changes = cli::shard_map_diff(&api.client(), &file).await?;
+            if changes.is_empty() {
+                println!("no changes");
+            }
+            for c in changes {
+                println!("{c}");
+            }
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            if !cli::config_check(&file, &mut std::io::stdout())? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "no password on stdin");
+            println!("{}", switchyard::acl::hash_password(password)?);
             Ok(())
         }
         Command::Failover { cluster, api } => {

@@ -71,6 +71,8 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
         admin: AdminConfig {
             listen: opts.admin.clone(),
             token: Some(Secret::new(opts.admin_token.as_str())),
+            users: Vec::new(),
+            audit_log: None,
         },
         orchestrator: OrchestratorConfig {
             user: spec.admin_user.clone(),

@@ -18,7 +18,7 @@ pub mod monitor;
 pub mod provision;
 
 pub use manager::{
-    Event, FailoverMode, Hooks, OperationReport, Orchestrator, OrchestratorError,
+    Event, FailoverMode, Hooks, OperationReport, OperationStats, Orchestrator, OrchestratorError,
     OrchestratorSettings,
 };
 pub use monitor::{ClusterSpec, MonitorConfig};

@@ -43,11 +43,103 @@ pub struct RouterMetrics {
     pub session_panics: AtomicU64,
     /// Login failures answered late because their address failed too often.
     pub auth_throttled: AtomicU64,
+    /// Client commands by kind (`StatementClass` order) and their latency.
+    pub by_class: [AtomicU64; 3],
+    pub latency: [LatencyHistogram; 3],
+    /// Error packets sent to clients, by error code (the router's own and relayed ones).
+    pub errors_by_code: dashmap::DashMap<u16, AtomicU64>,
+    /// Routing decisions per cluster: `[leader, replica]`.
+    pub routed: dashmap::DashMap<Arc<str>, [AtomicU64; 2]>,
 }
 
 impl RouterMetrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One client command done: counted by kind, its latency recorded.
+    pub fn record_command(&self, class: StatementClass, elapsed: std::time::Duration) {
+        let i = class as usize;
+        self.by_class[i].fetch_add(1, Ordering::Relaxed);
+        self.latency[i].observe(elapsed);
+    }
+
+    /// An error packet with `code` went to a client.
+    pub fn count_error(&self, code: u16) {
+        if let Some(c) = self.errors_by_code.get(&code) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.errors_by_code
+            .entry(code)
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_route(&self, cluster: &str, leader: bool) {
+        let i = usize::from(!leader);
+        if let Some(c) = self.routed.get(cluster) {
+            c[i].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.routed.entry(cluster.into()).or_default()[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a client command was, for the statement counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementClass {
+    /// `SELECT` (not locking), `SHOW`, `DESCRIBE`, `EXPLAIN`.
+    Read = 0,
+    /// DML, DDL, locking reads.
+    Write = 1,
+    /// Everything else: `SET`, `USE`, transaction control, pings, prepares, ...
+    Other = 2,
+}
+
+impl StatementClass {
+    pub const ALL: [StatementClass; 3] = [Self::Read, Self::Write, Self::Other];
+
+    pub fn of(kind: &crate::classify::StatementKind) -> Self {
+        use crate::classify::StatementKind as K;
+        match kind {
+            K::Select { locking: false } | K::Show => Self::Read,
+            K::Select { locking: true } | K::Write | K::Ddl => Self::Write,
+            _ => Self::Other,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Upper bounds of the latency buckets, in microseconds (the last bucket is +Inf).
+pub const LATENCY_BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// A fixed-bucket histogram of atomics: one increment per bucket, sum and count.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per bucket (not cumulative); the last one is above every bound.
+    pub buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    pub sum_us: AtomicU64,
+    pub count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_US.partition_point(|&b| b < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -203,6 +295,7 @@ impl RouterContext {
                 if !fresh.is_empty() {
                     let i = self.replica_rr.fetch_add(1, Ordering::Relaxed) % fresh.len();
                     RouterMetrics::inc(&self.metrics.statements_to_replicas);
+                    self.metrics.count_route(cluster, false);
                     return Ok(Route {
                         addr: fresh[i].addr.as_str().into(),
                         cluster: cluster.into(),
@@ -220,13 +313,16 @@ impl RouterContext {
             });
         }
         match c.leader.as_deref() {
-            Some(addr) => Ok(Route {
-                addr: addr.into(),
-                cluster: cluster.into(),
-                epoch: c.epoch,
-                leader: true,
-                version: topo.version,
-            }),
+            Some(addr) => {
+                self.metrics.count_route(cluster, true);
+                Ok(Route {
+                    addr: addr.into(),
+                    cluster: cluster.into(),
+                    epoch: c.epoch,
+                    leader: true,
+                    version: topo.version,
+                })
+            }
             None => Err(RouteError::Wait {
                 version: topo.version,
                 why: WaitReason::NoLeader(cluster.to_string()),

@@ -119,6 +119,21 @@ struct ClusterCtl {
     op: Arc<tokio::sync::Mutex<()>>,
     events: Mutex<VecDeque<Event>>,
     memory: Mutex<Memory>,
+    stats: Mutex<OperationStats>,
+}
+
+/// Completed operations of one cluster, for metrics (kept apart from the bounded event ring,
+/// so that the counts only ever grow).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OperationStats {
+    /// Failovers that promoted a new leader (automatic and manual).
+    pub failovers: u64,
+    /// Switchovers that promoted a new leader.
+    pub switchovers: u64,
+    /// Duration of the last completed switchover, in milliseconds.
+    pub last_switchover_ms: Option<u64>,
+    /// Duration of the last completed failover, in milliseconds.
+    pub last_failover_ms: Option<u64>,
 }
 
 /// What detection remembers between rounds.
@@ -194,6 +209,7 @@ impl Orchestrator {
                         spec: spec.clone(),
                         op: Arc::new(tokio::sync::Mutex::new(())),
                         events: Mutex::new(VecDeque::new()),
+                        stats: Mutex::new(OperationStats::default()),
                         memory: Mutex::new(Memory::default()),
                     },
                 )
@@ -348,6 +364,11 @@ impl Orchestrator {
     /// The cluster's recent events, oldest first.
     pub fn events(&self, cluster: &str) -> Result<Vec<Event>, OrchestratorError> {
         Ok(lock(&self.ctl(cluster)?.events).iter().cloned().collect())
+    }
+
+    /// Completed failovers and switchovers of a cluster and their last durations.
+    pub fn operation_stats(&self, cluster: &str) -> Result<OperationStats, OrchestratorError> {
+        Ok(*lock(&self.ctl(cluster)?.stats))
     }
 
     /// A router saw a connection to `addr` fail: poll it now. Only a signal: the verdict is
@@ -761,13 +782,28 @@ impl<'a> OpLog<'a> {
     }
 
     fn report(self, old_leader: &str, new_leader: &str, epoch: u64) -> OperationReport {
+        let duration_ms = self.started.elapsed().as_millis() as u64;
+        if let Some(ctl) = self.orch.clusters.get(self.cluster) {
+            let mut stats = lock(&ctl.stats);
+            let switchover = self
+                .steps
+                .first()
+                .is_some_and(|e| e.kind.starts_with("switchover."));
+            if switchover {
+                stats.switchovers += 1;
+                stats.last_switchover_ms = Some(duration_ms);
+            } else {
+                stats.failovers += 1;
+                stats.last_failover_ms = Some(duration_ms);
+            }
+        }
         OperationReport {
             cluster: self.cluster.to_owned(),
             old_leader: old_leader.to_owned(),
             new_leader: new_leader.to_owned(),
             epoch,
             steps: self.steps,
-            duration_ms: self.started.elapsed().as_millis() as u64,
+            duration_ms,
         }
     }
 }

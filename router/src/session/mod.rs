@@ -21,7 +21,9 @@ use crate::backend::{
     relay, BackendError, PoolKey, PooledConn, RelayError, RelayMode, RelayOutcome, StmtKey,
 };
 use crate::classify::{parse_set, Classification, PinReason, StatementKind};
-use crate::context::{Route, RouteError, RouterContext, RouterMetrics, User, WaitReason};
+use crate::context::{
+    Route, RouteError, RouterContext, RouterMetrics, StatementClass, User, WaitReason,
+};
 use crate::error::RouterError;
 use crate::protocol::packet::PacketError;
 use crate::protocol::{
@@ -172,6 +174,8 @@ pub struct Session {
     stmts: HashMap<u32, ClientStmt>,
     next_stmt_id: u32,
     last_prepared: u32,
+    /// What the current command is, for the statement counters.
+    class: StatementClass,
 }
 
 impl Session {
@@ -188,6 +192,7 @@ impl Session {
         let auth = match auth::handshake(&ctx, id, &peer, &mut input, &mut output).await {
             Ok(a) => a,
             Err(HandshakeFailure::Refuse(e, seq)) => {
+                ctx.metrics.count_error(e.to_client().code);
                 write_error(&mut output, seq, &e).await.ok();
                 return;
             }
@@ -212,6 +217,7 @@ impl Session {
             stmts: HashMap::new(),
             next_stmt_id: 1,
             last_prepared: 0,
+            class: StatementClass::Other,
             ctx,
         };
         let _ = deprecate_eof;
@@ -276,6 +282,9 @@ impl Session {
                 continue;
             };
             RouterMetrics::inc(&self.ctx.metrics.statements);
+            // Set by `query` and `stmt_execute` once they know what the statement is.
+            self.class = StatementClass::Other;
+            let started = std::time::Instant::now();
             let result = match command {
                 0x01 => return, // COM_QUIT
                 0x03 => self.query(&payload, seq).await,
@@ -297,11 +306,15 @@ impl Session {
                 0x1c => self.stmt_fetch(&payload, seq).await,
                 other => Err(RouterError::UnknownCommand(other).into()),
             };
+            self.ctx
+                .metrics
+                .record_command(self.class, started.elapsed());
             match result {
                 Ok(()) => {}
                 Err(Failure::ClientGone) => return,
                 Err(Failure::Reply(e, s)) => {
                     RouterMetrics::inc(&self.ctx.metrics.errors);
+                    self.ctx.metrics.count_error(e.to_client().code);
                     if self.reply_error(s.unwrap_or(seq), e).await.is_err() {
                         return;
                     }
@@ -340,6 +353,7 @@ impl Session {
     async fn query(&mut self, payload: &[u8], seq: u8) -> Result<(), Failure> {
         let sql = String::from_utf8_lossy(&payload[1..]);
         let class = self.ctx.classifier.classify(&sql);
+        self.class = StatementClass::of(&class.kind);
         if !class.parsed {
             RouterMetrics::inc(&self.ctx.metrics.unparsed);
         }
@@ -574,6 +588,9 @@ impl Session {
 
     /// Updates pins from a statement that has run.
     fn after_statement(&mut self, class: &Classification, outcome: &RelayOutcome) {
+        if let Some(e) = &outcome.error {
+            self.ctx.metrics.count_error(e.code);
+        }
         self.pins.next_statement = false;
         if outcome.error.is_none() {
             if let Some(r) = class.pin {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::backend::{relay, RelayError, RelayMode, StmtKey};
 use crate::classify::Classification;
-use crate::context::RouterMetrics;
+use crate::context::{RouterMetrics, StatementClass};
 use crate::error::RouterError;
 
 use super::{is_read, Cmd, Exec, Failure, Gather, Session, Target};
@@ -227,6 +227,7 @@ impl Session {
             .stmts
             .get_mut(&id)
             .ok_or(RouterError::UnknownStatement { id, command: CMD })?;
+        self.class = StatementClass::of(&stmt.class.kind);
         let flags = *payload
             .get(5)
             .ok_or(RouterError::Malformed("execute flags"))?;

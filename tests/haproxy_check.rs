@@ -1,0 +1,178 @@
+//! HAProxy with switchyard as its resource manager: one backend per server, each checked with
+//! `option httpchk` against `/api/v1/check/{cluster}/leader/{node}`. After a switchover a
+//! client connecting through HAProxy writes to the new leader. Uses the real `haproxy`.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, opts_for, TestEnv};
+use mysql_async::prelude::*;
+
+struct Haproxy(Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Through HAProxy: the port of the server that answered, and whether it took a write.
+async fn write_through(port: u16, value: i64) -> Option<i64> {
+    let mut c = mysql_async::Conn::new(opts_for(port, "app", "app", None))
+        .await
+        .ok()?;
+    c.exec_drop("INSERT INTO hc.t (v) VALUES (?)", (value,))
+        .await
+        .ok()?;
+    let served: i64 = c.query_first("SELECT @@port").await.ok()??;
+    c.disconnect().await.ok();
+    Some(served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_follows_the_leader_through_the_check_endpoints() {
+    let env = TestEnv::start(1, 1).await;
+    let leader = env.leader_port("c1");
+    let replica = env.replica_ports("c1")[0];
+    let admin_port = env.app().admin_addr.port();
+    let http = reqwest::Client::new();
+
+    // The endpoints themselves.
+    let check =
+        |role: &str, port: u16| env.admin_url(&format!("/api/v1/check/c1/{role}/127.0.0.1:{port}"));
+    assert_eq!(
+        http.get(check("leader", leader))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = http.get(check("leader", replica)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("is not the leader"));
+    eventually(
+        Duration::from_secs(15),
+        "the replica checks healthy",
+        || async {
+            let r = http.get(check("replica", replica)).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        http.get(check("replica", leader))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        http.get(env.admin_url("/api/v1/check/c9/leader/127.0.0.1:1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+
+    let mut direct = env.direct_conn(leader, None).await;
+    direct
+        .query_drop("CREATE DATABASE IF NOT EXISTS hc")
+        .await
+        .unwrap();
+    direct
+        .query_drop("CREATE TABLE IF NOT EXISTS hc.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    drop(direct);
+
+    let dir = tempfile::tempdir().unwrap();
+    let front = free_port();
+    let mut cfg = format!(
+        "global\n  maxconn 200\n\
+         defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  timeout check 1s\n\
+         frontend writes\n  bind 127.0.0.1:{front}\n"
+    );
+    for port in [leader, replica] {
+        cfg += &format!("  use_backend n{port} if {{ nbsrv(n{port}) ge 1 }}\n");
+    }
+    for port in [leader, replica] {
+        cfg += &format!(
+            "backend n{port}\n  option httpchk GET /api/v1/check/c1/leader/127.0.0.1:{port}\n  \
+             http-check expect status 200\n  \
+             server s{port} 127.0.0.1:{port} check port {admin_port} inter 100 fall 1 rise 1 \
+             on-marked-down shutdown-sessions\n"
+        );
+    }
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, &cfg).unwrap();
+    let haproxy = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .or_else(|_| {
+            Command::new("/usr/sbin/haproxy")
+                .arg("-db")
+                .arg("-f")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .expect("haproxy runs (scripts/install-deps installs it)");
+    let _haproxy = Haproxy(haproxy);
+
+    let served = eventually(
+        Duration::from_secs(15),
+        "a write through HAProxy",
+        || async { write_through(front, 1).await },
+    )
+    .await;
+    assert_eq!(
+        served,
+        i64::from(leader),
+        "HAProxy sent the write elsewhere"
+    );
+
+    let r = http
+        .post(env.admin_url("/api/v1/clusters/c1/switchover"))
+        .bearer_auth("test-token")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let served = eventually(
+        Duration::from_secs(15),
+        "a write through HAProxy on the new leader",
+        || async {
+            write_through(front, 2)
+                .await
+                .filter(|p| *p == i64::from(replica))
+        },
+    )
+    .await;
+    assert_eq!(served, i64::from(replica));
+    // And it stays there: the old leader is a read-only replica now, never chosen.
+    for i in 0..5 {
+        assert_eq!(write_through(front, 10 + i).await, Some(i64::from(replica)));
+    }
+    env.stop().await;
+}
