@@ -27,7 +27,9 @@ use sqlparser::parser::Parser;
 
 pub use normalize::normalize;
 pub use set::{parse_set, SetItem, SetParseError, SetValue, TxScope};
-pub use text::{database_ddl_target, identifiers, placeholder_offsets, with_database_ddl_target};
+pub use text::{
+    database_ddl_target, identifiers, placeholder_offsets, with_database_ddl_target, words,
+};
 
 use cache::Cache;
 use lexer::{split_statements, Lexer, Token};

@@ -17,6 +17,15 @@ pub fn identifiers(sql: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every unquoted word (keywords and plain identifiers, not backtick-quoted names) in `sql`,
+/// in order, outside strings and comments.
+pub fn words(sql: &str) -> Vec<String> {
+    Lexer::new(sql)
+        .filter(|t| t.kind == TokKind::Word)
+        .map(|t| t.text.to_string())
+        .collect()
+}
+
 /// Byte offsets of the `?` placeholders of `sql` (outside strings and comments), in order.
 pub fn placeholder_offsets(sql: &str) -> Vec<usize> {
     Lexer::new(sql)

@@ -1170,6 +1170,38 @@ mod tests {
     }
 
     #[test]
+    fn reference_writes_that_could_make_copies_differ_are_refused() {
+        for (sql, why) in [
+            (
+                "INSERT INTO countries (code, added) VALUES ('fr', NOW())",
+                "NOW in a write to reference table `countries` (each copy would get its own \
+                 value; compute it first, or quote a column of that name with backticks)",
+            ),
+            (
+                "UPDATE countries SET token = uuid() WHERE code = 'fr'",
+                "UUID in a write to reference table `countries` (each copy would get its own \
+                 value; compute it first, or quote a column of that name with backticks)",
+            ),
+            (
+                "DELETE FROM countries LIMIT 1",
+                "LIMIT in a write to reference table `countries` (each copy could pick other rows)",
+            ),
+        ] {
+            assert_eq!(run(sql, None), Plan::Refuse(why.into()), "{sql}");
+        }
+        // A quoted column of such a name, and the same words inside strings, are fine.
+        for sql in [
+            "INSERT INTO countries (code, `user`) VALUES ('fr', 'now()')",
+            "UPDATE countries SET label = 'LIMIT' WHERE code = 'fr'",
+        ] {
+            assert!(
+                matches!(run(sql, None), Plan::MultiWrite { copies: true, .. }),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
     fn writes_over_several_shards_are_one_distributed_write() {
         let (a, b) = (1..100)
             .flat_map(|a| (a + 1..100).map(move |b| (a, b)))

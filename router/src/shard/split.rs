@@ -85,6 +85,22 @@ pub(super) fn key_update(
 
 /// A write to a reference table: the same text on every shard's copy.
 pub(super) fn reference_write(ks: &KeyspaceMap, table: &str, sql: &str) -> Plan {
+    // Every copy must end up the same: nothing whose value differs from server to server,
+    // and no LIMIT that could pick different rows on each.
+    for w in crate::classify::words(sql) {
+        let upper = w.to_ascii_uppercase();
+        if upper == "LIMIT" {
+            return Plan::Refuse(format!(
+                "LIMIT in a write to reference table `{table}` (each copy could pick other rows)"
+            ));
+        }
+        if NONDETERMINISTIC.contains(&upper.as_str()) {
+            return Plan::Refuse(format!(
+                "{upper} in a write to reference table `{table}` (each copy would get its own \
+                 value; compute it first, or quote a column of that name with backticks)"
+            ));
+        }
+    }
     match ks.all_shards() {
         [] => Plan::Refuse("a keyspace without shards".into()),
         [one] => Plan::Single(one.clone()),
@@ -97,6 +113,46 @@ pub(super) fn reference_write(ks: &KeyspaceMap, table: &str, sql: &str) -> Plan 
         }
     }
 }
+
+/// Functions (and their keyword forms) whose value depends on the server, the connection or
+/// the moment: in a reference-table write each copy would store another value.
+const NONDETERMINISTIC: &[&str] = &[
+    "NOW",
+    "SYSDATE",
+    "CURRENT_TIMESTAMP",
+    "CURRENT_DATE",
+    "CURRENT_TIME",
+    "CURDATE",
+    "CURTIME",
+    "LOCALTIME",
+    "LOCALTIMESTAMP",
+    "UTC_DATE",
+    "UTC_TIME",
+    "UTC_TIMESTAMP",
+    "UNIX_TIMESTAMP",
+    "RAND",
+    "RANDOM_BYTES",
+    "UUID",
+    "UUID_SHORT",
+    "SYS_GUID",
+    "CONNECTION_ID",
+    "USER",
+    "CURRENT_USER",
+    "SESSION_USER",
+    "SYSTEM_USER",
+    "LAST_INSERT_ID",
+    "ROW_COUNT",
+    "FOUND_ROWS",
+    "NEXTVAL",
+    "LASTVAL",
+    "SETVAL",
+    "VERSION",
+    "DATABASE",
+    "SCHEMA",
+    "BENCHMARK",
+    "SLEEP",
+    "GET_LOCK",
+];
 
 /// UPDATE/DELETE on a sharded table: the shards its key values (if any) name, else every
 /// shard; the client's text runs on each.
