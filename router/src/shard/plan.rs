@@ -272,6 +272,9 @@ fn plan_single_table(
         params: input.params,
         placeholders: &placeholders,
     };
+    // With a `numeric` vindex, the key's bounds in WHERE (`BETWEEN`, `<`, `>=`...): only the
+    // shards whose ranges meet them are read.
+    let mut range: Option<(u64, u64)> = None;
     let values = match &stmt {
         Statement::Query(q) => match q.body.as_ref() {
             SetExpr::Select(s) => {
@@ -287,6 +290,9 @@ fn plan_single_table(
                 } else {
                     KeyColumns::Single(t)
                 };
+                if t.vindex == shard_map::Vindex::Numeric {
+                    range = numeric_range(s.selection.as_ref(), &keys, &ctx);
+                }
                 if s.selection.is_none() {
                     None
                 } else {
@@ -336,17 +342,24 @@ fn plan_single_table(
     let concat = concat_safe(&stmt, input.class);
     let counts = counts_only(&stmt, input.class);
     let Some(values) = values else {
+        let targets = match range {
+            Some((lo, hi)) if lo <= hi => ks.shards_for_range(lo, hi).to_vec(),
+            // No value can satisfy the bounds: any shard answers with the right result.
+            Some(_) => ks.all_shards().iter().take(1).cloned().collect(),
+            None => ks.all_shards().to_vec(),
+        };
+        if let [one] = targets.as_slice() {
+            return Plan::Single(one.clone());
+        }
         if counts {
-            return Plan::ScatterCount {
-                targets: ks.all_shards().to_vec(),
-            };
+            return Plan::ScatterCount { targets };
         }
         if concat.is_err() {
-            return gathered(&stmt, input, table, ks.all_shards().to_vec());
+            return gathered(&stmt, input, table, targets);
         }
         let (limit, order) = concat.unwrap_or_default();
         return Plan::Scatter {
-            targets: ks.all_shards().to_vec(),
+            targets,
             limit,
             order,
         };
@@ -403,6 +416,90 @@ fn union_of_sharded_tables(ks: &KeyspaceMap, e: &SetExpr) -> bool {
         }
         _ => false,
     }
+}
+
+/// The bounds `lo..=hi` that a WHERE clause's top-level AND terms put on the shard key, from
+/// integer literals or bound integer parameters compared with `BETWEEN`, `<`, `<=`, `>`, `>=`
+/// (either side). `None` when there is no such bound. Only for the `numeric` vindex, whose
+/// keyspace id is the value itself (and which holds no negative values).
+fn numeric_range(
+    selection: Option<&Expr>,
+    keys: &KeyColumns<'_>,
+    ctx: &Values<'_>,
+) -> Option<(u64, u64)> {
+    let mut terms = Vec::new();
+    conjuncts(selection?, &mut terms);
+    let int = |e: &Expr| match e {
+        Expr::Value(v) if matches!(v.value, Value::Number(..) | Value::Placeholder(_)) => {
+            match ctx.key(e) {
+                Key::Known(KeyValue::Int(i)) => Some(i128::from(i)),
+                Key::Known(KeyValue::UInt(u)) => Some(i128::from(u)),
+                _ => None,
+            }
+        }
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            ..
+        } => match ctx.key(e) {
+            Key::Known(KeyValue::Int(i)) => Some(i128::from(i)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (mut lo, mut hi) = (i128::MIN, i128::MAX);
+    let mut found = false;
+    for term in terms {
+        match term {
+            Expr::Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            } if keys.is_key(expr) => {
+                if let (Some(a), Some(b)) = (int(low), int(high)) {
+                    lo = lo.max(a);
+                    hi = hi.min(b);
+                    found = true;
+                }
+            }
+            Expr::BinaryOp { left, op, right } => {
+                // Normalised to `key op value`.
+                let (op, v) = if keys.is_key(left) {
+                    (op.clone(), int(right))
+                } else if keys.is_key(right) {
+                    let flipped = match op {
+                        BinaryOperator::Lt => BinaryOperator::Gt,
+                        BinaryOperator::LtEq => BinaryOperator::GtEq,
+                        BinaryOperator::Gt => BinaryOperator::Lt,
+                        BinaryOperator::GtEq => BinaryOperator::LtEq,
+                        other => other.clone(),
+                    };
+                    (flipped, int(left))
+                } else {
+                    continue;
+                };
+                let Some(v) = v else { continue };
+                match op {
+                    BinaryOperator::Lt => hi = hi.min(v - 1),
+                    BinaryOperator::LtEq => hi = hi.min(v),
+                    BinaryOperator::Gt => lo = lo.max(v + 1),
+                    BinaryOperator::GtEq => lo = lo.max(v),
+                    _ => continue,
+                }
+                found = true;
+            }
+            _ => {}
+        }
+    }
+    if !found {
+        return None;
+    }
+    let clamp = |v: i128| u64::try_from(v.max(0)).unwrap_or(u64::MAX);
+    if hi < 0 || lo > i128::from(u64::MAX) {
+        // Empty: no stored value is negative or above u64.
+        return Some((1, 0));
+    }
+    Some((clamp(lo), clamp(hi)))
 }
 
 /// A sharded table read by a subquery of `stmt`: each shard would see only
@@ -1166,6 +1263,80 @@ mod tests {
                 None
             )),
             shard_of(7)
+        );
+    }
+
+    #[test]
+    fn numeric_key_ranges_read_only_the_shards_they_meet() {
+        // `ranges` is sharded by `id` with the numeric vindex: -80 holds 0..2^63, 80- the rest.
+        let half = 0x8000_0000_0000_0000u64;
+        let shards = |p: Plan| match p {
+            Plan::Single(t) => vec![t.shard],
+            Plan::Scatter { targets, .. } | Plan::ScatterCount { targets } => {
+                targets.into_iter().map(|t| t.shard).collect()
+            }
+            Plan::Gather { targets, .. } => targets.into_iter().map(|t| t.shard).collect(),
+            other => panic!("unexpected {other:?}"),
+        };
+        for (sql, want) in [
+            (
+                "SELECT * FROM ranges WHERE id BETWEEN 10 AND 99".to_string(),
+                vec!["-80"],
+            ),
+            (
+                "SELECT COUNT(*) FROM ranges WHERE id < 1000".into(),
+                vec!["-80"],
+            ),
+            (
+                format!("SELECT * FROM ranges WHERE id >= {half}"),
+                vec!["80-"],
+            ),
+            (
+                format!("SELECT * FROM ranges WHERE {half} < id"),
+                vec!["80-"],
+            ),
+            (
+                format!("SELECT * FROM ranges WHERE id > 5 AND id <= {half} ORDER BY id"),
+                vec!["-80", "80-"],
+            ),
+            (
+                "SELECT SUM(id) FROM ranges WHERE id > -5 AND id < 3".into(),
+                vec!["-80"],
+            ),
+            // Nothing can match: one shard answers the empty result.
+            ("SELECT * FROM ranges WHERE id < 0".into(), vec!["-80"]),
+            // Bounds that are not integers prune nothing.
+            (
+                "SELECT * FROM ranges WHERE id < 4.5".into(),
+                vec!["-80", "80-"],
+            ),
+            (
+                "SELECT * FROM ranges WHERE id < '7'".into(),
+                vec!["-80", "80-"],
+            ),
+            (
+                "SELECT * FROM ranges WHERE id < 7 OR id > 9".into(),
+                vec!["-80", "80-"],
+            ),
+        ] {
+            assert_eq!(shards(run(&sql, None)), want, "{sql}");
+        }
+        // Bound parameters prune once known.
+        let p = [Some(KeyValue::Int(3)), Some(KeyValue::Int(40))];
+        assert_eq!(
+            shards(run(
+                "SELECT * FROM ranges WHERE id BETWEEN ? AND ?",
+                Some(&p)
+            )),
+            vec!["-80"]
+        );
+        // The hash vindex is not ordered: ranges go everywhere.
+        assert_eq!(
+            shards(run(
+                "SELECT * FROM customers WHERE id BETWEEN 1 AND 2",
+                None
+            )),
+            vec!["-80", "80-"]
         );
     }
 
