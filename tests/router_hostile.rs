@@ -322,3 +322,77 @@ async fn a_burst_of_a_thousand_new_connections_is_served() {
     assert_eq!(stats["session_panics"], 0, "{stats}");
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_are_held_in_little_memory() {
+    let env = TestEnv::start_with(1, 0, |c| c.router.max_connections = 12_000).await;
+    let port = env.router_port();
+    let before = rss_bytes();
+    // The clients live in another process: this one holds only the router's ends.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/idle_connections.py");
+    let n = 10_000u64;
+    let mut child = tokio::process::Command::new("python3")
+        .args([script, &port.to_string(), &n.to_string(), "app", "app"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs (scripts/install-deps)");
+    use tokio::io::AsyncBufReadExt;
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(300), out.read_line(&mut line))
+        .await
+        .expect("10,000 connections open within 5 minutes")
+        .unwrap();
+    assert_eq!(line.trim(), format!("ready {n}"));
+    let stats = env.router_stats().await;
+    assert!(
+        stats["connections_active"].as_u64().unwrap() >= n,
+        "{stats}"
+    );
+    let grown = rss_bytes().saturating_sub(before);
+    let per_conn = grown / n;
+    println!(
+        "{n} idle client connections: the router's process grew {} KiB, {per_conn} bytes each",
+        grown >> 10
+    );
+    assert!(
+        per_conn < 32 * 1024,
+        "an idle client connection costs {per_conn} bytes"
+    );
+    // Idle clients hold no backend connections.
+    let backend: u64 = stats["pools"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| p["idle"].as_u64().unwrap_or(0) + p["busy"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(
+        backend < 10,
+        "idle clients hold {backend} backend connections"
+    );
+    // Others are served meanwhile.
+    let mut c = env.router_conn(None).await;
+    let v: i64 = query_one(&mut c, "SELECT 5").await;
+    assert_eq!(v, 5);
+    drop(c);
+    drop(child.stdin.take());
+    line.clear();
+    out.read_line(&mut line).await.unwrap();
+    assert_eq!(line.trim(), "closed");
+    eventually(
+        Duration::from_secs(60),
+        "the idle connections closed",
+        || async {
+            let s = env.router_stats().await;
+            (s["connections_active"].as_u64().unwrap() < 5).then_some(())
+        },
+    )
+    .await;
+    let _ = child.wait().await;
+    env.stop().await;
+}

@@ -25,14 +25,25 @@ pub struct PacketReader<R> {
     buf: BytesMut,
     /// Bytes of a refused (too large) packet still on the wire.
     unread: usize,
+    /// How much room each read makes in the buffer.
+    chunk: usize,
 }
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
+    /// A reader with 16 KiB reads (backend connections: result sets).
     pub fn new(inner: R) -> Self {
+        Self::with_chunk(inner, 16 * 1024)
+    }
+
+    /// A reader making `chunk` bytes of room per read: small for client connections, which
+    /// mostly send short commands and mostly sit idle (larger packets still get the room
+    /// they need).
+    pub fn with_chunk(inner: R, chunk: usize) -> Self {
         PacketReader {
             inner,
-            buf: BytesMut::with_capacity(16 * 1024),
+            buf: BytesMut::new(),
             unread: 0,
+            chunk: chunk.max(64),
         }
     }
 
@@ -64,8 +75,8 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
 
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
     pub async fn fill(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 * 1024);
+        if self.buf.capacity() - self.buf.len() < (self.chunk / 4).min(4096) {
+            self.buf.reserve(self.chunk);
         }
         self.inner.read_buf(&mut self.buf).await
     }
@@ -144,13 +155,21 @@ pub fn frame(mut seq: u8, payload: &[u8], out: &mut Vec<u8>) -> u8 {
 pub struct PacketWriter<W> {
     inner: W,
     buf: Vec<u8>,
+    /// What the buffer shrinks back to after a large response.
+    capacity: usize,
 }
 
 impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     pub fn new(inner: W) -> Self {
+        Self::with_capacity(inner, 16 * 1024)
+    }
+
+    /// A writer whose buffer starts at (and shrinks back to) `capacity` bytes.
+    pub fn with_capacity(inner: W, capacity: usize) -> Self {
         PacketWriter {
             inner,
-            buf: Vec::with_capacity(16 * 1024),
+            buf: Vec::with_capacity(capacity),
+            capacity,
         }
     }
 
@@ -174,8 +193,8 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
         if !self.buf.is_empty() {
             self.inner.write_all(&self.buf).await?;
             self.buf.clear();
-            if self.buf.capacity() > 1 << 20 {
-                self.buf.shrink_to(16 * 1024);
+            if self.buf.capacity() > (1 << 20).max(self.capacity) {
+                self.buf.shrink_to(self.capacity);
             }
         }
         Ok(())

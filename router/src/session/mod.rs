@@ -187,8 +187,9 @@ impl Session {
             .unwrap_or_else(|_| "unknown".into());
         stream.set_nodelay(true).ok();
         let (r, w) = stream.into_split();
-        let mut input = PacketReader::new(r);
-        let mut output = PacketWriter::new(w);
+        // Small buffers: most client connections send short commands and sit idle.
+        let mut input = PacketReader::with_chunk(r, 2048);
+        let mut output = PacketWriter::with_capacity(w, 2048);
         let auth = match auth::handshake(&ctx, id, &peer, &mut input, &mut output).await {
             Ok(a) => a,
             Err(HandshakeFailure::Refuse(e, seq)) => {
