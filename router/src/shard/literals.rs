@@ -23,72 +23,22 @@ pub fn substitute(sql: &str, literals: &[String]) -> Option<String> {
 /// The parameters of a COM_STMT_EXECUTE packet that carries its types (as the router always
 /// sends it) as SQL literals; `None` for a malformed packet or a type without a literal form.
 pub fn literals(packet: &[u8], n: usize) -> Option<Vec<String>> {
-    if n == 0 {
-        return Some(Vec::new());
-    }
-    let bitmap = packet.get(10..10 + n.div_ceil(8))?;
-    let mut pos = 10 + bitmap.len();
-    if *packet.get(pos)? != 1 {
-        return None;
-    }
-    pos += 1;
-    let types = packet.get(pos..pos + 2 * n)?;
-    pos += 2 * n;
-    let mut out = Vec::with_capacity(n);
-    let take = |pos: &mut usize, len: usize| -> Option<&[u8]> {
-        let b = packet.get(*pos..*pos + len)?;
-        *pos += len;
-        Some(b)
-    };
-    for i in 0..n {
-        if bitmap[i / 8] & (1 << (i % 8)) != 0 {
-            out.push("NULL".into());
-            continue;
-        }
-        let (ty, unsigned) = (types[2 * i], types[2 * i + 1] & 0x80 != 0);
-        let int = |b: &[u8]| -> String {
-            let mut buf = [0u8; 8];
-            buf[..b.len()].copy_from_slice(b);
-            let raw = u64::from_le_bytes(buf);
-            if unsigned {
-                raw.to_string()
-            } else {
-                let shift = 64 - 8 * b.len() as u32;
-                (((raw << shift) as i64) >> shift).to_string()
-            }
-        };
-        let lit = match ty {
-            0x01 => int(take(&mut pos, 1)?),
-            0x02 | 0x0d => int(take(&mut pos, 2)?),
-            0x03 | 0x09 => int(take(&mut pos, 4)?),
-            0x08 => int(take(&mut pos, 8)?),
-            0x04 => {
-                let b = take(&mut pos, 4)?;
-                let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                float(f64::from(v))?
-            }
-            0x05 => {
-                let b = take(&mut pos, 8)?;
-                float(f64::from_le_bytes(b.try_into().ok()?))?
-            }
-            0x06 => "NULL".into(),
-            0x07 | 0x0a | 0x0b | 0x0c => {
-                let len = usize::from(*packet.get(pos)?);
-                pos += 1;
-                temporal(ty, take(&mut pos, len)?)?
-            }
-            0x0f | 0x10 | 0xf5..=0xff => {
-                let b = crate::protocol::read_lenenc_bytes(packet, &mut pos)?;
-                string(b)
-            }
-            _ => return None,
-        };
-        out.push(lit);
-    }
-    Some(out)
+    use super::params::{int_text, walk, Param};
+    walk(packet, n, &|_| false)?
+        .into_iter()
+        .map(|p| match p {
+            Param::Null => Some("NULL".to_string()),
+            Param::Int { bytes, unsigned } => Some(int_text(bytes, unsigned)),
+            Param::Float(v) => float(v),
+            Param::Temporal { ty, bytes } => temporal(ty, bytes),
+            // The old DECIMAL type code is not sent by clients.
+            Param::Bytes { ty: 0x00, .. } => None,
+            Param::Bytes { bytes, .. } => Some(string(bytes)),
+        })
+        .collect()
 }
 
-fn float(v: f64) -> Option<String> {
+pub(super) fn float(v: f64) -> Option<String> {
     // `{:e}` keeps every digit and always reads back as a DOUBLE.
     v.is_finite().then(|| format!("{v:e}"))
 }

@@ -30,11 +30,31 @@ pub fn well_formed(packet: &[u8], n: usize, long: &dyn Fn(usize) -> bool) -> boo
     decode_inner(packet, n, long).is_some()
 }
 
-fn decode_inner(
-    packet: &[u8],
+/// One parameter of an execute packet, as it lies in the packet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Param<'a> {
+    /// NULL (by the null bitmap or the NULL type), or a parameter sent as long data.
+    Null,
+    /// TINY, SHORT/YEAR, LONG/INT24, LONGLONG: little-endian bytes of their width.
+    Int { bytes: &'a [u8], unsigned: bool },
+    /// FLOAT (widened) or DOUBLE.
+    Float(f64),
+    /// DATE, DATETIME, TIMESTAMP, TIME: the binary protocol's structure.
+    Temporal { ty: u8, bytes: &'a [u8] },
+    /// Length-encoded values: strings, blobs, DECIMAL, ENUM, SET, JSON, BIT, GEOMETRY.
+    Bytes { ty: u8, bytes: &'a [u8] },
+}
+
+/// The `n` parameters of an execute packet that carries its types (`new_params_bound = 1`,
+/// as the router always sends it): `[0x17, id:4, flags:1, iterations:4, null bitmap, 1,
+/// types: 2 per parameter, values]`. Parameters for which `long(i)` holds were sent with
+/// COM_STMT_SEND_LONG_DATA and have no value in the packet. `None` when the packet is
+/// malformed or has a type the binary protocol does not define.
+pub(super) fn walk<'a>(
+    packet: &'a [u8],
     n: usize,
     long: &dyn Fn(usize) -> bool,
-) -> Option<Vec<Option<KeyValue>>> {
+) -> Option<Vec<Param<'a>>> {
     if n == 0 {
         return Some(Vec::new());
     }
@@ -47,51 +67,87 @@ fn decode_inner(
     pos += 1;
     let types = packet.get(pos..pos + 2 * n)?;
     pos += 2 * n;
+    let take = |len: usize, pos: &mut usize| -> Option<&'a [u8]> {
+        let b = packet.get(*pos..*pos + len)?;
+        *pos += len;
+        Some(b)
+    };
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         if bitmap[i / 8] & (1 << (i % 8)) != 0 || long(i) {
-            out.push(None);
+            out.push(Param::Null);
             continue;
         }
         let ty = types[2 * i];
         let unsigned = types[2 * i + 1] & 0x80 != 0;
-        let fixed = |len: usize, pos: &mut usize| -> Option<&[u8]> {
-            let b = packet.get(*pos..*pos + len)?;
-            *pos += len;
-            Some(b)
+        let int = |len: usize, pos: &mut usize| {
+            take(len, pos).map(|bytes| Param::Int { bytes, unsigned })
         };
-        let value = match ty {
-            // TINY, SHORT/YEAR, LONG/INT24, LONGLONG
-            0x01 => fixed(1, &mut pos).map(|b| int(b, unsigned)),
-            0x02 | 0x0d => fixed(2, &mut pos).map(|b| int(b, unsigned)),
-            0x03 | 0x09 => fixed(4, &mut pos).map(|b| int(b, unsigned)),
-            0x08 => fixed(8, &mut pos).map(|b| int(b, unsigned)),
-            // FLOAT, DOUBLE: not placeable, but their bytes must be skipped.
-            0x04 => fixed(4, &mut pos).map(|_| None),
-            0x05 => fixed(8, &mut pos).map(|_| None),
-            // NULL type
-            0x06 => Some(None),
-            // DATE, DATETIME, TIMESTAMP, TIME: length-prefixed
+        let p = match ty {
+            0x01 => int(1, &mut pos)?,
+            0x02 | 0x0d => int(2, &mut pos)?,
+            0x03 | 0x09 => int(4, &mut pos)?,
+            0x08 => int(8, &mut pos)?,
+            0x04 => Param::Float(f64::from(f32::from_le_bytes(
+                take(4, &mut pos)?.try_into().ok()?,
+            ))),
+            0x05 => Param::Float(f64::from_le_bytes(take(8, &mut pos)?.try_into().ok()?)),
+            0x06 => Param::Null,
             0x07 | 0x0a | 0x0b | 0x0c => {
                 let len = usize::from(*packet.get(pos)?);
                 pos += 1;
-                fixed(len, &mut pos).map(|_| None)
+                Param::Temporal {
+                    ty,
+                    bytes: take(len, &mut pos)?,
+                }
             }
-            // VARCHAR, VAR_STRING, STRING, BLOBs, DECIMAL, ENUM, SET, JSON, BIT, GEOMETRY
-            0x0f | 0x10 | 0xf5..=0xff => {
-                let b = read_lenenc_bytes(packet, &mut pos)?;
-                Some(match ty {
-                    0x0f | 0xfd | 0xfe | 0xfc | 0xf9 | 0xfa | 0xfb | 0xf6 => {
-                        Some(KeyValue::Str(b.to_vec()))
-                    }
-                    _ => None,
-                })
-            }
+            0x00 | 0x0f | 0x10 | 0xf5..=0xff => Param::Bytes {
+                ty,
+                bytes: read_lenenc_bytes(packet, &mut pos)?,
+            },
             _ => return None,
         };
-        out.push(value?);
+        out.push(p);
     }
     Some(out)
+}
+
+/// An integer parameter's value as decimal text (sign-extended from its width unless
+/// unsigned).
+pub(super) fn int_text(b: &[u8], unsigned: bool) -> String {
+    let mut buf = [0u8; 8];
+    buf[..b.len()].copy_from_slice(b);
+    let raw = u64::from_le_bytes(buf);
+    if unsigned {
+        raw.to_string()
+    } else {
+        let shift = 64 - 8 * b.len() as u32;
+        (((raw << shift) as i64) >> shift).to_string()
+    }
+}
+
+fn decode_inner(
+    packet: &[u8],
+    n: usize,
+    long: &dyn Fn(usize) -> bool,
+) -> Option<Vec<Option<KeyValue>>> {
+    walk(packet, n, long)?
+        .into_iter()
+        .map(|p| match p {
+            Param::Int { bytes, unsigned } => Some(int(bytes, unsigned)),
+            // VARCHAR, VAR_STRING, STRING, BLOBs, DECIMAL, JSON
+            Param::Bytes {
+                ty: 0x0f | 0xfd | 0xfe | 0xfc | 0xf9 | 0xfa | 0xfb | 0xf6,
+                bytes,
+            } => Some(Some(KeyValue::Str(bytes.to_vec()))),
+            // The old DECIMAL type code is not sent by clients.
+            Param::Bytes { ty: 0x00, .. } => None,
+            // NULL, floats, temporal values, ENUM, SET, BIT, GEOMETRY: no shard can be named.
+            Param::Null | Param::Float(_) | Param::Temporal { .. } | Param::Bytes { .. } => {
+                Some(None)
+            }
+        })
+        .collect()
 }
 
 /// The statement `sql` with each `?` replaced by its parameter from an execute packet (as
@@ -101,94 +157,33 @@ fn decode_inner(
 /// typed literals, NULL as NULL. `None` for what can't be written so (long data, bad packets,
 /// text that is not UTF-8).
 pub fn literal_sql(sql: &str, packet: &[u8], n: usize) -> Option<String> {
-    let values = literals(packet, n)?;
-    let offsets = crate::classify::placeholder_offsets(sql);
-    if offsets.len() != n {
-        return None;
-    }
-    let mut out = String::with_capacity(sql.len() + 16 * n);
-    let mut last = 0;
-    for (at, v) in offsets.iter().zip(&values) {
-        out.push_str(sql.get(last..*at)?);
-        out.push_str(v);
-        last = at + 1;
-    }
-    out.push_str(sql.get(last..)?);
-    Some(out)
+    super::literals::substitute(sql, &literals(packet, n)?)
 }
 
 fn literals(packet: &[u8], n: usize) -> Option<Vec<String>> {
-    if n == 0 {
-        return Some(Vec::new());
-    }
-    let bitmap_at = 10;
-    let bitmap = packet.get(bitmap_at..bitmap_at + n.div_ceil(8))?;
-    let mut pos = bitmap_at + bitmap.len();
-    if *packet.get(pos)? != 1 {
-        return None;
-    }
-    pos += 1;
-    let types = packet.get(pos..pos + 2 * n)?;
-    pos += 2 * n;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        if bitmap[i / 8] & (1 << (i % 8)) != 0 {
-            out.push("NULL".to_string());
-            continue;
-        }
-        let ty = types[2 * i];
-        let unsigned = types[2 * i + 1] & 0x80 != 0;
-        let fixed = |len: usize, pos: &mut usize| -> Option<&[u8]> {
-            let b = packet.get(*pos..*pos + len)?;
-            *pos += len;
-            Some(b)
-        };
-        let int_text = |b: &[u8]| -> String {
-            let mut buf = [0u8; 8];
-            buf[..b.len()].copy_from_slice(b);
-            let raw = u64::from_le_bytes(buf);
-            if unsigned {
-                raw.to_string()
-            } else {
-                let shift = 64 - 8 * b.len() as u32;
-                (((raw << shift) as i64) >> shift).to_string()
-            }
-        };
-        let v = match ty {
-            0x01 => int_text(fixed(1, &mut pos)?),
-            0x02 | 0x0d => int_text(fixed(2, &mut pos)?),
-            0x03 | 0x09 => int_text(fixed(4, &mut pos)?),
-            0x08 => int_text(fixed(8, &mut pos)?),
-            0x04 => {
-                let v = f32::from_le_bytes(fixed(4, &mut pos)?.try_into().ok()?);
-                v.is_finite().then(|| format!("{:e}", f64::from(v)))?
-            }
-            0x05 => {
-                let v = f64::from_le_bytes(fixed(8, &mut pos)?.try_into().ok()?);
-                v.is_finite().then(|| format!("{v:e}"))?
-            }
-            0x06 => "NULL".into(),
-            0x07 | 0x0a | 0x0c | 0x0b => {
-                let len = usize::from(*packet.get(pos)?);
-                pos += 1;
-                temporal_literal(ty, fixed(len, &mut pos)?)?
-            }
-            0xf6 | 0x00 => {
-                let b = read_lenenc_bytes(packet, &mut pos)?;
-                let t = std::str::from_utf8(b).ok()?;
+    walk(packet, n, &|_| false)?
+        .into_iter()
+        .map(|p| match p {
+            Param::Null => Some("NULL".to_string()),
+            Param::Int { bytes, unsigned } => Some(int_text(bytes, unsigned)),
+            Param::Float(v) => super::literals::float(v),
+            Param::Temporal { ty, bytes } => temporal_literal(ty, bytes),
+            Param::Bytes {
+                ty: 0xf6 | 0x00,
+                bytes,
+            } => {
+                let t = std::str::from_utf8(bytes).ok()?;
                 t.bytes()
                     .all(|c| c.is_ascii_digit() || c == b'.' || c == b'-' || c == b'+')
-                    .then(|| t.to_string())?
+                    .then(|| t.to_string())
             }
-            0x0f | 0xfc | 0xfd | 0xfe | 0xf9 | 0xfa | 0xfb | 0xf5 => {
-                let b = read_lenenc_bytes(packet, &mut pos)?;
-                quote(std::str::from_utf8(b).ok()?)
-            }
-            _ => return None,
-        };
-        out.push(v);
-    }
-    Some(out)
+            Param::Bytes {
+                ty: 0x0f | 0xfc | 0xfd | 0xfe | 0xf9 | 0xfa | 0xfb | 0xf5,
+                bytes,
+            } => Some(quote(std::str::from_utf8(bytes).ok()?)),
+            Param::Bytes { .. } => None,
+        })
+        .collect()
 }
 
 /// A single-quoted SQL string (backslashes and quotes escaped, NUL written as `\0`).
