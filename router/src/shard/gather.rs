@@ -160,7 +160,13 @@ const OTHER_AGGREGATES: &[&str] = &[
     "JSON_OBJECTAGG",
 ];
 
-fn function_name(f: &sqlparser::ast::Function) -> String {
+/// Whether `name` (upper case) is an aggregate function, merged or not.
+pub(super) fn is_aggregate(name: &str) -> bool {
+    matches!(name, "COUNT" | "SUM" | "MIN" | "MAX" | "AVG") || OTHER_AGGREGATES.contains(&name)
+}
+
+/// A function call's name, upper case.
+pub(super) fn function_name(f: &sqlparser::ast::Function) -> String {
     f.name
         .0
         .last()

@@ -571,13 +571,7 @@ fn counts_only(stmt: &Statement, class: &Classification) -> bool {
     }
     let is_count = |e: &Expr| match e {
         Expr::Function(f) => {
-            let name = f
-                .name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .map(|i| i.value.to_ascii_uppercase());
-            name.as_deref() == Some("COUNT")
+            super::gather::function_name(f) == "COUNT"
                 && f.over.is_none()
                 && f.filter.is_none()
                 && f.within_group.is_empty()
@@ -603,28 +597,6 @@ fn counts_only(stmt: &Statement, class: &Classification) -> bool {
     .is_continue();
     all_counts && no_subquery
 }
-
-/// Aggregate functions: their per-shard results would need merging.
-const AGGREGATES: &[&str] = &[
-    "COUNT",
-    "SUM",
-    "MIN",
-    "MAX",
-    "AVG",
-    "GROUP_CONCAT",
-    "STD",
-    "STDDEV",
-    "STDDEV_POP",
-    "STDDEV_SAMP",
-    "VARIANCE",
-    "VAR_POP",
-    "VAR_SAMP",
-    "BIT_AND",
-    "BIT_OR",
-    "BIT_XOR",
-    "JSON_ARRAYAGG",
-    "JSON_OBJECTAGG",
-];
 
 /// How a plain multi-shard read combines: its `LIMIT n` and its `ORDER BY` columns.
 type Gathering = (Option<u64>, Vec<(String, bool)>);
@@ -713,16 +685,9 @@ fn concat_safe(stmt: &Statement, class: &Classification) -> Result<Gathering, &'
             ..
         } => ControlFlow::Break("subqueries"),
         Expr::Function(f) => {
-            let name = f
-                .name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .map(|i| i.value.to_ascii_uppercase())
-                .unwrap_or_default();
             if f.over.is_some() {
                 ControlFlow::Break("window functions")
-            } else if AGGREGATES.contains(&name.as_str()) {
+            } else if super::gather::is_aggregate(&super::gather::function_name(f)) {
                 ControlFlow::Break("aggregates")
             } else {
                 ControlFlow::Continue(())
