@@ -7,36 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{query_one, TestEnv};
+use common::{query_one, shard_of, TestEnv, SHARDS};
 use mysql_async::prelude::*;
 use serde_json::{json, Value};
 use shard_map::{vindex::hash_keyspace_id, KeyValue};
-
-/// Shards of `sandbox --shards 4` over two clusters: (range start, end, cluster, database).
-const SHARDS: [(u64, u64, &str, &str); 4] = [
-    (0, 0x4000_0000_0000_0000, "c1", "app_00_40"),
-    (
-        0x4000_0000_0000_0000,
-        0x8000_0000_0000_0000,
-        "c2",
-        "app_40_80",
-    ),
-    (
-        0x8000_0000_0000_0000,
-        0xc000_0000_0000_0000,
-        "c1",
-        "app_80_c0",
-    ),
-    (0xc000_0000_0000_0000, u64::MAX, "c2", "app_c0_ff"),
-];
-
-fn shard_of(id: i64) -> usize {
-    let k = hash_keyspace_id(&KeyValue::Int(id)).unwrap();
-    SHARDS
-        .iter()
-        .position(|(lo, hi, _, _)| k >= *lo && (k < *hi || *hi == u64::MAX))
-        .unwrap()
-}
 
 fn expect_1235(r: Result<(), mysql_async::Error>, what: &str) -> String {
     match r {

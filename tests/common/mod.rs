@@ -344,3 +344,30 @@ impl RawClient {
         assert_eq!(e.code, code, "{e}");
     }
 }
+
+/// Shards of `sandbox --shards 4` over two clusters: (range start, end, cluster, database).
+pub const SHARDS: [(u64, u64, &str, &str); 4] = [
+    (0, 0x4000_0000_0000_0000, "c1", "app_00_40"),
+    (
+        0x4000_0000_0000_0000,
+        0x8000_0000_0000_0000,
+        "c2",
+        "app_40_80",
+    ),
+    (
+        0x8000_0000_0000_0000,
+        0xc000_0000_0000_0000,
+        "c1",
+        "app_80_c0",
+    ),
+    (0xc000_0000_0000_0000, u64::MAX, "c2", "app_c0_ff"),
+];
+
+/// The index in [`SHARDS`] of the shard an integer key hashes to.
+pub fn shard_of(id: i64) -> usize {
+    let k = shard_map::vindex::hash_keyspace_id(&shard_map::KeyValue::Int(id)).unwrap();
+    SHARDS
+        .iter()
+        .position(|(lo, hi, _, _)| k >= *lo && (k < *hi || *hi == u64::MAX))
+        .unwrap()
+}
