@@ -189,6 +189,14 @@ enum ConfigCommand {
     ///
     /// Example: switchyard config check config/serve.toml
     Check { file: PathBuf },
+    /// Make a running switchyard read its configuration file again (as SIGHUP does) and
+    /// print what is now in force and what needs a restart.
+    ///
+    /// Example: switchyard config reload --admin http://127.0.0.1:8080
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// How the operator commands reach the admin API.
@@ -325,6 +333,14 @@ async fn main() -> anyhow::Result<()> {
             if !cli::config_check(&file, &mut std::io::stdout())? {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Reload { api }) => {
+            let report = api
+                .client()
+                .post("/api/v1/config/reload", serde_json::Value::Null)
+                .await?;
+            print!("{}", cli::format_reload(&report));
             Ok(())
         }
         Command::Keygen { key_file } => {

@@ -450,6 +450,25 @@ async fn sighup_reloads_the_served_file() {
         2,
         "{body}"
     );
+
+    // The CLI asks for the same reload through the API.
+    let out = Command::new(BIN)
+        .args(["config", "reload", "--admin"])
+        .arg(format!("http://127.0.0.1:{admin_port}"))
+        .env("SWITCHYARD_ADMIN_TOKEN", "admin-token")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("reloaded (generation 2)"), "{stdout}");
+    assert!(
+        stdout.contains("users changed:    -"),
+        "nothing changed since: {stdout}"
+    );
     drop(serve);
     local.stop().await.unwrap();
 }
