@@ -207,13 +207,29 @@ async fn transferer(
     }
 }
 
-/// Every leadership each cluster had, as the topology published it: (epoch, leader, since).
-type EpochLog = Arc<Mutex<BTreeMap<String, Vec<(u64, String, Instant)>>>>;
+/// Every leadership each cluster had, as the topology published it.
+#[derive(Debug, Clone)]
+struct Leadership {
+    epoch: u64,
+    leader: String,
+    /// The last moment the previous leadership was still seen: this one began after it.
+    after: Instant,
+    /// When it was first seen: it had begun by then.
+    seen: Instant,
+}
 
+type EpochLog = Arc<Mutex<BTreeMap<String, Vec<Leadership>>>>;
+
+/// Records every leadership change. The watcher may run late, so each change is bracketed:
+/// it happened between the last look that still saw the old leadership and the first look
+/// that saw the new one.
 async fn watch_epochs(topology: shard_map::TopologyHandle, log: EpochLog, stop: Arc<Shared>) {
     let mut changes = topology.subscribe();
+    let mut last_look: BTreeMap<String, Instant> = BTreeMap::new();
+    let origin = Instant::now();
     while !stop.stop.load(Ordering::Relaxed) {
         let t = topology.load();
+        let now = Instant::now();
         {
             let mut log = log.lock().unwrap();
             for (name, c) in &t.clusters {
@@ -223,13 +239,20 @@ async fn watch_epochs(topology: shard_map::TopologyHandle, log: EpochLog, stop: 
                 let entries = log.entry(name.clone()).or_default();
                 if entries
                     .last()
-                    .is_none_or(|(e, l, _)| *e != c.epoch || *l != leader)
+                    .is_none_or(|l| l.epoch != c.epoch || l.leader != leader)
                 {
-                    entries.push((c.epoch, leader, Instant::now()));
+                    let after = last_look.get(name).copied().unwrap_or(origin);
+                    entries.push(Leadership {
+                        epoch: c.epoch,
+                        leader,
+                        after,
+                        seen: now,
+                    });
                 }
+                last_look.insert(name.clone(), now);
             }
         }
-        if tokio::time::timeout(Duration::from_millis(500), changes.changed())
+        if tokio::time::timeout(Duration::from_millis(200), changes.changed())
             .await
             .is_ok_and(|r| r.is_err())
         {
@@ -329,6 +352,9 @@ impl Chaos {
             let Some(why) = self.trouble() else {
                 return;
             };
+            if Instant::now() >= deadline {
+                self.diagnose(&why).await;
+            }
             assert!(
                 Instant::now() < deadline,
                 "after {after}: not recovered within 90 s: {why}\nevents c1: {:#?}\nevents c2: {:#?}",
@@ -336,6 +362,39 @@ impl Chaos {
                 self.env.app().orchestrator.events("c2").unwrap()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Prints what the nodes named in `why` say about themselves: positions, prepared XA
+    /// transactions, the end of the error log.
+    async fn diagnose(&self, why: &str) {
+        for c in self.env.local().clusters() {
+            for n in &c.nodes {
+                let proxied = self.proxied.1 == n.addr && why.contains(&self.proxied.0);
+                if !why.contains(&n.addr) && !proxied {
+                    continue;
+                }
+                let opts = common::opts_for(n.port, "switchyard", "switchyard", None);
+                if let Ok(mut conn) = Conn::new(opts).await {
+                    let pos: Option<(String, String, String)> = conn
+                        .query_first(
+                            "SELECT @@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos",
+                        )
+                        .await
+                        .ok()
+                        .flatten();
+                    let xa: Vec<mysql_async::Row> =
+                        conn.query("XA RECOVER").await.unwrap_or_default();
+                    println!("{}: positions {pos:?}, {} prepared XA", n.addr, xa.len());
+                }
+                let log = std::fs::read_to_string(n.datadir.join("error.log")).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                println!(
+                    "{} error.log (end):\n{}",
+                    n.addr,
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                );
+            }
         }
     }
 
@@ -644,6 +703,8 @@ async fn chaos_soak_loses_no_acknowledged_write() {
         );
         chaos.recovered(&label).await;
         progress(format!("writes after {label}")).await;
+        // Pacing: traffic runs undisturbed for a while between faults.
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1500) as u64)).await;
     }
     let fault_secs = began.elapsed().as_secs_f64();
 
@@ -729,27 +790,32 @@ async fn verify(
         let mut l = env.admin_conn(lport).await;
         let want: String = common::query_one(&mut l, "SELECT @@gtid_binlog_pos").await;
         for port in &nodes {
-            let want = want.clone();
-            eventually(
-                Duration::from_secs(60),
-                &format!("{cluster} node {port} at the leader's GTID {want}"),
-                || {
-                    let want = want.clone();
-                    async move {
-                        let mut c = Conn::new(common::opts_for(
-                            *port,
-                            "switchyard",
-                            "switchyard",
-                            None,
-                        ))
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let opts = common::opts_for(*port, "switchyard", "switchyard", None);
+                let pos: Option<String> = match Conn::new(opts).await {
+                    Ok(mut c) => c
+                        .query_first("SELECT @@gtid_binlog_pos")
                         .await
-                        .ok()?;
-                        let pos: String = c.query_first("SELECT @@gtid_binlog_pos").await.ok()??;
-                        (pos == want).then_some(())
-                    }
-                },
-            )
-            .await;
+                        .ok()
+                        .flatten(),
+                    Err(_) => None,
+                };
+                if pos.as_deref() == Some(want.as_str()) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let addr = format!("127.0.0.1:{port}");
+                    chaos.diagnose(&addr).await;
+                    panic!(
+                        "{cluster} node {addr} is at {pos:?}, not at the leader's GTID {want}; \
+                         topology: {:#?}\nevents: {:#?}",
+                        env.app().topology.load().cluster(cluster),
+                        env.app().orchestrator.events(cluster).unwrap()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         // No distributed transaction left in doubt.
         eventually(
@@ -856,6 +922,13 @@ async fn verify(
     // write (its row's `sid`) led its cluster at some moment between the write's sending and
     // its acknowledgement, as the published epochs tell.
     let epochs = epochs.lock().unwrap();
+    let origin = epochs
+        .values()
+        .filter_map(|h| h.first())
+        .map(|l| l.after)
+        .min()
+        .unwrap_or_else(Instant::now);
+    let ms = |t: Instant| t.saturating_duration_since(origin).as_millis() as u64;
     let mut stale = Vec::new();
     for r in &rows {
         let Some(&(sent, acked)) = record.acked.get(&r.0) else {
@@ -863,22 +936,44 @@ async fn verify(
         };
         let (cluster, addr) = servers.get(&r.5).expect("a known server id");
         let history = &epochs[cluster];
-        let led = history.iter().enumerate().any(|(i, (_, leader, since))| {
-            let until = history.get(i + 1).map(|h| h.2);
-            chaos.direct(leader) == *addr
-                && (i == 0 || *since <= acked)
+        // Leadership i ran from at the earliest its `after` (or forever, for the first) to
+        // at the latest the next one's `seen`; the write ran between `sent` and `acked`.
+        let led = history.iter().enumerate().any(|(i, l)| {
+            let until = history.get(i + 1).map(|n| n.seen);
+            chaos.direct(&l.leader) == *addr
+                && (i == 0 || l.after <= acked)
                 && until.is_none_or(|u| u > sent)
         });
         if !led {
-            stale.push((r.0, addr.clone()));
+            stale.push(format!(
+                "id {} ran on {addr}, sent at {} ms, acknowledged at {} ms",
+                r.0,
+                ms(sent),
+                ms(acked)
+            ));
         }
     }
-    assert!(
-        stale.is_empty(),
-        "writes run by a server that was not the leader of its epoch: {stale:?}; \
-         leaderships: {:?}",
-        *epochs
-    );
+    if !stale.is_empty() {
+        let history: Vec<String> = epochs
+            .iter()
+            .flat_map(|(c, h)| {
+                h.iter().map(move |l| {
+                    format!(
+                        "{c} epoch {} {} between {} and {} ms",
+                        l.epoch,
+                        l.leader,
+                        ms(l.after),
+                        ms(l.seen)
+                    )
+                })
+            })
+            .collect();
+        panic!(
+            "writes run by a server that was not the leader of its epoch:\n{}\nleaderships:\n{}",
+            stale.join("\n"),
+            history.join("\n")
+        );
+    }
     Verdict {
         lost,
         unknown_present,
