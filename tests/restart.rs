@@ -266,7 +266,10 @@ async fn router_restarts_under_client_load_lose_nothing_and_resolve_in_doubt_com
                 .collect()
         };
         let accounts: Vec<i64> = on("c1").into_iter().chain(on("c2")).collect();
-        let values: Vec<String> = accounts.iter().map(|i| format!("({i}, 'a', 100)")).collect();
+        let values: Vec<String> = accounts
+            .iter()
+            .map(|i| format!("({i}, 'a', 100)"))
+            .collect();
         c.query_drop(format!("INSERT INTO customers VALUES {}", values.join(",")))
             .await
             .unwrap();
@@ -310,7 +313,10 @@ async fn router_restarts_under_client_load_lose_nothing_and_resolve_in_doubt_com
     // SIGTERM: a clean stop, then the same port again.
     serve.signal(libc::SIGTERM);
     let status = serve.exited(Duration::from_secs(60)).await;
-    assert!(status.success(), "SIGTERM ends the router cleanly: {status}");
+    assert!(
+        status.success(),
+        "SIGTERM ends the router cleanly: {status}"
+    );
     drop(serve);
     let serve = Serve::start(&path, None);
     clients.progress("writes after the SIGTERM restart").await;
@@ -340,13 +346,18 @@ async fn router_restarts_under_client_load_lose_nothing_and_resolve_in_doubt_com
         }
         n
     };
-    assert!(in_doubt >= 2, "a transfer was left prepared on both clusters");
+    assert!(
+        in_doubt >= 2,
+        "a transfer was left prepared on both clusters"
+    );
     let serve = Serve::start(&path, None);
     clients.progress("writes after the failpoint restart").await;
     for p in leaders {
-        eventually(Duration::from_secs(30), "no prepared branch left", || async {
-            (xa_prepared(p).await == 0).then_some(())
-        })
+        eventually(
+            Duration::from_secs(30),
+            "no prepared branch left",
+            || async { (xa_prepared(p).await == 0).then_some(()) },
+        )
         .await;
     }
 
@@ -410,7 +421,9 @@ async fn cluster_state(admin: u16) -> Option<(String, u64, serde_json::Value)> {
 
 async fn events(admin: u16) -> Vec<String> {
     let v: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{admin}/api/v1/clusters/c1/events"))
+        .get(format!(
+            "http://127.0.0.1:{admin}/api/v1/clusters/c1/events"
+        ))
         .bearer_auth("t")
         .send()
         .await
@@ -446,9 +459,11 @@ async fn an_orchestrator_restart_with_a_stopped_lagging_replica_does_not_fail_ov
 
     let mut serve = Serve::start(&path, None);
     let (l0, epoch0, _) = eventually(Duration::from_secs(30), "the cluster served", || async {
-        cluster_state(admin).await.filter(|s| s.2["nodes"].as_array().is_some_and(|n| {
-            n.iter().all(|n| n["state"] == "up")
-        }))
+        cluster_state(admin).await.filter(|s| {
+            s.2["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().all(|n| n["state"] == "up"))
+        })
     })
     .await;
     assert_eq!(l0, leader);
@@ -475,7 +490,10 @@ async fn an_orchestrator_restart_with_a_stopped_lagging_replica_does_not_fail_ov
                     continue;
                 };
                 let id = clients.next_id.fetch_add(1, Ordering::Relaxed);
-                match c.query_drop(format!("INSERT INTO ledger VALUES ({id})")).await {
+                match c
+                    .query_drop(format!("INSERT INTO ledger VALUES ({id})"))
+                    .await
+                {
                     Ok(()) => {
                         clients.record.lock().unwrap().acked.insert(id);
                     }
@@ -506,7 +524,9 @@ async fn an_orchestrator_restart_with_a_stopped_lagging_replica_does_not_fail_ov
         assert_eq!((l.as_str(), epoch), (leader.as_str(), epoch0), "{body}");
         let kinds = events(admin).await;
         assert!(
-            !kinds.iter().any(|k| k.starts_with("failover") || k == "leader.dead"),
+            !kinds
+                .iter()
+                .any(|k| k.starts_with("failover") || k == "leader.dead"),
             "events after the restart: {kinds:?}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -594,19 +614,25 @@ async fn a_restart_after_a_switchover_keeps_the_new_leader() {
     let mut serve = Serve::start(&path, None);
     // After the restart the leader is the one the switchover promoted, and writes work.
     let opts = common::opts_for(port, "app", "app", Some("r"));
-    eventually(Duration::from_secs(30), "a write through the router", || {
-        let opts = opts.clone();
-        async move {
-            let mut c = Conn::new(opts).await.ok()?;
-            c.query_drop("INSERT INTO ledger VALUES (1)").await.ok()
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "a write through the router",
+        || {
+            let opts = opts.clone();
+            async move {
+                let mut c = Conn::new(opts).await.ok()?;
+                c.query_drop("INSERT INTO ledger VALUES (1)").await.ok()
+            }
+        },
+    )
     .await;
     let (l, _, body) = cluster_state(admin).await.expect("admin API");
     assert_eq!(l, new_leader, "{body}");
     let kinds = events(admin).await;
     assert!(
-        !kinds.iter().any(|k| k.starts_with("failover") || k.starts_with("rejoin")),
+        !kinds
+            .iter()
+            .any(|k| k.starts_with("failover") || k.starts_with("rejoin")),
         "events after the restart: {kinds:?}"
     );
     let new_port: u16 = new_leader.rsplit(':').next().unwrap().parse().unwrap();
@@ -666,9 +692,11 @@ async fn a_leader_killed_with_xa_transactions_in_flight_starts_again() {
             let mut c = Conn::new(opts).await.unwrap();
             let _ = c.query_drop(sql).await;
         }));
-        eventually(Duration::from_secs(10), "the commit in the binlog", || async {
-            gtid(port).await.filter(|g| *g != last)
-        })
+        eventually(
+            Duration::from_secs(10),
+            "the commit in the binlog",
+            || async { gtid(port).await.filter(|g| *g != last) },
+        )
         .await;
     }
     env.local_mut().kill_node("c1", &leader).unwrap();

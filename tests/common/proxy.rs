@@ -137,10 +137,7 @@ async fn pump(
     loop {
         // A blackholed path reads nothing, so the sender's buffers fill and it stalls.
         if *mode.borrow_and_update() == Mode::Blackhole
-            && mode
-                .wait_for(|m| *m != Mode::Blackhole)
-                .await
-                .is_err()
+            && mode.wait_for(|m| *m != Mode::Blackhole).await.is_err()
         {
             return;
         }

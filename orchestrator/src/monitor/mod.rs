@@ -685,7 +685,11 @@ mod tests {
             let mut t = initial_topology(&specs);
             state.apply(&mut t);
             let c = t.cluster("c1").expect("c1");
-            assert_eq!((c.leader.as_deref(), c.epoch), (Some(leader), epoch), "case {i}");
+            assert_eq!(
+                (c.leader.as_deref(), c.epoch),
+                (Some(leader), epoch),
+                "case {i}"
+            );
         }
         // Once this process has published a new epoch, it is never second-guessed.
         let specs = spec(Some(L));
