@@ -85,6 +85,10 @@ impl Record {
     }
 }
 
+fn cluster_of(id: i64) -> &'static str {
+    SHARDS[shard_of(id)].2
+}
+
 /// A connection error ends the session; a server error (relayed by the router) does not.
 fn session_lost(e: &mysql_async::Error) -> bool {
     !matches!(e, mysql_async::Error::Server(_))
@@ -164,7 +168,7 @@ async fn inserter(opts: Opts, shared: Arc<Shared>) {
 }
 
 /// Moves money between accounts, logging each transfer in the ledger in the same transaction.
-/// `pairs` draws (from, to).
+/// `pick` draws (from, to); `two_phase` says they are on different clusters.
 async fn transferer(
     opts: Opts,
     shared: Arc<Shared>,
@@ -197,7 +201,14 @@ async fn transferer(
         let c = conn.as_mut().unwrap();
         let (src, dst) = pick(&mut rng);
         let amount = rng.below(20) as i64 + 1;
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        // A transfer within one cluster logs itself on that cluster too, so that it commits
+        // in one phase; the ids passed over are never used.
+        let id = loop {
+            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            if two_phase || cluster_of(id) == cluster_of(src) {
+                break id;
+            }
+        };
         let sent = Instant::now();
         let r: Result<(), mysql_async::Error> = async {
             c.query_drop("BEGIN").await?;
@@ -232,9 +243,9 @@ async fn transferer(
                 }
             }
         };
-        if lost {
-            conn = None;
-        } else if r.is_err() && c.query_drop("ROLLBACK").await.is_err() {
+        // A session that survived the error is rolled back; one that fails even that is
+        // given up like a lost one.
+        if lost || (r.is_err() && c.query_drop("ROLLBACK").await.is_err()) {
             conn = None;
         }
     }
@@ -479,7 +490,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// cluster, `global` ids only across clusters.
 fn accounts(base: i64, cluster: &str) -> Vec<i64> {
     (base..)
-        .filter(|id| SHARDS[shard_of(*id)].2 == cluster)
+        .filter(|id| cluster_of(*id) == cluster)
         .take(ACCOUNTS_PER_CLUSTER)
         .collect()
 }
@@ -672,11 +683,21 @@ async fn chaos_soak_loses_no_acknowledged_write() {
                 }
                 chaos.env.local_mut().kill_node(cluster, &direct).unwrap();
                 shared.two_phase_paused.store(false, Ordering::Relaxed);
-                eventually(Duration::from_secs(60), "a failover", || async {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
                     let (l, e) = chaos.leader(cluster);
-                    (e > epoch && l != leader).then_some(())
-                })
-                .await;
+                    if e > epoch && l != leader {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "no failover of {cluster} within 60 s after killing {direct}\n\
+                         topology: {:#?}\nevents: {:#?}",
+                        chaos.env.app().topology.load().cluster(cluster),
+                        chaos.env.app().orchestrator.events(cluster).unwrap()
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 progress(format!("writes after the failover of {cluster}")).await;
                 chaos.start_node(cluster, &direct).await;
                 format!("kill -9 leader {cluster} {direct}")
