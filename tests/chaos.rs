@@ -8,11 +8,12 @@
 //! `SY_CHAOS_SECS` (default 40) bounds the fault phase, `SY_CHAOS_SEED` picks the schedule. The
 //! long form: `SY_CHAOS_SECS=600 cargo test --test chaos -- --nocapture`.
 //!
-//! Cross-cluster transfers (two-phase commits) pause while a leader is killed, and resume
-//! right after: MariaDB 10.11's crash recovery of a leader killed with XA transactions in
-//! flight leaves it unable to rejoin (a prepared transaction the cluster resolved, or one it
-//! rolled back alone, stalls its replication). `SY_CHAOS_XA_KILLS=1` kills leaders in the
-//! middle of them, to reproduce that.
+//! Transfers (XA transactions, one- or two-phase, as every transaction in a sharded keyspace
+//! is) pause while a leader is killed, and resume right after; the inserts (autocommit, no
+//! XA) go on. MariaDB 10.11's crash recovery of a leader killed with XA transactions in flight
+//! leaves it unable to rejoin (an XA transaction left prepared that the cluster committed or
+//! rolled back, or one it rolled back alone, stalls its replication). `SY_CHAOS_XA_KILLS=1`
+//! kills leaders in the middle of them, to reproduce that.
 //!
 //! Replication between the nodes goes direct, except to a node behind the proxy that became
 //! leader (replicas are pointed at the address the topology knows). The proxied node is cut
@@ -37,7 +38,7 @@ use tokio::time::Instant;
 const ACCOUNTS_PER_CLUSTER: usize = 8;
 const START_BALANCE: i64 = 1000;
 /// Clients of each bank.
-const TWO_PHASE_CLIENTS: usize = 2;
+const BANK_CLIENTS: usize = 2;
 /// The node behind the fault proxy: cluster `c2`'s second node (a replica at first).
 const PROXIED: (&str, usize) = ("c2", 1);
 
@@ -98,10 +99,11 @@ struct Shared {
     record: Mutex<Record>,
     next_id: AtomicI64,
     stop: AtomicBool,
-    /// Cross-cluster transfers wait while this is set (see `SY_CHAOS_XA_KILLS`).
-    two_phase_paused: AtomicBool,
-    /// How many cross-cluster transferers are waiting.
-    two_phase_parked: AtomicUsize,
+    /// Transfers (XA transactions, as every transaction in a sharded keyspace) wait while
+    /// this is set (see `SY_CHAOS_XA_KILLS`).
+    xa_paused: AtomicBool,
+    /// How many transferers are waiting.
+    xa_parked: AtomicUsize,
 }
 
 async fn connect(opts: &Opts, shared: &Shared) -> Option<Conn> {
@@ -179,20 +181,18 @@ async fn transferer(
     let mut conn: Option<Conn> = None;
     let mut parked = false;
     while !shared.stop.load(Ordering::Relaxed) {
-        if two_phase {
-            let paused = shared.two_phase_paused.load(Ordering::Relaxed);
-            if paused != parked {
-                parked = paused;
-                if parked {
-                    shared.two_phase_parked.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    shared.two_phase_parked.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
+        let paused = shared.xa_paused.load(Ordering::Relaxed);
+        if paused != parked {
+            parked = paused;
             if parked {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
+                shared.xa_parked.fetch_add(1, Ordering::Relaxed);
+            } else {
+                shared.xa_parked.fetch_sub(1, Ordering::Relaxed);
             }
+        }
+        if parked {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
         }
         if conn.is_none() {
             conn = connect(&opts, &shared).await;
@@ -582,8 +582,8 @@ async fn chaos_soak_loses_no_acknowledged_write() {
         record: Mutex::default(),
         next_id: AtomicI64::new(1_000_000),
         stop: AtomicBool::new(false),
-        two_phase_paused: AtomicBool::new(false),
-        two_phase_parked: AtomicUsize::new(0),
+        xa_paused: AtomicBool::new(false),
+        xa_parked: AtomicUsize::new(0),
     });
     let epochs: EpochLog = Arc::default();
     let opts = chaos.env.router_opts(Some("app"));
@@ -595,7 +595,7 @@ async fn chaos_soak_loses_no_acknowledged_write() {
     for _ in 0..3 {
         tasks.push(tokio::spawn(inserter(opts.clone(), shared.clone())));
     }
-    for t in 0..TWO_PHASE_CLIENTS as u64 {
+    for t in 0..BANK_CLIENTS as u64 {
         let local = local.clone();
         tasks.push(tokio::spawn(transferer(
             opts.clone(),
@@ -664,13 +664,13 @@ async fn chaos_soak_loses_no_acknowledged_write() {
                 let direct = chaos.direct(&leader);
                 if !xa_kills {
                     // MariaDB's crash recovery mishandles XA transactions in flight on a
-                    // killed leader (see the README): cross-cluster transfers stop first.
-                    shared.two_phase_paused.store(true, Ordering::Relaxed);
-                    eventually(Duration::from_secs(30), "two-phase commits settled", || {
+                    // killed leader (see the README): transfers stop first.
+                    shared.xa_paused.store(true, Ordering::Relaxed);
+                    eventually(Duration::from_secs(30), "XA transactions settled", || {
                         let port = chaos.port(&direct);
-                        let parked = shared.two_phase_parked.load(Ordering::Relaxed);
+                        let parked = shared.xa_parked.load(Ordering::Relaxed);
                         async move {
-                            if parked < TWO_PHASE_CLIENTS {
+                            if parked < 2 * BANK_CLIENTS {
                                 return None;
                             }
                             let opts = common::opts_for(port, "switchyard", "switchyard", None);
@@ -682,7 +682,7 @@ async fn chaos_soak_loses_no_acknowledged_write() {
                     .await;
                 }
                 chaos.env.local_mut().kill_node(cluster, &direct).unwrap();
-                shared.two_phase_paused.store(false, Ordering::Relaxed);
+                shared.xa_paused.store(false, Ordering::Relaxed);
                 let deadline = Instant::now() + Duration::from_secs(60);
                 loop {
                     let (l, e) = chaos.leader(cluster);
