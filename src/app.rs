@@ -60,7 +60,21 @@ impl App {
                 leader: c.leader.clone(),
             })
             .collect();
-        let topology = TopologyHandle::new(monitor::initial_topology(&specs));
+        // What an earlier run kept: its leaders win over the file's (written before the last
+        // switchover, maybe), its epochs and flags carry on.
+        let kept = match &config.state_dir {
+            Some(dir) => crate::state::KeptState::load(dir)?,
+            None => Default::default(),
+        };
+        let mut specs = specs;
+        for s in specs.iter_mut() {
+            if let Some(l) = kept.leader(&s.name, &s.all_nodes()) {
+                s.leader = Some(l);
+            }
+        }
+        let mut initial = monitor::initial_topology(&specs);
+        kept.restore(&mut initial);
+        let topology = TopologyHandle::new(initial);
         if config.router.server_version.is_none() {
             config.router.server_version = Some(announced_version(&config).await);
         }
@@ -146,6 +160,13 @@ impl App {
             tokio::spawn(xa_recovery(router.clone(), stopped())),
             tokio::spawn(sample_rates(router.clone(), stopped())),
         ];
+        if let Some(dir) = &config.state_dir {
+            tasks.push(tokio::spawn(crate::state::keep(
+                topology.clone(),
+                Arc::from(dir.as_path()),
+                stopped(),
+            )));
+        }
         let acl = Arc::new(crate::acl::Acl::new(
             config.admin.users.clone(),
             Some(token.clone()),

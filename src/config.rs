@@ -36,6 +36,11 @@ pub struct Config {
     /// map (the last one applied through the API) wins over `keyspaces`.
     #[serde(default)]
     pub shard_map_dir: Option<std::path::PathBuf>,
+    /// Where the topology's leaders, epochs and node flags are kept across restarts
+    /// (`topology.json`); without it a restart begins every epoch at 1 again and forgets
+    /// maintenance flags.
+    #[serde(default)]
+    pub state_dir: Option<std::path::PathBuf>,
     /// A directory of more `*.toml` files merged into this one in name order (relative to
     /// this file): lists such as `[[clusters]]` are appended, a setting given twice is an
     /// error. One file per cluster is the usual layout.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod metrics;
 pub mod reload;
 pub mod sandbox;
+pub mod state;
 
 pub use app::App;
 pub use config::Config;

@@ -580,8 +580,16 @@ async fn a_restart_after_a_switchover_keeps_the_new_leader() {
     let (port, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
-    // The file names the first leader, as an operator wrote it before any switchover.
-    write_config(&env, &path, port, admin, "");
+    // The file names the first leader, as an operator wrote it before any switchover; the
+    // state directory keeps leaders, epochs and flags across the restart.
+    let state = dir.path().join("state");
+    write_config(
+        &env,
+        &path,
+        port,
+        admin,
+        &format!("state_dir = \"{}\"", state.display()),
+    );
     let first = format!("127.0.0.1:{}", env.leader_port("c1"));
     let mut serve = Serve::start(&path, None);
     eventually(Duration::from_secs(30), "the cluster served", || async {
@@ -592,21 +600,57 @@ async fn a_restart_after_a_switchover_keeps_the_new_leader() {
         })
     })
     .await;
-    let resp = eventually(Duration::from_secs(30), "a switchover", || async {
-        let r = reqwest::Client::new()
-            .post(format!(
-                "http://127.0.0.1:{admin}/api/v1/clusters/c1/switchover"
-            ))
-            .bearer_auth("t")
-            .json(&serde_json::json!({}))
-            .send()
-            .await
-            .ok()?;
-        (r.status() == 200).then_some(r.json::<serde_json::Value>().await.ok()?)
-    })
-    .await;
+    let switchover = || async {
+        eventually(Duration::from_secs(30), "a switchover", || async {
+            let r = reqwest::Client::new()
+                .post(format!(
+                    "http://127.0.0.1:{admin}/api/v1/clusters/c1/switchover"
+                ))
+                .bearer_auth("t")
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(r.json::<serde_json::Value>().await.ok()?)
+        })
+        .await
+    };
+    let resp = switchover().await;
+    assert_ne!(resp["new_leader"].as_str().unwrap(), first);
+    // A second one: epoch 3, which a restart must not take back to 1 (or 2).
+    let resp = switchover().await;
     let new_leader = resp["new_leader"].as_str().unwrap().to_owned();
-    assert_ne!(new_leader, first);
+    let (_, epoch, _) = cluster_state(admin).await.expect("admin API");
+    assert_eq!(epoch, 3);
+    // A replica in maintenance stays there across the restart.
+    let replica = env.local().clusters()[0]
+        .nodes
+        .iter()
+        .map(|n| n.addr.clone())
+        .find(|a| *a != new_leader)
+        .unwrap();
+    let r = reqwest::Client::new()
+        .put(format!(
+            "http://127.0.0.1:{admin}/api/v1/clusters/c1/nodes/{replica}/flags"
+        ))
+        .bearer_auth("t")
+        .json(&serde_json::json!({"maintenance": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(
+        Duration::from_secs(10),
+        "the state file to keep the flag",
+        || {
+            let state = state.clone();
+            async move {
+                let text = std::fs::read_to_string(state.join("topology.json")).ok()?;
+                text.contains("\"maintenance\": true").then_some(())
+            }
+        },
+    )
+    .await;
 
     serve.signal(libc::SIGTERM);
     serve.exited(Duration::from_secs(60)).await;
@@ -626,8 +670,16 @@ async fn a_restart_after_a_switchover_keeps_the_new_leader() {
         },
     )
     .await;
-    let (l, _, body) = cluster_state(admin).await.expect("admin API");
+    let (l, epoch, body) = cluster_state(admin).await.expect("admin API");
     assert_eq!(l, new_leader, "{body}");
+    assert_eq!(epoch, 3, "the epoch carries on: {body}");
+    let flagged = body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["addr"] == replica.as_str())
+        .unwrap();
+    assert_eq!(flagged["flags"]["maintenance"], true, "{body}");
     let kinds = events(admin).await;
     assert!(
         !kinds

@@ -205,6 +205,9 @@ pub struct MonitorState {
     clusters: Vec<ClusterSpec>,
     nodes: BTreeMap<String, NodeHealth>,
     down_after: u32,
+    /// Each cluster's epoch when this process first saw it (1, or the one kept in the state
+    /// directory): leadership has not moved here while the epoch is still that one.
+    first_epochs: BTreeMap<String, u64>,
 }
 
 impl MonitorState {
@@ -232,6 +235,7 @@ impl MonitorState {
             clusters: clusters.to_vec(),
             nodes,
             down_after: down_after.max(1),
+            first_epochs: BTreeMap::new(),
         }
     }
 
@@ -317,7 +321,11 @@ impl MonitorState {
                     initial_cluster(spec)
                 });
             let addrs = spec.all_nodes();
-            if let Some(leader) = self.moved_before_start(spec, cluster, &addrs) {
+            let first_epoch = *self
+                .first_epochs
+                .entry(spec.name.clone())
+                .or_insert(cluster.epoch);
+            if let Some(leader) = self.moved_before_start(spec, cluster, &addrs, first_epoch) {
                 tracing::warn!(
                     cluster = %spec.name,
                     configured = ?spec.leader,
@@ -380,9 +388,10 @@ impl MonitorState {
         spec: &ClusterSpec,
         cluster: &ClusterStatus,
         addrs: &[String],
+        first_epoch: u64,
     ) -> Option<String> {
         let configured = spec.leader.as_deref()?;
-        if cluster.epoch != 1 || cluster.leader.as_deref() != Some(configured) {
+        if cluster.epoch != first_epoch || cluster.leader.as_deref() != Some(configured) {
             return None;
         }
         let h = self.nodes.get(configured)?;
@@ -694,13 +703,24 @@ mod tests {
         // Once this process has published a new epoch, it is never second-guessed.
         let specs = spec(Some(L));
         let mut state = MonitorState::new(&specs, 3);
-        state.record(L, Ok(l_replica_of_r));
-        state.record(R, Ok(r_leader));
         let mut t = initial_topology(&specs);
+        state.apply(&mut t);
         t.clusters.get_mut("c1").expect("c1").epoch = 2;
+        state.record(L, Ok(l_replica_of_r.clone()));
+        state.record(R, Ok(r_leader.clone()));
         state.apply(&mut t);
         let c = t.cluster("c1").expect("c1");
         assert_eq!((c.leader.as_deref(), c.epoch), (Some(L), 2));
+        // An epoch kept from an earlier run is where this process starts: the configured
+        // (kept) leader found replicating from another node is still replaced.
+        let mut state = MonitorState::new(&specs, 3);
+        let mut t = initial_topology(&specs);
+        t.clusters.get_mut("c1").expect("c1").epoch = 5;
+        state.record(L, Ok(l_replica_of_r));
+        state.record(R, Ok(r_leader));
+        state.apply(&mut t);
+        let c = t.cluster("c1").expect("c1");
+        assert_eq!((c.leader.as_deref(), c.epoch), (Some(R), 6));
     }
 
     #[test]
