@@ -174,6 +174,8 @@ pub struct RouterContext {
     pub sequences: dashmap::DashMap<String, Arc<tokio::sync::Mutex<crate::sequence::Block>>>,
     /// Recent login failures per client address.
     pub login_failures: LoginThrottle,
+    /// The live client sessions.
+    pub sessions: Arc<crate::sessions::SessionRegistry>,
 }
 
 /// Failed logins per client address over a 10-second window. Past the configured limit, each
@@ -254,6 +256,7 @@ impl RouterContext {
             auto_increment: dashmap::DashMap::new(),
             sequences: dashmap::DashMap::new(),
             login_failures: LoginThrottle::default(),
+            sessions: Arc::default(),
             config,
         }
     }
