@@ -271,7 +271,9 @@ async fn reads_roles_errors_and_sessions() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|s| s["id"].to_string() == id && s["user"] == "app" && s["db"] == "mysql"),
+            .any(|s| s["id"].as_u64() == id.parse().ok()
+                && s["user"] == "app"
+                && s["db"] == "mysql"),
         "{body}"
     );
     assert_eq!(http_get(&env, "/api/v1/sessions", None).await.0, 401);
