@@ -191,6 +191,23 @@ async fn reads_roles_errors_and_sessions() {
         "{out}"
     );
 
+    // PyMySQL, without options.
+    let script = format!(
+        "import pymysql\n\
+         c = pymysql.connect(host='127.0.0.1', port={port}, user='viewer', password='{VIEWER_PW}')\n\
+         cur = c.cursor()\n\
+         cur.execute('SHOW CLUSTERS')\n\
+         print(sorted((r[0], r[1]) for r in cur.fetchall()))\n"
+    );
+    let (code, out, err) = run_program("python3", &["-c", &script], None);
+    assert_eq!(code, 0, "PyMySQL (scripts/install-deps installs it): {err}");
+    let want: Vec<String> = topo
+        .clusters
+        .values()
+        .map(|c| format!("('{}', '{}')", c.name, c.leader.as_deref().unwrap()))
+        .collect();
+    assert_eq!(out.trim(), format!("[{}]", want.join(", ")));
+
     // mysql_async: every node of every cluster, role and flags as in the topology.
     let mut viewer = connect(&env, "viewer", VIEWER_PW)
         .await
