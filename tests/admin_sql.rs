@@ -445,6 +445,15 @@ async fn switchover_maintenance_and_audit() {
         out.contains(&format!("{replica} in c1: maintenance off")),
         "{out}"
     );
+    // ... and as mysql_async reads them.
+    ops.query_drop(format!("SET MAINTENANCE c1 {replica} ON"))
+        .await
+        .unwrap();
+    assert_eq!(ops.affected_rows(), 1);
+    assert_eq!(ops.info(), format!("{replica} in c1: maintenance on"));
+    ops.query_drop(format!("SET MAINTENANCE {replica} OFF"))
+        .await
+        .unwrap();
     let n = rows(&mut ops, "SHOW NODES FROM c1").await;
     assert!(n.iter().all(|n| n["maintenance"].as_deref() == Some("No")));
 

@@ -113,6 +113,8 @@ struct ConnShared {
     /// Set when the login failed: the error packet to send instead of opensrv's.
     denial: Mutex<Option<Vec<u8>>>,
     authenticated: OnceLock<Principal>,
+    /// The client's capability flags, from its handshake response.
+    client_caps: AtomicU32,
 }
 
 async fn serve(
@@ -128,6 +130,7 @@ async fn serve(
         busy,
         denial: Mutex::new(None),
         authenticated: OnceLock::new(),
+        client_caps: AtomicU32::new(0),
     });
     let (r, w) = stream.into_split();
     let out = Out {
@@ -143,6 +146,7 @@ async fn serve(
     };
     let input = In {
         inner: r,
+        shared: shared.clone(),
         first: Some(Vec::new()),
         pending: Vec::new(),
         at: 0,
@@ -326,14 +330,37 @@ impl AsyncMysqlShim<Out> for Shim {
             }
             Err(why) => commands::syntax_error(&why),
         };
-        write_reply(reply, results).await
+        let session_track = self.shared.client_caps.load(Ordering::Relaxed) & SESSION_TRACK != 0;
+        write_reply(reply, results, session_track).await
     }
 }
 
-async fn write_reply(reply: Reply, results: QueryResultWriter<'_, Out>) -> io::Result<()> {
+/// CLIENT_SESSION_TRACK.
+const SESSION_TRACK: u32 = 0x80_0000;
+
+async fn write_reply(
+    reply: Reply,
+    results: QueryResultWriter<'_, Out>,
+    session_track: bool,
+) -> io::Result<()> {
     match reply {
         Reply::Error { kind, message } => results.error(kind, message.as_bytes()).await,
         Reply::Ok { affected, info } => {
+            // Servers send the message as a length-encoded string, which is what clients
+            // read; opensrv-mysql writes it bare unless the client tracks session state.
+            // (Our messages are short; one length byte below 128 keeps the text UTF-8.)
+            let info = if session_track || info.is_empty() {
+                info
+            } else {
+                let mut end = info.len().min(127);
+                while !info.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let mut s = String::with_capacity(end + 1);
+                s.push(char::from(end as u8));
+                s.push_str(&info[..end]);
+                s
+            };
             results
                 .completed(OkResponse {
                     affected_rows: affected,
@@ -453,6 +480,7 @@ impl AsyncWrite for Out {
 /// that opensrv-mysql asks the client to switch to `mysql_clear_password`.
 struct In {
     inner: OwnedReadHalf,
+    shared: Arc<ConnShared>,
     /// The first packet while it is read; `None` once it was handed on.
     first: Option<Vec<u8>>,
     /// The (rewritten) first packet being handed on.
@@ -489,6 +517,10 @@ impl AsyncRead for In {
                 first.extend_from_slice(rb.filled());
             }
             let packet = this.first.take().unwrap_or_default();
+            if let Some(c) = packet.get(4..8) {
+                let caps = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                this.shared.client_caps.store(caps, Ordering::Relaxed);
+            }
             this.pending = without_foreign_auth(packet);
             this.at = 0;
         }
