@@ -43,7 +43,8 @@ impl Default for SessionRegistry {
 #[derive(Debug)]
 pub struct SessionInfo {
     pub id: u32,
-    pub user: Arc<str>,
+    /// Changes only with COM_CHANGE_USER.
+    user: Mutex<Arc<str>>,
     /// The client's address.
     pub peer: String,
     /// Unix time of the login, in milliseconds.
@@ -105,7 +106,7 @@ impl SessionRegistry {
         let now = self.now_ms();
         let info = Arc::new(SessionInfo {
             id,
-            user,
+            user: Mutex::new(user),
             peer: peer.to_string(),
             connected_at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -143,7 +144,7 @@ impl SessionRegistry {
                 let since = a & MS_MASK;
                 SessionView {
                     id: s.id,
-                    user: s.user.to_string(),
+                    user: lock(&s.user).to_string(),
                     peer: s.peer.clone(),
                     db: lock(&s.db).as_deref().map(str::to_owned),
                     command: command_name((a >> MS_BITS) as u8),
@@ -186,6 +187,11 @@ pub struct SessionEntry {
 }
 
 impl SessionEntry {
+    /// The session logged in again as `user` (COM_CHANGE_USER).
+    pub fn set_user(&self, user: Arc<str>) {
+        *lock(&self.info.user) = user;
+    }
+
     /// A command (its first byte) starts at `at`.
     pub fn started(&self, command: u8, at: Instant) {
         let a = self.info.activity.load(Ordering::Relaxed);
@@ -256,7 +262,9 @@ mod tests {
         e.started(0x17, now);
         assert!(reg.list()[0].in_transaction, "kept while a command runs");
         e.idle(now, false, None, None);
+        e.set_user("other".into());
         let v = reg.list();
+        assert_eq!(v[0].user, "other");
         assert_eq!((v[0].db.clone(), v[0].backend.clone()), (None, None));
         drop(e);
         assert!(reg.list().is_empty());

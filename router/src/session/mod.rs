@@ -1509,6 +1509,7 @@ impl Session {
             };
             return Err(Failure::Reply(e, Some(seq)));
         };
+        self.listed.set_user(user.name.clone());
         self.user = user;
         self.reset_state(req.collation.unwrap_or(state::BACKEND_COLLATION), None);
         if let Some(db) = req.database {
