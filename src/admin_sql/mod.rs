@@ -20,7 +20,7 @@ pub mod parse;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -115,6 +115,8 @@ struct ConnShared {
     authenticated: OnceLock<Principal>,
     /// The client's capability flags, from its handshake response.
     client_caps: AtomicU32,
+    /// A password is being checked (argon2 takes a while, longer on a busy machine).
+    verifying: AtomicBool,
 }
 
 async fn serve(
@@ -131,6 +133,7 @@ async fn serve(
         denial: Mutex::new(None),
         authenticated: OnceLock::new(),
         client_caps: AtomicU32::new(0),
+        verifying: AtomicBool::new(false),
     });
     let (r, w) = stream.into_split();
     let out = Out {
@@ -152,10 +155,16 @@ async fn serve(
         at: 0,
     };
     let conversation = AsyncMysqlIntermediary::run_on(shim, input, out);
+    // The client must get to its password within the timeout; checking it may take longer.
     let login_deadline = async {
-        tokio::time::sleep(LOGIN_TIMEOUT).await;
-        if shared.authenticated.get().is_some() {
-            std::future::pending::<()>().await;
+        loop {
+            tokio::time::sleep(LOGIN_TIMEOUT).await;
+            if shared.authenticated.get().is_some() {
+                std::future::pending::<()>().await;
+            }
+            if !shared.verifying.load(Ordering::Relaxed) {
+                return;
+            }
         }
     };
     tokio::select! {
@@ -231,10 +240,13 @@ impl AsyncMysqlShim<Out> for Shim {
         let principal = if password.is_empty() {
             None
         } else {
-            tokio::task::spawn_blocking(move || acl.login(&name, &password))
+            self.shared.verifying.store(true, Ordering::Relaxed);
+            let p = tokio::task::spawn_blocking(move || acl.login(&name, &password))
                 .await
                 .ok()
-                .flatten()
+                .flatten();
+            self.shared.verifying.store(false, Ordering::Relaxed);
+            p
         };
         if let Some(p) = principal {
             tracing::info!(conn = self.id, peer = %self.peer, user = %p.name, "admin SQL login");
@@ -503,7 +515,9 @@ impl AsyncRead for In {
                     }
                     None => 4,
                 };
-                if first.len() >= need {
+                // A handshake response is a few hundred bytes: a larger one is handed on
+                // as it comes, unchanged.
+                if first.len() >= need || need > 64 * 1024 {
                     break;
                 }
                 let mut chunk = [0u8; 512];
@@ -521,7 +535,15 @@ impl AsyncRead for In {
                 let caps = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 this.shared.client_caps.store(caps, Ordering::Relaxed);
             }
-            this.pending = without_foreign_auth(packet);
+            let whole = packet.get(..3).is_some_and(|h| {
+                packet.len()
+                    == 4 + (usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16)
+            });
+            this.pending = if whole {
+                without_foreign_auth(packet)
+            } else {
+                packet
+            };
             this.at = 0;
         }
         if this.at < this.pending.len() {
