@@ -15,7 +15,9 @@ use router::config::Secret;
 use serde::{Deserialize, Serialize};
 
 /// What a user may do; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads everything (within its clusters).
@@ -37,9 +39,10 @@ impl Role {
 }
 
 /// One `[[admin.users]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminUser {
+    /// The user's name (HTTP Basic login, audit log).
     pub name: String,
     pub role: Role,
     /// The clusters this user may see and act on; every cluster when absent.
@@ -119,9 +122,15 @@ pub enum Denied {
 /// The users and the audit log.
 #[derive(Debug)]
 pub struct Acl {
+    /// Replaced whole by a configuration reload.
+    creds: arc_swap::ArcSwap<Credentials>,
+    audit: Mutex<AuditLog>,
+}
+
+#[derive(Debug)]
+struct Credentials {
     users: Vec<AdminUser>,
     legacy_token: Option<Secret>,
-    audit: Mutex<AuditLog>,
 }
 
 /// The rule table: which role an operation needs, and whether it is about one cluster (the
@@ -134,7 +143,11 @@ pub fn required_role(method: &Method, route: &str) -> Role {
         "/api/v1/clusters/{name}/nodes/{addr}/flags",
     ];
     const ADMIN_READS: &[&str] = &["/api/v1/audit", "/api/v1/config"];
-    if method == Method::GET || method == Method::HEAD {
+    // POSTs that change nothing.
+    const VIEWER_POSTS: &[&str] = &["/api/v1/shard-map/diff"];
+    if VIEWER_POSTS.contains(&route) {
+        Role::Viewer
+    } else if method == Method::GET || method == Method::HEAD {
         if ADMIN_READS.contains(&route) {
             Role::Admin
         } else {
@@ -155,8 +168,10 @@ impl Acl {
         audit: Option<PathBuf>,
     ) -> Self {
         Acl {
-            users,
-            legacy_token,
+            creds: arc_swap::ArcSwap::from_pointee(Credentials {
+                users,
+                legacy_token,
+            }),
             audit: Mutex::new(AuditLog {
                 path: audit,
                 recent: VecDeque::new(),
@@ -164,15 +179,30 @@ impl Acl {
         }
     }
 
+    /// Puts new users, admin token and audit log file in force for the next calls.
+    pub fn replace(
+        &self,
+        users: Vec<AdminUser>,
+        legacy_token: Option<Secret>,
+        audit: Option<PathBuf>,
+    ) {
+        self.creds.store(std::sync::Arc::new(Credentials {
+            users,
+            legacy_token,
+        }));
+        self.audit.lock().unwrap_or_else(|p| p.into_inner()).path = audit;
+    }
+
     /// Checks an `Authorization` header value.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, Denied> {
+        let creds = self.creds.load();
         let Some(header) = header else {
             return Err(Denied::Unauthenticated(
                 "missing credentials: send `Authorization: Bearer <token>` or HTTP Basic",
             ));
         };
         if let Some(token) = header.strip_prefix("Bearer ") {
-            if let Some(t) = &self.legacy_token {
+            if let Some(t) = &creds.legacy_token {
                 if constant_time_eq(token.as_bytes(), t.expose().as_bytes()) {
                     return Ok(Principal {
                         name: "admin-token".into(),
@@ -183,7 +213,7 @@ impl Acl {
             }
             // Compare with every token, so that the time taken does not tell which matched.
             let mut found = None;
-            for u in &self.users {
+            for u in &creds.users {
                 if let Some(t) = &u.token {
                     if constant_time_eq(token.as_bytes(), t.expose().as_bytes()) {
                         found = Some(u);
@@ -203,7 +233,7 @@ impl Acl {
             let (name, password) = decoded
                 .split_once(':')
                 .ok_or(Denied::Unauthenticated("malformed Basic credentials"))?;
-            let user = self.users.iter().find(|u| u.name == name);
+            let user = creds.users.iter().find(|u| u.name == name);
             let ok = user
                 .and_then(|u| u.password_hash.as_ref())
                 .and_then(|h| PasswordHash::new(h.expose()).ok())
@@ -227,7 +257,8 @@ impl Acl {
     /// that user's); `admin.token` is the password of `admin` (shown as `admin-token`, as on
     /// the API). Slow on purpose where argon2 is: call it off the async threads.
     pub fn login(&self, name: &str, password: &str) -> Option<Principal> {
-        let user = self.users.iter().find(|u| u.name == name);
+        let creds = self.creds.load();
+        let user = creds.users.iter().find(|u| u.name == name);
         if let Some(u) = user {
             let ok = match (&u.password_hash, &u.token) {
                 (Some(h), _) => PasswordHash::new(h.expose()).ok().is_some_and(|h| {
@@ -240,7 +271,7 @@ impl Acl {
             };
             return ok.then(|| principal(u));
         }
-        let legacy = self
+        let legacy = creds
             .legacy_token
             .as_ref()
             .is_some_and(|t| constant_time_eq(password.as_bytes(), t.expose().as_bytes()));

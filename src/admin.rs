@@ -24,6 +24,8 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod history;
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AdminState {
@@ -32,8 +34,8 @@ pub struct AdminState {
     pub orchestrator: Arc<Orchestrator>,
     pub acl: Arc<Acl>,
     pub shard_maps: Arc<ShardMapState>,
-    /// The running configuration as JSON, secrets already shown as `***`.
-    pub config: Arc<serde_json::Value>,
+    /// The configuration in force, and its reload.
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 /// The shard map's version and store, behind the API's GET/PUT.
@@ -105,8 +107,17 @@ fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenA
         .routes(routes!(router_stats))
         .routes(routes!(sessions))
         .routes(routes!(get_shard_map, put_shard_map))
+        .routes(routes!(history::shard_map_versions))
+        .routes(routes!(history::shard_map_version))
+        .routes(routes!(
+            history::shard_map_diff_versions,
+            history::shard_map_diff_proposed
+        ))
+        .routes(routes!(history::topology_version))
         .routes(routes!(audit))
-        .routes(routes!(get_config));
+        .routes(routes!(get_config))
+        .routes(routes!(history::validate_config))
+        .routes(routes!(history::reload_config));
     // The layer does not change the document, so `openapi()` can do without a state.
     if let Some(state) = state {
         protected = protected.route_layer(middleware::from_fn_with_state(state, authorize));
@@ -569,7 +580,7 @@ async fn audit(State(state): State<AdminState>) -> Response {
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 async fn get_config(State(state): State<AdminState>) -> Response {
-    Json(state.config.as_ref().clone()).into_response()
+    Json(state.reloader.shown().as_ref().clone()).into_response()
 }
 
 /// Ready when every cluster has a leader that the monitor sees up.
@@ -619,7 +630,7 @@ async fn clusters(State(state): State<AdminState>, who: Option<Extension<Princip
 
 #[utoipa::path(get, path = "/api/v1/router", tag = "router", security(("bearer" = [])),
     responses(
-        (status = 200, description = "Router counters: connections, statements, held statements, retries, classifier, pools", body = serde_json::Value),
+        (status = 200, description = "Router counters: connections, statements, held statements, retries, classifier, pools, and per cluster statements and errors with their rates over the last 10 s", body = serde_json::Value),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
@@ -651,6 +662,8 @@ pub fn router_counters(router: &RouterContext) -> serde_json::Value {
         "sessions": router.sessions.len(),
         "classifier": { "hits": c.hits, "misses": c.misses, "unparsed": c.unparsed },
         "pools": router.pools.stats(),
+        // Per cluster: totals, and rates over the last 10 s.
+        "clusters": router.metrics.rates.rates(std::time::Duration::from_secs(10)),
     })
 }
 

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState, ShardMapState};
 use crate::config::Config;
+use crate::reload::Reloader;
 
 /// A running switchyard.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct App {
     pub router: Arc<RouterContext>,
     pub orchestrator: Arc<Orchestrator>,
     pub admin_token: Secret,
+    /// Reloads the configuration (SIGHUP in `serve`, `POST /api/v1/config/reload`).
+    pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -139,24 +142,29 @@ impl App {
                 let _ = rx.wait_for(|v| *v).await;
             }
         };
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(router::run(
-            router_listener,
+        let mut tasks = vec![
+            tokio::spawn(router::run(router_listener, router.clone(), stopped())),
+            tokio::spawn(orchestrator.clone().run(stopped())),
+            tokio::spawn(xa_recovery(router.clone(), stopped())),
+            tokio::spawn(sample_rates(router.clone(), stopped())),
+        ];
+        let acl = Arc::new(crate::acl::Acl::new(
+            config.admin.users.clone(),
+            Some(token.clone()),
+            config.admin.audit_log.clone(),
+        ));
+        let reloader = Arc::new(Reloader::new(
+            config.clone(),
             router.clone(),
-            stopped(),
-        )));
-        tasks.push(tokio::spawn(orchestrator.clone().run(stopped())));
-        tasks.push(tokio::spawn(xa_recovery(router.clone(), stopped())));
+            acl.clone(),
+            orchestrator.clone(),
+        ));
         let admin_state = AdminState {
             topology: topology.clone(),
             router: router.clone(),
             orchestrator: orchestrator.clone(),
-            acl: Arc::new(crate::acl::Acl::new(
-                config.admin.users.clone(),
-                Some(token.clone()),
-                config.admin.audit_log.clone(),
-            )),
-            config: Arc::new(serde_json::to_value(&config).unwrap_or_default()),
+            acl,
+            reloader: reloader.clone(),
             shard_maps: Arc::new(ShardMapState::new(version, store, cluster_names)),
         };
         let admin_sql_addr = match &config.admin.sql_listen {
@@ -192,6 +200,7 @@ impl App {
             router,
             orchestrator,
             admin_token: token,
+            reloader,
             stop,
             tasks,
         })
@@ -265,6 +274,22 @@ async fn xa_recovery(router: Arc<RouterContext>, stop: impl std::future::Future<
             {
                 return;
             }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = stop => {}
+    }
+}
+
+/// Samples the router's per-cluster counters once a second, for the rates the API shows.
+async fn sample_rates(router: Arc<RouterContext>, stop: impl std::future::Future<Output = ()>) {
+    let work = async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            router.metrics.rates.sample(&router.metrics);
         }
     };
     tokio::select! {

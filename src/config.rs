@@ -3,6 +3,10 @@
 
 use std::path::Path;
 
+mod load;
+pub mod reference;
+pub mod secrets;
+
 use orchestrator::OrchestratorSettings;
 use router::config::Secret;
 use router::RouterConfig;
@@ -10,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use shard_map::{Keyspace, ShardMap};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Cluster for databases outside every keyspace; the first cluster when absent.
@@ -22,19 +26,45 @@ pub struct Config {
     /// Failure detection, failover and switchover policy.
     #[serde(default)]
     pub failover: OrchestratorSettings,
+    /// The replicated clusters watched and routed to.
     pub clusters: Vec<ClusterConfig>,
+    /// Logical databases and where their tables live (the shard map); a database in no
+    /// keyspace lives on `default_cluster`.
     #[serde(default)]
     pub keyspaces: Vec<Keyspace>,
     /// Where the shard map is persisted (JSON, with its history). When it holds a map, that
     /// map (the last one applied through the API) wins over `keyspaces`.
     #[serde(default)]
     pub shard_map_dir: Option<std::path::PathBuf>,
+    /// A directory of more `*.toml` files merged into this one in name order (relative to
+    /// this file): lists such as `[[clusters]]` are appended, a setting given twice is an
+    /// error. One file per cluster is the usual layout.
+    #[serde(default)]
+    pub include_dir: Option<std::path::PathBuf>,
+    /// The key for values written `enc:...` (see `switchyard keygen` and `switchyard
+    /// encrypt`), relative to this file; `SWITCHYARD_KEY_FILE` when absent.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Where this configuration came from; not part of the file.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// Where a [`Config`] came from, for reloading it.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The file it was read from (reloads read it again).
+    pub path: Option<std::path::PathBuf>,
+    /// The admin token came from the command line or was generated, not from the file: a
+    /// reload keeps it.
+    pub admin_token_fixed: bool,
 }
 
 /// The admin HTTP API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Admin HTTP API address.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
     /// Bearer token for every endpoint but health, with the admin role. Also
@@ -59,7 +89,7 @@ fn default_admin_listen() -> String {
 }
 
 /// How the orchestrator reaches and watches the servers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrchestratorConfig {
     /// The orchestrator's own database user (replication and admin privileges).
@@ -99,9 +129,10 @@ fn default_down_after() -> u32 {
 }
 
 /// One replicated cluster of existing servers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// The name the API, metrics and shard map use.
     pub name: String,
     /// `host:port` of every server.
     pub nodes: Vec<String>,
@@ -128,19 +159,24 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads, parses and validates a TOML file.
+    /// Reads a TOML file (with its `include_dir` files, `enc:` values decrypted), parses
+    /// and validates it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source: Box::new(source),
-        })?;
-        let problems = config.validate();
+        let mut config = load::parse(path)?;
+        config.origin.path = Some(path.to_path_buf());
+        config.validated()
+    }
+
+    /// Parses and validates `text` as if it were the file `path` (which anchors its
+    /// relative `include_dir` and `key_file`); nothing is read from `path` itself.
+    pub fn from_text(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        load::parse_str(text, path)?.validated()
+    }
+
+    fn validated(self) -> Result<Config, ConfigError> {
+        let problems = self.validate();
         if problems.is_empty() {
-            Ok(config)
+            Ok(self)
         } else {
             Err(ConfigError::Invalid(problems))
         }

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod reload;
 pub mod sandbox;
 
 pub use app::App;

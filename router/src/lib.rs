@@ -18,6 +18,7 @@
 //! - [`sessions`]: the registry of live client sessions (`SHOW SESSIONS` on the admin port).
 //! - [`xa`]: distributed transactions: xids, the commit decision log, recovery, failpoints.
 //! - [`config`]: the `[router]` settings.
+//! - [`rates`]: per-cluster statement and error rates from sampled counters.
 
 pub mod backend;
 pub mod classify;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod protocol;
+pub mod rates;
 pub mod sequence;
 pub mod server;
 pub mod session;
