@@ -252,6 +252,36 @@ impl Acl {
         ))
     }
 
+    /// Checks a user name and password as the admin SQL port receives them: the password of
+    /// a user with a `password_hash`, or the token of a user with a `token` (the name must be
+    /// that user's); `admin.token` is the password of `admin` (shown as `admin-token`, as on
+    /// the API). Slow on purpose where argon2 is: call it off the async threads.
+    pub fn login(&self, name: &str, password: &str) -> Option<Principal> {
+        let creds = self.creds.load();
+        let user = creds.users.iter().find(|u| u.name == name);
+        if let Some(u) = user {
+            let ok = match (&u.password_hash, &u.token) {
+                (Some(h), _) => PasswordHash::new(h.expose()).ok().is_some_and(|h| {
+                    argon2::Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                }),
+                (None, Some(t)) => constant_time_eq(password.as_bytes(), t.expose().as_bytes()),
+                (None, None) => false,
+            };
+            return ok.then(|| principal(u));
+        }
+        let legacy = creds
+            .legacy_token
+            .as_ref()
+            .is_some_and(|t| constant_time_eq(password.as_bytes(), t.expose().as_bytes()));
+        (legacy && matches!(name, "admin" | "admin-token")).then(|| Principal {
+            name: "admin-token".into(),
+            role: Role::Admin,
+            clusters: None,
+        })
+    }
+
     /// Whether `who` may call `method route` on `cluster` (the path's `{name}`, if any).
     pub fn authorize(
         &self,

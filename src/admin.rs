@@ -105,6 +105,7 @@ fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenA
         .routes(routes!(events))
         .routes(routes!(set_flags))
         .routes(routes!(router_stats))
+        .routes(routes!(sessions))
         .routes(routes!(get_shard_map, put_shard_map))
         .routes(routes!(history::shard_map_versions))
         .routes(routes!(history::shard_map_version))
@@ -634,9 +635,15 @@ async fn clusters(State(state): State<AdminState>, who: Option<Extension<Princip
         (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn router_stats(State(state): State<AdminState>) -> Response {
-    let m = &state.router.metrics;
-    let c = state.router.classifier.stats();
-    Json(json!({
+    Json(router_counters(&state.router)).into_response()
+}
+
+/// The router's counters as `GET /api/v1/router` shows them (also the admin SQL port's
+/// `SHOW STATUS`).
+pub fn router_counters(router: &RouterContext) -> serde_json::Value {
+    let m = &router.metrics;
+    let c = router.classifier.stats();
+    json!({
         "connections_total": m.connections_total.load(Ordering::Relaxed),
         "connections_active": m.connections_active.load(Ordering::Relaxed),
         "connections_refused": m.connections_refused.load(Ordering::Relaxed),
@@ -650,12 +657,22 @@ async fn router_stats(State(state): State<AdminState>) -> Response {
         "held_statements": m.held_statements.load(Ordering::Relaxed),
         "hold_timeouts": m.hold_timeouts.load(Ordering::Relaxed),
         "leader_change_retries": m.leader_change_retries.load(Ordering::Relaxed),
-        "held_now": state.router.held.load(Ordering::Relaxed),
+        "held_now": router.held.load(Ordering::Relaxed),
         "session_panics": m.session_panics.load(Ordering::Relaxed),
+        "sessions": router.sessions.len(),
         "classifier": { "hits": c.hits, "misses": c.misses, "unparsed": c.unparsed },
-        "pools": state.router.pools.stats(),
+        "pools": router.pools.stats(),
         // Per cluster: totals, and rates over the last 10 s.
-        "clusters": state.router.metrics.rates.rates(std::time::Duration::from_secs(10)),
-    }))
-    .into_response()
+        "clusters": router.metrics.rates.rates(std::time::Duration::from_secs(10)),
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "router", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The router's live client sessions: `{sessions: [{id, user, peer, db, command, seconds, in_transaction, backend, connected_at_ms}]}`", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
+async fn sessions(State(state): State<AdminState>) -> Response {
+    Json(json!({ "sessions": state.router.sessions.list() })).into_response()
 }

@@ -27,6 +27,8 @@ use crate::reload::Reloader;
 pub struct App {
     pub router_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The admin SQL port, when `admin.sql_listen` is set.
+    pub admin_sql_addr: Option<SocketAddr>,
     pub topology: TopologyHandle,
     pub router: Arc<RouterContext>,
     pub orchestrator: Arc<Orchestrator>,
@@ -178,14 +180,30 @@ impl App {
             acl.clone(),
             orchestrator.clone(),
         ));
-        let api = admin::routes(AdminState {
+        let admin_state = AdminState {
             topology: topology.clone(),
             router: router.clone(),
             orchestrator: orchestrator.clone(),
             acl,
             reloader: reloader.clone(),
             shard_maps: Arc::new(ShardMapState::new(version, store, cluster_names)),
-        });
+        };
+        let admin_sql_addr = match &config.admin.sql_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("can't listen on {addr} (admin SQL port)"))?;
+                let bound = l.local_addr()?;
+                tasks.push(tokio::spawn(crate::admin_sql::run(
+                    l,
+                    admin_state.clone(),
+                    stopped(),
+                )));
+                Some(bound)
+            }
+            None => None,
+        };
+        let api = admin::routes(admin_state);
         let admin_stop = stopped();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(admin_listener, api)
@@ -198,6 +216,7 @@ impl App {
         Ok(App {
             router_addr,
             admin_addr,
+            admin_sql_addr,
             topology,
             router,
             orchestrator,

@@ -82,6 +82,11 @@ pub struct AdminConfig {
     /// Where every mutating call is appended as a JSON line (who, what, when, result).
     #[serde(default)]
     pub audit_log: Option<std::path::PathBuf>,
+    /// The admin SQL port (MySQL protocol: `SHOW CLUSTERS`, `SWITCHOVER c1`, ...), off when
+    /// absent. Same users as the API; passwords arrive in clear text (`mysql_clear_password`),
+    /// so keep it on loopback or a trusted network.
+    #[serde(default)]
+    pub sql_listen: Option<String>,
 }
 
 fn default_admin_listen() -> String {
@@ -222,6 +227,14 @@ impl Config {
                 "admin.listen `{}` is not host:port",
                 self.admin.listen
             ));
+        }
+        if let Some(a) = self
+            .admin
+            .sql_listen
+            .as_deref()
+            .filter(|a| !is_host_port(a))
+        {
+            problems.push(format!("admin.sql_listen `{a}` is not host:port"));
         }
         if !is_host_port(&self.router.listen) {
             problems.push(format!(

@@ -1,9 +1,11 @@
 //! switchyard: a MySQL/MariaDB router and replication orchestrator in one process.
 //! This crate wires the `router`, `orchestrator` and `shard-map` crates together: the
-//! configuration file, the admin API, the sandbox, and the process that runs them all.
+//! configuration file, the admin API and its MySQL-protocol admin port, the sandbox, and the
+//! process that runs them all.
 
 pub mod acl;
 pub mod admin;
+pub mod admin_sql;
 pub mod app;
 pub mod bench;
 pub mod cli;

@@ -54,6 +54,9 @@ enum Command {
         /// Admin API bearer token; one is generated and printed when absent.
         #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
         admin_token: Option<String>,
+        /// Admin SQL port address (user `admin`, the admin token as password); "" for none.
+        #[arg(long, default_value = "127.0.0.1:6034")]
+        admin_sql: String,
         /// First MariaDB port (0 picks free ports).
         #[arg(long, default_value_t = 3310)]
         base_port: u16,
@@ -245,6 +248,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             admin,
             admin_token,
+            admin_sql,
             base_port,
             app_user,
             app_password,
@@ -262,7 +266,7 @@ async fn main() -> anyhow::Result<()> {
                 app_password,
                 shards,
             };
-            run_sandbox(opts).await
+            run_sandbox(opts, (!admin_sql.is_empty()).then_some(admin_sql)).await
         }
         Command::Bench(args) => {
             // Dropping the run (Ctrl-C) kills the servers, HAProxy and sysbench it started.
@@ -431,13 +435,14 @@ async fn reload_on_sighup(reloader: std::sync::Arc<switchyard::reload::Reloader>
     }
 }
 
-async fn run_sandbox(opts: SandboxOptions) -> anyhow::Result<()> {
+async fn run_sandbox(opts: SandboxOptions, admin_sql: Option<String>) -> anyhow::Result<()> {
     let started = Instant::now();
     println!("starting sandbox in {} ...", opts.dir.display());
     let local = sandbox::provision(&opts)
         .await
         .context("starting the local MariaDB clusters")?;
-    let config = sandbox::config_for(&local, &opts);
+    let mut config = sandbox::config_for(&local, &opts);
+    config.admin.sql_listen = admin_sql;
     let app = match App::start(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -469,6 +474,13 @@ async fn run_sandbox(opts: SandboxOptions) -> anyhow::Result<()> {
     );
     println!("admin: http://{}/api/v1/clusters", app.admin_addr);
     println!("admin token: {}", opts.admin_token);
+    if let Some(a) = app.admin_sql_addr {
+        println!(
+            "admin sql: mariadb -h127.0.0.1 -P{} -uadmin -p{}",
+            a.port(),
+            opts.admin_token
+        );
+    }
     println!(
         "ready in {:.1} s; Ctrl-C stops everything",
         started.elapsed().as_secs_f64()

@@ -73,6 +73,7 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
             token: Some(Secret::new(opts.admin_token.as_str())),
             users: Vec::new(),
             audit_log: None,
+            sql_listen: None,
         },
         orchestrator: OrchestratorConfig {
             user: spec.admin_user.clone(),

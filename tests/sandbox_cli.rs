@@ -29,6 +29,7 @@ impl Sandbox {
                 "0",
             ])
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--admin-sql", "127.0.0.1:0"])
             .arg("--dir")
             .arg(dir)
             .env("SWITCHYARD_ADMIN_TOKEN", "sandbox-token")
@@ -99,7 +100,21 @@ fn sandbox_starts_serves_stops_and_keeps_its_data() {
     let router = port_of(&sandbox.line_starting("mysql: mariadb"));
     let admin = sandbox.line_starting("admin: http://");
     assert!(admin.ends_with("/api/v1/clusters"), "{admin}");
+    let admin_sql = sandbox.line_starting("admin sql: mariadb");
+    assert!(
+        admin_sql.ends_with("-uadmin -psandbox-token"),
+        "{admin_sql}"
+    );
     sandbox.line_starting("ready in");
+    // The printed admin SQL command works.
+    let (code, out, err) = mariadb_cli(
+        port_of(&admin_sql),
+        "admin",
+        "sandbox-token",
+        "SHOW CLUSTERS",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
 
     let (code, out, err) = mariadb_cli(
         router,
@@ -115,7 +130,7 @@ fn sandbox_starts_serves_stops_and_keeps_its_data() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "COUNT(*)\n3\n");
     sandbox.stop();
-    for port in [leader, replica, c2_leader, router] {
+    for port in [leader, replica, c2_leader, router, port_of(&admin_sql)] {
         assert!(
             refuses_connections(port),
             "port {port} still open after stop"

@@ -196,6 +196,8 @@ pub struct RouterContext {
     pub sequences: dashmap::DashMap<String, Arc<tokio::sync::Mutex<crate::sequence::Block>>>,
     /// Recent login failures per client address.
     pub login_failures: LoginThrottle,
+    /// The live client sessions.
+    pub sessions: Arc<crate::sessions::SessionRegistry>,
 }
 
 fn user_table(users: &[crate::config::UserConfig], generation: u64) -> HashMap<String, Arc<User>> {
@@ -281,6 +283,7 @@ impl RouterContext {
             auto_increment: dashmap::DashMap::new(),
             sequences: dashmap::DashMap::new(),
             login_failures: LoginThrottle::default(),
+            sessions: Arc::default(),
             config,
         }
     }

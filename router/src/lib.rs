@@ -15,6 +15,7 @@
 //! - [`protocol`]: packet framing and the few packets the router writes itself.
 //! - [`error`]: router errors and what the client sees for each.
 //! - [`sequence`]: global AUTO_INCREMENT ids for sharded tables.
+//! - [`sessions`]: the registry of live client sessions (`SHOW SESSIONS` on the admin port).
 //! - [`xa`]: distributed transactions: xids, the commit decision log, recovery, failpoints.
 //! - [`config`]: the `[router]` settings.
 //! - [`rates`]: per-cluster statement and error rates from sampled counters.
@@ -29,6 +30,7 @@ pub mod rates;
 pub mod sequence;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod shard;
 pub mod xa;
 

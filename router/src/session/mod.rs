@@ -176,6 +176,8 @@ pub struct Session {
     last_prepared: u32,
     /// What the current command is, for the statement counters.
     class: StatementClass,
+    /// This session in the router's list of live sessions (removed on drop).
+    listed: crate::sessions::SessionEntry,
 }
 
 impl Session {
@@ -185,6 +187,7 @@ impl Session {
             .peer_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_else(|_| "unknown".into());
+        let peer_port = stream.peer_addr().map_or(0, |a| a.port());
         stream.set_nodelay(true).ok();
         let (r, w) = stream.into_split();
         // Small buffers: most client connections send short commands and sit idle.
@@ -200,6 +203,9 @@ impl Session {
             Err(HandshakeFailure::Gone) => return,
         };
         let deprecate_eof = auth.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+        let listed =
+            ctx.sessions
+                .register(id, auth.user.name.clone(), &format!("{peer}:{peer_port}"));
         let mut session = Session {
             id,
             peer,
@@ -219,6 +225,7 @@ impl Session {
             next_stmt_id: 1,
             last_prepared: 0,
             class: StatementClass::Other,
+            listed,
             ctx,
         };
         let _ = deprecate_eof;
@@ -241,6 +248,7 @@ impl Session {
         if session.output.flush().await.is_err() {
             return;
         }
+        session.list_idle(std::time::Instant::now());
         session.command_loop().await;
         if session.xa.is_some() {
             // The client left inside a distributed transaction: its unprepared branches end
@@ -294,6 +302,7 @@ impl Session {
             // Set by `query` and `stmt_execute` once they know what the statement is.
             self.class = StatementClass::Other;
             let started = std::time::Instant::now();
+            self.listed.started(command, started);
             let result = match command {
                 0x01 => return, // COM_QUIT
                 0x03 => self.query(&payload, seq).await,
@@ -315,9 +324,9 @@ impl Session {
                 0x1c => self.stmt_fetch(&payload, seq).await,
                 other => Err(RouterError::UnknownCommand(other).into()),
             };
-            self.ctx
-                .metrics
-                .record_command(self.class, started.elapsed());
+            let elapsed = started.elapsed();
+            self.ctx.metrics.record_command(self.class, elapsed);
+            self.list_idle(started + elapsed);
             match result {
                 Ok(()) => {}
                 Err(Failure::ClientGone) => return,
@@ -330,6 +339,18 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Shows the session as waiting for its next command since `at`, in its current state.
+    fn list_idle(&mut self, at: std::time::Instant) {
+        let pinned = self.pinned.as_ref();
+        let in_txn = pinned.is_some_and(|c| c.in_transaction()) || self.xa.is_some();
+        self.listed.idle(
+            at,
+            in_txn,
+            self.state.db.as_deref(),
+            pinned.map(|c| &c.addr),
+        );
     }
 
     async fn reply_error(&mut self, seq: u8, e: RouterError) -> Result<(), Failure> {
@@ -1510,6 +1531,7 @@ impl Session {
             };
             return Err(Failure::Reply(e, Some(seq)));
         };
+        self.listed.set_user(user.name.clone());
         self.user = user;
         self.reset_state(req.collation.unwrap_or(state::BACKEND_COLLATION), None);
         if let Some(db) = req.database {
