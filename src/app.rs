@@ -145,6 +145,8 @@ impl App {
         )));
         tasks.push(tokio::spawn(orchestrator.clone().run(stopped())));
         tasks.push(tokio::spawn(xa_recovery(router.clone(), stopped())));
+        let integrations = crate::integrations::Integrations::new(config.integrations.clone());
+        tasks.push(tokio::spawn(integrations.clone().run(topology.clone(), stopped())));
         let api = admin::routes(AdminState {
             topology: topology.clone(),
             router: router.clone(),
@@ -156,6 +158,7 @@ impl App {
             )),
             config: Arc::new(serde_json::to_value(&config).unwrap_or_default()),
             shard_maps: Arc::new(ShardMapState::new(version, store, cluster_names)),
+            integrations,
         });
         let admin_stop = stopped();
         tasks.push(tokio::spawn(async move {

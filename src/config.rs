@@ -29,6 +29,10 @@ pub struct Config {
     /// map (the last one applied through the API) wins over `keyspaces`.
     #[serde(default)]
     pub shard_map_dir: Option<std::path::PathBuf>,
+    /// Routing layers and service discovery kept in step with the topology (HAProxy, Consul,
+    /// webhooks, ProxySQL, MaxScale, scripts); all off by default.
+    #[serde(default)]
+    pub integrations: crate::integrations::IntegrationsConfig,
 }
 
 /// The admin HTTP API.
@@ -203,6 +207,12 @@ impl Config {
             }
             problems.extend(u.validate(&cluster_names));
         }
+        let nodes: Vec<&str> = self
+            .clusters
+            .iter()
+            .flat_map(|c| c.nodes.iter().map(String::as_str))
+            .collect();
+        problems.extend(self.integrations.validate(&cluster_names, &nodes));
         if self.orchestrator.tick_ms == 0 {
             problems.push("orchestrator.tick_ms must be at least 1".into());
         }

@@ -8,6 +8,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod integrations;
 pub mod metrics;
 pub mod sandbox;
 
