@@ -47,6 +47,11 @@ async fn write_through(port: u16, value: i64) -> Option<i64> {
     Some(served)
 }
 
+/// The admin-state bits of a server in maintenance (forced from the CLI, or inherited);
+/// `disabled` in the configuration adds 0x04, which stays set, as a mark of origin, once the
+/// server is made ready.
+const MAINT: u32 = 0x01 | 0x02;
+
 /// `show servers state BACKEND` as `(server name, operational state, admin state)`.
 async fn servers_state(socket: &str, backend: &str) -> Vec<(String, u32, u32)> {
     let out = runtime_command(
@@ -187,7 +192,7 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
         "show servers state c1_write",
         || async {
             let s = servers_state(&socket, "c1_write").await;
-            let ready = |name: &str| s.iter().any(|(n, _, admin)| n == name && *admin == 0);
+            let ready = |name: &str| s.iter().any(|(n, _, admin)| n == name && admin & MAINT == 0);
             (ready(&new_leader) && !ready(&old_leader)).then_some(s)
         },
     )
@@ -198,7 +203,7 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
         "the old leader serves reads through HAProxy",
         || async {
             let s = servers_state(&socket, "c1_read").await;
-            let ready = |name: &str| s.iter().any(|(n, _, admin)| n == name && *admin == 0);
+            let ready = |name: &str| s.iter().any(|(n, _, admin)| n == name && admin & MAINT == 0);
             (ready(&old_leader) && !ready(&new_leader)).then_some(())
         },
     )
@@ -223,6 +228,7 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
 struct Call {
     method: String,
     path: String,
+    status: u16,
     headers: axum::http::HeaderMap,
     body: Vec<u8>,
 }
@@ -269,6 +275,7 @@ async fn record(State(fake): State<Fake>, req: Request) -> (StatusCode, &'static
     fake.calls.lock().unwrap().push(Call {
         method: parts.method.to_string(),
         path,
+        status: if failing { 500 } else { 200 },
         headers: parts.headers,
         body: body.to_vec(),
     });
@@ -354,7 +361,7 @@ async fn fake_proxysql_admin(listener: TcpListener, log: AdminLog) {
                 .push(String::from_utf8_lossy(&user).into_owned());
             write_packet(&mut s, seq + 1, OK).await;
             while let Some((_, p)) = read_packet(&mut s).await {
-                match p.first() {
+                match <[u8]>::first(&p) {
                     Some(0x01) => return,
                     Some(0x03) => log
                         .statements
@@ -457,7 +464,7 @@ async fn directories_and_proxies_follow_a_switchover() {
             let last = fake
                 .calls("/consul/")
                 .into_iter()
-                .rfind(|c| c.path == "/consul/v1/catalog/register")?;
+                .rfind(|c| c.path == "/consul/v1/catalog/register" && c.status == 200)?;
             let body = last.json();
             let service = &body["Service"];
             (format!(
@@ -482,7 +489,9 @@ async fn directories_and_proxies_follow_a_switchover() {
     assert_eq!(body["NodeMeta"]["external-node"], "true");
     let consul = fake.calls("/consul/");
     assert!(
-        consul.len() >= 4 && consul[..4].iter().all(|c| c.path == "/consul/v1/catalog/register"),
+        consul.len() >= 4
+            && consul[..4].iter().all(|c| c.path == "/consul/v1/catalog/register")
+            && consul[..4].iter().map(|c| c.status).collect::<Vec<_>>() == [500, 500, 500, 200],
         "three 500s, then the registration that succeeded: {consul:?}"
     );
 

@@ -345,11 +345,11 @@ mod tests {
         let cfg = generate(&config(), &topology());
         assert!(cfg.contains("stats socket /run/haproxy/admin.sock mode 600 level admin"));
         assert!(cfg.contains("frontend fe_c1_write\n    bind 127.0.0.1:3306\n    default_backend c1_write"));
-        let write = cfg.split("backend c1_write\n").nth(1).expect("write backend");
+        let write = cfg.split("\nbackend c1_write\n").nth(1).expect("write backend");
         let write = write.split("\n\n").next().unwrap_or_default();
         assert!(write.contains("server s_127.0.0.1_3310 127.0.0.1:3310 check inter 1s rise 1 fall 2 on-marked-down shutdown-sessions\n"), "{write}");
         assert!(write.contains("server s_127.0.0.1_3311 127.0.0.1:3311 check inter 1s rise 1 fall 2 on-marked-down shutdown-sessions disabled"), "{write}");
-        let read = cfg.split("backend c1_read\n").nth(1).expect("read backend");
+        let read = cfg.split("\nbackend c1_read\n").nth(1).expect("read backend");
         assert!(read.contains("server s_127.0.0.1_3310 127.0.0.1:3310 check inter 1s rise 1 fall 2 disabled"));
         assert!(read.contains("server s_127.0.0.1_3311 127.0.0.1:3311 check inter 1s rise 1 fall 2\n"));
     }
