@@ -146,7 +146,9 @@ impl App {
         tasks.push(tokio::spawn(orchestrator.clone().run(stopped())));
         tasks.push(tokio::spawn(xa_recovery(router.clone(), stopped())));
         let integrations = crate::integrations::Integrations::new(config.integrations.clone());
-        tasks.push(tokio::spawn(integrations.clone().run(topology.clone(), stopped())));
+        tasks.push(tokio::spawn(
+            integrations.clone().run(topology.clone(), stopped()),
+        ));
         let api = admin::routes(AdminState {
             topology: topology.clone(),
             router: router.clone(),

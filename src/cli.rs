@@ -293,23 +293,3 @@ mod tests {
         assert!(t.contains("NO"), "{t}");
     }
 }
-
-/// `switchyard haproxy-config --config FILE`: the generated haproxy.cfg for the clusters of
-/// the file, with the leaders it names (none enabled for a cluster without one: switchyard
-/// enables the leader through the runtime API once it knows it).
-pub fn haproxy_config(config: &crate::Config) -> anyhow::Result<String> {
-    let Some(h) = &config.integrations.haproxy else {
-        bail!("the configuration has no [integrations.haproxy] section");
-    };
-    let specs: Vec<orchestrator::monitor::ClusterSpec> = config
-        .clusters
-        .iter()
-        .map(|c| orchestrator::monitor::ClusterSpec {
-            name: c.name.clone(),
-            nodes: c.nodes.clone(),
-            leader: c.leader.clone(),
-        })
-        .collect();
-    let topology = orchestrator::monitor::initial_topology(&specs);
-    Ok(crate::integrations::haproxy::generate(h, &topology))
-}

@@ -341,7 +341,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::HaproxyConfig { config } => {
-            print!("{}", cli::haproxy_config(&Config::load(&config)?)?);
+            let config = Config::load(&config)?;
+            let text = switchyard::integrations::haproxy::config_for_file(&config)
+                .map_err(anyhow::Error::msg)?;
+            print!("{text}");
             Ok(())
         }
         Command::Serve {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use common::{eventually, opts_for, TestEnv};
+use common::{eventually, opts_for, run_program, TestEnv};
 use mysql_async::prelude::*;
 use switchyard::integrations::haproxy::runtime_command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -141,12 +141,16 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
             .spawn()
             .expect("haproxy starts"),
     );
-    eventually(Duration::from_secs(10), "the runtime API answers", || async {
-        runtime_command(&socket, "show info", Duration::from_secs(1))
-            .await
-            .ok()
-            .filter(|s| s.contains("Name: HAProxy"))
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the runtime API answers",
+        || async {
+            runtime_command(&socket, "show info", Duration::from_secs(1))
+                .await
+                .ok()
+                .filter(|s| s.contains("Name: HAProxy"))
+        },
+    )
     .await;
 
     let served = eventually(
@@ -155,7 +159,11 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
         || async { write_through(write_port, 1).await },
     )
     .await;
-    assert_eq!(served, i64::from(leader), "HAProxy sent the write elsewhere");
+    assert_eq!(
+        served,
+        i64::from(leader),
+        "HAProxy sent the write elsewhere"
+    );
     let r = http
         .post(env.admin_url("/api/v1/clusters/c1/switchover"))
         .bearer_auth("test-token")
@@ -192,7 +200,10 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
         "show servers state c1_write",
         || async {
             let s = servers_state(&socket, "c1_write").await;
-            let ready = |name: &str| s.iter().any(|(n, _, admin)| n == name && admin & MAINT == 0);
+            let ready = |name: &str| {
+                s.iter()
+                    .any(|(n, _, admin)| n == name && admin & MAINT == 0)
+            };
             (ready(&new_leader) && !ready(&old_leader)).then_some(s)
         },
     )
@@ -203,7 +214,10 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
         "the old leader serves reads through HAProxy",
         || async {
             let s = servers_state(&socket, "c1_read").await;
-            let ready = |name: &str| s.iter().any(|(n, _, admin)| n == name && admin & MAINT == 0);
+            let ready = |name: &str| {
+                s.iter()
+                    .any(|(n, _, admin)| n == name && admin & MAINT == 0)
+            };
             (ready(&old_leader) && !ready(&new_leader)).then_some(())
         },
     )
@@ -217,10 +231,77 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("switchyard_integration_pushes_total{integration=\"haproxy\",result=\"ok\"}"),
+        metrics
+            .contains("switchyard_integration_pushes_total{integration=\"haproxy\",result=\"ok\"}"),
         "{metrics}"
     );
     env.stop().await;
+}
+
+#[test]
+fn haproxy_config_command_prints_a_valid_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("serve.toml");
+    let mut text = std::fs::read_to_string("config/serve.toml").unwrap();
+    text.push_str(
+        "\n[integrations.haproxy]\nruntime_api = \"127.0.0.1:9999\"\n\
+         frontends = [{ cluster = \"c1\", write = \"127.0.0.1:13306\" }]\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    let (code, out, err) = run_program(
+        env!("CARGO_BIN_EXE_switchyard"),
+        &["haproxy-config", "--config", file.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("stats socket ipv4@127.0.0.1:9999 level admin"),
+        "{out}"
+    );
+    // c1 names its leader: only that server takes writes. c2 does not: none until
+    // switchyard knows it.
+    let write = |c: &str| {
+        out.split(&format!("\nbackend {c}_write\n"))
+            .nth(1)
+            .and_then(|b| b.split("\n\n").next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let c1 = write("c1");
+    assert_eq!(
+        c1.lines().filter(|l| !l.contains("disabled")).count(),
+        1,
+        "{c1}"
+    );
+    assert!(
+        c1.lines()
+            .any(|l| l.contains("127.0.0.1:3310 check") && !l.contains("disabled")),
+        "{c1}"
+    );
+    let c2 = write("c2");
+    assert_eq!(
+        c2.lines().filter(|l| l.contains("disabled")).count(),
+        3,
+        "{c2}"
+    );
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg, &out).unwrap();
+    let (code, o, e) = run_program(
+        "/usr/sbin/haproxy",
+        &["-c", "-f", cfg.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "haproxy rejects it: {o}{e}\n{out}");
+
+    // Without the section: a clear error.
+    std::fs::write(&file, std::fs::read_to_string("config/serve.toml").unwrap()).unwrap();
+    let (code, _, err) = run_program(
+        env!("CARGO_BIN_EXE_switchyard"),
+        &["haproxy-config", "--config", file.to_str().unwrap()],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no [integrations.haproxy] section"), "{err}");
 }
 
 /// One recorded HTTP call.
@@ -261,7 +342,9 @@ impl Fake {
 
 async fn record(State(fake): State<Fake>, req: Request) -> (StatusCode, &'static str) {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     let path = parts
         .uri
         .path_and_query()
@@ -480,17 +563,16 @@ async fn directories_and_proxies_follow_a_switchover() {
     })
     .await;
     assert_eq!(call.method, "PUT");
-    assert_eq!(
-        call.headers.get("x-consul-token").unwrap(),
-        "consul-secret"
-    );
+    assert_eq!(call.headers.get("x-consul-token").unwrap(), "consul-secret");
     assert_eq!(body["Service"]["Service"], "c1-leader");
     assert_eq!(body["Service"]["Tags"], serde_json::json!(["leader"]));
     assert_eq!(body["NodeMeta"]["external-node"], "true");
     let consul = fake.calls("/consul/");
     assert!(
         consul.len() >= 4
-            && consul[..4].iter().all(|c| c.path == "/consul/v1/catalog/register")
+            && consul[..4]
+                .iter()
+                .all(|c| c.path == "/consul/v1/catalog/register")
             && consul[..4].iter().map(|c| c.status).collect::<Vec<_>>() == [500, 500, 500, 200],
         "three 500s, then the registration that succeeded: {consul:?}"
     );
@@ -557,17 +639,17 @@ async fn directories_and_proxies_follow_a_switchover() {
                 .map(|c| (c.method, c.path))
                 .collect();
             let set_new = format!("/maxscale/v1/servers/{new_server}/set?state=master");
-            calls
-                .iter()
-                .any(|(_, p)| *p == set_new)
-                .then_some(calls)
+            calls.iter().any(|(_, p)| *p == set_new).then_some(calls)
         }
     })
     .await;
     let pos = |p: &str| maxscale.iter().rposition(|(_, x)| x == p).unwrap();
     assert!(
-        pos(&format!("/maxscale/v1/servers/{old_server}/clear?state=master"))
-            < pos(&format!("/maxscale/v1/servers/{new_server}/set?state=master")),
+        pos(&format!(
+            "/maxscale/v1/servers/{old_server}/clear?state=master"
+        )) < pos(&format!(
+            "/maxscale/v1/servers/{new_server}/set?state=master"
+        )),
         "{maxscale:?}"
     );
     assert!(maxscale.iter().all(|(m, _)| m == "PUT"));
@@ -603,7 +685,8 @@ async fn directories_and_proxies_follow_a_switchover() {
         "DELETE FROM mysql_servers WHERE hostgroup_id IN (10, 20)"
     );
     assert!(
-        statements[n - 3].starts_with("INSERT INTO mysql_servers (hostgroup_id, hostname, port) VALUES"),
+        statements[n - 3]
+            .starts_with("INSERT INTO mysql_servers (hostgroup_id, hostname, port) VALUES"),
         "{statements:?}"
     );
     assert!(
@@ -612,7 +695,12 @@ async fn directories_and_proxies_follow_a_switchover() {
     );
     assert_eq!(statements[n - 2], "LOAD MYSQL SERVERS TO RUNTIME");
     assert_eq!(statements[n - 1], "SAVE MYSQL SERVERS TO DISK");
-    assert!(admin_log.users.lock().unwrap().iter().all(|u| u == "radmin"));
+    assert!(admin_log
+        .users
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|u| u == "radmin"));
 
     // The script was told, with its documented arguments.
     let line = eventually(Duration::from_secs(20), "the script ran", || async {

@@ -135,6 +135,8 @@ impl Integration for Consul {
             .send()
             .await
             .map_err(|e| format!("{path}: {e}"))?;
-        super::http_ok(resp).await.map_err(|e| format!("{path}: {e}"))
+        super::http_ok(resp)
+            .await
+            .map_err(|e| format!("{path}: {e}"))
     }
 }

@@ -72,16 +72,11 @@ impl HaproxyConfig {
             }
         }
         if self.write_backend == self.read_backend {
-            problems.push(format!(
-                "{at}: write_backend and read_backend must differ"
-            ));
+            problems.push(format!("{at}: write_backend and read_backend must differ"));
         }
         for f in &self.frontends {
             if !clusters.contains(&f.cluster.as_str()) {
-                problems.push(format!(
-                    "{at}.frontends: unknown cluster `{}`",
-                    f.cluster
-                ));
+                problems.push(format!("{at}.frontends: unknown cluster `{}`", f.cluster));
             }
             for a in f.write.iter().chain(&f.read) {
                 if super::split_addr(a).is_none() {
@@ -198,6 +193,26 @@ pub fn generate(config: &HaproxyConfig, topology: &Topology) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `switchyard haproxy-config --config FILE`: the generated haproxy.cfg for the clusters of
+/// the file, with the leaders it names (none enabled for a cluster without one: switchyard
+/// enables the leader through the runtime API once it knows it).
+pub fn config_for_file(config: &crate::Config) -> Result<String, String> {
+    let Some(h) = &config.integrations.haproxy else {
+        return Err("the configuration has no [integrations.haproxy] section".into());
+    };
+    let specs: Vec<orchestrator::monitor::ClusterSpec> = config
+        .clusters
+        .iter()
+        .map(|c| orchestrator::monitor::ClusterSpec {
+            name: c.name.clone(),
+            nodes: c.nodes.clone(),
+            leader: c.leader.clone(),
+        })
+        .collect();
+    let topology = orchestrator::monitor::initial_topology(&specs);
+    Ok(generate(h, &topology))
 }
 
 /// Whether `addr` takes writes: the leader, unless a leader change is under way.
@@ -344,14 +359,26 @@ mod tests {
     fn generated_config_enables_only_the_leader_for_writes() {
         let cfg = generate(&config(), &topology());
         assert!(cfg.contains("stats socket /run/haproxy/admin.sock mode 600 level admin"));
-        assert!(cfg.contains("frontend fe_c1_write\n    bind 127.0.0.1:3306\n    default_backend c1_write"));
-        let write = cfg.split("\nbackend c1_write\n").nth(1).expect("write backend");
+        assert!(cfg.contains(
+            "frontend fe_c1_write\n    bind 127.0.0.1:3306\n    default_backend c1_write"
+        ));
+        let write = cfg
+            .split("\nbackend c1_write\n")
+            .nth(1)
+            .expect("write backend");
         let write = write.split("\n\n").next().unwrap_or_default();
         assert!(write.contains("server s_127.0.0.1_3310 127.0.0.1:3310 check inter 1s rise 1 fall 2 on-marked-down shutdown-sessions\n"), "{write}");
         assert!(write.contains("server s_127.0.0.1_3311 127.0.0.1:3311 check inter 1s rise 1 fall 2 on-marked-down shutdown-sessions disabled"), "{write}");
-        let read = cfg.split("\nbackend c1_read\n").nth(1).expect("read backend");
-        assert!(read.contains("server s_127.0.0.1_3310 127.0.0.1:3310 check inter 1s rise 1 fall 2 disabled"));
-        assert!(read.contains("server s_127.0.0.1_3311 127.0.0.1:3311 check inter 1s rise 1 fall 2\n"));
+        let read = cfg
+            .split("\nbackend c1_read\n")
+            .nth(1)
+            .expect("read backend");
+        assert!(read.contains(
+            "server s_127.0.0.1_3310 127.0.0.1:3310 check inter 1s rise 1 fall 2 disabled"
+        ));
+        assert!(
+            read.contains("server s_127.0.0.1_3311 127.0.0.1:3311 check inter 1s rise 1 fall 2\n")
+        );
     }
 
     #[test]

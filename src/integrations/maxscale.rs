@@ -44,7 +44,9 @@ impl MaxscaleConfig {
             }
         }
         if self.servers.is_empty() {
-            problems.push(format!("{at}.servers: map at least one node to a server name"));
+            problems.push(format!(
+                "{at}.servers: map at least one node to a server name"
+            ));
         }
         self.retry.validate(at, problems);
     }

@@ -399,9 +399,9 @@ async fn follow<I: Integration>(
                 pushed.insert(view.cluster.clone(), view);
             }
         }
-        match tokio::time::timeout(resync, changes.changed()).await {
-            Ok(Err(_)) => return,
-            Ok(Ok(())) | Err(_) => {}
+        // A change, or the resync tick; the topology gone means shutting down.
+        if let Ok(Err(_)) = tokio::time::timeout(resync, changes.changed()).await {
+            return;
         }
     }
 }
@@ -519,7 +519,10 @@ mod tests {
         leader.state = NodeState::Up;
         let c = ClusterStatus::new("c1", Some("h:1".into()), vec![leader, replica]);
         let v = ClusterView::of(&c);
-        assert_eq!(v.readable().map(|n| n.addr.as_str()).collect::<Vec<_>>(), ["h:2"]);
+        assert_eq!(
+            v.readable().map(|n| n.addr.as_str()).collect::<Vec<_>>(),
+            ["h:2"]
+        );
         let mut later = c.clone();
         later.nodes[1].lag_seconds = Some(3);
         later.nodes[1].gtid_current_pos = "0-1-9".into();

@@ -31,7 +31,11 @@ impl WebhookConfig {
         if !super::is_http_url(&self.url) {
             problems.push(format!("{at}.url `{}` is not an http(s) URL", self.url));
         }
-        if self.hmac_secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+        if self
+            .hmac_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().is_empty())
+        {
             problems.push(format!("{at}.hmac_secret must not be empty"));
         }
         self.retry.validate(at, problems);
