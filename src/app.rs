@@ -145,7 +145,10 @@ impl App {
         )));
         tasks.push(tokio::spawn(orchestrator.clone().run(stopped())));
         tasks.push(tokio::spawn(xa_recovery(router.clone(), stopped())));
-        let integrations = crate::integrations::Integrations::new(config.integrations.clone());
+        let integrations = crate::integrations::Integrations::with_orchestrator(
+            config.integrations.clone(),
+            &orchestrator,
+        );
         tasks.push(tokio::spawn(
             integrations.clone().run(topology.clone(), stopped()),
         ));

@@ -510,6 +510,9 @@ async fn directories_and_proxies_follow_a_switchover() {
             url = "{url}/hook"
             bearer_token = "hook-token"
             hmac_secret = "hook-key"
+            [[webhooks]]
+            url = "http://127.0.0.1:{closed}/nobody-listens"
+            retry = {{ attempts = 2, backoff_ms = 10, timeout_ms = 500 }}
             [proxysql]
             admin = "{admin_addr}"
             user = "radmin"
@@ -523,6 +526,7 @@ async fn directories_and_proxies_follow_a_switchover() {
             [[scripts]]
             path = "{script}"
             "#,
+            closed = free_port(),
             n0 = nodes[0],
             n1 = nodes[1],
             script = script.display(),
@@ -726,6 +730,36 @@ async fn directories_and_proxies_follow_a_switchover() {
             "switchyard_integration_pushes_total{integration=\"consul\",result=\"retried\"} 3"
         ),
         "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "switchyard_integration_pushes_total{integration=\"webhook\",result=\"failed\"}"
+        ),
+        "{metrics}"
+    );
+    // A push that failed every attempt is a cluster event (once, not at every retry).
+    let events: serde_json::Value = reqwest::Client::new()
+        .get(env.admin_url("/api/v1/clusters/c1/events"))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failed: Vec<&serde_json::Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "integration.failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{events}");
+    assert!(
+        failed[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("webhook: "),
+        "{events}"
     );
     for name in ["consul", "webhook", "proxysql", "maxscale", "script"] {
         assert!(

@@ -12,7 +12,7 @@ pub mod proxysql;
 pub mod script;
 pub mod webhook;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -284,11 +284,24 @@ impl IntegrationMetrics {
     }
 }
 
+/// Where a push that failed every attempt, and the first success after it, are recorded as
+/// cluster events (`integration.failed`, `integration.recovered`): the orchestrator's event
+/// ring, shown by the events API and the dashboard.
+pub type EventSink = Arc<dyn Fn(&str, &str, String) + Send + Sync>;
+
 /// The configured integrations and their counters.
-#[derive(Debug)]
 pub struct Integrations {
     pub config: IntegrationsConfig,
     pub metrics: Arc<IntegrationMetrics>,
+    events: Option<EventSink>,
+}
+
+impl std::fmt::Debug for Integrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integrations")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Integrations {
@@ -296,6 +309,25 @@ impl Integrations {
         Arc::new(Integrations {
             config,
             metrics: Arc::default(),
+            events: None,
+        })
+    }
+
+    /// Like `new`, recording failures and recoveries as the orchestrator's cluster events.
+    pub fn with_orchestrator(
+        config: IntegrationsConfig,
+        orchestrator: &Arc<orchestrator::Orchestrator>,
+    ) -> Arc<Integrations> {
+        let o = Arc::downgrade(orchestrator);
+        let sink: EventSink = Arc::new(move |cluster: &str, kind: &str, message: String| {
+            if let Some(o) = o.upgrade() {
+                o.record_event(cluster, kind, message);
+            }
+        });
+        Arc::new(Integrations {
+            config,
+            metrics: Arc::default(),
+            events: Some(sink),
         })
     }
 
@@ -304,7 +336,10 @@ impl Integrations {
         let c = &self.config;
         let resync = Duration::from_millis(c.resync_ms);
         let mut tasks = tokio::task::JoinSet::new();
-        let m = &self.metrics;
+        let m = &Reporting {
+            metrics: self.metrics.clone(),
+            events: self.events.clone(),
+        };
         if let Some(h) = &c.haproxy {
             tasks.spawn(follow(
                 haproxy::Haproxy::new(h.clone()),
@@ -366,11 +401,14 @@ impl Integrations {
 async fn follow<I: Integration>(
     integration: I,
     topology: TopologyHandle,
-    metrics: Arc<IntegrationMetrics>,
+    report: Reporting,
     resync: Duration,
 ) {
     let mut changes = topology.subscribe();
     let mut pushed: HashMap<String, ClusterView> = HashMap::new();
+    // Clusters whose last push failed: only the first failure and the recovery become
+    // events, so an integration down for a long time does not flood the event ring.
+    let mut failing: HashSet<String> = HashSet::new();
     loop {
         let snapshot = topology.load();
         for c in snapshot.clusters.values() {
@@ -395,8 +433,27 @@ async fn follow<I: Integration>(
                 view: &view,
                 previous_leader: last.and_then(|l| l.leader.as_deref()),
             };
-            if push_with_retry(&integration, change, &metrics).await {
-                pushed.insert(view.cluster.clone(), view);
+            let name = integration.name();
+            match push_with_retry(&integration, change, &report.metrics).await {
+                Ok(()) => {
+                    if failing.remove(&view.cluster) {
+                        report.event(
+                            &view.cluster,
+                            "integration.recovered",
+                            format!("{name}: up to date again (epoch {})", view.epoch),
+                        );
+                    }
+                    pushed.insert(view.cluster.clone(), view);
+                }
+                Err(why) => {
+                    if failing.insert(view.cluster.clone()) {
+                        report.event(
+                            &view.cluster,
+                            "integration.failed",
+                            format!("{name}: {why}"),
+                        );
+                    }
+                }
             }
         }
         // A change, or the resync tick; the topology gone means shutting down.
@@ -406,12 +463,27 @@ async fn follow<I: Integration>(
     }
 }
 
-/// Pushes with the integration's retry policy; whether it succeeded.
+/// Counters and events, shared by every integration's task.
+#[derive(Clone)]
+struct Reporting {
+    metrics: Arc<IntegrationMetrics>,
+    events: Option<EventSink>,
+}
+
+impl Reporting {
+    fn event(&self, cluster: &str, kind: &str, message: String) {
+        if let Some(sink) = &self.events {
+            sink(cluster, kind, message);
+        }
+    }
+}
+
+/// Pushes with the integration's retry policy; `Err` carries the last attempt's error.
 async fn push_with_retry<I: Integration>(
     integration: &I,
     change: Change<'_>,
     metrics: &IntegrationMetrics,
-) -> bool {
+) -> Result<(), String> {
     let policy = integration.retry();
     let name = integration.name();
     let mut backoff = Duration::from_millis(policy.backoff_ms);
@@ -438,7 +510,7 @@ async fn push_with_retry<I: Integration>(
                     event = change.event,
                     "integration updated"
                 );
-                return true;
+                return Ok(());
             }
             Err(why) if attempt < policy.attempts => {
                 metrics.count(name, "retried");
@@ -461,10 +533,11 @@ async fn push_with_retry<I: Integration>(
                     error = %why,
                     "integration push gave up; tried again at the next change or resync"
                 );
+                return Err(why);
             }
         }
     }
-    false
+    Err("no attempt made".into())
 }
 
 /// Splits `host:port` (the host may be a bracketed IPv6 address).
