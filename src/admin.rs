@@ -585,13 +585,22 @@ async fn get_config(State(state): State<AdminState>) -> Response {
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
-async fn haproxy_config(State(state): State<AdminState>) -> Response {
+async fn haproxy_config(
+    State(state): State<AdminState>,
+    who: Option<Extension<Principal>>,
+) -> Response {
     match &state.integrations.config.haproxy {
-        Some(h) => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            crate::integrations::haproxy::generate(h, &state.topology.load()),
-        )
-            .into_response(),
+        Some(h) => {
+            // A user scoped to some clusters gets the configuration of those only.
+            let mut t = state.topology.load().as_ref().clone();
+            t.clusters
+                .retain(|name, _| who.as_ref().is_none_or(|Extension(p)| p.sees(name)));
+            (
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                crate::integrations::haproxy::generate(h, &t),
+            )
+                .into_response()
+        }
         None => error(
             StatusCode::NOT_FOUND,
             "no [integrations.haproxy] section in the configuration",

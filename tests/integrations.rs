@@ -647,13 +647,19 @@ async fn directories_and_proxies_follow_a_switchover() {
         }
     })
     .await;
-    let pos = |p: &str| maxscale.iter().rposition(|(_, x)| x == p).unwrap();
+    // Up to the first call making the new leader master: the old leader was master (at
+    // start) and lost it since.
+    let path =
+        |server: &str, verb: &str| format!("/maxscale/v1/servers/{server}/{verb}?state=master");
+    let promoted = maxscale
+        .iter()
+        .position(|(_, p)| *p == path(new_server, "set"))
+        .unwrap();
+    let before = &maxscale[..promoted];
+    let last = |p: String| before.iter().rposition(|(_, x)| *x == p);
     assert!(
-        pos(&format!(
-            "/maxscale/v1/servers/{old_server}/clear?state=master"
-        )) < pos(&format!(
-            "/maxscale/v1/servers/{new_server}/set?state=master"
-        )),
+        last(path(old_server, "set")).is_some()
+            && last(path(old_server, "clear")) > last(path(old_server, "set")),
         "{maxscale:?}"
     );
     assert!(maxscale.iter().all(|(m, _)| m == "PUT"));
@@ -674,11 +680,14 @@ async fn directories_and_proxies_follow_a_switchover() {
         let want = format!("(10, '{new_host}', {new_port})");
         async move {
             let s = log.statements.lock().unwrap().clone();
-            s.iter()
-                .rev()
-                .find(|s| s.starts_with("INSERT"))
-                .is_some_and(|s| s.contains(&want))
-                .then_some(s)
+            // A whole rewrite seen (not one still being sent).
+            let done = s.last().is_some_and(|l| l == "SAVE MYSQL SERVERS TO DISK");
+            (done
+                && s.iter()
+                    .rev()
+                    .find(|s| s.starts_with("INSERT"))
+                    .is_some_and(|s| s.contains(&want)))
+            .then_some(s)
         }
     })
     .await;
