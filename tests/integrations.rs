@@ -222,6 +222,27 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
         },
     )
     .await;
+    // State HAProxy loses (a restart, an operator's command) is put back by the periodic
+    // reassertion, without a topology change.
+    let answer = runtime_command(
+        &socket,
+        &format!("set server c1_write/{new_leader} state maint"),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.trim(), "", "{answer}");
+    eventually(
+        Duration::from_secs(15),
+        "the new leader enabled again",
+        || async {
+            let s = servers_state(&socket, "c1_write").await;
+            s.iter()
+                .any(|(n, _, admin)| *n == new_leader && admin & MAINT == 0)
+                .then_some(())
+        },
+    )
+    .await;
     let metrics = http
         .get(env.admin_url("/metrics"))
         .send()

@@ -308,6 +308,10 @@ impl Integration for Haproxy {
         true
     }
 
+    fn reasserts(&self) -> bool {
+        true
+    }
+
     fn retry(&self) -> &RetryPolicy {
         &self.config.retry
     }

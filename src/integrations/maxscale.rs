@@ -99,6 +99,10 @@ impl Integration for Maxscale {
         "maxscale"
     }
 
+    fn reasserts(&self) -> bool {
+        true
+    }
+
     fn retry(&self) -> &RetryPolicy {
         &self.config.retry
     }

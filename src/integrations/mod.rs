@@ -234,7 +234,8 @@ impl ClusterView {
 /// One push: the cluster's state now, and what changed since the last successful push.
 #[derive(Debug, Clone, Copy)]
 pub struct Change<'a> {
-    /// `startup` (first push of this cluster), `leader_change` or `topology_change`.
+    /// `startup` (first push of this cluster), `leader_change`, `topology_change`, or
+    /// `resync` (the same state again, for integrations that reassert it).
     pub event: &'static str,
     pub view: &'a ClusterView,
     /// The leader of the last successful push.
@@ -249,6 +250,12 @@ pub(crate) trait Integration: Send + Sync + 'static {
     /// stops sending writes while a leader change is under way; directories only care about
     /// who the leader is).
     fn follows_phase(&self) -> bool {
+        false
+    }
+    /// Whether the unchanged state is pushed again every `resync_ms`: for layers whose state
+    /// is lost when they restart (HAProxy's runtime server states, MaxScale's server states),
+    /// so that a restarted one is brought back in step without waiting for a change.
+    fn reasserts(&self) -> bool {
         false
     }
     fn retry(&self) -> &RetryPolicy;
@@ -397,7 +404,8 @@ impl Integrations {
 }
 
 /// One integration's loop: on every topology change (and every `resync`), each cluster whose
-/// view differs from the last one pushed successfully is pushed whole.
+/// view differs from the last one pushed successfully is pushed whole (and, for integrations
+/// that reassert, also an unchanged one last pushed `resync` ago or more).
 async fn follow<I: Integration>(
     integration: I,
     topology: TopologyHandle,
@@ -405,7 +413,7 @@ async fn follow<I: Integration>(
     resync: Duration,
 ) {
     let mut changes = topology.subscribe();
-    let mut pushed: HashMap<String, ClusterView> = HashMap::new();
+    let mut pushed: HashMap<String, (ClusterView, tokio::time::Instant)> = HashMap::new();
     // Clusters whose last push failed: only the first failure and the recovery become
     // events, so an integration down for a long time does not flood the event ring.
     let mut failing: HashSet<String> = HashSet::new();
@@ -416,8 +424,12 @@ async fn follow<I: Integration>(
             if !integration.follows_phase() {
                 view.held = false;
             }
-            let last = pushed.get(&view.cluster);
-            if last == Some(&view) {
+            let (last, pushed_at) = match pushed.get(&view.cluster) {
+                Some((v, at)) => (Some(v), Some(*at)),
+                None => (None, None),
+            };
+            let due = integration.reasserts() && pushed_at.is_some_and(|t| t.elapsed() >= resync);
+            if last == Some(&view) && !due {
                 continue;
             }
             // Nothing to say about a cluster whose leader was never known.
@@ -428,6 +440,7 @@ async fn follow<I: Integration>(
                 event: match last {
                     None => "startup",
                     Some(l) if l.leader != view.leader => "leader_change",
+                    Some(l) if *l == view => "resync",
                     Some(_) => "topology_change",
                 },
                 view: &view,
@@ -443,7 +456,7 @@ async fn follow<I: Integration>(
                             format!("{name}: up to date again (epoch {})", view.epoch),
                         );
                     }
-                    pushed.insert(view.cluster.clone(), view);
+                    pushed.insert(view.cluster.clone(), (view, tokio::time::Instant::now()));
                 }
                 Err(why) => {
                     if failing.insert(view.cluster.clone()) {
