@@ -646,6 +646,52 @@ mod tests {
     }
 
     #[test]
+    fn every_problem_is_reported() {
+        let text = r#"
+            resync_ms = 0
+            [consul]
+            url = "consul:8500"
+            [[webhooks]]
+            url = "ftp://x"
+            hmac_secret = ""
+            retry = { attempts = 0, backoff_ms = 500, max_backoff_ms = 100 }
+            [proxysql]
+            admin = "localhost"
+            user = "a"
+            password = "b"
+            hostgroups = [{ cluster = "c9", writer = 1, reader = 1 }]
+            [maxscale]
+            url = "http://127.0.0.1:8989"
+            user = "a"
+            password = "b"
+            servers = { "10.9.9.9:3306" = "server1" }
+        "#;
+        let c: IntegrationsConfig = toml::from_str(text).expect("parses");
+        let problems = c.validate(&["c1"], &["127.0.0.1:3310"]).join("\n");
+        for expected in [
+            "integrations.resync_ms must be at least 1",
+            "integrations.consul.url `consul:8500` is not an http(s) URL",
+            "integrations.webhooks[0].url `ftp://x`",
+            "integrations.webhooks[0].hmac_secret must not be empty",
+            "integrations.webhooks[0].retry.attempts must be at least 1",
+            "integrations.webhooks[0].retry.max_backoff_ms (100) is below backoff_ms (500)",
+            "integrations.proxysql.admin `localhost` is not host:port",
+            "integrations.proxysql.hostgroups: unknown cluster `c9`",
+            "integrations.proxysql.hostgroups.c9: writer and reader must differ",
+            "integrations.maxscale.servers: `10.9.9.9:3306` is not a node of any cluster",
+        ] {
+            assert!(
+                problems.contains(expected),
+                "missing {expected:?} in:\n{problems}"
+            );
+        }
+        // Unknown keys are refused.
+        assert!(
+            toml::from_str::<IntegrationsConfig>("[consul]\nurl = \"http://x\"\nacl = 1").is_err()
+        );
+    }
+
+    #[test]
     fn addresses_split() {
         assert_eq!(split_addr("127.0.0.1:3306"), Some(("127.0.0.1", 3306)));
         assert_eq!(split_addr("[::1]:3306"), Some(("::1", 3306)));
