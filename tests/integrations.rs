@@ -323,6 +323,15 @@ fn haproxy_config_command_prints_a_valid_configuration() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("no [integrations.haproxy] section"), "{err}");
+    let (_, help, _) = run_program(
+        env!("CARGO_BIN_EXE_switchyard"),
+        &["haproxy-config", "--help"],
+        None,
+    );
+    assert!(
+        help.contains("Example: switchyard haproxy-config"),
+        "{help}"
+    );
 }
 
 /// One recorded HTTP call.
