@@ -800,6 +800,26 @@ async fn directories_and_proxies_follow_a_switchover() {
             .starts_with("webhook: "),
         "{events}"
     );
+    // Tokens and passwords stay out of the running configuration the API shows.
+    let shown = reqwest::Client::new()
+        .get(env.admin_url("/api/v1/config"))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(shown.contains("\"integrations\""), "{shown}");
+    for secret in [
+        "consul-secret",
+        "hook-token",
+        "hook-key",
+        "radmin-pw",
+        "mariadb",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
     for name in ["consul", "webhook", "proxysql", "maxscale", "script"] {
         assert!(
             metrics.contains(&format!(
