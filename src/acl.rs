@@ -119,9 +119,15 @@ pub enum Denied {
 /// The users and the audit log.
 #[derive(Debug)]
 pub struct Acl {
+    /// Replaced whole by a configuration reload.
+    creds: arc_swap::ArcSwap<Credentials>,
+    audit: Mutex<AuditLog>,
+}
+
+#[derive(Debug)]
+struct Credentials {
     users: Vec<AdminUser>,
     legacy_token: Option<Secret>,
-    audit: Mutex<AuditLog>,
 }
 
 /// The rule table: which role an operation needs, and whether it is about one cluster (the
@@ -134,7 +140,11 @@ pub fn required_role(method: &Method, route: &str) -> Role {
         "/api/v1/clusters/{name}/nodes/{addr}/flags",
     ];
     const ADMIN_READS: &[&str] = &["/api/v1/audit", "/api/v1/config"];
-    if method == Method::GET || method == Method::HEAD {
+    // POSTs that change nothing.
+    const VIEWER_POSTS: &[&str] = &["/api/v1/shard-map/diff"];
+    if VIEWER_POSTS.contains(&route) {
+        Role::Viewer
+    } else if method == Method::GET || method == Method::HEAD {
         if ADMIN_READS.contains(&route) {
             Role::Admin
         } else {
@@ -155,8 +165,10 @@ impl Acl {
         audit: Option<PathBuf>,
     ) -> Self {
         Acl {
-            users,
-            legacy_token,
+            creds: arc_swap::ArcSwap::from_pointee(Credentials {
+                users,
+                legacy_token,
+            }),
             audit: Mutex::new(AuditLog {
                 path: audit,
                 recent: VecDeque::new(),
@@ -164,15 +176,30 @@ impl Acl {
         }
     }
 
+    /// Puts new users, admin token and audit log file in force for the next calls.
+    pub fn replace(
+        &self,
+        users: Vec<AdminUser>,
+        legacy_token: Option<Secret>,
+        audit: Option<PathBuf>,
+    ) {
+        self.creds.store(std::sync::Arc::new(Credentials {
+            users,
+            legacy_token,
+        }));
+        self.audit.lock().unwrap_or_else(|p| p.into_inner()).path = audit;
+    }
+
     /// Checks an `Authorization` header value.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, Denied> {
+        let creds = self.creds.load();
         let Some(header) = header else {
             return Err(Denied::Unauthenticated(
                 "missing credentials: send `Authorization: Bearer <token>` or HTTP Basic",
             ));
         };
         if let Some(token) = header.strip_prefix("Bearer ") {
-            if let Some(t) = &self.legacy_token {
+            if let Some(t) = &creds.legacy_token {
                 if constant_time_eq(token.as_bytes(), t.expose().as_bytes()) {
                     return Ok(Principal {
                         name: "admin-token".into(),
@@ -183,7 +210,7 @@ impl Acl {
             }
             // Compare with every token, so that the time taken does not tell which matched.
             let mut found = None;
-            for u in &self.users {
+            for u in &creds.users {
                 if let Some(t) = &u.token {
                     if constant_time_eq(token.as_bytes(), t.expose().as_bytes()) {
                         found = Some(u);
@@ -203,7 +230,7 @@ impl Acl {
             let (name, password) = decoded
                 .split_once(':')
                 .ok_or(Denied::Unauthenticated("malformed Basic credentials"))?;
-            let user = self.users.iter().find(|u| u.name == name);
+            let user = creds.users.iter().find(|u| u.name == name);
             let ok = user
                 .and_then(|u| u.password_hash.as_ref())
                 .and_then(|h| PasswordHash::new(h.expose()).ok())

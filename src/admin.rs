@@ -24,6 +24,8 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod history;
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AdminState {
@@ -32,8 +34,8 @@ pub struct AdminState {
     pub orchestrator: Arc<Orchestrator>,
     pub acl: Arc<Acl>,
     pub shard_maps: Arc<ShardMapState>,
-    /// The running configuration as JSON, secrets already shown as `***`.
-    pub config: Arc<serde_json::Value>,
+    /// The configuration in force, and its reload.
+    pub reloader: Arc<crate::reload::Reloader>,
     /// Routing-layer integrations: their settings (HAProxy's generated configuration) and
     /// push counters.
     pub integrations: Arc<crate::integrations::Integrations>,
@@ -107,8 +109,17 @@ fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenA
         .routes(routes!(set_flags))
         .routes(routes!(router_stats))
         .routes(routes!(get_shard_map, put_shard_map))
+        .routes(routes!(history::shard_map_versions))
+        .routes(routes!(history::shard_map_version))
+        .routes(routes!(
+            history::shard_map_diff_versions,
+            history::shard_map_diff_proposed
+        ))
+        .routes(routes!(history::topology_version))
         .routes(routes!(audit))
         .routes(routes!(get_config))
+        .routes(routes!(history::validate_config))
+        .routes(routes!(history::reload_config))
         .routes(routes!(haproxy_config));
     // The layer does not change the document, so `openapi()` can do without a state.
     if let Some(state) = state {
@@ -575,7 +586,7 @@ async fn audit(State(state): State<AdminState>) -> Response {
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 async fn get_config(State(state): State<AdminState>) -> Response {
-    Json(state.config.as_ref().clone()).into_response()
+    Json(state.reloader.shown().as_ref().clone()).into_response()
 }
 
 #[utoipa::path(get, path = "/api/v1/haproxy/config", tag = "router", security(("bearer" = [])),

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState, ShardMapState};
 use crate::config::Config;
+use crate::reload::Reloader;
 
 /// A running switchyard.
 #[derive(Debug)]
@@ -30,6 +31,8 @@ pub struct App {
     pub router: Arc<RouterContext>,
     pub orchestrator: Arc<Orchestrator>,
     pub admin_token: Secret,
+    /// Reloads the configuration (SIGHUP in `serve`, `POST /api/v1/config/reload`).
+    pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -152,16 +155,23 @@ impl App {
         tasks.push(tokio::spawn(
             integrations.clone().run(topology.clone(), stopped()),
         ));
+        let acl = Arc::new(crate::acl::Acl::new(
+            config.admin.users.clone(),
+            Some(token.clone()),
+            config.admin.audit_log.clone(),
+        ));
+        let reloader = Arc::new(Reloader::new(
+            config.clone(),
+            router.clone(),
+            acl.clone(),
+            orchestrator.clone(),
+        ));
         let api = admin::routes(AdminState {
             topology: topology.clone(),
             router: router.clone(),
             orchestrator: orchestrator.clone(),
-            acl: Arc::new(crate::acl::Acl::new(
-                config.admin.users.clone(),
-                Some(token.clone()),
-                config.admin.audit_log.clone(),
-            )),
-            config: Arc::new(serde_json::to_value(&config).unwrap_or_default()),
+            acl,
+            reloader: reloader.clone(),
             shard_maps: Arc::new(ShardMapState::new(version, store, cluster_names)),
             integrations,
         });
@@ -181,6 +191,7 @@ impl App {
             router,
             orchestrator,
             admin_token: token,
+            reloader,
             stop,
             tasks,
         })

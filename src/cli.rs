@@ -133,6 +133,28 @@ pub fn config_check(
     }
 }
 
+/// A reload's answer, one line per list.
+pub fn format_reload(report: &Value) -> String {
+    let list = |k: &str| -> String {
+        let items: Vec<&str> = report[k]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if items.is_empty() {
+            "-".into()
+        } else {
+            items.join(", ")
+        }
+    };
+    format!(
+        "reloaded (generation {})\n  in force now:     {}\n  needs a restart:  {}\n  users changed:    {}\n",
+        report["generation"],
+        list("applied"),
+        list("restart_required"),
+        list("users_changed"),
+    )
+}
+
 /// `switchyard switchover`: runs it, printing each step as the orchestrator logs it (the
 /// cluster's events are polled while the request runs), then the outcome.
 pub async fn switchover_with_progress(

@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+mod load;
+pub mod secrets;
+
 use orchestrator::OrchestratorSettings;
 use router::config::Secret;
 use router::RouterConfig;
@@ -33,6 +36,28 @@ pub struct Config {
     /// webhooks, ProxySQL, MaxScale, scripts); all off by default.
     #[serde(default)]
     pub integrations: crate::integrations::IntegrationsConfig,
+    /// A directory of more `*.toml` files merged into this one in name order (relative to
+    /// this file): lists such as `[[clusters]]` are appended, a setting given twice is an
+    /// error. One file per cluster is the usual layout.
+    #[serde(default)]
+    pub include_dir: Option<std::path::PathBuf>,
+    /// The key for values written `enc:...` (see `switchyard keygen` and `switchyard
+    /// encrypt`), relative to this file; `SWITCHYARD_KEY_FILE` when absent.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Where this configuration came from; not part of the file.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// Where a [`Config`] came from, for reloading it.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The file it was read from (reloads read it again).
+    pub path: Option<std::path::PathBuf>,
+    /// The admin token came from the command line or was generated, not from the file: a
+    /// reload keeps it.
+    pub admin_token_fixed: bool,
 }
 
 /// The admin HTTP API.
@@ -127,19 +152,24 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads, parses and validates a TOML file.
+    /// Reads a TOML file (with its `include_dir` files, `enc:` values decrypted), parses
+    /// and validates it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source: Box::new(source),
-        })?;
-        let problems = config.validate();
+        let mut config = load::parse(path)?;
+        config.origin.path = Some(path.to_path_buf());
+        config.validated()
+    }
+
+    /// Parses and validates `text` as if it were the file `path` (which anchors its
+    /// relative `include_dir` and `key_file`); nothing is read from `path` itself.
+    pub fn from_text(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        load::parse_str(text, path)?.validated()
+    }
+
+    fn validated(self) -> Result<Config, ConfigError> {
+        let problems = self.validate();
         if problems.is_empty() {
-            Ok(config)
+            Ok(self)
         } else {
             Err(ConfigError::Invalid(problems))
         }

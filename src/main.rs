@@ -119,6 +119,21 @@ enum Command {
     ///
     /// Example: printf %s 's3cret' | switchyard hash-password
     HashPassword,
+    /// Make a key file for encrypted configuration values (64 hex digits, mode 0600).
+    ///
+    /// Example: switchyard keygen --key-file /etc/switchyard/key
+    Keygen {
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Print the `enc:...` form of the secret read from stdin, to paste into the config
+    /// (with `key_file` set there).
+    ///
+    /// Example: printf %s 's3cret' | switchyard encrypt --key-file /etc/switchyard/key
+    Encrypt {
+        #[arg(long, env = "SWITCHYARD_KEY_FILE")]
+        key_file: PathBuf,
+    },
     /// Measure switchyard against direct connections and HAProxy with sysbench.
     ///
     /// Example: switchyard bench --quick
@@ -182,6 +197,14 @@ enum ConfigCommand {
     ///
     /// Example: switchyard config check config/serve.toml
     Check { file: PathBuf },
+    /// Make a running switchyard read its configuration file again (as SIGHUP does) and
+    /// print what is now in force and what needs a restart.
+    ///
+    /// Example: switchyard config reload --admin http://127.0.0.1:8080
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// How the operator commands reach the admin API.
@@ -320,6 +343,28 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Config(ConfigCommand::Reload { api }) => {
+            let report = api
+                .client()
+                .post("/api/v1/config/reload", serde_json::Value::Null)
+                .await?;
+            print!("{}", cli::format_reload(&report));
+            Ok(())
+        }
+        Command::Keygen { key_file } => {
+            switchyard::config::secrets::Key::generate(&key_file)?;
+            println!("key written to {}", key_file.display());
+            Ok(())
+        }
+        Command::Encrypt { key_file } => {
+            let key = switchyard::config::secrets::Key::read(&key_file)?;
+            let mut secret = String::new();
+            std::io::stdin().read_line(&mut secret)?;
+            let secret = secret.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!secret.is_empty(), "no secret on stdin");
+            println!("{}", key.encrypt(secret));
+            Ok(())
+        }
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin().read_line(&mut password)?;
@@ -354,18 +399,41 @@ async fn main() -> anyhow::Result<()> {
             let mut config = Config::load(&config)?;
             if let Some(t) = admin_token {
                 config.admin.token = Some(router::Secret::new(t));
+                config.origin.admin_token_fixed = true;
             }
             if config.admin.token.is_none() {
                 let t = generate_token();
                 println!("admin token: {t}");
                 config.admin.token = Some(router::Secret::new(t));
+                config.origin.admin_token_fixed = true;
             }
             let app = App::start(config).await?;
             println!("mysql: 127.0.0.1:{} (router)", app.router_addr.port());
             println!("admin: http://{}/api/v1/clusters", app.admin_addr);
+            let reload = tokio::spawn(reload_on_sighup(app.reloader.clone()));
             stop_signal().await;
+            reload.abort();
             app.shutdown().await;
             Ok(())
+        }
+    }
+}
+
+/// Reloads the configuration file on every SIGHUP; the outcome goes to the log.
+async fn reload_on_sighup(reloader: std::sync::Arc<switchyard::reload::Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("can't listen for SIGHUP; reload through the API instead");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match reloader.reload() {
+            Ok(r) => tracing::info!(
+                applied = ?r.applied,
+                restart_required = ?r.restart_required,
+                "configuration reloaded (SIGHUP)"
+            ),
+            Err(e) => tracing::error!(error = %e, "configuration not reloaded (SIGHUP)"),
         }
     }
 }

@@ -214,6 +214,31 @@ fn clusters(e: &mut Exposition, topology: &TopologyHandle, orchestrator: &Orches
         }
     }
     e.family(
+        "switchyard_node_gtid_lag_transactions",
+        "gauge",
+        "Transactions a replica is behind its leader, from their GTID positions (summed over \
+         the leader's replication domains; absent for a leader or when either position is \
+         unknown).",
+    );
+    for c in t.clusters.values() {
+        let Some(leader) = c.leader.as_deref().and_then(|l| c.node(l)) else {
+            continue;
+        };
+        let head = orchestrator::gtid::GtidPos::parse_lossy(&leader.gtid_binlog_pos);
+        if head.is_empty() {
+            continue;
+        }
+        for n in c.nodes.iter().filter(|n| n.addr != leader.addr) {
+            if let Some(behind) = gtid_lag(&head, &n.gtid_current_pos) {
+                e.sample(
+                    "switchyard_node_gtid_lag_transactions",
+                    &[("cluster", &c.name), ("node", &n.addr)],
+                    behind,
+                );
+            }
+        }
+    }
+    e.family(
         "switchyard_node_maintenance",
         "gauge",
         "1 when the node is flagged for maintenance.",
@@ -405,6 +430,20 @@ fn router_metrics(e: &mut Exposition, r: &RouterContext) {
     }
 }
 
+/// Transactions of `head` (the leader's binlog position) that `replica` (its current
+/// position) has not applied: per domain of the leader, the difference of sequence numbers.
+fn gtid_lag(head: &orchestrator::gtid::GtidPos, replica: &str) -> Option<u64> {
+    let replica = orchestrator::gtid::GtidPos::parse(replica).ok()?;
+    if replica.is_empty() {
+        return None;
+    }
+    Some(
+        head.domains()
+            .map(|d| head.seq(d).saturating_sub(replica.seq(d)))
+            .sum(),
+    )
+}
+
 /// The routing-layer integrations' push counters (appended to the exposition).
 pub fn render_integrations(m: &crate::integrations::IntegrationMetrics) -> String {
     let mut e = Exposition { out: String::new() };
@@ -427,6 +466,24 @@ pub fn render_integrations(m: &crate::integrations::IntegrationMetrics) -> Strin
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn gtid_lag_counts_missing_transactions_per_domain() {
+        let head = orchestrator::gtid::GtidPos::parse_lossy("0-1-120,1-2-50");
+        assert_eq!(super::gtid_lag(&head, "0-1-100,1-2-50"), Some(20));
+        assert_eq!(
+            super::gtid_lag(&head, "0-1-100"),
+            Some(70),
+            "domain 1 not started"
+        );
+        assert_eq!(
+            super::gtid_lag(&head, "0-1-130,1-2-50"),
+            Some(0),
+            "ahead counts as 0"
+        );
+        assert_eq!(super::gtid_lag(&head, ""), None);
+        assert_eq!(super::gtid_lag(&head, "garbage"), None);
+    }
+
     use super::escape;
 
     #[test]

@@ -87,6 +87,9 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
         keyspaces: sharded_app_keyspace(&clusters, opts.shards),
         clusters,
         shard_map_dir: Some(opts.dir.join("shard-map")),
+        include_dir: None,
+        key_file: None,
+        origin: Default::default(),
         integrations: Default::default(),
     }
 }

@@ -158,6 +158,57 @@ async fn every_endpoint_for_every_role() {
             Role::Admin,
             None,
         ),
+        (
+            Method::GET,
+            "/api/v1/shard-map/versions".into(),
+            None,
+            Role::Viewer,
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/v1/shard-map/versions/1".into(),
+            None,
+            Role::Viewer,
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/v1/shard-map/diff?from=1&to=1".into(),
+            None,
+            Role::Viewer,
+            None,
+        ),
+        // A diff applies nothing, so a viewer may ask for one.
+        (
+            Method::POST,
+            "/api/v1/shard-map/diff".into(),
+            Some(json!({"keyspaces": 1})),
+            Role::Viewer,
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/v1/topology/version".into(),
+            None,
+            Role::Viewer,
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/config/validate".into(),
+            Some(json!("[router]")),
+            Role::Admin,
+            None,
+        ),
+        // Not started from a file: refused (409) after the ACL, so nothing changes.
+        (
+            Method::POST,
+            "/api/v1/config/reload".into(),
+            None,
+            Role::Admin,
+            None,
+        ),
     ];
     for c in ["c1", "c2"] {
         let base = format!("/api/v1/clusters/{c}");

@@ -392,7 +392,12 @@ async fn metrics_after_traffic_and_a_switchover() {
                 &s,
                 "switchyard_node_replication_lag_seconds",
                 &[("node", &replica)],
-            ) == Some(0.0))
+            ) == Some(0.0)
+                && value(
+                    &s,
+                    "switchyard_node_gtid_lag_transactions",
+                    &[("node", &replica)],
+                ) == Some(0.0))
             .then_some(())
         },
     )

@@ -318,6 +318,71 @@ async fn the_shard_map_is_read_and_replaced_through_the_api() {
     // Persisted: the store has version 2.
     let stored = std::fs::read_to_string(env.opts.dir.join("shard-map/shard_map.json")).unwrap();
     assert!(stored.contains("items"), "{stored}");
+
+    // The history: both versions kept, each readable, and what changed between them.
+    let get = |path: &str| {
+        let r = http
+            .get(env.admin_url(path))
+            .bearer_auth("test-token")
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, versions) = get("/api/v1/shard-map/versions").await;
+    assert_eq!(status, 200);
+    assert_eq!(versions, json!({"current": 2, "versions": [1, 2]}));
+    let (status, v1) = get("/api/v1/shard-map/versions/1").await;
+    assert_eq!(status, 200);
+    assert_eq!(v1["version"], 1);
+    assert!(
+        v1["keyspaces"][0]["tables"].as_array().unwrap().len() == 3,
+        "{v1}"
+    );
+    assert!(!v1.to_string().contains("items"), "{v1}");
+    let (status, _) = get("/api/v1/shard-map/versions/7").await;
+    assert_eq!(status, 404);
+    let (status, d) = get("/api/v1/shard-map/diff").await;
+    assert_eq!(status, 200);
+    assert_eq!((d["from"].clone(), d["to"].clone()), (json!(1), json!(2)));
+    let changes = d["changes"].to_string();
+    assert!(changes.contains("items"), "{d}");
+    let (status, same) = get("/api/v1/shard-map/diff?from=2&to=2").await;
+    assert_eq!(status, 200);
+    assert_eq!(same["changes"], json!([]));
+    let (status, _) = get("/api/v1/shard-map/diff?from=1&to=9").await;
+    assert_eq!(status, 404);
+    // A proposed map: what it would change, nothing applied.
+    let mut moved = good.clone();
+    moved["keyspaces"][0]["shards"][1]["cluster"] = json!("c1");
+    let r = http
+        .post(env.admin_url("/api/v1/shard-map/diff"))
+        .bearer_auth("test-token")
+        .json(&moved)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let d: Value = r.json().await.unwrap();
+    assert!(d["changes"].to_string().contains("80-"), "{d}");
+    let (_, versions) = get("/api/v1/shard-map/versions").await;
+    assert_eq!(versions["current"], 2, "a diff applies nothing");
+    let r = http
+        .post(env.admin_url("/api/v1/shard-map/diff"))
+        .bearer_auth("test-token")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The topology's version and epochs, as in the full listing.
+    let (status, tv) = get("/api/v1/topology/version").await;
+    assert_eq!(status, 200);
+    let (_, all) = get("/api/v1/clusters").await;
+    assert_eq!(tv["version"], all["version"]);
+    assert_eq!(tv["epochs"].as_object().unwrap().len(), 2, "{tv}");
     drop(c);
     env.stop().await;
 }

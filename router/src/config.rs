@@ -34,8 +34,41 @@ impl std::fmt::Display for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if FINGERPRINTS.with(std::cell::Cell::get) {
+            use sha1::Digest;
+            let mut h = sha1::Sha1::new();
+            h.update(fingerprint_salt());
+            h.update(self.0.as_bytes());
+            let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            return s.serialize_str(&digest);
+        }
         s.serialize_str("***")
     }
+}
+
+thread_local! {
+    static FINGERPRINTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A random salt per process, so that fingerprints can't be looked up in a table.
+fn fingerprint_salt() -> &'static [u8; 16] {
+    static SALT: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    SALT.get_or_init(rand::random)
+}
+
+/// Runs `f` (on this thread) with secrets serialised as a salted digest of their value
+/// instead of `***`, so that two serialisations of a configuration differ where a secret
+/// changed, without the value appearing: how a reload tells what changed.
+pub fn with_secret_fingerprints<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            FINGERPRINTS.with(|c| c.set(false));
+        }
+    }
+    FINGERPRINTS.with(|c| c.set(true));
+    let _reset = Reset;
+    f()
 }
 
 /// An application user: what clients log in with; the router uses the same credentials on

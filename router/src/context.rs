@@ -20,6 +20,8 @@ pub struct User {
     pub name: Arc<str>,
     pub password: Arc<str>,
     pub hash: [u8; 20],
+    /// The user table this entry belongs to (see [`RouterContext::users_generation`]).
+    pub generation: u64,
 }
 
 /// Counters exposed by the admin API.
@@ -147,7 +149,11 @@ impl LatencyHistogram {
 #[derive(Debug)]
 pub struct RouterContext {
     pub config: RouterConfig,
-    pub users: HashMap<String, Arc<User>>,
+    /// The users logins are checked against; replaced whole by a configuration reload.
+    pub users: ArcSwap<HashMap<String, Arc<User>>>,
+    /// Bumped after each new user table: a session whose user is of an older table takes
+    /// the new entry (a changed password) before its next command.
+    pub users_generation: AtomicU64,
     pub pools: Pools,
     pub topology: TopologyHandle,
     pub shard_map: ArcSwap<ShardMap>,
@@ -174,6 +180,24 @@ pub struct RouterContext {
     pub sequences: dashmap::DashMap<String, Arc<tokio::sync::Mutex<crate::sequence::Block>>>,
     /// Recent login failures per client address.
     pub login_failures: LoginThrottle,
+}
+
+fn user_table(users: &[crate::config::UserConfig], generation: u64) -> HashMap<String, Arc<User>> {
+    users
+        .iter()
+        .map(|u| {
+            let pw = u.password.expose().clone();
+            (
+                u.name.clone(),
+                Arc::new(User {
+                    name: u.name.as_str().into(),
+                    hash: native_password_hash(pw.as_bytes()),
+                    password: pw,
+                    generation,
+                }),
+            )
+        })
+        .collect()
 }
 
 /// Failed logins per client address over a 10-second window. Past the configured limit, each
@@ -217,21 +241,7 @@ impl LoginThrottle {
 
 impl RouterContext {
     pub fn new(config: RouterConfig, topology: TopologyHandle, shard_map: ShardMap) -> Self {
-        let users = config
-            .users
-            .iter()
-            .map(|u| {
-                let pw = u.password.expose().clone();
-                (
-                    u.name.clone(),
-                    Arc::new(User {
-                        name: u.name.as_str().into(),
-                        hash: native_password_hash(pw.as_bytes()),
-                        password: pw,
-                    }),
-                )
-            })
-            .collect();
+        let users = ArcSwap::from_pointee(user_table(&config.users, 0));
         let server_version = config
             .server_version
             .clone()
@@ -239,6 +249,7 @@ impl RouterContext {
         RouterContext {
             pools: Pools::new(config.pool_options()),
             users,
+            users_generation: AtomicU64::new(0),
             topology,
             shard_map: ArcSwap::from_pointee(shard_map),
             classifier: Classifier::new(10_000),
@@ -256,6 +267,28 @@ impl RouterContext {
             login_failures: LoginThrottle::default(),
             config,
         }
+    }
+
+    /// Puts a new list of users in force for the next logins, and returns the names added,
+    /// removed or given a new password. Sessions already logged in keep their user; pooled
+    /// backend connections of a removed or changed user are not handed out again.
+    pub fn set_users(&self, users: &[crate::config::UserConfig]) -> Vec<String> {
+        let generation = self.users_generation.load(Ordering::Relaxed) + 1;
+        let new = user_table(users, generation);
+        let old = self.users.load_full();
+        let mut changed: Vec<String> = old
+            .iter()
+            .filter(|(name, u)| new.get(*name).is_none_or(|n| n.password != u.password))
+            .map(|(name, _)| name.clone())
+            .collect();
+        changed.extend(new.keys().filter(|n| !old.contains_key(*n)).cloned());
+        changed.sort();
+        self.users.store(Arc::new(new));
+        self.users_generation.store(generation, Ordering::Release);
+        for name in &changed {
+            self.pools.forget_user(name);
+        }
+        changed
     }
 
     /// Wires router-observed backend failures to the orchestrator's detection.

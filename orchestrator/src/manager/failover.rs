@@ -95,11 +95,11 @@ impl Orchestrator {
             .iter()
             .map(|(addr, snap)| self.candidate(&cs, addr, snap))
             .collect();
-        let even = self.settings.failover_even_if_lagging;
+        let even = self.settings.load_full().failover_even_if_lagging;
         let rules = Rules {
             require_io: false,
             require_sql: !even,
-            max_lag_s: (!even).then_some(self.settings.max_lag_s),
+            max_lag_s: (!even).then_some(self.settings.load_full().max_lag_s),
             lossless: !even,
         };
         let election = match elect(&candidates, &facts, &rules, None) {
@@ -115,7 +115,7 @@ impl Orchestrator {
         let winner = election.winner.clone();
         if let Some(mut m) = self.memory(cluster) {
             m.history
-                .record(Instant::now(), self.settings.limits().window);
+                .record(Instant::now(), self.settings.load_full().limits().window);
         }
 
         let received = snaps
@@ -224,7 +224,7 @@ impl Orchestrator {
             );
         }
         let target = snap.received().to_string();
-        let limit = self.settings.apply_timeout();
+        let limit = self.settings.load_full().apply_timeout();
         if !conn.gtid_wait(&target, limit).await? {
             return Err(OrchestratorError::Timeout {
                 addr: conn.addr.clone(),

@@ -165,7 +165,8 @@ fn now_ms() -> u64 {
 /// Watches clusters and moves their leadership. See the module docs.
 pub struct Orchestrator {
     monitor: MonitorConfig,
-    settings: OrchestratorSettings,
+    /// The policy; replaced whole by a configuration reload, read per decision.
+    settings: arc_swap::ArcSwap<OrchestratorSettings>,
     access: Access,
     login: ReplicationLogin,
     topology: TopologyHandle,
@@ -224,7 +225,7 @@ impl Orchestrator {
         Arc::new(Orchestrator {
             access: Access::from_monitor(&monitor),
             monitor,
-            settings,
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             login,
             topology,
             specs: clusters,
@@ -236,8 +237,15 @@ impl Orchestrator {
     }
 
     /// The settings in force.
-    pub fn settings(&self) -> &OrchestratorSettings {
-        &self.settings
+    pub fn settings(&self) -> Arc<OrchestratorSettings> {
+        self.settings.load_full()
+    }
+
+    /// Puts new settings in force for the next decisions (an operation under way finishes
+    /// with the ones it started with where it already read them). The replicas' connection
+    /// settings (`master_connect_retry_s`, `master_heartbeat_ms`) are kept from the start.
+    pub fn set_settings(&self, settings: OrchestratorSettings) {
+        self.settings.store(Arc::new(settings));
     }
 
     /// Runs the monitor and, after each of its rounds, detection and rejoin for every
@@ -617,7 +625,7 @@ impl Orchestrator {
                     "leader.suspect",
                     &format!("{why}: not failing over"),
                 ),
-                Verdict::Dead(why) => match self.settings.failover {
+                Verdict::Dead(why) => match self.settings.load_full().failover {
                     FailoverMode::Manual => self.event_once(
                         name,
                         |m| &mut m.dead_logged,
@@ -627,7 +635,8 @@ impl Orchestrator {
                     FailoverMode::Automatic => {
                         let allowed = {
                             let m = lock(&ctl.memory);
-                            m.history.check(Instant::now(), &self.settings.limits())
+                            m.history
+                                .check(Instant::now(), &self.settings.load_full().limits())
                         };
                         match allowed {
                             Ok(()) => {
@@ -685,8 +694,8 @@ impl Orchestrator {
 
     /// Runs a hook if configured; a failure becomes a `hook.failed` event.
     async fn hook(&self, log: &mut OpLog<'_>, event: &str, old_leader: &str, new_leader: &str) {
-        let Some(path) = self
-            .settings
+        let settings = self.settings.load_full();
+        let Some(path) = settings
             .hooks
             .all()
             .find(|(n, _)| *n == event)
@@ -700,7 +709,7 @@ impl Orchestrator {
             old_leader,
             new_leader,
         };
-        let limit = Duration::from_millis(self.settings.hook_timeout_ms);
+        let limit = Duration::from_millis(self.settings.load_full().hook_timeout_ms);
         match run_hook(path, call, limit).await {
             Ok(()) => log.step(
                 "hook.done",

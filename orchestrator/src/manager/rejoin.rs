@@ -66,7 +66,7 @@ impl Orchestrator {
                 None => true,
                 Some(r) => r.source != leader && nodes.contains(&r.source),
             };
-            if out_of_place && self.settings.rejoin && !m.kept_out.contains(addr) {
+            if out_of_place && self.settings.load_full().rejoin && !m.kept_out.contains(addr) {
                 return Some(addr.clone());
             }
         }
@@ -117,7 +117,7 @@ impl Orchestrator {
             .await?;
         }
         let was_replicating = snap.replication.is_some();
-        if !self.settings.rejoin {
+        if !self.settings.load_full().rejoin {
             if !was_replicating {
                 self.publish_role(cluster, addr, Role::Unknown);
             }

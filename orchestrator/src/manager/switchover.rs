@@ -144,11 +144,11 @@ impl Orchestrator {
         );
 
         // 2. Replicas, election.
-        let check = self.settings.switchover_check_replicas;
+        let check = self.settings.load_full().switchover_check_replicas;
         let rules = Rules {
             require_io: check,
             require_sql: check,
-            max_lag_s: check.then_some(self.settings.max_lag_s),
+            max_lag_s: check.then_some(self.settings.load_full().max_lag_s),
             lossless: false,
         };
         let facts = LeaderFacts {
@@ -204,7 +204,7 @@ impl Orchestrator {
             cand.exec("starting replication", "START SLAVE").await?;
         }
         let target = leader.binlog_pos().await?;
-        let limit = self.settings.apply_timeout();
+        let limit = self.settings.load_full().apply_timeout();
         if !cand.gtid_wait(&target, limit).await? {
             return Err(refuse(
                 &mut log,
@@ -220,7 +220,7 @@ impl Orchestrator {
         let mut changes = Changes::default();
         self.hook(&mut log, "before_switchover", &old, &winner)
             .await;
-        if self.settings.hooks.vip_remove.is_some() {
+        if self.settings.load_full().hooks.vip_remove.is_some() {
             self.hook(&mut log, "vip_remove", &old, &winner).await;
             changes.vip_removed = true;
         }
@@ -231,7 +231,7 @@ impl Orchestrator {
             let pos = self
                 .freeze(&mut leader, &lsnap, &mut log, &mut changes)
                 .await?;
-            let limit = self.settings.hold_max() / 2;
+            let limit = self.settings.load_full().hold_max() / 2;
             if !cand.gtid_wait(&pos, limit).await? {
                 return Err(OrchestratorError::Timeout {
                     addr: winner.clone(),
@@ -323,7 +323,7 @@ impl Orchestrator {
         leader: &mut NodeConn,
         log: &mut OpLog<'_>,
     ) -> Result<Result<(), String>, OrchestratorError> {
-        let limit = Duration::from_millis(self.settings.switchover_wait_trx_ms);
+        let limit = Duration::from_millis(self.settings.load_full().switchover_wait_trx_ms);
         let deadline = Instant::now() + limit;
         let first = busy(leader, true).await?;
         if first.is_empty() {
@@ -372,8 +372,8 @@ impl Orchestrator {
     ) -> Result<String, OrchestratorError> {
         // Statements in flight when routers began holding get a moment to complete. Only
         // statements: `INNODB_TRX` is too stale to poll quickly (see BUSY_POLL).
-        let drain = Duration::from_millis(self.settings.switchover_wait_trx_ms)
-            .min(self.settings.hold_max() / 4);
+        let drain = Duration::from_millis(self.settings.load_full().switchover_wait_trx_ms)
+            .min(self.settings.load_full().hold_max() / 4);
         let deadline = Instant::now() + drain;
         let mut left = busy(leader, false).await?;
         while !left.is_empty() && Instant::now() < deadline {
@@ -391,7 +391,7 @@ impl Orchestrator {
             );
         }
         // FTWRL waits for running statements; a bounded wait turns a stuck one into an undo.
-        let lock_wait_s = (self.settings.hold_max().as_secs() / 4).max(1);
+        let lock_wait_s = (self.settings.load_full().hold_max().as_secs() / 4).max(1);
         leader
             .exec(
                 "limiting lock waits",

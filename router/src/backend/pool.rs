@@ -94,6 +94,12 @@ impl Pools {
         pool.checkout(want).await
     }
 
+    /// Drops the pools of `user`: new connections are made with the credentials the next
+    /// checkout brings, and connections still checked out close when they come back.
+    pub fn forget_user(&self, user: &str) {
+        self.pools.retain(|k, _| &*k.user != user);
+    }
+
     /// Idle and busy connection counts per server, for the admin API.
     pub fn stats(&self) -> Vec<PoolStats> {
         self.pools

@@ -139,7 +139,8 @@ pub fn check_password(
     scramble: &[u8],
     token: &[u8],
 ) -> Option<Arc<User>> {
-    let u = ctx.users.get(user)?;
+    let users = ctx.users.load();
+    let u = users.get(user)?;
     verify_native(scramble, token, &u.hash, u.password.is_empty()).then(|| u.clone())
 }
 

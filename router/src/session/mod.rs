@@ -282,6 +282,14 @@ impl Session {
                 }
                 continue;
             };
+            if self.user.generation
+                != self
+                    .ctx
+                    .users_generation
+                    .load(std::sync::atomic::Ordering::Acquire)
+            {
+                self.refresh_user();
+            }
             RouterMetrics::inc(&self.ctx.metrics.statements);
             // Set by `query` and `stmt_execute` once they know what the statement is.
             self.class = StatementClass::Other;
@@ -1315,6 +1323,15 @@ impl Session {
             },
             seq,
         )
+    }
+
+    /// The user table was replaced: take this user's new entry (its password may have
+    /// changed on the backends too). A user removed from the table keeps its session.
+    fn refresh_user(&mut self) {
+        let users = self.ctx.users.load();
+        if let Some(u) = users.get(&*self.user.name) {
+            self.user = u.clone();
+        }
     }
 
     async fn checkout_addr(&self, addr: &Arc<str>) -> Result<PooledConn, BackendError> {
