@@ -266,7 +266,8 @@ fn haproxy_config_command_prints_a_valid_configuration() {
     let mut text = std::fs::read_to_string("config/serve.toml").unwrap();
     text.push_str(
         "\n[integrations.haproxy]\nruntime_api = \"127.0.0.1:9999\"\n\
-         frontends = [{ cluster = \"c1\", write = \"127.0.0.1:13306\" }]\n",
+         frontends = [{ cluster = \"c1\", write = \"127.0.0.1:13306\" }]\n\
+         check_user = \"haproxy_check\"\n",
     );
     std::fs::write(&file, text).unwrap();
     let (code, out, err) = run_program(
@@ -275,6 +276,10 @@ fn haproxy_config_command_prints_a_valid_configuration() {
         None,
     );
     assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("option mysql-check user haproxy_check post-41"),
+        "{out}"
+    );
     assert!(
         out.contains("stats socket ipv4@127.0.0.1:9999 level admin"),
         "{out}"
@@ -290,7 +295,9 @@ fn haproxy_config_command_prints_a_valid_configuration() {
     };
     let c1 = write("c1");
     assert_eq!(
-        c1.lines().filter(|l| !l.contains("disabled")).count(),
+        c1.lines()
+            .filter(|l| l.contains(" server ") && !l.contains("disabled"))
+            .count(),
         1,
         "{c1}"
     );

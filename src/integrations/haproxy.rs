@@ -28,6 +28,13 @@ pub struct HaproxyConfig {
     /// Where the generated configuration listens for each cluster.
     #[serde(default)]
     pub frontends: Vec<HaproxyFrontend>,
+    /// A MariaDB user without password and without privileges (`CREATE USER
+    /// 'haproxy_check'@'<haproxy host>'`) for the generated configuration's health checks
+    /// (`option mysql-check user ... post-41`, a full login and QUIT). Without it, servers are
+    /// checked by TCP connect, which MariaDB counts as aborted connections: keep
+    /// `max_connect_errors` high enough, or the HAProxy host gets blocked.
+    #[serde(default)]
+    pub check_user: Option<String>,
     #[serde(default)]
     pub retry: RetryPolicy,
 }
@@ -70,6 +77,14 @@ impl HaproxyConfig {
                     "{at}.{what} `{pattern}`: use letters, digits, `_ - . :` and `{{cluster}}`"
                 ));
             }
+        }
+        if self.check_user.as_ref().is_some_and(|u| {
+            u.is_empty()
+                || !u
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        }) {
+            problems.push(format!("{at}.check_user: use letters, digits and `_ - .`"));
         }
         if self.write_backend == self.read_backend {
             problems.push(format!("{at}: write_backend and read_backend must differ"));
@@ -120,7 +135,8 @@ pub fn server_name(addr: &str) -> String {
 /// The whole `haproxy.cfg` for `topology`: a stats socket at the runtime API address, and per
 /// cluster a write backend (every node a server, all but the leader `disabled`) and a read
 /// backend (every node a server, only the readable replicas enabled), with frontends where
-/// configured. Servers are health-checked by TCP connect.
+/// configured. Servers are health-checked with a MariaDB login as `check_user`, or by TCP
+/// connect without one.
 pub fn generate(config: &HaproxyConfig, topology: &Topology) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -168,7 +184,11 @@ pub fn generate(config: &HaproxyConfig, topology: &Topology) -> String {
                 ""
             }
         );
-        let _ = writeln!(out, "backend {write}");
+        let check = match &config.check_user {
+            Some(u) => format!("    option mysql-check user {u} post-41\n"),
+            None => String::new(),
+        };
+        let _ = write!(out, "backend {write}\n{check}");
         for n in &view.nodes {
             let enabled = write_enabled(&view, &n.addr);
             let _ = writeln!(
@@ -180,7 +200,7 @@ pub fn generate(config: &HaproxyConfig, topology: &Topology) -> String {
             );
         }
         let _ = writeln!(out, "\n# {}: the replicas fit to serve reads", c.name);
-        let _ = writeln!(out, "backend {read}\n    balance leastconn");
+        let _ = write!(out, "backend {read}\n    balance leastconn\n{check}");
         for n in &view.nodes {
             let _ = writeln!(
                 out,
@@ -382,6 +402,16 @@ mod tests {
         ));
         assert!(
             read.contains("server s_127.0.0.1_3311 127.0.0.1:3311 check inter 1s rise 1 fall 2\n")
+        );
+        assert!(!cfg.contains("mysql-check"));
+        let mut with_user = config();
+        with_user.check_user = Some("haproxy_check".into());
+        let cfg = generate(&with_user, &topology());
+        assert_eq!(
+            cfg.matches("    option mysql-check user haproxy_check post-41\n")
+                .count(),
+            2,
+            "{cfg}"
         );
     }
 

@@ -312,15 +312,8 @@ impl std::fmt::Debug for Integrations {
 }
 
 impl Integrations {
-    pub fn new(config: IntegrationsConfig) -> Arc<Integrations> {
-        Arc::new(Integrations {
-            config,
-            metrics: Arc::default(),
-            events: None,
-        })
-    }
-
-    /// Like `new`, recording failures and recoveries as the orchestrator's cluster events.
+    /// The integrations of `config`, recording failures and recoveries as the orchestrator's
+    /// cluster events.
     pub fn with_orchestrator(
         config: IntegrationsConfig,
         orchestrator: &Arc<orchestrator::Orchestrator>,
