@@ -300,7 +300,7 @@ pub type EventSink = Arc<dyn Fn(&str, &str, String) + Send + Sync>;
 pub struct Integrations {
     pub config: IntegrationsConfig,
     pub metrics: Arc<IntegrationMetrics>,
-    events: Option<EventSink>,
+    events: EventSink,
 }
 
 impl std::fmt::Debug for Integrations {
@@ -327,7 +327,7 @@ impl Integrations {
         Arc::new(Integrations {
             config,
             metrics: Arc::default(),
-            events: Some(sink),
+            events: sink,
         })
     }
 
@@ -473,14 +473,12 @@ async fn follow<I: Integration>(
 #[derive(Clone)]
 struct Reporting {
     metrics: Arc<IntegrationMetrics>,
-    events: Option<EventSink>,
+    events: EventSink,
 }
 
 impl Reporting {
     fn event(&self, cluster: &str, kind: &str, message: String) {
-        if let Some(sink) = &self.events {
-            sink(cluster, kind, message);
-        }
+        (self.events)(cluster, kind, message);
     }
 }
 
