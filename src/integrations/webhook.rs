@@ -55,7 +55,7 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
     out
 }
 
-/// The body of a call: `{event, cluster, leader, previous_leader, epoch, held, nodes, at}`,
+/// The body of a call: `{event, cluster, leader, previous_leader, epoch, nodes, at}`,
 /// `at` in milliseconds since the Unix epoch.
 pub fn payload(change: Change<'_>) -> serde_json::Value {
     let v = change.view;
