@@ -15,7 +15,9 @@ use router::config::Secret;
 use serde::{Deserialize, Serialize};
 
 /// What a user may do; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads everything (within its clusters).
@@ -37,9 +39,10 @@ impl Role {
 }
 
 /// One `[[admin.users]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminUser {
+    /// The user's name (HTTP Basic login, audit log).
     pub name: String,
     pub role: Role,
     /// The clusters this user may see and act on; every cluster when absent.

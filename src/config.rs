@@ -4,6 +4,7 @@
 use std::path::Path;
 
 mod load;
+pub mod reference;
 pub mod secrets;
 
 use orchestrator::OrchestratorSettings;
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use shard_map::{Keyspace, ShardMap};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Cluster for databases outside every keyspace; the first cluster when absent.
@@ -25,7 +26,10 @@ pub struct Config {
     /// Failure detection, failover and switchover policy.
     #[serde(default)]
     pub failover: OrchestratorSettings,
+    /// The replicated clusters watched and routed to.
     pub clusters: Vec<ClusterConfig>,
+    /// Logical databases and where their tables live (the shard map); a database in no
+    /// keyspace lives on `default_cluster`.
     #[serde(default)]
     pub keyspaces: Vec<Keyspace>,
     /// Where the shard map is persisted (JSON, with its history). When it holds a map, that
@@ -61,9 +65,10 @@ pub struct Origin {
 }
 
 /// The admin HTTP API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Admin HTTP API address.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
     /// Bearer token for every endpoint but health, with the admin role. Also
@@ -83,7 +88,7 @@ fn default_admin_listen() -> String {
 }
 
 /// How the orchestrator reaches and watches the servers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrchestratorConfig {
     /// The orchestrator's own database user (replication and admin privileges).
@@ -123,9 +128,10 @@ fn default_down_after() -> u32 {
 }
 
 /// One replicated cluster of existing servers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// The name the API, metrics and shard map use.
     pub name: String,
     /// `host:port` of every server.
     pub nodes: Vec<String>,

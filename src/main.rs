@@ -205,6 +205,10 @@ enum ConfigCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Print the reference of every option (Markdown, generated from the code).
+    ///
+    /// Example: switchyard config reference > docs/configuration.md
+    Reference,
 }
 
 /// How the operator commands reach the admin API.
@@ -341,6 +345,10 @@ async fn main() -> anyhow::Result<()> {
             if !cli::config_check(&file, &mut std::io::stdout())? {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Reference) => {
+            print!("{}", switchyard::config::reference::markdown());
             Ok(())
         }
         Command::Config(ConfigCommand::Reload { api }) => {

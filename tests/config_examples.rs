@@ -82,3 +82,36 @@ fn secrets_never_show_in_debug_output() {
     assert!(!shown.contains("password: Secret(\"app\")"), "{shown}");
     assert!(shown.contains("***"), "{shown}");
 }
+
+/// The committed reference page is the one the code generates (regenerate it with
+/// `switchyard config reference > docs/configuration.md`), and the example file shows every
+/// option it lists (set or commented out).
+#[test]
+fn the_reference_page_is_generated_and_the_example_shows_every_option() {
+    let generated = switchyard::config::reference::markdown();
+    let committed = include_str!("../docs/configuration.md");
+    assert!(
+        committed == generated,
+        "docs/configuration.md is out of date: run `switchyard config reference > \
+         docs/configuration.md`"
+    );
+    let example = include_str!("../config/serve.toml");
+    let shown = |key: &str| {
+        example.lines().any(|l| {
+            let l = l.trim_start_matches('#').trim_start();
+            let l = l.trim_start_matches('{').trim_start();
+            l.starts_with(&format!("{key} =")) || l.contains(&format!(" {key} = "))
+        })
+    };
+    let paths = switchyard::config::reference::option_paths();
+    assert!(paths.len() > 40, "{paths:?}");
+    assert!(paths.contains(&"router.listen".to_string()), "{paths:?}");
+    let missing: Vec<&String> = paths
+        .iter()
+        .filter(|p| !shown(p.rsplit('.').next().unwrap()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "options not shown in config/serve.toml: {missing:?}"
+    );
+}

@@ -20,6 +20,22 @@ impl Secret {
     }
 }
 
+/// A string in the file (plain or `enc:...`), never shown back.
+impl schemars::JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Secret".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A secret: plain text or `enc:...` (see `switchyard encrypt`); shown as `***`.",
+        })
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")
@@ -73,15 +89,17 @@ pub fn with_secret_fingerprints<T>(f: impl FnOnce() -> T) -> T {
 
 /// An application user: what clients log in with; the router uses the same credentials on
 /// the backends.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
+    /// The login name, on the router and on the backends.
     pub name: String,
+    /// Its password, the same as on the backends.
     pub password: Secret,
 }
 
 /// Router settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouterConfig {
     /// Address of the MySQL-protocol listener.

@@ -11,14 +11,17 @@ use crate::vindex::VindexKind;
 
 /// A logical database: the cluster for its unsharded tables, its shards (none: unsharded) and
 /// its tables (unlisted tables are unsharded).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Keyspace {
+    /// The database name clients use.
     pub name: String,
+    /// Where its unsharded tables live.
     pub default_cluster: String,
     /// The key ranges and their clusters; empty for an unsharded keyspace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<ShardSpec>,
+    /// How its tables are placed; unlisted tables are unsharded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<TableSpec>,
 }
@@ -35,15 +38,17 @@ impl Keyspace {
 }
 
 /// One shard: a key range written as a Vitess-style name (`-80`, `80-`) and its cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShardSpec {
+    /// The key range: `-80`, `80-c0`, `c0-` (hex bounds of the 64-bit keyspace id).
     pub name: String,
+    /// The cluster holding it, in a database named like the keyspace.
     pub cluster: String,
 }
 
 /// How a table is placed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TableKindName {
     /// Split across the shards by `column` through `vindex`.
@@ -66,14 +71,17 @@ impl TableKindName {
 
 /// One table's placement as written. Table names are case-sensitive (MariaDB on Linux with
 /// `lower_case_table_names=0`); the column name is not (MariaDB column names never are).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TableSpec {
+    /// The table's name (case-sensitive).
     pub name: String,
     pub kind: TableKindName,
     /// The sharding column (sharded tables only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
+    /// How key values map to shards (sharded tables only): `hash` (spread evenly),
+    /// `numeric` (the value itself is the keyspace id: ranges), `list` (explicit `values`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vindex: Option<VindexKind>,
     /// For the `list` vindex: value (integers as their decimal text) to shard name.

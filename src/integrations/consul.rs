@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::{Change, Integration, RetryPolicy};
 
-/// `[integrations.consul]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Consul: each cluster's leader as a service of an external node in the catalog.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsulConfig {
     /// Consul's HTTP API, e.g. `http://127.0.0.1:8500`.
@@ -33,6 +33,7 @@ pub struct ConsulConfig {
     /// Datacenter; Consul's own when absent.
     #[serde(default)]
     pub datacenter: Option<String>,
+    /// How a push is retried.
     #[serde(default)]
     pub retry: RetryPolicy,
 }

@@ -11,8 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Change, ClusterView, Integration, RetryPolicy};
 
-/// `[integrations.haproxy]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// HAProxy: the generated `haproxy.cfg` and the server states set through its runtime API.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HaproxyConfig {
     /// HAProxy's runtime API: a unix socket path (`/run/haproxy/admin.sock`) or `host:port`,
@@ -35,6 +35,7 @@ pub struct HaproxyConfig {
     /// `max_connect_errors` high enough, or the HAProxy host gets blocked.
     #[serde(default)]
     pub check_user: Option<String>,
+    /// How a push is retried.
     #[serde(default)]
     pub retry: RetryPolicy,
 }
@@ -46,10 +47,11 @@ fn default_read_backend() -> String {
     "{cluster}_read".into()
 }
 
-/// The listening addresses of one cluster in the generated configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The listening addresses of one cluster in the generated HAProxy configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HaproxyFrontend {
+    /// The cluster (one of `[[clusters]]`).
     pub cluster: String,
     /// `host:port` for writes (to the leader).
     #[serde(default)]

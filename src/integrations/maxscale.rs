@@ -12,17 +12,20 @@ use serde::{Deserialize, Serialize};
 
 use super::{Change, ClusterView, Integration, RetryPolicy};
 
-/// `[integrations.maxscale]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// MaxScale: `master`/`slave` server states set through its REST API.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaxscaleConfig {
     /// The REST API, e.g. `http://127.0.0.1:8989`.
     pub url: String,
+    /// REST API user (MaxScale's default is `admin`).
     pub user: String,
+    /// Its password.
     pub password: Secret,
     /// MaxScale's server name of each node (`"127.0.0.1:3310" = "server1"`); nodes not
     /// listed are left alone.
     pub servers: BTreeMap<String, String>,
+    /// How a push is retried.
     #[serde(default)]
     pub retry: RetryPolicy,
 }

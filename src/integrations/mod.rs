@@ -20,8 +20,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shard_map::{ClusterPhase, ClusterStatus, NodeState, Role, TopologyHandle};
 
-/// The `[integrations]` section. Every integration is off unless its sub-section is present.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Routing layers and service discovery kept in step with the topology. Every integration is
+/// off unless its sub-section is present.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntegrationsConfig {
     /// How often each integration compares its last pushed state with the topology again,
@@ -67,7 +68,7 @@ fn default_resync_ms() -> u64 {
 }
 
 /// How one push is retried before it is given up (until the next change or resync).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts per push, the first included.
@@ -181,11 +182,15 @@ pub struct NodeView {
 /// them, so they would only cause pushes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterView {
+    /// The cluster's name.
     pub cluster: String,
+    /// `host:port` of the leader, when known.
     pub leader: Option<String>,
+    /// The leadership epoch.
     pub epoch: u64,
     /// A leader change is under way (routers hold writes).
     pub held: bool,
+    /// Every node of the cluster.
     pub nodes: Vec<NodeView>,
 }
 
@@ -237,6 +242,7 @@ pub struct Change<'a> {
     /// `startup` (first push of this cluster), `leader_change`, `topology_change`, or
     /// `resync` (the same state again, for integrations that reassert it).
     pub event: &'static str,
+    /// The cluster's state now.
     pub view: &'a ClusterView,
     /// The leader of the last successful push.
     pub previous_leader: Option<&'a str>,
@@ -298,7 +304,9 @@ pub type EventSink = Arc<dyn Fn(&str, &str, String) + Send + Sync>;
 
 /// The configured integrations and their counters.
 pub struct Integrations {
+    /// The `[integrations]` section.
     pub config: IntegrationsConfig,
+    /// Push counters, for `/metrics`.
     pub metrics: Arc<IntegrationMetrics>,
     events: EventSink,
 }

@@ -12,20 +12,22 @@ use serde::{Deserialize, Serialize};
 
 use super::{Change, ClusterView, Integration, RetryPolicy};
 
-/// `[integrations.proxysql]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// ProxySQL: each cluster's writer and reader hostgroups rewritten through the admin interface.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProxysqlConfig {
     /// The admin interface, `host:port` (ProxySQL's default is 127.0.0.1:6032).
     pub admin: String,
     /// Admin user (`admin_credentials` in ProxySQL).
     pub user: String,
+    /// The admin user's password.
     pub password: Secret,
     /// The writer and reader hostgroup of each cluster; clusters not listed are left alone.
     pub hostgroups: Vec<ProxysqlHostgroups>,
     /// Also `SAVE MYSQL SERVERS TO DISK` after loading them to runtime.
     #[serde(default = "default_save_to_disk")]
     pub save_to_disk: bool,
+    /// How a push is retried.
     #[serde(default)]
     pub retry: RetryPolicy,
 }
@@ -34,10 +36,11 @@ fn default_save_to_disk() -> bool {
     true
 }
 
-/// One cluster's hostgroups.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One cluster's ProxySQL hostgroups.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProxysqlHostgroups {
+    /// The cluster (one of `[[clusters]]`).
     pub cluster: String,
     /// Holds the leader only.
     pub writer: u32,

@@ -12,8 +12,9 @@ use tokio::process::Command;
 
 use super::{Change, Integration, RetryPolicy};
 
-/// One `[[integrations.scripts]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A script run for every change of a cluster: `<event> <cluster> <leader> <previous_leader>
+/// <epoch>`, the state as JSON on stdin.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptConfig {
     /// The executable.

@@ -10,8 +10,8 @@ use sha2::Sha256;
 
 use super::{Change, Integration, RetryPolicy};
 
-/// One `[[integrations.webhooks]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A webhook: a JSON POST for every change of a cluster, optionally authenticated and signed.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where to POST.
@@ -22,6 +22,7 @@ pub struct WebhookConfig {
     /// Key of the `X-Switchyard-Signature: sha256=<hex HMAC-SHA256 of the body>` header.
     #[serde(default)]
     pub hmac_secret: Option<Secret>,
+    /// How a push is retried.
     #[serde(default)]
     pub retry: RetryPolicy,
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::detect::FailoverLimits;
 
 /// Whether a dead leader is replaced without an operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FailoverMode {
     /// Detection triggers the failover.
@@ -22,12 +22,16 @@ pub enum FailoverMode {
 /// External scripts run at the steps of a failover or switchover, each with the arguments
 /// `<event> <cluster> <old_leader> <new_leader>` and the same values in `SWITCHYARD_EVENT`,
 /// `SWITCHYARD_CLUSTER`, `SWITCHYARD_OLD_LEADER` and `SWITCHYARD_NEW_LEADER`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Hooks {
+    /// A failover was decided, before anything is changed.
     pub before_failover: Option<PathBuf>,
+    /// A failover is done (the new leader is writable and the others repointed).
     pub after_failover: Option<PathBuf>,
+    /// A switchover passed its checks, before the leader is frozen.
     pub before_switchover: Option<PathBuf>,
+    /// A switchover is done.
     pub after_switchover: Option<PathBuf>,
     /// Before routers are told to hold statements: take the virtual IP off the old leader.
     pub vip_remove: Option<PathBuf>,
@@ -52,7 +56,7 @@ impl Hooks {
 }
 
 /// How the orchestrator decides and acts. Every field has a default.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrchestratorSettings {
     /// `automatic` (default) or `manual`.
