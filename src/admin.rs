@@ -666,7 +666,7 @@ async fn clusters(State(state): State<AdminState>, who: Option<Extension<Princip
 
 #[utoipa::path(get, path = "/api/v1/router", tag = "router", security(("bearer" = [])),
     responses(
-        (status = 200, description = "Router counters: connections, statements, held statements, retries, classifier, pools", body = serde_json::Value),
+        (status = 200, description = "Router counters: connections, statements, held statements, retries, classifier, pools, and per cluster statements and errors with their rates over the last 10 s", body = serde_json::Value),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
@@ -691,6 +691,8 @@ async fn router_stats(State(state): State<AdminState>) -> Response {
         "session_panics": m.session_panics.load(Ordering::Relaxed),
         "classifier": { "hits": c.hits, "misses": c.misses, "unparsed": c.unparsed },
         "pools": state.router.pools.stats(),
+        // Per cluster: totals, and rates over the last 10 s.
+        "clusters": state.router.metrics.rates.rates(std::time::Duration::from_secs(10)),
     }))
     .into_response()
 }

@@ -140,14 +140,12 @@ impl App {
                 let _ = rx.wait_for(|v| *v).await;
             }
         };
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(router::run(
-            router_listener,
-            router.clone(),
-            stopped(),
-        )));
-        tasks.push(tokio::spawn(orchestrator.clone().run(stopped())));
-        tasks.push(tokio::spawn(xa_recovery(router.clone(), stopped())));
+        let mut tasks = vec![
+            tokio::spawn(router::run(router_listener, router.clone(), stopped())),
+            tokio::spawn(orchestrator.clone().run(stopped())),
+            tokio::spawn(xa_recovery(router.clone(), stopped())),
+            tokio::spawn(sample_rates(router.clone(), stopped())),
+        ];
         let integrations = crate::integrations::Integrations::with_orchestrator(
             config.integrations.clone(),
             &orchestrator,
@@ -265,6 +263,22 @@ async fn xa_recovery(router: Arc<RouterContext>, stop: impl std::future::Future<
             {
                 return;
             }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = stop => {}
+    }
+}
+
+/// Samples the router's per-cluster counters once a second, for the rates the API shows.
+async fn sample_rates(router: Arc<RouterContext>, stop: impl std::future::Future<Output = ()>) {
+    let work = async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            router.metrics.rates.sample(&router.metrics);
         }
     };
     tokio::select! {

@@ -355,6 +355,23 @@ fn router_metrics(e: &mut Exposition, r: &RouterContext) {
         );
     }
     e.family(
+        "switchyard_router_cluster_errors_total",
+        "counter",
+        "Statements a cluster's servers answered with an error, per cluster.",
+    );
+    let errors: BTreeMap<String, u64> = m
+        .cluster_errors
+        .iter()
+        .map(|kv| (kv.key().to_string(), load(kv.value())))
+        .collect();
+    for (cluster, n) in &errors {
+        e.sample(
+            "switchyard_router_cluster_errors_total",
+            &[("cluster", cluster)],
+            *n,
+        );
+    }
+    e.family(
         "switchyard_router_errors_total",
         "counter",
         "Error packets sent to clients, by MySQL error code (the router's own and relayed).",

@@ -343,7 +343,40 @@ async fn metrics_after_traffic_and_a_switchover() {
             "error {code} not counted"
         );
     }
+    assert!(
+        get(
+            &first,
+            "switchyard_router_cluster_errors_total",
+            &[("cluster", "c1")]
+        ) >= 2.0,
+        "1146 and 1064 came from c1's server"
+    );
     assert!(get(&first, "switchyard_router_auth_failures_total", &[]) >= 1.0);
+    // Per-cluster totals and rates in the API (sampled once a second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let rates = loop {
+        conn.query_drop("SELECT 1").await.unwrap();
+        let v: serde_json::Value = reqwest::Client::new()
+            .get(env.admin_url("/api/v1/router"))
+            .bearer_auth("test-token")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let c1 = v["clusters"]["c1"].clone();
+        if c1["qps"].as_f64().is_some_and(|q| q > 0.0) {
+            break c1;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no per-cluster rate in time: {v}"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert!(rates["statements"].as_u64().unwrap() >= 40, "{rates}");
+    assert!(rates["errors"].as_u64().unwrap() >= 2, "{rates}");
     assert!(get(&first, "switchyard_router_connections_total", &[]) >= 2.0);
     assert!(get(&first, "switchyard_router_connections_active", &[]) >= 1.0);
     assert!(

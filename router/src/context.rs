@@ -52,6 +52,10 @@ pub struct RouterMetrics {
     pub errors_by_code: dashmap::DashMap<u16, AtomicU64>,
     /// Routing decisions per cluster: `[leader, replica]`.
     pub routed: dashmap::DashMap<Arc<str>, [AtomicU64; 2]>,
+    /// Statements a cluster's server answered with an error, per cluster.
+    pub cluster_errors: dashmap::DashMap<Arc<str>, AtomicU64>,
+    /// Recent samples of the per-cluster counters, for rates.
+    pub rates: crate::rates::ClusterRates,
 }
 
 impl RouterMetrics {
@@ -74,6 +78,18 @@ impl RouterMetrics {
         }
         self.errors_by_code
             .entry(code)
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A statement routed to `cluster` got an error from its server.
+    pub fn count_cluster_error(&self, cluster: &Arc<str>) {
+        if let Some(c) = self.cluster_errors.get(cluster) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.cluster_errors
+            .entry(cluster.clone())
             .or_default()
             .fetch_add(1, Ordering::Relaxed);
     }

@@ -17,6 +17,7 @@
 //! - [`sequence`]: global AUTO_INCREMENT ids for sharded tables.
 //! - [`xa`]: distributed transactions: xids, the commit decision log, recovery, failpoints.
 //! - [`config`]: the `[router]` settings.
+//! - [`rates`]: per-cluster statement and error rates from sampled counters.
 
 pub mod backend;
 pub mod classify;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod protocol;
+pub mod rates;
 pub mod sequence;
 pub mod server;
 pub mod session;

@@ -4,6 +4,8 @@
 //! stopped when the `TestEnv` is dropped, also when the test fails.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -49,6 +51,16 @@ impl TestEnv {
         shards: usize,
     ) -> TestEnv {
         Self::start_full(clusters, replicas, shards, |_| {}).await
+    }
+
+    /// Like `start_sharded_replicated`, letting the test adjust the configuration first.
+    pub async fn start_sharded_with(
+        clusters: usize,
+        replicas: usize,
+        shards: usize,
+        adjust: impl FnOnce(&mut switchyard::Config),
+    ) -> TestEnv {
+        Self::start_full(clusters, replicas, shards, adjust).await
     }
 
     async fn start_full(

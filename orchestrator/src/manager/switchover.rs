@@ -214,7 +214,13 @@ impl Orchestrator {
                 ),
             ));
         }
-        log.step(STEP, format!("{winner} caught up with {target}"));
+        log.step(
+            STEP,
+            format!(
+                "{winner} caught up with GTID {}",
+                shown_pos(&target.to_string())
+            ),
+        );
 
         // 5 - 7. Hooks, hold, freeze, final catch-up, promotion.
         let mut changes = Changes::default();
@@ -239,7 +245,13 @@ impl Orchestrator {
                     after: limit,
                 });
             }
-            log.step(STEP, format!("{winner} reached the old leader's {pos}"));
+            log.step(
+                STEP,
+                format!(
+                    "{winner} reached the old leader's GTID {}",
+                    shown_pos(&pos.to_string())
+                ),
+            );
             changes.candidate_stopped = true;
             cand.promote().await?;
             log.step(
@@ -555,4 +567,12 @@ fn describe(list: &[Busy]) -> String {
         .map(|b| b.what.as_str())
         .collect::<Vec<_>>()
         .join("; ")
+}
+/// A GTID position for a step's message; an empty one (nothing written yet) said so.
+fn shown_pos(pos: &str) -> &str {
+    if pos.is_empty() {
+        "(none: nothing written yet)"
+    } else {
+        pos
+    }
 }

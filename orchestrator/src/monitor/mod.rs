@@ -301,7 +301,11 @@ impl MonitorState {
     /// the leader is `Leader`, a node with replication configured `Replica`, anything else
     /// `Unknown`. Leadership is not touched, except that a cluster without a leader gets one
     /// (and a new epoch) when every node has been polled and exactly one is up, writable and
-    /// not replicating. Operator flags are the topology's: the monitor keeps them as they are.
+    /// not replicating, and that the same node replaces the configured leader when that one
+    /// turns out to be a read-only replica of another node of the cluster before this process
+    /// moved leadership (it moved while the process was not running: a restart with a config
+    /// written before a switchover or failover). Operator flags are the topology's: the monitor
+    /// keeps them as they are.
     pub fn apply(&mut self, topology: &mut Topology) -> bool {
         let mut changed = false;
         for spec in &self.clusters {
@@ -313,6 +317,17 @@ impl MonitorState {
                     initial_cluster(spec)
                 });
             let addrs = spec.all_nodes();
+            if let Some(leader) = self.moved_before_start(spec, cluster, &addrs) {
+                tracing::warn!(
+                    cluster = %spec.name,
+                    configured = ?spec.leader,
+                    leader = %leader,
+                    "the configured leader replicates from another node: {leader} leads"
+                );
+                cluster.leader = Some(leader);
+                cluster.epoch += 1;
+                changed = true;
+            }
             if cluster.leader.is_none() {
                 if let Some(leader) = obvious_leader(&self.nodes, &addrs) {
                     cluster.leader = Some(leader);
@@ -352,6 +367,31 @@ impl MonitorState {
             }
         }
         changed
+    }
+}
+
+impl MonitorState {
+    /// The node that really leads a cluster whose configured leader is, at start, seen as a
+    /// read-only replica of another of its nodes: the obvious leader (see [`obvious_leader`]).
+    /// Only while the configured leader still holds the first epoch, so that nothing this
+    /// process published is ever overridden.
+    fn moved_before_start(
+        &self,
+        spec: &ClusterSpec,
+        cluster: &ClusterStatus,
+        addrs: &[String],
+    ) -> Option<String> {
+        let configured = spec.leader.as_deref()?;
+        if cluster.epoch != 1 || cluster.leader.as_deref() != Some(configured) {
+            return None;
+        }
+        let h = self.nodes.get(configured)?;
+        let obs = h.last_observation.as_ref()?;
+        let source = &obs.replication.as_ref()?.source;
+        if h.status.state != NodeState::Up || !obs.read_only || !addrs.contains(source) {
+            return None;
+        }
+        obvious_leader(&self.nodes, addrs).filter(|l| l != configured)
     }
 }
 
@@ -600,6 +640,67 @@ mod tests {
             Some((Role::Leader, NodeState::Down))
         );
         assert_eq!(c.node(R).map(|n| n.role), Some(Role::Unknown));
+    }
+
+    #[test]
+    fn a_configured_leader_that_replicates_from_another_node_is_replaced_at_start() {
+        // (L's observation, R's observation, leader and epoch after apply)
+        let l_replica_of_r = {
+            let mut o = replica_obs(Some(0));
+            o.server_id = 1;
+            if let Some(r) = o.replication.as_mut() {
+                r.source = R.into();
+            }
+            o
+        };
+        let l_replica_of_elsewhere = {
+            let mut o = l_replica_of_r.clone();
+            if let Some(r) = o.replication.as_mut() {
+                r.source = "10.0.0.9:3306".into();
+            }
+            o
+        };
+        let r_leader = {
+            let mut o = leader_obs();
+            o.server_id = 2;
+            o
+        };
+        let cases = [
+            // Leadership moved while the process was down: R leads.
+            (Ok(l_replica_of_r.clone()), Ok(r_leader.clone()), R, 2),
+            // L replicates from outside the cluster: left alone.
+            (Ok(l_replica_of_elsewhere), Ok(r_leader.clone()), L, 1),
+            // Nobody else is an obvious leader: left alone.
+            (Ok(l_replica_of_r.clone()), Ok(replica_obs(None)), L, 1),
+            // The other node was not reached: it might not be the leader.
+            (Ok(l_replica_of_r.clone()), fail(), L, 1),
+            // The normal case.
+            (Ok(leader_obs()), Ok(replica_obs(Some(0))), L, 1),
+        ];
+        for (i, (l, r, leader, epoch)) in cases.into_iter().enumerate() {
+            let specs = spec(Some(L));
+            let mut state = MonitorState::new(&specs, 3);
+            state.record(L, l);
+            state.record(R, r);
+            let mut t = initial_topology(&specs);
+            state.apply(&mut t);
+            let c = t.cluster("c1").expect("c1");
+            assert_eq!(
+                (c.leader.as_deref(), c.epoch),
+                (Some(leader), epoch),
+                "case {i}"
+            );
+        }
+        // Once this process has published a new epoch, it is never second-guessed.
+        let specs = spec(Some(L));
+        let mut state = MonitorState::new(&specs, 3);
+        state.record(L, Ok(l_replica_of_r));
+        state.record(R, Ok(r_leader));
+        let mut t = initial_topology(&specs);
+        t.clusters.get_mut("c1").expect("c1").epoch = 2;
+        state.apply(&mut t);
+        let c = t.cluster("c1").expect("c1");
+        assert_eq!((c.leader.as_deref(), c.epoch), (Some(L), 2));
     }
 
     #[test]

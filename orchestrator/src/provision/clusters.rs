@@ -168,11 +168,34 @@ impl LocalClusters {
         let role = ServerRole {
             read_only: !is_leader,
             semi_sync: self.spec.semi_sync,
+            truncate_unacknowledged: true,
             skip_slave_start: false,
         };
-        let p = process::start_server(&self.mariadb, &node, role)
-            .await
-            .map_err(|f| start_error(f, &node))?;
+        let p = match process::start_server(&self.mariadb, &node, role).await {
+            Err(StartFailure::Other(ProvisionError::ServerExited { tail, .. }))
+                if tail.contains(process::TRUNCATION_REFUSED) =>
+            {
+                // A former leader killed with prepared XA transactions: the server refuses
+                // to cut its binlog, and would never start. Ordinary crash recovery keeps
+                // what the binlog holds (prepared XA transactions stay prepared, as they are
+                // on the replicas that received them); a transaction no replica acknowledged
+                // then makes the node hold GTIDs the new leader lacks, and rejoin keeps it
+                // out instead of letting it diverge.
+                tracing::warn!(
+                    addr = %node.addr,
+                    "crash recovery as a semi-sync replica refused; starting with ordinary \
+                     crash recovery"
+                );
+                let role = ServerRole {
+                    truncate_unacknowledged: false,
+                    ..role
+                };
+                process::start_server(&self.mariadb, &node, role)
+                    .await
+                    .map_err(|f| start_error(f, &node))?
+            }
+            other => other.map_err(|f| start_error(f, &node))?,
+        };
         self.procs.insert(node.addr.clone(), p);
         if is_leader {
             let mut expected = 0;
@@ -269,6 +292,7 @@ impl LocalClusters {
                 let role = ServerRole {
                     read_only: ni != 0,
                     semi_sync,
+                    truncate_unacknowledged: true,
                     skip_slave_start: false,
                 };
                 launch(mariadb, n.clone(), role, repick, (ci, ni))
@@ -369,6 +393,7 @@ impl LocalClusters {
                 let role = ServerRole {
                     read_only: n.addr != c.leader,
                     semi_sync,
+                    truncate_unacknowledged: true,
                     // Started below once the leader is up, instead of failing a first connect
                     // and waiting a retry period.
                     skip_slave_start: true,
@@ -537,6 +562,7 @@ mod tests {
         let role = ServerRole {
             read_only: false,
             semi_sync: false,
+            truncate_unacknowledged: true,
             skip_slave_start: false,
         };
         let (started, (), result) = launch(&mariadb, node.clone(), role, true, ()).await;

@@ -28,6 +28,10 @@ pub(crate) struct ServerRole {
     pub read_only: bool,
     /// Turn on the semi-sync replica side (`rpl_semi_sync_slave_enabled`).
     pub semi_sync: bool,
+    /// With `semi_sync`, recover from a crash as a semi-sync replica (`--init-rpl-role=SLAVE`):
+    /// binlogged transactions no replica acknowledged are rolled back. Off for a second try
+    /// when the server refuses that recovery (see [`TRUNCATION_REFUSED`]).
+    pub truncate_unacknowledged: bool,
     /// Do not resume replication at boot: a full restart starts the replicas' threads itself
     /// once their leader is up, instead of waiting out a failed first connect and a retry.
     pub skip_slave_start: bool,
@@ -81,7 +85,7 @@ pub(crate) fn server_args(node: &LocalNode, role: ServerRole, as_root: bool) -> 
     if role.skip_slave_start {
         args.push("--skip-slave-start".into());
     }
-    if role.semi_sync {
+    if role.semi_sync && role.truncate_unacknowledged {
         // Crash recovery as a semi-sync replica: a former leader killed after writing a
         // transaction to its binlog but before any replica acknowledged it rolls that
         // transaction back instead of committing it, so it can rejoin the new leader.
@@ -89,6 +93,11 @@ pub(crate) fn server_args(node: &LocalNode, role: ServerRole, as_root: bool) -> 
     }
     args
 }
+
+/// What `mariadbd` logs when it cannot recover as a semi-sync replica: an event it may not
+/// cut off (a prepared XA transaction, a DDL) follows the first transaction to roll back. It
+/// then refuses to start at all.
+pub(crate) const TRUNCATION_REFUSED: &str = "Cannot truncate the binary log";
 
 pub(crate) const PID_FILE: &str = "mariadbd.pid";
 pub(crate) const ERROR_LOG: &str = "error.log";
@@ -373,6 +382,7 @@ mod tests {
         let role = ServerRole {
             read_only: true,
             semi_sync: true,
+            truncate_unacknowledged: true,
             skip_slave_start: false,
         };
         let args: Vec<String> = server_args(&node(), role, true)

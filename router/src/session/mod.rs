@@ -775,6 +775,11 @@ impl Session {
                         self.output.push(seq, &payload);
                         self.output.flush().await.map_err(|_| Failure::ClientGone)?;
                     }
+                    if outcome.error.is_some() {
+                        if let Some(r) = &route {
+                            self.ctx.metrics.count_cluster_error(&r.cluster);
+                        }
+                    }
                     if outcome.error.is_none() {
                         conn.status = outcome.status;
                         if let Some(ok) = outcome.ok.filter(|ok| ok.last_insert_id != 0) {
