@@ -36,6 +36,9 @@ pub struct AdminState {
     pub shard_maps: Arc<ShardMapState>,
     /// The configuration in force, and its reload.
     pub reloader: Arc<crate::reload::Reloader>,
+    /// Routing-layer integrations: their settings (HAProxy's generated configuration) and
+    /// push counters.
+    pub integrations: Arc<crate::integrations::Integrations>,
 }
 
 /// The shard map's version and store, behind the API's GET/PUT.
@@ -117,7 +120,8 @@ fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenA
         .routes(routes!(audit))
         .routes(routes!(get_config))
         .routes(routes!(history::validate_config))
-        .routes(routes!(history::reload_config));
+        .routes(routes!(history::reload_config))
+        .routes(routes!(haproxy_config));
     // The layer does not change the document, so `openapi()` can do without a state.
     if let Some(state) = state {
         protected = protected.route_layer(middleware::from_fn_with_state(state, authorize));
@@ -171,7 +175,10 @@ async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain")))]
 async fn prometheus(State(state): State<AdminState>) -> Response {
-    let body = crate::metrics::render(&state.topology, &state.orchestrator, &state.router);
+    let mut body = crate::metrics::render(&state.topology, &state.orchestrator, &state.router);
+    body.push_str(&crate::metrics::render_integrations(
+        &state.integrations.metrics,
+    ));
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
@@ -581,6 +588,36 @@ async fn audit(State(state): State<AdminState>) -> Response {
     ))]
 async fn get_config(State(state): State<AdminState>) -> Response {
     Json(state.reloader.shown().as_ref().clone()).into_response()
+}
+
+#[utoipa::path(get, path = "/api/v1/haproxy/config", tag = "router", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A complete haproxy.cfg for the current topology: per cluster a write backend (only the leader enabled) and a read backend (the replicas), and the runtime API socket switchyard updates", content_type = "text/plain"),
+        (status = 404, description = "No `[integrations.haproxy]` section in the configuration", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
+async fn haproxy_config(
+    State(state): State<AdminState>,
+    who: Option<Extension<Principal>>,
+) -> Response {
+    match &state.integrations.config.haproxy {
+        Some(h) => {
+            // A user scoped to some clusters gets the configuration of those only.
+            let mut t = state.topology.load().as_ref().clone();
+            t.clusters
+                .retain(|name, _| who.as_ref().is_none_or(|Extension(p)| p.sees(name)));
+            (
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                crate::integrations::haproxy::generate(h, &t),
+            )
+                .into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no [integrations.haproxy] section in the configuration",
+        ),
+    }
 }
 
 /// Ready when every cluster has a leader that the monitor sees up.

@@ -169,6 +169,13 @@ impl App {
                 stopped(),
             )));
         }
+        let integrations = crate::integrations::Integrations::with_orchestrator(
+            config.integrations.clone(),
+            &orchestrator,
+        );
+        tasks.push(tokio::spawn(
+            integrations.clone().run(topology.clone(), stopped()),
+        ));
         let acl = Arc::new(crate::acl::Acl::new(
             config.admin.users.clone(),
             Some(token.clone()),
@@ -187,6 +194,7 @@ impl App {
             acl,
             reloader: reloader.clone(),
             shard_maps: Arc::new(ShardMapState::new(version, store, cluster_names)),
+            integrations,
         };
         let admin_sql_addr = match &config.admin.sql_listen {
             Some(addr) => {

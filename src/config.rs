@@ -41,6 +41,10 @@ pub struct Config {
     /// maintenance flags.
     #[serde(default)]
     pub state_dir: Option<std::path::PathBuf>,
+    /// Routing layers and service discovery kept in step with the topology (HAProxy, Consul,
+    /// webhooks, ProxySQL, MaxScale, scripts); all off by default.
+    #[serde(default)]
+    pub integrations: crate::integrations::IntegrationsConfig,
     /// A directory of more `*.toml` files merged into this one in name order (relative to
     /// this file): lists such as `[[clusters]]` are appended, a setting given twice is an
     /// error. One file per cluster is the usual layout.
@@ -257,6 +261,12 @@ impl Config {
             }
             problems.extend(u.validate(&cluster_names));
         }
+        let nodes: Vec<&str> = self
+            .clusters
+            .iter()
+            .flat_map(|c| c.nodes.iter().map(String::as_str))
+            .collect();
+        problems.extend(self.integrations.validate(&cluster_names, &nodes));
         if self.orchestrator.tick_ms == 0 {
             problems.push("orchestrator.tick_ms must be at least 1".into());
         }

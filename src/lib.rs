@@ -10,6 +10,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod integrations;
 pub mod metrics;
 pub mod reload;
 pub mod sandbox;

@@ -141,6 +141,14 @@ enum Command {
     ///
     /// Example: switchyard bench --quick
     Bench(switchyard::bench::BenchArgs),
+    /// Print a complete haproxy.cfg for the clusters of a configuration file (the leaders it
+    /// names; `GET /api/v1/haproxy/config` gives the live topology's).
+    ///
+    /// Example: switchyard haproxy-config --config config/serve.toml > haproxy.cfg
+    HaproxyConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run against existing clusters described in a TOML file.
     ///
     /// Example: switchyard serve --config config/serve.toml
@@ -387,6 +395,13 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await?;
             print!("{}", cli::format_report(&report));
+            Ok(())
+        }
+        Command::HaproxyConfig { config } => {
+            let config = Config::load(&config)?;
+            let text = switchyard::integrations::haproxy::config_for_file(&config)
+                .map_err(anyhow::Error::msg)?;
+            print!("{text}");
             Ok(())
         }
         Command::Serve {

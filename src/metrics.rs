@@ -461,6 +461,26 @@ fn gtid_lag(head: &orchestrator::gtid::GtidPos, replica: &str) -> Option<u64> {
     )
 }
 
+/// The routing-layer integrations' push counters (appended to the exposition).
+pub fn render_integrations(m: &crate::integrations::IntegrationMetrics) -> String {
+    let mut e = Exposition { out: String::new() };
+    e.family(
+        "switchyard_integration_pushes_total",
+        "counter",
+        "Pushes of a cluster's state to a routing layer or directory, by integration and \
+         result (ok; retried: an attempt failed and another followed; failed: every attempt \
+         failed).",
+    );
+    for (integration, result, n) in m.snapshot() {
+        e.sample(
+            "switchyard_integration_pushes_total",
+            &[("integration", integration), ("result", result)],
+            n,
+        );
+    }
+    e.out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

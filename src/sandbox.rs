@@ -92,6 +92,7 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
         include_dir: None,
         key_file: None,
         origin: Default::default(),
+        integrations: Default::default(),
     }
 }
 

@@ -379,6 +379,12 @@ impl Orchestrator {
         Ok(*lock(&self.ctl(cluster)?.stats))
     }
 
+    /// Records an event about `cluster` from outside the orchestrator (the binary's
+    /// integrations with routing layers), next to the orchestrator's own.
+    pub fn record_event(&self, cluster: &str, kind: &str, message: impl Into<String>) {
+        self.event(cluster, kind, message);
+    }
+
     /// A router saw a connection to `addr` fail: poll it now. Only a signal: the verdict is
     /// still the detector's.
     pub fn report_failure(&self, addr: &str) {
