@@ -77,6 +77,12 @@ pub struct AdminConfig {
     /// Where every mutating call is appended as a JSON line (who, what, when, result).
     #[serde(default)]
     pub audit_log: Option<std::path::PathBuf>,
+    /// Certificate chain (PEM); with `tls_key`, the API serves HTTPS only.
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 fn default_admin_listen() -> String {
@@ -241,6 +247,16 @@ impl Config {
         }
         if self.orchestrator.tick_ms == 0 {
             problems.push("orchestrator.tick_ms must be at least 1".into());
+        }
+        match (&self.admin.tls_cert, &self.admin.tls_key) {
+            (Some(cert), Some(key)) => {
+                if let Err(e) = router::tls::server_config(cert, key) {
+                    problems.push(format!("admin.tls_cert/tls_key: {e}"));
+                }
+            }
+            (Some(_), None) => problems.push("admin.tls_cert is set but tls_key is not".into()),
+            (None, Some(_)) => problems.push("admin.tls_key is set but tls_cert is not".into()),
+            (None, None) => {}
         }
         problems
     }

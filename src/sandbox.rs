@@ -73,6 +73,8 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
             token: Some(Secret::new(opts.admin_token.as_str())),
             users: Vec::new(),
             audit_log: None,
+            tls_cert: None,
+            tls_key: None,
         },
         orchestrator: OrchestratorConfig {
             user: spec.admin_user.clone(),

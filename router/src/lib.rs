@@ -13,6 +13,7 @@
 //! - [`backend`]: our own backend connections, their pools, and the raw relay of responses;
 //!   [`backend::aggregate`] merges gathered results (groups, aggregates, HAVING, ORDER BY).
 //! - [`protocol`]: packet framing and the few packets the router writes itself.
+//! - [`tls`]: TLS to clients and backends (rustls), and the plain-or-TLS stream halves.
 //! - [`error`]: router errors and what the client sees for each.
 //! - [`sequence`]: global AUTO_INCREMENT ids for sharded tables.
 //! - [`xa`]: distributed transactions: xids, the commit decision log, recovery, failpoints.
@@ -28,6 +29,7 @@ pub mod sequence;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod tls;
 pub mod xa;
 
 pub use config::{RouterConfig, Secret, UserConfig};

@@ -169,6 +169,7 @@ impl LocalClusters {
             read_only: !is_leader,
             semi_sync: self.spec.semi_sync,
             skip_slave_start: false,
+            ssl: self.spec.ssl.clone(),
         };
         let p = process::start_server(&self.mariadb, &node, role)
             .await
@@ -263,6 +264,7 @@ impl LocalClusters {
 
         let repick = self.spec.base_port.is_none();
         let semi_sync = self.spec.semi_sync;
+        let ssl = &self.spec.ssl;
         let mariadb = &self.mariadb;
         let launches = clusters.iter().enumerate().flat_map(|(ci, c)| {
             c.nodes.iter().enumerate().map(move |(ni, n)| {
@@ -270,6 +272,7 @@ impl LocalClusters {
                     read_only: ni != 0,
                     semi_sync,
                     skip_slave_start: false,
+                    ssl: ssl.clone(),
                 };
                 launch(mariadb, n.clone(), role, repick, (ci, ni))
             })
@@ -363,10 +366,12 @@ impl LocalClusters {
             }
         }
         let semi_sync = self.spec.semi_sync;
+        let ssl = &self.spec.ssl;
         let mariadb = &self.mariadb;
         let launches = clusters.iter().enumerate().flat_map(|(ci, c)| {
             c.nodes.iter().enumerate().map(move |(ni, n)| {
                 let role = ServerRole {
+                    ssl: ssl.clone(),
                     read_only: n.addr != c.leader,
                     semi_sync,
                     // Started below once the leader is up, instead of failing a first connect
@@ -439,7 +444,7 @@ async fn launch<T>(
 ) -> (LocalNode, T, Result<NodeProcess, ProvisionError>) {
     let mut attempt = 1;
     loop {
-        match process::start_server(mariadb, &node, role).await {
+        match process::start_server(mariadb, &node, role.clone()).await {
             Ok(p) => return (node, tag, Ok(p)),
             Err(StartFailure::PortInUse) if may_repick && attempt < PORT_ATTEMPTS => {
                 attempt += 1;
@@ -538,6 +543,7 @@ mod tests {
             read_only: false,
             semi_sync: false,
             skip_slave_start: false,
+            ssl: None,
         };
         let (started, (), result) = launch(&mariadb, node.clone(), role, true, ()).await;
         let mut process = result.expect("started on another port");
