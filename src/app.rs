@@ -172,7 +172,12 @@ impl App {
         });
         let admin_stop = stopped();
         match crate::admin_tls::config(&config.admin).context("admin API TLS")? {
-            Some(tls) => tasks.push(crate::admin_tls::spawn(admin_listener, api, tls, admin_stop)?),
+            Some(tls) => tasks.push(crate::admin_tls::spawn(
+                admin_listener,
+                api,
+                tls,
+                admin_stop,
+            )?),
             None => tasks.push(tokio::spawn(async move {
                 if let Err(e) = axum::serve(admin_listener, api)
                     .with_graceful_shutdown(admin_stop)

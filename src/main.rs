@@ -295,7 +295,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Switchover { cluster, to, api } => {
             println!("switchover of {cluster} ...");
             let mut out = std::io::stdout();
-            cli::switchover_with_progress(&api.client()?, &cluster, to.as_deref(), &mut out).await?;
+            cli::switchover_with_progress(&api.client()?, &cluster, to.as_deref(), &mut out)
+                .await?;
             Ok(())
         }
         Command::Maintenance {

@@ -294,16 +294,16 @@ impl RouterConfig {
             }
         }
         match (self.backend_tls, &self.backend_tls_ca) {
-            (BackendTlsMode::VerifyCa, None) => problems
-                .push("router.backend_tls = \"verify_ca\" needs backend_tls_ca (a PEM file)".into()),
+            (BackendTlsMode::VerifyCa, None) => problems.push(
+                "router.backend_tls = \"verify_ca\" needs backend_tls_ca (a PEM file)".into(),
+            ),
             (BackendTlsMode::VerifyCa, Some(ca)) => {
                 if let Err(e) = crate::tls::backend_config(self.backend_tls, Some(ca)) {
                     problems.push(format!("router.backend_tls_ca: {e}"));
                 }
             }
-            (_, Some(_)) => problems.push(
-                "router.backend_tls_ca is only used with backend_tls = \"verify_ca\"".into(),
-            ),
+            (_, Some(_)) => problems
+                .push("router.backend_tls_ca is only used with backend_tls = \"verify_ca\"".into()),
             (_, None) => {}
         }
         problems

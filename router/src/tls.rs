@@ -81,7 +81,10 @@ fn pem_error(what: &'static str, path: &Path, e: rustls::pki_types::pem::Error) 
 }
 
 /// Every certificate in a PEM file (a chain: the leaf first).
-pub fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     // Read first, so that a missing file is reported as such and not as bad PEM.
     let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
         what,
@@ -231,15 +234,15 @@ impl RouterTls {
     /// Reads the certificates and keys `config` names.
     pub fn load(config: &RouterConfig) -> Result<Self, TlsError> {
         let clients = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => {
-                Some(TlsAcceptor::from(Arc::new(server_config(cert, key)?)))
-            }
+            (Some(cert), Some(key)) => Some(TlsAcceptor::from(Arc::new(server_config(cert, key)?))),
             _ => None,
         };
-        let backends = backend_config(config.backend_tls, config.backend_tls_ca.as_deref())?
-            .map(|c| BackendTls {
-                mode: config.backend_tls,
-                connector: TlsConnector::from(Arc::new(c)),
+        let backends =
+            backend_config(config.backend_tls, config.backend_tls_ca.as_deref())?.map(|c| {
+                BackendTls {
+                    mode: config.backend_tls,
+                    connector: TlsConnector::from(Arc::new(c)),
+                }
             });
         Ok(RouterTls { clients, backends })
     }
@@ -476,7 +479,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let missing = dir.join("missing.pem");
         let e = load_certs("certificate", &missing).unwrap_err().to_string();
-        assert!(e.contains("can't read certificate") && e.contains("missing.pem"), "{e}");
+        assert!(
+            e.contains("can't read certificate") && e.contains("missing.pem"),
+            "{e}"
+        );
         let garbage = dir.join("garbage.pem");
         std::fs::write(&garbage, "not a certificate\n").unwrap();
         let e = load_certs("certificate", &garbage).unwrap_err().to_string();

@@ -110,7 +110,8 @@ impl BackendConn {
         stream: TcpStream,
         opts: &ConnectOptions,
     ) -> Result<Self, BackendError> {
-        let io_error = |e: &dyn std::fmt::Display| BackendError::Io(addr.to_string(), e.to_string());
+        let io_error =
+            |e: &dyn std::fmt::Display| BackendError::Io(addr.to_string(), e.to_string());
         let (r, w) = tls::split_plain(stream);
         let mut reader = PacketReader::new(r);
         let mut writer = w;

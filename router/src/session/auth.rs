@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use crate::context::{RouterContext, RouterMetrics, User};
 use crate::error::RouterError;
 use crate::protocol::handshake::{

@@ -194,8 +194,7 @@ impl Session {
         let mut secure = false;
         let result = match auth::greet(&ctx, id, offer_tls, &mut output).await {
             Ok(scramble) => loop {
-                match auth::respond(&ctx, &peer, &scramble, secure, &mut input, &mut output).await
-                {
+                match auth::respond(&ctx, &peer, &scramble, secure, &mut input, &mut output).await {
                     Ok(auth::Step::StartTls) => match auth::start_tls(&ctx, input, output).await {
                         Some((i, o)) => {
                             (input, output) = (i, o);
