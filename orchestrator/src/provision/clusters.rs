@@ -545,7 +545,7 @@ mod tests {
             skip_slave_start: false,
             ssl: None,
         };
-        let (started, (), result) = launch(&mariadb, node.clone(), role, true, ()).await;
+        let (started, (), result) = launch(&mariadb, node.clone(), role.clone(), true, ()).await;
         let mut process = result.expect("started on another port");
         assert_ne!(started.port, taken);
         assert_eq!(started.addr, format!("127.0.0.1:{}", started.port));
