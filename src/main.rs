@@ -354,7 +354,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Config(ConfigCommand::Reload { api }) => {
             let report = api
-                .client()
+                .client()?
                 .post("/api/v1/config/reload", serde_json::Value::Null)
                 .await?;
             print!("{}", cli::format_reload(&report));

@@ -173,7 +173,9 @@ pub struct RouterConfig {
 }
 
 /// When the router's backend connections use TLS.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendTlsMode {
     /// Plain text.
