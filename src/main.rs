@@ -409,9 +409,14 @@ async fn main() -> anyhow::Result<()> {
                 config.admin.token = Some(router::Secret::new(t));
                 config.origin.admin_token_fixed = true;
             }
+            let scheme = if config.admin.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             let app = App::start(config).await?;
             println!("mysql: 127.0.0.1:{} (router)", app.router_addr.port());
-            println!("admin: http://{}/api/v1/clusters", app.admin_addr);
+            println!("admin: {scheme}://{}/api/v1/clusters", app.admin_addr);
             let reload = tokio::spawn(reload_on_sighup(app.reloader.clone()));
             stop_signal().await;
             reload.abort();
