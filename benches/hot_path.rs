@@ -117,6 +117,7 @@ fn relay_rows(c: &mut Criterion) {
                 deprecate_eof: true,
                 found_rows: false,
                 connect_timeout: Duration::from_secs(2),
+                tls: None,
             };
             let conn = BackendConn::connect(&addr, &opts).await.unwrap();
             // The "client": a socket pair whose far end is drained by a task.

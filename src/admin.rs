@@ -686,6 +686,8 @@ pub fn router_counters(router: &RouterContext) -> serde_json::Value {
         "connections_refused": m.connections_refused.load(Ordering::Relaxed),
         "auth_failures": m.auth_failures.load(Ordering::Relaxed),
         "auth_throttled": m.auth_throttled.load(Ordering::Relaxed),
+        "tls_connections": m.tls_connections.load(Ordering::Relaxed),
+        "insecure_refused": m.insecure_refused.load(Ordering::Relaxed),
         "statements": m.statements.load(Ordering::Relaxed),
         "statements_to_replicas": m.statements_to_replicas.load(Ordering::Relaxed),
         "unparsed_statements": m.unparsed.load(Ordering::Relaxed),

@@ -42,6 +42,7 @@ pub struct App {
 impl App {
     /// Starts every component. `config.admin.token` must be set.
     pub async fn start(mut config: Config) -> anyhow::Result<App> {
+        router::tls::install_default_provider();
         let problems = config.validate();
         anyhow::ensure!(
             problems.is_empty(),
@@ -139,7 +140,9 @@ impl App {
                 .with_internal_user(
                     &config.orchestrator.user,
                     config.orchestrator.password.expose(),
-                ),
+                )
+                .with_tls()
+                .context("router TLS")?,
         );
         let router_listener = listen(&config.router.listen, ROUTER_BACKLOG)
             .await
@@ -213,14 +216,22 @@ impl App {
         };
         let api = admin::routes(admin_state);
         let admin_stop = stopped();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(admin_listener, api)
-                .with_graceful_shutdown(admin_stop)
-                .await
-            {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        }));
+        match crate::admin_tls::config(&config.admin).context("admin API TLS")? {
+            Some(tls) => tasks.push(crate::admin_tls::spawn(
+                admin_listener,
+                api,
+                tls,
+                admin_stop,
+            )?),
+            None => tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(admin_listener, api)
+                    .with_graceful_shutdown(admin_stop)
+                    .await
+                {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            })),
+        }
         Ok(App {
             router_addr,
             admin_addr,
@@ -344,6 +355,10 @@ async fn announced_version(config: &Config) -> String {
         deprecate_eof: false,
         found_rows: false,
         connect_timeout: Duration::from_secs(2),
+        // The backends may insist on TLS; a failure here only means the default version.
+        tls: router::tls::RouterTls::load(&config.router)
+            .ok()
+            .and_then(|t| t.backends),
     };
     let version = async {
         let mut c = BackendConn::connect(&addr, &opts).await.ok()?;

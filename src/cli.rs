@@ -15,11 +15,26 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(base: &str, token: &str) -> Self {
+        router::tls::install_default_provider();
         ApiClient {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Trusts only the CA certificate(s) in `ca` (PEM) for an HTTPS admin API.
+    pub fn with_ca(mut self, ca: &std::path::Path) -> anyhow::Result<Self> {
+        let pem = std::fs::read(ca)
+            .with_context(|| format!("can't read the admin CA file {}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{} is not a PEM certificate bundle", ca.display()))?;
+        anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", ca.display());
+        self.http = reqwest::Client::builder()
+            .tls_certs_only(certs)
+            .build()
+            .context("building the HTTPS client")?;
+        Ok(self)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {

@@ -91,6 +91,12 @@ pub struct AdminConfig {
     /// so keep it on loopback or a trusted network.
     #[serde(default)]
     pub sql_listen: Option<String>,
+    /// Certificate chain (PEM); with `tls_key`, the API serves HTTPS only.
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 fn default_admin_listen() -> String {
@@ -269,6 +275,16 @@ impl Config {
         problems.extend(self.integrations.validate(&cluster_names, &nodes));
         if self.orchestrator.tick_ms == 0 {
             problems.push("orchestrator.tick_ms must be at least 1".into());
+        }
+        match (&self.admin.tls_cert, &self.admin.tls_key) {
+            (Some(cert), Some(key)) => {
+                if let Err(e) = router::tls::server_config(cert, key) {
+                    problems.push(format!("admin.tls_cert/tls_key: {e}"));
+                }
+            }
+            (Some(_), None) => problems.push("admin.tls_cert is set but tls_key is not".into()),
+            (None, Some(_)) => problems.push("admin.tls_key is set but tls_cert is not".into()),
+            (None, None) => {}
         }
         problems
     }

@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod admin;
 pub mod admin_sql;
+pub mod admin_tls;
 pub mod app;
 pub mod bench;
 pub mod cli;

@@ -227,11 +227,19 @@ struct ApiArgs {
     /// Admin API bearer token.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: String,
+    /// CA certificate (PEM) that an HTTPS admin API's certificate must chain to; without it
+    /// the system's roots are used.
+    #[arg(long, env = "SWITCHYARD_ADMIN_CA")]
+    admin_ca: Option<PathBuf>,
 }
 
 impl ApiArgs {
-    fn client(&self) -> cli::ApiClient {
-        cli::ApiClient::new(&self.admin, &self.admin_token)
+    fn client(&self) -> anyhow::Result<cli::ApiClient> {
+        let client = cli::ApiClient::new(&self.admin, &self.admin_token);
+        match &self.admin_ca {
+            Some(ca) => client.with_ca(ca),
+            None => Ok(client),
+        }
     }
 }
 
@@ -288,7 +296,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Status { api, json } => {
-            let body = api.client().get("/api/v1/clusters").await?;
+            let body = api.client()?.get("/api/v1/clusters").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&body)?);
             } else {
@@ -299,7 +307,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Switchover { cluster, to, api } => {
             println!("switchover of {cluster} ...");
             let mut out = std::io::stdout();
-            cli::switchover_with_progress(&api.client(), &cluster, to.as_deref(), &mut out).await?;
+            cli::switchover_with_progress(&api.client()?, &cluster, to.as_deref(), &mut out)
+                .await?;
             Ok(())
         }
         Command::Maintenance {
@@ -309,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
             api,
         } => {
             let on = matches!(state, OnOff::On);
-            let r = cli::maintenance(&api.client(), &cluster, &node, on).await?;
+            let r = cli::maintenance(&api.client()?, &cluster, &node, on).await?;
             println!(
                 "{cluster} {node}: maintenance {}",
                 if r["flags"]["maintenance"] == true {
@@ -321,14 +330,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::ShardMap(ShardMapCommand::Get { api }) => {
-            let map = api.client().get("/api/v1/shard-map").await?;
+            let map = api.client()?.get("/api/v1/shard-map").await?;
             println!("{}", serde_json::to_string_pretty(&map)?);
             Ok(())
         }
         Command::ShardMap(ShardMapCommand::Put { file, api }) => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("can't read {}", file.display()))?;
-            let r = api.client().put_text("/api/v1/shard-map", text).await?;
+            let r = api.client()?.put_text("/api/v1/shard-map", text).await?;
             println!("shard map version {} applied", r["version"]);
             for c in r["changes"].as_array().into_iter().flatten() {
                 println!("  {}", c.as_str().unwrap_or(""));
@@ -336,7 +345,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::ShardMap(ShardMapCommand::Diff { file, api }) => {
-            let changes = cli::shard_map_diff(&api.client(), &file).await?;
+            let changes = cli::shard_map_diff(&api.client()?, &file).await?;
             if changes.is_empty() {
                 println!("no changes");
             }
@@ -357,7 +366,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Config(ConfigCommand::Reload { api }) => {
             let report = api
-                .client()
+                .client()?
                 .post("/api/v1/config/reload", serde_json::Value::Null)
                 .await?;
             print!("{}", cli::format_reload(&report));
@@ -388,7 +397,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Failover { cluster, api } => {
             println!("failover of {cluster} ...");
             let report = api
-                .client()
+                .client()?
                 .post(
                     &format!("/api/v1/clusters/{cluster}/failover"),
                     serde_json::Value::Null,
@@ -419,9 +428,14 @@ async fn main() -> anyhow::Result<()> {
                 config.admin.token = Some(router::Secret::new(t));
                 config.origin.admin_token_fixed = true;
             }
+            let scheme = if config.admin.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             let app = App::start(config).await?;
             println!("mysql: 127.0.0.1:{} (router)", app.router_addr.port());
-            println!("admin: http://{}/api/v1/clusters", app.admin_addr);
+            println!("admin: {scheme}://{}/api/v1/clusters", app.admin_addr);
             let reload = tokio::spawn(reload_on_sighup(app.reloader.clone()));
             stop_signal().await;
             reload.abort();

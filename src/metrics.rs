@@ -284,6 +284,16 @@ fn router_metrics(e: &mut Exposition, r: &RouterContext) {
             load(&m.auth_failures),
         ),
         (
+            "switchyard_router_tls_connections_total",
+            "Client connections switched to TLS.",
+            load(&m.tls_connections),
+        ),
+        (
+            "switchyard_router_insecure_refused_total",
+            "Plain-text logins refused (require_secure_transport).",
+            load(&m.insecure_refused),
+        ),
+        (
             "switchyard_router_held_statements_total",
             "Statements held while their cluster changed leader.",
             load(&m.held_statements),

@@ -74,6 +74,8 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
             users: Vec::new(),
             audit_log: None,
             sql_listen: None,
+            tls_cert: None,
+            tls_key: None,
         },
         orchestrator: OrchestratorConfig {
             user: spec.admin_user.clone(),

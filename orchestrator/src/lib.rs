@@ -22,4 +22,6 @@ pub use manager::{
     OrchestratorSettings,
 };
 pub use monitor::{ClusterSpec, MonitorConfig};
-pub use provision::{LocalCluster, LocalClusters, LocalNode, ProvisionError, ProvisionSpec};
+pub use provision::{
+    LocalCluster, LocalClusters, LocalNode, ProvisionError, ProvisionSpec, ServerSsl,
+};

@@ -1,5 +1,6 @@
 //! The router's settings, as they appear in switchyard's TOML config under `[router]`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,6 +150,43 @@ pub struct RouterConfig {
     /// and unique per router; by default the `listen` address.
     #[serde(default)]
     pub router_id: Option<String>,
+    /// Certificate chain (PEM) offered to clients that ask for TLS; with `tls_key`, the
+    /// greeting advertises SSL. Unset: clients connect in plain text only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clients that log in without TLS (error 3159, as MariaDB's
+    /// `require_secure_transport`). Needs `tls_cert` and `tls_key`.
+    #[serde(default)]
+    pub require_secure_transport: bool,
+    /// TLS towards the backends: `disabled`, `preferred` (when the server offers it),
+    /// `required` (fail when it does not; the certificate is not checked) or `verify_ca`
+    /// (required, and the certificate must chain to `backend_tls_ca` and name the host of the
+    /// node's address).
+    #[serde(default)]
+    pub backend_tls: BackendTlsMode,
+    /// CA certificate(s) (PEM) that backend certificates must chain to with `verify_ca`.
+    #[serde(default)]
+    pub backend_tls_ca: Option<PathBuf>,
+}
+
+/// When the router's backend connections use TLS.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendTlsMode {
+    /// Plain text.
+    #[default]
+    Disabled,
+    /// TLS when the server offers it, plain text otherwise; the certificate is not checked.
+    Preferred,
+    /// TLS or no connection; the certificate is not checked.
+    Required,
+    /// TLS or no connection, and the certificate must chain to `backend_tls_ca`.
+    VerifyCa,
 }
 
 fn default_listen() -> String {
@@ -204,6 +242,11 @@ impl RouterConfig {
             login_failure_limit: default_login_failure_limit(),
             login_failure_delay_ms: default_login_failure_delay_ms(),
             router_id: None,
+            tls_cert: None,
+            tls_key: None,
+            require_secure_transport: false,
+            backend_tls: BackendTlsMode::Disabled,
+            backend_tls_ca: None,
         }
     }
 
@@ -226,6 +269,44 @@ impl RouterConfig {
         }
         if self.max_allowed_packet < 1024 {
             problems.push("router.max_allowed_packet must be at least 1024".into());
+        }
+        problems.extend(self.tls_problems());
+        problems
+    }
+
+    /// What is wrong with the TLS settings, the certificate and key files included.
+    fn tls_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                if let Err(e) = crate::tls::server_config(cert, key) {
+                    problems.push(format!("router.tls_cert/tls_key: {e}"));
+                }
+            }
+            (Some(_), None) => problems.push("router.tls_cert is set but tls_key is not".into()),
+            (None, Some(_)) => problems.push("router.tls_key is set but tls_cert is not".into()),
+            (None, None) => {
+                if self.require_secure_transport {
+                    problems.push(
+                        "router.require_secure_transport needs tls_cert and tls_key (no client \
+                         could connect)"
+                            .into(),
+                    );
+                }
+            }
+        }
+        match (self.backend_tls, &self.backend_tls_ca) {
+            (BackendTlsMode::VerifyCa, None) => problems.push(
+                "router.backend_tls = \"verify_ca\" needs backend_tls_ca (a PEM file)".into(),
+            ),
+            (BackendTlsMode::VerifyCa, Some(ca)) => {
+                if let Err(e) = crate::tls::backend_config(self.backend_tls, Some(ca)) {
+                    problems.push(format!("router.backend_tls_ca: {e}"));
+                }
+            }
+            (_, Some(_)) => problems
+                .push("router.backend_tls_ca is only used with backend_tls = \"verify_ca\"".into()),
+            (_, None) => {}
         }
         problems
     }

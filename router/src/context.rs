@@ -45,6 +45,10 @@ pub struct RouterMetrics {
     pub session_panics: AtomicU64,
     /// Login failures answered late because their address failed too often.
     pub auth_throttled: AtomicU64,
+    /// Client connections switched to TLS.
+    pub tls_connections: AtomicU64,
+    /// Plain-text logins refused because `require_secure_transport` is on.
+    pub insecure_refused: AtomicU64,
     /// Client commands by kind (`StatementClass` order) and their latency.
     pub by_class: [AtomicU64; 3],
     pub latency: [LatencyHistogram; 3],
@@ -198,6 +202,8 @@ pub struct RouterContext {
     pub login_failures: LoginThrottle,
     /// The live client sessions.
     pub sessions: Arc<crate::sessions::SessionRegistry>,
+    /// TLS towards clients and backends (none until [`RouterContext::with_tls`]).
+    pub tls: crate::tls::RouterTls,
 }
 
 fn user_table(users: &[crate::config::UserConfig], generation: u64) -> HashMap<String, Arc<User>> {
@@ -284,6 +290,7 @@ impl RouterContext {
             sequences: dashmap::DashMap::new(),
             login_failures: LoginThrottle::default(),
             sessions: Arc::default(),
+            tls: crate::tls::RouterTls::default(),
             config,
         }
     }
@@ -308,6 +315,17 @@ impl RouterContext {
             self.pools.forget_user(name);
         }
         changed
+    }
+
+    /// Loads the certificates and keys the config names: TLS offered to clients and used
+    /// towards backends. Fails on a missing or unreadable file.
+    pub fn with_tls(mut self) -> Result<Self, crate::tls::TlsError> {
+        self.tls = crate::tls::RouterTls::load(&self.config)?;
+        self.pools = Pools::new(crate::backend::PoolOptions {
+            tls: self.tls.backends.clone(),
+            ..self.config.pool_options()
+        });
+        Ok(self)
     }
 
     /// Wires router-observed backend failures to the orchestrator's detection.

@@ -50,6 +50,8 @@ pub enum RouterError {
     MultiStatementsOff,
     #[error("not supported: {0}")]
     NotSupported(String),
+    #[error("plain-text login refused: require_secure_transport is on")]
+    SecureTransportRequired,
 }
 
 impl RouterError {
@@ -72,6 +74,11 @@ impl RouterError {
             RouterError::Backend(
                 e @ (BackendError::Connect(..) | BackendError::ConnectTimeout(_)),
             ) => (2003, "HY000", format!("Can't connect to backend: {e}")),
+            RouterError::Backend(BackendError::Tls(addr, why)) => (
+                2026,
+                "HY000",
+                format!("SSL connection error: backend {addr}: {why}"),
+            ),
             RouterError::Backend(e) => (2013, "HY000", format!("Lost connection to backend: {e}")),
             RouterError::LostDuringQuery { addr } => (
                 2013,
@@ -180,6 +187,15 @@ impl RouterError {
                 "42000",
                 format!("This version of switchyard doesn't yet support '{what}'"),
             ),
+            // ER_SECURE_TRANSPORT_REQUIRED, as MariaDB 11 sends it (MDEV-30178); 10.11 still
+            // answers such logins with a bare 1045 "Access denied", which hides the reason.
+            RouterError::SecureTransportRequired => (
+                3159,
+                "08004",
+                "Connections using insecure transport are prohibited while \
+                 --require_secure_transport=ON."
+                    .into(),
+            ),
         };
         ServerError {
             code,
@@ -235,6 +251,12 @@ mod tests {
                 "HY000",
             ),
             (RouterError::NotSupported("x".into()), 1235, "42000"),
+            (RouterError::SecureTransportRequired, 3159, "08004"),
+            (
+                RouterError::Backend(BackendError::Tls("a:1".into(), "b".into())),
+                2026,
+                "HY000",
+            ),
         ];
         for (err, code, state) in cases {
             let c = err.to_client();

@@ -13,6 +13,7 @@
 //! - [`backend`]: our own backend connections, their pools, and the raw relay of responses;
 //!   [`backend::aggregate`] merges gathered results (groups, aggregates, HAVING, ORDER BY).
 //! - [`protocol`]: packet framing and the few packets the router writes itself.
+//! - [`tls`]: TLS to clients and backends (rustls), and the plain-or-TLS stream halves.
 //! - [`error`]: router errors and what the client sees for each.
 //! - [`sequence`]: global AUTO_INCREMENT ids for sharded tables.
 //! - [`sessions`]: the registry of live client sessions (`SHOW SESSIONS` on the admin port).
@@ -32,6 +33,7 @@ pub mod server;
 pub mod session;
 pub mod sessions;
 pub mod shard;
+pub mod tls;
 pub mod xa;
 
 pub use config::{RouterConfig, Secret, UserConfig};

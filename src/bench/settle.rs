@@ -19,6 +19,7 @@ pub async fn connect(addr: &str) -> anyhow::Result<BackendConn> {
         deprecate_eof: false,
         found_rows: false,
         connect_timeout: Duration::from_secs(5),
+        tls: None,
     };
     BackendConn::connect(addr, &opts)
         .await

@@ -154,6 +154,8 @@ impl Integration for Proxysql {
             deprecate_eof: false,
             found_rows: false,
             connect_timeout: Duration::from_millis(self.config.retry.timeout_ms),
+            // ProxySQL's admin interface is reached in plain text (as its own clients do).
+            tls: None,
         };
         let admin = &self.config.admin;
         let mut conn = BackendConn::connect(admin, &opts)

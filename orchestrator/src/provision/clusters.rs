@@ -170,8 +170,9 @@ impl LocalClusters {
             semi_sync: self.spec.semi_sync,
             truncate_unacknowledged: true,
             skip_slave_start: false,
+            ssl: self.spec.ssl.clone(),
         };
-        let p = match process::start_server(&self.mariadb, &node, role).await {
+        let p = match process::start_server(&self.mariadb, &node, role.clone()).await {
             Err(StartFailure::Other(ProvisionError::ServerExited { tail, .. }))
                 if tail.contains(process::TRUNCATION_REFUSED) =>
             {
@@ -286,6 +287,7 @@ impl LocalClusters {
 
         let repick = self.spec.base_port.is_none();
         let semi_sync = self.spec.semi_sync;
+        let ssl = &self.spec.ssl;
         let mariadb = &self.mariadb;
         let launches = clusters.iter().enumerate().flat_map(|(ci, c)| {
             c.nodes.iter().enumerate().map(move |(ni, n)| {
@@ -294,6 +296,7 @@ impl LocalClusters {
                     semi_sync,
                     truncate_unacknowledged: true,
                     skip_slave_start: false,
+                    ssl: ssl.clone(),
                 };
                 launch(mariadb, n.clone(), role, repick, (ci, ni))
             })
@@ -387,10 +390,12 @@ impl LocalClusters {
             }
         }
         let semi_sync = self.spec.semi_sync;
+        let ssl = &self.spec.ssl;
         let mariadb = &self.mariadb;
         let launches = clusters.iter().enumerate().flat_map(|(ci, c)| {
             c.nodes.iter().enumerate().map(move |(ni, n)| {
                 let role = ServerRole {
+                    ssl: ssl.clone(),
                     read_only: n.addr != c.leader,
                     semi_sync,
                     truncate_unacknowledged: true,
@@ -464,7 +469,7 @@ async fn launch<T>(
 ) -> (LocalNode, T, Result<NodeProcess, ProvisionError>) {
     let mut attempt = 1;
     loop {
-        match process::start_server(mariadb, &node, role).await {
+        match process::start_server(mariadb, &node, role.clone()).await {
             Ok(p) => return (node, tag, Ok(p)),
             Err(StartFailure::PortInUse) if may_repick && attempt < PORT_ATTEMPTS => {
                 attempt += 1;
@@ -564,8 +569,9 @@ mod tests {
             semi_sync: false,
             truncate_unacknowledged: true,
             skip_slave_start: false,
+            ssl: None,
         };
-        let (started, (), result) = launch(&mariadb, node.clone(), role, true, ()).await;
+        let (started, (), result) = launch(&mariadb, node.clone(), role.clone(), true, ()).await;
         let mut process = result.expect("started on another port");
         assert_ne!(started.port, taken);
         assert_eq!(started.addr, format!("127.0.0.1:{}", started.port));

@@ -42,6 +42,16 @@ pub struct ProvisionSpec {
     pub repl_password: String,
     /// Semi-synchronous replication (AFTER_SYNC), enabled on the leader once replicas connect.
     pub semi_sync: bool,
+    /// TLS on every server (`--ssl-cert`, `--ssl-key`, `--ssl-ca`); `None`: no TLS.
+    pub ssl: Option<ServerSsl>,
+}
+
+/// The certificate, key and CA (PEM files) the servers are started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSsl {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: Option<PathBuf>,
 }
 
 impl ProvisionSpec {
@@ -60,6 +70,7 @@ impl ProvisionSpec {
             repl_user: "repl".into(),
             repl_password: "repl".into(),
             semi_sync: true,
+            ssl: None,
         }
     }
 
@@ -119,6 +130,7 @@ impl fmt::Debug for ProvisionSpec {
             .field("admin_user", &self.admin_user)
             .field("repl_user", &self.repl_user)
             .field("semi_sync", &self.semi_sync)
+            .field("ssl", &self.ssl)
             .finish_non_exhaustive()
     }
 }

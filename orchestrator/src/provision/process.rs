@@ -13,7 +13,7 @@ use mysql_async::{Conn, OptsBuilder};
 use tokio::time::Instant;
 
 use super::mariadb::{running_as_root, Mariadb};
-use super::{LocalNode, ProvisionError};
+use super::{LocalNode, ProvisionError, ServerSsl};
 
 /// How often start-up and shutdown are polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -22,7 +22,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The per-start settings that vary with the node's role.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ServerRole {
     /// Start with `read_only=1` (every node but the leader).
     pub read_only: bool,
@@ -35,13 +35,15 @@ pub(crate) struct ServerRole {
     /// Do not resume replication at boot: a full restart starts the replicas' threads itself
     /// once their leader is up, instead of waiting out a failed first connect and a retry.
     pub skip_slave_start: bool,
+    /// TLS certificate, key and CA (the spec's, the same for every node).
+    pub ssl: Option<ServerSsl>,
 }
 
 /// The `mariadbd` command line for `node`.
 ///
 /// `--no-defaults` must be first (it is only honoured there) and `--log-basename` must come
 /// before the other log options, which it would otherwise override.
-pub(crate) fn server_args(node: &LocalNode, role: ServerRole, as_root: bool) -> Vec<OsString> {
+pub(crate) fn server_args(node: &LocalNode, role: &ServerRole, as_root: bool) -> Vec<OsString> {
     let path_arg = |name: &str, path: &Path| {
         let mut arg = OsString::from(format!("--{name}="));
         arg.push(path);
@@ -90,6 +92,13 @@ pub(crate) fn server_args(node: &LocalNode, role: ServerRole, as_root: bool) -> 
         // transaction to its binlog but before any replica acknowledged it rolls that
         // transaction back instead of committing it, so it can rejoin the new leader.
         args.push("--init-rpl-role=SLAVE".into());
+    }
+    if let Some(ssl) = &role.ssl {
+        args.push(path_arg("ssl-cert", &ssl.cert));
+        args.push(path_arg("ssl-key", &ssl.key));
+        if let Some(ca) = &ssl.ca {
+            args.push(path_arg("ssl-ca", ca));
+        }
     }
     args
 }
@@ -190,7 +199,7 @@ pub(crate) async fn start_server(
         .try_clone()
         .map_err(|e| ProvisionError::io("duplicating a file descriptor", e))?;
     let child = Command::new(&mariadb.mariadbd)
-        .args(server_args(node, role, running_as_root()))
+        .args(server_args(node, &role, running_as_root()))
         .stdin(Stdio::null())
         .stdout(console)
         .stderr(console_err)
@@ -384,8 +393,9 @@ mod tests {
             semi_sync: true,
             truncate_unacknowledged: true,
             skip_slave_start: false,
+            ssl: None,
         };
-        let args: Vec<String> = server_args(&node(), role, true)
+        let args: Vec<String> = server_args(&node(), &role, true)
             .into_iter()
             .map(|a| a.into_string().expect("utf-8"))
             .collect();

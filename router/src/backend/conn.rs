@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::protocol::handshake::{self, NATIVE_PASSWORD};
@@ -18,6 +17,8 @@ use crate::protocol::{
 };
 
 use super::BackendError;
+use crate::config::BackendTlsMode;
+use crate::tls::{self, BackendTls, StreamRead, StreamWrite};
 
 /// How to open a backend connection.
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct ConnectOptions {
     pub deprecate_eof: bool,
     pub found_rows: bool,
     pub connect_timeout: Duration,
+    /// TLS towards the server (`None`: plain text).
+    pub tls: Option<BackendTls>,
 }
 
 /// A statement prepared on this connection.
@@ -60,8 +63,8 @@ pub struct ConnState {
 #[derive(Debug)]
 pub struct BackendConn {
     pub addr: Arc<str>,
-    reader: PacketReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: PacketReader<StreamRead>,
+    writer: StreamWrite,
     pub conn_id: u32,
     pub server_version: String,
     /// The greeting's scramble, needed again by COM_CHANGE_USER.
@@ -89,36 +92,34 @@ pub struct QueryOutput {
 }
 
 impl BackendConn {
-    /// Connects and authenticates with `mysql_native_password`.
+    /// Connects, switches to TLS when `opts.tls` says so, and authenticates with
+    /// `mysql_native_password`.
     pub async fn connect(addr: &str, opts: &ConnectOptions) -> Result<Self, BackendError> {
         let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
             .map_err(|e| BackendError::Connect(addr.to_string(), e))?;
         stream.set_nodelay(true).ok();
-        let (r, w) = stream.into_split();
-        let mut conn = BackendConn {
-            addr: addr.into(),
-            reader: PacketReader::new(r),
-            writer: w,
-            conn_id: 0,
-            server_version: String::new(),
-            scramble: Vec::new(),
-            deprecate_eof: opts.deprecate_eof,
-            state: ConnState::default(),
-            stmts: HashMap::new(),
-            status: 0,
-            broken: false,
-            last_used: Instant::now(),
-        };
-        tokio::time::timeout(opts.connect_timeout, conn.handshake(opts))
+        tokio::time::timeout(opts.connect_timeout, Self::handshake(addr, stream, opts))
             .await
-            .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))??;
-        Ok(conn)
+            .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
     }
 
-    async fn handshake(&mut self, opts: &ConnectOptions) -> Result<(), BackendError> {
-        let (_, _, greeting) = self.read_raw().await?;
+    async fn handshake(
+        addr: &str,
+        stream: TcpStream,
+        opts: &ConnectOptions,
+    ) -> Result<Self, BackendError> {
+        let io_error =
+            |e: &dyn std::fmt::Display| BackendError::Io(addr.to_string(), e.to_string());
+        let (r, w) = tls::split_plain(stream);
+        let mut reader = PacketReader::new(r);
+        let mut writer = w;
+        let greeting = match reader.read_message(usize::MAX).await {
+            Ok(Some((_, _, g))) => g,
+            Ok(None) => return Err(BackendError::Closed(addr.to_string())),
+            Err(e) => return Err(io_error(&e)),
+        };
         if greeting.first() == Some(&0xff) {
             return Err(BackendError::Server(
                 parse_err(&greeting)
@@ -127,9 +128,6 @@ impl BackendConn {
         }
         let g = handshake::parse_backend_greeting(&greeting)
             .ok_or_else(|| BackendError::Protocol("unreadable greeting".into()))?;
-        self.conn_id = g.conn_id;
-        self.server_version = g.server_version;
-        self.scramble = g.scramble.clone();
         let mut caps = handshake::router_capabilities() & g.caps;
         caps.remove(
             CapabilityFlags::CLIENT_CONNECT_WITH_DB | CapabilityFlags::CLIENT_CONNECT_ATTRS,
@@ -141,13 +139,65 @@ impl BackendConn {
                 "backend does not support CLIENT_DEPRECATE_EOF".into(),
             ));
         }
+        let offered = g.caps.contains(CapabilityFlags::CLIENT_SSL);
+        let mut seq = 1;
+        match &opts.tls {
+            Some(t) if offered => {
+                let mut buf = Vec::with_capacity(36);
+                crate::protocol::packet::frame(seq, &handshake::ssl_request(caps, 45), &mut buf);
+                writer.write_all(&buf).await.map_err(|e| io_error(&e))?;
+                let (r, early) = reader.into_parts();
+                if !early.is_empty() {
+                    return Err(BackendError::Protocol(
+                        "backend sent data before the TLS handshake".into(),
+                    ));
+                }
+                let tcp = tls::reunite(r, writer)
+                    .ok_or_else(|| BackendError::Protocol("connection halves mismatch".into()))?;
+                let stream = tls::connect(t, tcp, addr)
+                    .await
+                    .map_err(|e| BackendError::Tls(addr.to_string(), e.to_string()))?;
+                let (version, cipher) = tls::describe(&stream);
+                tracing::debug!(backend = %addr, tls_version = %version, cipher = %cipher, "backend connection uses TLS");
+                let (r, w) = tls::split_tls(stream);
+                reader = PacketReader::new(r);
+                writer = w;
+                caps.insert(CapabilityFlags::CLIENT_SSL);
+                seq = 2;
+            }
+            Some(t) if t.mode != BackendTlsMode::Preferred => {
+                return Err(BackendError::Tls(
+                    addr.to_string(),
+                    format!(
+                        "the server does not offer TLS and router.backend_tls is {:?}; \
+                         start it with ssl_cert and ssl_key, or lower backend_tls",
+                        t.mode
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let mut conn = BackendConn {
+            addr: addr.into(),
+            reader,
+            writer,
+            conn_id: g.conn_id,
+            server_version: g.server_version.clone(),
+            scramble: g.scramble.clone(),
+            deprecate_eof: opts.deprecate_eof,
+            state: ConnState::default(),
+            stmts: HashMap::new(),
+            status: 0,
+            broken: false,
+            last_used: Instant::now(),
+        };
         let token = handshake::scramble_native(&g.scramble, opts.password.as_bytes());
         let hello = handshake::backend_hello(caps, 45, &opts.user, &token, None);
-        self.write_packet(1, &hello).await?;
+        conn.write_packet(seq, &hello).await?;
         loop {
-            let (_, seq, resp) = self.read_raw().await?;
+            let (_, seq, resp) = conn.read_raw().await?;
             match resp.first() {
-                Some(0x00) => return Ok(()),
+                Some(0x00) => return Ok(conn),
                 Some(0xff) => {
                     return Err(BackendError::Server(
                         parse_err(&resp).unwrap_or_else(|| protocol_error("bad auth error")),
@@ -167,7 +217,7 @@ impl BackendConn {
                     let nonce = &resp[pos..];
                     let nonce = nonce.strip_suffix(&[0]).unwrap_or(nonce);
                     let token = handshake::scramble_native(nonce, opts.password.as_bytes());
-                    self.write_packet(seq.wrapping_add(1), &token).await?;
+                    conn.write_packet(seq.wrapping_add(1), &token).await?;
                 }
                 _ => return Err(BackendError::Protocol("unexpected packet in auth".into())),
             }
@@ -193,11 +243,18 @@ impl BackendConn {
     pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) -> Result<(), BackendError> {
         let mut buf = Vec::with_capacity(payload.len() + 8);
         crate::protocol::packet::frame(seq, payload, &mut buf);
-        if let Err(e) = self.writer.write_all(&buf).await {
+        if let Err(e) = self.write_framed(&buf).await {
             self.broken = true;
             return Err(BackendError::Io(self.addr.to_string(), e.to_string()));
         }
         Ok(())
+    }
+
+    /// Writes bytes that are already framed as packets.
+    pub(crate) async fn write_framed(&mut self, framed: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(framed).await?;
+        // A no-op on TCP; on TLS it pushes out records still held by the TLS layer.
+        self.writer.flush().await
     }
 
     /// Sends a command packet (sequence id 0).
@@ -415,11 +472,22 @@ impl BackendConn {
         if self.broken || !self.reader.buffer().is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(
-            self.reader.get_ref().try_read(&mut probe),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        )
+        match self.reader.get_ref() {
+            StreamRead::Plain(r) => {
+                let mut probe = [0u8; 1];
+                matches!(
+                    r.try_read(&mut probe),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                )
+            }
+            // Through TLS: poll a read once without waiting. Pending means nothing arrived
+            // (TLS session tickets are consumed by the TLS layer and do not count); anything
+            // else (data, end of stream, an error) means the connection is not reusable.
+            StreamRead::Tls(_) => {
+                use futures::FutureExt;
+                self.reader.fill().now_or_never().is_none()
+            }
+        }
     }
 
     /// Whether the last response left a transaction open.
@@ -427,12 +495,8 @@ impl BackendConn {
         self.status & IN_TRANS != 0
     }
 
-    pub(crate) fn reader(&mut self) -> &mut PacketReader<OwnedReadHalf> {
+    pub(crate) fn reader(&mut self) -> &mut PacketReader<StreamRead> {
         &mut self.reader
-    }
-
-    pub(crate) fn writer(&mut self) -> &mut OwnedWriteHalf {
-        &mut self.writer
     }
 
     /// Discards bytes that a relay consumed from the read buffer.

@@ -26,6 +26,8 @@ pub enum BackendError {
     Closed(String),
     #[error("i/o error with backend {0}: {1}")]
     Io(String, String),
+    #[error("TLS with backend {0}: {1}")]
+    Tls(String, String),
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("{0}")]

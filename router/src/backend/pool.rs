@@ -30,6 +30,8 @@ pub struct PoolOptions {
     pub connect_timeout: Duration,
     /// Idle connections older than this are closed instead of reused.
     pub idle_timeout: Duration,
+    /// TLS towards the servers (`None`: plain text).
+    pub tls: Option<crate::tls::BackendTls>,
 }
 
 impl Default for PoolOptions {
@@ -39,6 +41,7 @@ impl Default for PoolOptions {
             wait_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -179,6 +182,7 @@ impl Pool {
                         deprecate_eof: self.key.deprecate_eof,
                         found_rows: self.key.found_rows,
                         connect_timeout: self.opts.connect_timeout,
+                        tls: self.opts.tls.clone(),
                     };
                     let c = BackendConn::connect(&self.key.addr, &opts).await?;
                     return Ok(PooledConn {

@@ -3,7 +3,7 @@
 //! Rows are never decoded, and sequence ids pass through untouched because the router sends
 //! each client command to the backend as a command of its own (sequence id 0).
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::conn::{BackendConn, CURSOR_EXISTS, MORE_RESULTS};
 use super::BackendError;
@@ -364,7 +364,7 @@ async fn send_local_file<R: AsyncRead + Unpin>(
         };
         let mut framed = Vec::with_capacity(data.len() + 8);
         let next = crate::protocol::packet::frame(seq, &data, &mut framed);
-        if let Err(e) = conn.writer().write_all(&framed).await {
+        if let Err(e) = conn.write_framed(&framed).await {
             return Err(backend_err(
                 conn,
                 BackendError::Io(conn.addr.to_string(), e.to_string()),

@@ -267,6 +267,18 @@ pub fn parse_backend_greeting(payload: &[u8]) -> Option<BackendGreeting> {
     })
 }
 
+/// The SSLRequest: the first 32 bytes of a handshake response, with CLIENT_SSL set, after
+/// which the TLS handshake starts and the full response follows over TLS.
+pub fn ssl_request(caps: CapabilityFlags, collation: u8) -> Vec<u8> {
+    let caps = caps | CapabilityFlags::CLIENT_SSL;
+    let mut out = Vec::with_capacity(32);
+    out.extend_from_slice(&caps.bits().to_le_bytes());
+    out.extend_from_slice(&(super::MAX_PAYLOAD as u32).to_le_bytes());
+    out.push(collation);
+    out.extend_from_slice(&[0u8; 23]);
+    out
+}
+
 /// The handshake response the router sends to a backend.
 pub fn backend_hello(
     caps: CapabilityFlags,
@@ -325,6 +337,38 @@ mod tests {
         assert_eq!(hello.collation, 45);
         assert!(parse_client_hello(&payload[..20]).is_err());
         assert!(parse_client_hello(&[]).is_err());
+    }
+
+    #[test]
+    fn ssl_request_is_recognised_and_short_or_garbage_packets_are_refused() {
+        let caps = router_capabilities();
+        let req = ssl_request(caps, 45);
+        assert_eq!(req.len(), 32);
+        let hello = parse_client_hello(&req).unwrap();
+        assert!(hello.ssl_request);
+        assert!(hello.caps.contains(CapabilityFlags::CLIENT_SSL));
+        assert_eq!(hello.collation, 45);
+        assert!(hello.user.is_empty());
+        // Cut anywhere short of 32 bytes, an SSLRequest is a malformed packet, not a panic
+        // and not an SSLRequest.
+        for n in 0..32 {
+            assert!(
+                matches!(
+                    parse_client_hello(&req[..n]),
+                    Err(HelloError::Malformed | HelloError::Protocol40)
+                ),
+                "{n} bytes"
+            );
+        }
+        // Garbage with the SSL and 4.1 bits set but no user after the fixed part.
+        let mut garbage = req.clone();
+        garbage.extend_from_slice(&[0xff; 7]);
+        assert_eq!(parse_client_hello(&garbage), Err(HelloError::Malformed));
+        // Without PROTOCOL_41 the packet is refused as such.
+        let old = (caps - CapabilityFlags::CLIENT_PROTOCOL_41) | CapabilityFlags::CLIENT_SSL;
+        let mut pre41 = req.clone();
+        pre41[..4].copy_from_slice(&old.bits().to_le_bytes());
+        assert_eq!(parse_client_hello(&pre41), Err(HelloError::Protocol40));
     }
 
     #[test]

@@ -57,6 +57,17 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         &mut self.buf
     }
 
+    /// The stream and the bytes read from it but not consumed (when a connection switches to
+    /// TLS after a packet, these are the start of the TLS handshake).
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.inner, self.buf)
+    }
+
+    /// How much room each read makes in the buffer.
+    pub fn chunk(&self) -> usize {
+        self.chunk
+    }
+
     /// Reads and drops the rest of a packet refused as too large (up to `limit` bytes), so
     /// that the peer can finish sending it and read the error that follows.
     pub async fn skip_refused(&mut self, limit: usize) -> std::io::Result<()> {
@@ -188,10 +199,22 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
         self.buf.len()
     }
 
+    /// The stream, once nothing is queued (see [`PacketWriter::pending`]).
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
+    /// The buffer size this writer shrinks back to.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Writes everything queued.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             self.inner.write_all(&self.buf).await?;
+            // A no-op on TCP; on TLS it pushes out records still held by the TLS layer.
+            self.inner.flush().await?;
             self.buf.clear();
             if self.buf.capacity() > (1 << 20).max(self.capacity) {
                 self.buf.shrink_to(self.capacity);
@@ -203,7 +226,8 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     /// Writes framed bytes straight through, after anything queued.
     pub async fn write_raw(&mut self, framed: &[u8]) -> std::io::Result<()> {
         self.flush().await?;
-        self.inner.write_all(framed).await
+        self.inner.write_all(framed).await?;
+        self.inner.flush().await
     }
 
     pub async fn shutdown(&mut self) -> std::io::Result<()> {

@@ -1,10 +1,9 @@
-//! The connection phase of a client session: greeting, handshake response, authentication
-//! (`mysql_native_password`, switching clients that ask for another method), COM_CHANGE_USER.
+//! The connection phase of a client session: greeting, the switch to TLS after an SSLRequest,
+//! handshake response, authentication (`mysql_native_password`, switching clients that ask for
+//! another method), COM_CHANGE_USER.
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::context::{RouterContext, RouterMetrics, User};
 use crate::error::RouterError;
@@ -13,6 +12,7 @@ use crate::protocol::handshake::{
     verify_native, ClientHello, NATIVE_PASSWORD,
 };
 use crate::protocol::{read_nul_bytes, CapabilityFlags, PacketReader, PacketWriter};
+use crate::tls::{self, StreamRead, StreamWrite};
 
 /// A client that passed authentication.
 #[derive(Debug)]
@@ -34,21 +34,45 @@ pub enum HandshakeFailure {
     Gone,
 }
 
-/// Greets the client, reads its handshake response and checks its password.
-pub async fn handshake(
+/// What the connection phase asks of the caller next.
+#[derive(Debug)]
+pub enum Step {
+    /// The client logged in.
+    Done(Authenticated),
+    /// The client sent an SSLRequest: switch the connection to TLS, then call
+    /// [`respond`] again to read the full handshake response over it.
+    StartTls,
+}
+
+/// Sends the greeting (protocol 10); CLIENT_SSL is offered when `offer_tls`. Returns the
+/// scramble the client must answer.
+pub async fn greet(
     ctx: &RouterContext,
     conn_id: u32,
-    peer_host: &str,
-    input: &mut PacketReader<OwnedReadHalf>,
-    output: &mut PacketWriter<OwnedWriteHalf>,
-) -> Result<Authenticated, HandshakeFailure> {
+    offer_tls: bool,
+    output: &mut PacketWriter<StreamWrite>,
+) -> Result<[u8; 20], HandshakeFailure> {
     let scramble = new_scramble();
-    let caps = router_capabilities();
+    let mut caps = router_capabilities();
+    caps.set(CapabilityFlags::CLIENT_SSL, offer_tls);
     output.push(
         0,
         &server_greeting(conn_id, &ctx.server_version, &scramble, caps, 45, 0x0002),
     );
     output.flush().await.map_err(|_| HandshakeFailure::Gone)?;
+    Ok(scramble)
+}
+
+/// Reads the client's handshake response and checks its password. `secure` says whether the
+/// connection already runs over TLS.
+pub async fn respond(
+    ctx: &RouterContext,
+    peer_host: &str,
+    scramble: &[u8; 20],
+    secure: bool,
+    input: &mut PacketReader<StreamRead>,
+    output: &mut PacketWriter<StreamWrite>,
+) -> Result<Step, HandshakeFailure> {
     let timeout = Duration::from_millis(ctx.config.handshake_timeout_ms);
     let (_, last, payload) = read_timed(input, timeout).await?;
     let mut seq = last.wrapping_add(1);
@@ -64,24 +88,38 @@ pub async fn handshake(
         }
     };
     if hello.ssl_request {
+        if !secure && ctx.tls.clients.is_some() {
+            return Ok(Step::StartTls);
+        }
+        // TLS was not offered, or a second SSLRequest came over TLS.
         return Err(HandshakeFailure::Refuse(
-            RouterError::NotSupported("TLS on the router port".into()),
+            RouterError::Malformed("SSLRequest where none was expected"),
             seq,
         ));
     }
+    if !secure && ctx.config.require_secure_transport {
+        // Checked before the password, as MariaDB does: the login is refused whoever it is.
+        RouterMetrics::inc(&ctx.metrics.insecure_refused);
+        tracing::info!(user = %hello.user, peer = %peer_host, "plain-text login refused: require_secure_transport is on");
+        return Err(HandshakeFailure::Refuse(
+            RouterError::SecureTransportRequired,
+            seq,
+        ));
+    }
+    let caps = router_capabilities();
     let mut token = hello.auth_response.clone();
     let wrong_plugin = hello
         .auth_plugin
         .as_deref()
         .is_some_and(|p| !p.is_empty() && p != NATIVE_PASSWORD);
     if wrong_plugin {
-        output.push(seq, &auth_switch_request(&scramble));
+        output.push(seq, &auth_switch_request(scramble));
         output.flush().await.map_err(|_| HandshakeFailure::Gone)?;
         let (_, last, reply) = read_timed(input, timeout).await?;
         token = reply.to_vec();
         seq = last.wrapping_add(1);
     }
-    let Some(user) = check_password(ctx, &hello.user, &scramble, &token) else {
+    let Some(user) = check_password(ctx, &hello.user, scramble, &token) else {
         RouterMetrics::inc(&ctx.metrics.auth_failures);
         let limit = ctx.config.login_failure_limit;
         let t = ctx.login_failures.failed(
@@ -113,17 +151,51 @@ pub async fn handshake(
         ));
     };
     let caps = caps & hello.caps;
-    Ok(Authenticated {
+    Ok(Step::Done(Authenticated {
         user,
         caps,
         hello,
-        scramble,
+        scramble: *scramble,
         next_seq: seq,
-    })
+    }))
+}
+
+/// Switches a client connection to TLS after its SSLRequest, within the handshake timeout.
+/// `None` when the TLS handshake fails (logged at debug: scanners and clients with the wrong
+/// CA do this).
+pub async fn start_tls(
+    ctx: &RouterContext,
+    input: PacketReader<StreamRead>,
+    output: PacketWriter<StreamWrite>,
+) -> Option<(PacketReader<StreamRead>, PacketWriter<StreamWrite>)> {
+    let acceptor = ctx.tls.clients.as_ref()?;
+    let (chunk, capacity) = (input.chunk(), output.capacity());
+    let (r, early) = input.into_parts();
+    let tcp = tls::reunite(r, output.into_inner())?;
+    let timeout = Duration::from_millis(ctx.config.handshake_timeout_ms);
+    let stream = match tokio::time::timeout(timeout, tls::accept(acceptor, tcp, &early)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "client TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("client TLS handshake timed out");
+            return None;
+        }
+    };
+    let (version, cipher) = tls::describe(&stream);
+    tracing::debug!(tls_version = %version, cipher = %cipher, "client connection switched to TLS");
+    RouterMetrics::inc(&ctx.metrics.tls_connections);
+    let (r, w) = tls::split_tls(stream);
+    Some((
+        PacketReader::with_chunk(r, chunk),
+        PacketWriter::with_capacity(w, capacity),
+    ))
 }
 
 async fn read_timed(
-    input: &mut PacketReader<OwnedReadHalf>,
+    input: &mut PacketReader<StreamRead>,
     timeout: Duration,
 ) -> Result<(u8, u8, bytes::BytesMut), HandshakeFailure> {
     match tokio::time::timeout(timeout, input.read_message(64 * 1024)).await {

@@ -13,7 +13,6 @@ mod xa;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::backend::scatter::ScatterError;
@@ -30,6 +29,7 @@ use crate::protocol::{
     eof_payload, err_payload, ok_payload, CapabilityFlags, PacketReader, PacketWriter, StatusFlags,
 };
 use crate::shard::{self, Plan, PlanInput};
+use crate::tls::{StreamRead, StreamWrite};
 
 pub use auth::HandshakeFailure;
 use prepared::ClientStmt;
@@ -155,8 +155,8 @@ pub struct Session {
     ctx: Arc<RouterContext>,
     id: u32,
     peer: String,
-    input: PacketReader<OwnedReadHalf>,
-    output: PacketWriter<OwnedWriteHalf>,
+    input: PacketReader<StreamRead>,
+    output: PacketWriter<StreamWrite>,
     user: Arc<User>,
     caps: CapabilityFlags,
     scramble: [u8; 20],
@@ -189,11 +189,29 @@ impl Session {
             .unwrap_or_else(|_| "unknown".into());
         let peer_port = stream.peer_addr().map_or(0, |a| a.port());
         stream.set_nodelay(true).ok();
-        let (r, w) = stream.into_split();
+        let (r, w) = crate::tls::split_plain(stream);
         // Small buffers: most client connections send short commands and sit idle.
         let mut input = PacketReader::with_chunk(r, 2048);
         let mut output = PacketWriter::with_capacity(w, 2048);
-        let auth = match auth::handshake(&ctx, id, &peer, &mut input, &mut output).await {
+        let offer_tls = ctx.tls.clients.is_some();
+        let mut secure = false;
+        let result = match auth::greet(&ctx, id, offer_tls, &mut output).await {
+            Ok(scramble) => loop {
+                match auth::respond(&ctx, &peer, &scramble, secure, &mut input, &mut output).await {
+                    Ok(auth::Step::StartTls) => match auth::start_tls(&ctx, input, output).await {
+                        Some((i, o)) => {
+                            (input, output) = (i, o);
+                            secure = true;
+                        }
+                        None => return,
+                    },
+                    Ok(auth::Step::Done(a)) => break Ok(a),
+                    Err(e) => break Err(e),
+                }
+            },
+            Err(e) => Err(e),
+        };
+        let auth = match result {
             Ok(a) => a,
             Err(HandshakeFailure::Refuse(e, seq)) => {
                 ctx.metrics.count_error(e.to_client().code);
@@ -1569,7 +1587,7 @@ fn is_read(class: &Classification) -> bool {
 }
 
 async fn write_error(
-    out: &mut PacketWriter<OwnedWriteHalf>,
+    out: &mut PacketWriter<StreamWrite>,
     seq: u8,
     e: &RouterError,
 ) -> std::io::Result<()> {
