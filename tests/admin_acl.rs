@@ -117,7 +117,7 @@ async fn every_endpoint_for_every_role() {
         })
         .await
     };
-    let http = reqwest::Client::new();
+    let http = common::http();
     let node = |cluster: &str| format!("127.0.0.1:{}", env.leader_port(cluster));
 
     let mut endpoints: Vec<Endpoint> = vec![

@@ -22,7 +22,7 @@ fn concrete(template: &str, node: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_matches_the_served_routes() {
     let env = TestEnv::start(1, 1).await;
-    let http = reqwest::Client::new();
+    let http = common::http();
     let node = format!("127.0.0.1:{}", env.leader_port("c1"));
 
     // Served without a token, as JSON, OpenAPI 3.1.
@@ -277,7 +277,7 @@ fn check_histograms(types: &BTreeMap<String, String>, samples: &[Sample]) {
 async fn metrics_after_traffic_and_a_switchover() {
     use mysql_async::prelude::*;
     let env = TestEnv::start(1, 1).await;
-    let http = reqwest::Client::new();
+    let http = common::http();
     let old_leader = format!("127.0.0.1:{}", env.leader_port("c1"));
     let replica = format!("127.0.0.1:{}", env.replica_ports("c1")[0]);
 
@@ -356,7 +356,7 @@ async fn metrics_after_traffic_and_a_switchover() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let rates = loop {
         conn.query_drop("SELECT 1").await.unwrap();
-        let v: serde_json::Value = reqwest::Client::new()
+        let v: serde_json::Value = common::http()
             .get(env.admin_url("/api/v1/router"))
             .bearer_auth("test-token")
             .send()

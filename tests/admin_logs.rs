@@ -94,7 +94,7 @@ async fn no_secret_in_the_logs() {
         }
     };
     let url = |p: &str| format!("http://{admin}{p}");
-    let http = reqwest::Client::new();
+    let http = common::http();
     common::eventually(Duration::from_secs(20), "ready", || async {
         let r = http.get(url("/api/v1/health")).send().await.ok()?;
         (r.status() == 200).then_some(())

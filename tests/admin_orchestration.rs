@@ -32,7 +32,7 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_drives_the_orchestrator() {
     let env = TestEnv::start(1, 2).await;
-    let http = reqwest::Client::new();
+    let http = common::http();
     let leader = format!("127.0.0.1:{}", env.leader_port("c1"));
     let replicas: Vec<String> = env
         .replica_ports("c1")

@@ -131,7 +131,7 @@ fn cli(env: &TestEnv, user: &str, password: &str, sql: &str) -> (i32, String, St
 }
 
 async fn http_get(env: &TestEnv, path: &str, token: Option<&str>) -> (u16, Value) {
-    let mut r = reqwest::Client::new().get(env.admin_url(path));
+    let mut r = common::http().get(env.admin_url(path));
     if let Some(t) = token {
         r = r.bearer_auth(t);
     }

@@ -648,7 +648,7 @@ async fn chaos_soak_loses_no_acknowledged_write() {
         order.swap(i, rng.below(i + 1));
     }
     let mut injected: BTreeMap<String, u64> = BTreeMap::new();
-    let http = reqwest::Client::new();
+    let http = common::http();
     let began = Instant::now();
     let mut n = 0usize;
     while n < FAULTS.len() || began.elapsed() < Duration::from_secs(secs) {

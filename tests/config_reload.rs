@@ -108,7 +108,7 @@ fn write_includes(dir: &Path, local: &LocalClusters, users: &[(&str, String)]) {
 }
 
 async fn api(app: &App, method: reqwest::Method, path: &str, token: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let r = common::http()
         .request(method, format!("http://{}{path}", app.admin_addr))
         .bearer_auth(token)
         .send()
@@ -341,7 +341,7 @@ async fn includes_encrypted_passwords_and_reload_under_load() {
     }
 
     // Validation without applying.
-    let r = reqwest::Client::new()
+    let r = common::http()
         .post(format!("http://{}/api/v1/config/validate", app.admin_addr))
         .bearer_auth("admin-token")
         .body("[router]\nusers = []\n")
@@ -398,7 +398,7 @@ async fn sighup_reloads_the_served_file() {
         .spawn()
         .expect("switchyard binary runs");
     let serve = Serve(child);
-    let http = reqwest::Client::new();
+    let http = common::http();
     eventually(
         Duration::from_secs(30),
         "switchyard serve to be ready",

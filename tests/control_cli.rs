@@ -149,7 +149,7 @@ async fn operator_commands_against_a_running_switchyard() {
         last.starts_with(&format!("c1: {leader} -> {replica} (epoch 2) in ")),
         "{lines:?}"
     );
-    let events: Value = reqwest::Client::new()
+    let events: Value = common::http()
         .get(env.admin_url("/api/v1/clusters/c1/events"))
         .bearer_auth("test-token")
         .send()

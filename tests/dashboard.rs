@@ -62,7 +62,7 @@ struct Browser {
 
 impl Browser {
     async fn open(driver: &Driver) -> Browser {
-        let http = reqwest::Client::new();
+        let http = common::http();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {

@@ -274,7 +274,7 @@ async fn switchovers_under_router_load_show_clients_no_error() {
             }
         }));
     }
-    let http = reqwest::Client::new();
+    let http = common::http();
     for round in 1..=2u64 {
         let (before, epoch) = leader_of(&env, "c1");
         let acked = ledger.acked.lock().unwrap().len();

@@ -46,7 +46,7 @@ async fn haproxy_follows_the_leader_through_the_check_endpoints() {
     let leader = env.leader_port("c1");
     let replica = env.replica_ports("c1")[0];
     let admin_port = env.app().admin_addr.port();
-    let http = reqwest::Client::new();
+    let http = common::http();
 
     // The endpoints themselves.
     let check =

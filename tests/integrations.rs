@@ -100,7 +100,7 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
     drop(direct);
 
     // The configuration comes from the API, for the live topology.
-    let http = reqwest::Client::new();
+    let http = common::http();
     let r = http
         .get(env.admin_url("/api/v1/haproxy/config"))
         .bearer_auth("test-token")
@@ -618,7 +618,7 @@ async fn directories_and_proxies_follow_a_switchover() {
         "three 500s, then the registration that succeeded: {consul:?}"
     );
 
-    let r = reqwest::Client::new()
+    let r = common::http()
         .post(env.admin_url("/api/v1/clusters/c1/switchover"))
         .bearer_auth("test-token")
         .json(&serde_json::json!({}))
@@ -784,7 +784,7 @@ async fn directories_and_proxies_follow_a_switchover() {
         "{metrics}"
     );
     // A push that failed every attempt is a cluster event (once, not at every retry).
-    let events: serde_json::Value = reqwest::Client::new()
+    let events: serde_json::Value = common::http()
         .get(env.admin_url("/api/v1/clusters/c1/events"))
         .bearer_auth("test-token")
         .send()
@@ -808,7 +808,7 @@ async fn directories_and_proxies_follow_a_switchover() {
         "{events}"
     );
     // Tokens and passwords stay out of the running configuration the API shows.
-    let shown = reqwest::Client::new()
+    let shown = common::http()
         .get(env.admin_url("/api/v1/config"))
         .bearer_auth("test-token")
         .send()

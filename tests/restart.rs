@@ -407,7 +407,7 @@ async fn router_restarts_under_client_load_lose_nothing_and_resolve_in_doubt_com
 
 /// `GET /api/v1/clusters/c1`: (leader, epoch).
 async fn cluster_state(admin: u16) -> Option<(String, u64, serde_json::Value)> {
-    let v: serde_json::Value = reqwest::Client::new()
+    let v: serde_json::Value = common::http()
         .get(format!("http://127.0.0.1:{admin}/api/v1/clusters/c1"))
         .bearer_auth("t")
         .send()
@@ -420,7 +420,7 @@ async fn cluster_state(admin: u16) -> Option<(String, u64, serde_json::Value)> {
 }
 
 async fn events(admin: u16) -> Vec<String> {
-    let v: serde_json::Value = reqwest::Client::new()
+    let v: serde_json::Value = common::http()
         .get(format!(
             "http://127.0.0.1:{admin}/api/v1/clusters/c1/events"
         ))
@@ -602,7 +602,7 @@ async fn a_restart_after_a_switchover_keeps_the_new_leader() {
     .await;
     let switchover = || async {
         eventually(Duration::from_secs(30), "a switchover", || async {
-            let r = reqwest::Client::new()
+            let r = common::http()
                 .post(format!(
                     "http://127.0.0.1:{admin}/api/v1/clusters/c1/switchover"
                 ))
@@ -629,7 +629,7 @@ async fn a_restart_after_a_switchover_keeps_the_new_leader() {
         .map(|n| n.addr.clone())
         .find(|a| *a != new_leader)
         .unwrap();
-    let r = reqwest::Client::new()
+    let r = common::http()
         .put(format!(
             "http://127.0.0.1:{admin}/api/v1/clusters/c1/nodes/{replica}/flags"
         ))

@@ -240,7 +240,7 @@ async fn a_killed_backend_connection_gives_an_error_and_the_session_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_reports_clusters_and_requires_the_token() {
     let env = TestEnv::start(2, 1).await;
-    let http = reqwest::Client::new();
+    let http = common::http();
     let health = http
         .get(env.admin_url("/api/v1/health"))
         .send()

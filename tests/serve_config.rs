@@ -76,7 +76,7 @@ async fn serve_runs_from_a_config_file_over_existing_clusters() {
     let (code, _, _) = mariadb_cli(c1_port, "app", "app", "SELECT id FROM orders.o");
     assert_ne!(code, 0, "c1 has no orders database");
 
-    let http = reqwest::Client::new();
+    let http = common::http();
     let url = format!("http://{}/api/v1/clusters", app.admin_addr);
     let expected = c2.leader.clone();
     eventually(

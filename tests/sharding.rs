@@ -246,7 +246,7 @@ async fn rows_land_on_their_shard_and_key_lookups_route_to_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shard_map_is_read_and_replaced_through_the_api() {
     let env = TestEnv::start_sharded(2, 2).await;
-    let http = reqwest::Client::new();
+    let http = common::http();
     let url = env.admin_url("/api/v1/shard-map");
     let body: Value = http
         .get(&url)

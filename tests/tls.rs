@@ -414,10 +414,7 @@ async fn admin_api_serves_https_only() {
     .await;
     let addr = env.app().admin_addr;
     let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.ca()).unwrap()).unwrap();
-    let https = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .build()
-        .unwrap();
+    let https = common::http_builder().tls_certs_only([ca]).build().unwrap();
     let r = https
         .get(format!("https://127.0.0.1:{}/api/v1/clusters", addr.port()))
         .bearer_auth("test-token")
@@ -439,7 +436,7 @@ async fn admin_api_serves_https_only() {
     assert_eq!(r.status(), 200);
 
     // Plain HTTP on the same port gets no answer.
-    let plain = reqwest::Client::new()
+    let plain = common::http()
         .get(format!("http://127.0.0.1:{}/api/v1/clusters", addr.port()))
         .bearer_auth("test-token")
         .timeout(Duration::from_secs(10))

@@ -16,6 +16,19 @@ use switchyard::sandbox::{self, SandboxOptions};
 use switchyard::App;
 use tempfile::TempDir;
 
+/// An HTTP client. reqwest speaks TLS through rustls with the crypto provider the process
+/// installs (as `App::start` and the CLI do); a test that calls the API of a child process
+/// before starting an `App` of its own needs it installed first.
+pub fn http() -> reqwest::Client {
+    http_builder().build().expect("an HTTP client")
+}
+
+/// [`http`], to be configured further.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    router::tls::install_default_provider();
+    reqwest::Client::builder()
+}
+
 /// A running test environment.
 pub struct TestEnv {
     pub app: Option<App>,
