@@ -195,6 +195,20 @@ async fn every_endpoint_for_every_role() {
             None,
         ),
         (
+            Method::GET,
+            "/api/v1/sessions".into(),
+            None,
+            Role::Viewer,
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/v1/haproxy/config".into(),
+            None,
+            Role::Viewer,
+            None,
+        ),
+        (
             Method::POST,
             "/api/v1/config/validate".into(),
             Some(json!("[router]")),
