@@ -63,6 +63,36 @@ impl ShardMapState {
             clusters,
         }
     }
+
+    /// The version in force.
+    fn current(&self) -> u64 {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A shard map sent in a request, valid for these clusters, or the 400 answer's body:
+    /// the JSON error, or every problem of the map.
+    fn parse(&self, body: &str) -> Result<ShardMap, serde_json::Value> {
+        let map = ShardMap::from_json(body)
+            .map_err(|e| json!({ "error": format!("invalid shard map JSON: {e}") }))?;
+        let names: Vec<&str> = self.clusters.iter().map(String::as_str).collect();
+        let problems: Vec<String> = map.validate(&names).iter().map(|p| p.to_string()).collect();
+        if problems.is_empty() {
+            Ok(map)
+        } else {
+            Err(json!({
+                "error": format!("invalid shard map: {}", problems.join("; ")),
+                "problems": problems,
+            }))
+        }
+    }
+}
+
+/// A shard map as the API shows it: its JSON with its `version`.
+fn shard_map_body(map: &ShardMap, version: u64) -> serde_json::Value {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&map.to_json()).unwrap_or_else(|_| json!({}));
+    body["version"] = json!(version);
+    body
 }
 
 /// The document's frame; paths and schemas come from the route declarations.
@@ -436,16 +466,8 @@ async fn set_flags(
         (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn get_shard_map(State(state): State<AdminState>) -> Response {
-    let version = *state
-        .shard_maps
-        .version
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let map = state.router.shard_map.load();
-    let mut body: serde_json::Value =
-        serde_json::from_str(&map.to_json()).unwrap_or_else(|_| json!({}));
-    body["version"] = json!(version);
-    Json(body).into_response()
+    let version = state.shard_maps.current();
+    Json(shard_map_body(&state.router.shard_map.load(), version)).into_response()
 }
 
 /// Validates a new shard map, persists it as the next version and applies it to every router
@@ -460,33 +482,10 @@ async fn get_shard_map(State(state): State<AdminState>) -> Response {
         (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn put_shard_map(State(state): State<AdminState>, body: String) -> Response {
-    let map = match ShardMap::from_json(&body) {
+    let map = match state.shard_maps.parse(&body) {
         Ok(m) => m,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid shard map JSON: {e}"),
-            )
-        }
+        Err(refused) => return (StatusCode::BAD_REQUEST, Json(refused)).into_response(),
     };
-    let names: Vec<&str> = state
-        .shard_maps
-        .clusters
-        .iter()
-        .map(String::as_str)
-        .collect();
-    let problems = map.validate(&names);
-    if !problems.is_empty() {
-        let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({
-                "error": format!("invalid shard map: {}", problems.join("; ")),
-                "problems": problems,
-            })),
-        )
-            .into_response();
-    }
     let mut version = state
         .shard_maps
         .version

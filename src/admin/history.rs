@@ -34,17 +34,9 @@ pub struct ShardMapDiff {
     pub changes: Vec<String>,
 }
 
-fn current_version(state: &AdminState) -> u64 {
-    *state
-        .shard_maps
-        .version
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-}
-
 /// Version `v` of the shard map: the one in force, else from the store's history.
 fn shard_map_at(state: &AdminState, v: u64) -> Result<ShardMap, (StatusCode, String)> {
-    if v == current_version(state) {
+    if v == state.shard_maps.current() {
         return Ok(state.router.shard_map.load().as_ref().clone());
     }
     let store = state.shard_maps.store.as_ref().ok_or_else(|| {
@@ -74,7 +66,7 @@ fn shard_map_at(state: &AdminState, v: u64) -> Result<ShardMap, (StatusCode, Str
         (status = 403, description = "The role does not allow it", body = ErrorBody),
     ))]
 pub(super) async fn shard_map_versions(State(state): State<AdminState>) -> Response {
-    let current = current_version(&state);
+    let current = state.shard_maps.current();
     let versions = match &state.shard_maps.store {
         None => vec![current],
         Some(store) => match store.versions() {
@@ -103,12 +95,7 @@ pub(super) async fn shard_map_version(
     Path(version): Path<u64>,
 ) -> Response {
     match shard_map_at(&state, version) {
-        Ok(map) => {
-            let mut body: serde_json::Value =
-                serde_json::from_str(&map.to_json()).unwrap_or_else(|_| json!({}));
-            body["version"] = json!(version);
-            Json(body).into_response()
-        }
+        Ok(map) => Json(super::shard_map_body(&map, version)).into_response(),
         Err((status, why)) => error(status, &why),
     }
 }
@@ -135,7 +122,7 @@ pub(super) async fn shard_map_diff_versions(
     State(state): State<AdminState>,
     Query(range): Query<DiffRange>,
 ) -> Response {
-    let to = range.to.unwrap_or_else(|| current_version(&state));
+    let to = range.to.unwrap_or_else(|| state.shard_maps.current());
     let Some(from) = range.from.or_else(|| to.checked_sub(1).filter(|v| *v > 0)) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -166,34 +153,12 @@ pub(super) async fn shard_map_diff_proposed(
     State(state): State<AdminState>,
     body: String,
 ) -> Response {
-    let map = match ShardMap::from_json(&body) {
+    let map = match state.shard_maps.parse(&body) {
         Ok(m) => m,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid shard map JSON: {e}"),
-            )
-        }
+        Err(refused) => return (StatusCode::BAD_REQUEST, Json(refused)).into_response(),
     };
-    let names: Vec<&str> = state
-        .shard_maps
-        .clusters
-        .iter()
-        .map(String::as_str)
-        .collect();
-    let problems: Vec<String> = map.validate(&names).iter().map(|p| p.to_string()).collect();
-    if !problems.is_empty() {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({
-                "error": format!("invalid shard map: {}", problems.join("; ")),
-                "problems": problems,
-            })),
-        )
-            .into_response();
-    }
     Json(ShardMapDiff {
-        from: Some(current_version(&state)),
+        from: Some(state.shard_maps.current()),
         to: None,
         changes: shard_map::diff(&state.router.shard_map.load(), &map),
     })
