@@ -5,11 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::process::{free_port, Serve};
 use common::{eventually, mariadb_cli, opts_for, run_program};
 use mysql_async::prelude::Queryable;
 use orchestrator::provision::{LocalClusters, ProvisionSpec};
@@ -357,24 +358,6 @@ async fn includes_encrypted_passwords_and_reload_under_load() {
     local.stop().await.unwrap();
 }
 
-/// A `switchyard serve` child process, killed when dropped (also when the test fails).
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_served_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -389,15 +372,7 @@ async fn sighup_reloads_the_served_file() {
         "",
     );
     std::fs::write(&path, &file).unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("switchyard binary runs");
-    let serve = Serve(child);
+    let mut serve = Serve::start(&path, None);
     let http = common::http();
     eventually(
         Duration::from_secs(30),
@@ -426,9 +401,7 @@ async fn sighup_reloads_the_served_file() {
             ("dave", encrypt(dir.path(), "dave-pw")),
         ],
     );
-    // SAFETY: kill(2) with a valid pid of our child and a valid signal number.
-    let sent = unsafe { libc::kill(serve.0.id() as i32, libc::SIGHUP) };
-    assert_eq!(sent, 0);
+    serve.signal(libc::SIGHUP);
     eventually(
         Duration::from_secs(10),
         "dave to be let in after SIGHUP",

@@ -4,41 +4,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, opts_for, TestEnv};
+use common::process::{free_port, haproxy, write_through};
+use common::{eventually, TestEnv};
 use mysql_async::prelude::*;
-
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Through HAProxy: the port of the server that answered, and whether it took a write.
-async fn write_through(port: u16, value: i64) -> Option<i64> {
-    let mut c = mysql_async::Conn::new(opts_for(port, "app", "app", None))
-        .await
-        .ok()?;
-    c.exec_drop("INSERT INTO hc.t (v) VALUES (?)", (value,))
-        .await
-        .ok()?;
-    let served: i64 = c.query_first("SELECT @@port").await.ok()??;
-    c.disconnect().await.ok();
-    Some(served)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_follows_the_leader_through_the_check_endpoints() {
@@ -119,29 +89,12 @@ async fn haproxy_follows_the_leader_through_the_check_endpoints() {
     }
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, &cfg).unwrap();
-    let haproxy = Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .or_else(|_| {
-            Command::new("/usr/sbin/haproxy")
-                .arg("-db")
-                .arg("-f")
-                .arg(&path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-        })
-        .expect("haproxy runs (scripts/install-deps installs it)");
-    let _haproxy = Haproxy(haproxy);
+    let _haproxy = haproxy(&path);
 
     let served = eventually(
         Duration::from_secs(15),
         "a write through HAProxy",
-        || async { write_through(front, 1).await },
+        || async { write_through(front, "hc.t", 1).await },
     )
     .await;
     assert_eq!(
@@ -163,7 +116,7 @@ async fn haproxy_follows_the_leader_through_the_check_endpoints() {
         Duration::from_secs(15),
         "a write through HAProxy on the new leader",
         || async {
-            write_through(front, 2)
+            write_through(front, "hc.t", 2)
                 .await
                 .filter(|p| *p == i64::from(replica))
         },
@@ -172,7 +125,10 @@ async fn haproxy_follows_the_leader_through_the_check_endpoints() {
     assert_eq!(served, i64::from(replica));
     // And it stays there: the old leader is a read-only replica now, never chosen.
     for i in 0..5 {
-        assert_eq!(write_through(front, 10 + i).await, Some(i64::from(replica)));
+        assert_eq!(
+            write_through(front, "hc.t", 10 + i).await,
+            Some(i64::from(replica))
+        );
     }
     env.stop().await;
 }

@@ -4,48 +4,19 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use common::{eventually, opts_for, run_program, TestEnv};
+use common::process::{free_port, haproxy, write_through};
+use common::{eventually, run_program, TestEnv};
 use mysql_async::prelude::*;
 use switchyard::integrations::haproxy::runtime_command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Through HAProxy: writes a row and returns the port of the server that took it.
-async fn write_through(port: u16, value: i64) -> Option<i64> {
-    let mut c = mysql_async::Conn::new(opts_for(port, "app", "app", None))
-        .await
-        .ok()?;
-    c.exec_drop("INSERT INTO itg.t (v) VALUES (?)", (value,))
-        .await
-        .ok()?;
-    let served: i64 = c.query_first("SELECT @@port").await.ok()??;
-    c.disconnect().await.ok();
-    Some(served)
-}
 
 /// The admin-state bits of a server in maintenance (forced from the CLI, or inherited);
 /// `disabled` in the configuration adds 0x04, which stays set, as a mark of origin, once the
@@ -131,16 +102,7 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
-    let _haproxy = Haproxy(
-        Command::new("/usr/sbin/haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy starts"),
-    );
+    let _haproxy = haproxy(&path);
     eventually(
         Duration::from_secs(10),
         "the runtime API answers",
@@ -156,7 +118,7 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
     let served = eventually(
         Duration::from_secs(15),
         "a write through HAProxy",
-        || async { write_through(write_port, 1).await },
+        || async { write_through(write_port, "itg.t", 1).await },
     )
     .await;
     assert_eq!(
@@ -177,7 +139,7 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
         Duration::from_secs(20),
         "a write through HAProxy lands on the new leader",
         || async {
-            write_through(write_port, 2)
+            write_through(write_port, "itg.t", 2)
                 .await
                 .filter(|p| *p == i64::from(replica))
         },
@@ -186,7 +148,7 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
     assert_eq!(served, i64::from(replica));
     for i in 0..5 {
         assert_eq!(
-            write_through(write_port, 10 + i).await,
+            write_through(write_port, "itg.t", 10 + i).await,
             Some(i64::from(replica)),
             "a later write went elsewhere"
         );

@@ -11,119 +11,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::process::{free_port, write_serve_config, Serve, ServeConfig};
 use common::{eventually, shard_of, TestEnv, SHARDS};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
-
-/// A `switchyard serve` child process, killed when dropped (also when the test fails).
-struct Serve {
-    child: Child,
-}
-
-impl Serve {
-    fn start(config: &Path, failpoint: Option<&str>) -> Serve {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.args(["serve", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        match failpoint {
-            Some(f) => cmd.env("SWITCHYARD_FAILPOINT", f),
-            None => cmd.env_remove("SWITCHYARD_FAILPOINT"),
-        };
-        Serve {
-            child: cmd.spawn().expect("switchyard binary runs"),
-        }
-    }
-
-    fn signal(&mut self, signal: libc::c_int) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            // SAFETY: kill(2) on our own child, not yet reaped.
-            unsafe {
-                libc::kill(self.child.id() as libc::pid_t, signal);
-            }
-        }
-    }
-
-    /// Waits (bounded) for the process to end; its exit status.
-    async fn exited(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let child = &mut self.child;
-        eventually(timeout, "the switchyard process to end", || {
-            let s = child.try_wait().ok().flatten();
-            async move { s }
-        })
-        .await
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `switchyard serve` config over the test's clusters (leaders as the local clusters
-/// record them) and its keyspaces.
-fn write_config(env: &TestEnv, path: &Path, port: u16, admin: u16, extra: &str) {
-    #[derive(serde::Serialize)]
-    struct Keyspaces {
-        keyspaces: Vec<shard_map::Keyspace>,
-    }
-    let config = switchyard::sandbox::config_for(env.local(), &env.opts);
-    let clusters: String = config
-        .clusters
-        .iter()
-        .map(|c| {
-            let nodes: Vec<String> = c.nodes.iter().map(|n| format!("\"{n}\"")).collect();
-            let leader = c
-                .leader
-                .as_ref()
-                .map(|l| format!("leader = \"{l}\"\n"))
-                .unwrap_or_default();
-            format!(
-                "[[clusters]]\nname = \"{}\"\nnodes = [{}]\n{leader}",
-                c.name,
-                nodes.join(", ")
-            )
-        })
-        .collect();
-    let keyspaces = if config.keyspaces.is_empty() {
-        String::new()
-    } else {
-        toml::to_string(&Keyspaces {
-            keyspaces: config.keyspaces.clone(),
-        })
-        .unwrap()
-    };
-    let text = format!(
-        "default_cluster = \"c1\"\n{extra}\n\
-         [router]\nlisten = \"127.0.0.1:{port}\"\nrouter_id = \"restart-test\"\n\
-         users = [{{ name = \"app\", password = \"app\" }}]\n\
-         [admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n\
-         [orchestrator]\nuser = \"switchyard\"\npassword = \"switchyard\"\n\
-         repl_user = \"{}\"\nrepl_password = \"{}\"\n\
-         {clusters}\n{keyspaces}",
-        env.local().spec().repl_user,
-        env.local().spec().repl_password,
-    );
-    std::fs::write(path, text).unwrap();
-}
 
 /// What the clients saw.
 #[derive(Default)]
@@ -289,7 +184,17 @@ async fn router_restarts_under_client_load_lose_nothing_and_resolve_in_doubt_com
     let (port, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
-    write_config(&env, &path, port, admin, "");
+    write_serve_config(
+        &env,
+        &path,
+        ServeConfig {
+            port,
+            admin,
+            router_id: "restart-test",
+            dead: &[],
+            extra: "",
+        },
+    );
     let opts = common::opts_for(port, "app", "app", Some("app"));
     let clients = Arc::new(Clients {
         record: Mutex::default(),
@@ -453,7 +358,17 @@ async fn an_orchestrator_restart_with_a_stopped_lagging_replica_does_not_fail_ov
     let (port, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
-    write_config(&env, &path, port, admin, "");
+    write_serve_config(
+        &env,
+        &path,
+        ServeConfig {
+            port,
+            admin,
+            router_id: "restart-test",
+            dead: &[],
+            extra: "",
+        },
+    );
     let leader = format!("127.0.0.1:{}", env.leader_port("c1"));
     let replicas = env.replica_ports("c1");
 
@@ -583,12 +498,17 @@ async fn a_restart_after_a_switchover_keeps_the_new_leader() {
     // The file names the first leader, as an operator wrote it before any switchover; the
     // state directory keeps leaders, epochs and flags across the restart.
     let state = dir.path().join("state");
-    write_config(
+    let extra = format!("state_dir = \"{}\"", state.display());
+    write_serve_config(
         &env,
         &path,
-        port,
-        admin,
-        &format!("state_dir = \"{}\"", state.display()),
+        ServeConfig {
+            port,
+            admin,
+            router_id: "restart-test",
+            dead: &[],
+            extra: &extra,
+        },
     );
     let first = format!("127.0.0.1:{}", env.leader_port("c1"));
     let mut serve = Serve::start(&path, None);

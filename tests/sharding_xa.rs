@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::process::{free_port, write_serve_config, Serve, ServeConfig};
 use common::{eventually, query_one, shard_of, TestEnv, SHARDS};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
@@ -493,109 +493,6 @@ async fn concurrent_transfers_keep_the_total() {
     env.stop().await;
 }
 
-/// A `switchyard serve` child process, killed when dropped (also when the test fails).
-struct Serve {
-    child: Option<Child>,
-}
-
-impl Serve {
-    fn start(config: &std::path::Path, failpoint: Option<&str>) -> Serve {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.args(["serve", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        match failpoint {
-            Some(f) => cmd.env("SWITCHYARD_FAILPOINT", f),
-            None => cmd.env_remove("SWITCHYARD_FAILPOINT"),
-        };
-        Serve {
-            child: Some(cmd.spawn().expect("switchyard binary runs")),
-        }
-    }
-
-    /// Waits (bounded) for the process to end on its own; its exit status.
-    async fn exited(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let child = self.child.as_mut().expect("running");
-        eventually(timeout, "the router process to end", || {
-            let s = child.try_wait().ok().flatten();
-            async move { s }
-        })
-        .await
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A `switchyard serve` config over the test's clusters and keyspace, under router id
-/// `crash-test`, leaving out the nodes in `dead` (and the leaders, for the monitor to find).
-fn write_serve_config(
-    env: &TestEnv,
-    path: &std::path::Path,
-    port: u16,
-    admin: u16,
-    dead: &[String],
-) {
-    #[derive(serde::Serialize)]
-    struct Keyspaces {
-        keyspaces: Vec<shard_map::Keyspace>,
-    }
-    let config = switchyard::sandbox::config_for(env.local(), &env.opts);
-    let clusters: String = config
-        .clusters
-        .iter()
-        .map(|c| {
-            let nodes: Vec<String> = c
-                .nodes
-                .iter()
-                .filter(|n| !dead.contains(n))
-                .map(|n| format!("\"{n}\""))
-                .collect();
-            let leader = match (&c.leader, dead.is_empty()) {
-                (Some(l), true) => format!("leader = \"{l}\"\n"),
-                _ => String::new(),
-            };
-            format!(
-                "[[clusters]]\nname = \"{}\"\nnodes = [{}]\n{leader}",
-                c.name,
-                nodes.join(", ")
-            )
-        })
-        .collect();
-    let text = format!(
-        "default_cluster = \"c1\"\n\
-         [router]\nlisten = \"127.0.0.1:{port}\"\nrouter_id = \"crash-test\"\n\
-         users = [{{ name = \"app\", password = \"app\" }}]\n\
-         [admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n\
-         [orchestrator]\nuser = \"switchyard\"\npassword = \"switchyard\"\n\
-         repl_user = \"{}\"\nrepl_password = \"{}\"\n\
-         {clusters}\n{}",
-        env.local().spec().repl_user,
-        env.local().spec().repl_password,
-        toml::to_string(&Keyspaces {
-            keyspaces: config.keyspaces.clone()
-        })
-        .unwrap()
-    );
-    std::fs::write(path, text).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_killed_between_phases_is_resolved_when_it_starts_again() {
     let env = TestEnv::start_sharded(2, 4).await;
@@ -606,7 +503,17 @@ async fn a_router_killed_between_phases_is_resolved_when_it_starts_again() {
     let (port, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
-    write_serve_config(&env, &path, port, admin, &[]);
+    write_serve_config(
+        &env,
+        &path,
+        ServeConfig {
+            port,
+            admin,
+            router_id: "crash-test",
+            dead: &[],
+            extra: "",
+        },
+    );
     let router_opts = common::opts_for(port, "app", "app", Some("app"));
     let connect = || async {
         eventually(Duration::from_secs(30), "the router to accept", || {
@@ -766,7 +673,17 @@ async fn prepared_branches_survive_a_participants_failover_and_commit_on_its_new
     let (port, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
-    write_serve_config(&env, &path, port, admin, &[]);
+    write_serve_config(
+        &env,
+        &path,
+        ServeConfig {
+            port,
+            admin,
+            router_id: "crash-test",
+            dead: &[],
+            extra: "",
+        },
+    );
     let router_opts = common::opts_for(port, "app", "app", Some("app"));
     let connect = || async {
         eventually(Duration::from_secs(30), "the router to accept", || {
@@ -819,7 +736,17 @@ async fn prepared_branches_survive_a_participants_failover_and_commit_on_its_new
     let new_port: u16 = new_leader.rsplit(':').next().unwrap().parse().unwrap();
 
     // Restarted over the clusters as they are now, the router commits both branches.
-    write_serve_config(&env, &path, port, admin, &[format!("127.0.0.1:{old}")]);
+    write_serve_config(
+        &env,
+        &path,
+        ServeConfig {
+            port,
+            admin,
+            router_id: "crash-test",
+            dead: &[format!("127.0.0.1:{old}")],
+            extra: "",
+        },
+    );
     let _serve = Serve::start(&path, None);
     for p in [env.leader_port("c1"), new_port] {
         eventually(

@@ -4,6 +4,7 @@
 //! stopped when the `TestEnv` is dropped, also when the test fails.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod proxy;
 
 use std::future::Future;
