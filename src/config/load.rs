@@ -22,15 +22,14 @@ pub(super) fn parse(path: &Path) -> Result<super::Config, ConfigError> {
 /// Parses `text` as if it were the file `path` (which names it in errors and anchors its
 /// relative paths), not yet validated.
 pub(super) fn parse_str(text: &str, path: &Path) -> Result<super::Config, ConfigError> {
-    let text = text.to_string();
-    let table = parse_text(path, &text)?;
+    let table = parse_text(path, text)?;
     let parse_error = |source| ConfigError::Parse {
         path: path.display().to_string(),
         source: Box::new(source),
     };
-    if !table.contains_key("include_dir") && !has_encrypted(&Value::Table(table.clone())) {
+    if !table.contains_key("include_dir") && !any_encrypted(&table) {
         // Straight from the text, so that errors point at lines.
-        return toml::from_str(&text).map_err(parse_error);
+        return toml::from_str(text).map_err(parse_error);
     }
     let table = expand(path, table)?;
     Value::Table(table).try_into().map_err(parse_error)
@@ -55,7 +54,7 @@ fn expand(path: &Path, mut table: Table) -> Result<Table, ConfigError> {
             None => problems.push("include_dir: must be a path".into()),
         }
     }
-    if has_encrypted(&Value::Table(table.clone())) {
+    if any_encrypted(&table) {
         match key_for(&table, base) {
             Ok(key) => decrypt_all(&mut table, "", &key, &mut problems),
             Err(why) => problems.push(format!(
@@ -147,11 +146,15 @@ fn merge(into: &mut Table, other: Table, prefix: &str, file: &Path, problems: &m
     }
 }
 
+fn any_encrypted(t: &Table) -> bool {
+    t.values().any(has_encrypted)
+}
+
 fn has_encrypted(v: &Value) -> bool {
     match v {
         Value::String(s) => s.starts_with(secrets::PREFIX),
         Value::Array(a) => a.iter().any(has_encrypted),
-        Value::Table(t) => t.values().any(has_encrypted),
+        Value::Table(t) => any_encrypted(t),
         _ => false,
     }
 }
@@ -233,9 +236,9 @@ mod tests {
 
     #[test]
     fn encrypted_values_are_found_anywhere() {
-        assert!(has_encrypted(&Value::Table(table(
+        assert!(any_encrypted(&table(
             "[[router.users]]\npassword = 'enc:abc'"
-        ))));
-        assert!(!has_encrypted(&Value::Table(table("a = 'encrypted'"))));
+        )));
+        assert!(!any_encrypted(&table("a = 'encrypted'")));
     }
 }
