@@ -8,6 +8,17 @@ use serde_json::{Map, Value};
 
 /// The reference page as Markdown.
 pub fn markdown() -> String {
+    generate().0
+}
+
+/// Every option's dotted path (`router.listen`, `clusters.nodes`; not the tables that hold
+/// them), for the check that the example file shows them all.
+pub fn option_paths() -> Vec<String> {
+    generate().1
+}
+
+/// The page, and the paths of the options it lists.
+fn generate() -> (String, Vec<String>) {
     let schema = serde_json::to_value(schemars::schema_for!(super::Config)).unwrap_or_default();
     let defs = schema
         .get("$defs")
@@ -21,17 +32,27 @@ pub fn markdown() -> String {
          [`config/serve.toml`](../config/serve.toml) shows them in a working file. Any string can\n\
          be written `enc:...` (see `switchyard encrypt`). Unknown keys are errors.\n",
     );
+    let mut paths = Vec::new();
     let mut sections = vec![(String::new(), false, schema.clone())];
     while !sections.is_empty() {
         let (path, list, object) = sections.remove(0);
         let mut nested = Vec::new();
-        section(&mut out, &path, list, &object, &defs, &mut nested);
+        section(
+            &mut out,
+            &path,
+            list,
+            &object,
+            &defs,
+            &mut nested,
+            &mut paths,
+        );
         sections.splice(0..0, nested);
     }
-    out
+    (out, paths)
 }
 
-/// One table of options; nested tables and lists of tables are pushed to `nested`.
+/// One table of options; nested tables and lists of tables are pushed to `nested`, the
+/// other options' paths to `paths`.
 fn section(
     out: &mut String,
     path: &str,
@@ -39,6 +60,7 @@ fn section(
     object: &Value,
     defs: &Map<String, Value>,
     nested: &mut Vec<(String, bool, Value)>,
+    paths: &mut Vec<String>,
 ) {
     let object = resolve(object, defs);
     let heading = match (path.is_empty(), list) {
@@ -69,8 +91,9 @@ fn section(
         };
         let (ty, table) = type_of(prop, defs);
         let is_table = table.is_some();
-        if let Some((is_list, target)) = table {
-            nested.push((full.clone(), is_list, target));
+        match table {
+            Some((is_list, target)) => nested.push((full.clone(), is_list, target)),
+            None => paths.push(full.clone()),
         }
         let default = match prop.get("default") {
             _ if required.contains(&name.as_str()) => "(required)".to_string(),
@@ -189,38 +212,4 @@ fn one_line(s: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
         .replace('|', "\\|")
-}
-
-/// Every option's dotted path (`router.listen`, `clusters.nodes`; not the tables that hold
-/// them), for the check that the example file shows them all.
-pub fn option_paths() -> Vec<String> {
-    let text = markdown();
-    let mut paths = Vec::new();
-    let mut prefix = String::new();
-    for line in text.lines() {
-        if let Some(h) = line.strip_prefix("## ") {
-            prefix = h
-                .trim_matches('`')
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .trim_matches(['[', ']'])
-                .to_string();
-            if prefix == "top level" {
-                prefix.clear();
-            }
-        } else if let Some(rest) = line.strip_prefix("| `") {
-            let ty = rest.split('|').nth(1).map(str::trim);
-            if matches!(ty, Some("table" | "list of tables")) {
-                continue;
-            }
-            if let Some((name, _)) = rest.split_once('`') {
-                paths.push(if prefix.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{prefix}.{name}")
-                });
-            }
-        }
-    }
-    paths
 }
