@@ -586,7 +586,7 @@ async fn audit(State(state): State<AdminState>) -> Response {
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
 async fn get_config(State(state): State<AdminState>) -> Response {
-    Json(state.reloader.shown().as_ref().clone()).into_response()
+    Json(state.reloader.shown()).into_response()
 }
 
 #[utoipa::path(get, path = "/api/v1/haproxy/config", tag = "router", security(("bearer" = [])),

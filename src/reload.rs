@@ -7,7 +7,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use orchestrator::Orchestrator;
 use router::RouterContext;
 use serde::Serialize;
@@ -55,8 +54,6 @@ pub enum ReloadError {
 /// Holds the configuration in force and the parts of the process a reload changes.
 pub struct Reloader {
     running: Mutex<(Config, u64)>,
-    /// The configuration in force as shown by `GET /api/v1/config` (secrets as `***`).
-    shown: ArcSwap<serde_json::Value>,
     router: Arc<RouterContext>,
     acl: Arc<Acl>,
     orchestrator: Arc<Orchestrator>,
@@ -76,7 +73,6 @@ impl Reloader {
         orchestrator: Arc<Orchestrator>,
     ) -> Self {
         Reloader {
-            shown: ArcSwap::from_pointee(shown(&config)),
             running: Mutex::new((config, 0)),
             router,
             acl,
@@ -85,8 +81,8 @@ impl Reloader {
     }
 
     /// The configuration in force, secrets shown as `***`.
-    pub fn shown(&self) -> Arc<serde_json::Value> {
-        self.shown.load_full()
+    pub fn shown(&self) -> serde_json::Value {
+        serde_json::to_value(&self.lock().0).unwrap_or_default()
     }
 
     /// Reads the file again and applies what changed.
@@ -137,7 +133,6 @@ impl Reloader {
             next.admin.audit_log.clone(),
         );
         self.orchestrator.set_settings(next.failover.clone());
-        self.shown.store(Arc::new(shown(&next)));
         running.1 += 1;
         running.0 = next;
         Ok(ReloadReport {
@@ -175,10 +170,6 @@ impl Reloader {
 
 fn is_live(key: &str) -> bool {
     LIVE.contains(&key) || (key.starts_with("failover.") && !FAILOVER_AT_START.contains(&key))
-}
-
-fn shown(config: &Config) -> serde_json::Value {
-    serde_json::to_value(config).unwrap_or_default()
 }
 
 /// The `section.key` settings that differ between `a` and `b` (secrets compared by value
