@@ -104,6 +104,19 @@ pub enum OrchestratorError {
 }
 
 impl OrchestratorError {
+    /// The connection to the node broke (closed by the server, reset): the statement may not
+    /// have run, and a new connection may succeed.
+    pub(crate) fn is_lost_connection(&self) -> bool {
+        matches!(
+            self,
+            OrchestratorError::Sql {
+                source: mysql_async::Error::Io(_)
+                    | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed),
+                ..
+            }
+        )
+    }
+
     pub(crate) fn sql(addr: &str, what: &str, source: mysql_async::Error) -> Self {
         OrchestratorError::Sql {
             addr: addr.to_owned(),

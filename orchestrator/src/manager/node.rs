@@ -91,7 +91,7 @@ impl NodeSnapshot {
 pub(crate) struct NodeConn {
     pub addr: String,
     conn: Conn,
-    query_timeout: Duration,
+    access: Access,
 }
 
 impl NodeConn {
@@ -115,8 +115,16 @@ impl NodeConn {
         Ok(NodeConn {
             addr: addr.to_owned(),
             conn,
-            query_timeout: access.query_timeout,
+            access: access.clone(),
         })
+    }
+
+    /// Replaces the connection by a new one (session state, locks and all, are gone).
+    pub async fn reconnect(&mut self) -> Result<(), OrchestratorError> {
+        let fresh = NodeConn::connect(&self.addr, &self.access).await?;
+        let stale = std::mem::replace(self, fresh);
+        stale.disconnect().await;
+        Ok(())
     }
 
     fn timed_out(&self, what: &str, after: Duration) -> OrchestratorError {
@@ -141,7 +149,7 @@ impl NodeConn {
     }
 
     pub async fn exec(&mut self, what: &str, sql: &str) -> Result<(), OrchestratorError> {
-        self.exec_within(what, sql, self.query_timeout).await
+        self.exec_within(what, sql, self.access.query_timeout).await
     }
 
     pub async fn rows<T: FromRow + Send + 'static>(
@@ -149,8 +157,9 @@ impl NodeConn {
         what: &str,
         sql: &str,
     ) -> Result<Vec<T>, OrchestratorError> {
-        match timeout(self.query_timeout, self.conn.query(sql)).await {
-            Err(_) => Err(self.timed_out(what, self.query_timeout)),
+        let limit = self.access.query_timeout;
+        match timeout(limit, self.conn.query(sql)).await {
+            Err(_) => Err(self.timed_out(what, limit)),
             Ok(r) => r.map_err(|e| OrchestratorError::sql(&self.addr, what, e)),
         }
     }
@@ -228,7 +237,7 @@ impl NodeConn {
             limit.as_secs_f64()
         );
         // The server enforces `limit`; ours is a backstop.
-        let backstop = limit + self.query_timeout;
+        let backstop = limit + self.access.query_timeout;
         let result: Option<Option<i64>> = match timeout(backstop, self.conn.query_first(sql)).await
         {
             Err(_) => return Err(self.timed_out(&what, backstop)),

@@ -510,8 +510,23 @@ type TrxRow = (String, u64, Option<String>, i64, Option<String>);
 type QueryRow = (u64, u64, String, f64, Option<String>);
 
 /// Queries running (and with `transactions`, transactions open) on `conn`'s server, other than
-/// `conn`'s own and server threads'.
+/// `conn`'s own and server threads'. Read before anything on the leader changes, so a lost
+/// connection is replaced once and the lists read again.
 async fn busy(conn: &mut NodeConn, transactions: bool) -> Result<Vec<Busy>, OrchestratorError> {
+    match list_busy(conn, transactions).await {
+        Err(e) if e.is_lost_connection() => {
+            tracing::warn!(node = %conn.addr, error = %e, "connection lost; reconnecting");
+            conn.reconnect().await?;
+            list_busy(conn, transactions).await
+        }
+        r => r,
+    }
+}
+
+async fn list_busy(
+    conn: &mut NodeConn,
+    transactions: bool,
+) -> Result<Vec<Busy>, OrchestratorError> {
     let trx: Vec<TrxRow> = if !transactions {
         Vec::new()
     } else {

@@ -158,6 +158,11 @@ impl LocalNode {
         }
     }
 
+    /// The server's error log (inside the datadir).
+    pub fn error_log(&self) -> PathBuf {
+        self.datadir.join(process::ERROR_LOG)
+    }
+
     fn set_port(&mut self, port: u16) {
         self.port = port;
         self.addr = format!("127.0.0.1:{port}");
