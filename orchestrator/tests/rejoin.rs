@@ -168,3 +168,138 @@ async fn a_replica_that_missed_the_failover_follows_the_new_leader() {
     assert_same_everywhere(&s, &[new.clone(), late.clone()]).await;
     s.stop().await;
 }
+
+/// `XA RECOVER` on a node: the prepared transactions' data (gtrid + bqual).
+async fn prepared(s: &Scenario, addr: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut a = s.admin(addr).await?;
+    let rows: Vec<(i64, i64, i64, Vec<u8>)> = a.query("XA RECOVER").await?;
+    Ok(rows.into_iter().map(|r| r.3).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_prepared_xa_transaction_is_rolled_back_before_rejoining() {
+    let mut s = Scenario::start(2, true, OrchestratorSettings::default()).await;
+    let old = s.leader();
+    let epoch = s.epoch();
+    let mut c = s.app(&old).await.expect("app");
+    create_table(&mut c).await.expect("table");
+    insert_rows(&mut c, 0, 10).await.expect("rows");
+    drop(c);
+    assert_same_everywhere(&s, &s.addrs()).await;
+    // What a crash recovery that cut an XA PREPARE off the binlog but kept it prepared in
+    // the engine leaves: a prepared transaction (holding row 5) the binlog knows nothing of.
+    let mut a = s.admin(&old).await.expect("admin");
+    a.query_drop(
+        "SET SESSION sql_log_bin = 0; XA START 'orphan'; \
+         UPDATE t.k SET v = 'orphan' WHERE id = 5; XA END 'orphan'; XA PREPARE 'orphan'",
+    )
+    .await
+    .expect("an orphan prepared transaction");
+    drop(a);
+
+    s.kill(&old);
+    let new = s.wait_new_epoch(epoch).await.leader.expect("new leader");
+    let mut w = s.app(&new).await.expect("app");
+    w.query_drop("UPDATE t.k SET v = 'after' WHERE id = 5")
+        .await
+        .expect("the row the orphan holds, changed on the new leader");
+    insert_rows(&mut w, 10, 20).await.expect("rows");
+    drop(w);
+    assert_eq!(
+        prepared(&s, &new).await.expect("XA RECOVER"),
+        Vec::<Vec<u8>>::new()
+    );
+    s.lc.set_leader("c1", &new).expect("set leader");
+    s.lc.start_node("c1", &old)
+        .await
+        .expect("restart the old leader");
+    assert_eq!(
+        prepared(&s, &old).await.expect("XA RECOVER"),
+        vec![b"orphan".to_vec()],
+        "crash recovery keeps the prepared transaction"
+    );
+
+    let xa = s.wait_event("rejoin.xa", &old).await;
+    assert!(
+        xa.message
+            .contains("rolled back X'6f727068616e',X'',1 (not in its binlog)"),
+        "{xa:?}"
+    );
+    s.wait_event("rejoin.done", &old).await;
+    assert_replica_of(&s, &old, &new).await;
+    assert_same_everywhere(&s, &s.addrs()).await;
+    assert!(prepared(&s, &old).await.expect("XA RECOVER").is_empty());
+    let mut a = s.admin(&old).await.expect("admin");
+    let v: String = scalar(&mut a, "SELECT v FROM t.k WHERE id = 5")
+        .await
+        .expect("row 5");
+    assert_eq!(v, "after");
+    s.stop().await;
+}
+
+/// A transaction prepared on the leader and its replicas, then lost on one replica (as a crash
+/// recovery may lose it), then ended on the leader by `end` (`COMMIT` or `ROLLBACK`). Returns
+/// the scenario, the leader and the replica that lost it.
+async fn lost_on_a_replica(end: &str) -> (Scenario, String, String) {
+    let s = Scenario::start(2, true, OrchestratorSettings::default()).await;
+    let leader = s.leader();
+    let mut c = s.app(&leader).await.expect("app");
+    create_table(&mut c).await.expect("table");
+    insert_rows(&mut c, 0, 10).await.expect("rows");
+    let mut x = s.admin(&leader).await.expect("admin");
+    x.query_drop(
+        "XA START 'lost'; INSERT INTO t.k VALUES (100, 'xa'); XA END 'lost'; XA PREPARE 'lost'",
+    )
+    .await
+    .expect("prepared");
+    let victim = s
+        .addrs()
+        .into_iter()
+        .find(|a| *a != leader)
+        .expect("a replica");
+    eventually("the prepared transaction replicated", WAIT, || async {
+        let p = prepared(&s, &victim).await?;
+        anyhow::ensure!(p == vec![b"lost".to_vec()], "{p:?}");
+        Ok(())
+    })
+    .await;
+    let mut v = s.admin(&victim).await.expect("admin");
+    v.query_drop("SET SESSION sql_log_bin = 0; XA ROLLBACK 'lost'")
+        .await
+        .expect("lost on the replica");
+    x.query_drop(format!("XA {end} 'lost'"))
+        .await
+        .expect("ended on the leader");
+    insert_rows(&mut c, 10, 20).await.expect("rows after");
+    (s, leader, victim)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_on_the_rollback_of_an_xa_transaction_it_lost_goes_on() {
+    let (s, leader, victim) = lost_on_a_replica("ROLLBACK").await;
+    let ev = s.wait_event("rejoin.xa", &victim).await;
+    assert!(ev.message.contains("XAER_NOTA"), "{ev:?}");
+    assert_replica_of(&s, &victim, &leader).await;
+    assert_same_everywhere(&s, &s.addrs()).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_an_xa_transaction_the_leader_committed_is_kept_out() {
+    let (s, leader, victim) = lost_on_a_replica("COMMIT").await;
+    let ev = s.wait_event("rejoin.refused", &victim).await;
+    assert!(
+        ev.message
+            .contains("lacks an XA transaction the leader committed"),
+        "{ev:?}"
+    );
+    eventually("the replica published as unknown", WAIT, || async {
+        let c = s.cluster();
+        let role = c.node(&victim).map(|n| n.role);
+        anyhow::ensure!(role == Some(Role::Unknown), "{role:?}");
+        anyhow::ensure!(c.leader.as_deref() == Some(leader.as_str()));
+        Ok(())
+    })
+    .await;
+    s.stop().await;
+}

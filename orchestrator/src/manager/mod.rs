@@ -17,6 +17,7 @@ mod node;
 mod rejoin;
 mod settings;
 mod switchover;
+mod xa;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;

@@ -90,7 +90,7 @@ impl NodeSnapshot {
 /// One admin connection to one node.
 pub(crate) struct NodeConn {
     pub addr: String,
-    conn: Conn,
+    pub(super) conn: Conn,
     access: Access,
 }
 

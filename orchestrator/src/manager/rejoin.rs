@@ -14,6 +14,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::time::{sleep, Instant};
 
 use super::node::NodeConn;
+use super::xa::{self, LostXa};
 use super::{lock, ClusterCtl, Orchestrator, OrchestratorError, REJOIN_RETRY};
 use crate::gtid::{self, GtidPos};
 use crate::monitor::MonitorState;
@@ -64,7 +65,11 @@ impl Orchestrator {
             }
             let out_of_place = match &obs.replication {
                 None => true,
-                Some(r) => r.source != leader && nodes.contains(&r.source),
+                Some(r) => {
+                    (r.source != leader && nodes.contains(&r.source))
+                        || (!r.sql_running
+                            && r.last_sql_error.as_deref().and_then(xa::lost_xa).is_some())
+                }
             };
             if out_of_place && self.settings.load_full().rejoin && !m.kept_out.contains(addr) {
                 return Some(addr.clone());
@@ -124,6 +129,12 @@ impl Orchestrator {
             return Ok(());
         }
 
+        if let Some(r) = snap.replication.as_ref().filter(|r| r.source == leader) {
+            if let Some(lost) = r.last_sql_error.as_deref().and_then(xa::lost_xa) {
+                return self.repair_lost_xa(cluster, addr, &mut node, lost, r).await;
+            }
+        }
+
         let mut lconn = NodeConn::connect(&leader, &self.access).await?;
         let lsnap = lconn.snapshot().await?;
         let mine = GtidPos::parse_lossy(&snap.gtid_binlog_pos);
@@ -136,6 +147,37 @@ impl Orchestrator {
                 gtid::list(&extra)
             );
             return self.keep_out(cluster, addr, &mut node, why).await;
+        }
+        let resolved = xa::reconcile(&mut node).await?;
+        if !resolved.is_empty() {
+            let list: Vec<String> = resolved
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} ({})",
+                        if r.committed {
+                            "committed"
+                        } else {
+                            "rolled back"
+                        },
+                        r.xid,
+                        match r.logged {
+                            Some(xa::Logged::Committed) => "its binlog committed it",
+                            Some(xa::Logged::RolledBack) => "its binlog rolled it back",
+                            _ => "not in its binlog",
+                        }
+                    )
+                })
+                .collect();
+            self.event(
+                cluster,
+                "rejoin.xa",
+                format!(
+                    "{addr}: prepared XA transactions out of step with its binlog after crash \
+                     recovery, resolved without binlogging: {}",
+                    list.join("; ")
+                ),
+            );
         }
         // A former leader starts from what it wrote; a replica from what it applied.
         node.replicate_from(&leader, &self.login, !was_replicating)
@@ -186,6 +228,49 @@ impl Orchestrator {
         }
         self.event(cluster, "rejoin.done", message);
         Ok(())
+    }
+
+    /// A replica of the leader stopped on the end of an XA transaction it does not hold (its
+    /// crash recovery lost it): past an `XA ROLLBACK`, the end state is the same, so that one
+    /// event group is skipped; an `XA COMMIT` would need the changes it lacks, so it is kept out.
+    async fn repair_lost_xa(
+        &self,
+        cluster: &str,
+        addr: &str,
+        node: &mut NodeConn,
+        lost: LostXa,
+        r: &crate::monitor::Replication,
+    ) -> Result<(), OrchestratorError> {
+        let error = r.last_sql_error.clone().unwrap_or_default();
+        match lost {
+            LostXa::Rollback => {
+                node.exec(
+                    "skipping the XA ROLLBACK",
+                    "SET GLOBAL sql_slave_skip_counter = 1",
+                )
+                .await?;
+                node.exec("restarting the SQL thread", "START SLAVE SQL_THREAD")
+                    .await?;
+                self.event(
+                    cluster,
+                    "rejoin.xa",
+                    format!(
+                        "{addr}: replication stopped on the rollback of an XA transaction its \
+                         crash recovery had already dropped ({error}); that event group skipped, \
+                         the end state is the same"
+                    ),
+                );
+                Ok(())
+            }
+            LostXa::Commit => {
+                let why = format!(
+                    "{addr} lacks an XA transaction the leader committed (lost in its crash \
+                     recovery: {error}); kept out: read-only, not replicating; rebuild it from \
+                     a replica"
+                );
+                self.keep_out(cluster, addr, node, why).await
+            }
+        }
     }
 
     /// Leaves `addr` out of the cluster: not replicating (so that it is nobody's replica and
