@@ -5,7 +5,10 @@
 //! recovered old leader) or replicates from another node of the cluster (a replica that
 //! missed a failover) is made a replica of the leader, provided it holds no transaction the
 //! leader lacks. One that does is kept out: read-only, not replicating, role `Unknown`,
-//! `rejoin.refused` listing the extra GTIDs, until it goes down and comes back.
+//! `rejoin.refused` listing the extra GTIDs, until it goes down and comes back. Before it
+//! replicates, its prepared XA transactions are brought in step with its binlog, and a
+//! replica of the leader stopped on the end of an XA transaction it lost is repaired or kept
+//! out (see [`super::xa`]).
 
 use std::time::Duration;
 
