@@ -117,6 +117,7 @@ impl App {
         mcfg.tick = Duration::from_millis(o.tick_ms);
         mcfg.connect_timeout = Duration::from_millis(o.connect_timeout_ms);
         mcfg.down_after = o.down_after;
+        mcfg.tls = o.node_tls();
         let orchestrator = Orchestrator::new(
             mcfg,
             config.failover.clone(),

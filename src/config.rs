@@ -124,6 +124,33 @@ pub struct OrchestratorConfig {
     pub repl_user: String,
     #[serde(default = "default_repl_password")]
     pub repl_password: Secret,
+    /// TLS on the orchestrator's connections to the servers (monitoring and operations), as
+    /// `router.backend_tls`: `disabled`, `preferred`, `required` or `verify_ca` (the
+    /// certificate must chain to `tls_ca` and name the host of the node's address). With
+    /// `required` and `verify_ca` the replication connections it sets up use TLS too
+    /// (`CHANGE MASTER ... MASTER_SSL=1`). Servers with `require_secure_transport=ON` need
+    /// at least `required`.
+    #[serde(default)]
+    pub tls: router::config::BackendTlsMode,
+    /// CA certificate(s) (PEM) the servers' certificates must chain to with `verify_ca`.
+    #[serde(default)]
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl OrchestratorConfig {
+    /// The orchestrator's TLS settings.
+    pub fn node_tls(&self) -> orchestrator::tls::NodeTls {
+        use orchestrator::tls::NodeTls;
+        use router::config::BackendTlsMode as Mode;
+        match (self.tls, &self.tls_ca) {
+            (Mode::Disabled, _) => NodeTls::Disabled,
+            (Mode::Preferred, _) => NodeTls::Preferred,
+            (Mode::Required, _) => NodeTls::Required,
+            (Mode::VerifyCa, Some(ca)) => NodeTls::VerifyCa(ca.clone()),
+            // Refused by validate().
+            (Mode::VerifyCa, None) => NodeTls::Required,
+        }
+    }
 }
 
 fn default_repl_user() -> String {
@@ -275,6 +302,20 @@ impl Config {
         problems.extend(self.integrations.validate(&cluster_names, &nodes));
         if self.orchestrator.tick_ms == 0 {
             problems.push("orchestrator.tick_ms must be at least 1".into());
+        }
+        match (self.orchestrator.tls, &self.orchestrator.tls_ca) {
+            (router::config::BackendTlsMode::VerifyCa, None) => {
+                problems.push("orchestrator.tls = \"verify_ca\" needs tls_ca (a PEM file)".into())
+            }
+            (router::config::BackendTlsMode::VerifyCa, Some(ca)) => {
+                if let Err(e) = router::tls::backend_config(self.orchestrator.tls, Some(ca)) {
+                    problems.push(format!("orchestrator.tls_ca: {e}"));
+                }
+            }
+            (_, Some(_)) => {
+                problems.push("orchestrator.tls_ca is only used with tls = \"verify_ca\"".into())
+            }
+            _ => {}
         }
         match (&self.admin.tls_cert, &self.admin.tls_key) {
             (Some(cert), Some(key)) => {

@@ -85,6 +85,8 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
             down_after: 3,
             repl_user: spec.repl_user.clone(),
             repl_password: Secret::new(spec.repl_password.as_str()),
+            tls: Default::default(),
+            tls_ca: None,
         },
         failover: Default::default(),
         keyspaces: sharded_app_keyspace(&clusters, opts.shards),

@@ -274,6 +274,12 @@ struct BackendTlsEnv {
 
 impl BackendTlsEnv {
     async fn start(pki: &Pki) -> BackendTlsEnv {
+        Self::start_replicated(pki, 0).await
+    }
+
+    /// One cluster of a leader and `replicas` replicas, every server with the test CA's
+    /// certificate.
+    async fn start_replicated(pki: &Pki, replicas: usize) -> BackendTlsEnv {
         let dir = tempfile::Builder::new()
             .prefix("sy-test-")
             .tempdir()
@@ -281,7 +287,7 @@ impl BackendTlsEnv {
         let opts = SandboxOptions {
             dir: dir.path().to_path_buf(),
             clusters: 1,
-            replicas: 0,
+            replicas,
             base_port: None,
             listen: "127.0.0.1:0".into(),
             admin: "127.0.0.1:0".into(),
@@ -292,7 +298,7 @@ impl BackendTlsEnv {
         };
         let mut spec = ProvisionSpec::new(&opts.dir);
         spec.clusters = 1;
-        spec.replicas = 0;
+        spec.replicas = replicas;
         spec.ssl = Some(ServerSsl {
             cert: pki.cert(),
             key: pki.key(),
@@ -320,6 +326,131 @@ impl BackendTlsEnv {
         assert!(app.wait_ready(Duration::from_secs(30)).await, "leader up");
         app
     }
+}
+
+/// `SELECT` of one value over a TLS connection (verified against `ca`) as switchyard's admin
+/// user.
+async fn admin_tls_scalar<T: FromValue + Send + 'static>(port: u16, ca: &Path, sql: &str) -> T {
+    let opts = mysql_async_tls(port, ca)
+        .user(Some("switchyard"))
+        .pass(Some("switchyard"));
+    let mut c = Conn::new(opts).await.expect("TLS admin connection");
+    let v: T = c.query_first(sql).await.expect(sql).expect("a row");
+    c.disconnect().await.unwrap();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_watches_and_fails_over_servers_that_require_tls() {
+    let pki = Pki::new();
+    let mut env = BackendTlsEnv::start_replicated(&pki, 2).await;
+    let nodes: Vec<(String, u16)> = env.local.as_ref().unwrap().clusters()[0]
+        .nodes
+        .iter()
+        .map(|n| (n.addr.clone(), n.port))
+        .collect();
+    // From now on every TCP login must use TLS (the replication threads already connected
+    // stay as they are).
+    for (_, port) in &nodes {
+        let opts = mysql_async_tls(*port, &pki.ca())
+            .user(Some("switchyard"))
+            .pass(Some("switchyard"));
+        let mut c = Conn::new(opts).await.expect("TLS admin connection");
+        c.query_drop("SET GLOBAL require_secure_transport = ON")
+            .await
+            .unwrap();
+        c.disconnect().await.unwrap();
+    }
+    let plain = Conn::new(common::opts_for(
+        nodes[0].1,
+        "switchyard",
+        "switchyard",
+        None,
+    ))
+    .await;
+    assert!(plain.is_err(), "the servers refuse plain-text logins");
+
+    let mut config = sandbox::config_for(env.local.as_ref().unwrap(), &env.opts);
+    config.router.backend_tls = router::config::BackendTlsMode::VerifyCa;
+    config.router.backend_tls_ca = Some(pki.ca());
+    config.orchestrator.tls = router::config::BackendTlsMode::VerifyCa;
+    config.orchestrator.tls_ca = Some(pki.ca());
+    assert_eq!(config.validate(), Vec::<String>::new());
+    let app = App::start(config).await.expect("switchyard starts");
+    assert!(
+        app.wait_ready(Duration::from_secs(30)).await,
+        "the monitor sees a healthy leader over TLS"
+    );
+    let mut c = Conn::new(common::opts_for(app.router_addr.port(), "app", "app", None))
+        .await
+        .expect("login through the router");
+    c.query_drop("CREATE DATABASE tlsfo; CREATE TABLE tlsfo.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO tlsfo.t VALUES (1)")
+        .await
+        .unwrap();
+    drop(c);
+
+    // A failover: the new leader is promoted and the other replica repointed, over TLS.
+    let old = app
+        .topology
+        .load()
+        .cluster("c1")
+        .unwrap()
+        .leader
+        .clone()
+        .unwrap();
+    env.local.as_mut().unwrap().kill_node("c1", &old).unwrap();
+    let new = common::eventually(Duration::from_secs(30), "a new leader", || async {
+        let t = app.topology.load();
+        let c = t.cluster("c1")?;
+        c.leader.clone().filter(|l| *l != old && c.epoch > 1)
+    })
+    .await;
+    let port = app.router_addr.port();
+    common::eventually(
+        Duration::from_secs(30),
+        "a write on the new leader",
+        || async {
+            let mut c = Conn::new(common::opts_for(port, "app", "app", None))
+                .await
+                .ok()?;
+            c.query_drop("REPLACE INTO tlsfo.t VALUES (2)").await.ok()
+        },
+    )
+    .await;
+    let (_, other) = nodes
+        .iter()
+        .find(|(a, _)| *a != old && *a != new)
+        .expect("the other replica");
+    common::eventually(
+        Duration::from_secs(30),
+        "the other replica follows the new leader over TLS",
+        || async {
+            let n: i64 = admin_tls_scalar(*other, &pki.ca(), "SELECT COUNT(*) FROM tlsfo.t").await;
+            (n == 2).then_some(())
+        },
+    )
+    .await;
+    let opts = mysql_async_tls(*other, &pki.ca())
+        .user(Some("switchyard"))
+        .pass(Some("switchyard"));
+    let mut a = Conn::new(opts).await.unwrap();
+    let status: mysql_async::Row = a.query_first("SHOW SLAVE STATUS").await.unwrap().unwrap();
+    let get = |n: &str| status.get::<String, _>(n).unwrap_or_default();
+    let new_port = new.rsplit(':').next().unwrap();
+    assert_eq!(get("Master_Port"), new_port);
+    assert_eq!(get("Master_SSL_Allowed"), "Yes", "replication over TLS");
+    assert_eq!(get("Slave_IO_Running"), "Yes", "{}", get("Last_IO_Error"));
+    a.disconnect().await.unwrap();
+    app.shutdown().await;
+    env.local
+        .take()
+        .unwrap()
+        .stop()
+        .await
+        .expect("servers stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

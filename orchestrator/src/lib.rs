@@ -16,6 +16,7 @@ pub mod gtid;
 pub mod manager;
 pub mod monitor;
 pub mod provision;
+pub mod tls;
 
 pub use manager::{
     Event, FailoverMode, Hooks, OperationReport, OperationStats, Orchestrator, OrchestratorError,

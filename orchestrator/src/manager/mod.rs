@@ -235,6 +235,7 @@ impl Orchestrator {
             password: repl_password,
             connect_retry_s: settings.master_connect_retry_s,
             heartbeat_ms: settings.master_heartbeat_ms,
+            ssl: monitor.tls.replication_ssl(),
         };
         Arc::new(Orchestrator {
             access: Access::from_monitor(&monitor),

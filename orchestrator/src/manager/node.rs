@@ -12,6 +12,7 @@ use super::OrchestratorError;
 use crate::gtid::GtidPos;
 use crate::monitor::{replication_from_row, split_host_port, MonitorConfig, Replication};
 use crate::provision::sql::quote;
+use crate::tls::{self, ConnectError, NodeTls};
 
 /// How the orchestrator logs in and how long it waits.
 #[derive(Clone)]
@@ -20,6 +21,7 @@ pub(crate) struct Access {
     pub password: String,
     pub connect_timeout: Duration,
     pub query_timeout: Duration,
+    pub tls: NodeTls,
 }
 
 impl Access {
@@ -29,6 +31,7 @@ impl Access {
             password: cfg.password.clone(),
             connect_timeout: cfg.connect_timeout,
             query_timeout: cfg.query_timeout,
+            tls: cfg.tls.clone(),
         }
     }
 }
@@ -40,6 +43,8 @@ pub(crate) struct ReplicationLogin {
     pub password: String,
     pub connect_retry_s: u32,
     pub heartbeat_ms: u64,
+    /// `MASTER_SSL=1`: replication over TLS.
+    pub ssl: bool,
 }
 
 /// A node's state as one operation reads it.
@@ -104,14 +109,16 @@ impl NodeConn {
             .user(Some(access.user.clone()))
             .pass(Some(access.password.clone()))
             .prefer_socket(false);
-        let conn = timeout(access.connect_timeout, Conn::new(opts))
+        let conn = tls::connect(opts, &access.tls, access.connect_timeout)
             .await
-            .map_err(|_| OrchestratorError::Timeout {
-                addr: addr.into(),
-                what: "connecting".into(),
-                after: access.connect_timeout,
-            })?
-            .map_err(|e| OrchestratorError::sql(addr, "connecting", e))?;
+            .map_err(|e| match e {
+                ConnectError::Timeout => OrchestratorError::Timeout {
+                    addr: addr.into(),
+                    what: "connecting".into(),
+                    after: access.connect_timeout,
+                },
+                ConnectError::Failed(e) => OrchestratorError::sql(addr, "connecting", e),
+            })?;
         Ok(NodeConn {
             addr: addr.to_owned(),
             conn,
@@ -364,12 +371,13 @@ pub(crate) fn change_master_sql(host: &str, port: u16, login: &ReplicationLogin)
     format!(
         "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={port}, MASTER_USER={}, \
          MASTER_PASSWORD={}, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY={}, \
-         MASTER_HEARTBEAT_PERIOD={:.3}",
+         MASTER_HEARTBEAT_PERIOD={:.3}{}",
         quote(host),
         quote(&login.user),
         quote(&login.password),
         login.connect_retry_s,
-        login.heartbeat_ms as f64 / 1000.0
+        login.heartbeat_ms as f64 / 1000.0,
+        if login.ssl { ", MASTER_SSL=1" } else { "" }
     )
 }
 
@@ -384,6 +392,7 @@ mod tests {
             password: "p'w".into(),
             connect_retry_s: 1,
             heartbeat_ms: 500,
+            ssl: false,
         };
         let sql = change_master_sql("127.0.0.1", 3307, &login);
         assert_eq!(
@@ -392,6 +401,9 @@ mod tests {
              MASTER_PASSWORD='p''w', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, \
              MASTER_HEARTBEAT_PERIOD=0.500"
         );
+        let tls = ReplicationLogin { ssl: true, ..login };
+        assert!(change_master_sql("h", 1, &tls)
+            .ends_with("MASTER_HEARTBEAT_PERIOD=0.500, MASTER_SSL=1"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod poll;
 
+use crate::tls::NodeTls;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -34,6 +35,9 @@ pub struct MonitorConfig {
     pub down_after: u32,
     /// Time between the extra polls of a cluster whose leader failed its last poll.
     pub suspect_tick: Duration,
+    /// TLS on the monitor's and the operations' connections (and replication's, see
+    /// [`NodeTls::replication_ssl`]).
+    pub tls: NodeTls,
 }
 
 impl MonitorConfig {
@@ -48,6 +52,7 @@ impl MonitorConfig {
             password: password.into(),
             down_after: 3,
             suspect_tick: Duration::from_millis(100),
+            tls: NodeTls::Disabled,
         }
     }
 }
@@ -62,6 +67,7 @@ impl fmt::Debug for MonitorConfig {
             .field("user", &self.user)
             .field("down_after", &self.down_after)
             .field("suspect_tick", &self.suspect_tick)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }

@@ -6,13 +6,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use mysql_async::prelude::{FromValue, Queryable};
-use mysql_async::{Conn, Opts, OptsBuilder, Row};
+use mysql_async::{Conn, OptsBuilder, Row};
 use shard_map::{Topology, TopologyHandle};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::{interval, sleep_until, timeout, Instant, MissedTickBehavior};
 
 use super::{ClusterSpec, MonitorConfig, MonitorState, Observation, PollError, Replication};
+use crate::tls::{self, ConnectError};
 
 /// What an observer (the orchestrator) gets from the monitor besides the published topology.
 #[derive(Debug)]
@@ -234,15 +235,14 @@ async fn poll_loop(
     }
 }
 
-fn node_opts(cfg: &MonitorConfig, addr: &str) -> Result<Opts, PollError> {
+fn node_opts(cfg: &MonitorConfig, addr: &str) -> Result<OptsBuilder, PollError> {
     let (host, port) = split_host_port(addr).ok_or_else(|| PollError::BadAddress(addr.into()))?;
     Ok(OptsBuilder::default()
         .ip_or_hostname(host)
         .tcp_port(port)
         .user(Some(cfg.user.clone()))
         .pass(Some(cfg.password.clone()))
-        .prefer_socket(false)
-        .into())
+        .prefer_socket(false))
 }
 
 /// `host:port` or `[v6]:port`.
@@ -262,14 +262,16 @@ pub(crate) fn split_host_port(addr: &str) -> Option<(String, u16)> {
 /// drops the connection: after a timeout its state is unknown.
 async fn poll_once(
     cfg: &MonitorConfig,
-    opts: &Opts,
+    opts: &OptsBuilder,
     conn: &mut Option<Conn>,
 ) -> Result<Observation, PollError> {
     if conn.is_none() {
-        let fresh = timeout(cfg.connect_timeout, Conn::new(opts.clone()))
+        let fresh = tls::connect(opts.clone(), &cfg.tls, cfg.connect_timeout)
             .await
-            .map_err(|_| PollError::ConnectTimeout(cfg.connect_timeout))?
-            .map_err(|e| PollError::Connect(e.to_string()))?;
+            .map_err(|e| match e {
+                ConnectError::Timeout => PollError::ConnectTimeout(cfg.connect_timeout),
+                ConnectError::Failed(e) => PollError::Connect(e.to_string()),
+            })?;
         *conn = Some(fresh);
     }
     let Some(c) = conn.as_mut() else {
