@@ -843,6 +843,13 @@ async fn chaos_soak_loses_no_acknowledged_write() {
             m
         });
     println!("rejoin events: {rejoin_events:?}");
+    for c in ["c1", "c2"] {
+        for e in chaos.env.app().orchestrator.events(c).unwrap() {
+            if e.kind == "rejoin.xa" || e.kind == "rejoin.refused" {
+                println!("  {c} {}: {}", e.kind, e.message);
+            }
+        }
+    }
     let verdict = verify(&chaos, &record, &epochs, &local, &global).await;
     println!(
         "writes lost: {} (unknown-outcome writes present afterwards: {})",
@@ -950,10 +957,28 @@ async fn verify(
                     .unwrap();
                 sums.push((*port, rows));
             }
-            assert!(
-                sums.windows(2).all(|w| w[0].1 == w[1].1),
-                "{cluster} {db}: table checksums differ between nodes: {sums:?}"
-            );
+            if sums.windows(2).any(|w| w[0].1 != w[1].1) {
+                // Which rows: those not on every node alike.
+                let mut seen: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+                for port in &nodes {
+                    let mut c = env.admin_conn(*port).await;
+                    let rows: Vec<mysql_async::Row> = c
+                        .query(format!("SELECT * FROM {db}.ledger"))
+                        .await
+                        .unwrap();
+                    for r in rows {
+                        seen.entry(format!("{:?}", r.unwrap()))
+                            .or_default()
+                            .push(*port);
+                    }
+                }
+                let odd: Vec<_> = seen.iter().filter(|(_, p)| p.len() != nodes.len()).collect();
+                panic!(
+                    "{cluster} {db}: table checksums differ between nodes: {sums:?}\n\
+                     ledger rows not on every node: {odd:#?}\nevents: {:#?}",
+                    env.app().orchestrator.events(cluster).unwrap()
+                );
+            }
         }
     }
 

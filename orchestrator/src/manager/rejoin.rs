@@ -151,6 +151,10 @@ impl Orchestrator {
             );
             return self.keep_out(cluster, addr, &mut node, why).await;
         }
+        if was_replicating {
+            // Nothing applied while the prepared transactions are compared with the binlog.
+            node.exec("stopping replication", "STOP SLAVE").await?;
+        }
         let resolved = xa::reconcile(&mut node).await?;
         if !resolved.is_empty() {
             let list: Vec<String> = resolved
