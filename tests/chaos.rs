@@ -962,17 +962,18 @@ async fn verify(
                 let mut seen: BTreeMap<String, Vec<u16>> = BTreeMap::new();
                 for port in &nodes {
                     let mut c = env.admin_conn(*port).await;
-                    let rows: Vec<mysql_async::Row> = c
-                        .query(format!("SELECT * FROM {db}.ledger"))
-                        .await
-                        .unwrap();
+                    let rows: Vec<mysql_async::Row> =
+                        c.query(format!("SELECT * FROM {db}.ledger")).await.unwrap();
                     for r in rows {
                         seen.entry(format!("{:?}", r.unwrap()))
                             .or_default()
                             .push(*port);
                     }
                 }
-                let odd: Vec<_> = seen.iter().filter(|(_, p)| p.len() != nodes.len()).collect();
+                let odd: Vec<_> = seen
+                    .iter()
+                    .filter(|(_, p)| p.len() != nodes.len())
+                    .collect();
                 panic!(
                     "{cluster} {db}: table checksums differ between nodes: {sums:?}\n\
                      ledger rows not on every node: {odd:#?}\nevents: {:#?}",

@@ -102,6 +102,11 @@ impl GtidPos {
         self.by_domain.values().copied()
     }
 
+    /// Moves `g`'s domain to `g` (the next GTID of a binlog read in order).
+    pub fn advance(&mut self, g: Gtid) {
+        self.by_domain.insert(g.domain, g);
+    }
+
     /// Per domain, the further of the two positions.
     pub fn max_with(mut self, other: &GtidPos) -> GtidPos {
         for g in other.iter() {

@@ -303,3 +303,86 @@ async fn a_replica_that_lost_an_xa_transaction_the_leader_committed_is_kept_out(
     .await;
     s.stop().await;
 }
+
+/// A leader killed right after an `XA PREPARE` no replica received comes back with it
+/// prepared and at the end of its binlog; the new leader writes `after` rows before it
+/// returns (more than the old leader's extra transactions: its position is then refused by
+/// the new leader; none: its position shows the extra GTID).
+async fn unsent_xa_prepare_is_cut(after: u32) {
+    let settings = OrchestratorSettings {
+        failover_even_if_lagging: true,
+        ..OrchestratorSettings::default()
+    };
+    let mut s = Scenario::start(2, false, settings).await;
+    let old = s.leader();
+    let epoch = s.epoch();
+    let mut c = s.app(&old).await.expect("app");
+    create_table(&mut c).await.expect("table");
+    insert_rows(&mut c, 0, 10).await.expect("rows");
+    for addr in s.addrs().into_iter().filter(|a| *a != old) {
+        let mut a = eventually("the rows replicated", WAIT, || async {
+            let mut a = s.admin(&addr).await?;
+            let n: i64 = scalar(&mut a, "SELECT COUNT(*) FROM t.k").await?;
+            anyhow::ensure!(n == 10, "{n} rows");
+            Ok(a)
+        })
+        .await;
+        a.query_drop("STOP SLAVE IO_THREAD").await.expect("stop IO");
+    }
+    let mut x = s.admin(&old).await.expect("admin");
+    x.query_drop(
+        "XA START 'unsent'; UPDATE t.k SET v = 'unsent' WHERE id = 3; \
+         INSERT INTO t.k VALUES (100, 'unsent'); XA END 'unsent'; XA PREPARE 'unsent'",
+    )
+    .await
+    .expect("prepared where nobody receives it");
+    drop(x);
+    drop(c);
+
+    s.kill(&old);
+    let new = s.wait_new_epoch(epoch).await.leader.expect("new leader");
+    let mut w = s.app(&new).await.expect("app");
+    insert_rows(&mut w, 10, 10 + after)
+        .await
+        .expect("rows on the new leader");
+    w.query_drop("UPDATE t.k SET v = 'new' WHERE id = 3")
+        .await
+        .expect("the row the unsent transaction changed");
+    drop(w);
+    s.lc.set_leader("c1", &new).expect("set leader");
+    s.lc.start_node("c1", &old)
+        .await
+        .expect("restart the old leader");
+
+    let ev = s.wait_event("rejoin.xa", "no other node received").await;
+    assert!(ev.message.contains(&old), "{ev:?}");
+    s.wait_event("rejoin.done", &old).await;
+    assert_replica_of(&s, &old, &new).await;
+    let replicas: Vec<String> = s.addrs().into_iter().filter(|a| *a != new).collect();
+    for r in &replicas {
+        let mut a = s.admin(r).await.expect("admin");
+        a.query_drop("START SLAVE").await.expect("start");
+    }
+    assert_same_everywhere(&s, &s.addrs()).await;
+    assert!(prepared(&s, &old).await.expect("XA RECOVER").is_empty());
+    let mut a = s.admin(&old).await.expect("admin");
+    let (v, n): (String, i64) = a
+        .query_first(
+            "SELECT (SELECT v FROM t.k WHERE id = 3), (SELECT COUNT(*) FROM t.k WHERE id = 100)",
+        )
+        .await
+        .expect("query")
+        .expect("row");
+    assert_eq!((v.as_str(), n), ("new", 0));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xa_prepare_nobody_received_is_cut_when_the_new_leader_refuses_the_position() {
+    unsent_xa_prepare_is_cut(20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xa_prepare_nobody_received_is_cut_when_it_is_the_extra_gtid() {
+    unsent_xa_prepare_is_cut(0).await;
+}

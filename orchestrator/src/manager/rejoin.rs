@@ -138,19 +138,6 @@ impl Orchestrator {
             }
         }
 
-        let mut lconn = NodeConn::connect(&leader, &self.access).await?;
-        let lsnap = lconn.snapshot().await?;
-        let mine = GtidPos::parse_lossy(&snap.gtid_binlog_pos);
-        let theirs = GtidPos::parse_lossy(&lsnap.gtid_binlog_pos);
-        let extra = mine.not_in(&theirs);
-        if !extra.is_empty() {
-            let why = format!(
-                "{addr} has transactions the leader {leader} lacks: {} (its gtid_binlog_pos \
-                 {mine}, the leader's {theirs}); kept out: read-only, not replicating",
-                gtid::list(&extra)
-            );
-            return self.keep_out(cluster, addr, &mut node, why).await;
-        }
         if was_replicating {
             // Nothing applied while the prepared transactions are compared with the binlog.
             node.exec("stopping replication", "STOP SLAVE").await?;
@@ -186,10 +173,38 @@ impl Orchestrator {
                 ),
             );
         }
+
+        let mut lconn = NodeConn::connect(&leader, &self.access).await?;
+        let lsnap = lconn.snapshot().await?;
+        let mine = GtidPos::parse_lossy(&snap.gtid_binlog_pos);
+        let theirs = GtidPos::parse_lossy(&lsnap.gtid_binlog_pos);
+        let extra = mine.not_in(&theirs);
+        let mut cut = false;
+        if !extra.is_empty() {
+            // Unless all it has in excess are XA PREPAREs nobody received.
+            match xa::unsent_prepares(&mut node).await? {
+                Some(u) if u.before.not_in(&theirs).is_empty() => {
+                    self.cut_unsent(cluster, addr, &leader, &mut node, &u)
+                        .await?;
+                    cut = true;
+                }
+                _ => {
+                    let why = format!(
+                        "{addr} has transactions the leader {leader} lacks: {} (its \
+                         gtid_binlog_pos {mine}, the leader's {theirs}); kept out: read-only, \
+                         not replicating",
+                        gtid::list(&extra)
+                    );
+                    return self.keep_out(cluster, addr, &mut node, why).await;
+                }
+            }
+        }
         // A former leader starts from what it wrote; a replica from what it applied.
-        node.replicate_from(&leader, &self.login, !was_replicating)
-            .await?;
-        let deadline = Instant::now() + CONNECT_WAIT;
+        if !cut {
+            node.replicate_from(&leader, &self.login, !was_replicating)
+                .await?;
+        }
+        let mut deadline = Instant::now() + CONNECT_WAIT;
         loop {
             let now = node.snapshot().await?;
             let rep = now.replication.as_ref();
@@ -197,6 +212,16 @@ impl Orchestrator {
                 break;
             }
             if let Some(e) = rep.and_then(|r| r.last_io_error.as_ref()) {
+                if e.contains(POSITION_REFUSED) && !cut {
+                    node.exec("stopping replication", "STOP SLAVE").await?;
+                    if let Some(u) = xa::unsent_prepares(&mut node).await? {
+                        self.cut_unsent(cluster, addr, &leader, &mut node, &u)
+                            .await?;
+                        cut = true;
+                        deadline = Instant::now() + CONNECT_WAIT;
+                        continue;
+                    }
+                }
                 if e.contains(POSITION_REFUSED) {
                     let why = format!(
                         "{addr}'s history diverged from the leader {leader}'s, which refused \
@@ -234,6 +259,54 @@ impl Orchestrator {
             }
         }
         self.event(cluster, "rejoin.done", message);
+        Ok(())
+    }
+
+    /// A former leader whose binlog ends with `XA PREPARE`s nobody else received (the leader
+    /// refused its position): those transactions are rolled back, unlogged, its binlog is reset
+    /// (it must not send them to anyone, nor keep their sequence numbers, which the leader's
+    /// transactions reuse) and it replicates from the position before them.
+    async fn cut_unsent(
+        &self,
+        cluster: &str,
+        addr: &str,
+        leader: &str,
+        node: &mut NodeConn,
+        u: &xa::Unsent,
+    ) -> Result<(), OrchestratorError> {
+        for g in &u.groups {
+            if let Some(xid) = &g.prepare_of {
+                node.exec(
+                    "rolling back an XA transaction nobody received",
+                    &format!(
+                        "SET SESSION sql_log_bin = 0; XA ROLLBACK {xid}; SET SESSION sql_log_bin = 1"
+                    ),
+                )
+                .await?;
+            }
+        }
+        node.exec("resetting its binlog", "RESET MASTER").await?;
+        node.exec(
+            "setting gtid_slave_pos",
+            &format!(
+                "SET GLOBAL gtid_slave_pos = {}",
+                crate::provision::sql::quote(&u.before.to_string())
+            ),
+        )
+        .await?;
+        node.replicate_from(leader, &self.login, false).await?;
+        let gtids: Vec<String> = u.groups.iter().map(|g| g.gtid.to_string()).collect();
+        self.event(
+            cluster,
+            "rejoin.xa",
+            format!(
+                "{addr}'s binlog ended with XA PREPAREs no other node received ({}), which the \
+                 leader {leader} does not have: rolled back unlogged, its binlog reset, \
+                 replicating from {}",
+                gtids.join(", "),
+                u.before
+            ),
+        );
         Ok(())
     }
 

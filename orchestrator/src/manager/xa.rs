@@ -25,6 +25,7 @@ use tokio::time::timeout;
 
 use super::node::NodeConn;
 use super::OrchestratorError;
+use crate::gtid::{Gtid, GtidPos};
 
 /// How long reading one binlog file may take.
 const SCAN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -164,6 +165,142 @@ impl NodeConn {
     }
 }
 
+/// One event group of a binlog: its GTID, and the xid when it is an `XA PREPARE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Group {
+    pub gtid: Gtid,
+    pub prepare_of: Option<String>,
+}
+
+/// The GTID a `Gtid` event's info names (`BEGIN GTID 0-1-5`, `XA START ... GTID 0-1-5`,
+/// `GTID 0-1-5`).
+pub(crate) fn group_gtid(info: &str) -> Option<Gtid> {
+    let (_, g) = info.rsplit_once("GTID ")?;
+    g.trim().parse().ok()
+}
+
+/// The position a `Gtid_list` event's info names (`[0-1-5,1-2-7]`, `[]`).
+pub(crate) fn list_position(info: &str) -> GtidPos {
+    GtidPos::parse_lossy(info.trim().trim_start_matches('[').trim_end_matches(']'))
+}
+
+/// The node's own `XA PREPARE`s at the end of its binlog that are still prepared on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unsent {
+    pub groups: Vec<Group>,
+    /// The binlog position just before them.
+    pub before: GtidPos,
+}
+
+/// Of a binlog file read in order (`before`: its `Gtid_list`), the `XA PREPARE` groups at its
+/// end whose xid is in `prepared`, and the position before them.
+pub(crate) fn prepared_tail(
+    before: &GtidPos,
+    groups: &[Group],
+    prepared: &BTreeSet<String>,
+) -> (usize, GtidPos) {
+    let mut start = groups.len();
+    while start > 0
+        && groups[start - 1]
+            .prepare_of
+            .as_ref()
+            .is_some_and(|x| prepared.contains(x))
+    {
+        start -= 1;
+    }
+    let mut pos = before.clone();
+    for g in &groups[..start] {
+        pos.advance(g.gtid);
+    }
+    (start, pos)
+}
+
+impl NodeConn {
+    /// A binlog file's position before it and its event groups, in order.
+    async fn binlog_groups(
+        &mut self,
+        file: &str,
+    ) -> Result<(GtidPos, Vec<Group>), OrchestratorError> {
+        let what = format!("reading binlog {file}");
+        let sql = format!(
+            "SHOW BINLOG EVENTS IN {}",
+            crate::provision::sql::quote(file)
+        );
+        let mut before = GtidPos::default();
+        let mut groups: Vec<Group> = Vec::new();
+        let scan = async {
+            let mut result = self.conn.query_iter(sql).await?;
+            result
+                .for_each(|row| {
+                    let event_type: Option<String> = row.get(2);
+                    let info: Option<String> = row.get(5);
+                    let (Some(t), Some(i)) = (event_type, info) else {
+                        return;
+                    };
+                    match t.as_str() {
+                        "Gtid_list" => before = list_position(&i),
+                        "Gtid" => {
+                            if let Some(gtid) = group_gtid(&i) {
+                                groups.push(Group {
+                                    gtid,
+                                    prepare_of: None,
+                                });
+                            }
+                        }
+                        _ => {
+                            if let Some((xid, Logged::Prepared)) = logged_event(&t, &i) {
+                                if let Some(g) = groups.last_mut() {
+                                    g.prepare_of = Some(xid.to_owned());
+                                }
+                            }
+                        }
+                    }
+                })
+                .await
+        };
+        match timeout(SCAN_TIMEOUT, scan).await {
+            Err(_) => Err(OrchestratorError::Timeout {
+                addr: self.addr.clone(),
+                what,
+                after: SCAN_TIMEOUT,
+            }),
+            Ok(r) => r.map_err(|e| OrchestratorError::sql(&self.addr, &what, e)),
+        }?;
+        Ok((before, groups))
+    }
+}
+
+/// The `XA PREPARE`s the node wrote last and still holds prepared, with the position before
+/// them: a former leader killed before any replica received them comes back so (MariaDB's
+/// semi-sync crash recovery does not cut prepared XA transactions off the binlog), and the
+/// new leader then refuses its position. `None` when its binlog does not end so.
+pub(crate) async fn unsent_prepares(
+    node: &mut NodeConn,
+) -> Result<Option<Unsent>, OrchestratorError> {
+    let prepared = node.prepared_xa().await?;
+    if prepared.is_empty() {
+        return Ok(None);
+    }
+    let files: Vec<(String, u64)> = node
+        .rows("listing binlog files", "SHOW BINARY LOGS")
+        .await?;
+    let mut tail: Vec<Group> = Vec::new();
+    let mut before = GtidPos::default();
+    for (file, _) in files.iter().rev() {
+        let (start_pos, groups) = node.binlog_groups(file).await?;
+        let (start, pos) = prepared_tail(&start_pos, &groups, &prepared);
+        tail.splice(0..0, groups[start..].iter().cloned());
+        before = pos;
+        if start > 0 {
+            break;
+        }
+    }
+    Ok((!tail.is_empty()).then_some(Unsent {
+        groups: tail,
+        before,
+    }))
+}
+
 /// Resolves the node's prepared XA transactions that its binlog does not leave prepared:
 /// committed where the binlog committed them, rolled back otherwise. Not binlogged.
 pub(crate) async fn reconcile(node: &mut NodeConn) -> Result<Vec<Resolved>, OrchestratorError> {
@@ -232,6 +369,43 @@ mod tests {
             None
         );
         assert_eq!(logged_event("Query", "create table t(a int)"), None);
+    }
+
+    #[test]
+    fn the_prepared_tail_of_a_binlog_and_the_position_before_it() {
+        let g = |s: &str, x: Option<&str>| Group {
+            gtid: s.parse().unwrap(),
+            prepare_of: x.map(str::to_owned),
+        };
+        assert_eq!(
+            group_gtid("BEGIN GTID 0-203-51958"),
+            Some("0-203-51958".parse().unwrap())
+        );
+        assert_eq!(
+            group_gtid("XA START X'7832',X'',1 GTID 0-5-5"),
+            Some("0-5-5".parse().unwrap())
+        );
+        assert_eq!(list_position("[0-1-5,1-2-7]").to_string(), "0-1-5,1-2-7");
+        assert!(list_position("[]").is_empty());
+        let prepared: BTreeSet<String> = ["a".to_owned(), "b".to_owned()].into();
+        let groups = [
+            g("0-1-10", None),
+            g("0-1-11", Some("a")),
+            g("1-1-3", None),
+            g("0-1-12", Some("a")),
+            g("0-1-13", Some("b")),
+        ];
+        let before = GtidPos::parse("0-1-9,1-1-2").unwrap();
+        let (start, pos) = prepared_tail(&before, &groups, &prepared);
+        assert_eq!(start, 3);
+        assert_eq!(pos.to_string(), "0-1-11,1-1-3");
+        // A prepare of a transaction no longer prepared ends the tail.
+        let (start, _) = prepared_tail(&before, &groups, &["b".to_owned()].into());
+        assert_eq!(start, 4);
+        // Nothing to cut: the whole position.
+        let (start, pos) = prepared_tail(&before, &groups[..3], &prepared);
+        assert_eq!(start, 3);
+        assert_eq!(pos.to_string(), "0-1-11,1-1-3");
     }
 
     #[test]
