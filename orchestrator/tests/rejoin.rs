@@ -222,7 +222,7 @@ async fn an_orphan_prepared_xa_transaction_is_rolled_back_before_rejoining() {
     let xa = s.wait_event("rejoin.xa", &old).await;
     assert!(
         xa.message
-            .contains("rolled back X'6f727068616e',X'',1 (not in its binlog)"),
+            .contains("rolled back X'6f727068616e',X'',1 (its binlog: nothing)"),
         "{xa:?}"
     );
     s.wait_event("rejoin.done", &old).await;

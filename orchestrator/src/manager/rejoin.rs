@@ -138,17 +138,25 @@ impl Orchestrator {
             }
         }
 
+        let mut lconn = NodeConn::connect(&leader, &self.access).await?;
+        let lsnap = lconn.snapshot().await?;
         if was_replicating {
-            // Nothing applied while the prepared transactions are compared with the binlog.
+            // Nothing applied while the prepared transactions are compared with the binlogs.
             node.exec("stopping replication", "STOP SLAVE").await?;
         }
-        let resolved = xa::reconcile(&mut node).await?;
+        // A former leader resumes from what it wrote; a replica from what it applied.
+        let start = GtidPos::parse_lossy(if was_replicating {
+            &snap.gtid_slave_pos
+        } else {
+            &snap.gtid_binlog_pos
+        });
+        let resolved = xa::reconcile(&mut node, &mut lconn, &start).await?;
         if !resolved.is_empty() {
             let list: Vec<String> = resolved
                 .iter()
                 .map(|r| {
                     format!(
-                        "{} {} ({})",
+                        "{} {} (its binlog: {})",
                         if r.committed {
                             "committed"
                         } else {
@@ -156,9 +164,9 @@ impl Orchestrator {
                         },
                         r.xid,
                         match r.logged {
-                            Some(xa::Logged::Committed) => "its binlog committed it",
-                            Some(xa::Logged::RolledBack) => "its binlog rolled it back",
-                            _ => "not in its binlog",
+                            Some(xa::Logged::Committed) => "committed",
+                            Some(xa::Logged::RolledBack) => "rolled back",
+                            _ => "nothing",
                         }
                     )
                 })
@@ -167,15 +175,13 @@ impl Orchestrator {
                 cluster,
                 "rejoin.xa",
                 format!(
-                    "{addr}: prepared XA transactions out of step with its binlog after crash \
-                     recovery, resolved without binlogging: {}",
+                    "{addr}: prepared XA transactions out of step with the history it resumes \
+                     at {start}, resolved without binlogging as the leader's binlog has them: {}",
                     list.join("; ")
                 ),
             );
         }
 
-        let mut lconn = NodeConn::connect(&leader, &self.access).await?;
-        let lsnap = lconn.snapshot().await?;
         let mine = GtidPos::parse_lossy(&snap.gtid_binlog_pos);
         let theirs = GtidPos::parse_lossy(&lsnap.gtid_binlog_pos);
         let extra = mine.not_in(&theirs);
@@ -275,7 +281,7 @@ impl Orchestrator {
         u: &xa::Unsent,
     ) -> Result<(), OrchestratorError> {
         for g in &u.groups {
-            if let Some(xid) = &g.prepare_of {
+            if let Some(xid) = g.prepare_of() {
                 node.exec(
                     "rolling back an XA transaction nobody received",
                     &format!(

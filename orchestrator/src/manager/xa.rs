@@ -165,11 +165,21 @@ impl NodeConn {
     }
 }
 
-/// One event group of a binlog: its GTID, and the xid when it is an `XA PREPARE`.
+/// One event group of a binlog: its GTID, and the XA transaction it prepares or ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Group {
     pub gtid: Gtid,
-    pub prepare_of: Option<String>,
+    pub xa: Option<(String, Logged)>,
+}
+
+impl Group {
+    /// The xid when the group is an `XA PREPARE`.
+    pub fn prepare_of(&self) -> Option<&str> {
+        match &self.xa {
+            Some((xid, Logged::Prepared)) => Some(xid),
+            _ => None,
+        }
+    }
 }
 
 /// The GTID a `Gtid` event's info names (`BEGIN GTID 0-1-5`, `XA START ... GTID 0-1-5`,
@@ -202,8 +212,7 @@ pub(crate) fn prepared_tail(
     let mut start = groups.len();
     while start > 0
         && groups[start - 1]
-            .prepare_of
-            .as_ref()
+            .prepare_of()
             .is_some_and(|x| prepared.contains(x))
     {
         start -= 1;
@@ -241,16 +250,13 @@ impl NodeConn {
                         "Gtid_list" => before = list_position(&i),
                         "Gtid" => {
                             if let Some(gtid) = group_gtid(&i) {
-                                groups.push(Group {
-                                    gtid,
-                                    prepare_of: None,
-                                });
+                                groups.push(Group { gtid, xa: None });
                             }
                         }
                         _ => {
-                            if let Some((xid, Logged::Prepared)) = logged_event(&t, &i) {
+                            if let Some((xid, what)) = logged_event(&t, &i) {
                                 if let Some(g) = groups.last_mut() {
-                                    g.prepare_of = Some(xid.to_owned());
+                                    g.xa = Some((xid.to_owned(), what));
                                 }
                             }
                         }
@@ -301,21 +307,113 @@ pub(crate) async fn unsent_prepares(
     }))
 }
 
-/// Resolves the node's prepared XA transactions that its binlog does not leave prepared:
-/// committed where the binlog committed them, rolled back otherwise. Not binlogged.
-pub(crate) async fn reconcile(node: &mut NodeConn) -> Result<Vec<Resolved>, OrchestratorError> {
+/// Where a binlog prepared and ended an XA transaction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct History {
+    pub prepared: Option<Gtid>,
+    /// The group that ended it, and whether it committed.
+    pub ended: Option<(Gtid, bool)>,
+}
+
+impl NodeConn {
+    /// Where this node's binlog prepared and ended each of `xids`, newest file first, reading
+    /// back until every one's prepare is found (or the oldest file).
+    pub async fn xa_history(
+        &mut self,
+        xids: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, History>, OrchestratorError> {
+        let mut found: BTreeMap<String, History> = BTreeMap::new();
+        let files: Vec<(String, u64)> = self
+            .rows("listing binlog files", "SHOW BINARY LOGS")
+            .await?;
+        for (file, _) in files.iter().rev() {
+            let (_, groups) = self.binlog_groups(file).await?;
+            for g in groups.iter().rev() {
+                let Some((xid, what)) = &g.xa else { continue };
+                if !xids.contains(xid) {
+                    continue;
+                }
+                let h = found.entry(xid.clone()).or_default();
+                match what {
+                    Logged::Prepared => {
+                        h.prepared.get_or_insert(g.gtid);
+                    }
+                    Logged::Committed => {
+                        h.ended.get_or_insert((g.gtid, true));
+                    }
+                    Logged::RolledBack => {
+                        h.ended.get_or_insert((g.gtid, false));
+                    }
+                }
+            }
+            if xids
+                .iter()
+                .all(|x| found.get(x).is_some_and(|h| h.prepared.is_some()))
+            {
+                break;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// What a transaction must be on a node that resumes the leader's history at `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Required {
+    Prepared,
+    Committed,
+    /// Rolled back, or not begun yet (replication brings its prepare again).
+    Absent,
+}
+
+/// From the leader's binlog history of a transaction, what it must be at `start`.
+pub(crate) fn required(history: Option<&History>, start: &GtidPos) -> Required {
+    let within = |g: &Gtid| g.seq <= start.seq(g.domain);
+    let Some(h) = history else {
+        return Required::Absent;
+    };
+    match h.ended.filter(|(g, _)| within(g)) {
+        Some((_, true)) => Required::Committed,
+        Some((_, false)) => Required::Absent,
+        // Ended after `start`: prepared then, unless prepared after it too. A prepare not
+        // found is older than every binlog file, so before `start`.
+        None if h.prepared.as_ref().is_none_or(within) => Required::Prepared,
+        None => Required::Absent,
+    }
+}
+
+/// Brings the node's prepared XA transactions in step with the history it resumes at
+/// `start`, without binlogging. One its own binlog holds as prepared stays. For the others
+/// (crash recovery kept them prepared although the binlog lost or ended them) the leader's
+/// binlog decides: prepared there at or before `start` and not ended by then, it stays;
+/// committed by then, it is committed; otherwise it is rolled back (if the leader prepared it
+/// after `start`, replication prepares it again).
+pub(crate) async fn reconcile(
+    node: &mut NodeConn,
+    leader: &mut NodeConn,
+    start: &GtidPos,
+) -> Result<Vec<Resolved>, OrchestratorError> {
     let prepared = node.prepared_xa().await?;
     if prepared.is_empty() {
         return Ok(Vec::new());
     }
-    let logged = node.logged_xa(&prepared).await?;
+    let own = node.logged_xa(&prepared).await?;
+    let unsure: BTreeSet<String> = prepared
+        .iter()
+        .filter(|x| own.get(*x) != Some(&Logged::Prepared))
+        .cloned()
+        .collect();
+    if unsure.is_empty() {
+        return Ok(Vec::new());
+    }
+    let history = leader.xa_history(&unsure).await?;
     let mut done = Vec::new();
-    for xid in prepared {
-        let said = logged.get(&xid).copied();
-        if said == Some(Logged::Prepared) {
-            continue;
-        }
-        let committed = said == Some(Logged::Committed);
+    for xid in unsure {
+        let committed = match required(history.get(&xid), start) {
+            Required::Prepared => continue,
+            Required::Committed => true,
+            Required::Absent => false,
+        };
         let sql = format!(
             "SET SESSION sql_log_bin = 0; XA {} {xid}; SET SESSION sql_log_bin = 1",
             if committed { "COMMIT" } else { "ROLLBACK" }
@@ -323,8 +421,8 @@ pub(crate) async fn reconcile(node: &mut NodeConn) -> Result<Vec<Resolved>, Orch
         node.exec("resolving a prepared XA transaction", &sql)
             .await?;
         done.push(Resolved {
+            logged: own.get(&xid).copied(),
             xid,
-            logged: said,
             committed,
         });
     }
@@ -375,7 +473,7 @@ mod tests {
     fn the_prepared_tail_of_a_binlog_and_the_position_before_it() {
         let g = |s: &str, x: Option<&str>| Group {
             gtid: s.parse().unwrap(),
-            prepare_of: x.map(str::to_owned),
+            xa: x.map(|x| (x.to_owned(), Logged::Prepared)),
         };
         assert_eq!(
             group_gtid("BEGIN GTID 0-203-51958"),
@@ -406,6 +504,32 @@ mod tests {
         let (start, pos) = prepared_tail(&before, &groups[..3], &prepared);
         assert_eq!(start, 3);
         assert_eq!(pos.to_string(), "0-1-11,1-1-3");
+    }
+
+    #[test]
+    fn what_a_transaction_must_be_where_a_node_resumes() {
+        let g = |s: &str| s.parse::<Gtid>().unwrap();
+        let start = GtidPos::parse("0-1-10").unwrap();
+        let h = |p: Option<&str>, e: Option<(&str, bool)>| History {
+            prepared: p.map(g),
+            ended: e.map(|(s, c)| (g(s), c)),
+        };
+        // Unknown to the leader: an orphan.
+        assert_eq!(required(None, &start), Required::Absent);
+        // Prepared before, ended after: still prepared at `start`.
+        let x = h(Some("0-1-9"), Some(("0-2-12", true)));
+        assert_eq!(required(Some(&x), &start), Required::Prepared);
+        // Prepared after: replication prepares it again.
+        let x = h(Some("0-2-11"), None);
+        assert_eq!(required(Some(&x), &start), Required::Absent);
+        // Ended by `start`.
+        let x = h(Some("0-1-8"), Some(("0-1-10", true)));
+        assert_eq!(required(Some(&x), &start), Required::Committed);
+        let x = h(Some("0-1-8"), Some(("0-1-9", false)));
+        assert_eq!(required(Some(&x), &start), Required::Absent);
+        // A prepare in a purged file, ended after `start`: it was prepared then.
+        let x = h(None, Some(("0-2-12", true)));
+        assert_eq!(required(Some(&x), &start), Required::Prepared);
     }
 
     #[test]
