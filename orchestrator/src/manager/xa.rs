@@ -85,7 +85,9 @@ pub(crate) fn logged_event<'a>(event_type: &str, info: &'a str) -> Option<(&'a s
     let (rest, what) = match event_type {
         "XA_prepare" => (info.strip_prefix("XA PREPARE ")?, Logged::Prepared),
         "Query" => {
-            if let Some(r) = info.strip_prefix("XA COMMIT ") {
+            if let Some(r) = info.strip_prefix("XA PREPARE ") {
+                (r, Logged::Prepared)
+            } else if let Some(r) = info.strip_prefix("XA COMMIT ") {
                 (r, Logged::Committed)
             } else {
                 (info.strip_prefix("XA ROLLBACK ")?, Logged::RolledBack)
