@@ -150,7 +150,20 @@ impl Orchestrator {
         } else {
             &snap.gtid_binlog_pos
         });
-        let resolved = xa::reconcile(&mut node, &mut lconn, &start).await?;
+        let resolved = match xa::reconcile(&mut node, &mut lconn, &start).await? {
+            Ok(r) => r,
+            Err(xa::Unresolvable(xids)) => {
+                let why = format!(
+                    "{addr} holds prepared XA transactions that neither its binlog nor the \
+                     leader {leader}'s names: {} (an orphan of its crash, or a one-phase commit \
+                     its binlog records without the xid; only the data can tell); kept out: \
+                     read-only, not replicating; end them with XA COMMIT or XA ROLLBACK as the \
+                     data says, then restart it, or rebuild it",
+                    xids.join(", ")
+                );
+                return self.keep_out(cluster, addr, &mut node, why).await;
+            }
+        };
         if !resolved.is_empty() {
             let list: Vec<String> = resolved
                 .iter()

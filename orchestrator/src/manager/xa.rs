@@ -389,15 +389,16 @@ pub(crate) fn required(history: Option<&History>, start: &GtidPos) -> Required {
 /// (crash recovery kept them prepared although the binlog lost or ended them) the leader's
 /// binlog decides: prepared there at or before `start` and not ended by then, it stays;
 /// committed by then, it is committed; otherwise it is rolled back (if the leader prepared it
-/// after `start`, replication prepares it again).
+/// after `start`, replication prepares it again). When a transaction is in neither binlog,
+/// nothing is changed and it is returned as [`Unresolvable`].
 pub(crate) async fn reconcile(
     node: &mut NodeConn,
     leader: &mut NodeConn,
     start: &GtidPos,
-) -> Result<Vec<Resolved>, OrchestratorError> {
+) -> Result<Result<Vec<Resolved>, Unresolvable>, OrchestratorError> {
     let prepared = node.prepared_xa().await?;
     if prepared.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Ok(Vec::new()));
     }
     let own = node.logged_xa(&prepared).await?;
     let unsure: BTreeSet<String> = prepared
@@ -406,9 +407,20 @@ pub(crate) async fn reconcile(
         .cloned()
         .collect();
     if unsure.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Ok(Vec::new()));
     }
     let history = leader.xa_history(&unsure).await?;
+    // Neither binlog names it: an orphan the leader never had, or a one-phase commit (`XA
+    // COMMIT ... ONE PHASE` is binlogged as a plain transaction, without its xid) that the
+    // crash left prepared. Only the data could tell; nothing is guessed.
+    let unknown: Vec<String> = unsure
+        .iter()
+        .filter(|x| !history.contains_key(*x))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Ok(Err(Unresolvable(unknown)));
+    }
     let mut done = Vec::new();
     for xid in unsure {
         let committed = match required(history.get(&xid), start) {
@@ -428,8 +440,12 @@ pub(crate) async fn reconcile(
             committed,
         });
     }
-    Ok(done)
+    Ok(Ok(done))
 }
+
+/// Prepared transactions named by neither the node's binlog nor the leader's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unresolvable(pub Vec<String>);
 
 #[cfg(test)]
 mod tests {

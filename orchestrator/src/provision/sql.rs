@@ -157,6 +157,11 @@ pub(crate) async fn activate_leader(
     expected: usize,
     semi_sync: bool,
 ) -> Result<(), ProvisionError> {
+    if expected == 0 && !semi_sync {
+        // Nothing to wait for: no connection (which an orchestrator fencing a restarted
+        // former leader might kill under it).
+        return Ok(());
+    }
     let mut conn = connect(leader).await?;
     let deadline = Instant::now() + REPLICAS_TIMEOUT;
     loop {
