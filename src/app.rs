@@ -126,6 +126,9 @@ impl App {
             o.repl_user.clone(),
             o.repl_password.expose().to_string(),
         );
+        for (name, c) in &kept.clusters {
+            orchestrator.restore_failover_history(name, &c.failovers_ms);
+        }
         // Failures the router sees on live traffic make the orchestrator look at once.
         let reporter = {
             let o = Arc::downgrade(&orchestrator);
@@ -167,8 +170,14 @@ impl App {
             tokio::spawn(sample_rates(router.clone(), stopped())),
         ];
         if let Some(dir) = &config.state_dir {
+            let o = Arc::downgrade(&orchestrator);
             tasks.push(tokio::spawn(crate::state::keep(
                 topology.clone(),
+                move |c: &str| {
+                    o.upgrade()
+                        .map(|o| o.failover_history_ms(c))
+                        .unwrap_or_default()
+                },
                 Arc::from(dir.as_path()),
                 stopped(),
             )));

@@ -36,9 +36,9 @@ pub struct Config {
     /// map (the last one applied through the API) wins over `keyspaces`.
     #[serde(default)]
     pub shard_map_dir: Option<std::path::PathBuf>,
-    /// Where the topology's leaders, epochs and node flags are kept across restarts
-    /// (`topology.json`); without it a restart begins every epoch at 1 again and forgets
-    /// maintenance flags.
+    /// Where the topology's leaders, epochs, node flags and recent failovers (for
+    /// `failover_limit`) are kept across restarts (`topology.json`); without it a restart
+    /// begins every epoch at 1 again, forgets maintenance flags and counts failovers from zero.
     #[serde(default)]
     pub state_dir: Option<std::path::PathBuf>,
     /// Routing layers and service discovery kept in step with the topology (HAProxy, Consul,

@@ -1,6 +1,7 @@
 //! What must survive a restart of the process and is not in the configuration file: each
-//! cluster's leader, leadership epoch and operator flags (maintenance, preferred, ignored),
-//! kept as `topology.json` in `state_dir`. Without it a restarted process would start every
+//! cluster's leader, leadership epoch, operator flags (maintenance, preferred, ignored) and the
+//! start times of the failovers the anti-flapping limits count, kept as `topology.json` in
+//! `state_dir`. Without it a restarted process would start every
 //! epoch at 1 again (so "never a leader of an older epoch" would only hold within one run),
 //! forget nodes put in maintenance, and trust a leader named in a file written before the
 //! last switchover.
@@ -21,6 +22,10 @@ pub struct KeptCluster {
     /// Flags of the nodes that have any set.
     #[serde(default)]
     pub flags: BTreeMap<String, NodeFlags>,
+    /// When the failovers the anti-flapping limits still count started (ms since the Unix
+    /// epoch), so that a restart does not reset `failover_limit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failovers_ms: Vec<u64>,
 }
 
 /// The kept part of the topology.
@@ -30,8 +35,8 @@ pub struct KeptState {
 }
 
 impl KeptState {
-    /// What of `t` is kept.
-    pub fn of(t: &Topology) -> KeptState {
+    /// What of `t` is kept, with each cluster's recent failovers from `failovers`.
+    pub fn of(t: &Topology, failovers: &dyn Fn(&str) -> Vec<u64>) -> KeptState {
         KeptState {
             clusters: t
                 .clusters
@@ -49,6 +54,7 @@ impl KeptState {
                             leader: c.leader.clone(),
                             epoch: c.epoch,
                             flags,
+                            failovers_ms: failovers(name),
                         },
                     )
                 })
@@ -106,9 +112,11 @@ impl KeptState {
     }
 }
 
-/// Saves the kept state to `dir` whenever it changes, until `stop`.
+/// Saves the kept state to `dir` whenever the topology changes (and the state with it), until
+/// `stop`.
 pub async fn keep(
     topology: TopologyHandle,
+    failovers: impl Fn(&str) -> Vec<u64>,
     dir: Arc<Path>,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -116,7 +124,7 @@ pub async fn keep(
         let mut changes = topology.subscribe();
         let mut saved: Option<KeptState> = None;
         loop {
-            let now = KeptState::of(&topology.load());
+            let now = KeptState::of(&topology.load(), &failovers);
             if saved.as_ref() != Some(&now) {
                 let (dir, state) = (dir.clone(), now.clone());
                 let written = tokio::task::spawn_blocking(move || state.save(&dir)).await;
@@ -158,11 +166,12 @@ mod tests {
         c.epoch = 7;
         c.nodes[1].flags.maintenance = true;
         t.clusters.insert("c1".into(), c);
-        let kept = KeptState::of(&t);
+        let kept = KeptState::of(&t, &|c| if c == "c1" { vec![5, 7] } else { vec![] });
         let dir = tempfile::tempdir().unwrap();
         kept.save(dir.path()).unwrap();
         let back = KeptState::load(dir.path()).unwrap();
         assert_eq!(back, kept);
+        assert_eq!(back.clusters["c1"].failovers_ms, vec![5, 7]);
         assert_eq!(back.leader("c1", &["a:1".into()]), Some("a:1".into()));
         assert_eq!(back.leader("c1", &["b:2".into()]), None, "no longer a node");
 

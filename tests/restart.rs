@@ -711,3 +711,75 @@ async fn a_leader_killed_with_xa_transactions_in_flight_starts_again() {
     drop(c);
     env.stop().await;
 }
+
+/// The anti-flapping limits count the failovers of the previous run: with `failover_limit =
+/// 1`, a failover, a restart, and a second leader death is refused instead of failed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failover_limit_counts_failovers_from_before_a_restart() {
+    let limited = |c: &mut switchyard::Config| {
+        c.failover.failover_limit = 1;
+        c.failover.failover_min_interval_s = 0;
+    };
+    let mut env = TestEnv::start_with(1, 2, limited).await;
+    let first = env
+        .app()
+        .topology
+        .load()
+        .cluster("c1")
+        .unwrap()
+        .leader
+        .clone()
+        .unwrap();
+    env.local_mut().kill_node("c1", &first).unwrap();
+    let second = eventually(Duration::from_secs(30), "a failover", || async {
+        let t = env.app().topology.load();
+        t.cluster("c1")?.leader.clone().filter(|l| *l != first)
+    })
+    .await;
+    let kept = env.opts.dir.join("state").join("topology.json");
+    eventually(Duration::from_secs(10), "the failover kept", || async {
+        let text = std::fs::read_to_string(&kept).ok()?;
+        text.contains("failovers_ms").then_some(())
+    })
+    .await;
+
+    // The process restarts (same state_dir); then the new leader dies too.
+    env.app.take().unwrap().shutdown().await;
+    let mut config = switchyard::sandbox::config_for(env.local(), &env.opts);
+    limited(&mut config);
+    env.app = Some(switchyard::App::start(config).await.expect("restarts"));
+    assert!(env.app().wait_ready(Duration::from_secs(30)).await);
+    assert_eq!(
+        env.app()
+            .topology
+            .load()
+            .cluster("c1")
+            .unwrap()
+            .leader
+            .as_deref(),
+        Some(second.as_str())
+    );
+    env.local_mut().kill_node("c1", &second).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the second failover refused",
+        || async {
+            env.app()
+                .orchestrator
+                .events("c1")
+                .ok()?
+                .into_iter()
+                .find(|e| {
+                    e.kind == "failover.refused" && e.message.contains("failover limit reached")
+                })
+        },
+    )
+    .await;
+    let t = env.app().topology.load();
+    assert_eq!(
+        t.cluster("c1").unwrap().leader.as_deref(),
+        Some(second.as_str())
+    );
+    drop(t);
+    env.stop().await;
+}

@@ -166,6 +166,30 @@ impl FailoverHistory {
         self.started.push_back(now);
     }
 
+    /// The start times as wall-clock milliseconds since the Unix epoch (`now` is `now_ms`).
+    pub fn to_unix_ms(&self, now: Instant, now_ms: u64) -> Vec<u64> {
+        self.started
+            .iter()
+            .map(|t| now_ms.saturating_sub(now.saturating_duration_since(*t).as_millis() as u64))
+            .collect()
+    }
+
+    /// A history of failovers started at these wall-clock times (`now` is `now_ms`); times
+    /// in the future count as now.
+    pub fn from_unix_ms(times: &[u64], now: Instant, now_ms: u64) -> FailoverHistory {
+        let mut sorted = times.to_vec();
+        sorted.sort_unstable();
+        FailoverHistory {
+            started: sorted
+                .into_iter()
+                .map(|t| {
+                    now.checked_sub(Duration::from_millis(now_ms.saturating_sub(t)))
+                        .unwrap_or(now)
+                })
+                .collect(),
+        }
+    }
+
     /// Forgets every failover (the operator's reset).
     pub fn reset(&mut self) {
         self.started.clear();
@@ -175,6 +199,30 @@ impl FailoverHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failover_history_survives_a_trip_through_wall_clock_times() {
+        let now = Instant::now() + Duration::from_secs(3600);
+        let now_ms = 1_800_000_000_000;
+        let mut h = FailoverHistory::default();
+        h.record(now - Duration::from_secs(100), Duration::from_secs(3600));
+        h.record(now - Duration::from_secs(10), Duration::from_secs(3600));
+        let ms = h.to_unix_ms(now, now_ms);
+        assert_eq!(ms, vec![now_ms - 100_000, now_ms - 10_000]);
+        // Read back by a process started later.
+        let later = now + Duration::from_secs(5);
+        let back = FailoverHistory::from_unix_ms(&ms, later, now_ms + 5_000);
+        assert_eq!(back.to_unix_ms(later, now_ms + 5_000), ms);
+        let limits = FailoverLimits {
+            limit: 2,
+            window: Duration::from_secs(3600),
+            min_interval: Duration::from_secs(0),
+        };
+        assert!(back
+            .check(later, &limits)
+            .unwrap_err()
+            .contains("failover limit reached"));
+    }
 
     const L: &str = "127.0.0.1:1";
 

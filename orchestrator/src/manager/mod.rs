@@ -368,6 +368,22 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// When the cluster's recent failovers (those the anti-flapping limits count) started,
+    /// in milliseconds since the Unix epoch.
+    pub fn failover_history_ms(&self, cluster: &str) -> Vec<u64> {
+        self.memory(cluster)
+            .map(|m| m.history.to_unix_ms(Instant::now(), now_ms()))
+            .unwrap_or_default()
+    }
+
+    /// Puts back the recent failovers a previous run kept (see
+    /// [`Orchestrator::failover_history_ms`]).
+    pub fn restore_failover_history(&self, cluster: &str, started_ms: &[u64]) {
+        if let Some(mut m) = self.memory(cluster) {
+            m.history = FailoverHistory::from_unix_ms(started_ms, Instant::now(), now_ms());
+        }
+    }
+
     /// Forgets a cluster's recent failovers, so that the limits allow the next one.
     pub fn reset_failover_limits(&self, cluster: &str) -> Result<(), OrchestratorError> {
         let ctl = self.ctl(cluster)?;
@@ -376,6 +392,8 @@ impl Orchestrator {
             m.history.reset();
             m.refusal_logged = false;
         }
+        // Kept state follows topology changes: one, unchanged, so that the reset is kept.
+        self.topology.publish(|_| {});
         self.event(
             cluster,
             "limits.reset",
