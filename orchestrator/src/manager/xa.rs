@@ -111,60 +111,6 @@ impl NodeConn {
             .map(|(f, g, b, data)| xid_text(f, &data[..g], &data[g..g + b]))
             .collect())
     }
-
-    /// What the node's binlogs say last about each of `xids`, newest file first, reading no
-    /// further back than needed. An xid missing from the map is in no binlog file.
-    pub async fn logged_xa(
-        &mut self,
-        xids: &BTreeSet<String>,
-    ) -> Result<BTreeMap<String, Logged>, OrchestratorError> {
-        let mut found = BTreeMap::new();
-        if xids.is_empty() {
-            return Ok(found);
-        }
-        let files: Vec<(String, u64)> = self
-            .rows("listing binlog files", "SHOW BINARY LOGS")
-            .await?;
-        for (file, _) in files.iter().rev() {
-            let what = format!("reading binlog {file}");
-            let sql = format!(
-                "SHOW BINLOG EVENTS IN {}",
-                crate::provision::sql::quote(file)
-            );
-            let mut in_file: BTreeMap<String, Logged> = BTreeMap::new();
-            let scan = async {
-                let mut result = self.conn.query_iter(sql).await?;
-                result
-                    .for_each(|row| {
-                        let event_type: Option<String> = row.get(2);
-                        let info: Option<String> = row.get(5);
-                        if let (Some(t), Some(i)) = (event_type, info) {
-                            if let Some((xid, what)) = logged_event(&t, &i) {
-                                if xids.contains(xid) && !found.contains_key(xid) {
-                                    in_file.insert(xid.to_owned(), what);
-                                }
-                            }
-                        }
-                    })
-                    .await
-            };
-            match timeout(SCAN_TIMEOUT, scan).await {
-                Err(_) => {
-                    return Err(OrchestratorError::Timeout {
-                        addr: self.addr.clone(),
-                        what,
-                        after: SCAN_TIMEOUT,
-                    })
-                }
-                Ok(r) => r.map_err(|e| OrchestratorError::sql(&self.addr, &what, e))?,
-            }
-            found.extend(in_file);
-            if found.len() == xids.len() {
-                break;
-            }
-        }
-        Ok(found)
-    }
 }
 
 /// One event group of a binlog: its GTID, and the XA transaction it prepares or ends.
@@ -317,6 +263,17 @@ pub(crate) struct History {
     pub ended: Option<(Gtid, bool)>,
 }
 
+impl History {
+    /// What the binlog says last about the transaction.
+    fn last_word(&self) -> Logged {
+        match self.ended {
+            Some((_, true)) => Logged::Committed,
+            Some((_, false)) => Logged::RolledBack,
+            None => Logged::Prepared,
+        }
+    }
+}
+
 impl NodeConn {
     /// Where this node's binlog prepared and ended each of `xids`, newest file first, reading
     /// back until every one's prepare is found (or the oldest file).
@@ -400,7 +357,12 @@ pub(crate) async fn reconcile(
     if prepared.is_empty() {
         return Ok(Ok(Vec::new()));
     }
-    let own = node.logged_xa(&prepared).await?;
+    let own: BTreeMap<String, Logged> = node
+        .xa_history(&prepared)
+        .await?
+        .into_iter()
+        .map(|(x, h)| (x, h.last_word()))
+        .collect();
     let unsure: BTreeSet<String> = prepared
         .iter()
         .filter(|x| own.get(*x) != Some(&Logged::Prepared))
