@@ -170,8 +170,9 @@ pub struct Session {
     /// A `BEGIN` in a sharded keyspace waits for the first statement, so that the
     /// transaction starts on the shard that statement goes to.
     pending_begin: Option<String>,
-    /// The distributed (XA) transaction in a sharded keyspace, from its BEGIN to its end.
-    xa: Option<xa::XaTxn>,
+    /// The distributed (XA) transaction in a sharded keyspace, from its BEGIN to its end
+    /// (boxed: rare, and most sessions are idle outside one).
+    xa: Option<Box<xa::XaTxn>>,
     pins: Pins,
     multi_statements: bool,
     stmts: HashMap<u32, ClientStmt>,
@@ -306,25 +307,16 @@ impl Session {
                 Ok(Some((_, last, p))) => (last, p),
                 Ok(None) => return,
                 Err(PacketError::TooLarge { .. }) => {
-                    // Let the client finish sending (bounded in bytes and time) so that it
-                    // can read the error, as a server does.
-                    let _ = Box::pin(tokio::time::timeout(
-                        std::time::Duration::from_secs(5),
-                        self.input.skip_refused(64 << 20),
-                    ))
-                    .await;
-                    // The connection does not go on after this, as on a server.
-                    write_error(&mut self.output, 1, &RouterError::PacketTooLarge)
-                        .await
-                        .ok();
+                    // Boxed, as every rare path here: the loop's own future is what an idle
+                    // session holds.
+                    Box::pin(self.refuse_too_large()).await;
                     return;
                 }
                 Err(_) => return,
             };
             let seq = last.wrapping_add(1);
             let Some(&command) = payload.first() else {
-                if self
-                    .reply_error(seq, RouterError::Malformed("empty packet"))
+                if Box::pin(self.reply_error(seq, RouterError::Malformed("empty packet")))
                     .await
                     .is_err()
                 {
@@ -364,12 +356,30 @@ impl Session {
                 Err(Failure::Reply(e, s)) => {
                     RouterMetrics::inc(&self.ctx.metrics.errors);
                     self.ctx.metrics.count_error(e.to_client().code);
-                    if self.reply_error(s.unwrap_or(seq), e).await.is_err() {
+                    if Box::pin(self.reply_error(s.unwrap_or(seq), e))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
             }
         }
+    }
+
+    /// Answers a packet larger than max_allowed_packet and ends the session.
+    async fn refuse_too_large(&mut self) {
+        // Let the client finish sending (bounded in bytes and time) so that it can read the
+        // error, as a server does.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.input.skip_refused(64 << 20),
+        )
+        .await;
+        // The connection does not go on after this, as on a server.
+        write_error(&mut self.output, 1, &RouterError::PacketTooLarge)
+            .await
+            .ok();
     }
 
     /// Runs one command (`payload`, starting with the command byte) that may need a backend.
