@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::context::{RouterContext, RouterMetrics};
@@ -61,36 +61,53 @@ pub async fn run(
         let ctx = ctx.clone();
         let id = ctx.next_conn_id();
         let span = tracing::info_span!("session", id, %peer);
-        let done = sessions.clone();
-        tokio::spawn(
-            async move {
-                ctx.metrics
-                    .connections_active
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let result = AssertUnwindSafe(Session::serve(ctx.clone(), stream, id))
-                    .catch_unwind()
-                    .await;
-                if let Err(panic) = result {
-                    RouterMetrics::inc(&ctx.metrics.session_panics);
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    tracing::error!(panic = %what, "session panicked; connection closed");
-                }
-                ctx.metrics
-                    .connections_active
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                drop(permit);
-                drop(done);
-            }
-            .instrument(span),
-        );
+        tokio::spawn(serve_client(ctx, stream, id, permit, sessions.clone()).instrument(span));
     }
     drop(listener);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while Arc::strong_count(&sessions) > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// One client connection's task, from accept to close. `permit` and `done` are held until
+/// it ends.
+async fn serve_client(
+    ctx: Arc<RouterContext>,
+    stream: TcpStream,
+    id: u32,
+    permit: OwnedSemaphorePermit,
+    done: Arc<()>,
+) {
+    ctx.metrics
+        .connections_active
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let result = AssertUnwindSafe(Session::serve(ctx.clone(), stream, id))
+        .catch_unwind()
+        .await;
+    if let Err(panic) = result {
+        RouterMetrics::inc(&ctx.metrics.session_panics);
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "session panicked; connection closed");
+    }
+    ctx.metrics
+        .connections_active
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    drop(permit);
+    drop(done);
+}
+
+/// Bytes of the future each client connection's task holds for as long as the connection
+/// lives (tokio adds a header of about a hundred bytes). Its largest state is the one
+/// waiting for the next command, so this is what an idle connection costs besides its
+/// socket and the session's own heap data.
+pub fn connection_task_size() -> usize {
+    fn output_size<A, B, C, D, E, F: Future>(_: fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<tracing::instrument::Instrumented<F>>()
+    }
+    output_size(serve_client)
 }

@@ -1,8 +1,17 @@
 //! Packet framing: a 4-byte header (3-byte little-endian length, 1-byte sequence id) before
 //! each payload; payloads of 2^24-1 bytes or more continue in the next packet.
+//!
+//! Client connections mostly sit idle, so their reader and writer can hold no buffer at all
+//! between commands: the reader waits for the next command without one (see
+//! [`PacketReader::with_chunk`]) and the writer gives its buffer back on
+//! [`PacketWriter::release`].
+
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// The largest payload one packet carries; a payload this long continues in the next packet.
 pub const MAX_PAYLOAD: usize = 0xff_ffff;
@@ -18,6 +27,10 @@ pub enum PacketError {
     TooLarge { size: usize, max: usize },
 }
 
+/// How many bytes a reader without a buffer takes per read (into the stack; see
+/// [`PacketReader::with_chunk`]). Client commands are mostly shorter than this.
+const UNBUFFERED_READ: usize = 2048;
+
 /// Reads whole packets (continuations joined) from a byte stream.
 #[derive(Debug)]
 pub struct PacketReader<R> {
@@ -27,23 +40,36 @@ pub struct PacketReader<R> {
     unread: usize,
     /// How much room each read makes in the buffer.
     chunk: usize,
+    /// Hold no buffer while nothing is buffered (client connections, idle most of the time).
+    lean: bool,
 }
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
     /// A reader with 16 KiB reads (backend connections: result sets).
     pub fn new(inner: R) -> Self {
-        Self::with_chunk(inner, 16 * 1024)
+        Self::buffered(inner, 16 * 1024)
     }
 
-    /// A reader making `chunk` bytes of room per read: small for client connections, which
-    /// mostly send short commands and mostly sit idle (larger packets still get the room
-    /// they need).
+    /// A reader making `chunk` bytes of room per read, for client connections, which mostly
+    /// send short commands and mostly sit idle. It holds no buffer between messages: while
+    /// nothing is buffered it reads into the stack and keeps only what arrived (exactly that
+    /// many bytes), and a message that is all the buffer held is handed over whole instead of
+    /// split off, so an idle connection costs no buffer memory. Larger packets still get the
+    /// room they need.
     pub fn with_chunk(inner: R, chunk: usize) -> Self {
         PacketReader {
             inner,
             buf: BytesMut::new(),
             unread: 0,
             chunk: chunk.max(64),
+            lean: true,
+        }
+    }
+
+    fn buffered(inner: R, chunk: usize) -> Self {
+        PacketReader {
+            lean: false,
+            ..Self::with_chunk(inner, chunk)
         }
     }
 
@@ -84,12 +110,39 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         Ok(())
     }
 
+    /// Bytes of buffer memory held (whether or not they hold unread bytes).
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
     pub async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.lean && self.buf.capacity() == 0 {
+            return self.fill_unbuffered().await;
+        }
         if self.buf.capacity() - self.buf.len() < (self.chunk / 4).min(4096) {
             self.buf.reserve(self.chunk);
         }
         self.inner.read_buf(&mut self.buf).await
+    }
+
+    /// Waits for bytes holding no buffer: each poll reads into the stack, and only bytes that
+    /// arrived are copied to the heap (an allocation of exactly their size).
+    async fn fill_unbuffered(&mut self) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            let mut room = [MaybeUninit::<u8>::uninit(); UNBUFFERED_READ];
+            let mut read = ReadBuf::uninit(&mut room);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    let got = read.filled();
+                    self.buf.extend_from_slice(got);
+                    Poll::Ready(Ok(got.len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Reads one message: its first sequence id, the id of its last packet, and the joined
@@ -98,6 +151,10 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         &mut self,
         max_len: usize,
     ) -> Result<Option<(u8, u8, BytesMut)>, PacketError> {
+        if self.lean && self.buf.is_empty() {
+            // What is left of the last message's buffer: give it back before waiting.
+            self.buf = BytesMut::new();
+        }
         let mut payload = BytesMut::new();
         let mut first_seq = None;
         loop {
@@ -131,7 +188,12 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
                 }
             }
             self.buf.advance(4);
-            let chunk = self.buf.split_to(len);
+            let chunk = if self.lean && self.buf.len() == len {
+                // The whole buffer: handed over, so that nothing stays behind while idle.
+                std::mem::take(&mut self.buf)
+            } else {
+                self.buf.split_to(len)
+            };
             first_seq.get_or_insert(seq);
             if payload.is_empty() && len < MAX_PAYLOAD {
                 payload = chunk;
@@ -162,6 +224,10 @@ pub fn frame(mut seq: u8, payload: &[u8], out: &mut Vec<u8>) -> u8 {
 }
 
 /// Buffers outgoing packets; one `flush` per response keeps small replies to one write.
+///
+/// The buffer is allocated on demand (the first message queued after [`PacketWriter::release`]
+/// sizes it) and kept across flushes within a response, so that relaying a large result
+/// reuses it.
 #[derive(Debug)]
 pub struct PacketWriter<W> {
     inner: W,
@@ -175,17 +241,20 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
         Self::with_capacity(inner, 16 * 1024)
     }
 
-    /// A writer whose buffer starts at (and shrinks back to) `capacity` bytes.
+    /// A writer whose buffer shrinks back to `capacity` bytes after a response that made it
+    /// grow past 1 MiB. Nothing is allocated until the first message is queued.
     pub fn with_capacity(inner: W, capacity: usize) -> Self {
         PacketWriter {
             inner,
-            buf: Vec::with_capacity(capacity),
+            buf: Vec::new(),
             capacity,
         }
     }
 
     /// Queues one message, split into packets as needed; returns the next sequence id.
     pub fn push(&mut self, seq: u8, payload: &[u8]) -> u8 {
+        // One allocation of the right size when the buffer is empty, not one per header part.
+        self.buf.reserve(payload.len() + 4);
         frame(seq, payload, &mut self.buf)
     }
 
@@ -207,6 +276,20 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     /// The buffer size this writer shrinks back to.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Bytes of buffer memory held.
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Gives the buffer back when nothing is queued (a client session about to wait for its
+    /// next command): an idle connection then holds no output buffer, whatever size the last
+    /// response made it grow to.
+    pub fn release(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
     }
 
     /// Writes everything queued.
@@ -275,5 +358,96 @@ mod tests {
             r.read_message(1000).await,
             Err(PacketError::Truncated)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_client_writer_gives_back_what_a_big_result_made_it_grow_to() {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let drain = tokio::spawn(async move {
+            let mut client = client;
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        let mut w = PacketWriter::with_capacity(server, 2048);
+        assert_eq!(
+            w.buffer_capacity(),
+            0,
+            "nothing allocated before the first reply"
+        );
+        // A result of many rows, queued in a few pieces as a relay does.
+        let row = [b'x'; 1000];
+        let mut seq = 1;
+        for _ in 0..300 {
+            seq = w.push(seq, &row);
+        }
+        w.flush().await.unwrap();
+        assert!(
+            w.buffer_capacity() >= 300 * 1004,
+            "kept across the response's flushes"
+        );
+        w.push(seq, &[0xfe, 0, 0, 2, 0]);
+        w.release();
+        assert_eq!(w.pending(), 9, "nothing queued is dropped");
+        w.flush().await.unwrap();
+        w.release();
+        assert_eq!(w.buffer_capacity(), 0, "an idle writer holds no buffer");
+        w.push(0, b"ok");
+        assert!(w.buffer_capacity() >= 6 && w.buffer_capacity() < 64);
+        w.shutdown().await.unwrap();
+        drop(w);
+        let all = drain.await.unwrap();
+        assert_eq!(all.len(), 300 * 1004 + 9 + 6);
+    }
+
+    #[tokio::test]
+    async fn a_client_reader_holds_no_buffer_between_messages() {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut r = PacketReader::with_chunk(server, 2048);
+        let mut out = Vec::new();
+        frame(0, b"\x03SELECT 1", &mut out);
+        client.write_all(&out).await.unwrap();
+        let (_, _, p) = r.read_message(1 << 20).await.unwrap().unwrap();
+        assert_eq!(&p[..], b"\x03SELECT 1");
+        assert_eq!(r.buffer_capacity(), 0, "the message took the whole buffer");
+        drop(p);
+
+        // A big statement, read in several pieces, then two small ones in one write.
+        let big: Vec<u8> = (0..100_000).map(|i| (i % 250) as u8).collect();
+        out.clear();
+        frame(0, &big, &mut out);
+        let reading = tokio::spawn(async move {
+            let (_, _, p) = r.read_message(1 << 20).await.unwrap().unwrap();
+            (r, p)
+        });
+        for piece in out.chunks(7000) {
+            client.write_all(piece).await.unwrap();
+        }
+        let (mut r, p) = reading.await.unwrap();
+        assert_eq!(&p[..], &big[..]);
+        drop(p);
+        out.clear();
+        frame(0, b"\x0e", &mut out);
+        frame(0, b"\x03SELECT 2", &mut out);
+        client.write_all(&out).await.unwrap();
+        let (_, _, p) = r.read_message(1 << 20).await.unwrap().unwrap();
+        assert_eq!(&p[..], b"\x0e");
+        let (_, _, p) = r.read_message(1 << 20).await.unwrap().unwrap();
+        assert_eq!(&p[..], b"\x03SELECT 2");
+        assert_eq!(
+            r.buffer_capacity(),
+            0,
+            "nothing kept after the big statement"
+        );
+
+        // Waiting for the next message holds no buffer either, and the end of the stream
+        // between messages is a clean end.
+        let waiting = tokio::spawn(async move {
+            let m = r.read_message(1 << 20).await;
+            (m.unwrap().is_none(), r.buffer_capacity())
+        });
+        tokio::task::yield_now().await;
+        drop(client);
+        assert_eq!(waiting.await.unwrap(), (true, 0));
     }
 }

@@ -10,6 +10,9 @@ mod prepared;
 pub mod state;
 mod xa;
 
+#[cfg(test)]
+mod footprint;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -167,8 +170,9 @@ pub struct Session {
     /// A `BEGIN` in a sharded keyspace waits for the first statement, so that the
     /// transaction starts on the shard that statement goes to.
     pending_begin: Option<String>,
-    /// The distributed (XA) transaction in a sharded keyspace, from its BEGIN to its end.
-    xa: Option<xa::XaTxn>,
+    /// The distributed (XA) transaction in a sharded keyspace, from its BEGIN to its end
+    /// (boxed: rare, and most sessions are idle outside one).
+    xa: Option<Box<xa::XaTxn>>,
     pins: Pins,
     multi_statements: bool,
     stmts: HashMap<u32, ClientStmt>,
@@ -183,6 +187,24 @@ pub struct Session {
 impl Session {
     /// Runs the connection phase and then the command loop until the client leaves.
     pub async fn serve(ctx: Arc<RouterContext>, stream: TcpStream, id: u32) {
+        // The connection phase's futures (TLS handshake, authentication, the first USE) are
+        // larger than the command loop's; boxed, they are freed once the client is in
+        // instead of sizing the task for as long as the connection lives.
+        let Some(mut session) = Box::pin(Self::login(ctx, stream, id)).await else {
+            return;
+        };
+        session.list_idle(std::time::Instant::now());
+        session.command_loop().await;
+        if session.xa.is_some() {
+            // The client left inside a distributed transaction: its unprepared branches end
+            // with their connections, never back in the pool.
+            session.xa_lost("the client left");
+        }
+    }
+
+    /// The connection phase: greeting, optional switch to TLS, authentication, the database
+    /// of the handshake, and the OK that ends it. `None` when the client did not get in.
+    async fn login(ctx: Arc<RouterContext>, stream: TcpStream, id: u32) -> Option<Session> {
         let peer = stream
             .peer_addr()
             .map(|a| a.ip().to_string())
@@ -203,7 +225,7 @@ impl Session {
                             (input, output) = (i, o);
                             secure = true;
                         }
-                        None => return,
+                        None => return None,
                     },
                     Ok(auth::Step::Done(a)) => break Ok(a),
                     Err(e) => break Err(e),
@@ -216,29 +238,39 @@ impl Session {
             Err(HandshakeFailure::Refuse(e, seq)) => {
                 ctx.metrics.count_error(e.to_client().code);
                 write_error(&mut output, seq, &e).await.ok();
-                return;
+                return None;
             }
-            Err(HandshakeFailure::Gone) => return,
+            Err(HandshakeFailure::Gone) => return None,
         };
-        let deprecate_eof = auth.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
-        let listed =
-            ctx.sessions
-                .register(id, auth.user.name.clone(), &format!("{peer}:{peer_port}"));
+        let auth::Authenticated {
+            user,
+            mut hello,
+            caps,
+            scramble,
+            next_seq: seq,
+        } = auth;
+        // Only the database is needed from the handshake response; the rest (user name, auth
+        // token, plugin name) is freed now, not kept for the connection's lifetime.
+        let database = hello.database.take();
+        let collation = hello.collation;
+        let listed = ctx
+            .sessions
+            .register(id, user.name.clone(), &format!("{peer}:{peer_port}"));
         let mut session = Session {
             id,
             peer,
             input,
             output,
-            user: auth.user,
-            caps: auth.caps,
-            scramble: auth.scramble,
-            state: SessionState::for_handshake(auth.hello.collation, None),
+            user,
+            caps,
+            scramble,
+            state: SessionState::for_handshake(collation, None),
             pinned: None,
             pinned_route: None,
             pending_begin: None,
             xa: None,
             pins: Pins::default(),
-            multi_statements: auth.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
+            multi_statements: caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
             stmts: HashMap::new(),
             next_stmt_id: 1,
             last_prepared: 0,
@@ -246,9 +278,7 @@ impl Session {
             listed,
             ctx,
         };
-        let _ = deprecate_eof;
-        let seq = auth.next_seq;
-        if let Some(db) = auth.hello.database {
+        if let Some(db) = database {
             // Refuse an unknown database now, as a server would, not at the first statement.
             if let Err(f) = session.select_db(&db, seq, false).await {
                 if let Failure::Reply(e, s) = f {
@@ -256,51 +286,37 @@ impl Session {
                         .await
                         .ok();
                 }
-                return;
+                return None;
             }
         }
         session.output.push(
             seq,
             &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT, 0, 0),
         );
-        if session.output.flush().await.is_err() {
-            return;
-        }
-        session.list_idle(std::time::Instant::now());
-        session.command_loop().await;
-        if session.xa.is_some() {
-            // The client left inside a distributed transaction: its unprepared branches end
-            // with their connections, never back in the pool.
-            session.xa_lost("the client left");
-        }
+        session.output.flush().await.ok()?;
+        Some(session)
     }
 
     async fn command_loop(&mut self) {
         let max = self.ctx.config.max_allowed_packet;
         loop {
+            // Nothing is queued after a command: an idle session holds no output buffer (the
+            // reader holds none either while it waits).
+            self.output.release();
             let (last, payload) = match self.input.read_message(max).await {
                 Ok(Some((_, last, p))) => (last, p),
                 Ok(None) => return,
                 Err(PacketError::TooLarge { .. }) => {
-                    // Let the client finish sending (bounded in bytes and time) so that it
-                    // can read the error, as a server does.
-                    let _ = tokio::time::timeout(
-                        std::time::Duration::from_secs(5),
-                        self.input.skip_refused(64 << 20),
-                    )
-                    .await;
-                    // The connection does not go on after this, as on a server.
-                    write_error(&mut self.output, 1, &RouterError::PacketTooLarge)
-                        .await
-                        .ok();
+                    // Boxed, as every rare path here: the loop's own future is what an idle
+                    // session holds.
+                    Box::pin(self.refuse_too_large()).await;
                     return;
                 }
                 Err(_) => return,
             };
             let seq = last.wrapping_add(1);
             let Some(&command) = payload.first() else {
-                if self
-                    .reply_error(seq, RouterError::Malformed("empty packet"))
+                if Box::pin(self.reply_error(seq, RouterError::Malformed("empty packet")))
                     .await
                     .is_err()
                 {
@@ -322,25 +338,14 @@ impl Session {
             let started = std::time::Instant::now();
             self.listed.started(command, started);
             let result = match command {
-                0x01 => return, // COM_QUIT
-                0x03 => self.query(&payload, seq).await,
-                0x02 => {
-                    let db = String::from_utf8_lossy(&payload[1..]).into_owned();
-                    self.select_db(&db, seq, true).await
-                }
+                0x01 => return,                   // COM_QUIT
                 0x0e => self.reply_ok(seq).await, // COM_PING
-                0x04 => self.simple(&payload, RelayMode::Rows).await, // COM_FIELD_LIST
-                0x09 => self.simple(&payload, RelayMode::Single).await, // COM_STATISTICS
-                0x11 => self.change_user(&payload, seq).await,
-                0x1b => self.set_option(&payload, seq).await,
-                0x1f => self.reset_connection(seq).await,
-                0x16 => self.stmt_prepare(&payload, seq).await,
-                0x17 => self.stmt_execute(&payload, seq).await,
                 0x18 => self.stmt_send_long_data(&payload),
                 0x19 => self.stmt_close(&payload),
-                0x1a => self.stmt_reset(&payload, seq).await,
-                0x1c => self.stmt_fetch(&payload, seq).await,
-                other => Err(RouterError::UnknownCommand(other).into()),
+                // The futures of commands that go to a backend are several KiB: boxed, they
+                // exist only while the command runs, and the session's task stays small for
+                // the (mostly idle) rest of the connection's life.
+                _ => Box::pin(self.dispatch(command, &payload, seq)).await,
             };
             let elapsed = started.elapsed();
             self.ctx.metrics.record_command(self.class, elapsed);
@@ -351,11 +356,50 @@ impl Session {
                 Err(Failure::Reply(e, s)) => {
                     RouterMetrics::inc(&self.ctx.metrics.errors);
                     self.ctx.metrics.count_error(e.to_client().code);
-                    if self.reply_error(s.unwrap_or(seq), e).await.is_err() {
+                    if Box::pin(self.reply_error(s.unwrap_or(seq), e))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
             }
+        }
+    }
+
+    /// Answers a packet larger than max_allowed_packet and ends the session.
+    async fn refuse_too_large(&mut self) {
+        // Let the client finish sending (bounded in bytes and time) so that it can read the
+        // error, as a server does.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.input.skip_refused(64 << 20),
+        )
+        .await;
+        // The connection does not go on after this, as on a server.
+        write_error(&mut self.output, 1, &RouterError::PacketTooLarge)
+            .await
+            .ok();
+    }
+
+    /// Runs one command (`payload`, starting with the command byte) that may need a backend.
+    async fn dispatch(&mut self, command: u8, payload: &[u8], seq: u8) -> Result<(), Failure> {
+        match command {
+            0x03 => self.query(payload, seq).await,
+            0x02 => {
+                let db = String::from_utf8_lossy(&payload[1..]).into_owned();
+                self.select_db(&db, seq, true).await
+            }
+            0x04 => self.simple(payload, RelayMode::Rows).await, // COM_FIELD_LIST
+            0x09 => self.simple(payload, RelayMode::Single).await, // COM_STATISTICS
+            0x11 => self.change_user(payload, seq).await,
+            0x1b => self.set_option(payload, seq).await,
+            0x1f => self.reset_connection(seq).await,
+            0x16 => self.stmt_prepare(payload, seq).await,
+            0x17 => self.stmt_execute(payload, seq).await,
+            0x1a => self.stmt_reset(payload, seq).await,
+            0x1c => self.stmt_fetch(payload, seq).await,
+            other => Err(RouterError::UnknownCommand(other).into()),
         }
     }
 

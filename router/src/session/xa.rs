@@ -80,7 +80,7 @@ impl Session {
     pub(super) fn xa_begin(&mut self) {
         let map = self.ctx.shard_map.load();
         let log_cluster = map.cluster_for_db(self.state.db.as_deref()).to_string();
-        self.xa = Some(XaTxn::new(self.ctx.xa.next_gtrid(), log_cluster));
+        self.xa = Some(Box::new(XaTxn::new(self.ctx.xa.next_gtrid(), log_cluster)));
     }
 
     /// Whether the session's `autocommit` is off.
