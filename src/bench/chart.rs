@@ -471,7 +471,8 @@ mod tests {
     fn the_charts_are_pngs() {
         let dir = tempfile::tempdir().unwrap();
         let report = report();
-        let draws: [(&str, fn(&BenchReport, &Path) -> anyhow::Result<()>); 3] = [
+        type Draw = fn(&BenchReport, &Path) -> anyhow::Result<()>;
+        let draws: [(&str, Draw); 3] = [
             ("chart.png", draw),
             ("chart-sharded.png", draw_sharded),
             ("chart-failover.png", draw_failover),
