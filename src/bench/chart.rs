@@ -411,6 +411,22 @@ mod tests {
     use crate::bench::report::{set_ratios, RowResult};
     use crate::bench::sysbench::Stats;
 
+    fn row(workload: &'static str, protocol: Protocol, target: Target, qps: f64) -> RowResult {
+        let spec = RowSpec {
+            workload,
+            protocol,
+            threads: 8,
+            target,
+        };
+        RowResult::new(
+            &spec,
+            Stats {
+                qps,
+                ..Stats::default()
+            },
+        )
+    }
+
     fn report() -> BenchReport {
         let mut rows = Vec::new();
         for (workload, qps) in [
@@ -418,36 +434,12 @@ mod tests {
             ("oltp_read_write", [900.0, 700.0, 850.0]),
         ] {
             for (target, qps) in Target::SYSBENCH.into_iter().zip(qps) {
-                let spec = RowSpec {
-                    workload,
-                    protocol: Protocol::Ps,
-                    threads: 8,
-                    target,
-                };
-                rows.push(RowResult::new(
-                    &spec,
-                    Stats {
-                        qps,
-                        ..Stats::default()
-                    },
-                ));
+                rows.push(row(workload, Protocol::Ps, target, qps));
             }
         }
         rows[5].failure = Some("boom".into());
         for (target, qps) in [(Target::Spider, 400.0), (Target::Switchyard, 1300.0)] {
-            let spec = RowSpec {
-                workload: "sharded_point_select",
-                protocol: Protocol::Text,
-                threads: 8,
-                target,
-            };
-            rows.push(RowResult::new(
-                &spec,
-                Stats {
-                    qps,
-                    ..Stats::default()
-                },
-            ));
+            rows.push(row("sharded_point_select", Protocol::Text, target, qps));
         }
         set_ratios(&mut rows);
         BenchReport {

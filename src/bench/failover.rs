@@ -21,15 +21,14 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::spread::Spread;
-use crate::sandbox::{self, SandboxOptions};
+use super::stage::Stage;
+use super::sysbench::{PASSWORD, USER};
 use crate::App;
 
 /// Concurrent writers during a trial.
 pub const WRITERS: u64 = 4;
 /// Acknowledged writes before the event, so that the writers are in full swing.
 const WARM_WRITES: usize = 300;
-const USER: &str = "app";
-const PASSWORD: &str = "app";
 
 /// What is done to the leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -164,34 +163,9 @@ pub async fn run(events: &[Event], trials: u32) -> (Vec<FailoverResult>, Option<
 /// One trial on fresh servers, stopped (also on error) before it returns. Sets `version` to
 /// the servers' version once connected.
 pub async fn trial(event: Event, version: &mut Option<String>) -> anyhow::Result<Trial> {
-    let dir = tempfile::Builder::new()
-        .prefix("sy-bench-failover-")
-        .tempdir()
-        .context("creating a temp dir")?;
-    let opts = SandboxOptions {
-        dir: dir.path().to_path_buf(),
-        clusters: 1,
-        replicas: 2,
-        base_port: None,
-        listen: "127.0.0.1:0".into(),
-        admin: "127.0.0.1:0".into(),
-        admin_token: format!("{:016x}", rand::random::<u64>()),
-        app_user: USER.into(),
-        app_password: PASSWORD.into(),
-        shards: 0,
-    };
-    // Dropping `local` kills the servers: an early return stops them.
-    let mut local = sandbox::provision(&opts)
-        .await
-        .context("starting MariaDB (the benchmark needs it: apt-get install -y mariadb-server)")?;
-    let app = App::start(sandbox::config_for(&local, &opts))
-        .await
-        .context("starting switchyard")?;
-    let outcome = measure(event, &app, &mut local, version).await;
-    app.shutdown().await;
-    if let Err(e) = local.stop().await {
-        tracing::warn!(error = %e, "stopping the failover trial's servers");
-    }
+    let mut stage = Stage::start("sy-bench-failover-", 1, 2).await?;
+    let outcome = measure(event, &stage.app, &mut stage.local, version).await;
+    stage.stop().await;
     outcome
 }
 

@@ -15,7 +15,8 @@
 //! Other modules: [`matrix`] (which rows, in which order), [`sysbench`] (running it, reading
 //! its report), [`haproxy`] (the L4 peer), [`cpu`] (CPU time of a process), [`settle`] (the
 //! servers between rows), [`report`] (results and their JSON and Markdown forms), [`chart`]
-//! (the PNGs), [`meta`] (versions, time), [`cargo`] (the `cargo bench` targets).
+//! (the PNGs), [`meta`] (versions, time), [`stage`] (servers and switchyard of a part),
+//! [`cargo`] (the `cargo bench` targets).
 
 pub mod cargo;
 pub mod chart;
@@ -29,6 +30,7 @@ pub mod report;
 pub mod settle;
 pub mod sharded;
 pub mod spread;
+pub mod stage;
 pub mod sysbench;
 
 use std::path::{Path, PathBuf};

@@ -14,9 +14,9 @@ use super::haproxy::{self, Haproxy};
 use super::matrix::{self, RowSpec, Target};
 use super::report::{self, RouterCounters, RowResult};
 use super::settle::{self, connect, first_value};
+use super::stage::Stage;
 use super::sysbench::{self, Sysbench};
 use super::BenchOptions;
-use crate::sandbox::{self, SandboxOptions};
 use crate::App;
 
 /// Measures `rows` in the order of `schedule` ([`matrix::schedule`]) on a fresh leader and
@@ -28,38 +28,19 @@ pub async fn run(
     schedule: &[(usize, u32)],
 ) -> anyhow::Result<(Vec<RowResult>, Versions)> {
     let tools = Tools::locate()?;
-    let tmp = tempfile::Builder::new()
-        .prefix("sy-bench-")
-        .tempdir()
-        .context("creating a temp dir")?;
-    eprintln!(
-        "starting a leader, a replica and switchyard in {}",
-        tmp.path().display()
-    );
-    let sandbox_opts = SandboxOptions {
-        dir: tmp.path().join("cluster"),
-        clusters: 1,
-        replicas: 1,
-        base_port: None,
-        listen: "127.0.0.1:0".into(),
-        admin: "127.0.0.1:0".into(),
-        admin_token: format!("{:016x}", rand::random::<u64>()),
-        app_user: sysbench::USER.into(),
-        app_password: sysbench::PASSWORD.into(),
-        shards: 0,
-    };
-    // Dropping `local` kills the servers: every early return below stops them.
-    let local = sandbox::provision(&sandbox_opts)
-        .await
-        .context("starting MariaDB (the benchmark needs it: apt-get install -y mariadb-server)")?;
-    let app = App::start(sandbox::config_for(&local, &sandbox_opts))
-        .await
-        .context("starting switchyard")?;
-    let outcome = measure(opts, &tools, &local, &app, tmp.path(), rows, schedule).await;
-    app.shutdown().await;
-    if let Err(e) = local.stop().await {
-        tracing::warn!(error = %e, "stopping the benchmark's servers");
-    }
+    eprintln!("starting a leader, a replica and switchyard");
+    let stage = Stage::start("sy-bench-", 1, 1).await?;
+    let outcome = measure(
+        opts,
+        &tools,
+        &stage.local,
+        &stage.app,
+        stage.tmp.path(),
+        rows,
+        schedule,
+    )
+    .await;
+    stage.stop().await;
     outcome
 }
 
@@ -201,15 +182,7 @@ async fn measure(
     );
     warm_up(&sb, &targets).await?;
 
-    let mut runs: Vec<Vec<RowResult>> = vec![Vec::new(); rows.len()];
-    for (n, &(i, rep)) in schedule.iter().enumerate() {
-        let row = &rows[i];
-        eprint!(
-            "[{}/{}] {row} (run {}) ... ",
-            n + 1,
-            schedule.len(),
-            rep + 1
-        );
+    let results = report::measure_scheduled(rows, schedule, async |row: &RowSpec| {
         let result = measure_row(&sb, &targets, app, row, opts.seconds).await;
         match (&result.failure, result.target) {
             (Some(why), _) => eprintln!("FAILED: {}", why.lines().next().unwrap_or_default()),
@@ -220,11 +193,11 @@ async fn measure(
                 result.cpu.as_ref().map_or(f64::NAN, |c| c.us_per_query)
             ),
         }
-        runs[i].push(result);
         settle(&targets).await?;
-    }
+        Ok(result)
+    })
+    .await?;
     drop(targets);
-    let results = runs.into_iter().filter_map(report::merge_runs).collect();
     Ok((results, versions))
 }
 

@@ -157,6 +157,28 @@ pub fn merge_runs(mut runs: Vec<RowResult>) -> Option<RowResult> {
     })
 }
 
+/// Measures `rows` in the order of `schedule` ([`matrix::schedule`]) with `measure`, saying
+/// which on stderr, and merges each row's runs ([`merge_runs`]): one result per row, in row
+/// order. Stops at the first error `measure` returns.
+pub async fn measure_scheduled(
+    rows: &[RowSpec],
+    schedule: &[(usize, u32)],
+    mut measure: impl AsyncFnMut(&RowSpec) -> anyhow::Result<RowResult>,
+) -> anyhow::Result<Vec<RowResult>> {
+    let mut runs: Vec<Vec<RowResult>> = vec![Vec::new(); rows.len()];
+    for (n, &(i, rep)) in schedule.iter().enumerate() {
+        let row = &rows[i];
+        eprint!(
+            "[{}/{}] {row} (run {}) ... ",
+            n + 1,
+            schedule.len(),
+            rep + 1
+        );
+        runs[i].push(measure(row).await?);
+    }
+    Ok(runs.into_iter().filter_map(merge_runs).collect())
+}
+
 /// The CPU of several runs per query of all of them; `None` if a run has no figure.
 fn merge_cpu<'a>(runs: impl Iterator<Item = (Option<&'a CpuCost>, u64)>) -> Option<CpuCost> {
     let (mut user, mut system, mut queries, mut process) = (0.0, 0.0, 0, None);

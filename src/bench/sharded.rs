@@ -20,8 +20,8 @@ use shard_map::KeyRange;
 
 use super::matrix::{RowSpec, Target};
 use super::report::{self, RowResult};
-use super::sysbench::{Latency, Stats};
-use crate::sandbox::{self, SandboxOptions};
+use super::stage::Stage;
+use super::sysbench::{Latency, Stats, PASSWORD, USER};
 use crate::App;
 
 const KEYSPACE: &str = "sb";
@@ -32,8 +32,6 @@ const SHARD_SPAN: u64 = 1_000_000;
 const INSERT_BASE: u64 = 500_000;
 const TABLE_COLUMNS: &str = "id BIGINT NOT NULL PRIMARY KEY, k INT NOT NULL, grp INT NOT NULL, \
      val DECIMAL(12,2) NOT NULL, pad CHAR(60) NOT NULL, KEY k (k)";
-const USER: &str = "app";
-const PASSWORD: &str = "app";
 
 /// How the sharded data is laid out, for the report.
 pub fn setup_description(rows_per_shard: u32) -> String {
@@ -193,61 +191,34 @@ pub async fn run(
         "sharded rows need 100 to {} rows per shard (--table-size)",
         INSERT_BASE - 1
     );
-    let tmp = tempfile::Builder::new()
-        .prefix("sy-bench-sharded-")
-        .tempdir()
-        .context("creating a temp dir")?;
-    eprintln!(
-        "starting two clusters, switchyard and a Spider server in {}",
-        tmp.path().display()
-    );
-    let sandbox_opts = SandboxOptions {
-        dir: tmp.path().join("clusters"),
-        clusters: 2,
-        replicas: 0,
-        base_port: None,
-        listen: "127.0.0.1:0".into(),
-        admin: "127.0.0.1:0".into(),
-        admin_token: format!("{:016x}", rand::random::<u64>()),
-        app_user: USER.into(),
-        app_password: PASSWORD.into(),
-        shards: 0,
-    };
-    // Dropping `local` and `spider` kills the servers: an early return stops them.
-    let local = sandbox::provision(&sandbox_opts)
-        .await
-        .context("starting MariaDB (the benchmark needs it: apt-get install -y mariadb-server)")?;
-    let app = App::start(sandbox::config_for(&local, &sandbox_opts))
-        .await
-        .context("starting switchyard")?;
-    let mut spec = ProvisionSpec::new(tmp.path().join("spider"));
+    eprintln!("starting two clusters, switchyard and a Spider server");
+    let stage = Stage::start("sy-bench-sharded-", 2, 0).await?;
+    let mut spec = ProvisionSpec::new(stage.tmp.path().join("spider"));
     spec.clusters = 1;
     spec.replicas = 0;
     spec.semi_sync = false;
     let spider = match LocalClusters::start(spec).await {
         Ok(s) => s,
         Err(e) => {
-            app.shutdown().await;
+            stage.stop().await;
             return Err(anyhow::Error::new(e).context("starting the Spider server"));
         }
     };
     let outcome = async {
         let ports = prepare(
-            &app,
-            &local,
+            &stage.app,
+            &stage.local,
             &spider,
-            &sandbox_opts.admin_token,
+            &stage.admin_token,
             rows_per_shard,
         )
         .await?;
-        Ok::<_, anyhow::Error>(measure(rows, schedule, &ports, rows_per_shard, seconds).await)
+        measure(rows, schedule, &ports, rows_per_shard, seconds).await
     }
     .await;
-    app.shutdown().await;
-    for l in [local, spider] {
-        if let Err(e) = l.stop().await {
-            tracing::warn!(error = %e, "stopping the sharded benchmark's servers");
-        }
+    stage.stop().await;
+    if let Err(e) = spider.stop().await {
+        tracing::warn!(error = %e, "stopping the Spider server");
     }
     outcome
 }
@@ -419,7 +390,7 @@ async fn measure(
     ports: &Ports,
     rows_per_shard: u64,
     seconds: u32,
-) -> (Vec<RowResult>, String) {
+) -> anyhow::Result<(Vec<RowResult>, String)> {
     let next_id = Arc::new(AtomicU64::new(1));
     // Buffer pools, pools and caches of both paths warm before the first timed row.
     for target in Target::SHARDED {
@@ -433,29 +404,15 @@ async fn measure(
         )
         .await;
     }
-    let mut runs: Vec<Vec<RowResult>> = vec![Vec::new(); rows.len()];
-    for (n, &(i, rep)) in schedule.iter().enumerate() {
-        let row = &rows[i];
-        eprint!(
-            "[{}/{}] {row} (run {}) ... ",
-            n + 1,
-            schedule.len(),
-            rep + 1
-        );
+    let results = report::measure_scheduled(rows, schedule, async |row: &RowSpec| {
         let result = match Workload::from_name(row.workload) {
             Some(w) => {
                 let threads = row.threads.max(1) as usize;
                 let duration = Duration::from_secs(u64::from(seconds));
-                let outcome = run_one(
-                    ports.of(row.target),
-                    w,
-                    threads,
-                    duration,
-                    rows_per_shard,
-                    &next_id,
-                )
-                .await;
-                outcome.into_result(row)
+                let port = ports.of(row.target);
+                run_one(port, w, threads, duration, rows_per_shard, &next_id)
+                    .await
+                    .into_result(row)
             }
             None => RowResult::failed(row, &anyhow::anyhow!("no sharded workload of that name")),
         };
@@ -466,10 +423,10 @@ async fn measure(
                 result.stats.qps, result.stats.latency.p50, result.stats.latency.p99
             ),
         }
-        runs[i].push(result);
-    }
-    let results = runs.into_iter().filter_map(report::merge_runs).collect();
-    (results, ports.mariadbd.clone())
+        Ok(result)
+    })
+    .await?;
+    Ok((results, ports.mariadbd.clone()))
 }
 
 /// What one run of a workload against one target came to.
