@@ -1,7 +1,8 @@
 //! chart.png: QPS relative to direct, one pair of horizontal bars (switchyard, HAProxy) per
 //! workload/protocol/threads group, with the direct line at 1.0. chart-sharded.png:
 //! switchyard's QPS relative to Spider's, one bar per sharded workload and thread count.
-//! chart-failover.png: time to the first write per event, p50 bar and min–max whisker.
+//! chart-failover.png: how long writes waited per event (kill: to the first write; switchover:
+//! the longest pause), p50 bar and min–max whisker.
 //! Drawn with plotters' bitmap backend in pixel coordinates (group labels are long, which
 //! axis labels handle badly); text is rendered by ab_glyph from Debian's DejaVu Sans, read at
 //! run time.
@@ -56,11 +57,7 @@ pub fn draw(report: &BenchReport, path: &Path) -> anyhow::Result<()> {
 
     let root = BitMapBackend::new(path, (WIDTH as u32, height as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
-    let font = |size: f64| TextStyle::from((FAMILY, size).into_font());
-    let text = |s: &str, at: (i32, i32), style: TextStyle| {
-        root.draw(&Text::new(s.to_string(), at, style))
-            .map_err(plot_error)
-    };
+    let text = |s: &str, at: (i32, i32), style: TextStyle| write(&root, s, at, style);
     let m = &report.meta;
     text(
         &format!(
@@ -229,7 +226,7 @@ pub fn draw_sharded(report: &BenchReport, path: &Path) -> anyhow::Result<()> {
     )
 }
 
-/// chart-failover.png: time to the first write (ms) per event, p50 bar and min–max whisker.
+/// chart-failover.png: how long writes waited (ms) per event, p50 bar and min–max whisker.
 pub fn draw_failover(report: &BenchReport, path: &Path) -> anyhow::Result<()> {
     let bars: Vec<Bar> = report
         .failover
@@ -240,7 +237,7 @@ pub fn draw_failover(report: &BenchReport, path: &Path) -> anyhow::Result<()> {
                 value: Some(t.median),
                 range: Some((t.min, t.max)),
                 text: format!(
-                    "p50 {:.0} ms, max {:.0} ms; {} trials, {} client errors",
+                    "p50 {:.0} ms, max {:.0} ms; trials: {}, client errors: {}",
                     t.median,
                     t.max,
                     t.runs.len(),
@@ -258,7 +255,7 @@ pub fn draw_failover(report: &BenchReport, path: &Path) -> anyhow::Result<()> {
     let m = &report.meta;
     bar_chart(
         path,
-        "Time to the first write (ms): kill -9 of the leader, switchover",
+        "Writes waiting (ms): kill -9 to the first write; switchover's longest pause",
         &format!(
             "{}, {} writers through switchyard, {} CPUs, MariaDB {}",
             m.started_at,
@@ -308,11 +305,7 @@ fn bar_chart(
     };
     let root = BitMapBackend::new(path, (WIDTH as u32, height as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
-    let font = |size: f64| TextStyle::from((FAMILY, size).into_font());
-    let text = |s: &str, at: (i32, i32), style: TextStyle| {
-        root.draw(&Text::new(s.to_string(), at, style))
-            .map_err(plot_error)
-    };
+    let text = |s: &str, at: (i32, i32), style: TextStyle| write(&root, s, at, style);
     text(title, (16, 14), font(20.0))?;
     text(subtitle, (16, 42), font(13.0).color(&BLACK.mix(0.7)))?;
     let (plot_top, plot_bottom) = (TOP - 8, height - BOTTOM);
@@ -380,6 +373,22 @@ fn bar_chart(
     Ok(())
 }
 
+/// DejaVu Sans at `size` pixels.
+fn font(size: f64) -> TextStyle<'static> {
+    TextStyle::from((FAMILY, size).into_font())
+}
+
+/// Draws `s` at `at` on a chart.
+fn write(
+    root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    s: &str,
+    at: (i32, i32),
+    style: TextStyle,
+) -> anyhow::Result<()> {
+    root.draw(&Text::new(s.to_string(), at, style))
+        .map_err(plot_error)
+}
+
 /// Registers DejaVu Sans with plotters once per process: plotters' font table is global and
 /// wants `'static` bytes, so the file is read once and kept.
 fn register_font() -> anyhow::Result<()> {
@@ -407,25 +416,10 @@ fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::matrix::{Protocol, RowSpec};
-    use crate::bench::report::{set_ratios, RowResult};
-    use crate::bench::sysbench::Stats;
+    use crate::bench::matrix::Protocol;
+    use crate::bench::report::set_ratios;
 
-    fn row(workload: &'static str, protocol: Protocol, target: Target, qps: f64) -> RowResult {
-        let spec = RowSpec {
-            workload,
-            protocol,
-            threads: 8,
-            target,
-        };
-        RowResult::new(
-            &spec,
-            Stats {
-                qps,
-                ..Stats::default()
-            },
-        )
-    }
+    use crate::bench::tests::row;
 
     fn report() -> BenchReport {
         let mut rows = Vec::new();

@@ -316,6 +316,27 @@ fn write_results(report: &BenchReport, dir: &Path) -> anyhow::Result<()> {
 pub(crate) mod tests {
     use super::*;
 
+    /// A measured row of 8 threads, `qps` over 10 s, for the report and chart tests.
+    pub(crate) fn row(
+        workload: &'static str,
+        protocol: matrix::Protocol,
+        target: matrix::Target,
+        qps: f64,
+    ) -> RowResult {
+        let spec = RowSpec {
+            workload,
+            protocol,
+            threads: 8,
+            target,
+        };
+        let stats = sysbench::Stats {
+            qps,
+            queries: (qps * 10.0) as u64,
+            ..sysbench::Stats::default()
+        };
+        RowResult::new(&spec, stats)
+    }
+
     /// A plausible RunMeta for the report and chart tests.
     pub(crate) fn meta() -> meta::RunMeta {
         meta::RunMeta {

@@ -487,20 +487,7 @@ mod tests {
     use super::*;
 
     fn row(workload: &'static str, target: Target, qps: f64) -> RowResult {
-        let spec = RowSpec {
-            workload,
-            protocol: Protocol::Ps,
-            threads: 8,
-            target,
-        };
-        RowResult::new(
-            &spec,
-            Stats {
-                qps,
-                queries: (qps * 10.0) as u64,
-                ..Stats::default()
-            },
-        )
+        crate::bench::tests::row(workload, Protocol::Ps, target, qps)
     }
 
     #[test]
