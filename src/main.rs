@@ -137,9 +137,16 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_KEY_FILE")]
         key_file: PathBuf,
     },
-    /// Measure switchyard against direct connections and HAProxy with sysbench.
+    /// Measure switchyard against direct connections and HAProxy with sysbench, against
+    /// MariaDB Spider on sharded workloads, and time leader failover and switchover.
     ///
     /// Example: switchyard bench --quick
+    ///
+    /// Example: switchyard bench --quick --only sharded --repeat 3
+    ///
+    /// Example: switchyard bench --only failover --trials 10
+    ///
+    /// Example: switchyard bench --only oltp_point_select/ps/8,sharded_point_select
     Bench(switchyard::bench::BenchArgs),
     /// Print a complete haproxy.cfg for the clusters of a configuration file (the leaders it
     /// names; `GET /api/v1/haproxy/config` gives the live topology's).

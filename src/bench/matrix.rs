@@ -1,6 +1,7 @@
-//! Which rows a run measures and in what order: every workload × protocol × thread count,
-//! each against the three targets back to back, so that drift on a shared machine hits all
-//! three alike.
+//! Which rows a run measures and in what order: every sysbench workload × protocol × thread
+//! count against the three targets back to back, every sharded workload × thread count against
+//! Spider and switchyard, and the failover events; with `--repeat` each group of targets is
+//! measured again and again in turn, so that drift on a shared machine hits all alike.
 
 use std::fmt;
 
@@ -56,17 +57,22 @@ pub enum Target {
     Switchyard,
     /// HAProxy in TCP mode: a proxy that parses nothing.
     Haproxy,
+    /// MariaDB Spider over the same shards as switchyard: the baseline of sharded rows.
+    Spider,
 }
 
 impl Target {
-    /// In the order each group runs them.
-    pub const ALL: [Target; 3] = [Target::Direct, Target::Switchyard, Target::Haproxy];
+    /// The targets of a sysbench group, in the order each group runs them.
+    pub const SYSBENCH: [Target; 3] = [Target::Direct, Target::Switchyard, Target::Haproxy];
+    /// The targets of a sharded group.
+    pub const SHARDED: [Target; 2] = [Target::Spider, Target::Switchyard];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Target::Direct => "direct",
             Target::Switchyard => "switchyard",
             Target::Haproxy => "haproxy",
+            Target::Spider => "spider",
         }
     }
 }
@@ -95,13 +101,27 @@ impl RowSpec {
         )
     }
 
-    /// The same row against the direct target: what its ratio is relative to.
+    /// The same row against another target: the rows a ratio compares and `--repeat`
+    /// interleaves.
     pub fn same_group(&self, other: &RowSpec) -> bool {
         self.workload == other.workload
             && self.protocol == other.protocol
             && self.threads == other.threads
     }
+
+    /// A row of the sharded comparison (switchyard against Spider) rather than of sysbench's.
+    pub fn is_sharded(&self) -> bool {
+        is_sharded(self.workload)
+    }
 }
+
+/// Whether a workload belongs to the sharded comparison: their names start with `sharded_`.
+pub fn is_sharded(workload: &str) -> bool {
+    workload.starts_with(SHARDED_PREFIX)
+}
+
+/// What every sharded workload's name starts with, so that `--only sharded` picks them all.
+pub const SHARDED_PREFIX: &str = "sharded_";
 
 impl fmt::Display for RowSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -126,20 +146,75 @@ pub fn rows(quick: bool, threads: &[u32], only: &[String]) -> Vec<RowSpec> {
     for &workload in workloads {
         for &protocol in protocols {
             for &threads in threads {
-                for target in Target::ALL {
+                for target in Target::SYSBENCH {
                     let row = RowSpec {
                         workload,
                         protocol,
                         threads,
                         target,
                     };
-                    let key = row.key();
-                    if only.is_empty() || only.iter().any(|f| key.contains(f.as_str())) {
+                    if picked(&row.key(), only) {
                         out.push(row);
                     }
                 }
             }
         }
+    }
+    out
+}
+
+/// The sharded rows of a run, in run order: each of `workloads` × thread count against Spider
+/// and switchyard (text protocol: the clients send plain statements), the first target
+/// alternating from one workload to the next.
+pub fn sharded_rows(workloads: &[&'static str], threads: &[u32], only: &[String]) -> Vec<RowSpec> {
+    let mut out = Vec::new();
+    for (i, &workload) in workloads.iter().enumerate() {
+        for &threads in threads {
+            let mut targets = Target::SHARDED;
+            if i % 2 == 1 {
+                targets.reverse();
+            }
+            for target in targets {
+                let row = RowSpec {
+                    workload,
+                    protocol: Protocol::Text,
+                    threads,
+                    target,
+                };
+                if picked(&row.key(), only) {
+                    out.push(row);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether `--only` keeps the row or event named `key`: all when no filter is given, else
+/// those whose name contains one of the filters.
+pub fn picked(key: &str, only: &[String]) -> bool {
+    only.is_empty() || only.iter().any(|f| key.contains(f.as_str()))
+}
+
+/// The order in which `rows` are measured `repeat` times: `(index into rows, repetition)`.
+/// Each group (the targets of one workload, protocol and thread count, adjacent in `rows`)
+/// is measured `repeat` times before the next group starts, its targets one after the other
+/// and the first target moving one place on each repetition, so that drift (a busy
+/// neighbour, a warming cache) hits every target of the group alike.
+pub fn schedule(rows: &[RowSpec], repeat: u32) -> Vec<(usize, u32)> {
+    let mut out = Vec::with_capacity(rows.len() * repeat as usize);
+    let mut start = 0;
+    while start < rows.len() {
+        let len = rows[start..]
+            .iter()
+            .take_while(|r| r.same_group(&rows[start]))
+            .count();
+        for rep in 0..repeat {
+            for k in 0..len {
+                out.push((start + (k + rep as usize) % len, rep));
+            }
+        }
+        start += len;
     }
     out
 }
@@ -174,6 +249,49 @@ mod tests {
                 "oltp_read_write/ps/8/haproxy",
             ]
         );
+    }
+
+    #[test]
+    fn repeated_groups_rotate_their_targets() {
+        let rows = rows(true, &[8], &["point_select".to_string()]);
+        let order: Vec<(String, u32)> = schedule(&rows, 2)
+            .into_iter()
+            .map(|(i, rep)| (rows[i].target.to_string(), rep))
+            .collect();
+        let want = [
+            ("direct", 0),
+            ("switchyard", 0),
+            ("haproxy", 0),
+            ("switchyard", 1),
+            ("haproxy", 1),
+            ("direct", 1),
+        ];
+        let want: Vec<(String, u32)> = want.iter().map(|(t, r)| (t.to_string(), *r)).collect();
+        assert_eq!(order, want);
+        // Once each, in row order, without --repeat.
+        let all = super::rows(true, &[8], &[]);
+        let once: Vec<usize> = schedule(&all, 1).into_iter().map(|(i, _)| i).collect();
+        assert_eq!(once, (0..all.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn sharded_rows_pair_spider_and_switchyard() {
+        let w = ["sharded_point_select", "sharded_scatter_count"];
+        let keys: Vec<String> = sharded_rows(&w, &[8], &["sharded".to_string()])
+            .iter()
+            .map(RowSpec::key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "sharded_point_select/text/8/spider",
+                "sharded_point_select/text/8/switchyard",
+                "sharded_scatter_count/text/8/switchyard",
+                "sharded_scatter_count/text/8/spider",
+            ]
+        );
+        assert!(sharded_rows(&w, &[8], &["oltp_point_select".to_string()]).is_empty());
+        assert!(is_sharded("sharded_point_select") && !is_sharded("oltp_point_select"));
     }
 
     #[test]

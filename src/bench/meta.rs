@@ -37,6 +37,23 @@ pub struct Settings {
     pub table_size: u32,
     pub cluster: String,
     pub sysbench_args: String,
+    /// Runs of each sysbench and sharded row.
+    #[serde(default = "one")]
+    pub repeat: u32,
+    /// Trials of each failover event.
+    #[serde(default)]
+    pub failover_trials: u32,
+    /// The sharded rows' servers and data.
+    #[serde(default)]
+    pub sharded: String,
+    /// The failover trials' servers and load.
+    #[serde(default)]
+    pub failover: String,
+}
+
+/// `repeat` of results written before it was recorded.
+fn one() -> u32 {
+    1
 }
 
 /// How the figures are computed, for readers of results.json and results.md.
@@ -46,6 +63,11 @@ pub fn method() -> Vec<String> {
          protocol and thread count, so that drift on the machine hits the three alike. Before \
          each row the replica has applied everything the leader wrote (GTID positions equal), \
          so that no row pays for the replication work of the one before.",
+        "With --repeat N each group is measured N times before the next, its targets in turn \
+         and the first target moving one place each time; qps, tps and latencies are the \
+         medians of the runs (qps_spread holds each run's qps and the min-max), counts and \
+         time their totals, CPU per query over all the runs' queries, ratios from the \
+         medians.",
         "qps, tps, errors (sysbench's ignored errors), avg and max latency are sysbench's own; \
          latency is per event (a transaction; one query for oltp_point_select).",
         "p50 and p99 come from sysbench's --histogram output (buckets to 0.001 ms), by the rule \
@@ -58,6 +80,15 @@ pub fn method() -> Vec<String> {
          the same reading on direct rows (bench-process) shows that floor.",
         "haproxy CPU: utime and stime of its process from /proc/<pid>/stat over its rows.",
         "leader CPU: the same for the leader's mariadbd, on every row.",
+        "Sharded rows (sharded_*): N client connections (mysql_async, text protocol) repeat \
+         one statement for the row's time against Spider or switchyard over the same shards; \
+         qps is statements acknowledged per second; p50 and p99 are nearest-rank percentiles \
+         of each statement's latency as the client measured it; ratio is switchyard's qps \
+         over Spider's. A target that answers the first statement with 1235 is refused.",
+        "Failover rows: each trial on fresh servers under 4 writers. kill_leader: from the \
+         kill -9 to the acknowledgement of the first write sent after it. switchover: the \
+         longest pause between acknowledged writes from 1 s before it to 2 s after. p50 is \
+         the median over the trials; client errors are every error the writers saw.",
     ]
     .map(String::from)
     .to_vec()

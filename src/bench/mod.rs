@@ -1,59 +1,74 @@
 //! `switchyard bench`: what switchyard costs and what it wins, side by side in one run.
-//! sysbench drives the same leader three ways: directly, through switchyard (in this
-//! process) and through HAProxy in TCP mode, row after row, interleaved so that the noise of
-//! a shared machine hits the three alike. The run writes results.json, results.md and
-//! chart.png.
+//! Three parts, each optional (`--only`), all in one report:
 //!
-//! Modules: [`matrix`] (which rows, in which order), [`sysbench`] (running it, reading its
-//! report), [`haproxy`] (the L4 peer), [`cpu`] (CPU time of a process), [`settle`] (the
+//! - sysbench rows: the same leader directly, through switchyard (in this process) and
+//!   through HAProxy in TCP mode ([`oltp`]);
+//! - sharded rows: switchyard against MariaDB Spider over the same shards and data
+//!   ([`sharded`]);
+//! - failover rows: `kill -9` of the leader and a planned switchover under writes, time to
+//!   the first write and client errors over N trials ([`failover`]).
+//!
+//! With `--repeat N` every row is measured N times, interleaved across the targets of its
+//! group, and reported as the median with its spread ([`spread`]). The run writes
+//! results.json, results.md and the charts.
+//!
+//! Other modules: [`matrix`] (which rows, in which order), [`sysbench`] (running it, reading
+//! its report), [`haproxy`] (the L4 peer), [`cpu`] (CPU time of a process), [`settle`] (the
 //! servers between rows), [`report`] (results and their JSON and Markdown forms), [`chart`]
-//! (the PNG), [`meta`] (versions, time).
+//! (the PNGs), [`meta`] (versions, time), [`stage`] (servers and switchyard of a part),
+//! [`cargo`] (the `cargo bench` targets).
 
+pub mod cargo;
 pub mod chart;
 pub mod cpu;
+pub mod failover;
 pub mod haproxy;
 pub mod matrix;
 pub mod meta;
+pub mod oltp;
 pub mod report;
 pub mod settle;
+pub mod sharded;
+pub mod spread;
+pub mod stage;
 pub mod sysbench;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use anyhow::{bail, ensure, Context};
-use orchestrator::provision::LocalClusters;
+use anyhow::{ensure, Context};
 
-use crate::sandbox::{self, SandboxOptions};
-use crate::App;
-use cpu::{CpuCost, CpuTime};
-use haproxy::Haproxy;
-use matrix::{RowSpec, Target};
-use report::RouterCounters;
+use matrix::RowSpec;
 pub use report::{BenchReport, RowResult};
-use settle::{connect, first_value};
-use sysbench::Sysbench;
 
 /// What to measure and where to write it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchOptions {
-    /// Created if missing; results.json, results.md and chart.png go here.
+    /// Created if missing; results.json, results.md and the charts go here.
     pub out_dir: PathBuf,
-    /// Fewer rows: oltp_point_select and oltp_read_write, prepared statements only.
+    /// Fewer rows: two sysbench workloads with prepared statements, two sharded workloads,
+    /// one trial of each failover event.
     pub quick: bool,
-    /// Keep only rows whose `workload/protocol/threads/target` contains one of these.
+    /// Keep only rows whose name (`workload/protocol/threads/target`, or
+    /// `failover/<event>`) contains one of these.
     pub only: Vec<String>,
-    /// sysbench thread counts.
+    /// Client thread counts of the sysbench and sharded rows.
     pub threads: Vec<u32>,
-    /// Duration of each row.
+    /// Duration of each run of a row.
     pub seconds: u32,
+    /// Rows per sysbench table, and rows per shard of the sharded table.
     pub table_size: u32,
     pub tables: u32,
+    /// Runs of each sysbench and sharded row, interleaved across the targets of its group.
+    pub repeat: u32,
+    /// Trials of each failover event.
+    pub failover_trials: u32,
 }
 
 impl Default for BenchOptions {
     /// The full run: 3 workloads × 2 protocols × 3 thread counts × 3 targets, 20 s each
-    /// (about 20 minutes).
+    /// (about 20 minutes), 6 sharded workloads × 3 thread counts × 2 targets (about 13
+    /// minutes), 5 trials of each failover event (a few minutes).
     fn default() -> Self {
         BenchOptions {
             out_dir: meta::default_out_dir(),
@@ -63,12 +78,15 @@ impl Default for BenchOptions {
             seconds: 20,
             table_size: 10_000,
             tables: 4,
+            repeat: 1,
+            failover_trials: 5,
         }
     }
 }
 
 impl BenchOptions {
-    /// About a minute: 2 workloads, prepared statements, 8 threads, 3 s per row.
+    /// About a minute and a half: 2 sysbench workloads (prepared statements), 2 sharded
+    /// workloads, 8 threads, 3 s per row, one trial of each failover event.
     pub fn quick() -> Self {
         BenchOptions {
             quick: true,
@@ -76,6 +94,7 @@ impl BenchOptions {
             seconds: 3,
             table_size: 2_000,
             tables: 2,
+            failover_trials: 1,
             ..BenchOptions::default()
         }
     }
@@ -84,26 +103,39 @@ impl BenchOptions {
 /// The command-line form of [`BenchOptions`], for `switchyard bench`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BenchArgs {
-    /// About a minute: oltp_point_select and oltp_read_write, prepared statements only,
-    /// 8 threads, 3 s per row, 2 small tables.
+    /// A short run: oltp_point_select and oltp_read_write (prepared statements), sharded
+    /// point select and scatter COUNT(*), 8 threads, 3 s per row, 2 small tables, one trial
+    /// of each failover event.
     #[arg(long)]
     pub quick: bool,
-    /// Run only rows whose name (workload/protocol/threads/target, e.g.
-    /// `oltp_read_only/text/64/haproxy`) contains one of these (comma-separated or repeated).
+    /// Run only rows whose name contains one of these (comma-separated or repeated). Rows are
+    /// named workload/protocol/threads/target, e.g. `oltp_read_only/text/64/haproxy`,
+    /// `sharded_point_select/text/8/spider`, and `failover/kill_leader`,
+    /// `failover/switchover`; `sharded` and `failover` pick those parts whole.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// sysbench thread counts, comma-separated [default: 1,8,64; with --quick: 8].
+    /// Client thread counts of the sysbench and sharded rows, comma-separated [default:
+    /// 1,8,64; with --quick: 8].
     #[arg(long, value_delimiter = ',')]
     pub threads: Vec<u32>,
-    /// Seconds per row [default: 20; with --quick: 3].
+    /// Seconds per run of a row [default: 20; with --quick: 3].
     #[arg(long)]
     pub seconds: Option<u32>,
     /// sysbench tables [default: 4; with --quick: 2].
     #[arg(long)]
     pub tables: Option<u32>,
-    /// Rows per table [default: 10000; with --quick: 2000].
+    /// Rows per sysbench table and per shard of the sharded table [default: 10000; with
+    /// --quick: 2000].
     #[arg(long)]
     pub table_size: Option<u32>,
+    /// Measure each sysbench and sharded row N times, interleaved across the targets of its
+    /// group; the report gives the median QPS, its min–max and ratios of the medians.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Trials of each failover event (kill -9 of the leader, switchover) [default: 5; with
+    /// --quick: 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub trials: Option<u32>,
     /// Where to write the results [default: bench-results/<UTC time>].
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
@@ -123,49 +155,36 @@ impl BenchArgs {
         o.seconds = self.seconds.unwrap_or(o.seconds);
         o.tables = self.tables.unwrap_or(o.tables);
         o.table_size = self.table_size.unwrap_or(o.table_size);
+        o.repeat = self.repeat.max(1);
+        o.failover_trials = self.trials.unwrap_or(o.failover_trials);
         o.out_dir = self.out_dir.unwrap_or(o.out_dir);
         o
     }
 }
 
-/// The external programs a run needs.
-struct Tools {
-    sysbench: PathBuf,
-    haproxy: PathBuf,
+/// The rows a run measures, by part.
+struct Plan {
+    sysbench: Vec<RowSpec>,
+    sharded: Vec<RowSpec>,
+    failover: Vec<failover::Event>,
 }
 
-impl Tools {
-    fn locate() -> anyhow::Result<Tools> {
-        let sysbench = find_program("sysbench");
-        let haproxy = find_program("haproxy");
-        match (sysbench, haproxy) {
-            (Some(sysbench), Some(haproxy)) => Ok(Tools { sysbench, haproxy }),
-            (s, h) => {
-                let missing: Vec<&str> = [("sysbench", s.is_none()), ("haproxy", h.is_none())]
-                    .into_iter()
-                    .filter_map(|(name, gone)| gone.then_some(name))
-                    .collect();
-                bail!(
-                    "the benchmark needs {} (not found on PATH or in /usr/sbin); install: \
-                     apt-get install -y haproxy sysbench (or scripts/install-deps)",
-                    missing.join(" and ")
-                )
-            }
+impl Plan {
+    fn of(opts: &BenchOptions) -> Plan {
+        let workloads = sharded::Workload::names(opts.quick);
+        Plan {
+            sysbench: matrix::rows(opts.quick, &opts.threads, &opts.only),
+            sharded: matrix::sharded_rows(&workloads, &opts.threads, &opts.only),
+            failover: failover::events(&opts.only),
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sysbench.is_empty() && self.sharded.is_empty() && self.failover.is_empty()
     }
 }
 
-/// A program on `$PATH` or in the system directories Debian keeps daemons in (`haproxy` is
-/// in /usr/sbin, often not on a user's PATH).
-fn find_program(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map(PathBuf::from));
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-/// Runs the benchmark and writes results.json, results.md and chart.png to `opts.out_dir`.
+/// Runs the benchmark and writes results.json, results.md and the charts to `opts.out_dir`.
 /// Every server and proxy it starts is stopped when it returns, also on error, and killed if
 /// the future is dropped.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
@@ -175,52 +194,53 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         opts.seconds > 0 && opts.tables > 0 && opts.table_size > 0,
         "seconds, tables and table size must be positive"
     );
-    ensure!(!opts.threads.is_empty(), "no thread counts given");
-    let rows = matrix::rows(opts.quick, &opts.threads, &opts.only);
     ensure!(
-        !rows.is_empty(),
-        "--only {:?} matches no row; rows are named like oltp_point_select/ps/8/switchyard",
+        opts.repeat > 0 && opts.failover_trials > 0,
+        "repeat and trials must be positive"
+    );
+    ensure!(!opts.threads.is_empty(), "no thread counts given");
+    let plan = Plan::of(&opts);
+    ensure!(
+        !plan.is_empty(),
+        "--only {:?} matches no row; rows are named like oltp_point_select/ps/8/switchyard, \
+         sharded_point_select/text/8/spider or failover/kill_leader",
         opts.only
     );
-    let tools = Tools::locate()?;
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix("sy-bench-")
-        .tempdir()
-        .context("creating a temp dir")?;
 
-    eprintln!(
-        "starting a leader, a replica and switchyard in {}",
-        tmp.path().display()
-    );
-    let sandbox_opts = SandboxOptions {
-        dir: tmp.path().join("cluster"),
-        clusters: 1,
-        replicas: 1,
-        base_port: None,
-        listen: "127.0.0.1:0".into(),
-        admin: "127.0.0.1:0".into(),
-        admin_token: format!("{:016x}", rand::random::<u64>()),
-        app_user: sysbench::USER.into(),
-        app_password: sysbench::PASSWORD.into(),
-        shards: 0,
+    let not_run = || "not run".to_string();
+    let mut versions = oltp::Versions {
+        mariadbd: String::new(),
+        sysbench: not_run(),
+        haproxy: not_run(),
     };
-    // Dropping `local` kills the servers: every early return below stops them.
-    let local = sandbox::provision(&sandbox_opts)
-        .await
-        .context("starting MariaDB (the benchmark needs it: apt-get install -y mariadb-server)")?;
-    let app = App::start(sandbox::config_for(&local, &sandbox_opts))
-        .await
-        .context("starting switchyard")?;
-    let outcome = measure(&opts, &tools, &local, &app, tmp.path(), &rows).await;
-    app.shutdown().await;
-    if let Err(e) = local.stop().await {
-        tracing::warn!(error = %e, "stopping the benchmark's servers");
+    let mut rows = Vec::new();
+    if !plan.sysbench.is_empty() {
+        let schedule = matrix::schedule(&plan.sysbench, opts.repeat);
+        let (measured, v) = oltp::run(&opts, &plan.sysbench, &schedule).await?;
+        rows.extend(measured);
+        versions = v;
     }
-    let (mut results, versions) = outcome?;
+    if !plan.sharded.is_empty() {
+        let schedule = matrix::schedule(&plan.sharded, opts.repeat);
+        let (measured, mariadbd) =
+            sharded::run(&plan.sharded, &schedule, opts.table_size, opts.seconds).await?;
+        rows.extend(measured);
+        if versions.mariadbd.is_empty() {
+            versions.mariadbd = mariadbd;
+        }
+    }
+    let mut failover = Vec::new();
+    if !plan.failover.is_empty() {
+        let (measured, mariadbd) = failover::run(&plan.failover, opts.failover_trials).await;
+        failover = measured;
+        if versions.mariadbd.is_empty() {
+            versions.mariadbd = mariadbd.unwrap_or_else(|| "unknown".into());
+        }
+    }
 
-    report::set_ratios(&mut results);
+    report::set_ratios(&mut rows);
     let report = BenchReport {
         meta: meta::RunMeta {
             switchyard_version: env!("CARGO_PKG_VERSION").into(),
@@ -242,10 +262,20 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
                 sysbench_args: "--rand-type=uniform --percentile=99 --histogram=on \
                                 --db-ps-mode=auto|disable"
                     .into(),
+                repeat: opts.repeat,
+                failover_trials: opts.failover_trials,
+                sharded: sharded::setup_description(opts.table_size),
+                failover: format!(
+                    "each trial on fresh servers: 1 leader + 2 replicas, semi-sync, default \
+                     monitor settings; {} writers inserting through switchyard (prepared \
+                     statements)",
+                    failover::WRITERS
+                ),
             },
             method: meta::method(),
         },
-        rows: results,
+        rows,
+        failover,
         out_dir: opts.out_dir.clone(),
     };
     write_results(&report, &opts.out_dir)?;
@@ -257,203 +287,55 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     Ok(report)
 }
 
-/// Writes the three result files; the chart last, so that a chart failure keeps the figures.
+/// Writes results.json and results.md, then the charts (a chart failure keeps the figures):
+/// chart.png for the sysbench rows, chart-sharded.png and chart-failover.png for the others.
 fn write_results(report: &BenchReport, dir: &Path) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report)?;
     std::fs::write(dir.join("results.json"), json + "\n").context("writing results.json")?;
     std::fs::write(dir.join("results.md"), report::markdown(report))
         .context("writing results.md")?;
-    chart::draw(report, &dir.join("chart.png")).with_context(|| {
-        format!(
-            "results.json and results.md are in {}, but the chart failed",
+    let chart_failed = |e: anyhow::Error| {
+        e.context(format!(
+            "results.json and results.md are in {}, but a chart failed",
             dir.display()
-        )
-    })
-}
-
-struct Versions {
-    mariadbd: String,
-    sysbench: String,
-    haproxy: String,
-}
-
-/// How long the replica may take to apply a row's writes before the next row starts anyway.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Where each target listens and whose CPU to read.
-struct Targets {
-    leader_addr: String,
-    replica_addrs: Vec<String>,
-    leader_port: u16,
-    leader_pid: Option<u32>,
-    router_port: u16,
-    haproxy: Haproxy,
-}
-
-impl Targets {
-    fn port(&self, target: Target) -> u16 {
-        match target {
-            Target::Direct => self.leader_port,
-            Target::Switchyard => self.router_port,
-            Target::Haproxy => self.haproxy.port,
-        }
-    }
-}
-
-/// Everything between start-up and shut-down: HAProxy, the data, then the rows.
-async fn measure(
-    opts: &BenchOptions,
-    tools: &Tools,
-    local: &LocalClusters,
-    app: &App,
-    tmp: &Path,
-    rows: &[RowSpec],
-) -> anyhow::Result<(Vec<RowResult>, Versions)> {
-    ensure!(
-        app.wait_ready(Duration::from_secs(30)).await,
-        "switchyard saw no healthy leader within 30 s"
-    );
-    let cluster = local.clusters().first().context("no cluster")?;
-    let leader = cluster.leader_node().context("no leader")?;
-    let (program, dir, backend) = (
-        tools.haproxy.clone(),
-        tmp.to_path_buf(),
-        leader.addr.clone(),
-    );
-    let haproxy =
-        tokio::task::spawn_blocking(move || Haproxy::start(&program, &dir, &backend)).await??;
-    let targets = Targets {
-        leader_addr: leader.addr.clone(),
-        replica_addrs: cluster.replicas().map(|n| n.addr.clone()).collect(),
-        leader_port: leader.port,
-        leader_pid: local.pid(&leader.addr),
-        router_port: app.router_addr.port(),
-        haproxy,
+        ))
     };
-
-    // The database, and one query through each target before anything is timed.
-    let mut conn = connect(&targets.leader_addr).await?;
-    let mariadbd = first_value(&mut conn, "SELECT VERSION()").await?;
-    conn.query(&format!("CREATE DATABASE IF NOT EXISTS {}", sysbench::DB))
-        .await
-        .context("creating the sysbench database")?;
-    for target in Target::ALL {
-        let addr = format!("127.0.0.1:{}", targets.port(target));
-        let mut c = connect(&addr)
-            .await
-            .with_context(|| format!("through {target}"))?;
-        first_value(&mut c, "SELECT 1")
-            .await
-            .with_context(|| format!("SELECT 1 through {target}"))?;
+    if report.rows.iter().any(|r| !r.is_sharded()) {
+        chart::draw(report, &dir.join("chart.png")).map_err(chart_failed)?;
     }
-    let sb = Sysbench {
-        program: tools.sysbench.clone(),
-        tables: opts.tables,
-        table_size: opts.table_size,
-    };
-    let versions = Versions {
-        mariadbd,
-        sysbench: sb.version().await?,
-        haproxy: haproxy::version(&tools.haproxy)?,
-    };
-    eprintln!(
-        "preparing {} tables x {} rows",
-        opts.tables, opts.table_size
-    );
-    sb.prepare(targets.leader_port).await?;
-    let waited = settle(&targets).await?;
-    eprintln!(
-        "the replica applied the data in {:.1} s",
-        waited.as_secs_f64()
-    );
-    warm_up(&sb, &targets).await?;
-
-    let mut results = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        eprint!("[{}/{}] {row} ... ", i + 1, rows.len());
-        let result = measure_row(&sb, &targets, app, row, opts.seconds).await;
-        match (&result.failure, result.target) {
-            (Some(why), _) => eprintln!("FAILED: {}", why.lines().next().unwrap_or_default()),
-            (None, Target::Direct) => eprintln!("{:.0} qps", result.stats.qps),
-            (None, _) => eprintln!(
-                "{:.0} qps, {:.1} µs CPU/query",
-                result.stats.qps,
-                result.cpu.as_ref().map_or(f64::NAN, |c| c.us_per_query)
-            ),
-        }
-        results.push(result);
-        settle(&targets).await?;
+    if report.rows.iter().any(RowResult::is_sharded) {
+        chart::draw_sharded(report, &dir.join("chart-sharded.png")).map_err(chart_failed)?;
     }
-    drop(targets);
-    Ok((results, versions))
-}
-
-/// Waits for the replica to apply what the leader has written.
-async fn settle(targets: &Targets) -> anyhow::Result<Duration> {
-    settle::replicas_caught_up(&targets.leader_addr, &targets.replica_addrs, SETTLE_TIMEOUT).await
-}
-
-/// A second of point selects through each target: buffer pool, router pools and the
-/// classifier's cache are warm before the first timed row.
-async fn warm_up(sb: &Sysbench, targets: &Targets) -> anyhow::Result<()> {
-    for target in Target::ALL {
-        let row = RowSpec {
-            workload: "oltp_point_select",
-            protocol: matrix::Protocol::Ps,
-            threads: 4,
-            target,
-        };
-        sb.run(targets.port(target), &row, 1)
-            .await
-            .with_context(|| format!("warming up {target}"))?;
+    if !report.failover.is_empty() {
+        chart::draw_failover(report, &dir.join("chart-failover.png")).map_err(chart_failed)?;
     }
     Ok(())
-}
-
-/// Runs one row, reading the CPU of this process, HAProxy and the leader around it.
-async fn measure_row(
-    sb: &Sysbench,
-    targets: &Targets,
-    app: &App,
-    row: &RowSpec,
-    seconds: u32,
-) -> RowResult {
-    let haproxy_pid = targets.haproxy.pid();
-    let read_pid = |pid: Option<u32>| pid.and_then(|p| cpu::process(p).ok());
-    let self_before = cpu::this_process().ok();
-    let haproxy_before = read_pid(Some(haproxy_pid));
-    let leader_before = read_pid(targets.leader_pid);
-    let router_before = RouterCounters::read(&app.router.metrics);
-    let outcome = sb.run(targets.port(row.target), row, seconds).await;
-    let router_after = RouterCounters::read(&app.router.metrics);
-    let leader_after = read_pid(targets.leader_pid);
-    let haproxy_after = read_pid(Some(haproxy_pid));
-    let self_after = cpu::this_process().ok();
-
-    let stats = match outcome {
-        Ok(stats) => stats,
-        Err(e) => return RowResult::failed(row, &e),
-    };
-    let used = |before: Option<CpuTime>, after: Option<CpuTime>| Some(after?.since(before?));
-    let cost = |name: &str, before, after| {
-        used(before, after).and_then(|t| CpuCost::new(name, t, stats.queries))
-    };
-    let mut result = RowResult::new(row, stats);
-    result.leader_cpu = cost("mariadbd", leader_before, leader_after);
-    result.cpu = match row.target {
-        Target::Direct => cost("bench-process", self_before, self_after),
-        Target::Switchyard => cost("switchyard", self_before, self_after),
-        Target::Haproxy => cost("haproxy", haproxy_before, haproxy_after),
-    };
-    if row.target == Target::Switchyard {
-        result.router = Some(router_after.since(router_before));
-    }
-    result
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A measured row of 8 threads, `qps` over 10 s, for the report and chart tests.
+    pub(crate) fn row(
+        workload: &'static str,
+        protocol: matrix::Protocol,
+        target: matrix::Target,
+        qps: f64,
+    ) -> RowResult {
+        let spec = RowSpec {
+            workload,
+            protocol,
+            threads: 8,
+            target,
+        };
+        let stats = sysbench::Stats {
+            qps,
+            queries: (qps * 10.0) as u64,
+            ..sysbench::Stats::default()
+        };
+        RowResult::new(&spec, stats)
+    }
 
     /// A plausible RunMeta for the report and chart tests.
     pub(crate) fn meta() -> meta::RunMeta {
@@ -475,6 +357,10 @@ pub(crate) mod tests {
                 table_size: 2000,
                 cluster: "1 leader + 1 replica".into(),
                 sysbench_args: "--rand-type=uniform".into(),
+                repeat: 1,
+                failover_trials: 1,
+                sharded: sharded::setup_description(2000),
+                failover: "fresh servers per trial".into(),
             },
             method: meta::method(),
         }
@@ -500,5 +386,46 @@ pub(crate) mod tests {
         .options();
         assert!(!o.quick);
         assert_eq!((o.threads.as_slice(), o.seconds), (&[2, 4][..], 20));
+        assert_eq!((o.repeat, o.failover_trials), (1, 5));
+    }
+
+    #[test]
+    fn the_command_line_takes_repeat_and_trials() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let o = Cli::try_parse_from(["bench", "--quick", "--repeat", "3", "--only", "sharded"])
+            .unwrap()
+            .bench
+            .options();
+        assert_eq!((o.repeat, o.failover_trials), (3, 1));
+        assert_eq!(o.only, ["sharded"]);
+        assert!(Cli::try_parse_from(["bench", "--repeat", "0"]).is_err());
+    }
+
+    #[test]
+    fn only_picks_parts_of_the_run() {
+        let plan = |only: &[&str]| {
+            Plan::of(&BenchOptions {
+                only: only.iter().map(|s| s.to_string()).collect(),
+                ..BenchOptions::quick()
+            })
+        };
+        let p = plan(&["sharded_point_select", "failover/kill"]);
+        assert!(p.sysbench.is_empty());
+        assert_eq!(p.sharded.len(), 2);
+        assert_eq!(p.failover, [failover::Event::KillLeader]);
+        let p = plan(&["oltp_point_select"]);
+        assert_eq!((p.sysbench.len(), p.sharded.len()), (3, 0));
+        assert!(p.failover.is_empty());
+        let p = plan(&[]);
+        assert_eq!(
+            (p.sysbench.len(), p.sharded.len(), p.failover.len()),
+            (6, 4, 2)
+        );
+        assert!(plan(&["nothing"]).is_empty());
     }
 }

@@ -1,0 +1,433 @@
+//! Failover and switchover, timed through the router under a steady write workload. Each
+//! trial starts fresh servers (a leader and two replicas, semi-sync) and switchyard, lets four
+//! writers insert through the router (prepared statements), then:
+//!
+//! - kill leader: `kill -9` of the leader; the time is from the kill to the acknowledgement of
+//!   the first write sent after it (which ran on the new leader). Writes in flight at the kill
+//!   get 2013 (their outcome is unknown, as on a direct connection).
+//! - switchover: a planned switchover; the time is the longest pause between acknowledged
+//!   writes around it (the writers wait for the new leader meanwhile).
+//!
+//! Client errors are every error the writers saw during the trial.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, OptsBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::spread::Spread;
+use super::stage::Stage;
+use super::sysbench::{PASSWORD, USER};
+use crate::App;
+
+/// Concurrent writers during a trial.
+pub const WRITERS: u64 = 4;
+/// Acknowledged writes before the event, so that the writers are in full swing.
+const WARM_WRITES: usize = 300;
+
+/// What is done to the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// `kill -9` of the leader: an unplanned failover.
+    KillLeader,
+    /// A planned switchover to a replica.
+    Switchover,
+}
+
+impl Event {
+    pub const ALL: [Event; 2] = [Event::KillLeader, Event::Switchover];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::KillLeader => "kill_leader",
+            Event::Switchover => "switchover",
+        }
+    }
+
+    /// The name `--only` matches: `failover/kill_leader`, `failover/switchover`.
+    pub fn key(self) -> String {
+        format!("failover/{self}")
+    }
+
+    /// What the time of a trial measures.
+    pub fn measure(self) -> &'static str {
+        match self {
+            Event::KillLeader => {
+                "from the kill -9 of the leader to the acknowledgement of the first write sent \
+                 after it (run by the new leader)"
+            }
+            Event::Switchover => {
+                "the longest pause between acknowledged writes from 1 s before the switchover \
+                 to 2 s after it returned"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The events `--only` keeps (all when it is empty).
+pub fn events(only: &[String]) -> Vec<Event> {
+    Event::ALL
+        .into_iter()
+        .filter(|e| super::matrix::picked(&e.key(), only))
+        .collect()
+}
+
+/// The trials of one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverResult {
+    pub event: Event,
+    /// What `time_ms` measures.
+    pub measure: String,
+    /// Trials attempted.
+    pub trials: u32,
+    /// Concurrent writers.
+    pub writers: u64,
+    /// The time of each trial that completed, its median (p50) and range; `None` if none did.
+    pub time_ms: Option<Spread>,
+    /// Client errors of each trial that completed.
+    pub client_errors: Vec<u64>,
+    /// Why the other trials did not complete.
+    pub failures: Vec<String>,
+}
+
+impl FailoverResult {
+    /// The name `--only` matches.
+    pub fn key(&self) -> String {
+        self.event.key()
+    }
+
+    pub fn client_errors_total(&self) -> u64 {
+        self.client_errors.iter().sum()
+    }
+}
+
+/// One trial's figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trial {
+    pub time_ms: f64,
+    pub client_errors: u64,
+}
+
+/// Runs `trials` trials of each event, interleaved (kill, switchover, kill, ...), each on fresh
+/// servers. A trial that fails is recorded as such and the others go on. Also returns the
+/// servers' version, if a trial got that far.
+pub async fn run(events: &[Event], trials: u32) -> (Vec<FailoverResult>, Option<String>) {
+    let mut out: Vec<FailoverResult> = events
+        .iter()
+        .map(|&event| FailoverResult {
+            event,
+            measure: event.measure().into(),
+            trials,
+            writers: WRITERS,
+            time_ms: None,
+            client_errors: Vec::new(),
+            failures: Vec::new(),
+        })
+        .collect();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); events.len()];
+    let mut version = None;
+    for i in 0..trials {
+        for (k, &event) in events.iter().enumerate() {
+            eprint!("[{}/{trials}] {} ... ", i + 1, event.key());
+            match trial(event, &mut version).await {
+                Ok(t) => {
+                    eprintln!("{:.0} ms, {} client errors", t.time_ms, t.client_errors);
+                    times[k].push(t.time_ms);
+                    out[k].client_errors.push(t.client_errors);
+                }
+                Err(e) => {
+                    eprintln!("FAILED: {e:#}");
+                    out[k].failures.push(format!("trial {}: {e:#}", i + 1));
+                }
+            }
+        }
+    }
+    for (result, times) in out.iter_mut().zip(times) {
+        result.time_ms = Spread::of(&times);
+    }
+    (out, version)
+}
+
+/// One trial on fresh servers, stopped (also on error) before it returns. Sets `version` to
+/// the servers' version once connected.
+pub async fn trial(event: Event, version: &mut Option<String>) -> anyhow::Result<Trial> {
+    let mut stage = Stage::start("sy-bench-failover-", 1, 2).await?;
+    let outcome = measure(event, &stage.app, &mut stage.local, version).await;
+    stage.stop().await;
+    outcome
+}
+
+/// What the writers saw: when each acknowledged write was sent and acknowledged, and the
+/// errors (server error codes; 0 for a lost connection or a failed connect).
+#[derive(Default)]
+struct Timeline {
+    sent_acked: Mutex<Vec<(Instant, Instant)>>,
+    errors: Mutex<Vec<u16>>,
+}
+
+impl Timeline {
+    fn acks(&self) -> usize {
+        self.sent_acked.lock().map_or(0, |v| v.len())
+    }
+
+    fn error(&self, code: u16) {
+        if let Ok(mut e) = self.errors.lock() {
+            e.push(code);
+        }
+    }
+}
+
+/// The writers, stopped when dropped.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(port: u16, timeline: &Arc<Timeline>) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..WRITERS)
+            .map(|w| tokio::spawn(writer(port, (w + 1) << 40, timeline.clone(), stop.clone())))
+            .collect();
+        Writers { stop, tasks }
+    }
+
+    async fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Writers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn conn_opts(port: u16) -> Opts {
+    OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(USER))
+        .pass(Some(PASSWORD))
+        .prefer_socket(false)
+        .into()
+}
+
+/// Inserts rows with ids from `base` until told to stop, reconnecting after a lost connection.
+async fn writer(port: u16, base: u64, tl: Arc<Timeline>, stop: Arc<AtomicBool>) {
+    let mut conn: Option<Conn> = None;
+    let mut id = base;
+    while !stop.load(Ordering::Relaxed) {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Conn::new(conn_opts(port)).await {
+                Ok(c) => conn.insert(c),
+                Err(_) => {
+                    tl.error(0);
+                    // Not a synchronisation: a pause between reconnects while the router
+                    // has no leader, so that a writer does not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        id += 1;
+        let sent = Instant::now();
+        match c.exec_drop("INSERT INTO b.t (id) VALUES (?)", (id,)).await {
+            Ok(()) => {
+                let acked = Instant::now();
+                if let Ok(mut v) = tl.sent_acked.lock() {
+                    v.push((sent, acked));
+                }
+            }
+            Err(mysql_async::Error::Server(e)) => tl.error(e.code),
+            Err(_) => {
+                tl.error(0);
+                conn = None;
+            }
+        }
+    }
+}
+
+/// Polls `f` every 10 ms until it holds or `limit` passes.
+async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        ensure!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+async fn measure(
+    event: Event,
+    app: &App,
+    local: &mut orchestrator::LocalClusters,
+    version: &mut Option<String>,
+) -> anyhow::Result<Trial> {
+    ensure!(
+        app.wait_ready(Duration::from_secs(30)).await,
+        "switchyard saw no healthy leader within 30 s"
+    );
+    let port = app.router_addr.port();
+    let mut c = Conn::new(conn_opts(port))
+        .await
+        .context("connecting through switchyard")?;
+    *version = c.query_first("SELECT VERSION()").await?;
+    c.query_drop("CREATE DATABASE b")
+        .await
+        .context("creating the database")?;
+    c.query_drop("CREATE TABLE b.t (id BIGINT PRIMARY KEY)")
+        .await
+        .context("creating the table")?;
+    drop(c);
+    // Replicas caught up and seen so by the monitor before the clock starts.
+    wait_for(
+        "replicas streaming with no lag",
+        Duration::from_secs(30),
+        || {
+            let t = app.topology.load();
+            t.cluster("c1").is_some_and(|cl| {
+                cl.nodes
+                    .iter()
+                    .filter(|n| Some(&n.addr) != cl.leader.as_ref())
+                    .all(|n| n.io_running == Some(true) && n.lag_seconds == Some(0))
+            })
+        },
+    )
+    .await?;
+
+    let tl = Arc::new(Timeline::default());
+    let writers = Writers::start(port, &tl);
+    wait_for("writes through switchyard", Duration::from_secs(30), || {
+        tl.acks() > WARM_WRITES
+    })
+    .await?;
+    let time_ms = match event {
+        Event::KillLeader => kill_leader(app, local, &tl).await?,
+        Event::Switchover => switchover(app, &tl).await?,
+    };
+    writers.stop().await;
+    let client_errors = tl.errors.lock().map_or(0, |e| e.len() as u64);
+    Ok(Trial {
+        time_ms,
+        client_errors,
+    })
+}
+
+/// Kills the leader; returns the ms from the kill to the first acknowledged write sent after.
+async fn kill_leader(
+    app: &App,
+    local: &mut orchestrator::LocalClusters,
+    tl: &Timeline,
+) -> anyhow::Result<f64> {
+    let leader = app
+        .topology
+        .load()
+        .cluster("c1")
+        .and_then(|c| c.leader.clone())
+        .context("switchyard knows no leader")?;
+    // SIGKILL and reap: once kill_node returns the old leader is gone.
+    local
+        .kill_node("c1", &leader)
+        .with_context(|| format!("killing {leader}"))?;
+    let killed = Instant::now();
+    let first_after = || {
+        tl.sent_acked.lock().ok().and_then(|v| {
+            v.iter()
+                .filter(|(sent, _)| *sent > killed)
+                .map(|(_, acked)| *acked)
+                .min()
+        })
+    };
+    wait_for(
+        "a write acknowledged after the kill",
+        Duration::from_secs(60),
+        || first_after().is_some(),
+    )
+    .await?;
+    let first = first_after().context("no write after the kill")?;
+    Ok((first - killed).as_secs_f64() * 1000.0)
+}
+
+/// Switches the leader over; returns the longest pause between acknowledged writes around it.
+async fn switchover(app: &App, tl: &Timeline) -> anyhow::Result<f64> {
+    let began = Instant::now();
+    let report = app.orchestrator.switchover("c1", None).await;
+    let ended = Instant::now();
+    report.map_err(|e| anyhow::anyhow!("the switchover failed: {e}"))?;
+    let before = tl.acks();
+    wait_for(
+        "writes after the switchover",
+        Duration::from_secs(30),
+        || tl.acks() > before + WARM_WRITES,
+    )
+    .await?;
+    let mut acks: Vec<Instant> = tl
+        .sent_acked
+        .lock()
+        .map(|v| v.iter().map(|(_, acked)| *acked).collect())
+        .unwrap_or_default();
+    acks.sort();
+    let from = began.checked_sub(Duration::from_secs(1)).unwrap_or(began);
+    let to = ended + Duration::from_secs(2);
+    let window: Vec<Instant> = acks
+        .into_iter()
+        .filter(|t| *t >= from && *t <= to)
+        .collect();
+    let gap = window
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0)
+        .fold(0.0, f64::max);
+    Ok(gap)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Two completed kill trials, for the report tests.
+    pub(crate) fn result() -> FailoverResult {
+        FailoverResult {
+            event: Event::KillLeader,
+            measure: Event::KillLeader.measure().into(),
+            trials: 2,
+            writers: WRITERS,
+            time_ms: Spread::of(&[140.0, 180.0]),
+            client_errors: vec![3, 4],
+            failures: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_picks_failover_events_by_name() {
+        assert_eq!(events(&[]), Event::ALL);
+        assert_eq!(events(&["failover".into()]), Event::ALL);
+        assert_eq!(events(&["failover/kill".into()]), [Event::KillLeader]);
+        assert_eq!(events(&["sharded".into()]), []);
+        let r = result();
+        assert_eq!(r.key(), "failover/kill_leader");
+        assert_eq!(r.client_errors_total(), 7);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["event"], "kill_leader");
+        assert_eq!(json["time_ms"]["median"], 160.0);
+    }
+}
