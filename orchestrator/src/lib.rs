@@ -16,6 +16,7 @@ pub mod gtid;
 pub mod manager;
 pub mod monitor;
 pub mod provision;
+pub mod spawn;
 pub mod tls;
 
 pub use manager::{

@@ -56,19 +56,20 @@ impl Integration for Script {
     async fn push(&self, change: Change<'_>) -> Result<(), String> {
         let v = change.view;
         let path = &self.config.path;
-        let mut child = Command::new(path)
-            .args([
-                change.event,
-                &v.cluster,
-                v.leader.as_deref().unwrap_or(""),
-                change.previous_leader.unwrap_or(""),
-                &v.epoch.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+        let mut cmd = Command::new(path);
+        cmd.args([
+            change.event,
+            &v.cluster,
+            v.leader.as_deref().unwrap_or(""),
+            change.previous_leader.unwrap_or(""),
+            &v.epoch.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        let mut child = orchestrator::spawn::spawn(&mut cmd)
+            .await
             .map_err(|e| format!("{}: cannot start: {e}", path.display()))?;
         if let Some(mut stdin) = child.stdin.take() {
             let body = super::webhook::payload(change).to_string();

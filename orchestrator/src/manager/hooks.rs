@@ -28,8 +28,8 @@ pub(crate) async fn run_hook(
     call: HookCall<'_>,
     limit: Duration,
 ) -> Result<(), String> {
-    let child = Command::new(path)
-        .args([call.event, call.cluster, call.old_leader, call.new_leader])
+    let mut cmd = Command::new(path);
+    cmd.args([call.event, call.cluster, call.old_leader, call.new_leader])
         .env("SWITCHYARD_EVENT", call.event)
         .env("SWITCHYARD_CLUSTER", call.cluster)
         .env("SWITCHYARD_OLD_LEADER", call.old_leader)
@@ -38,8 +38,9 @@ pub(crate) async fn run_hook(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Dropping the child on timeout kills it.
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    let child = crate::spawn::spawn(&mut cmd)
+        .await
         .map_err(|e| format!("{}: cannot start: {e}", path.display()))?;
     match timeout(limit, child.wait_with_output()).await {
         Err(_) => Err(format!(
