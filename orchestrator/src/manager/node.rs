@@ -288,6 +288,18 @@ impl NodeConn {
         self.exec("starting replication", "START SLAVE").await
     }
 
+    /// Whether the replication IO thread runs and its source has begun sending (its first
+    /// rotate event names the source's binlog file): a source that refuses the position asked
+    /// for does so before sending anything.
+    pub async fn receiving(&mut self) -> Result<bool, OrchestratorError> {
+        let status: Option<Row> = self.first("SHOW SLAVE STATUS", "SHOW SLAVE STATUS").await?;
+        Ok(status.is_some_and(|row| {
+            let get = |name: &str| row.get::<Option<String>, _>(name).flatten();
+            get("Slave_IO_Running").as_deref() == Some("Yes")
+                && get("Master_Log_File").is_some_and(|f| !f.is_empty())
+        }))
+    }
+
     /// Kills every client connection except this one, replication threads, system threads and
     /// those of `spare_users`. Returns how many were killed.
     pub async fn kill_clients(&mut self, spare_users: &[&str]) -> Result<usize, OrchestratorError> {

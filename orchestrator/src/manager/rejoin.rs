@@ -227,7 +227,8 @@ impl Orchestrator {
         loop {
             let now = node.snapshot().await?;
             let rep = now.replication.as_ref();
-            if rep.is_some_and(|r| r.io_running) {
+            // Connected is not enough: the leader may still refuse the position it asks for.
+            if rep.is_some_and(|r| r.io_running) && node.receiving().await? {
                 break;
             }
             if let Some(e) = rep.and_then(|r| r.last_io_error.as_ref()) {
