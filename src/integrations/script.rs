@@ -12,6 +12,9 @@ use tokio::process::Command;
 
 use super::{Change, Integration, RetryPolicy};
 
+/// How much of a failing script's output goes into the error.
+const OUTPUT_TAIL: usize = 300;
+
 /// A script run for every change of a cluster: `<event> <cluster> <leader> <previous_leader>
 /// <epoch>`, the state as JSON on stdin.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -76,28 +79,6 @@ impl Integration for Script {
             // A script that does not read its input is fine.
             let _ = stdin.write_all(body.as_bytes()).await;
         }
-        let limit = self.config.retry.timeout();
-        match tokio::time::timeout(limit, child.wait_with_output()).await {
-            Err(_) => Err(format!(
-                "{}: still running after {} ms, killed",
-                path.display(),
-                limit.as_millis()
-            )),
-            Ok(Err(e)) => Err(format!("{}: {e}", path.display())),
-            Ok(Ok(out)) if out.status.success() => Ok(()),
-            Ok(Ok(out)) => {
-                let err = String::from_utf8_lossy(&out.stderr);
-                let tail: String = err
-                    .trim()
-                    .chars()
-                    .rev()
-                    .take(300)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                Err(format!("{}: {}: {tail}", path.display(), out.status))
-            }
-        }
+        orchestrator::spawn::finish(path, child, self.config.retry.timeout(), OUTPUT_TAIL).await
     }
 }

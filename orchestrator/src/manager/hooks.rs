@@ -6,7 +6,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::Command;
-use tokio::time::timeout;
 
 /// What a hook is told.
 #[derive(Debug, Clone, Copy)]
@@ -42,25 +41,7 @@ pub(crate) async fn run_hook(
     let child = crate::spawn::spawn(&mut cmd)
         .await
         .map_err(|e| format!("{}: cannot start: {e}", path.display()))?;
-    match timeout(limit, child.wait_with_output()).await {
-        Err(_) => Err(format!(
-            "{}: still running after {} ms, killed",
-            path.display(),
-            limit.as_millis()
-        )),
-        Ok(Err(e)) => Err(format!("{}: {e}", path.display())),
-        Ok(Ok(out)) if out.status.success() => Ok(()),
-        Ok(Ok(out)) => {
-            let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stdout));
-            let text = text.trim();
-            let tail = match text.char_indices().rev().nth(OUTPUT_TAIL) {
-                Some((i, _)) => &text[i..],
-                None => text,
-            };
-            Err(format!("{}: {}: {tail}", path.display(), out.status))
-        }
-    }
+    crate::spawn::finish(path, child, limit, OUTPUT_TAIL).await
 }
 
 #[cfg(test)]
