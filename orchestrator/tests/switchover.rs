@@ -154,7 +154,9 @@ async fn switchover_with_a_long_transaction_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_with_a_long_query_is_refused_and_done_when_it_ends_in_time() {
     let settings = OrchestratorSettings {
-        switchover_wait_trx_ms: 1500,
+        // Room for the short query below to be still running when the switchover first
+        // looks, on a loaded machine, and to end well within the wait.
+        switchover_wait_trx_ms: 3000,
         ..OrchestratorSettings::default()
     };
     let s = Scenario::start(2, true, settings).await;
@@ -187,12 +189,12 @@ async fn switchover_with_a_long_query_is_refused_and_done_when_it_ends_in_time()
 
     // A query that ends within the wait: the switchover waits for it, then goes ahead.
     let mut short = s.app(&leader).await.expect("app");
-    let ends = tokio::spawn(async move { short.query_drop("SELECT SLEEP(0.7)").await });
+    let ends = tokio::spawn(async move { short.query_drop("SELECT SLEEP(1.5)").await });
     eventually("the short query running", WAIT, || async {
         let mut a = s.admin(&leader).await?;
         let n: i64 = scalar(
             &mut a,
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(0.7)'",
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(1.5)'",
         )
         .await?;
         anyhow::ensure!(n == 1, "not running yet");
