@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::Conn;
 use serde::{Deserialize, Serialize};
 
 use super::spread::Spread;
@@ -221,16 +221,6 @@ impl Drop for Writers {
     }
 }
 
-fn conn_opts(port: u16) -> Opts {
-    OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some(USER))
-        .pass(Some(PASSWORD))
-        .prefer_socket(false)
-        .into()
-}
-
 /// Inserts rows with ids from `base` until told to stop, reconnecting after a lost connection.
 async fn writer(port: u16, base: u64, tl: Arc<Timeline>, stop: Arc<AtomicBool>) {
     let mut conn: Option<Conn> = None;
@@ -238,7 +228,7 @@ async fn writer(port: u16, base: u64, tl: Arc<Timeline>, stop: Arc<AtomicBool>) 
     while !stop.load(Ordering::Relaxed) {
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match Conn::new(conn_opts(port)).await {
+            None => match Conn::new(super::loopback_opts(port, USER, PASSWORD, None)).await {
                 Ok(c) => conn.insert(c),
                 Err(_) => {
                     tl.error(0);
@@ -288,7 +278,7 @@ async fn measure(
         "switchyard saw no healthy leader within 30 s"
     );
     let port = app.router_addr.port();
-    let mut c = Conn::new(conn_opts(port))
+    let mut c = Conn::new(super::loopback_opts(port, USER, PASSWORD, None))
         .await
         .context("connecting through switchyard")?;
     *version = c.query_first("SELECT VERSION()").await?;

@@ -41,6 +41,18 @@ use anyhow::{ensure, Context};
 use matrix::RowSpec;
 pub use report::{BenchReport, RowResult};
 
+/// mysql_async options for a TCP connection to `127.0.0.1:port` (never the unix socket).
+pub fn loopback_opts(port: u16, user: &str, password: &str, db: Option<&str>) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(user))
+        .pass(Some(password))
+        .db_name(db)
+        .prefer_socket(false)
+        .into()
+}
+
 /// What to measure and where to write it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchOptions {

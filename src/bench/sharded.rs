@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::Conn;
 use orchestrator::{LocalClusters, ProvisionSpec};
 use rand::{Rng, SeedableRng};
 use shard_map::KeyRange;
@@ -150,17 +150,6 @@ fn row_values(rng: &mut impl Rng, id: u64, rows_per_shard: u64) -> String {
     )
 }
 
-fn conn_opts(port: u16, user: &str, password: &str, db: Option<&str>) -> Opts {
-    OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some(user))
-        .pass(Some(password))
-        .db_name(db)
-        .prefer_socket(false)
-        .into()
-}
-
 /// The shards: key range, cluster, database.
 fn shards() -> Vec<(KeyRange, &'static str, String)> {
     (0..SHARDS)
@@ -283,7 +272,7 @@ async fn prepare(
     );
 
     let router = app.router_addr.port();
-    let mut c = Conn::new(conn_opts(router, USER, PASSWORD, None))
+    let mut c = Conn::new(super::loopback_opts(router, USER, PASSWORD, None))
         .await
         .context("connecting through switchyard")?;
     c.query_drop(format!("CREATE DATABASE {KEYSPACE}")).await?;
@@ -314,7 +303,7 @@ async fn prepare(
     // Spider over the same backend tables.
     let spider_port = leader_port(spider, "c1")?;
     let spec = spider.spec();
-    let mut admin = Conn::new(conn_opts(
+    let mut admin = Conn::new(super::loopback_opts(
         spider_port,
         &spec.admin_user,
         spec.admin_password.as_str(),
@@ -366,9 +355,14 @@ async fn prepare(
     // Both see every row, and the same rows.
     let total = rows_per_shard * SHARDS;
     for target in Target::SHARDED {
-        let mut c = Conn::new(conn_opts(ports.of(target), USER, PASSWORD, Some(KEYSPACE)))
-            .await
-            .with_context(|| format!("connecting through {target}"))?;
+        let mut c = Conn::new(super::loopback_opts(
+            ports.of(target),
+            USER,
+            PASSWORD,
+            Some(KEYSPACE),
+        ))
+        .await
+        .with_context(|| format!("connecting through {target}"))?;
         let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t").await?;
         ensure!(
             n == Some(total),
@@ -461,7 +455,7 @@ async fn run_one(
     rows_per_shard: u64,
     next_id: &Arc<AtomicU64>,
 ) -> Outcome {
-    let opts = conn_opts(port, USER, PASSWORD, Some(KEYSPACE));
+    let opts = super::loopback_opts(port, USER, PASSWORD, Some(KEYSPACE));
     let probe = async {
         let mut c = Conn::new(opts.clone()).await?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);

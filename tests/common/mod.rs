@@ -11,7 +11,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::{Conn, Opts};
 use orchestrator::provision::LocalClusters;
 use switchyard::sandbox::{self, SandboxOptions};
 use switchyard::App;
@@ -232,14 +232,7 @@ impl Drop for TestEnv {
 }
 
 pub fn opts_for(port: u16, user: &str, password: &str, db: Option<&str>) -> Opts {
-    OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some(user))
-        .pass(Some(password))
-        .db_name(db)
-        .prefer_socket(false)
-        .into()
+    switchyard::bench::loopback_opts(port, user, password, db)
 }
 
 /// Polls `check` until it returns `Some`, or fails the test after `timeout` naming `what`.
