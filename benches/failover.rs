@@ -3,6 +3,10 @@
 //! servers (see `switchyard::bench::failover`). One trial of each by default;
 //! `SWITCHYARD_BENCH_TRIALS=10` for more, `SWITCHYARD_BENCH_OUT` for where the results go.
 
+/// The allocator of the `switchyard` binary, so that the router here runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     switchyard::bench::cargo::main("failover", "failover")
 }

@@ -55,7 +55,7 @@ pub struct RouterMetrics {
     /// Error packets sent to clients, by error code (the router's own and relayed ones).
     pub errors_by_code: dashmap::DashMap<u16, AtomicU64>,
     /// Routing decisions per cluster: `[leader, replica]`.
-    pub routed: dashmap::DashMap<Arc<str>, [AtomicU64; 2]>,
+    pub routed: dashmap::DashMap<Arc<str>, [AtomicU64; 2], crate::FastHash>,
     /// Statements a cluster's server answered with an error, per cluster.
     pub cluster_errors: dashmap::DashMap<Arc<str>, AtomicU64>,
     /// Recent samples of the per-cluster counters, for rates.

@@ -39,3 +39,6 @@ pub mod xa;
 pub use config::{RouterConfig, Secret, UserConfig};
 pub use context::RouterContext;
 pub use server::run;
+
+/// The hash of the maps every statement looks up (pools, prepared statements, counters).
+pub type FastHash = foldhash::fast::RandomState;

@@ -44,7 +44,7 @@ pub struct BackendStmt {
 /// prepared in (a statement keeps resolving names in that database, as on a real server).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StmtKey {
-    pub db: Option<String>,
+    pub db: Option<Arc<str>>,
     pub sql: Arc<[u8]>,
 }
 
@@ -72,11 +72,12 @@ pub struct BackendConn {
     pub deprecate_eof: bool,
     pub state: ConnState,
     /// Statements prepared here, by SQL text.
-    pub stmts: HashMap<StmtKey, BackendStmt>,
+    pub stmts: HashMap<StmtKey, BackendStmt, crate::FastHash>,
     /// Status flags of the last response.
     pub status: u16,
     /// Set when the connection can no longer be trusted (i/o error, protocol confusion).
     pub broken: bool,
+    /// When the connection last went back to its pool (for the pool's idle timeout).
     pub last_used: Instant,
 }
 
@@ -186,7 +187,7 @@ impl BackendConn {
             scramble: g.scramble.clone(),
             deprecate_eof: opts.deprecate_eof,
             state: ConnState::default(),
-            stmts: HashMap::new(),
+            stmts: HashMap::default(),
             status: 0,
             broken: false,
             last_used: Instant::now(),
@@ -259,7 +260,6 @@ impl BackendConn {
 
     /// Sends a command packet (sequence id 0).
     pub async fn send_command(&mut self, payload: &[u8]) -> Result<(), BackendError> {
-        self.last_used = Instant::now();
         self.write_packet(0, payload).await
     }
 
@@ -347,7 +347,9 @@ impl BackendConn {
         if let Some(s) = self.stmts.get(key) {
             return Ok(*s);
         }
-        let (stmt, _) = self.prepare(key).await?;
+        // Boxed: a statement is prepared once per connection, and this future is part of
+        // every execute's.
+        let (stmt, _) = Box::pin(self.prepare(key)).await?;
         Ok(stmt)
     }
 
@@ -365,7 +367,7 @@ impl BackendConn {
             if self.state.db.as_deref() != Some(db) {
                 self.query(&format!("USE `{}`", db.replace('`', "``")))
                     .await?;
-                self.state.db = Some(db.clone());
+                self.state.db = Some(db.to_string());
             }
         }
         let sql = &key.sql;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::conn::{BackendConn, ConnState, ConnectOptions};
 use super::BackendError;
@@ -59,14 +59,14 @@ pub struct Pool {
 /// Every pool, by key.
 #[derive(Debug, Default)]
 pub struct Pools {
-    pools: DashMap<PoolKey, Arc<Pool>>,
+    pools: DashMap<PoolKey, Arc<Pool>, crate::FastHash>,
     opts: PoolOptions,
 }
 
 impl Pools {
     pub fn new(opts: PoolOptions) -> Self {
         Pools {
-            pools: DashMap::new(),
+            pools: DashMap::default(),
             opts,
         }
     }
@@ -143,16 +143,25 @@ impl Pool {
         self: Arc<Self>,
         want: Option<&(dyn Fn(&ConnState) -> bool + Sync)>,
     ) -> Result<PooledConn, BackendError> {
-        let started = Instant::now();
-        let permit =
-            tokio::time::timeout(self.opts.wait_timeout, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| BackendError::PoolExhausted {
-                    addr: self.key.addr.to_string(),
-                    max: self.opts.max_per_server,
-                    waited_ms: started.elapsed().as_millis() as u64,
-                })?
-                .map_err(|_| BackendError::Closed(self.key.addr.to_string()))?;
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => {
+                return Err(BackendError::Closed(self.key.addr.to_string()))
+            }
+            // Only a pool at its limit waits (and reads the clock for it).
+            Err(TryAcquireError::NoPermits) => {
+                let started = Instant::now();
+                let wait = self.permits.clone().acquire_owned();
+                tokio::time::timeout(self.opts.wait_timeout, wait)
+                    .await
+                    .map_err(|_| BackendError::PoolExhausted {
+                        addr: self.key.addr.to_string(),
+                        max: self.opts.max_per_server,
+                        waited_ms: started.elapsed().as_millis() as u64,
+                    })?
+                    .map_err(|_| BackendError::Closed(self.key.addr.to_string()))?
+            }
+        };
         loop {
             let candidate = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -184,7 +193,9 @@ impl Pool {
                         connect_timeout: self.opts.connect_timeout,
                         tls: self.opts.tls.clone(),
                     };
-                    let c = BackendConn::connect(&self.key.addr, &opts).await?;
+                    // Boxed: new connections are rare, and the handshake's future (TLS
+                    // included) would otherwise be part of every checkout's.
+                    let c = Box::pin(BackendConn::connect(&self.key.addr, &opts)).await?;
                     return Ok(PooledConn {
                         conn: Some(c),
                         pool: self.clone(),

@@ -194,7 +194,7 @@ where
             })?;
         }
         if infile {
-            send_local_file(conn, client_in.as_deref_mut(), next_seq).await?;
+            Box::pin(send_local_file(conn, client_in.as_deref_mut(), next_seq)).await?;
             continue;
         }
         match conn.reader().fill().await {

@@ -16,7 +16,7 @@ struct Entry {
 }
 
 pub(crate) struct Cache {
-    map: DashMap<Box<str>, Entry>,
+    map: DashMap<Box<str>, Entry, crate::FastHash>,
     capacity: usize,
     /// Approximate entry count: cheaper than `DashMap::len`, which locks every shard.
     len: AtomicUsize,
@@ -28,7 +28,7 @@ pub(crate) struct Cache {
 impl Cache {
     pub fn new(capacity: usize) -> Self {
         Cache {
-            map: DashMap::new(),
+            map: DashMap::default(),
             capacity,
             len: AtomicUsize::new(0),
             sweeping: AtomicBool::new(false),

@@ -175,7 +175,7 @@ pub struct Session {
     xa: Option<Box<xa::XaTxn>>,
     pins: Pins,
     multi_statements: bool,
-    stmts: HashMap<u32, ClientStmt>,
+    stmts: HashMap<u32, ClientStmt, crate::FastHash>,
     next_stmt_id: u32,
     last_prepared: u32,
     /// What the current command is, for the statement counters.
@@ -186,11 +186,13 @@ pub struct Session {
 
 impl Session {
     /// Runs the connection phase and then the command loop until the client leaves.
-    pub async fn serve(ctx: Arc<RouterContext>, stream: TcpStream, id: u32) {
+    pub async fn serve(ctx: Arc<RouterContext>, stream: TcpStream, id: u32, span: tracing::Span) {
+        use tracing::Instrument;
         // The connection phase's futures (TLS handshake, authentication, the first USE) are
         // larger than the command loop's; boxed, they are freed once the client is in
         // instead of sizing the task for as long as the connection lives.
-        let Some(mut session) = Box::pin(Self::login(ctx, stream, id)).await else {
+        let login = Self::login(ctx, stream, id).instrument(span);
+        let Some(mut session) = Box::pin(login).await else {
             return;
         };
         session.list_idle(std::time::Instant::now());
@@ -271,7 +273,7 @@ impl Session {
             xa: None,
             pins: Pins::default(),
             multi_statements: caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
-            stmts: HashMap::new(),
+            stmts: HashMap::default(),
             next_stmt_id: 1,
             last_prepared: 0,
             class: StatementClass::Other,
@@ -342,9 +344,10 @@ impl Session {
                 0x0e => self.reply_ok(seq).await, // COM_PING
                 0x18 => self.stmt_send_long_data(&payload),
                 0x19 => self.stmt_close(&payload),
-                // The futures of commands that go to a backend are several KiB: boxed, they
-                // exist only while the command runs, and the session's task stays small for
-                // the (mostly idle) rest of the connection's life.
+                // The futures of commands that go to a backend are a few KiB (2.5 for a
+                // statement; the rare paths inside are boxed in turn): boxed, they exist only
+                // while the command runs, and the session's task stays small for the (mostly
+                // idle) rest of the connection's life.
                 _ => Box::pin(self.dispatch(command, &payload, seq)).await,
             };
             let elapsed = started.elapsed();
@@ -383,20 +386,22 @@ impl Session {
     }
 
     /// Runs one command (`payload`, starting with the command byte) that may need a backend.
+    /// The future of this function is allocated for every command: the statements (text
+    /// and prepared) run inline, the rarer commands are boxed so as not to size it.
     async fn dispatch(&mut self, command: u8, payload: &[u8], seq: u8) -> Result<(), Failure> {
         match command {
             0x03 => self.query(payload, seq).await,
+            0x17 => self.stmt_execute(payload, seq).await,
             0x02 => {
                 let db = String::from_utf8_lossy(&payload[1..]).into_owned();
-                self.select_db(&db, seq, true).await
+                Box::pin(self.select_db(&db, seq, true)).await
             }
-            0x04 => self.simple(payload, RelayMode::Rows).await, // COM_FIELD_LIST
-            0x09 => self.simple(payload, RelayMode::Single).await, // COM_STATISTICS
-            0x11 => self.change_user(payload, seq).await,
+            0x04 => Box::pin(self.simple(payload, RelayMode::Rows)).await, // COM_FIELD_LIST
+            0x09 => Box::pin(self.simple(payload, RelayMode::Single)).await, // COM_STATISTICS
+            0x11 => Box::pin(self.change_user(payload, seq)).await,
             0x1b => self.set_option(payload, seq).await,
             0x1f => self.reset_connection(seq).await,
-            0x16 => self.stmt_prepare(payload, seq).await,
-            0x17 => self.stmt_execute(payload, seq).await,
+            0x16 => Box::pin(self.stmt_prepare(payload, seq)).await,
             0x1a => self.stmt_reset(payload, seq).await,
             0x1c => self.stmt_fetch(payload, seq).await,
             other => Err(RouterError::UnknownCommand(other).into()),
@@ -452,7 +457,7 @@ impl Session {
         if class.multi && !self.multi_statements {
             return Err(RouterError::MultiStatementsOff.into());
         }
-        self.unpin_unless_diagnostics(&sql, &class);
+        self.unpin_unless_diagnostics(sql.as_bytes(), &class);
         let exec = Exec {
             mode: RelayMode::ResultSet { cursor: false },
             retry_reads: is_read(&class),
@@ -471,9 +476,9 @@ impl Session {
                         )
                         .into());
                     }
-                    return self.xa_end(true, seq).await;
+                    return Box::pin(self.xa_end(true, seq)).await;
                 }
-                StatementKind::Rollback => return self.xa_end(false, seq).await,
+                StatementKind::Rollback => return Box::pin(self.xa_end(false, seq)).await,
                 StatementKind::Other
                     if self.xa.as_ref().is_some_and(|x| x.clusters.len() > 1)
                         && sql
@@ -568,91 +573,11 @@ impl Session {
                 Ok(())
             }
             _ => {
-                let map = self.ctx.shard_map.load();
-                if map.has_sharded_keyspace() {
-                    if let Some((text, first)) =
-                        self.fill_auto_increment(&map, &sql, &class).await?
-                    {
-                        return self.run_filled_insert(&map, &text, first, seq).await;
-                    }
-                    match self
-                        .plan(&map, &sql, &class, self.state.db.clone(), None)
-                        .await?
-                    {
-                        Plan::Unsharded => {
-                            let xa_started =
-                                self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty());
-                            if !class.tables.is_empty() && xa_started {
-                                // Unsharded tables: the branch of the cluster they live on.
-                                let mut clusters: Vec<&str> = class
-                                    .tables
-                                    .iter()
-                                    .map(|t| {
-                                        map.cluster_for_db(
-                                            t.schema.as_deref().or(self.state.db.as_deref()),
-                                        )
-                                    })
-                                    .collect();
-                                clusters.sort_unstable();
-                                clusters.dedup();
-                                if clusters.len() > 1 {
-                                    return Err(RouterError::NotSupported(
-                                        "a statement using tables on several clusters".into(),
-                                    )
-                                    .into());
-                                }
-                                let cluster = clusters[0].to_string();
-                                self.xa_use_cluster(&cluster).await?;
-                            } else if !class.tables.is_empty()
-                                && self.pinned_elsewhere(self.pinned_route.as_ref())
-                            {
-                                return Err(RouterError::NotSupported(
-                                    "a transaction using tables on several clusters \
-                                     (distributed transactions)"
-                                        .into(),
-                                )
-                                .into());
-                            }
-                        }
-                        Plan::Single(target) => {
-                            let outcome =
-                                self.run_on_shard(&target, Cmd::Raw(payload), exec).await?;
-                            self.after_statement(&class, &outcome);
-                            return Ok(());
-                        }
-                        Plan::Every(targets) => {
-                            return self.run_on_every_shard(&targets, &sql, seq).await
-                        }
-                        Plan::Scatter {
-                            targets,
-                            limit,
-                            order,
-                        } => {
-                            return self
-                                .scatter_or_gather(&targets, limit, order, Cmd::Raw(payload), &sql)
-                                .await;
-                        }
-                        Plan::Gather { targets, spec } => {
-                            return self.run_gather(&targets, spec, false).await;
-                        }
-                        Plan::ScatterCount { targets } => {
-                            return self
-                                .run_scatter(&targets, Gather::SumCounts, Cmd::Raw(payload))
-                                .await
-                        }
-                        Plan::KeyspaceDatabases(dbs) => {
-                            return self.run_on_keyspace_databases(&dbs, &sql, seq).await
-                        }
-                        Plan::MultiWrite { parts, copies } => {
-                            return self.xa_write(parts, copies, seq, None).await
-                        }
-                        Plan::NeedsParams | Plan::NeedsColumnPosition { .. } => {
-                            return Err(RouterError::NotSupported(
-                                "`?` placeholders in a text statement on a sharded table".into(),
-                            )
-                            .into())
-                        }
-                        Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
+                if self.ctx.shard_map.load().has_sharded_keyspace() {
+                    // Boxed: the sharded paths' futures are large, and the session's command
+                    // future (allocated per command) stays small for unsharded statements.
+                    if Box::pin(self.query_sharded(payload, &sql, &class, exec, seq)).await? {
+                        return Ok(());
                     }
                 }
                 // A deferred BEGIN starts on the leader, even with a read first.
@@ -667,6 +592,109 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// The sharded part of [`Session::query`]: `true` when the statement was answered here,
+    /// `false` when it runs as an unsharded statement.
+    async fn query_sharded(
+        &mut self,
+        payload: &[u8],
+        sql: &str,
+        class: &Classification,
+        exec: Exec,
+        seq: u8,
+    ) -> Result<bool, Failure> {
+        let map = self.ctx.shard_map.load();
+        if let Some((text, first)) = self.fill_auto_increment(&map, sql, class).await? {
+            return self
+                .run_filled_insert(&map, &text, first, seq)
+                .await
+                .map(|()| true);
+        }
+        match self
+            .plan(&map, sql, class, self.state.db.as_deref(), None)
+            .await?
+        {
+            Plan::Unsharded => {
+                let xa_started = self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty());
+                if !class.tables.is_empty() && xa_started {
+                    // Unsharded tables: the branch of the cluster they live on.
+                    let mut clusters: Vec<&str> = class
+                        .tables
+                        .iter()
+                        .map(|t| {
+                            map.cluster_for_db(t.schema.as_deref().or(self.state.db.as_deref()))
+                        })
+                        .collect();
+                    clusters.sort_unstable();
+                    clusters.dedup();
+                    if clusters.len() > 1 {
+                        return Err(RouterError::NotSupported(
+                            "a statement using tables on several clusters".into(),
+                        )
+                        .into());
+                    }
+                    let cluster = clusters[0].to_string();
+                    self.xa_use_cluster(&cluster).await?;
+                } else if !class.tables.is_empty()
+                    && self.pinned_elsewhere(self.pinned_route.as_ref())
+                {
+                    return Err(RouterError::NotSupported(
+                        "a transaction using tables on several clusters \
+                         (distributed transactions)"
+                            .into(),
+                    )
+                    .into());
+                }
+            }
+            Plan::Single(target) => {
+                let outcome = self.run_on_shard(&target, Cmd::Raw(payload), exec).await?;
+                self.after_statement(class, &outcome);
+                return Ok(true);
+            }
+            Plan::Every(targets) => {
+                return self
+                    .run_on_every_shard(&targets, sql, seq)
+                    .await
+                    .map(|()| true)
+            }
+            Plan::Scatter {
+                targets,
+                limit,
+                order,
+            } => {
+                return self
+                    .scatter_or_gather(&targets, limit, order, Cmd::Raw(payload), sql)
+                    .await
+                    .map(|()| true);
+            }
+            Plan::Gather { targets, spec } => {
+                return self.run_gather(&targets, spec, false).await.map(|()| true);
+            }
+            Plan::ScatterCount { targets } => {
+                return self
+                    .run_scatter(&targets, Gather::SumCounts, Cmd::Raw(payload))
+                    .await
+                    .map(|()| true)
+            }
+            Plan::KeyspaceDatabases(dbs) => {
+                return self
+                    .run_on_keyspace_databases(&dbs, sql, seq)
+                    .await
+                    .map(|()| true)
+            }
+            Plan::MultiWrite { parts, copies } => {
+                return self.xa_write(parts, copies, seq, None).await.map(|()| true)
+            }
+            Plan::NeedsParams | Plan::NeedsColumnPosition { .. } => {
+                return Err(RouterError::NotSupported(
+                    "`?` placeholders in a text statement on a sharded table".into(),
+                )
+                .into())
+            }
+            Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
+        }
+        Ok(false)
     }
 
     /// After a SET ran on the pinned-or-just-used connection, record the new state on it.
@@ -714,14 +742,14 @@ impl Session {
     /// After an error or warnings the session stays on its connection so that SHOW WARNINGS
     /// and the like read them there; any other statement lets it go first (it may need other
     /// shards' connections, or its cluster may have changed leader meanwhile).
-    pub(crate) fn unpin_unless_diagnostics(&mut self, sql: &str, class: &Classification) {
+    pub(crate) fn unpin_unless_diagnostics(&mut self, sql: &[u8], class: &Classification) {
         if !self.pins.next_statement || class.uses_session_functions || class.calc_found_rows {
             return;
         }
         let lower = sql.to_ascii_lowercase();
         let diagnostics = ["warning", "error", "diagnostics", "found_rows", "row_count"]
             .iter()
-            .any(|w| lower.contains(w));
+            .any(|w| lower.windows(w.len()).any(|x| x == w.as_bytes()));
         if !diagnostics {
             self.pins.next_statement = false;
             self.release_if_free();
@@ -781,10 +809,12 @@ impl Session {
                         Some(r) => self.xa_start_sql(&r.cluster.clone()).unwrap_or(begin),
                         None => begin,
                     };
-                    let started = async {
+                    // Boxed, as every rare path of this function: its future is part of
+                    // every command's.
+                    let started = Box::pin(async {
                         self.sync(&mut conn, false).await?;
                         conn.query(&begin).await.map_err(RouterError::from)
-                    }
+                    })
                     .await;
                     if let Err(e) = started {
                         conn.discard();
@@ -825,7 +855,7 @@ impl Session {
                 if let Some(r) = &route {
                     self.ctx.report_failure(&r.addr);
                     RouterMetrics::inc(&self.ctx.metrics.backend_retries);
-                    self.hold(r.version, &r.cluster, deadline, e).await?;
+                    Box::pin(self.hold(r.version, &r.cluster, deadline, e)).await?;
                 }
                 continue;
             }
@@ -852,7 +882,7 @@ impl Session {
                             let err = RouterError::Backend(BackendError::Server(
                                 outcome.error.clone().unwrap_or_else(unreachable_error),
                             ));
-                            self.hold(r.version, &r.cluster, deadline, err).await?;
+                            Box::pin(self.hold(r.version, &r.cluster, deadline, err)).await?;
                             continue;
                         }
                         self.output.push(seq, &payload);
@@ -899,7 +929,7 @@ impl Session {
                         RouterMetrics::inc(&self.ctx.metrics.backend_retries);
                         if let Some(r) = route.as_ref().filter(|r| !self.ctx.route_current(r)) {
                             let e = RouterError::LostDuringQuery { addr: addr.clone() };
-                            self.hold(r.version, &r.cluster, deadline, e).await?;
+                            Box::pin(self.hold(r.version, &r.cluster, deadline, e)).await?;
                         }
                         continue;
                     }
@@ -981,7 +1011,7 @@ impl Session {
                         ))
                     } else {
                         let shard_key = StmtKey {
-                            db: Some(t.database.clone()),
+                            db: Some(t.database.as_str().into()),
                             sql: key.sql.clone(),
                         };
                         let mut c = Cmd::Execute {
@@ -1184,13 +1214,13 @@ impl Session {
         map: &shard_map::ShardMap,
         sql: &str,
         class: &crate::classify::Classification,
-        db: Option<String>,
+        db: Option<&str>,
         params: Option<&[Option<shard_map::KeyValue>]>,
     ) -> Result<Plan, Failure> {
         let mut input = PlanInput {
             sql,
             class,
-            db: db.as_deref(),
+            db,
             params,
             key_position: None,
         };
@@ -1298,7 +1328,7 @@ impl Session {
                     Ok(c) => return Ok((c, Some(route))),
                     Err(e) if e.is_connection_failure() => {
                         self.ctx.report_failure(&route.addr);
-                        self.hold(route.version, &route.cluster, deadline, e.into())
+                        Box::pin(self.hold(route.version, &route.cluster, deadline, e.into()))
                             .await?;
                     }
                     Err(e) => return Err(e.into()),
@@ -1316,7 +1346,7 @@ impl Session {
                             (c.clone(), RouterError::NoLeader { cluster: c })
                         }
                     };
-                    self.hold(version, &cluster, deadline, e).await?;
+                    Box::pin(self.hold(version, &cluster, deadline, e)).await?;
                 }
                 Err(RouteError::Fatal(e)) => return Err(e.into()),
             }
@@ -1444,6 +1474,19 @@ impl Session {
         if s.matches(c) && (!with_insert_id || s.last_insert_id == c.last_insert_id) {
             return Ok(());
         }
+        // Boxed: most statements find the connection in step, and this future is part of
+        // every command's.
+        Box::pin(self.sync_now(conn, with_insert_id)).await
+    }
+
+    /// The round trips of [`Session::sync`] for a connection out of step.
+    async fn sync_now(
+        &self,
+        conn: &mut PooledConn,
+        with_insert_id: bool,
+    ) -> Result<(), RouterError> {
+        let s = &self.state;
+        let c = &conn.state;
         let plan = sync_plan(s, c, with_insert_id);
         if plan.reset {
             conn.change_user_reset(&self.user.name, &self.user.password)

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::backend::{relay, RelayError, RelayMode, StmtKey};
+use crate::backend::{relay, RelayError, RelayMode, RelayOutcome, StmtKey};
 use crate::classify::Classification;
 use crate::context::{RouterMetrics, StatementClass};
 use crate::error::RouterError;
@@ -41,7 +41,7 @@ fn stmt_id(payload: &[u8]) -> Result<u32, RouterError> {
 impl Session {
     pub(super) async fn stmt_prepare(&mut self, payload: &[u8], _seq: u8) -> Result<(), Failure> {
         let key = StmtKey {
-            db: self.state.db.clone(),
+            db: self.state.db.as_deref().map(Arc::from),
             sql: payload[1..].into(),
         };
         let class = self
@@ -58,7 +58,7 @@ impl Session {
         if map.has_sharded_keyspace() {
             let sql = String::from_utf8_lossy(&key.sql);
             match self
-                .plan(&map, &sql, &class, self.state.db.clone(), None)
+                .plan(&map, &sql, &class, self.state.db.as_deref(), None)
                 .await?
             {
                 Plan::Unsharded => {}
@@ -107,7 +107,7 @@ impl Session {
         let sharded = shard_target.is_some();
         let key = match &shard_target {
             Some(t) => StmtKey {
-                db: Some(t.database.clone()),
+                db: Some(t.database.as_str().into()),
                 sql: key.sql.clone(),
             },
             None => key,
@@ -144,7 +144,7 @@ impl Session {
             id,
             ClientStmt {
                 key: StmtKey {
-                    db: self.state.db.clone(),
+                    db: self.state.db.as_deref().map(Arc::from),
                     sql: key.sql.clone(),
                 },
                 sharded,
@@ -288,129 +288,16 @@ impl Session {
         if let Some(why) = self.xa.as_ref().and_then(|x| x.failed.clone()) {
             return Err(RouterError::XaRolledBack(why).into());
         }
-        {
-            let sql = String::from_utf8_lossy(&key.sql).into_owned();
-            self.unpin_unless_diagnostics(&sql, &class);
-        }
+        self.unpin_unless_diagnostics(&key.sql, &class);
         let outcome = if sharded {
-            let params = crate::shard::params::decode_with_long_data(&out, n, &|i| {
-                u16::try_from(i).is_ok_and(|i| long_data.contains_key(&i))
-            });
-            let map = self.ctx.shard_map.load();
-            let sql = String::from_utf8_lossy(&key.sql);
-            if long_data.is_empty() && self.writes_auto_increment(&map, &sql, &class).await? {
-                // Generated ids are written into the text: the parameters become literals.
-                let text = crate::shard::literals::literals(&out, n)
-                    .and_then(|lits| crate::shard::literals::substitute(&sql, &lits));
-                if let Some(text) = text {
-                    let text_class = self.ctx.classifier.classify(&text);
-                    if let Some((filled, first)) =
-                        self.fill_auto_increment(&map, &text, &text_class).await?
-                    {
-                        return self.run_filled_insert(&map, &filled, first, _seq).await;
-                    }
-                }
+            // Boxed: the sharded paths' futures are large, and the session's command future
+            // (allocated per command) stays small for the common unsharded statement.
+            let sharded =
+                Box::pin(self.execute_sharded(&key, &class, &mut out, n, &long_data, exec, _seq));
+            match sharded.await? {
+                Some(outcome) => outcome,
+                None => return Ok(()),
             }
-            let t = match self
-                .plan(&map, &sql, &class, key.db.clone(), Some(&params))
-                .await?
-            {
-                Plan::Single(t) => t,
-                Plan::Scatter {
-                    targets,
-                    limit,
-                    order,
-                } => {
-                    // Only needed when a sorted scatter turns into a merged read.
-                    let literal = if order.is_empty() {
-                        None
-                    } else {
-                        crate::shard::params::literal_sql(&sql, &out, n)
-                    };
-                    let literal = literal.unwrap_or_default();
-                    let cmd = Cmd::Execute {
-                        key: &key,
-                        packet: &mut out,
-                        long_data: &long_data,
-                    };
-                    self.scatter_or_gather(&targets, limit, order, cmd, &literal)
-                        .await?;
-                    return Ok(());
-                }
-                Plan::Gather { .. } | Plan::NeedsParams => {
-                    return self.execute_gathered(&sql, &out, n, &long_data).await;
-                }
-                Plan::ScatterCount { targets } => {
-                    let cmd = Cmd::Execute {
-                        key: &key,
-                        packet: &mut out,
-                        long_data: &long_data,
-                    };
-                    self.run_scatter(&targets, Gather::SumCounts, cmd).await?;
-                    return Ok(());
-                }
-                Plan::MultiWrite { .. } => {
-                    // The text is cut by shard: the parameters become literals in it.
-                    if !long_data.is_empty() {
-                        return Err(RouterError::NotSupported(
-                            "long data parameters in a write over several shards".into(),
-                        )
-                        .into());
-                    }
-                    let text = crate::shard::literals::literals(&out, n)
-                        .and_then(|lits| crate::shard::literals::substitute(&sql, &lits))
-                        .ok_or_else(|| {
-                            RouterError::NotSupported(
-                                "parameter types of this write over several shards".into(),
-                            )
-                        })?;
-                    let class = self.ctx.classifier.classify(&text);
-                    match self.plan(&map, &text, &class, key.db.clone(), None).await? {
-                        Plan::MultiWrite { parts, copies } => {
-                            return self.xa_write(parts, copies, _seq, None).await
-                        }
-                        Plan::Single(t) => {
-                            let cmd_text = {
-                                let mut p = Vec::with_capacity(text.len() + 1);
-                                p.push(0x03);
-                                p.extend_from_slice(text.as_bytes());
-                                p
-                            };
-                            let exec = Exec {
-                                mode: RelayMode::ResultSet { cursor: false },
-                                ..exec
-                            };
-                            let outcome = self.run_on_shard(&t, Cmd::Raw(&cmd_text), exec).await?;
-                            self.after_statement(&class, &outcome);
-                            return Ok(());
-                        }
-                        Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
-                        _ => {
-                            return Err(RouterError::NotSupported(
-                                "this prepared write over several shards".into(),
-                            )
-                            .into())
-                        }
-                    }
-                }
-                Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
-                _ => {
-                    return Err(RouterError::NotSupported(
-                        "this prepared statement on a sharded table".into(),
-                    )
-                    .into())
-                }
-            };
-            let shard_key = StmtKey {
-                db: Some(t.database.clone()),
-                sql: key.sql.clone(),
-            };
-            let cmd = Cmd::Execute {
-                key: &shard_key,
-                packet: &mut out,
-                long_data: &long_data,
-            };
-            self.run_on_shard(&t, cmd, exec).await?
         } else {
             let cmd = Cmd::Execute {
                 key: &key,
@@ -426,6 +313,151 @@ impl Session {
         }
         self.after_statement(&class, &outcome);
         Ok(())
+    }
+
+    /// The sharded part of [`Session::stmt_execute`]: planned from the parameters, run on one
+    /// shard (its outcome returned) or over several (answered here, `None`).
+    #[allow(clippy::too_many_arguments)]
+    async fn execute_sharded(
+        &mut self,
+        key: &StmtKey,
+        class: &Classification,
+        out: &mut Vec<u8>,
+        n: usize,
+        long_data: &HashMap<u16, Vec<u8>>,
+        exec: Exec,
+        _seq: u8,
+    ) -> Result<Option<RelayOutcome>, Failure> {
+        let params = crate::shard::params::decode_with_long_data(&*out, n, &|i| {
+            u16::try_from(i).is_ok_and(|i| long_data.contains_key(&i))
+        });
+        let map = self.ctx.shard_map.load();
+        let sql = String::from_utf8_lossy(&key.sql);
+        if long_data.is_empty() && self.writes_auto_increment(&map, &sql, class).await? {
+            // Generated ids are written into the text: the parameters become literals.
+            let text = crate::shard::literals::literals(&*out, n)
+                .and_then(|lits| crate::shard::literals::substitute(&sql, &lits));
+            if let Some(text) = text {
+                let text_class = self.ctx.classifier.classify(&text);
+                if let Some((filled, first)) =
+                    self.fill_auto_increment(&map, &text, &text_class).await?
+                {
+                    return self
+                        .run_filled_insert(&map, &filled, first, _seq)
+                        .await
+                        .map(|()| None);
+                }
+            }
+        }
+        let t = match self
+            .plan(&map, &sql, class, key.db.as_deref(), Some(&params))
+            .await?
+        {
+            Plan::Single(t) => t,
+            Plan::Scatter {
+                targets,
+                limit,
+                order,
+            } => {
+                // Only needed when a sorted scatter turns into a merged read.
+                let literal = if order.is_empty() {
+                    None
+                } else {
+                    crate::shard::params::literal_sql(&sql, &*out, n)
+                };
+                let literal = literal.unwrap_or_default();
+                let cmd = Cmd::Execute {
+                    key,
+                    packet: &mut *out,
+                    long_data,
+                };
+                self.scatter_or_gather(&targets, limit, order, cmd, &literal)
+                    .await?;
+                return Ok(None);
+            }
+            Plan::Gather { .. } | Plan::NeedsParams => {
+                return self
+                    .execute_gathered(&sql, &*out, n, long_data)
+                    .await
+                    .map(|()| None);
+            }
+            Plan::ScatterCount { targets } => {
+                let cmd = Cmd::Execute {
+                    key,
+                    packet: &mut *out,
+                    long_data,
+                };
+                self.run_scatter(&targets, Gather::SumCounts, cmd).await?;
+                return Ok(None);
+            }
+            Plan::MultiWrite { .. } => {
+                // The text is cut by shard: the parameters become literals in it.
+                if !long_data.is_empty() {
+                    return Err(RouterError::NotSupported(
+                        "long data parameters in a write over several shards".into(),
+                    )
+                    .into());
+                }
+                let text = crate::shard::literals::literals(&*out, n)
+                    .and_then(|lits| crate::shard::literals::substitute(&sql, &lits))
+                    .ok_or_else(|| {
+                        RouterError::NotSupported(
+                            "parameter types of this write over several shards".into(),
+                        )
+                    })?;
+                let class = self.ctx.classifier.classify(&text);
+                match self
+                    .plan(&map, &text, &class, key.db.as_deref(), None)
+                    .await?
+                {
+                    Plan::MultiWrite { parts, copies } => {
+                        return self
+                            .xa_write(parts, copies, _seq, None)
+                            .await
+                            .map(|()| None)
+                    }
+                    Plan::Single(t) => {
+                        let cmd_text = {
+                            let mut p = Vec::with_capacity(text.len() + 1);
+                            p.push(0x03);
+                            p.extend_from_slice(text.as_bytes());
+                            p
+                        };
+                        let exec = Exec {
+                            mode: RelayMode::ResultSet { cursor: false },
+                            ..exec
+                        };
+                        let outcome = self.run_on_shard(&t, Cmd::Raw(&cmd_text), exec).await?;
+                        self.after_statement(&class, &outcome);
+                        return Ok(None);
+                    }
+                    Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
+                    _ => {
+                        return Err(RouterError::NotSupported(
+                            "this prepared write over several shards".into(),
+                        )
+                        .into())
+                    }
+                }
+            }
+            Plan::Refuse(why) => return Err(RouterError::NotSupported(why).into()),
+            _ => {
+                return Err(RouterError::NotSupported(
+                    "this prepared statement on a sharded table".into(),
+                )
+                .into())
+            }
+        };
+        let shard_key = StmtKey {
+            db: Some(t.database.as_str().into()),
+            sql: key.sql.clone(),
+        };
+        let cmd = Cmd::Execute {
+            key: &shard_key,
+            packet: &mut *out,
+            long_data,
+        };
+        Ok(Some(self.run_on_shard(&t, cmd, exec).await?))
     }
 
     /// An execute whose result the router merges: the parameters are written into the
@@ -451,7 +483,7 @@ impl Session {
         let class = self.ctx.classifier.classify(&literal);
         let map = self.ctx.shard_map.load();
         let targets = match self
-            .plan(&map, &literal, &class, self.state.db.clone(), None)
+            .plan(&map, &literal, &class, self.state.db.as_deref(), None)
             .await?
         {
             Plan::Single(t) => vec![t],
