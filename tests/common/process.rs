@@ -9,8 +9,24 @@ use mysql_async::prelude::*;
 
 use super::{eventually, opts_for, TestEnv};
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a server the test starts a moment later. It is
+/// taken below the kernel's ephemeral range: a port from that range (what binding port 0
+/// gives) can be taken in between as the local port of any outgoing connection on the
+/// machine, and the server then fails to start (seen once with HAProxy, whose ports are
+/// picked before a cluster starts).
 pub fn free_port() -> u16 {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_start > 12_000 {
+        for _ in 0..1000 {
+            let port = rand::random_range(10_000..ephemeral_start);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
