@@ -1,15 +1,19 @@
 //! Micro-benchmarks of the router's hot path: classifying a statement (cache hit and miss),
-//! normalising it, and relaying a result set of N rows from a backend socket to a client
-//! socket (loopback TCP, the same code path as production).
+//! normalising it, planning it on a shard map (the shard a key goes to), relaying a result set
+//! of N rows from a backend socket to a client socket, and merging K shards' sorted results
+//! (loopback TCP to fake backends, the same code path as production).
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use router::backend::merge::merge_sorted;
 use router::backend::{relay, BackendConn, ConnectOptions, RelayMode};
 use router::classify::{normalize, Classifier};
 use router::protocol::packet::frame;
 use router::protocol::{PacketReader, PacketWriter};
+use router::shard::plan::{parse_one, plan, Plan, PlanInput};
+use shard_map::{KeyValue, ShardMap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -77,6 +81,42 @@ async fn fake_backend(listener: TcpListener, response: Vec<u8>) {
     }
 }
 
+/// A connection to a new fake backend that answers every command with `response`.
+async fn backend(response: Vec<u8>) -> BackendConn {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(fake_backend(listener, response));
+    let opts = ConnectOptions {
+        user: "u".into(),
+        password: "p".into(),
+        deprecate_eof: true,
+        found_rows: false,
+        connect_timeout: Duration::from_secs(2),
+        tls: None,
+    };
+    BackendConn::connect(&addr, &opts).await.unwrap()
+}
+
+type ClientWriter = PacketWriter<tokio::net::tcp::OwnedWriteHalf>;
+
+/// The "client": a socket pair whose far end is drained by a task (abort it when done).
+async fn client() -> (ClientWriter, tokio::task::JoinHandle<()>) {
+    let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let client = TcpStream::connect(sink_addr).await.unwrap();
+    let (mut far, _) = sink.accept().await.unwrap();
+    let drain = tokio::spawn(async move {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = far.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let (_, w) = client.into_split();
+    (PacketWriter::new(w), drain)
+}
+
 /// A text result set of `rows` rows of one 100-byte column, DEPRECATE_EOF style.
 fn result_set(rows: usize) -> Vec<u8> {
     let mut out = Vec::new();
@@ -107,35 +147,8 @@ fn relay_rows(c: &mut Criterion) {
     for rows in [1usize, 100, 10_000] {
         let response = result_set(rows);
         g.throughput(Throughput::Bytes(response.len() as u64));
-        let (mut conn, mut client_w, drain) = rt.block_on(async {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap().to_string();
-            tokio::spawn(fake_backend(listener, response.clone()));
-            let opts = ConnectOptions {
-                user: "u".into(),
-                password: "p".into(),
-                deprecate_eof: true,
-                found_rows: false,
-                connect_timeout: Duration::from_secs(2),
-                tls: None,
-            };
-            let conn = BackendConn::connect(&addr, &opts).await.unwrap();
-            // The "client": a socket pair whose far end is drained by a task.
-            let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let sink_addr = sink.local_addr().unwrap();
-            let client = TcpStream::connect(sink_addr).await.unwrap();
-            let (mut far, _) = sink.accept().await.unwrap();
-            let drain = tokio::spawn(async move {
-                let mut buf = vec![0u8; 1 << 16];
-                while let Ok(n) = far.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            });
-            let (_, w) = client.into_split();
-            (conn, PacketWriter::new(w), drain)
-        });
+        let (mut conn, (mut client_w, drain)) =
+            rt.block_on(async { (backend(response.clone()).await, client().await) });
         g.bench_with_input(BenchmarkId::from_parameter(rows), &rows, |b, _| {
             b.iter(|| {
                 rt.block_on(async {
@@ -160,5 +173,134 @@ fn relay_rows(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, classify, relay_rows);
+/// A text result set of one `INT NOT NULL` column `id` holding `values` in their order,
+/// DEPRECATE_EOF style.
+fn int_result_set(values: impl Iterator<Item = u64>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut seq = frame(1, &[1], &mut out);
+    let mut col = Vec::new();
+    for part in ["def", "sbtest", "t", "t", "id", "id"] {
+        col.push(part.len() as u8);
+        col.extend_from_slice(part.as_bytes());
+    }
+    // binary charset, length 11, LONG, NOT NULL, no decimals
+    col.extend_from_slice(&[0x0c, 63, 0, 11, 0, 0, 0, 3, 1, 0, 0, 0, 0]);
+    seq = frame(seq, &col, &mut out);
+    for v in values {
+        let text = v.to_string();
+        let mut row = vec![text.len() as u8];
+        row.extend_from_slice(text.as_bytes());
+        seq = frame(seq, &row, &mut out);
+    }
+    frame(seq, &[0xfe, 0, 0, 2, 0, 0, 0], &mut out);
+    out
+}
+
+/// K shards' sorted results (1,000 rows each, interleaved values) merged into one stream.
+fn merge_streams(c: &mut Criterion) {
+    const ROWS: u64 = 1_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("merge_sorted");
+    g.measurement_time(Duration::from_secs(4));
+    let order = [("id".to_string(), false)];
+    for k in [2u64, 4, 8] {
+        g.throughput(Throughput::Elements(k * ROWS));
+        let (mut conns, (mut client_w, drain)) = rt.block_on(async {
+            let mut conns = Vec::new();
+            for shard in 0..k {
+                let values = (0..ROWS).map(move |i| i * k + shard);
+                conns.push(backend(int_result_set(values)).await);
+            }
+            (conns, client().await)
+        });
+        g.bench_with_input(BenchmarkId::from_parameter(k), &k, |b, _| {
+            b.iter(|| {
+                rt.block_on(async {
+                    for conn in conns.iter_mut() {
+                        conn.send_command(b"\x03SELECT id FROM t ORDER BY id")
+                            .await
+                            .unwrap();
+                    }
+                    let mut shards: Vec<&mut BackendConn> = conns.iter_mut().collect();
+                    let rows = merge_sorted(&mut shards, &mut client_w, true, None, &order, false)
+                        .await
+                        .unwrap();
+                    assert_eq!(rows, k * ROWS);
+                })
+            })
+        });
+        drain.abort();
+    }
+    g.finish();
+}
+
+/// The shard a point select goes to, on a `hash` vindex over four shards: a prepared
+/// statement's parameter (its syntax tree parsed at prepare, and parsed again as before),
+/// a literal in a text statement (parsed each time); and a read that must go everywhere.
+fn shard_target(c: &mut Criterion) {
+    let map = ShardMap::from_json(
+        r#"{"keyspaces": [{
+          "name": "app", "default_cluster": "c1",
+          "shards": [{"name": "-40", "cluster": "c1"}, {"name": "40-80", "cluster": "c2"},
+                     {"name": "80-c0", "cluster": "c1"}, {"name": "c0-", "cluster": "c2"}],
+          "tables": [{"name": "customers", "kind": "sharded", "column": "id", "vindex": "hash"}]
+        }]}"#,
+    )
+    .unwrap()
+    .validated(&["c1", "c2"])
+    .unwrap();
+    let classifier = Classifier::new(64);
+    let mut g = c.benchmark_group("shard_target");
+    let param = Some(vec![Some(KeyValue::Int(4242))]);
+    let point = "SELECT name FROM customers WHERE id = ?";
+    // A prepared statement's execute: its syntax tree was parsed once, at prepare.
+    let prepared = parse_one(point);
+    let cases = [
+        (
+            "point_select_prepared",
+            point,
+            param.clone(),
+            prepared.as_ref(),
+        ),
+        ("point_select_param_unparsed", point, param, None),
+        (
+            "point_select_literal",
+            "SELECT name FROM customers WHERE id = 4242",
+            None,
+            None,
+        ),
+        (
+            "scatter",
+            "SELECT name FROM customers WHERE name = 'x'",
+            None,
+            None,
+        ),
+    ];
+    for (name, sql, params, parsed) in cases {
+        let class = classifier.classify(sql);
+        let input = PlanInput {
+            sql,
+            class: &class,
+            db: Some("app"),
+            params: params.as_deref(),
+            key_position: None,
+            parsed,
+        };
+        let planned = plan(&map, input);
+        assert!(
+            matches!(
+                (name, &planned),
+                ("scatter", Plan::Scatter { .. }) | (_, Plan::Single(_))
+            ),
+            "{name}: {planned:?}"
+        );
+        g.bench_function(name, |b| b.iter(|| black_box(plan(&map, black_box(input)))));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, classify, shard_target, relay_rows, merge_streams);
 criterion_main!(benches);

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use router::classify::Classifier;
-use router::shard::plan::{plan, PlanInput};
+use router::shard::plan::{parse_one, plan, PlanInput};
 use shard_map::{KeyValue, ShardMap};
 
 fn map() -> &'static ShardMap {
@@ -51,6 +51,8 @@ fuzz_target!(|data: &[u8]| {
             _ => Some(KeyValue::Str(vec![*b; 3])),
         })
         .collect();
+    // With parameters, as a prepared statement: the syntax tree parsed once beforehand.
+    let parsed = parse_one(&sql);
     for db in [Some("app"), None, Some("other")] {
         for p in [None, Some(params.as_slice())] {
             for key_position in [None, Some(0), Some(3)] {
@@ -62,6 +64,7 @@ fuzz_target!(|data: &[u8]| {
                         db,
                         params: p,
                         key_position,
+                        parsed: p.and(parsed.as_ref()),
                     },
                 );
             }

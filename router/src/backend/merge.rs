@@ -278,7 +278,7 @@ fn cmp_keys(a: &[Key], b: &[Key], desc: &[bool]) -> Ordering {
 }
 
 /// See [`super::scatter::concat`]: the sorted merge.
-pub(crate) async fn merge_sorted<W: AsyncWrite + Unpin>(
+pub async fn merge_sorted<W: AsyncWrite + Unpin>(
     conns: &mut [&mut BackendConn],
     client: &mut PacketWriter<W>,
     deprecate_eof: bool,

@@ -3,7 +3,7 @@
 
 pub mod aggregate;
 pub mod conn;
-mod merge;
+pub mod merge;
 pub mod pool;
 pub mod relay;
 pub mod scatter;

@@ -96,7 +96,7 @@ impl Session {
     ) -> Result<(), Failure> {
         let class = self.ctx.classifier.classify(text);
         match self
-            .plan(map, text, &class, self.state.db.as_deref(), None)
+            .plan(map, text, &class, self.state.db.as_deref(), None, None)
             .await?
         {
             Plan::Single(t) => {

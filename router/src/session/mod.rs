@@ -612,7 +612,7 @@ impl Session {
                 .map(|()| true);
         }
         match self
-            .plan(&map, sql, class, self.state.db.as_deref(), None)
+            .plan(&map, sql, class, self.state.db.as_deref(), None, None)
             .await?
         {
             Plan::Unsharded => {
@@ -1208,7 +1208,8 @@ impl Session {
     }
 
     /// Plans a statement on the shard map; an INSERT without a column list gets its key
-    /// column's position from a shard's catalog (cached) and is planned again.
+    /// column's position from a shard's catalog (cached) and is planned again. `parsed` is
+    /// `sql` already parsed, when it is (a prepared statement's).
     pub(crate) async fn plan(
         &self,
         map: &shard_map::ShardMap,
@@ -1216,6 +1217,7 @@ impl Session {
         class: &crate::classify::Classification,
         db: Option<&str>,
         params: Option<&[Option<shard_map::KeyValue>]>,
+        parsed: Option<&sqlparser::ast::Statement>,
     ) -> Result<Plan, Failure> {
         let mut input = PlanInput {
             sql,
@@ -1223,6 +1225,7 @@ impl Session {
             db,
             params,
             key_position: None,
+            parsed,
         };
         let first = shard::plan(map, input);
         let Plan::NeedsColumnPosition {

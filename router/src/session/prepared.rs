@@ -27,6 +27,8 @@ pub(crate) struct ClientStmt {
     pub cursor_open: bool,
     /// On a sharded table: planned again at each execute, from its parameters.
     pub sharded: bool,
+    /// A sharded statement's syntax tree, parsed once here for the planner of every execute.
+    pub parsed: Option<Arc<sqlparser::ast::Statement>>,
 }
 
 const CURSOR_TYPE_READ_ONLY: u8 = 0x01;
@@ -58,7 +60,7 @@ impl Session {
         if map.has_sharded_keyspace() {
             let sql = String::from_utf8_lossy(&key.sql);
             match self
-                .plan(&map, &sql, &class, self.state.db.as_deref(), None)
+                .plan(&map, &sql, &class, self.state.db.as_deref(), None, None)
                 .await?
             {
                 Plan::Unsharded => {}
@@ -105,6 +107,11 @@ impl Session {
             }
         }
         let sharded = shard_target.is_some();
+        let parsed = if sharded {
+            crate::shard::plan::parse_one(&String::from_utf8_lossy(&key.sql)).map(Arc::new)
+        } else {
+            None
+        };
         let key = match &shard_target {
             Some(t) => StmtKey {
                 db: Some(t.database.as_str().into()),
@@ -148,6 +155,7 @@ impl Session {
                     sql: key.sql.clone(),
                 },
                 sharded,
+                parsed,
                 class,
                 params: stmt.params,
                 param_types: None,
@@ -273,6 +281,7 @@ impl Session {
         let cursor = flags & CURSOR_TYPE_READ_ONLY != 0;
         let key = stmt.key.clone();
         let sharded = stmt.sharded;
+        let parsed = stmt.parsed.clone();
         let class = stmt.class.clone();
         let long_data = std::mem::take(&mut stmt.long_data);
         let target = if is_read(&class) && !self.pins.any() && !cursor {
@@ -292,8 +301,16 @@ impl Session {
         let outcome = if sharded {
             // Boxed: the sharded paths' futures are large, and the session's command future
             // (allocated per command) stays small for the common unsharded statement.
-            let sharded =
-                Box::pin(self.execute_sharded(&key, &class, &mut out, n, &long_data, exec, _seq));
+            let sharded = Box::pin(self.execute_sharded(
+                &key,
+                &class,
+                parsed.as_deref(),
+                &mut out,
+                n,
+                &long_data,
+                exec,
+                _seq,
+            ));
             match sharded.await? {
                 Some(outcome) => outcome,
                 None => return Ok(()),
@@ -322,6 +339,7 @@ impl Session {
         &mut self,
         key: &StmtKey,
         class: &Classification,
+        parsed: Option<&sqlparser::ast::Statement>,
         out: &mut Vec<u8>,
         n: usize,
         long_data: &HashMap<u16, Vec<u8>>,
@@ -350,7 +368,7 @@ impl Session {
             }
         }
         let t = match self
-            .plan(&map, &sql, class, key.db.as_deref(), Some(&params))
+            .plan(&map, &sql, class, key.db.as_deref(), Some(&params), parsed)
             .await?
         {
             Plan::Single(t) => t,
@@ -407,7 +425,7 @@ impl Session {
                     })?;
                 let class = self.ctx.classifier.classify(&text);
                 match self
-                    .plan(&map, &text, &class, key.db.as_deref(), None)
+                    .plan(&map, &text, &class, key.db.as_deref(), None, None)
                     .await?
                 {
                     Plan::MultiWrite { parts, copies } => {
@@ -483,7 +501,7 @@ impl Session {
         let class = self.ctx.classifier.classify(&literal);
         let map = self.ctx.shard_map.load();
         let targets = match self
-            .plan(&map, &literal, &class, self.state.db.as_deref(), None)
+            .plan(&map, &literal, &class, self.state.db.as_deref(), None, None)
             .await?
         {
             Plan::Single(t) => vec![t],

@@ -92,6 +92,9 @@ pub struct PlanInput<'a> {
     pub params: Option<&'a [Option<KeyValue>]>,
     /// For an INSERT without a column list: the shard key column's position in the table.
     pub key_position: Option<usize>,
+    /// `sql` already parsed (a prepared statement's, parsed once when it was prepared);
+    /// `None`: the planner parses it when it needs the syntax tree.
+    pub parsed: Option<&'a Statement>,
 }
 
 /// A sharded or reference table a statement uses.
@@ -250,6 +253,16 @@ fn keyspace_database_ddl(map: &ShardMap, input: PlanInput<'_>) -> Option<Plan> {
     Some(Plan::KeyspaceDatabases(dbs))
 }
 
+/// Parses `sql` as one statement (MySQL dialect); `None` when it is not exactly one the
+/// parser reads. What the planner reads the syntax of, and what a prepared statement on a
+/// sharded table keeps from its prepare.
+pub fn parse_one(sql: &str) -> Option<Statement> {
+    match Parser::parse_sql(&MySqlDialect {}, sql) {
+        Ok(mut v) if v.len() == 1 => v.pop(),
+        _ => None,
+    }
+}
+
 /// A single sharded table: find the shard from the key's values.
 fn plan_single_table(
     ks: &KeyspaceMap,
@@ -257,11 +270,18 @@ fn plan_single_table(
     t: &ShardedTable,
     input: PlanInput<'_>,
 ) -> Plan {
-    let stmt = match Parser::parse_sql(&MySqlDialect {}, input.sql) {
-        Ok(mut v) if v.len() == 1 => v.remove(0),
-        _ => return Plan::Refuse(format!("this statement on sharded table `{table}`")),
+    let owned;
+    let stmt = match input.parsed {
+        Some(s) => s,
+        None => match parse_one(input.sql) {
+            Some(s) => {
+                owned = s;
+                &owned
+            }
+            None => return Plan::Refuse(format!("this statement on sharded table `{table}`")),
+        },
     };
-    if let Some(name) = sharded_table_in_subquery(ks, &stmt) {
+    if let Some(name) = sharded_table_in_subquery(ks, stmt) {
         return Plan::Refuse(format!(
             "subqueries or derived tables reading sharded table `{name}`"
         ));
@@ -275,7 +295,7 @@ fn plan_single_table(
     // With a `numeric` vindex, the key's bounds in WHERE (`BETWEEN`, `<`, `>=`...): only the
     // shards whose ranges meet them are read.
     let mut range: Option<(u64, u64)> = None;
-    let values = match &stmt {
+    let values = match stmt {
         Statement::Query(q) => match q.body.as_ref() {
             SetExpr::Select(s) => {
                 let keys = if super::join::is_join(&s.from)
@@ -306,7 +326,7 @@ fn plan_single_table(
                          joins or subqueries"
                     ));
                 }
-                return match super::gather::union_all(&stmt, input.class) {
+                return match super::gather::union_all(stmt, input.class) {
                     Ok(limit) => Plan::Scatter {
                         targets: ks.all_shards().to_vec(),
                         limit,
@@ -337,10 +357,10 @@ fn plan_single_table(
         _ => return Plan::Refuse(format!("this statement on sharded table `{table}`")),
     };
     if matches!(stmt, Statement::Update(_) | Statement::Delete(_)) {
-        return super::split::plan_write(ks, table, t, &stmt, values, input.sql);
+        return super::split::plan_write(ks, table, t, stmt, values, input.sql);
     }
-    let concat = concat_safe(&stmt, input.class);
-    let counts = counts_only(&stmt, input.class);
+    let concat = concat_safe(stmt, input.class);
+    let counts = counts_only(stmt, input.class);
     let Some(values) = values else {
         let targets = match range {
             Some((lo, hi)) if lo <= hi => ks.shards_for_range(lo, hi).to_vec(),
@@ -355,7 +375,7 @@ fn plan_single_table(
             return Plan::ScatterCount { targets };
         }
         if concat.is_err() {
-            return gathered(&stmt, input, table, targets);
+            return gathered(stmt, input, table, targets);
         }
         let (limit, order) = concat.unwrap_or_default();
         return Plan::Scatter {
@@ -369,14 +389,14 @@ fn plan_single_table(
         let v = match v {
             Key::Known(v) => v,
             Key::Param => return Plan::NeedsParams,
-            Key::Unusable => return scatter_all(ks, concat, &stmt, input, table),
+            Key::Unusable => return scatter_all(ks, concat, stmt, input, table),
         };
         match ks.shard_for_read(t, &v) {
             ShardLookup::One(s) => {
                 targets.insert(s.shard.clone(), s.clone());
             }
             ShardLookup::Nowhere => {}
-            ShardLookup::All(_) => return scatter_all(ks, concat, &stmt, input, table),
+            ShardLookup::All(_) => return scatter_all(ks, concat, stmt, input, table),
         }
     }
     match targets.len() {
@@ -395,7 +415,7 @@ fn plan_single_table(
                 limit,
                 order,
             },
-            Err(_) => gathered(&stmt, input, table, targets.into_values().collect()),
+            Err(_) => gathered(stmt, input, table, targets.into_values().collect()),
         },
     }
 }
@@ -1049,6 +1069,7 @@ mod tests {
                 db: Some("app"),
                 params,
                 key_position: None,
+                parsed: None,
             },
         )
     }
