@@ -117,24 +117,41 @@ async fn client() -> (ClientWriter, tokio::task::JoinHandle<()>) {
     (PacketWriter::new(w), drain)
 }
 
-/// A text result set of `rows` rows of one 100-byte column, DEPRECATE_EOF style.
-fn result_set(rows: usize) -> Vec<u8> {
+/// A text result set of one column (its definition `col`) and these rows, DEPRECATE_EOF
+/// style.
+fn one_column_result(col: &[u8], rows: impl Iterator<Item = Vec<u8>>) -> Vec<u8> {
     let mut out = Vec::new();
     let mut seq = frame(1, &[1], &mut out);
-    let mut col = Vec::new();
-    for part in ["def", "sbtest", "sbtest1", "sbtest1", "c", "c"] {
-        col.push(part.len() as u8);
-        col.extend_from_slice(part.as_bytes());
-    }
-    col.extend_from_slice(&[0x0c, 45, 0, 120, 0, 0, 0, 254, 0, 0, 0, 0, 0]);
-    seq = frame(seq, &col, &mut out);
-    let mut row = vec![100u8];
-    row.extend(std::iter::repeat_n(b'x', 100));
-    for _ in 0..rows {
+    seq = frame(seq, col, &mut out);
+    for row in rows {
         seq = frame(seq, &row, &mut out);
     }
     frame(seq, &[0xfe, 0, 0, 2, 0, 0, 0], &mut out);
     out
+}
+
+/// The definition of column `name` of table `sbtest.<table>`.
+fn column_def(table: &str, name: &str, charset: u8, length: u32, kind: u8, flags: u16) -> Vec<u8> {
+    let mut col = Vec::new();
+    for part in ["def", "sbtest", table, table, name, name] {
+        col.push(part.len() as u8);
+        col.extend_from_slice(part.as_bytes());
+    }
+    col.push(0x0c);
+    col.extend_from_slice(&u16::from(charset).to_le_bytes());
+    col.extend_from_slice(&length.to_le_bytes());
+    col.push(kind);
+    col.extend_from_slice(&flags.to_le_bytes());
+    col.extend_from_slice(&[0, 0, 0]); // decimals, filler
+    col
+}
+
+/// A text result set of `rows` rows of one 100-byte `utf8mb4` column.
+fn result_set(rows: usize) -> Vec<u8> {
+    let col = column_def("sbtest1", "c", 45, 120, 254, 0);
+    let mut row = vec![100u8];
+    row.extend(std::iter::repeat_n(b'x', 100));
+    one_column_result(&col, std::iter::repeat_n(row, rows))
 }
 
 fn relay_rows(c: &mut Criterion) {
@@ -173,27 +190,19 @@ fn relay_rows(c: &mut Criterion) {
     g.finish();
 }
 
-/// A text result set of one `INT NOT NULL` column `id` holding `values` in their order,
-/// DEPRECATE_EOF style.
+/// A text result set of one `INT NOT NULL` column `id` holding `values` in their order.
 fn int_result_set(values: impl Iterator<Item = u64>) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut seq = frame(1, &[1], &mut out);
-    let mut col = Vec::new();
-    for part in ["def", "sbtest", "t", "t", "id", "id"] {
-        col.push(part.len() as u8);
-        col.extend_from_slice(part.as_bytes());
-    }
-    // binary charset, length 11, LONG, NOT NULL, no decimals
-    col.extend_from_slice(&[0x0c, 63, 0, 11, 0, 0, 0, 3, 1, 0, 0, 0, 0]);
-    seq = frame(seq, &col, &mut out);
-    for v in values {
-        let text = v.to_string();
-        let mut row = vec![text.len() as u8];
-        row.extend_from_slice(text.as_bytes());
-        seq = frame(seq, &row, &mut out);
-    }
-    frame(seq, &[0xfe, 0, 0, 2, 0, 0, 0], &mut out);
-    out
+    // binary charset, length 11, LONG, NOT NULL
+    let col = column_def("t", "id", 63, 11, 3, 1);
+    one_column_result(
+        &col,
+        values.map(|v| {
+            let text = v.to_string();
+            let mut row = vec![text.len() as u8];
+            row.extend_from_slice(text.as_bytes());
+            row
+        }),
+    )
 }
 
 /// K shards' sorted results (1,000 rows each, interleaved values) merged into one stream.
