@@ -18,11 +18,7 @@ pub fn auto_increment_rows(
     table_pos: usize,
 ) -> Option<(Option<usize>, Vec<bool>)> {
     use sqlparser::ast::{SetExpr, Value};
-    let stmt = match sqlparser::parser::Parser::parse_sql(&MySqlDialect {}, sql) {
-        Ok(mut v) if v.len() == 1 => v.remove(0),
-        _ => return None,
-    };
-    let Statement::Insert(i) = stmt else {
+    let Some(Statement::Insert(i)) = super::plan::parse_one(sql) else {
         return None;
     };
     if !i.assignments.is_empty() {

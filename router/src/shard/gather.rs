@@ -343,9 +343,9 @@ fn line_offsets(sql: &str) -> Vec<usize> {
 
 /// [`analyze`] from the statement's text.
 pub fn analyze_sql(sql: &str, class: &Classification) -> Result<GatherSpec, GatherError> {
-    match sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, sql) {
-        Ok(v) if v.len() == 1 => analyze(&v[0], sql, class),
-        _ => refuse("this statement"),
+    match super::plan::parse_one(sql) {
+        Some(stmt) => analyze(&stmt, sql, class),
+        None => refuse("this statement"),
     }
 }
 

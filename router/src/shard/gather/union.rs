@@ -21,11 +21,7 @@ pub fn is_union_of(sql: &str, table: &str, class: &Classification) -> bool {
     {
         return false;
     }
-    let Ok(stmts) = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, sql)
-    else {
-        return false;
-    };
-    let [Statement::Query(q)] = stmts.as_slice() else {
+    let Some(Statement::Query(q)) = crate::shard::plan::parse_one(sql) else {
         return false;
     };
     fn leaves_read(e: &SetExpr, table: &str) -> bool {
