@@ -154,11 +154,16 @@ fn result_set(rows: usize) -> Vec<u8> {
     one_column_result(&col, std::iter::repeat_n(row, rows))
 }
 
-fn relay_rows(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// The runtime the socket benches drive their futures on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn relay_rows(c: &mut Criterion) {
+    let rt = runtime();
     let mut g = c.benchmark_group("relay");
     g.measurement_time(Duration::from_secs(4));
     for rows in [1usize, 100, 10_000] {
@@ -208,10 +213,7 @@ fn int_result_set(values: impl Iterator<Item = u64>) -> Vec<u8> {
 /// K shards' sorted results (1,000 rows each, interleaved values) merged into one stream.
 fn merge_streams(c: &mut Criterion) {
     const ROWS: u64 = 1_000;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut g = c.benchmark_group("merge_sorted");
     g.measurement_time(Duration::from_secs(4));
     let order = [("id".to_string(), false)];
