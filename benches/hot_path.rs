@@ -12,7 +12,7 @@ use router::backend::{relay, BackendConn, ConnectOptions, RelayMode};
 use router::classify::{normalize, Classifier};
 use router::protocol::packet::frame;
 use router::protocol::{PacketReader, PacketWriter};
-use router::shard::plan::{parse_one, plan, Plan, PlanInput};
+use router::shard::plan::{parse_one, plan, plan_by_key, Plan, PlanInput};
 use shard_map::{KeyValue, ShardMap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -250,7 +250,8 @@ fn merge_streams(c: &mut Criterion) {
 
 /// The shard a point select goes to, on a `hash` vindex over four shards: a prepared
 /// statement's parameter (its syntax tree parsed at prepare, and parsed again as before),
-/// a literal in a text statement (parsed each time); and a read that must go everywhere.
+/// a literal in a text statement (its text parsed each time, and the router's way: its key parsed
+/// once); and a read that must go everywhere.
 fn shard_target(c: &mut Criterion) {
     let map = ShardMap::from_json(
         r#"{"keyspaces": [{
@@ -310,6 +311,14 @@ fn shard_target(c: &mut Criterion) {
         );
         g.bench_function(name, |b| b.iter(|| black_box(plan(&map, black_box(input)))));
     }
+    // A text statement as the router plans it: its key's syntax tree (parsed at the first
+    // text with that key) and the text's literals as parameters.
+    let literal = "SELECT name FROM customers WHERE id = 4242";
+    let class = classifier.classify(literal);
+    assert!(plan_by_key(&map, literal, &class, Some("app")).is_some());
+    g.bench_function("point_select_literal_by_key", |b| {
+        b.iter(|| black_box(plan_by_key(&map, black_box(literal), &class, Some("app"))))
+    });
     g.finish();
 }
 

@@ -690,6 +690,7 @@ pub fn router_counters(router: &RouterContext) -> serde_json::Value {
         "statements": m.statements.load(Ordering::Relaxed),
         "statements_to_replicas": m.statements_to_replicas.load(Ordering::Relaxed),
         "unparsed_statements": m.unparsed.load(Ordering::Relaxed),
+        "sharded_by_key": m.sharded_by_key.load(Ordering::Relaxed),
         "errors": m.errors.load(Ordering::Relaxed),
         "backend_retries": m.backend_retries.load(Ordering::Relaxed),
         "held_statements": m.held_statements.load(Ordering::Relaxed),

@@ -498,6 +498,18 @@ async fn router_results_equal_an_unsharded_reference() {
         "seed {seed:#x}, {count} statements in {:.1?}",
         started.elapsed()
     );
+    // Text statements on one shard are placed from their cache key's syntax tree (checked
+    // against their own plan in this debug build); the run must have taken that path.
+    let by_key = d.env.router_stats().await["sharded_by_key"]
+        .as_u64()
+        .expect("sharded_by_key in the router's counters");
+    println!("text statements placed from their parsed key: {by_key}");
+    if count >= 200 {
+        assert!(
+            by_key > 0,
+            "no text statement was placed from its parsed key"
+        );
+    }
     let failures = std::mem::take(&mut d.failures);
     for f in failures.iter().take(25) {
         println!(

@@ -1,13 +1,14 @@
 //! The statement classifier and the shard planner on arbitrary SQL, with arbitrary
 //! prepared-statement parameter values: every text gets a classification and a plan (or a
-//! refusal), nothing panics.
+//! refusal), nothing panics; and a text placed on one shard from its parsed cache key
+//! ([`plan_by_key`]) is placed on the same shard by its own plan.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use router::classify::Classifier;
-use router::shard::plan::{parse_one, plan, PlanInput};
+use router::shard::plan::{parse_one, plan, plan_by_key, Plan, PlanInput};
 use shard_map::{KeyValue, ShardMap};
 
 fn map() -> &'static ShardMap {
@@ -68,6 +69,20 @@ fuzz_target!(|data: &[u8]| {
                     },
                 );
             }
+        }
+        if let Some(target) = plan_by_key(map(), &sql, &class, db) {
+            let own = plan(
+                map(),
+                PlanInput {
+                    sql: &sql,
+                    class: &class,
+                    db,
+                    params: None,
+                    key_position: None,
+                    parsed: None,
+                },
+            );
+            assert_eq!(own, Plan::Single(target), "{sql:?}");
         }
     }
 });

@@ -35,6 +35,9 @@ pub struct RouterMetrics {
     pub statements_to_replicas: AtomicU64,
     /// Statements sqlparser could not parse, forwarded as they were.
     pub unparsed: AtomicU64,
+    /// Text statements on sharded tables placed on their one shard from their cache key's
+    /// syntax tree (parsed once per key), without parsing their own text.
+    pub sharded_by_key: AtomicU64,
     pub errors: AtomicU64,
     pub backend_retries: AtomicU64,
     /// Statements held while a cluster changed leader, and those that waited too long.

@@ -60,6 +60,11 @@ impl Cache {
         }
     }
 
+    /// Whether entries are kept (a capacity above 0).
+    pub fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -19,13 +19,13 @@ mod tests;
 mod text;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sqlparser::ast::Statement;
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
-pub use normalize::normalize;
+pub use normalize::{key_literals, normalize, KeyLiteral};
 pub use set::{parse_set, SetItem, SetParseError, SetValue, TxScope};
 pub use text::{
     database_ddl_target, identifiers, placeholder_offsets, with_database_ddl_target, words,
@@ -128,6 +128,60 @@ pub struct Classification {
     pub uses_session_functions: bool,
     /// Tables referenced, schema when written; best effort (see `parsed`).
     pub tables: Vec<TableRef>,
+    /// The normalised text parsed with its literals as placeholders, once per cache entry
+    /// (see [`Classification::key_statement`]).
+    pub key_statement: KeySlot,
+}
+
+/// A statement's cache key (its normalised text, each literal a `?`) parsed as a prepared
+/// statement would be. Every text with this key has this syntax tree with its own literals
+/// ([`key_literals`], in the order of the placeholders) in place of the `?`s.
+#[derive(Debug)]
+pub struct KeyStatement {
+    /// The normalised text.
+    pub key: String,
+    /// `key` parsed (MySQL dialect): exactly one statement.
+    pub stmt: Statement,
+    /// The `?` placeholders in `key`.
+    pub placeholders: usize,
+}
+
+/// Where a [`Classification`] keeps its [`KeyStatement`], parsed on first use. Only
+/// classifications held by the cache have one (for any other, parsing the key would be a
+/// second parse of a statement seen once). Compares equal to any other slot: it is derived
+/// from the key, like everything else in a classification.
+#[derive(Default)]
+pub struct KeySlot {
+    cell: OnceLock<Option<Box<KeyStatement>>>,
+    enabled: bool,
+}
+
+impl Clone for KeySlot {
+    fn clone(&self) -> Self {
+        // A syntax tree is not worth copying: a clone parses again if it is asked.
+        KeySlot {
+            cell: OnceLock::new(),
+            enabled: self.enabled,
+        }
+    }
+}
+
+impl PartialEq for KeySlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for KeySlot {}
+
+impl std::fmt::Debug for KeySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.cell.get() {
+            Some(Some(k)) => write!(f, "KeySlot({:?})", k.key),
+            Some(None) => f.write_str("KeySlot(unparsable)"),
+            None => f.write_str("KeySlot"),
+        }
+    }
 }
 
 impl Classification {
@@ -140,6 +194,32 @@ impl Classification {
             && self.pin.is_none()
             && !self.uses_session_functions
             && !self.calc_found_rows
+    }
+
+    /// The cache key of `sql` (a text this classification is for) parsed with its literals
+    /// as placeholders: parsed by the first text to ask, then shared by every text with the
+    /// same key. `None` when the key is not exactly one statement sqlparser reads, or this
+    /// classification is not held by the cache.
+    pub fn key_statement(&self, sql: &str) -> Option<&KeyStatement> {
+        if !self.key_statement.enabled {
+            return None;
+        }
+        self.key_statement
+            .cell
+            .get_or_init(|| {
+                let key = normalize(sql);
+                let mut stmts = Parser::parse_sql(&MySqlDialect {}, &key).ok()?;
+                if stmts.len() != 1 {
+                    return None;
+                }
+                let placeholders = placeholder_offsets(&key).len();
+                Some(Box::new(KeyStatement {
+                    stmt: stmts.pop()?,
+                    key,
+                    placeholders,
+                }))
+            })
+            .as_deref()
     }
 }
 
@@ -195,7 +275,9 @@ impl Classifier {
             self.bypassed.fetch_add(1, Ordering::Relaxed);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let c = Arc::new(classify_key(&key));
+        let mut c = classify_key(&key);
+        c.key_statement.enabled = cacheable && self.cache.enabled();
+        let c = Arc::new(c);
         if !c.parsed {
             self.unparsed.fetch_add(1, Ordering::Relaxed);
         }
@@ -247,6 +329,7 @@ fn classify_key(key: &str) -> Classification {
         calc_found_rows: false,
         uses_session_functions: false,
         tables: Vec::new(),
+        key_statement: KeySlot::default(),
     };
     let mut pins = Vec::new();
     for (n, stmt) in stmts.iter().enumerate() {

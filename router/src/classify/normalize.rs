@@ -39,6 +39,31 @@ pub fn normalize(sql: &str) -> String {
     out
 }
 
+/// A literal of a statement's text: what one `?` of its cache key stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyLiteral<'a> {
+    /// A number as written (`42`, `1.5e3`, `0x1F`).
+    Number(&'a str),
+    /// A string literal as written: quotes and any prefix (`_utf8mb4`, `X`, `N`) included.
+    Str(&'a str),
+}
+
+/// The literals of `sql` that [`normalize`] turns into `?`, in order: the `n`-th is what
+/// the `n`-th `?` of the cache key stands for. `None` when `sql` itself holds a `?`
+/// placeholder (then the key's `?`s are not all literals of the text).
+pub fn key_literals(sql: &str) -> Option<Vec<KeyLiteral<'_>>> {
+    let mut out = Vec::new();
+    for t in Lexer::with_hints(sql) {
+        match t.kind {
+            TokKind::Number => out.push(KeyLiteral::Number(t.text)),
+            TokKind::Str => out.push(KeyLiteral::Str(t.text)),
+            TokKind::Placeholder => return None,
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
 /// Keywords after which a literal must be a string for sqlparser to accept it
 /// (`DATE '2024-01-01'`, `COMMENT 'x'`, `AS 'alias'`, `SHOW ... LIKE 'x'`, `SET NAMES 'x'`).
 const STRING_CONTEXT: [&str; 16] = [

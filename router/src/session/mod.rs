@@ -611,10 +611,17 @@ impl Session {
                 .await
                 .map(|()| true);
         }
-        match self
-            .plan(&map, sql, class, self.state.db.as_deref(), None, None)
-            .await?
-        {
+        let planned = match shard::plan::plan_by_key(&map, sql, class, self.state.db.as_deref()) {
+            Some(target) => {
+                RouterMetrics::inc(&self.ctx.metrics.sharded_by_key);
+                Plan::Single(target)
+            }
+            None => {
+                self.plan(&map, sql, class, self.state.db.as_deref(), None, None)
+                    .await?
+            }
+        };
+        match planned {
             Plan::Unsharded => {
                 let xa_started = self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty());
                 if !class.tables.is_empty() && xa_started {

@@ -253,6 +253,128 @@ fn keyspace_database_ddl(map: &ShardMap, input: PlanInput<'_>) -> Option<Plan> {
     Some(Plan::KeyspaceDatabases(dbs))
 }
 
+/// The shard of a text statement found without parsing it: its cache key (the normalised
+/// text, each literal a `?`) is parsed once per key ([`Classification::key_statement`]) and
+/// planned as a prepared statement whose parameters are the text's literals. Returns the
+/// target only when that plan is [`Plan::Single`] (the client's own text then runs on that
+/// shard, so nothing written from the key's text is sent); `None` means "plan the text
+/// itself", which is always right.
+///
+/// The planner reads a bound parameter exactly as the literal it stands for (integers and
+/// plain strings, [`Values::key`]); a literal it could not use as a key is an unusable
+/// parameter here too. The key's syntax tree is the text's only when sqlparser and the
+/// normaliser's lexer cut the text into the same tokens, so only texts of printable ASCII
+/// (and spaces, tabs, line ends) are placed so, without comments (executable ones are code
+/// to the lexer but may not be to the server), backslashes, double quotes or `?`; any other
+/// is left to the full path.
+pub fn plan_by_key(
+    map: &ShardMap,
+    sql: &str,
+    class: &Classification,
+    db: Option<&str>,
+) -> Option<ShardTarget> {
+    if !class.parsed || class.multi {
+        return None;
+    }
+    if !matches!(
+        class.kind,
+        StatementKind::Select { .. } | StatementKind::Write
+    ) {
+        return None;
+    }
+    let plain = sql.bytes().all(|b| {
+        matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x21..=0x7e)
+            && !matches!(b, b'\\' | b'"' | b'#' | b'?')
+    });
+    if !plain || sql.contains("/*") || sql.contains("--") {
+        return None;
+    }
+    let key = class.key_statement(sql)?;
+    if !matches!(
+        key.stmt,
+        Statement::Query(_) | Statement::Update(_) | Statement::Delete(_)
+    ) {
+        return None;
+    }
+    let literals = crate::classify::key_literals(sql)?;
+    if literals.len() != key.placeholders || !literals.iter().all(|l| plain_literal(*l)) {
+        return None;
+    }
+    let params: Vec<Option<KeyValue>> = literals.iter().map(|l| literal_key(*l)).collect();
+    let input = PlanInput {
+        sql: &key.key,
+        class,
+        db,
+        params: Some(&params),
+        key_position: None,
+        parsed: Some(&key.stmt),
+    };
+    let Plan::Single(target) = plan(map, input) else {
+        return None;
+    };
+    // Tests run debug builds: there every shortcut is checked against the text's own plan.
+    debug_assert_eq!(
+        plan(
+            map,
+            PlanInput {
+                sql,
+                class,
+                db,
+                params: None,
+                key_position: None,
+                parsed: None,
+            }
+        ),
+        Plan::Single(target.clone()),
+        "plan by key of {sql:?}"
+    );
+    Some(target)
+}
+
+/// A literal that sqlparser reads as one token, as the normaliser's lexer does: a decimal
+/// number (`42`, `1.5`) or a closed single-quoted string without a prefix. Anything else
+/// (`1e3`, `0x1F`, `.5`, `_utf8mb4'x'`, a string left open) is left to the full path.
+fn plain_literal(l: crate::classify::KeyLiteral<'_>) -> bool {
+    match l {
+        crate::classify::KeyLiteral::Number(n) => {
+            let (int, frac) = n.split_once('.').unwrap_or((n, "0"));
+            [int, frac]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        }
+        crate::classify::KeyLiteral::Str(s) => {
+            let Some(mut rest) = s.strip_prefix('\'') else {
+                return false;
+            };
+            // `''` inside is a quote; the first lone `'` must end the token.
+            while let Some(at) = rest.find('\'') {
+                if rest[at + 1..].starts_with('\'') {
+                    rest = &rest[at + 2..];
+                } else {
+                    return at + 1 == rest.len();
+                }
+            }
+            false
+        }
+    }
+}
+
+/// A literal of a text as the planner would read it in the text's own syntax tree: a plain
+/// integer, or a single-quoted string without escapes (`''` or a backslash); `None` for
+/// anything else, which the planner cannot place either.
+fn literal_key(l: crate::classify::KeyLiteral<'_>) -> Option<KeyValue> {
+    match l {
+        crate::classify::KeyLiteral::Number(n) => match number(n, false) {
+            Key::Known(v) => Some(v),
+            _ => None,
+        },
+        crate::classify::KeyLiteral::Str(s) => {
+            let inner = s.strip_prefix('\'')?.strip_suffix('\'')?;
+            (!inner.contains(['\'', '\\'])).then(|| KeyValue::Str(inner.as_bytes().to_vec()))
+        }
+    }
+}
+
 /// Parses `sql` as one statement (MySQL dialect); `None` when it is not exactly one the
 /// parser reads. What the planner reads the syntax of, and what a prepared statement on a
 /// sharded table keeps from its prepare.
@@ -1561,5 +1683,88 @@ mod tests {
             Plan::Unsharded
         );
         assert_eq!(run("CREATE DATABASE other", None), Plan::Unsharded);
+    }
+
+    /// The key's syntax tree with the text's literals finds the shard the text's own plan
+    /// finds, for every text that shares the key; what it can't place is left to that plan.
+    #[test]
+    fn text_statements_are_placed_from_their_parsed_key() {
+        let map = map();
+        let c = Classifier::new(64);
+        let by_key = |sql: &str| {
+            let class = c.classify(sql);
+            plan_by_key(&map, sql, &class, Some("app")).map(|t| t.shard)
+        };
+        for id in [1i64, 2, 3, 42, 7_000_000_000] {
+            for sql in [
+                format!("SELECT * FROM customers WHERE id = {id}"),
+                format!("select *  from customers where id={id}"),
+                format!("SELECT name FROM customers WHERE name = 'x' AND (id = {id})"),
+                format!("SELECT * FROM customers c WHERE c.id = '{id}'"),
+                format!("SELECT * FROM customers WHERE id IN ({id}) LIMIT 5"),
+                format!("UPDATE customers SET name = 'n' WHERE id = {id}"),
+                format!("DELETE FROM customers WHERE {id} = id"),
+                format!("SELECT o.* FROM orders o JOIN customers c ON c.id = o.customer_id WHERE c.id = {id}"),
+            ] {
+                let full = run(&sql, None);
+                assert_eq!(by_key(&sql).as_deref(), Some(single(&full)), "{sql}");
+            }
+        }
+        // The same key with another literal: the tree is shared, the shard is the literal's.
+        let (a, b) = (1..100)
+            .flat_map(|a| (a + 1..100).map(move |b| (a, b)))
+            .find(|(a, b)| shard_of(*a) != shard_of(*b))
+            .unwrap();
+        for id in [a, b, a] {
+            let sql = format!("SELECT * FROM customers WHERE id = {id}");
+            assert_eq!(by_key(&sql).as_deref(), Some(shard_of(id)));
+        }
+        let class = c.classify("SELECT * FROM customers WHERE id = 1");
+        assert!(format!("{:?}", class.key_statement).contains("id = ?"));
+
+        // A reference table's read: any shard, as planned from the text.
+        let sql = "SELECT * FROM countries WHERE code = 'FR'";
+        assert_eq!(by_key(sql).as_deref(), Some(single(&run(sql, None))));
+
+        // Left to the text's own plan: several shards, negative numbers (`-?` is no key),
+        // escapes, comments, double quotes, placeholders, INSERTs, unsharded tables, statements sqlparser can't read with `?` in place of a literal.
+        for sql in [
+            format!("SELECT * FROM customers WHERE id IN ({a}, {b})"),
+            "SELECT * FROM customers".to_string(),
+            "SELECT * FROM customers WHERE id = -7".to_string(),
+            "SELECT * FROM customers WHERE id = 1.0".to_string(),
+            "SELECT * FROM customers WHERE id = 0x10".to_string(),
+            r"SELECT * FROM customers WHERE id = 'a\'b'".to_string(),
+            "SELECT * FROM customers WHERE id = 'it''s'".to_string(),
+            "SELECT * FROM customers WHERE id = _utf8mb4'1'".to_string(),
+            "SELECT * FROM customers WHERE id = 1 /*!99999 OR id = 2 */".to_string(),
+            "SELECT * FROM customers WHERE /*M!999999 id = 2 AND */ id = 1".to_string(),
+            "SELECT * FROM customers WHERE id = 1 -- x".to_string(),
+            "SELECT * FROM customers WHERE id = 1 # x".to_string(),
+            "SELECT * FROM customers WHERE id = \"1\"".to_string(),
+            "SELECT * FROM customers WHERE id = ?".to_string(),
+            "UPDATE customers SET name = 'x' WHERE id = 7 AND tag = 'b0".to_string(),
+            "UPDATE customers SET name = 'x' WHERE id = 7 AND tag = 'b''".to_string(),
+            "SELECT * FROM customers WHERE id = 7 AND x = 1e".to_string(),
+            "SELECT * FROM customers WHERE id = 7 AND x = .5".to_string(),
+            "SELECT * FROM customers WHERE \0id = 1".to_string(),
+            "SELECT * FROM customers WHERE id = 1 AND name = 'Zoë'".to_string(),
+            "INSERT INTO customers (id, name) VALUES (1, 'a')".to_string(),
+            "SELECT * FROM other WHERE id = 1".to_string(),
+            "SELECT * FROM customers WHERE id = 1; SELECT 2".to_string(),
+        ] {
+            assert_eq!(by_key(&sql), None, "{sql}");
+        }
+        // A classifier without a cache parses no key.
+        let uncached = Classifier::new(0).classify("SELECT * FROM customers WHERE id = 1");
+        assert_eq!(
+            plan_by_key(
+                &map,
+                "SELECT * FROM customers WHERE id = 1",
+                &uncached,
+                Some("app")
+            ),
+            None
+        );
     }
 }
