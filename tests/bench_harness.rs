@@ -143,6 +143,16 @@ async fn a_run_writes_sharded_and_failover_rows() {
         assert!(lat.p50 > 0.0 && lat.p50 <= lat.p99, "{key}: {lat:?}");
     }
     let (spider, switchyard) = (&parsed.rows[0], &parsed.rows[1]);
+    // CPU per statement of whoever routed (Spider's server, or the router's threads without
+    // the clients'), and of the shards' servers.
+    for (row, process) in [(spider, "spider"), (switchyard, "switchyard")] {
+        let cpu = row.cpu.as_ref().expect("the proxy's CPU figure");
+        assert_eq!(cpu.process, process);
+        assert!(cpu.us_per_query.is_finite() && cpu.us_per_query > 0.0, "{cpu:?}");
+        let shards = row.leader_cpu.as_ref().expect("the shards' CPU figure");
+        assert_eq!(shards.process, "shards");
+        assert!(shards.us_per_query > 0.0, "{shards:?}");
+    }
     assert_eq!(spider.ratio, Some(1.0), "Spider is the baseline");
     let ratio = switchyard.ratio.expect("switchyard / Spider");
     assert!(

@@ -27,6 +27,15 @@ impl CpuTime {
     }
 }
 
+impl std::iter::Sum for CpuTime {
+    fn sum<I: Iterator<Item = CpuTime>>(iter: I) -> CpuTime {
+        iter.fold(CpuTime::default(), |a, b| CpuTime {
+            user: a.user + b.user,
+            system: a.system + b.system,
+        })
+    }
+}
+
 /// This process, every thread (the router's tasks run on the bench process's runtime).
 pub fn this_process() -> std::io::Result<CpuTime> {
     // SAFETY: getrusage only writes into the zeroed struct we pass; all-zero is a valid rusage.
@@ -53,6 +62,30 @@ pub fn process(pid: u32) -> std::io::Result<CpuTime> {
             format!("unexpected /proc/{pid}/stat: {stat}"),
         )
     })
+}
+
+/// The threads of this process named `name` (as the kernel keeps it: at most 15 bytes),
+/// summed, from `/proc/self/task/<tid>/stat`. A thread that ended is no longer counted, so
+/// readings to subtract should come from threads that live across both.
+pub fn threads_named(name: &str) -> std::io::Result<CpuTime> {
+    let ticks = clock_ticks_per_second();
+    let mut sum = CpuTime::default();
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let Ok(stat) = std::fs::read_to_string(entry?.path().join("stat")) else {
+            continue; // ended since the listing
+        };
+        let comm = stat
+            .find('(')
+            .zip(stat.rfind(')'))
+            .and_then(|(a, b)| stat.get(a + 1..b));
+        if comm != Some(name) {
+            continue;
+        }
+        sum = [sum, parse_stat(&stat, ticks).unwrap_or_default()]
+            .into_iter()
+            .sum();
+    }
+    Ok(sum)
 }
 
 fn clock_ticks_per_second() -> u64 {
@@ -139,6 +172,42 @@ mod tests {
         let diff = own.total().as_secs_f64() - via_proc.total().as_secs_f64();
         assert!(diff.abs() < 0.1, "{own:?} vs {via_proc:?}");
         assert!(own.since(start).total() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn threads_are_counted_by_name() {
+        let process_before = this_process().unwrap();
+        let spin = std::thread::Builder::new()
+            .name("sy-cpu-test".into())
+            .spawn(|| {
+                // Spin until this thread's reading shows 100 ms (a reading that stays at zero
+                // fails at the deadline); read while alive: /proc lists live threads only.
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    let used = threads_named("sy-cpu-test").unwrap();
+                    if used.total() >= Duration::from_millis(100) {
+                        return Some(used);
+                    }
+                    if std::time::Instant::now() > deadline {
+                        return None;
+                    }
+                    for _ in 0..10_000 {
+                        std::hint::black_box(0u64);
+                    }
+                }
+            })
+            .unwrap();
+        let used = spin
+            .join()
+            .unwrap()
+            .expect("the thread's CPU never reached 100 ms");
+        // Part of what the whole process used meanwhile (ticks are 10 ms).
+        let process = this_process().unwrap().since(process_before);
+        assert!(
+            used.total() <= process.total() + Duration::from_millis(20),
+            "{used:?} vs {process:?}"
+        );
+        assert_eq!(threads_named("no-such-thread").unwrap(), CpuTime::default());
     }
 
     #[test]

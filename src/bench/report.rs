@@ -400,7 +400,8 @@ fn sharded_table(out: &mut String, report: &BenchReport, rows: &[&RowResult]) {
     );
     out.push_str(
         "| workload | threads | target | QPS | QPS min–max | switchyard / Spider | p50 ms \
-         | p99 ms | errors |\n|---|---:|---|---:|---:|---:|---:|---:|---:|\n",
+         | p99 ms | errors | proxy CPU µs/stmt (user/sys) | shards' CPU µs/stmt |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let ratio = match (r.ratio, r.target) {
@@ -414,9 +415,20 @@ fn sharded_table(out: &mut String, report: &BenchReport, rows: &[&RowResult]) {
         } else {
             "—".into()
         };
+        let cpu = r.cpu.as_ref().map_or("—".into(), |c| {
+            format!(
+                "{:.1} ({:.1}/{:.1})",
+                c.us_per_query, c.user_us_per_query, c.system_us_per_query
+            )
+        });
+        let shards = r
+            .leader_cpu
+            .as_ref()
+            .map_or("—".into(), |c| format!("{:.1}", c.us_per_query));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {qps} | {range} | {ratio} | {p50} | {p99} | {errors} |",
+            "| {} | {} | {} | {qps} | {range} | {ratio} | {p50} | {p99} | {errors} | {cpu} \
+             | {shards} |",
             r.workload, r.threads, r.target,
         );
     }
@@ -424,7 +436,10 @@ fn sharded_table(out: &mut String, report: &BenchReport, rows: &[&RowResult]) {
         "\nBoth read and write the same backend tables: switchyard through its shard map, \
          Spider (a third MariaDB server, `ha_spider` with its default settings) through one \
          `CREATE SERVER` per shard. A ratio above 1 means switchyard served more statements \
-         per second. Latency is per statement, as the client sees it. Statements:\n\n",
+         per second. Latency is per statement, as the client sees it. proxy CPU: the router's \
+         threads (the bench process less its client threads) on switchyard rows, the Spider \
+         server's process on spider rows; shards' CPU: the two servers holding the shards, \
+         whichever path reached them. Statements:\n\n",
     );
     let mut seen: Vec<&str> = Vec::new();
     for r in rows {

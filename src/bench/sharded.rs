@@ -6,6 +6,10 @@
 //! table `PARTITION BY RANGE (id)` with the same boundaries, so both read and write exactly the
 //! same backend tables. Each row runs one workload with N client connections (mysql_async,
 //! text protocol) for a fixed time. A workload a target refuses (1235) is reported as refused.
+//!
+//! CPU per statement: the clients run on a runtime of their own (threads named
+//! [`CLIENT_THREADS`]), so the router's CPU is this process's less theirs; Spider's is its
+//! server's process; the shards' is their two servers', for either target.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use orchestrator::{LocalClusters, ProvisionSpec};
 use rand::{Rng, SeedableRng};
 use shard_map::KeyRange;
 
+use super::cpu::{self, CpuCost, CpuTime};
 use super::matrix::{RowSpec, Target};
 use super::report::{self, RowResult};
 use super::stage::Stage;
@@ -25,6 +30,8 @@ use super::sysbench::{Latency, Stats, PASSWORD, USER};
 use crate::App;
 
 const KEYSPACE: &str = "sb";
+/// The name of the client runtime's threads (the kernel keeps 15 bytes of a name).
+const CLIENT_THREADS: &str = "sy-bench-client";
 const SHARDS: u64 = 4;
 /// Shard `s` owns ids `[s * SHARD_SPAN, (s + 1) * SHARD_SPAN)` (the last one to the end).
 const SHARD_SPAN: u64 = 1_000_000;
@@ -217,6 +224,9 @@ struct Ports {
     spider: u16,
     router: u16,
     mariadbd: String,
+    /// The Spider server's process, and the shards' servers'.
+    spider_pid: Option<u32>,
+    shard_pids: Vec<u32>,
 }
 
 impl Ports {
@@ -347,10 +357,20 @@ async fn prepare(
         .context("creating the Spider table")?;
     drop(admin);
 
+    let mut shard_pids = Vec::new();
+    for cluster in ["c1", "c2"] {
+        let node = local.cluster(cluster).and_then(|c| c.leader_node());
+        shard_pids.extend(node.and_then(|n| local.pid(&n.addr)));
+    }
     let ports = Ports {
         spider: spider_port,
         router,
         mariadbd,
+        spider_pid: spider
+            .cluster("c1")
+            .and_then(|c| c.leader_node())
+            .and_then(|n| spider.pid(&n.addr)),
+        shard_pids,
     };
     // Both see every row, and the same rows.
     let total = rows_per_shard * SHARDS;
@@ -386,15 +406,87 @@ async fn measure(
     seconds: u32,
 ) -> anyhow::Result<(Vec<RowResult>, String)> {
     let next_id = Arc::new(AtomicU64::new(1));
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(CLIENT_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the clients' runtime")?;
+    let outcome = measure_on(
+        rows,
+        schedule,
+        ports,
+        rows_per_shard,
+        seconds,
+        &next_id,
+        clients.handle(),
+    )
+    .await;
+    clients.shutdown_background();
+    outcome
+}
+
+/// CPU readings around a row: this process, its client threads, Spider's server, the shards'.
+struct Readings {
+    process: Option<CpuTime>,
+    clients: Option<CpuTime>,
+    spider: Option<CpuTime>,
+    shards: Option<CpuTime>,
+}
+
+impl Readings {
+    fn take(ports: &Ports) -> Readings {
+        let shards = ports
+            .shard_pids
+            .iter()
+            .map(|p| cpu::process(*p).ok())
+            .sum::<Option<CpuTime>>()
+            .filter(|_| !ports.shard_pids.is_empty());
+        Readings {
+            process: cpu::this_process().ok(),
+            clients: cpu::threads_named(CLIENT_THREADS).ok(),
+            spider: ports.spider_pid.and_then(|p| cpu::process(p).ok()),
+            shards,
+        }
+    }
+
+    /// The proxy's CPU (the router: this process less the clients; or Spider's server) and
+    /// the shards', from `self` (before) to `after`, per statement of `result`.
+    fn charge(&self, after: &Readings, result: &mut RowResult) {
+        let used = |a: Option<CpuTime>, b: Option<CpuTime>| Some(b?.since(a?));
+        let queries = result.stats.queries;
+        result.cpu = match result.target {
+            Target::Spider => {
+                used(self.spider, after.spider).and_then(|t| CpuCost::new("spider", t, queries))
+            }
+            _ => used(self.process, after.process)
+                .zip(used(self.clients, after.clients))
+                .and_then(|(all, clients)| CpuCost::new("switchyard", all.since(clients), queries)),
+        };
+        result.leader_cpu =
+            used(self.shards, after.shards).and_then(|t| CpuCost::new("shards", t, queries));
+    }
+}
+
+async fn measure_on(
+    rows: &[RowSpec],
+    schedule: &[(usize, u32)],
+    ports: &Ports,
+    rows_per_shard: u64,
+    seconds: u32,
+    next_id: &Arc<AtomicU64>,
+    clients: &tokio::runtime::Handle,
+) -> anyhow::Result<(Vec<RowResult>, String)> {
     // Buffer pools, pools and caches of both paths warm before the first timed row.
     for target in Target::SHARDED {
         let _ = run_one(
+            clients,
             ports.of(target),
             Workload::PointSelect,
             4,
             Duration::from_secs(1),
             rows_per_shard,
-            &next_id,
+            next_id,
         )
         .await;
     }
@@ -404,9 +496,15 @@ async fn measure(
                 let threads = row.threads.max(1) as usize;
                 let duration = Duration::from_secs(u64::from(seconds));
                 let port = ports.of(row.target);
-                run_one(port, w, threads, duration, rows_per_shard, &next_id)
-                    .await
-                    .into_result(row)
+                let before = Readings::take(ports);
+                let outcome =
+                    run_one(clients, port, w, threads, duration, rows_per_shard, next_id).await;
+                let after = Readings::take(ports);
+                let mut result = outcome.into_result(row);
+                if result.measured() {
+                    before.charge(&after, &mut result);
+                }
+                result
             }
             None => RowResult::failed(row, &anyhow::anyhow!("no sharded workload of that name")),
         };
@@ -448,6 +546,7 @@ impl Outcome {
 /// Runs `workload` against `port` with `threads` clients for `duration`. A first statement
 /// decides whether it runs at all: 1235 is a refusal, another error a failure.
 async fn run_one(
+    clients: &tokio::runtime::Handle,
     port: u16,
     workload: Workload,
     threads: usize,
@@ -456,13 +555,20 @@ async fn run_one(
     next_id: &Arc<AtomicU64>,
 ) -> Outcome {
     let opts = super::loopback_opts(port, USER, PASSWORD, Some(KEYSPACE));
-    let probe = async {
-        let mut c = Conn::new(opts.clone()).await?;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        c.query_drop(workload.sql(&mut rng, rows_per_shard, next_id))
-            .await
+    let probe = {
+        let (opts, next_id) = (opts.clone(), next_id.clone());
+        clients.spawn(async move {
+            let mut c = Conn::new(opts).await?;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+            c.query_drop(workload.sql(&mut rng, rows_per_shard, &next_id))
+                .await
+        })
     };
-    match probe.await {
+    let probe = match probe.await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(format!("the first statement's task failed: {e}")),
+    };
+    match probe {
         Ok(()) => {}
         Err(mysql_async::Error::Server(e)) if e.code == 1235 => {
             return Outcome::Refused(format!("ERROR {} ({}): {}", e.code, e.state, e.message));
@@ -475,7 +581,7 @@ async fn run_one(
         .map(|t| {
             let next_id = next_id.clone();
             let opts = opts.clone();
-            tokio::spawn(async move {
+            clients.spawn(async move {
                 let mut lat = Vec::new();
                 let mut errors = 0u64;
                 let mut first_error = None;
