@@ -148,7 +148,10 @@ async fn a_run_writes_sharded_and_failover_rows() {
     for (row, process) in [(spider, "spider"), (switchyard, "switchyard")] {
         let cpu = row.cpu.as_ref().expect("the proxy's CPU figure");
         assert_eq!(cpu.process, process);
-        assert!(cpu.us_per_query.is_finite() && cpu.us_per_query > 0.0, "{cpu:?}");
+        assert!(
+            cpu.us_per_query.is_finite() && cpu.us_per_query > 0.0,
+            "{cpu:?}"
+        );
         let shards = row.leader_cpu.as_ref().expect("the shards' CPU figure");
         assert_eq!(shards.process, "shards");
         assert!(shards.us_per_query > 0.0, "{shards:?}");

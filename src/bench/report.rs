@@ -341,6 +341,24 @@ fn latency_cells(r: &RowResult) -> [String; 2] {
     }
 }
 
+/// A row's CPU cells: the proxy's per statement (user/sys), in parentheses on direct rows
+/// (the bench process with no proxied traffic), and the backends' (leader or shards).
+fn cpu_cells(r: &RowResult) -> [String; 2] {
+    let proxy = match (&r.cpu, r.target) {
+        (None, _) => "—".into(),
+        (Some(c), Target::Direct) => format!("({:.2})", c.us_per_query),
+        (Some(c), _) => format!(
+            "{:.1} ({:.1}/{:.1})",
+            c.us_per_query, c.user_us_per_query, c.system_us_per_query
+        ),
+    };
+    let backends = r
+        .leader_cpu
+        .as_ref()
+        .map_or("—".into(), |c| format!("{:.1}", c.us_per_query));
+    [proxy, backends]
+}
+
 fn sysbench_table(out: &mut String, report: &BenchReport, rows: &[&RowResult]) {
     let s = &report.meta.settings;
     let _ = writeln!(
@@ -356,18 +374,7 @@ fn sysbench_table(out: &mut String, report: &BenchReport, rows: &[&RowResult]) {
     );
     for r in rows {
         let ratio = r.ratio.map_or("—".into(), |x| format!("{x:.2}"));
-        let cpu = match (&r.cpu, r.target) {
-            (None, _) => "—".into(),
-            (Some(c), Target::Direct) => format!("({:.2})", c.us_per_query),
-            (Some(c), _) => format!(
-                "{:.1} ({:.1}/{:.1})",
-                c.us_per_query, c.user_us_per_query, c.system_us_per_query
-            ),
-        };
-        let leader = r
-            .leader_cpu
-            .as_ref()
-            .map_or("—".into(), |c| format!("{:.1}", c.us_per_query));
+        let [cpu, leader] = cpu_cells(r);
         let errors = match (r.failure.is_some(), r.stats.reconnects) {
             (true, _) => "failed".to_string(),
             (false, 0) => r.stats.errors.to_string(),
@@ -415,16 +422,7 @@ fn sharded_table(out: &mut String, report: &BenchReport, rows: &[&RowResult]) {
         } else {
             "—".into()
         };
-        let cpu = r.cpu.as_ref().map_or("—".into(), |c| {
-            format!(
-                "{:.1} ({:.1}/{:.1})",
-                c.us_per_query, c.user_us_per_query, c.system_us_per_query
-            )
-        });
-        let shards = r
-            .leader_cpu
-            .as_ref()
-            .map_or("—".into(), |c| format!("{:.1}", c.us_per_query));
+        let [cpu, shards] = cpu_cells(r);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {qps} | {range} | {ratio} | {p50} | {p99} | {errors} | {cpu} \
