@@ -238,6 +238,12 @@ impl Ports {
     }
 }
 
+/// The process of `cluster`'s leader, for its CPU.
+fn leader_pid(l: &LocalClusters, cluster: &str) -> Option<u32> {
+    let node = l.cluster(cluster)?.leader_node()?;
+    l.pid(&node.addr)
+}
+
 fn leader_port(l: &LocalClusters, cluster: &str) -> anyhow::Result<u16> {
     Ok(l.cluster(cluster)
         .and_then(|c| c.leader_node())
@@ -357,20 +363,15 @@ async fn prepare(
         .context("creating the Spider table")?;
     drop(admin);
 
-    let mut shard_pids = Vec::new();
-    for cluster in ["c1", "c2"] {
-        let node = local.cluster(cluster).and_then(|c| c.leader_node());
-        shard_pids.extend(node.and_then(|n| local.pid(&n.addr)));
-    }
     let ports = Ports {
         spider: spider_port,
         router,
         mariadbd,
-        spider_pid: spider
-            .cluster("c1")
-            .and_then(|c| c.leader_node())
-            .and_then(|n| spider.pid(&n.addr)),
-        shard_pids,
+        spider_pid: leader_pid(spider, "c1"),
+        shard_pids: ["c1", "c2"]
+            .iter()
+            .filter_map(|c| leader_pid(local, c))
+            .collect(),
     };
     // Both see every row, and the same rows.
     let total = rows_per_shard * SHARDS;

@@ -208,13 +208,10 @@ impl Classification {
             .cell
             .get_or_init(|| {
                 let key = normalize(sql);
-                let mut stmts = Parser::parse_sql(&MySqlDialect {}, &key).ok()?;
-                if stmts.len() != 1 {
-                    return None;
-                }
+                let stmt = parse_one(&key)?;
                 let placeholders = placeholder_offsets(&key).len();
                 Some(Box::new(KeyStatement {
-                    stmt: stmts.pop()?,
+                    stmt,
                     key,
                     placeholders,
                 }))
@@ -304,6 +301,17 @@ impl std::fmt::Debug for Classifier {
         f.debug_struct("Classifier")
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+/// Parses `sql` as one statement (MySQL dialect); `None` when it is not exactly one the
+/// parser reads. What the shard planner reads the syntax of, what a prepared statement on a
+/// sharded table keeps from its prepare, and what a cache key is parsed into
+/// ([`Classification::key_statement`]).
+pub fn parse_one(sql: &str) -> Option<Statement> {
+    match Parser::parse_sql(&MySqlDialect {}, sql) {
+        Ok(mut v) if v.len() == 1 => v.pop(),
+        _ => None,
     }
 }
 

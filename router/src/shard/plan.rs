@@ -21,11 +21,12 @@ use sqlparser::ast::{
     AssignmentTarget, BinaryOperator, Expr, InTarget, SetExpr, Statement, TableObject,
     UnaryOperator, Value,
 };
-use sqlparser::dialect::MySqlDialect;
-use sqlparser::parser::Parser;
 
 use super::join::KeyColumns;
 use crate::classify::{Classification, StatementKind, TableRef};
+
+/// Exactly one statement parsed (MySQL dialect): what the planner reads the syntax of.
+pub use crate::classify::parse_one;
 
 /// Where a statement goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,10 +298,13 @@ pub fn plan_by_key(
         return None;
     }
     let literals = crate::classify::key_literals(sql)?;
-    if literals.len() != key.placeholders || !literals.iter().all(|l| plain_literal(*l)) {
+    if literals.len() != key.placeholders {
         return None;
     }
-    let params: Vec<Option<KeyValue>> = literals.iter().map(|l| literal_key(*l)).collect();
+    let params: Vec<Option<KeyValue>> = literals
+        .into_iter()
+        .map(literal_param)
+        .collect::<Option<_>>()?;
     let input = PlanInput {
         sql: &key.key,
         class,
@@ -331,57 +335,42 @@ pub fn plan_by_key(
     Some(target)
 }
 
-/// A literal that sqlparser reads as one token, as the normaliser's lexer does: a decimal
-/// number (`42`, `1.5`) or a closed single-quoted string without a prefix. Anything else
-/// (`1e3`, `0x1F`, `.5`, `_utf8mb4'x'`, a string left open) is left to the full path.
-fn plain_literal(l: crate::classify::KeyLiteral<'_>) -> bool {
+/// A text's literal as the parameter that stands for it. Only a literal that sqlparser reads
+/// as one token, as the normaliser's lexer does, gets one: a decimal number (`42`, `1.5`) or
+/// a closed single-quoted string without a prefix; for anything else (`1e3`, `0x1F`, `.5`,
+/// `_utf8mb4'x'`, a string left open) `None`, and the text is left to the full path. The
+/// parameter's value is the key the planner reads in the text's own syntax tree: a plain
+/// integer, or a string without escapes (`''` or a backslash); `Some(None)` for a literal it
+/// cannot place either (`1.5`, `'it''s'`).
+fn literal_param(l: crate::classify::KeyLiteral<'_>) -> Option<Option<KeyValue>> {
     match l {
         crate::classify::KeyLiteral::Number(n) => {
             let (int, frac) = n.split_once('.').unwrap_or((n, "0"));
-            [int, frac]
+            let decimal = [int, frac]
                 .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+            decimal.then(|| match number(n, false) {
+                Key::Known(v) => Some(v),
+                _ => None,
+            })
         }
         crate::classify::KeyLiteral::Str(s) => {
-            let Some(mut rest) = s.strip_prefix('\'') else {
-                return false;
-            };
+            let body = s.strip_prefix('\'')?;
             // `''` inside is a quote; the first lone `'` must end the token.
-            while let Some(at) = rest.find('\'') {
+            let mut rest = body;
+            loop {
+                let at = rest.find('\'')?;
                 if rest[at + 1..].starts_with('\'') {
                     rest = &rest[at + 2..];
+                } else if at + 1 == rest.len() {
+                    break;
                 } else {
-                    return at + 1 == rest.len();
+                    return None;
                 }
             }
-            false
+            let inner = &body[..body.len() - 1];
+            Some((!inner.contains(['\'', '\\'])).then(|| KeyValue::Str(inner.as_bytes().to_vec())))
         }
-    }
-}
-
-/// A literal of a text as the planner would read it in the text's own syntax tree: a plain
-/// integer, or a single-quoted string without escapes (`''` or a backslash); `None` for
-/// anything else, which the planner cannot place either.
-fn literal_key(l: crate::classify::KeyLiteral<'_>) -> Option<KeyValue> {
-    match l {
-        crate::classify::KeyLiteral::Number(n) => match number(n, false) {
-            Key::Known(v) => Some(v),
-            _ => None,
-        },
-        crate::classify::KeyLiteral::Str(s) => {
-            let inner = s.strip_prefix('\'')?.strip_suffix('\'')?;
-            (!inner.contains(['\'', '\\'])).then(|| KeyValue::Str(inner.as_bytes().to_vec()))
-        }
-    }
-}
-
-/// Parses `sql` as one statement (MySQL dialect); `None` when it is not exactly one the
-/// parser reads. What the planner reads the syntax of, and what a prepared statement on a
-/// sharded table keeps from its prepare.
-pub fn parse_one(sql: &str) -> Option<Statement> {
-    match Parser::parse_sql(&MySqlDialect {}, sql) {
-        Ok(mut v) if v.len() == 1 => v.pop(),
-        _ => None,
     }
 }
 
