@@ -696,6 +696,7 @@ pub fn router_counters(router: &RouterContext) -> serde_json::Value {
         "held_statements": m.held_statements.load(Ordering::Relaxed),
         "hold_timeouts": m.hold_timeouts.load(Ordering::Relaxed),
         "leader_change_retries": m.leader_change_retries.load(Ordering::Relaxed),
+        "deposed_leader_cuts": m.deposed_cuts.load(Ordering::Relaxed),
         "held_now": router.held.load(Ordering::Relaxed),
         "session_panics": m.session_panics.load(Ordering::Relaxed),
         "sessions": router.sessions.len(),

@@ -116,6 +116,8 @@ impl App {
         let mut mcfg = MonitorConfig::new(o.user.clone(), o.password.expose().to_string());
         mcfg.tick = Duration::from_millis(o.tick_ms);
         mcfg.connect_timeout = Duration::from_millis(o.connect_timeout_ms);
+        mcfg.poll_timeout = Duration::from_millis(o.poll_timeout_ms);
+        mcfg.suspect_timeout = Duration::from_millis(o.suspect_timeout_ms);
         mcfg.down_after = o.down_after;
         mcfg.tls = o.node_tls();
         let orchestrator = Orchestrator::new(
@@ -165,6 +167,10 @@ impl App {
         };
         let mut tasks = vec![
             tokio::spawn(router::run(router_listener, router.clone(), stopped())),
+            tokio::spawn(router::deposed::cut_deposed_leaders(
+                router.clone(),
+                stopped(),
+            )),
             tokio::spawn(orchestrator.clone().run(stopped())),
             tokio::spawn(xa_recovery(router.clone(), stopped())),
             tokio::spawn(sample_rates(router.clone(), stopped())),

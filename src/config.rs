@@ -116,6 +116,15 @@ pub struct OrchestratorConfig {
     /// Connect timeout for monitor connections (ms).
     #[serde(default = "default_monitor_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Limit on a monitor poll's queries (ms).
+    #[serde(default = "default_poll_timeout_ms")]
+    pub poll_timeout_ms: u64,
+    /// Limit on connecting and on the queries of a poll of a node whose previous poll failed
+    /// (ms). A server that hangs (frozen, or cut off without a reset) accepts connections and
+    /// then never answers: each failed poll costs this long, so it sets how fast a hung
+    /// leader reaches `down_after` failures.
+    #[serde(default = "default_suspect_timeout_ms")]
+    pub suspect_timeout_ms: u64,
     /// Failed polls after which a node is declared down.
     #[serde(default = "default_down_after")]
     pub down_after: u32,
@@ -165,6 +174,12 @@ fn default_tick_ms() -> u64 {
 }
 fn default_monitor_connect_timeout_ms() -> u64 {
     1000
+}
+fn default_poll_timeout_ms() -> u64 {
+    1000
+}
+fn default_suspect_timeout_ms() -> u64 {
+    500
 }
 fn default_down_after() -> u32 {
     3
@@ -300,8 +315,16 @@ impl Config {
             .flat_map(|c| c.nodes.iter().map(String::as_str))
             .collect();
         problems.extend(self.integrations.validate(&cluster_names, &nodes));
-        if self.orchestrator.tick_ms == 0 {
-            problems.push("orchestrator.tick_ms must be at least 1".into());
+        let o = &self.orchestrator;
+        for (name, value) in [
+            ("tick_ms", o.tick_ms),
+            ("connect_timeout_ms", o.connect_timeout_ms),
+            ("poll_timeout_ms", o.poll_timeout_ms),
+            ("suspect_timeout_ms", o.suspect_timeout_ms),
+        ] {
+            if value == 0 {
+                problems.push(format!("orchestrator.{name} must be at least 1"));
+            }
         }
         match (self.orchestrator.tls, &self.orchestrator.tls_ca) {
             (router::config::BackendTlsMode::VerifyCa, None) => {

@@ -309,6 +309,11 @@ fn router_metrics(e: &mut Exposition, r: &RouterContext) {
             load(&m.leader_change_retries),
         ),
         (
+            "switchyard_router_deposed_leader_cuts_total",
+            "Backend connections cut because their server was replaced as leader.",
+            load(&m.deposed_cuts),
+        ),
+        (
             "switchyard_router_backend_retries_total",
             "Reads retried after a lost backend connection.",
             load(&m.backend_retries),

@@ -82,6 +82,8 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
             password: Secret::new(spec.admin_password.as_str()),
             tick_ms: 500,
             connect_timeout_ms: 1000,
+            poll_timeout_ms: 1000,
+            suspect_timeout_ms: 500,
             down_after: 3,
             repl_user: spec.repl_user.clone(),
             repl_password: Secret::new(spec.repl_password.as_str()),

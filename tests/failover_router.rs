@@ -9,100 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::writes::{gtid_and_checksum, ids_on, leader_of, setup, writer, Ledger};
 use common::{eventually, query_one, TestEnv};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-
-/// What a writer saw.
-#[derive(Default)]
-struct Ledger {
-    /// Ids whose INSERT returned OK.
-    acked: Mutex<BTreeSet<u64>>,
-    /// Ids whose INSERT failed with a connection error: they may or may not have committed.
-    uncertain: Mutex<BTreeSet<u64>>,
-    /// Client errors by code.
-    errors: Mutex<Vec<(u16, String)>>,
-}
-
-/// Inserts unique ids through the router until `stop`.
-async fn writer(opts: mysql_async::Opts, base: u64, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
-    let mut conn: Option<Conn> = None;
-    let mut next = base;
-    while !stop.load(Ordering::Relaxed) {
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match Conn::new(opts.clone()).await {
-                Ok(c) => conn.insert(c),
-                Err(e) => {
-                    ledger
-                        .errors
-                        .lock()
-                        .unwrap()
-                        .push((0, format!("connect: {e}")));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let id = next;
-        next += 1;
-        match c
-            .exec_drop("INSERT INTO fo.t (id, v) VALUES (?, ?)", (id, id * 7))
-            .await
-        {
-            Ok(()) => {
-                ledger.acked.lock().unwrap().insert(id);
-            }
-            Err(mysql_async::Error::Server(e)) => {
-                ledger
-                    .errors
-                    .lock()
-                    .unwrap()
-                    .push((e.code, e.message.clone()));
-                if e.code == 2013 {
-                    ledger.uncertain.lock().unwrap().insert(id);
-                }
-            }
-            Err(e) => {
-                // The connection to the router itself broke: outcome unknown.
-                ledger.uncertain.lock().unwrap().insert(id);
-                ledger.errors.lock().unwrap().push((0, e.to_string()));
-                conn = None;
-            }
-        }
-    }
-}
-
-async fn ids_on(conn: &mut Conn) -> BTreeSet<u64> {
-    conn.query::<u64, _>("SELECT id FROM fo.t")
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
-async fn gtid_and_checksum(conn: &mut Conn) -> (String, i64) {
-    let gtid: String = query_one(conn, "SELECT @@gtid_current_pos").await;
-    let row: (String, i64) = conn
-        .query_first("CHECKSUM TABLE fo.t")
-        .await
-        .unwrap()
-        .unwrap();
-    (gtid, row.1)
-}
-
-fn leader_of(env: &TestEnv, cluster: &str) -> (String, u64) {
-    let t = env.app().topology.load();
-    let c = t.cluster(cluster).unwrap();
-    (c.leader.clone().unwrap_or_default(), c.epoch)
-}
-
-async fn setup(env: &TestEnv) {
-    let mut c = env.router_conn(None).await;
-    c.query_drop("CREATE DATABASE fo; CREATE TABLE fo.t (id BIGINT PRIMARY KEY, v BIGINT)")
-        .await
-        .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_leader_under_router_writes_loses_no_acknowledged_write() {
@@ -122,11 +32,11 @@ async fn kill_9_of_the_leader_under_router_writes_loses_no_acknowledged_write() 
         })
         .collect();
     eventually(Duration::from_secs(10), "writes flowing", || async {
-        (ledger.acked.lock().unwrap().len() > 200).then_some(())
+        (ledger.acked_count() > 200).then_some(())
     })
     .await;
     env.local_mut().kill_node("c1", &old_leader).unwrap();
-    let acked_at_kill = ledger.acked.lock().unwrap().len();
+    let acked_at_kill = ledger.acked_count();
     // A new leader with a higher epoch, and writes acknowledged after it.
     let (new_leader, new_epoch) = eventually(Duration::from_secs(30), "a new leader", || async {
         let (l, e) = leader_of(&env, "c1");
@@ -137,7 +47,7 @@ async fn kill_9_of_the_leader_under_router_writes_loses_no_acknowledged_write() 
     eventually(
         Duration::from_secs(20),
         "writes acknowledged on the new leader",
-        || async { (ledger.acked.lock().unwrap().len() > acked_at_kill + 200).then_some(()) },
+        || async { (ledger.acked_count() > acked_at_kill + 200).then_some(()) },
     )
     .await;
     stop.store(true, Ordering::Relaxed);
@@ -148,10 +58,10 @@ async fn kill_9_of_the_leader_under_router_writes_loses_no_acknowledged_write() 
     let new_port: u16 = new_leader.rsplit(':').next().unwrap().parse().unwrap();
     let mut leader = env.admin_conn(new_port).await;
     let present = ids_on(&mut leader).await;
-    let acked = ledger.acked.lock().unwrap().clone();
+    let acked = ledger.acked_ids();
     let lost: Vec<_> = acked.difference(&present).collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    let uncertain = ledger.uncertain.lock().unwrap().clone();
+    let uncertain = ledger.uncertain_ids();
     let phantom: Vec<_> = present
         .difference(&acked)
         .filter(|id| !uncertain.contains(id))
@@ -277,9 +187,9 @@ async fn switchovers_under_router_load_show_clients_no_error() {
     let http = common::http();
     for round in 1..=2u64 {
         let (before, epoch) = leader_of(&env, "c1");
-        let acked = ledger.acked.lock().unwrap().len();
+        let acked = ledger.acked_count();
         eventually(Duration::from_secs(10), "writes flowing", || async {
-            (ledger.acked.lock().unwrap().len() > acked + 100).then_some(())
+            (ledger.acked_count() > acked + 100).then_some(())
         })
         .await;
         let resp = http
@@ -297,9 +207,9 @@ async fn switchovers_under_router_load_show_clients_no_error() {
         assert_eq!(new_epoch, epoch + 1);
         assert_eq!(report["new_leader"], after.as_str());
     }
-    let acked = ledger.acked.lock().unwrap().len();
+    let acked = ledger.acked_count();
     eventually(Duration::from_secs(10), "writes flowing after", || async {
-        (ledger.acked.lock().unwrap().len() > acked + 100).then_some(())
+        (ledger.acked_count() > acked + 100).then_some(())
     })
     .await;
     stop.store(true, Ordering::Relaxed);
@@ -319,7 +229,7 @@ async fn switchovers_under_router_load_show_clients_no_error() {
     let port: u16 = leader.rsplit(':').next().unwrap().parse().unwrap();
     let mut l = env.admin_conn(port).await;
     let present = ids_on(&mut l).await;
-    let acked = ledger.acked.lock().unwrap().clone();
+    let acked = ledger.acked_ids();
     assert!(acked.is_subset(&present), "acknowledged writes missing");
     assert_eq!(present.len(), acked.len(), "no unacknowledged rows");
     drop(l);

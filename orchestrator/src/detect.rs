@@ -2,8 +2,11 @@
 //!
 //! A leader is dead only when the orchestrator has failed to reach it `down_after` times in
 //! a row AND the replicas agree: every replica the monitor could ask since the failures began
-//! has lost its IO thread's connection to it. One lost network path (orchestrator to leader)
-//! is therefore not enough to fail over: the leader is then merely suspect.
+//! has lost its IO thread's connection to it, or has received nothing from it (no event, no
+//! heartbeat) for [`stall_limit`] of its heartbeat period. One lost network path
+//! (orchestrator to leader) is therefore not enough to fail over: the leader is then merely
+//! suspect. The second way to agree is what makes a leader that hangs (frozen, or cut off
+//! without a reset) detectable before the replicas' `slave_net_timeout` runs out.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -34,6 +37,15 @@ pub struct ReplicaView {
     pub last_ok_at: Option<Instant>,
     /// Its `SHOW SLAVE STATUS`, if it has replication configured.
     pub replication: Option<Replication>,
+    /// How long its stream has received nothing although its IO thread says `Yes`, when that
+    /// is past [`stall_limit`] (see [`crate::monitor::NodeHealth::stream_stalled`]).
+    pub stalled: Option<Duration>,
+}
+
+/// How long a replica's stream may receive nothing before it counts as having lost its
+/// source: three heartbeat periods, and at least a second.
+pub fn stall_limit(heartbeat_period_ms: u64) -> Duration {
+    Duration::from_millis(heartbeat_period_ms.saturating_mul(3).max(1000))
 }
 
 /// What the detector concludes about a cluster's leader.
@@ -84,7 +96,7 @@ pub fn detect(leader: &LeaderView, replicas: &[ReplicaView], down_after: u32) ->
     }
     let still: Vec<&str> = asked
         .iter()
-        .filter(|(_, rep)| rep.io_running)
+        .filter(|(r, rep)| rep.io_running && r.stalled.is_none())
         .map(|(r, _)| r.addr.as_str())
         .collect();
     if !still.is_empty() {
@@ -95,9 +107,15 @@ pub fn detect(leader: &LeaderView, replicas: &[ReplicaView], down_after: u32) ->
     }
     let views: Vec<String> = asked
         .iter()
-        .map(|(r, rep)| match &rep.last_io_error {
-            Some(e) => format!("{} ({}: {e})", r.addr, rep.io_state),
-            None => format!("{} ({})", r.addr, rep.io_state),
+        .map(|(r, rep)| match (&rep.last_io_error, r.stalled) {
+            (_, Some(quiet)) if rep.io_running => format!(
+                "{} ({}, but nothing received for {} ms: no event, no heartbeat)",
+                r.addr,
+                rep.io_state,
+                quiet.as_millis()
+            ),
+            (Some(e), _) => format!("{} ({}: {e})", r.addr, rep.io_state),
+            (None, _) => format!("{} ({})", r.addr, rep.io_state),
         })
         .collect();
     Verdict::Dead(format!(
@@ -236,6 +254,7 @@ mod tests {
             last_io_error: error.map(Into::into),
             last_sql_error: None,
             gtid_io_pos: "0-1-5".into(),
+            progress: None,
         }
     }
 
@@ -255,7 +274,9 @@ mod tests {
             up,
             last_ok_at: Some(at),
             replication: rep,
+            stalled: None,
         };
+
         let lost = || {
             Some(replication(
                 "Connecting",
@@ -264,6 +285,10 @@ mod tests {
         };
         let stopped = || Some(replication("No", None));
         let running = || Some(replication("Yes", None));
+        let stalled = |addr: &str| ReplicaView {
+            stalled: Some(Duration::from_millis(1600)),
+            ..replica(addr, true, after, running())
+        };
         struct Case {
             name: &'static str,
             leader: LeaderView,
@@ -305,6 +330,18 @@ mod tests {
                     replica("r1", true, after, lost()),
                     replica("r2", true, after, running()),
                 ],
+                expect: "suspect",
+            },
+            Case {
+                name: "down, and the replicas' streams stalled although their IO threads run",
+                leader: leader(NodeState::Down, 3),
+                replicas: vec![stalled("r1"), replica("r2", true, after, lost())],
+                expect: "dead",
+            },
+            Case {
+                name: "one replica stalled, another still receiving: not dead",
+                leader: leader(NodeState::Down, 3),
+                replicas: vec![stalled("r1"), replica("r2", true, after, running())],
                 expect: "suspect",
             },
             Case {
@@ -371,6 +408,7 @@ mod tests {
             up: true,
             last_ok_at: Some(t0 + Duration::from_millis(1)),
             replication: Some(replication(io, None)),
+            stalled: None,
         };
         match detect(&leader, &[r("Yes")], 3) {
             Verdict::Suspect(why) => {
@@ -382,6 +420,21 @@ mod tests {
             Verdict::Dead(why) => assert!(why.contains("Connecting"), "{why}"),
             other => panic!("{other:?}"),
         }
+        let quiet = ReplicaView {
+            stalled: Some(Duration::from_millis(1700)),
+            ..r("Yes")
+        };
+        match detect(&leader, &[quiet], 3) {
+            Verdict::Dead(why) => assert!(why.contains("nothing received for 1700 ms"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stall_is_three_heartbeat_periods_and_at_least_a_second() {
+        assert_eq!(stall_limit(500), Duration::from_millis(1500));
+        assert_eq!(stall_limit(100), Duration::from_millis(1000));
+        assert_eq!(stall_limit(2000), Duration::from_millis(6000));
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct RouterMetrics {
     pub hold_timeouts: AtomicU64,
     /// Statements re-run on a new leader after the old one refused or lost them unexecuted.
     pub leader_change_retries: AtomicU64,
+    /// Backend connections cut because their server was replaced as leader.
+    pub deposed_cuts: AtomicU64,
     pub session_panics: AtomicU64,
     /// Login failures answered late because their address failed too often.
     pub auth_throttled: AtomicU64,

@@ -10,6 +10,7 @@
 //! - [`shard`]: which shard(s) a statement on a sharded table goes to, or why it is refused;
 //!   [`shard::gather`] rewrites reads whose shards' results must be merged.
 //! - [`context`]: what sessions share; [`context::RouterContext::route`] picks the backend.
+//! - [`deposed`]: cuts every connection to a leader the moment it is replaced.
 //! - [`backend`]: our own backend connections, their pools, and the raw relay of responses;
 //!   [`backend::aggregate`] merges gathered results (groups, aggregates, HAVING, ORDER BY).
 //! - [`protocol`]: packet framing and the few packets the router writes itself.
@@ -25,6 +26,7 @@ pub mod backend;
 pub mod classify;
 pub mod config;
 pub mod context;
+pub mod deposed;
 pub mod error;
 pub mod protocol;
 pub mod rates;

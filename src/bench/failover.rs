@@ -5,6 +5,12 @@
 //! - kill leader: `kill -9` of the leader; the time is from the kill to the acknowledgement of
 //!   the first write sent after it (which ran on the new leader). Writes in flight at the kill
 //!   get 2013 (their outcome is unknown, as on a direct connection).
+//! - freeze leader: the leader hangs (`SIGSTOP`): nothing resets its connections, every read
+//!   of it just waits. Timed as the kill; the router cuts the writes left waiting on it once
+//!   the new leader is published (2013).
+//! - partition leader: every packet to and from the leader's port dropped (iptables on
+//!   loopback, no reset), for the monitor, the replicas and the router alike. Timed as the
+//!   kill.
 //! - switchover: a planned switchover; the time is the longest pause between acknowledged
 //!   writes around it (the writers wait for the new leader meanwhile).
 //!
@@ -36,16 +42,27 @@ const WARM_WRITES: usize = 300;
 pub enum Event {
     /// `kill -9` of the leader: an unplanned failover.
     KillLeader,
+    /// The leader frozen (`SIGSTOP`): a failover with no connection reset.
+    FreezeLeader,
+    /// The leader's port blackholed: a failover across a partition.
+    PartitionLeader,
     /// A planned switchover to a replica.
     Switchover,
 }
 
 impl Event {
-    pub const ALL: [Event; 2] = [Event::KillLeader, Event::Switchover];
+    pub const ALL: [Event; 4] = [
+        Event::KillLeader,
+        Event::FreezeLeader,
+        Event::PartitionLeader,
+        Event::Switchover,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Event::KillLeader => "kill_leader",
+            Event::FreezeLeader => "freeze_leader",
+            Event::PartitionLeader => "partition_leader",
             Event::Switchover => "switchover",
         }
     }
@@ -61,6 +78,14 @@ impl Event {
             Event::KillLeader => {
                 "from the kill -9 of the leader to the acknowledgement of the first write sent \
                  after it (run by the new leader)"
+            }
+            Event::FreezeLeader => {
+                "from the SIGSTOP of the leader to the acknowledgement of the first write sent \
+                 after it (run by the new leader)"
+            }
+            Event::PartitionLeader => {
+                "from dropping every packet of the leader's port to the acknowledgement of the \
+                 first write sent after it (run by the new leader)"
             }
             Event::Switchover => {
                 "the longest pause between acknowledged writes from 1 s before the switchover \
@@ -312,8 +337,8 @@ async fn measure(
     })
     .await?;
     let time_ms = match event {
-        Event::KillLeader => kill_leader(app, local, &tl).await?,
         Event::Switchover => switchover(app, &tl).await?,
+        lost => lose_leader(lost, app, local, &tl).await?,
     };
     writers.stop().await;
     let client_errors = tl.errors.lock().map_or(0, |e| e.len() as u64);
@@ -323,8 +348,10 @@ async fn measure(
     })
 }
 
-/// Kills the leader; returns the ms from the kill to the first acknowledged write sent after.
-async fn kill_leader(
+/// Kills, freezes or cuts off the leader; returns the ms from then to the first acknowledged
+/// write sent after.
+async fn lose_leader(
+    event: Event,
     app: &App,
     local: &mut orchestrator::LocalClusters,
     tl: &Timeline,
@@ -335,10 +362,31 @@ async fn kill_leader(
         .cluster("c1")
         .and_then(|c| c.leader.clone())
         .context("switchyard knows no leader")?;
-    // SIGKILL and reap: once kill_node returns the old leader is gone.
-    local
-        .kill_node("c1", &leader)
-        .with_context(|| format!("killing {leader}"))?;
+    let pid = local
+        .pid(&leader)
+        .with_context(|| format!("no process for {leader}"))?;
+    let port: u16 = leader
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no port in {leader}"))?;
+    // The fault stays until the trial is measured (each guard undoes it when dropped).
+    let (mut _frozen, mut _cut) = (None, None);
+    match event {
+        Event::FreezeLeader => {
+            _frozen =
+                Some(super::faults::freeze(pid).with_context(|| format!("freezing {leader}"))?)
+        }
+        Event::PartitionLeader => {
+            _cut = Some(super::faults::blackhole(port).map_err(anyhow::Error::msg)?)
+        }
+        _ => {
+            // SIGKILL and reap: once kill_node returns the old leader is gone.
+            local
+                .kill_node("c1", &leader)
+                .with_context(|| format!("killing {leader}"))?;
+        }
+    }
     let killed = Instant::now();
     let first_after = || {
         tl.sent_acked.lock().ok().and_then(|v| {
@@ -349,12 +397,12 @@ async fn kill_leader(
         })
     };
     wait_for(
-        "a write acknowledged after the kill",
+        "a write acknowledged after the leader was lost",
         Duration::from_secs(60),
         || first_after().is_some(),
     )
     .await?;
-    let first = first_after().context("no write after the kill")?;
+    let first = first_after().context("no write after the leader was lost")?;
     Ok((first - killed).as_secs_f64() * 1000.0)
 }
 

@@ -22,6 +22,7 @@ pub mod cargo;
 pub mod chart;
 pub mod cpu;
 pub mod failover;
+pub mod faults;
 pub mod haproxy;
 pub mod matrix;
 pub mod meta;
@@ -436,7 +437,15 @@ pub(crate) mod tests {
         let p = plan(&[]);
         assert_eq!(
             (p.sysbench.len(), p.sharded.len(), p.failover.len()),
-            (6, 4, 2)
+            (6, 4, 4)
+        );
+        let p = plan(&["failover/freeze", "failover/partition"]);
+        assert_eq!(
+            p.failover,
+            [
+                failover::Event::FreezeLeader,
+                failover::Event::PartitionLeader
+            ]
         );
         assert!(plan(&["nothing"]).is_empty());
     }

@@ -4,8 +4,10 @@
 //! stopped when the `TestEnv` is dropped, also when the test fails.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod process;
 pub mod proxy;
+pub mod writes;
 
 use std::future::Future;
 use std::time::Duration;

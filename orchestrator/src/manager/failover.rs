@@ -3,6 +3,7 @@
 //! the winner apply its relay log, promote it, repoint the other replicas, publish the new
 //! leader with the next epoch.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shard_map::{ClusterPhase, Role};
@@ -15,6 +16,9 @@ use crate::elect::{elect, Rules};
 
 /// How long a new leader waits for a semi-sync replica before turning semi-sync on.
 pub(super) const SEMI_SYNC_WAIT: Duration = Duration::from_secs(5);
+/// After an automatic failover that failed without changing anything, the next attempt
+/// waits this long.
+const FAILOVER_RETRY: Duration = Duration::from_secs(1);
 
 impl Orchestrator {
     /// Fails over `cluster`. `detected` is the detector's verdict for an automatic failover,
@@ -72,14 +76,16 @@ impl Orchestrator {
             ..
         } = others;
         // A replica connected to the leader, or to an address we do not know (the leader
-        // under another name, say), is evidence that the leader lives.
+        // under another name, say), is evidence that the leader lives, unless the monitor
+        // saw its stream receive nothing for several heartbeat periods.
         let nodes = ctl.spec.all_nodes();
         let still: Vec<String> = snaps
             .iter()
             .filter_map(|(addr, s)| {
                 let r = s.replication.as_ref()?;
                 let elsewhere = r.source != old && nodes.contains(&r.source);
-                (r.io_running && !elsewhere).then(|| format!("{addr} (from {})", r.source))
+                (r.io_running && !elsewhere && !self.stream_stalled(addr))
+                    .then(|| format!("{addr} (from {})", r.source))
             })
             .collect();
         if !still.is_empty() {
@@ -89,6 +95,31 @@ impl Orchestrator {
             );
             return Err(self.refuse_failover(&mut log, automatic, why));
         }
+
+        // Nothing more from the old leader from here on: every reachable replica's IO thread
+        // is stopped (killed, so that a leader that hangs holds nothing up), so that the
+        // positions read next are final and a leader that comes back sends nothing more.
+        // Undone when the failover stops before the promotion. Not on a replica whose SQL
+        // thread is stopped: with GTID, starting a thread while both are stopped throws the
+        // relay log away, and what it received must still be applied if it wins.
+        let applying: Vec<String> = snaps
+            .iter()
+            .filter(|(_, s)| s.replication.as_ref().is_some_and(|r| r.sql_running))
+            .map(|(addr, _)| addr.clone())
+            .collect();
+        let stopped = self.stop_streams(&mut log, &mut conns, &applying).await;
+        for (addr, conn) in &mut conns {
+            match conn.snapshot().await {
+                Ok(snap) => {
+                    snaps.insert(addr.clone(), snap);
+                }
+                Err(e) => {
+                    snaps.remove(addr);
+                    log.step("failover.step", format!("{addr} left out: {e}"));
+                }
+            }
+        }
+        conns.retain(|addr, _| snaps.contains_key(addr));
 
         let facts = self.leader_facts(&old, &snaps.values().collect::<Vec<_>>());
         let candidates: Vec<_> = snaps
@@ -105,6 +136,8 @@ impl Orchestrator {
         let election = match elect(&candidates, &facts, &rules, None) {
             Ok(e) => e,
             Err(e) => {
+                self.restart_streams(&mut log, conns.values_mut(), &stopped)
+                    .await;
                 let mut why = format!("failover of {old}: {e}");
                 if !unreachable.is_empty() {
                     why.push_str(&format!("; unreachable: {unreachable}"));
@@ -113,10 +146,6 @@ impl Orchestrator {
             }
         };
         let winner = election.winner.clone();
-        if let Some(mut m) = self.memory(cluster) {
-            m.history
-                .record(Instant::now(), self.settings.load_full().limits().window);
-        }
 
         let received = snaps
             .get(&winner)
@@ -149,17 +178,32 @@ impl Orchestrator {
                 "the elected {winner} has no connection"
             )));
         };
-        if let Err(e) = self
-            .catch_up_and_promote(&mut log, &mut leader, &winner_snap)
-            .await
-        {
+        if let Err(e) = self.catch_up(&mut log, &mut leader, &winner_snap).await {
+            self.publish_phase(cluster, &old, ClusterPhase::Serving);
+            let others = conns.values_mut().chain(std::iter::once(&mut leader));
+            self.restart_streams(&mut log, others, &stopped).await;
+            return Err(self.failed_unchanged(&mut log, &old, e));
+        }
+        // The point of no return: from here on the attempt counts for the failover limits.
+        if let Some(mut m) = self.memory(cluster) {
+            m.history
+                .record(Instant::now(), self.settings.load_full().limits().window);
+        }
+        if let Err(e) = leader.promote().await {
             self.publish_phase(cluster, &old, ClusterPhase::Serving);
             log.step(
                 "failover.failed",
-                format!("{e}; routers released, {old} still named leader"),
+                format!(
+                    "{e}; promoting {winner} failed part-way (its replication may be stopped): \
+                     routers released, {old} still named leader"
+                ),
             );
             return Err(e);
         }
+        log.step(
+            "failover.step",
+            format!("{winner} promoted: replication removed, read_only=0"),
+        );
         self.hook(&mut log, "vip_add", &old, &winner).await;
 
         // The other replicas follow the winner from their own applied position, which the
@@ -208,8 +252,8 @@ impl Orchestrator {
         Ok(log.report(&old, &winner, epoch))
     }
 
-    /// Lets the elected replica apply everything it received, then promotes it.
-    async fn catch_up_and_promote(
+    /// Lets the elected replica apply everything it received (its IO thread is stopped).
+    async fn catch_up(
         &self,
         log: &mut OpLog<'_>,
         conn: &mut NodeConn,
@@ -236,12 +280,83 @@ impl Orchestrator {
             "failover.step",
             format!("{} applied everything it received ({target})", conn.addr),
         );
-        conn.promote().await?;
-        log.step(
-            "failover.step",
-            format!("{} promoted: replication removed, read_only=0", conn.addr),
-        );
         Ok(())
+    }
+
+    /// Stops the IO thread of the replicas of `conns` named in `which`; returns those where it
+    /// was stopped (to be restarted if the failover stops before the promotion).
+    async fn stop_streams(
+        &self,
+        log: &mut OpLog<'_>,
+        conns: &mut BTreeMap<String, NodeConn>,
+        which: &[String],
+    ) -> Vec<String> {
+        let stops = conns
+            .iter_mut()
+            .filter(|(addr, _)| which.contains(addr))
+            .map(|(addr, conn)| async move { (addr.clone(), conn.stop_io_thread().await) });
+        let mut stopped = Vec::new();
+        let mut lines = Vec::new();
+        for (addr, result) in futures::future::join_all(stops).await {
+            match result {
+                Ok(killed) => {
+                    stopped.push(addr.clone());
+                    lines.push(format!("{addr} ({killed} IO thread killed)"));
+                }
+                Err(e) => lines.push(format!("{addr}: {e}")),
+            }
+        }
+        if !lines.is_empty() {
+            log.step(
+                "failover.step",
+                format!("replication stopped: {}", lines.join(", ")),
+            );
+        }
+        stopped
+    }
+
+    /// Starts again the IO threads [`Orchestrator::stop_streams`] stopped, on the nodes of
+    /// `conns` among `stopped`.
+    async fn restart_streams<'c>(
+        &self,
+        log: &mut OpLog<'_>,
+        conns: impl Iterator<Item = &'c mut NodeConn>,
+        stopped: &[String],
+    ) {
+        for conn in conns.filter(|c| stopped.contains(&c.addr)) {
+            match conn
+                .exec("restarting the IO thread", "START SLAVE IO_THREAD")
+                .await
+            {
+                Ok(()) => log.step(
+                    "failover.step",
+                    format!("{}: IO thread started again", conn.addr),
+                ),
+                Err(e) => log.step("failover.warning", format!("{e}")),
+            }
+        }
+    }
+
+    /// A failover that stopped before it changed anything: tried again shortly, without
+    /// counting for the failover limits.
+    fn failed_unchanged(
+        &self,
+        log: &mut OpLog<'_>,
+        old: &str,
+        e: OrchestratorError,
+    ) -> OrchestratorError {
+        if let Some(mut m) = self.memory(log.cluster) {
+            m.failover_retry_at = Some(Instant::now() + FAILOVER_RETRY);
+        }
+        log.step(
+            "failover.failed",
+            format!(
+                "{e}; nothing changed: routers released, {old} still named leader; trying again \
+                 in {} ms",
+                FAILOVER_RETRY.as_millis()
+            ),
+        );
+        e
     }
 
     /// Turns semi-sync on at a new leader once a semi-sync replica is connected.

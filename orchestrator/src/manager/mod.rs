@@ -162,6 +162,9 @@ struct Memory {
     kept_out: BTreeSet<String>,
     /// Nodes whose rejoin failed, and when to try again.
     retry_after: BTreeMap<String, Instant>,
+    /// An automatic failover that failed before it changed anything is tried again from
+    /// this time on.
+    failover_retry_at: Option<Instant>,
     /// When the last operation ended: observations older than that are not acted on.
     settled_at: Option<Instant>,
 }
@@ -550,6 +553,15 @@ impl Orchestrator {
         }
     }
 
+    /// Whether the monitor last saw `addr`'s replication stream receive nothing for too long
+    /// (see [`crate::monitor::NodeHealth::stream_stalled`]).
+    fn stream_stalled(&self, addr: &str) -> bool {
+        lock(&self.latest)
+            .as_ref()
+            .and_then(|s| s.node(addr))
+            .is_some_and(|h| h.stream_stalled(Instant::now()).is_some())
+    }
+
     /// The election's view of a replica.
     fn candidate(&self, cs: &ClusterStatus, addr: &str, snap: &NodeSnapshot) -> Candidate {
         let last_known_lag = lock(&self.latest)
@@ -666,6 +678,10 @@ impl Orchestrator {
                         &format!("{why}; failover mode is manual: waiting for an operator"),
                     ),
                     FailoverMode::Automatic => {
+                        let retry_at = lock(&ctl.memory).failover_retry_at;
+                        if retry_at.is_some_and(|t| Instant::now() < t) {
+                            continue;
+                        }
                         let allowed = {
                             let m = lock(&ctl.memory);
                             m.history
@@ -769,6 +785,7 @@ fn views(spec: &ClusterSpec, leader: &str, state: &MonitorState) -> (LeaderView,
             failing_since: None,
         },
     };
+    let now = Instant::now();
     let replicas = spec
         .all_nodes()
         .into_iter()
@@ -782,6 +799,7 @@ fn views(spec: &ClusterSpec, leader: &str, state: &MonitorState) -> (LeaderView,
                 .last_observation
                 .as_ref()
                 .and_then(|o| o.replication.clone()),
+            stalled: h.stream_stalled(now),
         })
         .collect();
     (leader_view, replicas)

@@ -253,13 +253,104 @@ impl NodeConn {
         Ok(result.flatten() == Some(0))
     }
 
-    /// Makes a replica the leader: replication off for good, writable.
+    /// Makes a replica the leader: replication off for good, writable. Each step is tried
+    /// once more on a new connection when the connection broke or timed out under it (the
+    /// steps can be repeated), so that a promotion is not left half done by one lost packet.
     pub async fn promote(&mut self) -> Result<(), OrchestratorError> {
-        self.exec("stopping replication", "STOP SLAVE").await?;
-        self.exec("removing the replication configuration", "RESET SLAVE ALL")
+        self.stop_replication().await?;
+        self.exec_again("removing the replication configuration", "RESET SLAVE ALL")
             .await?;
-        self.exec("setting read_only = 0", "SET GLOBAL read_only = 0")
+        self.exec_again("setting read_only = 0", "SET GLOBAL read_only = 0")
             .await
+    }
+
+    /// [`NodeConn::exec`], once more on a new connection if the first try timed out or lost
+    /// its connection. Only for statements that may run twice.
+    async fn exec_again(&mut self, what: &str, sql: &str) -> Result<(), OrchestratorError> {
+        match self.exec(what, sql).await {
+            Err(e) if e.is_lost_connection() || matches!(e, OrchestratorError::Timeout { .. }) => {
+                tracing::warn!(node = %self.addr, error = %e, "trying once more");
+                self.reconnect().await?;
+                self.exec(what, sql).await
+            }
+            r => r,
+        }
+    }
+
+    /// Kills the replication IO thread's connection, if one runs. Unlike `STOP SLAVE`, this
+    /// does not wait on the source: an IO thread reading from a source that hangs (frozen, or
+    /// cut off without a reset) is interrupted at once, where `STOP SLAVE` waits for it, and
+    /// with semi-sync also for its connect to the source to end the source's dump thread.
+    /// Returns how many IO threads were killed.
+    pub async fn kill_io_thread(&mut self) -> Result<usize, OrchestratorError> {
+        let ids: Vec<u64> = self
+            .rows(
+                "listing replication IO threads",
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Slave_IO'",
+            )
+            .await?;
+        let mut killed = 0;
+        for id in ids {
+            if self.kill(id, "killing the replication IO thread").await? {
+                killed += 1;
+            }
+        }
+        Ok(killed)
+    }
+
+    /// Stops both replication threads without waiting on the source: the IO thread is killed
+    /// first (see [`NodeConn::kill_io_thread`]). Should `STOP SLAVE` still not return in time,
+    /// the threads are waited for on a new connection, up to [`STOP_WAIT`].
+    pub async fn stop_replication(&mut self) -> Result<(), OrchestratorError> {
+        self.kill_io_thread().await?;
+        match self.exec("stopping replication", "STOP SLAVE").await {
+            Err(OrchestratorError::Timeout { .. }) => {}
+            Err(e) if e.is_lost_connection() => {}
+            r => return r,
+        }
+        // The statement goes on in the server; this connection's state is unknown.
+        self.reconnect().await?;
+        let deadline = Instant::now() + STOP_WAIT;
+        loop {
+            if !self.replication_threads_running().await? {
+                return self.exec("stopping replication", "STOP SLAVE").await;
+            }
+            if Instant::now() >= deadline {
+                return Err(self.timed_out("stopping replication", STOP_WAIT));
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the IO thread only (the SQL thread goes on applying what was received), without
+    /// waiting on the source. Returns how many IO threads had to be killed.
+    pub async fn stop_io_thread(&mut self) -> Result<usize, OrchestratorError> {
+        let killed = self.kill_io_thread().await?;
+        self.exec_again("stopping the IO thread", "STOP SLAVE IO_THREAD")
+            .await?;
+        Ok(killed)
+    }
+
+    /// Whether either replication thread still runs (or is connecting).
+    async fn replication_threads_running(&mut self) -> Result<bool, OrchestratorError> {
+        let status: Option<Row> = self.first("SHOW SLAVE STATUS", "SHOW SLAVE STATUS").await?;
+        Ok(status.is_some_and(|row| {
+            let get = |name: &str| row.get::<Option<String>, _>(name).flatten();
+            get("Slave_IO_Running").as_deref() != Some("No")
+                || get("Slave_SQL_Running").as_deref() != Some("No")
+        }))
+    }
+
+    /// `KILL CONNECTION id`; `false` when it had already ended.
+    async fn kill(&mut self, id: u64, what: &str) -> Result<bool, OrchestratorError> {
+        match self.exec(what, &format!("KILL CONNECTION {id}")).await {
+            Ok(()) => Ok(true),
+            Err(OrchestratorError::Sql {
+                source: mysql_async::Error::Server(e),
+                ..
+            }) if e.code == ER_NO_SUCH_THREAD => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Points the node at `leader` and starts replicating from its own `gtid_slave_pos`
@@ -272,7 +363,7 @@ impl NodeConn {
     ) -> Result<(), OrchestratorError> {
         let (host, port) =
             split_host_port(leader).ok_or_else(|| OrchestratorError::BadAddress(leader.into()))?;
-        self.exec("stopping replication", "STOP SLAVE").await?;
+        self.stop_replication().await?;
         if from_binlog {
             self.exec(
                 "setting gtid_slave_pos to gtid_binlog_pos",
@@ -315,20 +406,8 @@ impl NodeConn {
         let ids: Vec<u64> = self.rows("listing client connections", &sql).await?;
         let mut killed = 0;
         for id in ids {
-            match self
-                .exec(
-                    "killing a client connection",
-                    &format!("KILL CONNECTION {id}"),
-                )
-                .await
-            {
-                Ok(()) => killed += 1,
-                // Gone by itself in the meantime.
-                Err(OrchestratorError::Sql {
-                    source: mysql_async::Error::Server(e),
-                    ..
-                }) if e.code == ER_NO_SUCH_THREAD => {}
-                Err(e) => return Err(e),
+            if self.kill(id, "killing a client connection").await? {
+                killed += 1;
             }
         }
         Ok(killed)
@@ -368,6 +447,11 @@ impl NodeConn {
         let _ = self.conn.disconnect().await;
     }
 }
+
+/// How long replication threads may take to stop once their `STOP SLAVE` timed out: the
+/// server's own loop re-signals a thread every 2 s, and a semi-sync IO thread's exit may wait
+/// out `rpl_semi_sync_slave_kill_conn_timeout` (5 s by default) connecting to its source.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// `ER_NO_SUCH_THREAD`: `KILL` of a connection that has just ended.
 const ER_NO_SUCH_THREAD: u16 = 1094;
@@ -434,6 +518,7 @@ mod tests {
             last_io_error: None,
             last_sql_error: None,
             gtid_io_pos: "0-1-9".into(),
+            progress: None,
         });
         assert_eq!(s.received().to_string(), "0-1-9,1-1-3");
     }

@@ -103,6 +103,17 @@ impl Orchestrator {
         };
         let mut node = NodeConn::connect(addr, &self.access).await?;
         let snap = node.snapshot().await?;
+        // Semi-sync off first: a former leader that hung (frozen, cut off) comes back with
+        // commits still waiting for an acknowledgement no replica will send, and
+        // `read_only = 1` would wait for them (`rpl_semi_sync_master_timeout`, 10 s by
+        // default) while the node stays writable.
+        if snap.semi_sync_master {
+            node.exec(
+                "turning semi-sync master off",
+                "SET GLOBAL rpl_semi_sync_master_enabled = 0",
+            )
+            .await?;
+        }
         if !snap.read_only {
             node.exec("fencing (read_only = 1)", "SET GLOBAL read_only = 1")
                 .await?;
@@ -116,13 +127,6 @@ impl Orchestrator {
                      connection(s) killed"
                 ),
             );
-        }
-        if snap.semi_sync_master {
-            node.exec(
-                "turning semi-sync master off",
-                "SET GLOBAL rpl_semi_sync_master_enabled = 0",
-            )
-            .await?;
         }
         let was_replicating = snap.replication.is_some();
         if !self.settings.load_full().rejoin {

@@ -25,8 +25,14 @@ pub struct MonitorConfig {
     pub tick: Duration,
     /// Limit on opening a connection to a node.
     pub connect_timeout: Duration,
-    /// Limit on one poll's queries on an open connection.
+    /// Limit on one statement of an operation (failover, switchover, rejoin).
     pub query_timeout: Duration,
+    /// Limit on one poll's queries on an open connection.
+    pub poll_timeout: Duration,
+    /// Limit on connecting and on the queries for a node whose last poll failed: a server
+    /// that hangs (frozen, or cut off without a reset) accepts connections in the kernel and
+    /// then never answers, so each failed poll costs this long.
+    pub suspect_timeout: Duration,
     /// The monitoring user (needs to run `SHOW SLAVE STATUS`).
     pub user: String,
     pub password: String,
@@ -41,13 +47,16 @@ pub struct MonitorConfig {
 }
 
 impl MonitorConfig {
-    /// Defaults: a 500 ms tick, 1 s to connect, 2 s for a poll's queries, `Down` after 3
+    /// Defaults: a 500 ms tick, 1 s to connect, 1 s for a poll's queries (2 s for an
+    /// operation's statements), 500 ms for both while a node is failing, `Down` after 3
     /// failed polls, polled every 100 ms while a leader is failing.
     pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
         MonitorConfig {
             tick: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
             query_timeout: Duration::from_secs(2),
+            poll_timeout: Duration::from_secs(1),
+            suspect_timeout: Duration::from_millis(500),
             user: user.into(),
             password: password.into(),
             down_after: 3,
@@ -64,6 +73,8 @@ impl fmt::Debug for MonitorConfig {
             .field("tick", &self.tick)
             .field("connect_timeout", &self.connect_timeout)
             .field("query_timeout", &self.query_timeout)
+            .field("poll_timeout", &self.poll_timeout)
+            .field("suspect_timeout", &self.suspect_timeout)
             .field("user", &self.user)
             .field("down_after", &self.down_after)
             .field("suspect_tick", &self.suspect_tick)
@@ -154,6 +165,29 @@ pub struct Replication {
     pub last_sql_error: Option<String>,
     /// `Gtid_IO_Pos`: the last GTID received into the relay log, per domain.
     pub gtid_io_pos: String,
+    /// What the IO thread has received, when the server says (`SHOW ALL SLAVES STATUS`).
+    pub progress: Option<StreamProgress>,
+}
+
+/// Counters of a replica's stream that move with every event and every heartbeat its source
+/// sends: while they stand still for several heartbeat periods, the source has stopped
+/// sending although the IO thread still says `Yes` (a source that hangs resets nothing, and
+/// the IO thread only gives up after `slave_net_timeout`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamProgress {
+    /// `Master_Log_File:Read_Master_Log_Pos`.
+    pub read: String,
+    /// `Slave_received_heartbeats`.
+    pub heartbeats: u64,
+    /// `Slave_heartbeat_period`, in ms (0: the source sends no heartbeats).
+    pub heartbeat_period_ms: u64,
+}
+
+impl StreamProgress {
+    /// Whether `next` shows anything received since `self` (the period aside).
+    pub fn moved(&self, next: &StreamProgress) -> bool {
+        self.read != next.read || self.heartbeats != next.heartbeats
+    }
 }
 
 impl Replication {
@@ -201,6 +235,23 @@ pub struct NodeHealth {
     /// The last `Seconds_Behind_Master` that was not `NULL`: once the leader is gone the
     /// server reports `NULL`, but how far behind a replica was still matters for elections.
     pub last_known_lag: Option<u64>,
+    /// When a poll last saw the replica's stream move (see [`StreamProgress`]).
+    pub stream_moved_at: Option<Instant>,
+}
+
+impl NodeHealth {
+    /// How long the replica's stream has received nothing, no event and no heartbeat, if
+    /// that is longer than [`crate::detect::stall_limit`] of its heartbeat period while its IO
+    /// thread still says `Yes`.
+    pub fn stream_stalled(&self, now: Instant) -> Option<Duration> {
+        let rep = self.last_observation.as_ref()?.replication.as_ref()?;
+        let period = rep.progress.as_ref()?.heartbeat_period_ms;
+        if !rep.io_running || self.status.state != NodeState::Up || period == 0 {
+            return None;
+        }
+        let quiet = now.saturating_duration_since(self.stream_moved_at?);
+        (quiet > crate::detect::stall_limit(period)).then_some(quiet)
+    }
 }
 
 /// The monitor's memory: poll results per node, turned into topology snapshots by
@@ -234,6 +285,7 @@ impl MonitorState {
                         last_ok_at: None,
                         failing_since: None,
                         last_known_lag: None,
+                        stream_moved_at: None,
                     });
             }
         }
@@ -262,6 +314,18 @@ impl MonitorState {
         };
         match result {
             Ok(obs) => {
+                let progress =
+                    |o: &Observation| o.replication.as_ref().and_then(|r| r.progress.clone());
+                let moved = match (
+                    h.last_observation.as_ref().and_then(progress),
+                    progress(&obs),
+                ) {
+                    (Some(before), Some(now)) => before.moved(&now),
+                    _ => true,
+                };
+                if moved {
+                    h.stream_moved_at = Some(Instant::now());
+                }
                 h.consecutive_failures = 0;
                 h.last_poll_error = None;
                 h.last_ok_at = Some(Instant::now());
@@ -477,6 +541,7 @@ mod tests {
                 last_io_error: None,
                 last_sql_error: None,
                 gtid_io_pos: "0-1-5".into(),
+                progress: None,
             }),
         }
     }

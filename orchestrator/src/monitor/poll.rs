@@ -12,7 +12,9 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::{interval, sleep_until, timeout, Instant, MissedTickBehavior};
 
-use super::{ClusterSpec, MonitorConfig, MonitorState, Observation, PollError, Replication};
+use super::{
+    ClusterSpec, MonitorConfig, MonitorState, Observation, PollError, Replication, StreamProgress,
+};
 use crate::tls::{self, ConnectError};
 
 /// What an observer (the orchestrator) gets from the monitor besides the published topology.
@@ -205,6 +207,7 @@ async fn poll_loop(
 ) {
     let opts = node_opts(&cfg, &addr);
     let mut conn: Option<Conn> = None;
+    let mut failing = false;
     let mut seen_round = *rounds.borrow();
     loop {
         tokio::select! {
@@ -219,9 +222,10 @@ async fn poll_loop(
         let of_round = (current != seen_round).then_some(current);
         seen_round = current;
         let result = match &opts {
-            Ok(opts) => poll_once(&cfg, opts, &mut conn).await,
+            Ok(opts) => poll_once(&cfg, opts, &mut conn, failing).await,
             Err(e) => Err(e.clone()),
         };
+        failing = result.is_err();
         if let Err(e) = &result {
             tracing::debug!(%addr, error = %e, "poll failed");
         }
@@ -259,17 +263,27 @@ pub(crate) fn split_host_port(addr: &str) -> Option<(String, u16)> {
 }
 
 /// One poll on the node's persistent connection, opening it first if needed. Any failure
-/// drops the connection: after a timeout its state is unknown.
+/// drops the connection: after a timeout its state is unknown. A node whose last poll
+/// `failing` gets the shorter [`MonitorConfig::suspect_timeout`] for both.
 async fn poll_once(
     cfg: &MonitorConfig,
     opts: &OptsBuilder,
     conn: &mut Option<Conn>,
+    failing: bool,
 ) -> Result<Observation, PollError> {
+    let (connect_limit, query_limit) = if failing {
+        (
+            cfg.connect_timeout.min(cfg.suspect_timeout),
+            cfg.poll_timeout.min(cfg.suspect_timeout),
+        )
+    } else {
+        (cfg.connect_timeout, cfg.poll_timeout)
+    };
     if conn.is_none() {
-        let fresh = tls::connect(opts.clone(), &cfg.tls, cfg.connect_timeout)
+        let fresh = tls::connect(opts.clone(), &cfg.tls, connect_limit)
             .await
             .map_err(|e| match e {
-                ConnectError::Timeout => PollError::ConnectTimeout(cfg.connect_timeout),
+                ConnectError::Timeout => PollError::ConnectTimeout(connect_limit),
                 ConnectError::Failed(e) => PollError::Connect(e.to_string()),
             })?;
         *conn = Some(fresh);
@@ -277,9 +291,9 @@ async fn poll_once(
     let Some(c) = conn.as_mut() else {
         return Err(PollError::Connect("no connection".into()));
     };
-    let result = match timeout(cfg.query_timeout, observe(c)).await {
+    let result = match timeout(query_limit, observe(c)).await {
         Ok(result) => result,
-        Err(_) => Err(PollError::QueryTimeout(cfg.query_timeout)),
+        Err(_) => Err(PollError::QueryTimeout(query_limit)),
     };
     if result.is_err() {
         *conn = None;
@@ -310,11 +324,18 @@ async fn observe(conn: &mut Conn) -> Result<Observation, PollError> {
         semi_sync_slave_enabled: flag(7, "rpl_semi_sync_slave_enabled")?,
         replication: None,
     };
-    let status: Option<Row> = conn
-        .query_first("SHOW SLAVE STATUS")
+    // `SHOW ALL SLAVES STATUS` has the heartbeat counters `SHOW SLAVE STATUS` lacks; its
+    // row of the default connection is the one `SHOW SLAVE STATUS` shows.
+    let rows: Vec<Row> = conn
+        .query("SHOW ALL SLAVES STATUS")
         .await
         .map_err(query_err)?;
-    if let Some(row) = status {
+    let default = rows.into_iter().find(|row| {
+        row.get_opt::<String, _>("Connection_name")
+            .and_then(Result::ok)
+            .is_none_or(|name| name.is_empty())
+    });
+    if let Some(row) = default {
         obs.replication = Some(replication_from_row(&row)?);
     }
     Ok(obs)
@@ -339,6 +360,22 @@ pub(crate) fn replication_from_row(row: &Row) -> Result<Replication, PollError> 
         last_io_error: error("Last_IO_Error")?,
         last_sql_error: error("Last_SQL_Error")?,
         gtid_io_pos: column(row, "Gtid_IO_Pos", "Gtid_IO_Pos")?,
+        progress: progress_from_row(row),
+    })
+}
+
+/// The stream counters of a `SHOW ALL SLAVES STATUS` row (`None` for `SHOW SLAVE STATUS`).
+fn progress_from_row(row: &Row) -> Option<StreamProgress> {
+    let text = |name: &str| row.get_opt::<String, _>(name).and_then(Result::ok);
+    let period_s: f64 = text("Slave_heartbeat_period")?.trim().parse().ok()?;
+    Some(StreamProgress {
+        read: format!(
+            "{}:{}",
+            text("Master_Log_File").unwrap_or_default(),
+            text("Read_Master_Log_Pos").unwrap_or_default()
+        ),
+        heartbeats: text("Slave_received_heartbeats")?.trim().parse().ok()?,
+        heartbeat_period_ms: (period_s * 1000.0).round() as u64,
     })
 }
 

@@ -67,9 +67,12 @@ pub(crate) fn server_args(node: &LocalNode, role: &ServerRole, as_root: bool) ->
         "--binlog-format=ROW".into(),
         "--log-slave-updates=1".into(),
         "--gtid-strict-mode=1".into(),
-        // A replica notices a dead leader within about a second: heartbeats every 0.5 s
-        // (set in CHANGE MASTER) and a short network timeout.
-        "--slave-net-timeout=2".into(),
+        // Heartbeats come every 0.5 s (set in CHANGE MASTER): the monitor sees a replica's
+        // stream stall after 1.5 s of silence, while its IO thread is still connected (and
+        // so can be stopped at once: one reconnecting to a hung semi-sync source makes
+        // `STOP SLAVE` wait 2 s). A crashed leader resets the connection and is noticed at
+        // once; a hung one that the monitor missed, after this network timeout.
+        "--slave-net-timeout=4".into(),
         "--rpl-semi-sync-master-wait-point=AFTER_SYNC".into(),
         format!("--rpl-semi-sync-slave-enabled={}", u8::from(role.semi_sync)),
         format!("--read-only={}", u8::from(role.read_only)),

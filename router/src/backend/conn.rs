@@ -79,6 +79,19 @@ pub struct BackendConn {
     pub broken: bool,
     /// When the connection last went back to its pool (for the pool's idle timeout).
     pub last_used: Instant,
+    /// A second handle on the TCP socket (a duplicated descriptor), taken by the pool so
+    /// that it can cut the connection while a read waits on it.
+    pub(crate) socket: Option<std::net::TcpStream>,
+    /// The pool's record of the socket; dropped with the connection.
+    pub(crate) registration: Option<super::pool::Registration>,
+}
+
+/// A duplicate of the connection's socket descriptor (`None` if the process is out of
+/// descriptors: the connection then works, but cannot be cut from outside).
+fn dup_socket(stream: &TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let fd = stream.as_fd().try_clone_to_owned().ok()?;
+    Some(std::net::TcpStream::from(fd))
 }
 
 /// Statements kept prepared per connection before the cache is flushed.
@@ -101,9 +114,13 @@ impl BackendConn {
             .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
             .map_err(|e| BackendError::Connect(addr.to_string(), e))?;
         stream.set_nodelay(true).ok();
-        tokio::time::timeout(opts.connect_timeout, Self::handshake(addr, stream, opts))
-            .await
-            .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
+        let socket = dup_socket(&stream);
+        let mut conn =
+            tokio::time::timeout(opts.connect_timeout, Self::handshake(addr, stream, opts))
+                .await
+                .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))??;
+        conn.socket = socket;
+        Ok(conn)
     }
 
     async fn handshake(
@@ -191,6 +208,8 @@ impl BackendConn {
             status: 0,
             broken: false,
             last_used: Instant::now(),
+            socket: None,
+            registration: None,
         };
         let token = handshake::scramble_native(&g.scramble, opts.password.as_bytes());
         let hello = handshake::backend_hello(caps, 45, &opts.user, &token, None);

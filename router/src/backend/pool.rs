@@ -2,6 +2,9 @@
 //! are relayed raw and the client's DEPRECATE_EOF / FOUND_ROWS choice shapes them).
 //! A checkout is a guard that gives the connection back when dropped.
 
+use std::collections::HashMap;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +57,54 @@ pub struct Pool {
     idle: Mutex<Vec<BackendConn>>,
     permits: Arc<Semaphore>,
     opts: PoolOptions,
+    /// The socket of every open connection of this pool, idle or checked out.
+    sockets: Arc<Sockets>,
+}
+
+/// Handles on the sockets of a pool's open connections, by connection, so that all of them
+/// can be cut at once: a read waiting on a server that will never answer (frozen, or cut
+/// off without a reset) then ends at once, as if the server had closed the connection.
+#[derive(Debug, Default)]
+struct Sockets {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, std::net::TcpStream, crate::FastHash>>,
+}
+
+/// A connection's entry in its pool's [`Sockets`], removed when the connection is dropped.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    sockets: Arc<Sockets>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.sockets.open).remove(&self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sockets {
+    fn register(self: &Arc<Self>, socket: std::net::TcpStream) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.open).insert(id, socket);
+        Registration {
+            sockets: self.clone(),
+            id,
+        }
+    }
+
+    /// Shuts every registered socket down (both directions); returns how many.
+    fn cut_all(&self) -> usize {
+        let open = lock(&self.open);
+        for socket in open.values() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        open.len()
+    }
 }
 
 /// Every pool, by key.
@@ -90,6 +141,7 @@ impl Pools {
                         idle: Mutex::new(Vec::new()),
                         permits: Arc::new(Semaphore::new(self.opts.max_per_server)),
                         opts: self.opts.clone(),
+                        sockets: Arc::default(),
                     })
                 })
                 .clone(),
@@ -127,6 +179,20 @@ impl Pools {
                 }
             }
         }
+    }
+
+    /// Cuts every connection to `addr`, idle or in use: idle ones are closed, and a statement
+    /// waiting on one in use fails at once as a lost connection (the server was replaced as
+    /// leader and may never answer). Returns how many connections were cut.
+    pub fn cut_server(&self, addr: &str) -> usize {
+        let mut cut = 0;
+        for p in self.pools.iter() {
+            if &*p.key.addr == addr {
+                lock(&p.idle).clear();
+                cut += p.sockets.cut_all();
+            }
+        }
+        cut
     }
 }
 
@@ -195,7 +261,10 @@ impl Pool {
                     };
                     // Boxed: new connections are rare, and the handshake's future (TLS
                     // included) would otherwise be part of every checkout's.
-                    let c = Box::pin(BackendConn::connect(&self.key.addr, &opts)).await?;
+                    let mut c = Box::pin(BackendConn::connect(&self.key.addr, &opts)).await?;
+                    if let Some(socket) = c.socket.take() {
+                        c.registration = Some(self.sockets.register(socket));
+                    }
                     return Ok(PooledConn {
                         conn: Some(c),
                         pool: self.clone(),

@@ -1,0 +1,356 @@
+//! Failures as they happen in production, not only `kill -9`: a leader that hangs (frozen
+//! with `SIGSTOP`: every connection to it stays open and silent), a leader cut off by a
+//! partition that drops packets without resets, and the same faults on a replica, which
+//! must cause no failover. Each scenario runs under write traffic through the router and
+//! ends with the same checks: no acknowledged write lost, no row nobody was told about, the
+//! replicas converged, no writer left hanging, and the old leader fenced when it returns.
+
+mod common;
+
+use std::time::Duration;
+
+use common::faults::{blackhole, freeze};
+use common::writes::{
+    check_converged, check_no_write_lost, gtid_and_checksum, ids_on, leader_of, new_leader,
+    port_of, setup, Writers,
+};
+use common::{eventually, query_one, TestEnv};
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use tokio::time::Instant;
+
+/// How the leader is lost.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Freeze,
+    Partition,
+}
+
+/// The scenario: writes flow, the leader is lost to `fault`, a new leader takes the writes,
+/// the fault ends, and the old leader is fenced and rejoins or is kept out.
+async fn leader_lost(fault: Fault) {
+    let env = TestEnv::start(1, 2).await;
+    setup(&env).await;
+    let (old, old_epoch) = leader_of(&env, "c1");
+    let writers = Writers::start(&env, 4);
+    writers
+        .ledger
+        .wait_for_more(200, Duration::from_secs(10), "writes flowing")
+        .await;
+
+    let pid = env.local().pid(&old).expect("the leader's pid");
+    let t0 = Instant::now();
+    let t0_ms = unix_ms();
+    let watch = tokio::spawn(watch_nodes(env.app().topology.clone(), t0));
+    let (frozen, cut) = match fault {
+        Fault::Freeze => (Some(freeze(pid)), None),
+        Fault::Partition => (None, Some(blackhole(port_of(&old)))),
+    };
+    eprintln!("{fault:?}: leader {old} lost");
+    let (new, new_epoch) = new_leader(&env, "c1", &old, old_epoch, Duration::from_secs(30)).await;
+    eprintln!("{fault:?}: new leader {new}");
+    let elected_after = t0.elapsed();
+    assert_eq!(new_epoch, old_epoch + 1);
+    writers
+        .ledger
+        .wait_for_more(
+            200,
+            Duration::from_secs(20),
+            "writes acknowledged on the new leader",
+        )
+        .await;
+    // Writes acknowledged after the fault went to the new leader (but for any answer already
+    // on its way when the fault struck).
+    let first_write = writers
+        .ledger
+        .first_ack_after(t0 + Duration::from_millis(50))
+        .map(|d| d + Duration::from_millis(50));
+    eprintln!("{fault:?}: writes on the new leader");
+    // No writer may be left waiting on the lost leader.
+    let ledger = writers.stop(Duration::from_secs(10)).await;
+    let present = check_no_write_lost(&env, &new, &ledger).await;
+    check_converged(&env, "c1", &new, &[&old]).await;
+    eprintln!("{fault:?}: converged");
+
+    // The old leader comes back: never a write through the router again (it is not the
+    // leader of the current epoch), fenced read-only, then rejoined or kept out.
+    match (frozen, cut) {
+        (Some(f), _) => f.thaw(),
+        (_, Some(c)) => c.heal(),
+        _ => unreachable!(),
+    }
+    let old_port = port_of(&old);
+    let mut lconn = env.admin_conn(port_of(&new)).await;
+    let want = gtid_and_checksum(&mut lconn).await;
+    let rejoined = eventually(
+        Duration::from_secs(40),
+        "the old leader is fenced and rejoins or is kept out",
+        || async {
+            let refused = env
+                .app()
+                .orchestrator
+                .events("c1")
+                .ok()?
+                .iter()
+                .any(|e| e.kind == "rejoin.refused");
+            let mut c = Conn::new(common::opts_for(old_port, "switchyard", "switchyard", None))
+                .await
+                .ok()?;
+            let ro: i64 = c.query_first("SELECT @@global.read_only").await.ok()??;
+            if ro != 1 {
+                return None;
+            }
+            if refused {
+                return Some(false);
+            }
+            (gtid_and_checksum(&mut c).await == want).then_some(true)
+        },
+    )
+    .await;
+    if !rejoined {
+        let mut c = env.admin_conn(old_port).await;
+        let only_old: std::collections::BTreeSet<u64> =
+            ids_on(&mut c).await.difference(&present).copied().collect();
+        assert!(
+            only_old.is_subset(&ledger.uncertain_ids()),
+            "the old leader has rows no client was left unsure about: {only_old:?}"
+        );
+    }
+    let (leader_now, epoch_now) = leader_of(&env, "c1");
+    assert_eq!((leader_now.as_str(), epoch_now), (new.as_str(), new_epoch));
+    let events = env.app().orchestrator.events("c1").unwrap();
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "failover.failed")
+        .map(|e| e.message.clone())
+        .collect();
+    watch.abort();
+    for e in events.iter().filter(|e| e.at_ms >= t0_ms) {
+        println!("  +{} ms {}: {}", e.at_ms - t0_ms, e.kind, e.message);
+    }
+    let codes: Vec<u16> = ledger.errors.lock().unwrap().iter().map(|e| e.0).collect();
+    println!(
+        "{fault:?}: new leader {new} after {} ms, first write acknowledged {} ms after the \
+         fault, {} client errors {codes:?}, rejoined: {rejoined}, failed attempts: {failed:?}",
+        elected_after.as_millis(),
+        first_write.map_or(-1, |d| d.as_millis() as i64),
+        codes.len(),
+    );
+    drop(lconn);
+    env.stop().await;
+}
+
+/// Prints each change of the nodes' published state after `t0` (diagnostics for the log).
+async fn watch_nodes(topology: shard_map::TopologyHandle, t0: Instant) {
+    let mut last = String::new();
+    loop {
+        let t = topology.load();
+        let now: Vec<String> = t
+            .clusters
+            .values()
+            .flat_map(|c| c.nodes.iter())
+            .map(|n| format!("{} {:?} io={:?}", n.addr, n.state, n.io_running))
+            .collect();
+        let now = now.join(" | ");
+        if now != last {
+            println!("  +{} ms nodes: {now}", t0.elapsed().as_millis());
+            last = now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_failed_over_and_fenced_when_it_thaws() {
+    leader_lost(Fault::Freeze).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_is_failed_over_and_fenced_when_the_partition_heals() {
+    leader_lost(Fault::Partition).await;
+}
+
+/// A replica lost the same ways is no reason to fail over: the leader keeps its epoch and
+/// the writes go on; the replica catches up when it returns.
+async fn replica_lost(fault: Fault) {
+    let env = TestEnv::start(1, 2).await;
+    setup(&env).await;
+    let (leader, epoch) = leader_of(&env, "c1");
+    let replica = env
+        .local()
+        .cluster("c1")
+        .unwrap()
+        .replicas()
+        .next()
+        .unwrap()
+        .addr
+        .clone();
+    let writers = Writers::start(&env, 2);
+    writers
+        .ledger
+        .wait_for_more(100, Duration::from_secs(10), "writes flowing")
+        .await;
+    let pid = env.local().pid(&replica).expect("the replica's pid");
+    let (frozen, cut) = match fault {
+        Fault::Freeze => (Some(freeze(pid)), None),
+        Fault::Partition => (None, Some(blackhole(port_of(&replica)))),
+    };
+    // The monitor sees it go; writes go on meanwhile.
+    eventually(
+        Duration::from_secs(20),
+        "the replica marked not up",
+        || async {
+            let t = env.app().topology.load();
+            let n = t.cluster("c1")?.node(&replica)?.clone();
+            (n.state != shard_map::NodeState::Up).then_some(())
+        },
+    )
+    .await;
+    writers
+        .ledger
+        .wait_for_more(
+            200,
+            Duration::from_secs(20),
+            "writes while the replica is lost",
+        )
+        .await;
+    match (frozen, cut) {
+        (Some(f), _) => f.thaw(),
+        (_, Some(c)) => c.heal(),
+        _ => unreachable!(),
+    }
+    let ledger = writers.stop(Duration::from_secs(10)).await;
+    assert_eq!(
+        leader_of(&env, "c1"),
+        (leader.clone(), epoch),
+        "no failover"
+    );
+    let events = env.app().orchestrator.events("c1").unwrap();
+    assert!(
+        !events.iter().any(|e| e.kind.starts_with("failover.")),
+        "no failover was attempted: {events:?}"
+    );
+    check_no_write_lost(&env, &leader, &ledger).await;
+    check_converged(&env, "c1", &leader, &[]).await;
+    let mut c = env.admin_conn(port_of(&replica)).await;
+    let ro: i64 = query_one(&mut c, "SELECT @@global.read_only").await;
+    assert_eq!(ro, 1);
+    drop(c);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replica_causes_no_failover() {
+    replica_lost(Fault::Freeze).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_replica_causes_no_failover() {
+    replica_lost(Fault::Partition).await;
+}
+
+/// A partition of the leader that heals while the orchestrator is deciding (the leader has
+/// just been seen down): whether or not the failover goes through, there is one writable
+/// leader at the end, under a newer epoch if it changed, no acknowledged write is lost, the
+/// nodes that follow the leader converge, and a node left out holds nothing but writes whose
+/// clients got an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_healing_during_detection_leaves_one_leader_and_loses_nothing() {
+    let env = TestEnv::start(1, 2).await;
+    setup(&env).await;
+    let (old, old_epoch) = leader_of(&env, "c1");
+    let writers = Writers::start(&env, 4);
+    writers
+        .ledger
+        .wait_for_more(200, Duration::from_secs(10), "writes flowing")
+        .await;
+    let cut = blackhole(port_of(&old));
+    eventually(Duration::from_secs(20), "the leader seen down", || async {
+        let t = env.app().topology.load();
+        let n = t.cluster("c1")?.node(&old)?.clone();
+        (n.state == shard_map::NodeState::Down).then_some(())
+    })
+    .await;
+    cut.heal();
+    // Settled: one leader, every node up, writes acknowledged again.
+    let (leader, epoch) = eventually(Duration::from_secs(30), "a settled cluster", || async {
+        let t = env.app().topology.load();
+        let c = t.cluster("c1")?;
+        let all_up = c.nodes.iter().all(|n| n.state == shard_map::NodeState::Up);
+        (all_up && c.phase == shard_map::ClusterPhase::Serving)
+            .then(|| (c.leader.clone().unwrap_or_default(), c.epoch))
+    })
+    .await;
+    writers
+        .ledger
+        .wait_for_more(200, Duration::from_secs(20), "writes after the partition")
+        .await;
+    let ledger = writers.stop(Duration::from_secs(10)).await;
+    assert!(
+        (leader == old && epoch == old_epoch) || (leader != old && epoch == old_epoch + 1),
+        "leader {leader} at epoch {epoch} (was {old} at {old_epoch})"
+    );
+    let present = check_no_write_lost(&env, &leader, &ledger).await;
+    // Exactly one writable node; the others follow it or were kept out.
+    let mut lconn = env.admin_conn(port_of(&leader)).await;
+    let want = gtid_and_checksum(&mut lconn).await;
+    let mut kept_out = Vec::new();
+    for node in &env.local().cluster("c1").unwrap().nodes {
+        if node.addr == leader {
+            continue;
+        }
+        let port = node.port;
+        let in_place = eventually(
+            Duration::from_secs(40),
+            &format!(
+                "{} read-only, and following the leader or kept out",
+                node.addr
+            ),
+            || async {
+                let refused = env
+                    .app()
+                    .orchestrator
+                    .events("c1")
+                    .ok()?
+                    .iter()
+                    .any(|e| e.kind == "rejoin.refused" && e.message.contains(&node.addr));
+                let mut c = Conn::new(common::opts_for(port, "switchyard", "switchyard", None))
+                    .await
+                    .ok()?;
+                let ro: i64 = c.query_first("SELECT @@global.read_only").await.ok()??;
+                if ro != 1 {
+                    return None;
+                }
+                if refused {
+                    return Some(false);
+                }
+                (gtid_and_checksum(&mut c).await == want).then_some(true)
+            },
+        )
+        .await;
+        if !in_place {
+            let mut c = env.admin_conn(port).await;
+            let only_here: std::collections::BTreeSet<u64> =
+                ids_on(&mut c).await.difference(&present).copied().collect();
+            assert!(
+                only_here.is_subset(&ledger.uncertain_ids()),
+                "kept-out {} has rows no client was left unsure about: {only_here:?}",
+                node.addr
+            );
+            kept_out.push(node.addr.as_str());
+        }
+    }
+    println!(
+        "healed at Down: leader {leader} epoch {epoch} (failover: {}), kept out: {kept_out:?}",
+        leader != old
+    );
+    drop(lconn);
+    env.stop().await;
+}
