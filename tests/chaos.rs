@@ -1,7 +1,7 @@
 //! The chaos soak: a write workload through the router over two replicated clusters (keyspace
 //! `app` in four shards) while a seeded fault injector kills leaders with SIGKILL, stops and
-//! restarts replicas, delays or cuts one node's network through a TCP proxy, and runs planned
-//! switchovers. At the end every acknowledged write must be present exactly once, the banks'
+//! restarts replicas, freezes replicas (SIGSTOP: nothing resets their connections), delays or
+//! cuts one node's network through a TCP proxy, and runs planned switchovers. At the end every acknowledged write must be present exactly once, the banks'
 //! totals unchanged, every replica converged, and no write accepted by a leader of an older
 //! epoch.
 //!
@@ -465,14 +465,16 @@ impl Chaos {
 enum Fault {
     KillLeader,
     RestartReplica,
+    FreezeReplica,
     CutNode,
     DelayNode,
     Switchover,
 }
 
-const FAULTS: [Fault; 5] = [
+const FAULTS: [Fault; 6] = [
     Fault::KillLeader,
     Fault::RestartReplica,
+    Fault::FreezeReplica,
     Fault::CutNode,
     Fault::DelayNode,
     Fault::Switchover,
@@ -729,6 +731,30 @@ async fn chaos_soak_loses_no_acknowledged_write() {
                 progress(format!("writes while a replica of {cluster} is down")).await;
                 chaos.start_node(cluster, &victim).await;
                 format!("stop+start replica {cluster} {victim}")
+            }
+            Fault::FreezeReplica => {
+                let t = chaos.env.app().topology.load();
+                let replicas: Vec<String> = t
+                    .cluster(cluster)
+                    .unwrap()
+                    .nodes
+                    .iter()
+                    .filter(|n| n.addr != leader)
+                    .map(|n| n.addr.clone())
+                    .collect();
+                let victim = replicas[rng.below(replicas.len())].clone();
+                let direct = chaos.direct(&victim);
+                let pid = chaos.env.local().pid(&direct).expect("replica running");
+                let frozen = common::faults::freeze(pid);
+                eventually(Duration::from_secs(30), "the frozen replica seen down", || async {
+                    let t = chaos.env.app().topology.load();
+                    let n = t.cluster(cluster)?.node(&victim)?.clone();
+                    (n.state != NodeState::Up).then_some(())
+                })
+                .await;
+                progress(format!("writes while a replica of {cluster} is frozen")).await;
+                frozen.thaw();
+                format!("freeze+thaw replica {cluster} {direct}")
             }
             Fault::CutNode | Fault::DelayNode => {
                 let (pc, _) = PROXIED;

@@ -277,11 +277,13 @@ impl NodeConn {
         }
     }
 
-    /// Kills the replication IO thread's connection, if one runs. Unlike `STOP SLAVE`, this
-    /// does not wait on the source: an IO thread reading from a source that hangs (frozen, or
-    /// cut off without a reset) is interrupted at once, where `STOP SLAVE` waits for it, and
-    /// with semi-sync also for its connect to the source to end the source's dump thread.
-    /// Returns how many IO threads were killed.
+    /// Kills the replication IO thread's connection, if one runs, and waits (up to
+    /// [`IO_EXIT_WAIT`]) for the thread to end. Unlike `STOP SLAVE`, this does not wait on the
+    /// source: an IO thread reading from a source that hangs (frozen, or cut off without a
+    /// reset) is interrupted at once, where `STOP SLAVE` waits for it, and with semi-sync also
+    /// for its connect to the source to end the source's dump thread. A `STOP SLAVE` that
+    /// arrives while the killed thread is still on its way out makes it take that path too
+    /// (2 s against a hung source, measured), hence the wait. Returns how many were killed.
     pub async fn kill_io_thread(&mut self) -> Result<usize, OrchestratorError> {
         let ids: Vec<u64> = self
             .rows(
@@ -289,13 +291,30 @@ impl NodeConn {
                 "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Slave_IO'",
             )
             .await?;
-        let mut killed = 0;
+        let mut killed = Vec::new();
         for id in ids {
             if self.kill(id, "killing the replication IO thread").await? {
-                killed += 1;
+                killed.push(id.to_string());
             }
         }
-        Ok(killed)
+        if killed.is_empty() {
+            return Ok(0);
+        }
+        let still = format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID IN ({})",
+            killed.join(", ")
+        );
+        let deadline = Instant::now() + IO_EXIT_WAIT;
+        while Instant::now() < deadline {
+            let left: Option<u64> = self
+                .first("waiting for the IO thread to end", &still)
+                .await?;
+            if left.unwrap_or(0) == 0 {
+                break;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        Ok(killed.len())
     }
 
     /// Stops both replication threads without waiting on the source: the IO thread is killed
@@ -452,6 +471,9 @@ impl NodeConn {
 /// server's own loop re-signals a thread every 2 s, and a semi-sync IO thread's exit may wait
 /// out `rpl_semi_sync_slave_kill_conn_timeout` (5 s by default) connecting to its source.
 const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a killed replication IO thread may take to end before `STOP SLAVE` is sent anyway.
+const IO_EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// `ER_NO_SUCH_THREAD`: `KILL` of a connection that has just ended.
 const ER_NO_SUCH_THREAD: u16 = 1094;
