@@ -746,11 +746,15 @@ async fn chaos_soak_loses_no_acknowledged_write() {
                 let direct = chaos.direct(&victim);
                 let pid = chaos.env.local().pid(&direct).expect("replica running");
                 let frozen = common::faults::freeze(pid);
-                eventually(Duration::from_secs(30), "the frozen replica seen down", || async {
-                    let t = chaos.env.app().topology.load();
-                    let n = t.cluster(cluster)?.node(&victim)?.clone();
-                    (n.state != NodeState::Up).then_some(())
-                })
+                eventually(
+                    Duration::from_secs(30),
+                    "the frozen replica seen down",
+                    || async {
+                        let t = chaos.env.app().topology.load();
+                        let n = t.cluster(cluster)?.node(&victim)?.clone();
+                        (n.state != NodeState::Up).then_some(())
+                    },
+                )
                 .await;
                 progress(format!("writes while a replica of {cluster} is frozen")).await;
                 frozen.thaw();
