@@ -98,6 +98,7 @@ where
     let mut continuing = false;
     let mut forwarded = false;
     let mut next_seq = 1u8;
+    let mut watch_client = true;
     loop {
         let buf = conn.reader().buffer();
         let mut consumed = 0usize;
@@ -181,13 +182,31 @@ where
             forwarded = true;
         }
         if state == State::Done {
+            if !conn.reader().buffer().is_empty() {
+                // The backend sent more than one response: the state machine and the server
+                // disagree about where this one ended, so nothing more from this connection
+                // can be trusted. The client may still be waiting for the rest: it gets an
+                // error, and the connection is dropped.
+                conn.broken = true;
+                return Err(RelayError::Backend {
+                    source: BackendError::Protocol(format!(
+                        "unexpected data after the end of a response from {}",
+                        conn.addr
+                    )),
+                    forwarded: true,
+                    next_seq,
+                });
+            }
             client.flush().await.map_err(|e| {
                 conn.broken = true;
                 RelayError::Client(e)
             })?;
             return Ok(out);
         }
-        if infile || client.pending() >= FLUSH_AT {
+        // Between two results of a multi-result response (a procedure's), what is complete
+        // goes out before waiting: the next result may take its time.
+        if infile || client.pending() >= FLUSH_AT || (state == State::Start && client.pending() > 0)
+        {
             client.flush().await.map_err(|e| {
                 conn.broken = true;
                 RelayError::Client(e)
@@ -197,7 +216,33 @@ where
             Box::pin(send_local_file(conn, client_in.as_deref_mut(), next_seq)).await?;
             continue;
         }
-        match conn.reader().fill().await {
+        let filled = match client_in.as_deref_mut().filter(|_| watch_client) {
+            // While the backend is silent, a client that goes away (its own timeout, Ctrl-C,
+            // a killed test) ends the relay: the session and its backend connection are not
+            // left waiting for a response nobody reads.
+            Some(cin) => tokio::select! {
+                biased;
+                r = conn.reader().fill() => r,
+                c = cin.fill() => {
+                    match c {
+                        Ok(n) if n > 0 => {
+                            // Pipelined commands: kept for after this response.
+                            watch_client = false;
+                            continue;
+                        }
+                        _ => {
+                            conn.broken = true;
+                            return Err(RelayError::Client(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "client went away while the backend was answering",
+                            )));
+                        }
+                    }
+                }
+            },
+            None => conn.reader().fill().await,
+        };
+        match filled {
             Ok(0) => {
                 conn.broken = true;
                 return Err(RelayError::Backend {
@@ -284,7 +329,10 @@ fn step(
             if is_eof_or_ok_terminator(p) && p.len() < 9 {
                 let (_, status) = parse_eof(p).ok_or("malformed EOF")?;
                 out.status = status;
-                if status & CURSOR_EXISTS != 0 {
+                // Only an execute that asked for a cursor gets one: a stored program's
+                // result sets can carry the flag of its own cursors (a FOR loop's), and
+                // their rows follow as usual.
+                if cursor && status & CURSOR_EXISTS != 0 {
                     out.cursor_open = true;
                     State::Done
                 } else {

@@ -793,8 +793,14 @@ impl Session {
         loop {
             let was_pinned = self.pinned.is_some();
             let (mut conn, route) = match self.pinned.take() {
-                Some(c) => {
+                Some(mut c) => {
                     let route = self.pinned_route.take();
+                    if !c.looks_alive() {
+                        // Closed by the server (killed, timed out) or sent something after
+                        // its last response: what the session had open there is gone.
+                        c.discard();
+                        return Err(self.lost_pinned(None));
+                    }
                     if let Some(r) = route.as_ref().filter(|r| !self.ctx.route_current(r)) {
                         // Its leader was replaced: whatever the session had open there is gone,
                         // and nothing may be written to a leader of an older epoch.
