@@ -201,6 +201,7 @@ impl RouterError {
             code,
             sqlstate: state.into(),
             message,
+            raw: None,
         }
     }
 }
@@ -215,6 +216,7 @@ mod tests {
             code: 1146,
             sqlstate: "42S02".into(),
             message: "Table 'db.t' doesn't exist".into(),
+            raw: None,
         };
         assert_eq!(
             RouterError::Backend(BackendError::Server(e.clone())).to_client(),

@@ -521,6 +521,7 @@ fn protocol_error(what: &str) -> ServerError {
         code: 2027,
         sqlstate: "HY000".into(),
         message: format!("Malformed packet from backend: {what}"),
+        raw: None,
     }
 }
 

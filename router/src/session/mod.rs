@@ -1216,6 +1216,7 @@ impl Session {
             code: first.code,
             sqlstate: first.sqlstate,
             message: format!("failed on {} of the shards: {message}", failures.len()),
+            raw: None,
         };
         Err(RouterError::Backend(BackendError::Server(e)).into())
     }
@@ -1675,6 +1676,7 @@ fn unreachable_error() -> crate::protocol::ServerError {
         code: 2013,
         sqlstate: "HY000".into(),
         message: "Lost connection to backend during query".into(),
+        raw: None,
     }
 }
 
@@ -1695,6 +1697,6 @@ async fn write_error(
     e: &RouterError,
 ) -> std::io::Result<()> {
     let c = e.to_client();
-    out.push(seq, &err_payload(c.code, &c.sqlstate, &c.message));
+    out.push(seq, &err_payload(c.code, &c.sqlstate, c.message_bytes()));
     out.flush().await
 }
