@@ -170,6 +170,15 @@ pub struct RouterConfig {
     /// CA certificate(s) (PEM) that backend certificates must chain to with `verify_ca`.
     #[serde(default)]
     pub backend_tls_ca: Option<PathBuf>,
+    /// Also accept the accounts of the backends (as MaxScale does): a login whose user is not
+    /// in `users` is checked against `mysql.user` on the default cluster's leader (read with
+    /// the orchestrator's user at each such login, so an account made with `CREATE USER`
+    /// works at once), for accounts with `mysql_native_password` or no password. The router
+    /// then logs in to the backends as that account without knowing its password (the
+    /// client's proof yields what the native handshake needs); the backend checks the host
+    /// part against the router's own address.
+    #[serde(default)]
+    pub backend_accounts: bool,
 }
 
 /// When the router's backend connections use TLS.
@@ -247,6 +256,7 @@ impl RouterConfig {
             require_secure_transport: false,
             backend_tls: BackendTlsMode::Disabled,
             backend_tls_ca: None,
+            backend_accounts: false,
         }
     }
 

@@ -202,6 +202,14 @@ impl Session {
             // with their connections, never back in the pool.
             session.xa_lost("the client left");
         }
+        if session.pins.any() {
+            // What pinned the session (table locks, user locks, temporary tables, variables
+            // that can't be replayed, an open cursor) is the session's own: closing the
+            // connection releases it on the server, where the pool would hand it on.
+            if let Some(c) = session.pinned.take() {
+                c.discard();
+            }
+        }
     }
 
     /// The connection phase: greeting, optional switch to TLS, authentication, the database
@@ -1644,7 +1652,13 @@ impl Session {
                 _ => return Err(Failure::ClientGone),
             }
         }
-        let Some(user) = auth::check_password(&self.ctx, &req.user, &scramble, &token) else {
+        let mut user = auth::check_password(&self.ctx, &req.user, &scramble, &token);
+        if user.is_none() && self.ctx.config.backend_accounts {
+            user = auth::backend_account(&self.ctx, &req.user, &scramble, &token)
+                .await
+                .map_err(|e| Failure::Reply(e, Some(seq)))?;
+        }
+        let Some(user) = user else {
             RouterMetrics::inc(&self.ctx.metrics.auth_failures);
             let e = RouterError::AccessDenied {
                 user: req.user,
