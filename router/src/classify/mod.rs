@@ -90,6 +90,9 @@ pub enum PinReason {
     SqlPrepare,
     /// The text holds several statements (their effects are not tracked one by one).
     MultiStatement,
+    /// `BACKUP STAGE ...` (until `BACKUP STAGE END`) or `BACKUP LOCK` (until `BACKUP
+    /// UNLOCK`): held by the connection, like table locks.
+    BackupLock,
 }
 
 /// A table a statement references.
@@ -117,7 +120,8 @@ pub struct Classification {
     /// `LockTables`), so an `unpin` never releases a pin that another reason holds.
     pub pin: Option<PinReason>,
     /// Running this ends that tie: `UNLOCK TABLES` ends `LockTables`,
-    /// `RELEASE_ALL_LOCKS()` ends `UserLock`. Never set with the same `pin`.
+    /// `RELEASE_ALL_LOCKS()` ends `UserLock`, `BACKUP STAGE END` and `BACKUP UNLOCK` end
+    /// `BackupLock`. Never set with the same `pin`.
     pub unpin: Option<PinReason>,
     /// `SQL_CALC_FOUND_ROWS`: the next `FOUND_ROWS()` must run on the same connection.
     pub calc_found_rows: bool,
@@ -316,12 +320,13 @@ pub fn parse_one(sql: &str) -> Option<Statement> {
 }
 
 /// Pin reasons, longest-lasting first (see [`Classification::pin`]).
-const PIN_PRIORITY: [PinReason; 5] = [
+const PIN_PRIORITY: [PinReason; 6] = [
     PinReason::TemporaryTable,
     PinReason::SqlPrepare,
     PinReason::UserVariableAssignment,
     PinReason::UserLock,
     PinReason::LockTables,
+    PinReason::BackupLock,
 ];
 
 /// Classifies a normalised text. Everything here derives from `key` only.

@@ -207,6 +207,18 @@ fn leading_kind(toks: &[Token<'_>], info: &mut ScanInfo) -> StatementKind {
             info.pin(PinReason::LockTables);
             StatementKind::LockTables
         }
+        "BACKUP" if next_is(1, "STAGE") && next_is(2, "END") => {
+            info.unpin = Some(PinReason::BackupLock);
+            StatementKind::Other
+        }
+        "BACKUP" if next_any(1, &["STAGE", "LOCK"]) => {
+            info.pin(PinReason::BackupLock);
+            StatementKind::Other
+        }
+        "BACKUP" if next_is(1, "UNLOCK") => {
+            info.unpin = Some(PinReason::BackupLock);
+            StatementKind::Other
+        }
         "UNLOCK" if next_any(1, &["TABLE", "TABLES"]) => {
             info.unpin = Some(PinReason::LockTables);
             StatementKind::UnlockTables

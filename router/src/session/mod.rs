@@ -65,6 +65,7 @@ impl From<BackendError> for Failure {
 struct Pins {
     temp_table: bool,
     lock_tables: bool,
+    backup_lock: bool,
     user_lock: bool,
     user_var: bool,
     sql_prepare: bool,
@@ -91,6 +92,7 @@ impl Pins {
             PinReason::UserVariableAssignment => self.user_var = on,
             PinReason::SqlPrepare => self.sql_prepare = on,
             PinReason::MultiStatement => self.multi = on,
+            PinReason::BackupLock => self.backup_lock = on,
         }
     }
 }
