@@ -270,7 +270,9 @@ async fn backend_account_rows(
             return None;
         }
     };
-    drop(conn);
+    // Closed, not pooled: logins of backend accounts are rare, and an idle connection of the
+    // router's own would show in the server's process list among the clients'.
+    conn.discard();
     let generation = ctx
         .users_generation
         .load(std::sync::atomic::Ordering::Acquire);

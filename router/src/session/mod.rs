@@ -204,10 +204,11 @@ impl Session {
             // with their connections, never back in the pool.
             session.xa_lost("the client left");
         }
-        if session.pins.any() {
+        if session.pins.any() || !session.ctx.config.multiplexing {
             // What pinned the session (table locks, user locks, temporary tables, variables
-            // that can't be replayed, an open cursor) is the session's own: closing the
-            // connection releases it on the server, where the pool would hand it on.
+            // that can't be replayed, an open cursor; without multiplexing, the connection
+            // itself) is the session's own: closing the connection releases it on the
+            // server, where the pool would hand it on.
             if let Some(c) = session.pinned.take() {
                 c.discard();
             }
@@ -775,7 +776,8 @@ impl Session {
 
     /// Returns the pinned connection to the pool when nothing holds the session to it.
     fn release_if_free(&mut self) {
-        let keep = self.pins.any()
+        let keep = !self.ctx.config.multiplexing
+            || self.pins.any()
             || self.pinned.as_ref().is_some_and(|c| c.in_transaction())
             || self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty());
         if !keep {
@@ -1346,7 +1348,10 @@ impl Session {
         loop {
             let routed = match target {
                 Target::Leader => self.ctx.route(self.state.db.as_deref(), false),
-                Target::ReplicaOk => self.ctx.route(self.state.db.as_deref(), true),
+                // Without multiplexing the session keeps the connection it gets: the leader's.
+                Target::ReplicaOk => self
+                    .ctx
+                    .route(self.state.db.as_deref(), self.ctx.config.multiplexing),
                 Target::LeaderFor(db) => self.ctx.route(Some(db), false),
                 Target::Cluster(c) => self.ctx.route_cluster(c, false),
             };
