@@ -49,6 +49,8 @@ fn without_multiplexing_session_counts_and_kill_behave_as_directly() {
         &[
             "--no-multiplexing",
             "main.kill_query-6728",
+            "main.lock_kill",
+            "main.transaction_timeout",
             "main.lock_multi_bug38499",
             "main.synchronization",
             "main.consistent_snapshot",

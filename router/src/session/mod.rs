@@ -367,6 +367,16 @@ impl Session {
             match result {
                 Ok(()) => {}
                 Err(Failure::ClientGone) => return,
+                Err(Failure::Reply(
+                    RouterError::TransactionLost { .. } | RouterError::LostDuringQuery { .. },
+                    _,
+                )) if !self.ctx.config.multiplexing => {
+                    // Without multiplexing the backend connection is the client's session on
+                    // the server: it is gone, and so is this one, as on a direct connection
+                    // (the client library reports the lost connection itself).
+                    RouterMetrics::inc(&self.ctx.metrics.errors);
+                    return;
+                }
                 Err(Failure::Reply(e, s)) => {
                     RouterMetrics::inc(&self.ctx.metrics.errors);
                     self.ctx.metrics.count_error(e.to_client().code);
