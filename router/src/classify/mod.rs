@@ -93,6 +93,9 @@ pub enum PinReason {
     /// `BACKUP STAGE ...` (until `BACKUP STAGE END`) or `BACKUP LOCK` (until `BACKUP
     /// UNLOCK`): held by the connection, like table locks.
     BackupLock,
+    /// `XA START` / `XA BEGIN` (until `XA COMMIT` / `XA ROLLBACK`): the XA transaction is the
+    /// connection's, also once prepared, when the server's status no longer says so.
+    XaTransaction,
 }
 
 /// A table a statement references.
@@ -121,7 +124,7 @@ pub struct Classification {
     pub pin: Option<PinReason>,
     /// Running this ends that tie: `UNLOCK TABLES` ends `LockTables`,
     /// `RELEASE_ALL_LOCKS()` ends `UserLock`, `BACKUP STAGE END` and `BACKUP UNLOCK` end
-    /// `BackupLock`. Never set with the same `pin`.
+    /// `BackupLock`, `XA COMMIT` and `XA ROLLBACK` end `XaTransaction`. Never set with the same `pin`.
     pub unpin: Option<PinReason>,
     /// `SQL_CALC_FOUND_ROWS`: the next `FOUND_ROWS()` must run on the same connection.
     pub calc_found_rows: bool,
@@ -320,8 +323,9 @@ pub fn parse_one(sql: &str) -> Option<Statement> {
 }
 
 /// Pin reasons, longest-lasting first (see [`Classification::pin`]).
-const PIN_PRIORITY: [PinReason; 6] = [
+const PIN_PRIORITY: [PinReason; 7] = [
     PinReason::TemporaryTable,
+    PinReason::XaTransaction,
     PinReason::SqlPrepare,
     PinReason::UserVariableAssignment,
     PinReason::UserLock,

@@ -66,6 +66,7 @@ struct Pins {
     temp_table: bool,
     lock_tables: bool,
     backup_lock: bool,
+    xa: bool,
     user_lock: bool,
     user_var: bool,
     sql_prepare: bool,
@@ -93,6 +94,7 @@ impl Pins {
             PinReason::SqlPrepare => self.sql_prepare = on,
             PinReason::MultiStatement => self.multi = on,
             PinReason::BackupLock => self.backup_lock = on,
+            PinReason::XaTransaction => self.xa = on,
         }
     }
 }
