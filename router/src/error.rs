@@ -85,12 +85,21 @@ impl RouterError {
                 "HY000",
                 format!("Lost connection to backend {addr} during query"),
             ),
+            // ER_CONNECTION_KILLED, as the server tells a client whose connection it killed:
+            // a server-side code, which every client library accepts in an error packet
+            // (libmariadb turns the client-side 2013 into "malformed packet"), and the
+            // session goes on, its transaction rolled back.
             RouterError::TransactionLost { addr } => (
-                2013,
-                "HY000",
+                1927,
+                "70100",
                 format!(
-                    "Lost connection to backend {addr} during the transaction; it was rolled \
-                     back, retry it"
+                    "Connection was killed: the backend connection{} was lost during the \
+                     transaction, which was rolled back; retry it",
+                    if addr.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" to {addr}")
+                    }
                 ),
             ),
             RouterError::XaRolledBack(why) => (
@@ -251,6 +260,11 @@ mod tests {
                 RouterError::LostDuringQuery { addr: "a".into() },
                 2013,
                 "HY000",
+            ),
+            (
+                RouterError::TransactionLost { addr: "a".into() },
+                1927,
+                "70100",
             ),
             (RouterError::NotSupported("x".into()), 1235, "42000"),
             (RouterError::SecureTransportRequired, 3159, "08004"),

@@ -959,7 +959,14 @@ impl Session {
                         self.ctx.report_failure(&r.addr);
                     }
                     if was_pinned || began {
-                        return Err(self.lost_pinned(forwarded.then_some(next_seq)));
+                        // The session's transaction (or whatever pinned it) is gone, but the
+                        // statement reached the server and its outcome is unknown (a COMMIT
+                        // may have committed): 2013, as for a statement outside one.
+                        let _ = self.lost_pinned(None);
+                        return Err(Failure::Reply(
+                            RouterError::LostDuringQuery { addr },
+                            forwarded.then_some(next_seq),
+                        ));
                     }
                     if !forwarded && exec.retry_reads && !read_retried {
                         read_retried = true;
@@ -1481,7 +1488,7 @@ impl Session {
         self.stmts.values_mut().for_each(|s| s.cursor_open = false);
         Failure::Reply(
             RouterError::TransactionLost {
-                addr: "the session's backend".into(),
+                addr: String::new(),
             },
             seq,
         )
