@@ -14,6 +14,9 @@ pub enum RouterError {
     LostDuringQuery { addr: String },
     #[error("the transaction's backend connection was lost; the transaction was rolled back")]
     TransactionLost { addr: String },
+    /// The connection a session was pinned to died while a statement ran on it.
+    #[error("the session's backend connection was lost during a statement")]
+    PinnedLostDuringQuery { addr: String },
     #[error("the transaction's leader changed; it must be restarted")]
     LeaderChanged { cluster: String },
     /// A distributed transaction was rolled back under the client (why).
@@ -100,6 +103,17 @@ impl RouterError {
                     } else {
                         format!(" to {addr}")
                     }
+                ),
+            ),
+            // The server's own code for a connection killed under a running statement (its
+            // outcome unknown), which libmariadb accepts where it refuses a client-side 2013.
+            RouterError::PinnedLostDuringQuery { addr } => (
+                1927,
+                "70100",
+                format!(
+                    "Connection was killed: the backend connection to {addr} was lost while \
+                     the statement ran; its outcome is unknown and the session's transaction, \
+                     locks and temporary tables are gone"
                 ),
             ),
             RouterError::XaRolledBack(why) => (
@@ -263,6 +277,11 @@ mod tests {
             ),
             (
                 RouterError::TransactionLost { addr: "a".into() },
+                1927,
+                "70100",
+            ),
+            (
+                RouterError::PinnedLostDuringQuery { addr: "a".into() },
                 1927,
                 "70100",
             ),

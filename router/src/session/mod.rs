@@ -370,7 +370,9 @@ impl Session {
                 Ok(()) => {}
                 Err(Failure::ClientGone) => return,
                 Err(Failure::Reply(
-                    RouterError::TransactionLost { .. } | RouterError::LostDuringQuery { .. },
+                    RouterError::TransactionLost { .. }
+                    | RouterError::PinnedLostDuringQuery { .. }
+                    | RouterError::LostDuringQuery { .. },
                     _,
                 )) if !self.ctx.config.multiplexing => {
                     // Without multiplexing the backend connection is the client's session on
@@ -959,12 +961,12 @@ impl Session {
                         self.ctx.report_failure(&r.addr);
                     }
                     if was_pinned || began {
-                        // The session's transaction (or whatever pinned it) is gone, but the
-                        // statement reached the server and its outcome is unknown (a COMMIT
-                        // may have committed): 2013, as for a statement outside one.
+                        // The session's transaction (or whatever pinned it) is gone, and the
+                        // statement reached the server: its outcome is unknown (a COMMIT may
+                        // have committed).
                         let _ = self.lost_pinned(None);
                         return Err(Failure::Reply(
-                            RouterError::LostDuringQuery { addr },
+                            RouterError::PinnedLostDuringQuery { addr },
                             forwarded.then_some(next_seq),
                         ));
                     }
