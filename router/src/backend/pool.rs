@@ -103,13 +103,6 @@ impl Pools {
         self.pools.retain(|k, _| &*k.user != user);
     }
 
-    /// Drops the pools of `user` made with another password (an account whose password
-    /// changed on the backends since its pools were made).
-    pub fn forget_user_unless(&self, user: &str, password: &Arc<str>) {
-        self.pools
-            .retain(|k, p| &*k.user != user || p.password == *password);
-    }
-
     /// Idle and busy connection counts per server, for the admin API.
     pub fn stats(&self) -> Vec<PoolStats> {
         self.pools

@@ -307,7 +307,10 @@ async fn backend_account_rows(
             (stage1_password(&stage1), hash)
         };
         let password: Arc<str> = password.into();
-        ctx.pools.forget_user_unless(user, &password);
+        // The account may have been dropped and made again since this user's pooled
+        // connections logged in (with other privileges, or another host part): they are
+        // not reused for a new login.
+        ctx.pools.forget_user(user);
         return Some(Arc::new(User {
             name: user.into(),
             password,
