@@ -116,6 +116,15 @@ pub struct RouterConfig {
     /// Backend connections per server.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Share backend connections between client sessions statement by statement (a session
+    /// keeps one only while it must: transaction, locks, temporary tables...). `false`: each
+    /// client session keeps the backend connection of its first statement until it leaves,
+    /// and that connection is closed then, so the server sees one session per client
+    /// (`CONNECTION_ID()`, `KILL`, the process list and every session setting behave as on a
+    /// direct connection), at the cost of one backend connection per client (`pool_size`
+    /// caps them per server and user) and no reads on replicas.
+    #[serde(default = "default_multiplexing")]
+    pub multiplexing: bool,
     /// How long a statement waits for a free backend connection (ms).
     #[serde(default = "default_pool_wait_ms")]
     pub pool_wait_ms: u64,
@@ -170,6 +179,15 @@ pub struct RouterConfig {
     /// CA certificate(s) (PEM) that backend certificates must chain to with `verify_ca`.
     #[serde(default)]
     pub backend_tls_ca: Option<PathBuf>,
+    /// Also accept the accounts of the backends (as MaxScale does): a login whose user is not
+    /// in `users` is checked against `mysql.user` on the default cluster's leader (read with
+    /// the orchestrator's user at each such login, so an account made with `CREATE USER`
+    /// works at once), for accounts with `mysql_native_password` or no password. The router
+    /// then logs in to the backends as that account without knowing its password (the
+    /// client's proof yields what the native handshake needs); the backend checks the host
+    /// part against the router's own address.
+    #[serde(default)]
+    pub backend_accounts: bool,
 }
 
 /// When the router's backend connections use TLS.
@@ -200,6 +218,9 @@ fn default_max_allowed_packet() -> usize {
 }
 fn default_pool_size() -> usize {
     200
+}
+fn default_multiplexing() -> bool {
+    true
 }
 fn default_pool_wait_ms() -> u64 {
     5_000
@@ -232,6 +253,7 @@ impl RouterConfig {
             max_connections: default_max_connections(),
             max_allowed_packet: default_max_allowed_packet(),
             pool_size: default_pool_size(),
+            multiplexing: default_multiplexing(),
             pool_wait_ms: default_pool_wait_ms(),
             connect_timeout_ms: default_connect_timeout_ms(),
             replica_read_max_lag: None,
@@ -247,6 +269,7 @@ impl RouterConfig {
             require_secure_transport: false,
             backend_tls: BackendTlsMode::Disabled,
             backend_tls_ca: None,
+            backend_accounts: false,
         }
     }
 

@@ -14,6 +14,9 @@ pub enum RouterError {
     LostDuringQuery { addr: String },
     #[error("the transaction's backend connection was lost; the transaction was rolled back")]
     TransactionLost { addr: String },
+    /// The connection a session was pinned to died while a statement ran on it.
+    #[error("the session's backend connection was lost during a statement")]
+    PinnedLostDuringQuery { addr: String },
     #[error("the transaction's leader changed; it must be restarted")]
     LeaderChanged { cluster: String },
     /// A distributed transaction was rolled back under the client (why).
@@ -85,12 +88,32 @@ impl RouterError {
                 "HY000",
                 format!("Lost connection to backend {addr} during query"),
             ),
+            // ER_CONNECTION_KILLED, as the server tells a client whose connection it killed:
+            // a server-side code, which every client library accepts in an error packet
+            // (libmariadb turns the client-side 2013 into "malformed packet"), and the
+            // session goes on, its transaction rolled back.
             RouterError::TransactionLost { addr } => (
-                2013,
-                "HY000",
+                1927,
+                "70100",
                 format!(
-                    "Lost connection to backend {addr} during the transaction; it was rolled \
-                     back, retry it"
+                    "Connection was killed: the backend connection{} was lost during the \
+                     transaction, which was rolled back; retry it",
+                    if addr.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" to {addr}")
+                    }
+                ),
+            ),
+            // The server's own code for a connection killed under a running statement (its
+            // outcome unknown), which libmariadb accepts where it refuses a client-side 2013.
+            RouterError::PinnedLostDuringQuery { addr } => (
+                1927,
+                "70100",
+                format!(
+                    "Connection was killed: the backend connection to {addr} was lost while \
+                     the statement ran; its outcome is unknown and the session's transaction, \
+                     locks and temporary tables are gone"
                 ),
             ),
             RouterError::XaRolledBack(why) => (
@@ -201,6 +224,7 @@ impl RouterError {
             code,
             sqlstate: state.into(),
             message,
+            raw: None,
         }
     }
 }
@@ -215,6 +239,7 @@ mod tests {
             code: 1146,
             sqlstate: "42S02".into(),
             message: "Table 'db.t' doesn't exist".into(),
+            raw: None,
         };
         assert_eq!(
             RouterError::Backend(BackendError::Server(e.clone())).to_client(),
@@ -249,6 +274,16 @@ mod tests {
                 RouterError::LostDuringQuery { addr: "a".into() },
                 2013,
                 "HY000",
+            ),
+            (
+                RouterError::TransactionLost { addr: "a".into() },
+                1927,
+                "70100",
+            ),
+            (
+                RouterError::PinnedLostDuringQuery { addr: "a".into() },
+                1927,
+                "70100",
             ),
             (RouterError::NotSupported("x".into()), 1235, "42000"),
             (RouterError::SecureTransportRequired, 3159, "08004"),

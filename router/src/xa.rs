@@ -166,6 +166,7 @@ impl XaError {
                 code: 2013,
                 sqlstate: "HY000".into(),
                 message: format!("distributed transaction: {other}"),
+                raw: None,
             },
         }
     }

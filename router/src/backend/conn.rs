@@ -147,8 +147,14 @@ impl BackendConn {
         let g = handshake::parse_backend_greeting(&greeting)
             .ok_or_else(|| BackendError::Protocol("unreadable greeting".into()))?;
         let mut caps = handshake::router_capabilities() & g.caps;
+        // IGNORE_SPACE would add IGNORE_SPACE to the session's sql_mode and INTERACTIVE would
+        // give it interactive_timeout as wait_timeout: neither is what a client that did not
+        // ask for them gets from a server.
         caps.remove(
-            CapabilityFlags::CLIENT_CONNECT_WITH_DB | CapabilityFlags::CLIENT_CONNECT_ATTRS,
+            CapabilityFlags::CLIENT_CONNECT_WITH_DB
+                | CapabilityFlags::CLIENT_CONNECT_ATTRS
+                | CapabilityFlags::CLIENT_IGNORE_SPACE
+                | CapabilityFlags::CLIENT_INTERACTIVE,
         );
         caps.set(CapabilityFlags::CLIENT_DEPRECATE_EOF, opts.deprecate_eof);
         caps.set(CapabilityFlags::CLIENT_FOUND_ROWS, opts.found_rows);
@@ -540,6 +546,7 @@ fn protocol_error(what: &str) -> ServerError {
         code: 2027,
         sqlstate: "HY000".into(),
         message: format!("Malformed packet from backend: {what}"),
+        raw: None,
     }
 }
 

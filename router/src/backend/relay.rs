@@ -98,6 +98,7 @@ where
     let mut continuing = false;
     let mut forwarded = false;
     let mut next_seq = 1u8;
+    let mut watch_client = true;
     loop {
         let buf = conn.reader().buffer();
         let mut consumed = 0usize;
@@ -181,13 +182,31 @@ where
             forwarded = true;
         }
         if state == State::Done {
+            if !conn.reader().buffer().is_empty() {
+                // The backend sent more than one response: the state machine and the server
+                // disagree about where this one ended, so nothing more from this connection
+                // can be trusted. The client may still be waiting for the rest: it gets an
+                // error, and the connection is dropped.
+                conn.broken = true;
+                return Err(RelayError::Backend {
+                    source: BackendError::Protocol(format!(
+                        "unexpected data after the end of a response from {}",
+                        conn.addr
+                    )),
+                    forwarded: true,
+                    next_seq,
+                });
+            }
             client.flush().await.map_err(|e| {
                 conn.broken = true;
                 RelayError::Client(e)
             })?;
             return Ok(out);
         }
-        if infile || client.pending() >= FLUSH_AT {
+        // Between two results of a multi-result response (a procedure's), what is complete
+        // goes out before waiting: the next result may take its time.
+        if infile || client.pending() >= FLUSH_AT || (state == State::Start && client.pending() > 0)
+        {
             client.flush().await.map_err(|e| {
                 conn.broken = true;
                 RelayError::Client(e)
@@ -197,7 +216,33 @@ where
             Box::pin(send_local_file(conn, client_in.as_deref_mut(), next_seq)).await?;
             continue;
         }
-        match conn.reader().fill().await {
+        let filled = match client_in.as_deref_mut().filter(|_| watch_client) {
+            // While the backend is silent, a client that goes away (its own timeout, Ctrl-C,
+            // a killed test) ends the relay: the session and its backend connection are not
+            // left waiting for a response nobody reads.
+            Some(cin) => tokio::select! {
+                biased;
+                r = conn.reader().fill() => r,
+                c = cin.fill() => {
+                    match c {
+                        Ok(n) if n > 0 => {
+                            // Pipelined commands: kept for after this response.
+                            watch_client = false;
+                            continue;
+                        }
+                        _ => {
+                            conn.broken = true;
+                            return Err(RelayError::Client(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "client went away while the backend was answering",
+                            )));
+                        }
+                    }
+                }
+            },
+            None => conn.reader().fill().await,
+        };
+        match filled {
             Ok(0) => {
                 conn.broken = true;
                 return Err(RelayError::Backend {
@@ -284,7 +329,10 @@ fn step(
             if is_eof_or_ok_terminator(p) && p.len() < 9 {
                 let (_, status) = parse_eof(p).ok_or("malformed EOF")?;
                 out.status = status;
-                if status & CURSOR_EXISTS != 0 {
+                // Only an execute that asked for a cursor gets one: a stored program's
+                // result sets can carry the flag of its own cursors (a FOR loop's), and
+                // their rows follow as usual.
+                if cursor && status & CURSOR_EXISTS != 0 {
                     out.cursor_open = true;
                     State::Done
                 } else {
@@ -374,5 +422,334 @@ async fn send_local_file<R: AsyncRead + Unpin>(
         if data.is_empty() {
             return Ok(());
         }
+    }
+}
+
+/// Responses a server should never send, or that the relay once misread, from a fake backend:
+/// each one ends with the whole response relayed or with an error, within a bound, and a
+/// backend connection left in doubt is marked broken (dropped, never pooled again).
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::backend::conn::ConnectOptions;
+    use crate::protocol::packet::frame;
+    use crate::protocol::{CapabilityFlags, StatusFlags};
+
+    const BOUND: Duration = Duration::from_secs(5);
+    const AUTOCOMMIT: u16 = 0x0002;
+
+    fn eof(status: u16) -> Vec<u8> {
+        let mut p = vec![0xfe, 0, 0];
+        p.extend_from_slice(&status.to_le_bytes());
+        p
+    }
+
+    fn ok(status: u16) -> Vec<u8> {
+        crate::protocol::ok_payload(0, 0, StatusFlags::from_bits_truncate(status), 0, 0)
+    }
+
+    fn column(name: &str) -> Vec<u8> {
+        let mut p = Vec::new();
+        for s in ["def", "", "", "", name, ""] {
+            p.push(s.len() as u8);
+            p.extend_from_slice(s.as_bytes());
+        }
+        p.extend_from_slice(&[0x0c, 0x21, 0, 0xff, 0, 0, 0, 0xfd, 0, 0, 0, 0, 0]);
+        p
+    }
+
+    /// One result set of one column and `rows` rows, its last EOF with `status`.
+    fn result_set(first_seq: u8, rows: &[&str], header_status: u16, status: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut seq = frame(first_seq, &[1], &mut out);
+        seq = frame(seq, &column("a"), &mut out);
+        seq = frame(seq, &eof(header_status), &mut out);
+        for r in rows {
+            let mut row = vec![r.len() as u8];
+            row.extend_from_slice(r.as_bytes());
+            seq = frame(seq, &row, &mut out);
+        }
+        frame(seq, &eof(status), &mut out);
+        out
+    }
+
+    fn greeting() -> Vec<u8> {
+        let caps = (CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_SECURE_CONNECTION
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH
+            | CapabilityFlags::CLIENT_MULTI_RESULTS
+            | CapabilityFlags::CLIENT_MULTI_STATEMENTS
+            | CapabilityFlags::CLIENT_TRANSACTIONS)
+            .bits();
+        let mut p = vec![10];
+        p.extend_from_slice(b"10.11.0-fake\0");
+        p.extend_from_slice(&7u32.to_le_bytes());
+        p.extend_from_slice(b"abcdefgh\0");
+        p.extend_from_slice(&(caps as u16).to_le_bytes());
+        p.push(45);
+        p.extend_from_slice(&AUTOCOMMIT.to_le_bytes());
+        p.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+        p.push(21);
+        p.extend_from_slice(&[0; 10]);
+        p.extend_from_slice(b"ijklmnopqrst\0");
+        p.extend_from_slice(b"mysql_native_password\0");
+        p
+    }
+
+    /// What the fake backend does after the login and the first command.
+    enum Then {
+        /// Keeps the connection open, saying nothing more.
+        Silence,
+        /// Closes the connection.
+        Close,
+    }
+
+    /// A backend that accepts any login and answers the first command with `response`
+    /// (framed packets, written at once), then does `then`. Returns its address.
+    async fn fake_backend(response: Vec<u8>, then: Then) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut out = Vec::new();
+            frame(0, &greeting(), &mut out);
+            s.write_all(&out).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            // The login, then the command: one packet each, short.
+            let _ = s.read(&mut buf).await;
+            out.clear();
+            frame(2, &ok(AUTOCOMMIT), &mut out);
+            s.write_all(&out).await.unwrap();
+            let _ = s.read(&mut buf).await;
+            s.write_all(&response).await.unwrap();
+            match then {
+                Then::Close => drop(s),
+                Then::Silence => {
+                    // Until the router closes its end.
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                }
+            }
+        });
+        addr
+    }
+
+    struct Client {
+        writer: PacketWriter<WriteHalf<DuplexStream>>,
+        reader: PacketReader<ReadHalf<DuplexStream>>,
+        app: DuplexStream,
+    }
+
+    fn client() -> Client {
+        let (router_side, app) = tokio::io::duplex(1 << 20);
+        let (r, w) = tokio::io::split(router_side);
+        Client {
+            writer: PacketWriter::new(w),
+            reader: PacketReader::with_chunk(r, 2048),
+            app,
+        }
+    }
+
+    async fn connect(addr: &str) -> BackendConn {
+        let opts = ConnectOptions {
+            user: "root".into(),
+            password: "".into(),
+            deprecate_eof: false,
+            found_rows: false,
+            connect_timeout: BOUND,
+            tls: None,
+        };
+        let mut conn = BackendConn::connect(addr, &opts).await.unwrap();
+        conn.send_command(b"\x03CALL p()").await.unwrap();
+        conn
+    }
+
+    async fn run(
+        conn: &mut BackendConn,
+        c: &mut Client,
+        cursor: bool,
+    ) -> Result<RelayOutcome, RelayError> {
+        let relayed = relay(
+            conn,
+            RelayMode::ResultSet { cursor },
+            &mut c.writer,
+            Some(&mut c.reader),
+            false,
+        );
+        tokio::time::timeout(BOUND, relayed)
+            .await
+            .expect("the relay answers within its bound")
+    }
+
+    /// What the application received, once the relay is over.
+    async fn received(c: Client) -> Vec<u8> {
+        let Client {
+            writer,
+            reader,
+            app,
+        } = c;
+        // Both halves gone: the application's end reads to the end.
+        drop((writer, reader));
+        let mut app = app;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(BOUND, app.read_to_end(&mut got)).await;
+        got
+    }
+
+    #[tokio::test]
+    async fn a_for_loops_cursor_flag_does_not_end_a_text_result() {
+        // MariaDB marks the result sets of a FOR loop over a cursor with CURSOR_EXISTS; they
+        // are ordinary result sets of a text statement, rows included.
+        let flags = MORE_RESULTS | CURSOR_EXISTS | AUTOCOMMIT;
+        let mut response = result_set(1, &["x"], flags, flags);
+        response.extend(result_set(6, &[], flags, flags));
+        frame(10, &ok(AUTOCOMMIT), &mut response);
+        let addr = fake_backend(response.clone(), Then::Silence).await;
+        let mut conn = connect(&addr).await;
+        let mut c = client();
+        let out = run(&mut conn, &mut c, false).await.unwrap();
+        assert!(!out.cursor_open && out.error.is_none());
+        assert_eq!(out.status, AUTOCOMMIT);
+        assert!(!conn.broken);
+        assert_eq!(
+            received(c).await,
+            response,
+            "every packet reached the client"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_result_set_between_a_procedures_oks_is_relayed() {
+        let mut response = Vec::new();
+        frame(1, &ok(MORE_RESULTS | AUTOCOMMIT), &mut response);
+        response.extend(result_set(
+            2,
+            &["1", "2"],
+            AUTOCOMMIT,
+            MORE_RESULTS | AUTOCOMMIT,
+        ));
+        frame(8, &ok(MORE_RESULTS | AUTOCOMMIT), &mut response);
+        frame(9, &ok(AUTOCOMMIT), &mut response);
+        let addr = fake_backend(response.clone(), Then::Silence).await;
+        let mut conn = connect(&addr).await;
+        let mut c = client();
+        let out = run(&mut conn, &mut c, false).await.unwrap();
+        assert!(out.error.is_none() && !conn.broken);
+        assert_eq!(received(c).await, response);
+    }
+
+    #[tokio::test]
+    async fn a_second_response_without_the_more_results_flag_is_an_error() {
+        // The first result says it is the last, yet another follows: the client gets an
+        // error in place of the rest, and the connection is dropped.
+        let mut response = result_set(1, &["x"], AUTOCOMMIT, AUTOCOMMIT);
+        frame(6, &ok(AUTOCOMMIT), &mut response);
+        let addr = fake_backend(response, Then::Silence).await;
+        let mut conn = connect(&addr).await;
+        let mut c = client();
+        match run(&mut conn, &mut c, false).await {
+            Err(RelayError::Backend {
+                source: BackendError::Protocol(_),
+                forwarded: true,
+                next_seq: 6,
+            }) => {}
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+        assert!(conn.broken);
+    }
+
+    #[tokio::test]
+    async fn unreadable_packets_are_errors() {
+        // A truncated column count, an empty packet, a missing EOF after the columns.
+        let mut truncated = Vec::new();
+        frame(1, &[0xfc, 1], &mut truncated);
+        let mut empty = Vec::new();
+        frame(1, &[], &mut empty);
+        let mut no_eof = Vec::new();
+        let seq = frame(1, &[1], &mut no_eof);
+        let seq = frame(seq, &column("a"), &mut no_eof);
+        frame(seq, &[1, b'x'], &mut no_eof);
+        for response in [truncated, empty, no_eof] {
+            let addr = fake_backend(response.clone(), Then::Silence).await;
+            let mut conn = connect(&addr).await;
+            let mut c = client();
+            match run(&mut conn, &mut c, false).await {
+                Err(RelayError::Backend {
+                    source: BackendError::Protocol(_),
+                    ..
+                }) => {}
+                other => panic!("expected a protocol error for {response:?}, got {other:?}"),
+            }
+            assert!(conn.broken);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backend_gone_after_announcing_more_results_is_an_error() {
+        let mut response = Vec::new();
+        frame(1, &ok(MORE_RESULTS | AUTOCOMMIT), &mut response);
+        let addr = fake_backend(response, Then::Close).await;
+        let mut conn = connect(&addr).await;
+        let mut c = client();
+        match run(&mut conn, &mut c, false).await {
+            Err(RelayError::Backend {
+                source: BackendError::Closed(_),
+                forwarded: true,
+                ..
+            }) => {}
+            other => panic!("expected a closed backend, got {other:?}"),
+        }
+        assert!(conn.broken);
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_while_the_backend_is_silent_ends_the_relay() {
+        // More results announced, then nothing: the relay waits for the backend, but not
+        // past the client's leaving.
+        let mut response = Vec::new();
+        frame(1, &ok(MORE_RESULTS | AUTOCOMMIT), &mut response);
+        let addr = fake_backend(response, Then::Silence).await;
+        let mut conn = connect(&addr).await;
+        let Client {
+            mut writer,
+            mut reader,
+            app,
+        } = client();
+        let relayed = relay(
+            &mut conn,
+            RelayMode::ResultSet { cursor: false },
+            &mut writer,
+            Some(&mut reader),
+            false,
+        );
+        let leave = async move {
+            let mut app = app;
+            // The first OK reaches the client before the relay waits for the next result.
+            let mut first = [0u8; 11];
+            app.read_exact(&mut first).await.unwrap();
+            drop(app);
+        };
+        let (result, ()) = tokio::time::timeout(BOUND, async { tokio::join!(relayed, leave) })
+            .await
+            .expect("the relay ends within its bound once the client is gone");
+        assert!(matches!(result, Err(RelayError::Client(_))), "{result:?}");
+        assert!(conn.broken);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_execute_still_stops_at_the_open_cursor() {
+        let mut response = Vec::new();
+        let seq = frame(1, &[1], &mut response);
+        let seq = frame(seq, &column("a"), &mut response);
+        frame(seq, &eof(CURSOR_EXISTS | AUTOCOMMIT), &mut response);
+        let addr = fake_backend(response, Then::Silence).await;
+        let mut conn = connect(&addr).await;
+        let mut c = client();
+        let out = run(&mut conn, &mut c, true).await.unwrap();
+        assert!(out.cursor_open && !conn.broken);
     }
 }

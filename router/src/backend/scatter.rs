@@ -145,6 +145,7 @@ pub async fn sum_counts<W: AsyncWrite + Unpin>(
                     code: 2027,
                     sqlstate: "HY000".into(),
                     message: "malformed error packet from a shard".into(),
+                    raw: None,
                 },
             )));
         }
@@ -324,6 +325,7 @@ pub(super) fn malformed_error() -> ServerError {
         code: 2027,
         sqlstate: "HY000".into(),
         message: "malformed error packet from a shard".into(),
+        raw: None,
     }
 }
 

@@ -90,6 +90,12 @@ pub enum PinReason {
     SqlPrepare,
     /// The text holds several statements (their effects are not tracked one by one).
     MultiStatement,
+    /// `BACKUP STAGE ...` (until `BACKUP STAGE END`) or `BACKUP LOCK` (until `BACKUP
+    /// UNLOCK`): held by the connection, like table locks.
+    BackupLock,
+    /// `XA START` / `XA BEGIN` (until `XA COMMIT` / `XA ROLLBACK`): the XA transaction is the
+    /// connection's, also once prepared, when the server's status no longer says so.
+    XaTransaction,
 }
 
 /// A table a statement references.
@@ -117,7 +123,8 @@ pub struct Classification {
     /// `LockTables`), so an `unpin` never releases a pin that another reason holds.
     pub pin: Option<PinReason>,
     /// Running this ends that tie: `UNLOCK TABLES` ends `LockTables`,
-    /// `RELEASE_ALL_LOCKS()` ends `UserLock`. Never set with the same `pin`.
+    /// `RELEASE_ALL_LOCKS()` ends `UserLock`, `BACKUP STAGE END` and `BACKUP UNLOCK` end
+    /// `BackupLock`, `XA COMMIT` and `XA ROLLBACK` end `XaTransaction`. Never set with the same `pin`.
     pub unpin: Option<PinReason>,
     /// `SQL_CALC_FOUND_ROWS`: the next `FOUND_ROWS()` must run on the same connection.
     pub calc_found_rows: bool,
@@ -316,12 +323,14 @@ pub fn parse_one(sql: &str) -> Option<Statement> {
 }
 
 /// Pin reasons, longest-lasting first (see [`Classification::pin`]).
-const PIN_PRIORITY: [PinReason; 5] = [
+const PIN_PRIORITY: [PinReason; 7] = [
     PinReason::TemporaryTable,
+    PinReason::XaTransaction,
     PinReason::SqlPrepare,
     PinReason::UserVariableAssignment,
     PinReason::UserLock,
     PinReason::LockTables,
+    PinReason::BackupLock,
 ];
 
 /// Classifies a normalised text. Everything here derives from `key` only.
@@ -394,12 +403,59 @@ fn merge_kind(ast: Option<&Statement>, info: &ScanInfo) -> StatementKind {
 
 /// Parses one statement with sqlparser; `None` if it fails.
 fn parse(toks: &[Token<'_>]) -> Option<Vec<Statement>> {
-    let text = normalize::parse_text(toks);
-    // sqlparser is a large third-party parser fed untrusted text: a bug in it must
-    // degrade to the fallback lexer, not take the session down.
-    let result = std::panic::catch_unwind(|| Parser::parse_sql(&MySqlDialect {}, &text));
-    match result {
-        Ok(Ok(stmts)) if !stmts.is_empty() => Some(stmts),
-        _ => None,
+    // sqlparser recurses once (through several large frames) per level of parentheses, and
+    // not every level counts against its recursion limit (nested joins don't): nineteen
+    // nested joins overflow a 2 MiB task stack in a debug build, aborting the whole router.
+    // Deep statements are parsed on a thread of their own with room for them, and past
+    // MAX_PARSE_DEPTH not at all (the fallback lexer classifies them).
+    let depth = paren_depth(toks);
+    if depth > MAX_PARSE_DEPTH {
+        return None;
     }
+    let text = normalize::parse_text(toks);
+    let run = || {
+        // sqlparser is a large third-party parser fed untrusted text: a bug in it must
+        // degrade to the fallback lexer, not take the session down.
+        let result = std::panic::catch_unwind(|| Parser::parse_sql(&MySqlDialect {}, &text));
+        match result {
+            Ok(Ok(stmts)) if !stmts.is_empty() => Some(stmts),
+            _ => None,
+        }
+    };
+    if depth <= INLINE_PARSE_DEPTH {
+        return run();
+    }
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("deep-parse".into())
+            .stack_size(DEEP_PARSE_STACK)
+            .spawn_scoped(s, run)
+            .ok()?
+            .join()
+            .ok()
+            .flatten()
+    })
+}
+
+/// Statements nested at most this deep are parsed on the caller's stack.
+const INLINE_PARSE_DEPTH: usize = 8;
+/// Deeper ones are not parsed at all (about 100 KiB of stack per level in a debug build).
+const MAX_PARSE_DEPTH: usize = 100;
+/// The stack of the thread that parses deep statements.
+const DEEP_PARSE_STACK: usize = 32 << 20;
+
+/// How deeply the statement's parentheses nest.
+fn paren_depth(toks: &[Token<'_>]) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for t in toks {
+        match t.text {
+            "(" => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ")" => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }

@@ -202,10 +202,29 @@ fn leading_kind(toks: &[Token<'_>], info: &mut ScanInfo) -> StatementKind {
         "COMMIT" => StatementKind::Commit,
         "ROLLBACK" if toks.iter().any(|t| t.is_kw("TO")) => StatementKind::Other,
         "ROLLBACK" => StatementKind::Rollback,
-        "XA" => StatementKind::Xa,
+        "XA" => {
+            if next_any(1, &["START", "BEGIN"]) {
+                info.pin(PinReason::XaTransaction);
+            } else if next_any(1, &["COMMIT", "ROLLBACK"]) {
+                info.unpin = Some(PinReason::XaTransaction);
+            }
+            StatementKind::Xa
+        }
         "LOCK" if next_any(1, &["TABLE", "TABLES"]) => {
             info.pin(PinReason::LockTables);
             StatementKind::LockTables
+        }
+        "BACKUP" if next_is(1, "STAGE") && next_is(2, "END") => {
+            info.unpin = Some(PinReason::BackupLock);
+            StatementKind::Other
+        }
+        "BACKUP" if next_any(1, &["STAGE", "LOCK"]) => {
+            info.pin(PinReason::BackupLock);
+            StatementKind::Other
+        }
+        "BACKUP" if next_is(1, "UNLOCK") => {
+            info.unpin = Some(PinReason::BackupLock);
+            StatementKind::Other
         }
         "UNLOCK" if next_any(1, &["TABLE", "TABLES"]) => {
             info.unpin = Some(PinReason::LockTables);

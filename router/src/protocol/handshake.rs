@@ -184,9 +184,74 @@ pub fn native_password_hash(password: &[u8]) -> [u8; 20] {
 /// The client-side scramble: SHA1(pw) XOR SHA1(scramble + SHA1(SHA1(pw))). Empty for an
 /// empty password, as the protocol says.
 pub fn scramble_native(scramble: &[u8], password: &[u8]) -> Vec<u8> {
+    if let Some(stage1) = parse_stage1(password) {
+        return token_from_stage1(scramble, &stage1).to_vec();
+    }
     mysql_common::auth::plugins::mysql_native_password::scramble_native(scramble, password)
         .map(|s| s.to_vec())
         .unwrap_or_default()
+}
+
+/// What stands for the password of an account taken from the backends: not the password,
+/// which the router never learns, but its SHA1 ("stage 1"), all the native handshake needs.
+/// Configured passwords can't take this form (they hold no control characters).
+const STAGE1_PREFIX: &[u8] = b"\x01native-stage1:";
+
+/// The backend password of an account known by its stage-1 hash.
+pub fn stage1_password(stage1: &[u8; 20]) -> String {
+    let mut s = String::from_utf8(STAGE1_PREFIX.to_vec()).unwrap_or_default();
+    for b in stage1 {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn parse_stage1(password: &[u8]) -> Option<[u8; 20]> {
+    let hex = password.strip_prefix(STAGE1_PREFIX)?;
+    let mut out = [0u8; 20];
+    if hex.len() != 40 {
+        return None;
+    }
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// SHA1(password) XOR SHA1(scramble + SHA1(SHA1(password))).
+fn token_from_stage1(scramble: &[u8], stage1: &[u8; 20]) -> [u8; 20] {
+    let stage2: [u8; 20] = Sha1::digest(stage1).into();
+    let mut h = Sha1::new();
+    h.update(scramble);
+    h.update(stage2);
+    let mask: [u8; 20] = h.finalize().into();
+    let mut token = [0u8; 20];
+    for i in 0..20 {
+        token[i] = stage1[i] ^ mask[i];
+    }
+    token
+}
+
+/// The SHA1 of the password behind a client's native-password `token`, when the token is
+/// right for the stored double hash `stored`.
+pub fn recover_stage1(scramble: &[u8], token: &[u8], stored: &[u8; 20]) -> Option<[u8; 20]> {
+    if token.len() != 20 {
+        return None;
+    }
+    let mut h = Sha1::new();
+    h.update(scramble);
+    h.update(stored);
+    let mask: [u8; 20] = h.finalize().into();
+    let mut candidate = [0u8; 20];
+    for i in 0..20 {
+        candidate[i] = token[i] ^ mask[i];
+    }
+    let check: [u8; 20] = Sha1::digest(candidate).into();
+    let differ = check
+        .iter()
+        .zip(stored)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    (differ == 0).then_some(candidate)
 }
 
 /// Checks a client's native-password token against the stored double hash.

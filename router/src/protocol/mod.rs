@@ -90,7 +90,8 @@ pub fn ok_payload(
 }
 
 /// An ERR packet's payload (protocol 4.1: with SQLSTATE).
-pub fn err_payload(code: u16, sqlstate: &str, message: &str) -> Vec<u8> {
+pub fn err_payload(code: u16, sqlstate: &str, message: impl AsRef<[u8]>) -> Vec<u8> {
+    let message = message.as_ref();
     let mut out = Vec::with_capacity(9 + message.len());
     out.push(0xff);
     out.extend_from_slice(&code.to_le_bytes());
@@ -99,7 +100,7 @@ pub fn err_payload(code: u16, sqlstate: &str, message: &str) -> Vec<u8> {
     for i in 0..5 {
         out.push(*state.get(i).unwrap_or(&b'0'));
     }
-    out.extend_from_slice(message.as_bytes());
+    out.extend_from_slice(message);
     out
 }
 
@@ -149,6 +150,17 @@ pub struct ServerError {
     pub code: u16,
     pub sqlstate: String,
     pub message: String,
+    /// The message's bytes as the server sent them when they are not UTF-8 (a message in
+    /// the client's latin1, a quoted statement cut inside a character), so that the client
+    /// gets them unchanged; `None` when `message` is exact.
+    pub raw: Option<Box<[u8]>>,
+}
+
+impl ServerError {
+    /// The message as the client must see it.
+    pub fn message_bytes(&self) -> &[u8] {
+        self.raw.as_deref().unwrap_or(self.message.as_bytes())
+    }
 }
 
 impl std::fmt::Display for ServerError {
@@ -169,10 +181,19 @@ pub fn parse_err(payload: &[u8]) -> Option<ServerError> {
     } else {
         ("HY000".to_string(), 3)
     };
+    let bytes = payload.get(msg_at..).unwrap_or_default();
+    let (message, raw) = match std::str::from_utf8(bytes) {
+        Ok(m) => (m.to_string(), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(bytes.into()),
+        ),
+    };
     Some(ServerError {
         code,
         sqlstate,
-        message: String::from_utf8_lossy(payload.get(msg_at..).unwrap_or_default()).into_owned(),
+        message,
+        raw,
     })
 }
 
@@ -233,7 +254,8 @@ mod tests {
             ServerError {
                 code: 1045,
                 sqlstate: "28000".into(),
-                message: "Access denied".into()
+                message: "Access denied".into(),
+                raw: None,
             }
         );
         assert!(is_eof_or_ok_terminator(&eof_payload(

@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::context::{RouterContext, RouterMetrics, User};
 use crate::error::RouterError;
 use crate::protocol::handshake::{
-    auth_switch_request, new_scramble, parse_client_hello, router_capabilities, server_greeting,
-    verify_native, ClientHello, NATIVE_PASSWORD,
+    auth_switch_request, new_scramble, parse_client_hello, recover_stage1, router_capabilities,
+    server_greeting, stage1_password, verify_native, ClientHello, NATIVE_PASSWORD,
 };
 use crate::protocol::{read_nul_bytes, CapabilityFlags, PacketReader, PacketWriter};
 use crate::tls::{self, StreamRead, StreamWrite};
@@ -119,7 +119,13 @@ pub async fn respond(
         token = reply.to_vec();
         seq = last.wrapping_add(1);
     }
-    let Some(user) = check_password(ctx, &hello.user, scramble, &token) else {
+    let mut user = check_password(ctx, &hello.user, scramble, &token);
+    if user.is_none() && ctx.config.backend_accounts {
+        user = backend_account(ctx, &hello.user, scramble, &token)
+            .await
+            .map_err(|e| HandshakeFailure::Refuse(e, seq))?;
+    }
+    let Some(user) = user else {
         RouterMetrics::inc(&ctx.metrics.auth_failures);
         let limit = ctx.config.login_failure_limit;
         let t = ctx.login_failures.failed(
@@ -214,6 +220,118 @@ pub fn check_password(
     let users = ctx.users.load();
     let u = users.get(user)?;
     verify_native(scramble, token, &u.hash, u.password.is_empty()).then(|| u.clone())
+}
+
+/// With `backend_accounts`: `user` as an account of the default cluster's leader
+/// (`mysql.user`, read now with the router's internal user), when `token` proves its
+/// password (an anonymous account `''@host` stands for any user name, as on the server).
+/// `Err` names an account the router can't log in with (another authentication plugin).
+pub async fn backend_account(
+    ctx: &RouterContext,
+    user: &str,
+    scramble: &[u8],
+    token: &[u8],
+) -> Result<Option<Arc<User>>, RouterError> {
+    let mut other_plugin = None;
+    let found = backend_account_rows(ctx, user, scramble, token, &mut other_plugin).await;
+    match (found, other_plugin) {
+        (Some(u), _) => Ok(Some(u)),
+        (None, Some(plugin)) => Err(RouterError::NotSupported(format!(
+            "logins to backend accounts of the {plugin} plugin ('{user}')"
+        ))),
+        (None, None) => Ok(None),
+    }
+}
+
+async fn backend_account_rows(
+    ctx: &RouterContext,
+    user: &str,
+    scramble: &[u8],
+    token: &[u8],
+    other_plugin: &mut Option<String>,
+) -> Option<Arc<User>> {
+    let cluster = ctx.route(None, false).ok()?.cluster;
+    let mut conn = match crate::xa::internal_conn(ctx, &cluster, None).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "backend accounts: cannot read mysql.user");
+            return None;
+        }
+    };
+    let quoted = user.replace('\\', "\\\\").replace('\'', "''");
+    let sql = format!(
+        "SELECT Password, authentication_string, plugin, User = '' FROM mysql.user \
+         WHERE User = '{quoted}' OR User = '' ORDER BY User = ''"
+    );
+    let rows = match conn.query(&sql).await {
+        Ok(out) => out.rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "backend accounts: cannot read mysql.user");
+            return None;
+        }
+    };
+    // Closed, not pooled: logins of backend accounts are rare, and an idle connection of the
+    // router's own would show in the server's process list among the clients'.
+    conn.discard();
+    let generation = ctx
+        .users_generation
+        .load(std::sync::atomic::Ordering::Acquire);
+    for row in rows {
+        let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let plugin = field(2);
+        if !(plugin.is_empty() || plugin == NATIVE_PASSWORD) {
+            if field(3) == "0" && other_plugin.is_none() {
+                *other_plugin = Some(plugin);
+            }
+            continue;
+        }
+        let stored = Some(field(0))
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| field(1));
+        let (password, hash) = if stored.is_empty() {
+            if !token.is_empty() {
+                continue;
+            }
+            (String::new(), [0u8; 20])
+        } else {
+            let Some(hash) = parse_native_hash(&stored) else {
+                if field(3) == "0" && other_plugin.is_none() {
+                    // A pre-4.1 hash (16 hex digits) under the native plugin's name.
+                    *other_plugin = Some("mysql_old_password".into());
+                }
+                continue;
+            };
+            let Some(stage1) = recover_stage1(scramble, token, &hash) else {
+                continue;
+            };
+            (stage1_password(&stage1), hash)
+        };
+        let password: Arc<str> = password.into();
+        // The account may have been dropped and made again since this user's pooled
+        // connections logged in (with other privileges, or another host part): they are
+        // not reused for a new login.
+        ctx.pools.forget_user(user);
+        return Some(Arc::new(User {
+            name: user.into(),
+            password,
+            hash,
+            generation,
+        }));
+    }
+    None
+}
+
+/// `*` and 40 hex digits, as `mysql.user` shows a native-password hash.
+fn parse_native_hash(s: &str) -> Option<[u8; 20]> {
+    let hex = s.strip_prefix('*')?.as_bytes();
+    if hex.len() != 40 {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// A parsed COM_CHANGE_USER.

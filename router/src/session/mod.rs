@@ -65,6 +65,8 @@ impl From<BackendError> for Failure {
 struct Pins {
     temp_table: bool,
     lock_tables: bool,
+    backup_lock: bool,
+    xa: bool,
     user_lock: bool,
     user_var: bool,
     sql_prepare: bool,
@@ -91,6 +93,8 @@ impl Pins {
             PinReason::UserVariableAssignment => self.user_var = on,
             PinReason::SqlPrepare => self.sql_prepare = on,
             PinReason::MultiStatement => self.multi = on,
+            PinReason::BackupLock => self.backup_lock = on,
+            PinReason::XaTransaction => self.xa = on,
         }
     }
 }
@@ -201,6 +205,15 @@ impl Session {
             // The client left inside a distributed transaction: its unprepared branches end
             // with their connections, never back in the pool.
             session.xa_lost("the client left");
+        }
+        if session.pins.any() || !session.ctx.config.multiplexing {
+            // What pinned the session (table locks, user locks, temporary tables, variables
+            // that can't be replayed, an open cursor; without multiplexing, the connection
+            // itself) is the session's own: closing the connection releases it on the
+            // server, where the pool would hand it on.
+            if let Some(c) = session.pinned.take() {
+                c.discard();
+            }
         }
     }
 
@@ -356,6 +369,18 @@ impl Session {
             match result {
                 Ok(()) => {}
                 Err(Failure::ClientGone) => return,
+                Err(Failure::Reply(
+                    RouterError::TransactionLost { .. }
+                    | RouterError::PinnedLostDuringQuery { .. }
+                    | RouterError::LostDuringQuery { .. },
+                    _,
+                )) if !self.ctx.config.multiplexing => {
+                    // Without multiplexing the backend connection is the client's session on
+                    // the server: it is gone, and so is this one, as on a direct connection
+                    // (the client library reports the lost connection itself).
+                    RouterMetrics::inc(&self.ctx.metrics.errors);
+                    return;
+                }
                 Err(Failure::Reply(e, s)) => {
                     RouterMetrics::inc(&self.ctx.metrics.errors);
                     self.ctx.metrics.count_error(e.to_client().code);
@@ -765,7 +790,8 @@ impl Session {
 
     /// Returns the pinned connection to the pool when nothing holds the session to it.
     fn release_if_free(&mut self) {
-        let keep = self.pins.any()
+        let keep = !self.ctx.config.multiplexing
+            || self.pins.any()
             || self.pinned.as_ref().is_some_and(|c| c.in_transaction())
             || self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty());
         if !keep {
@@ -793,8 +819,14 @@ impl Session {
         loop {
             let was_pinned = self.pinned.is_some();
             let (mut conn, route) = match self.pinned.take() {
-                Some(c) => {
+                Some(mut c) => {
                     let route = self.pinned_route.take();
+                    if !c.looks_alive() {
+                        // Closed by the server (killed, timed out) or sent something after
+                        // its last response: what the session had open there is gone.
+                        c.discard();
+                        return Err(self.lost_pinned(None));
+                    }
                     if let Some(r) = route.as_ref().filter(|r| !self.ctx.route_current(r)) {
                         // Its leader was replaced: whatever the session had open there is gone,
                         // and nothing may be written to a leader of an older epoch.
@@ -929,7 +961,14 @@ impl Session {
                         self.ctx.report_failure(&r.addr);
                     }
                     if was_pinned || began {
-                        return Err(self.lost_pinned(forwarded.then_some(next_seq)));
+                        // The session's transaction (or whatever pinned it) is gone, and the
+                        // statement reached the server: its outcome is unknown (a COMMIT may
+                        // have committed).
+                        let _ = self.lost_pinned(None);
+                        return Err(Failure::Reply(
+                            RouterError::PinnedLostDuringQuery { addr },
+                            forwarded.then_some(next_seq),
+                        ));
                     }
                     if !forwarded && exec.retry_reads && !read_retried {
                         read_retried = true;
@@ -1210,6 +1249,7 @@ impl Session {
             code: first.code,
             sqlstate: first.sqlstate,
             message: format!("failed on {} of the shards: {message}", failures.len()),
+            raw: None,
         };
         Err(RouterError::Backend(BackendError::Server(e)).into())
     }
@@ -1329,7 +1369,10 @@ impl Session {
         loop {
             let routed = match target {
                 Target::Leader => self.ctx.route(self.state.db.as_deref(), false),
-                Target::ReplicaOk => self.ctx.route(self.state.db.as_deref(), true),
+                // Without multiplexing the session keeps the connection it gets: the leader's.
+                Target::ReplicaOk => self
+                    .ctx
+                    .route(self.state.db.as_deref(), self.ctx.config.multiplexing),
                 Target::LeaderFor(db) => self.ctx.route(Some(db), false),
                 Target::Cluster(c) => self.ctx.route_cluster(c, false),
             };
@@ -1447,7 +1490,7 @@ impl Session {
         self.stmts.values_mut().for_each(|s| s.cursor_open = false);
         Failure::Reply(
             RouterError::TransactionLost {
-                addr: "the session's backend".into(),
+                addr: String::new(),
             },
             seq,
         )
@@ -1637,7 +1680,13 @@ impl Session {
                 _ => return Err(Failure::ClientGone),
             }
         }
-        let Some(user) = auth::check_password(&self.ctx, &req.user, &scramble, &token) else {
+        let mut user = auth::check_password(&self.ctx, &req.user, &scramble, &token);
+        if user.is_none() && self.ctx.config.backend_accounts {
+            user = auth::backend_account(&self.ctx, &req.user, &scramble, &token)
+                .await
+                .map_err(|e| Failure::Reply(e, Some(seq)))?;
+        }
+        let Some(user) = user else {
             RouterMetrics::inc(&self.ctx.metrics.auth_failures);
             let e = RouterError::AccessDenied {
                 user: req.user,
@@ -1669,6 +1718,7 @@ fn unreachable_error() -> crate::protocol::ServerError {
         code: 2013,
         sqlstate: "HY000".into(),
         message: "Lost connection to backend during query".into(),
+        raw: None,
     }
 }
 
@@ -1689,6 +1739,6 @@ async fn write_error(
     e: &RouterError,
 ) -> std::io::Result<()> {
     let c = e.to_client();
-    out.push(seq, &err_payload(c.code, &c.sqlstate, &c.message));
+    out.push(seq, &err_payload(c.code, &c.sqlstate, c.message_bytes()));
     out.flush().await
 }

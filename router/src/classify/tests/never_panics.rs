@@ -196,3 +196,30 @@ fn arbitrary_input_never_panics() {
     let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
     check(&classifier, &deep);
 }
+
+/// `CREATE VIEW ... AS SELECT` over `depth` nested joins, as main.join_outer_innodb has.
+fn nested_joins(depth: usize) -> String {
+    let mut sql = format!("CREATE VIEW v AS SELECT t1.a FROM {}t1", "(".repeat(depth));
+    for i in 0..depth {
+        sql.push_str(&format!(" LEFT JOIN t{n} ON t1.a = t{n}.b)", n = i + 2));
+    }
+    sql + " WHERE t1.a = 1"
+}
+
+#[test]
+fn deeply_nested_statements_are_classified_on_a_small_stack() {
+    // Nineteen nested joins once overflowed a 2 MiB task stack (debug build) inside
+    // sqlparser and aborted the router; 1 MiB leaves the caller's own frames no more room.
+    for depth in [19, 60, 5000] {
+        let sql = nested_joins(depth);
+        let parsed = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || Classifier::new(16).classify(&sql).parsed)
+            .unwrap()
+            .join()
+            .expect("classified without overflowing the stack");
+        // Parsed when sqlparser's own recursion limit allows; past it the fallback lexer
+        // classifies.
+        assert!(parsed || depth > 19, "depth {depth}");
+    }
+}
