@@ -279,7 +279,12 @@ async fn a_partition_healing_during_detection_leaves_one_leader_and_loses_nothin
     })
     .await;
     cut.heal();
-    // Settled: one leader, every node up, writes acknowledged again.
+    // Writes acknowledged again, then the cluster as it settled: one leader, every node up.
+    writers
+        .ledger
+        .wait_for_more(200, Duration::from_secs(30), "writes after the partition")
+        .await;
+    let ledger = writers.stop(Duration::from_secs(10)).await;
     let (leader, epoch) = eventually(Duration::from_secs(30), "a settled cluster", || async {
         let t = env.app().topology.load();
         let c = t.cluster("c1")?;
@@ -288,11 +293,9 @@ async fn a_partition_healing_during_detection_leaves_one_leader_and_loses_nothin
             .then(|| (c.leader.clone().unwrap_or_default(), c.epoch))
     })
     .await;
-    writers
-        .ledger
-        .wait_for_more(200, Duration::from_secs(20), "writes after the partition")
-        .await;
-    let ledger = writers.stop(Duration::from_secs(10)).await;
+    for e in env.app().orchestrator.events("c1").unwrap() {
+        println!("  {} {}: {}", e.at_ms, e.kind, e.message);
+    }
     assert!(
         (leader == old && epoch == old_epoch) || (leader != old && epoch == old_epoch + 1),
         "leader {leader} at epoch {epoch} (was {old} at {old_epoch})"
