@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::backend::{relay, RelayError, RelayMode, RelayOutcome, StmtKey};
-use crate::classify::Classification;
+use crate::classify::{Classification, StatementKind};
 use crate::context::{RouterMetrics, StatementClass};
 use crate::error::RouterError;
 
@@ -323,6 +323,20 @@ impl Session {
             };
             self.run(target, cmd, exec).await?
         };
+        if matches!(class.kind, StatementKind::Set) && outcome.error.is_none() && !sharded {
+            // A SET run as a prepared statement (as `mysqltest --ps-protocol` and some
+            // connectors do) changes the session as the text one does: recorded when its
+            // values are literals, else the session stays on the connection that ran it.
+            match crate::classify::parse_set(&String::from_utf8_lossy(&key.sql)) {
+                Ok(items) if n == 0 => {
+                    let effect = self.state.apply_set(&items);
+                    self.pins.set_state |= effect.needs_pin;
+                    self.pins.next_transaction |= effect.next_transaction;
+                }
+                _ => self.pins.set_state = true,
+            }
+            self.sync_conn_record();
+        }
         if outcome.cursor_open {
             if let Some(s) = self.stmts.get_mut(&id) {
                 s.cursor_open = true;
