@@ -4,13 +4,15 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::writes::{gtid_and_checksum, ids_on, leader_of, setup, writer, Ledger};
-use common::{eventually, query_one, TestEnv};
+use common::writes::{
+    check_no_write_lost, fenced_and_in_place, gtid_and_checksum, ids_on, leader_of, setup, writer,
+    Ledger,
+};
+use common::{eventually, TestEnv};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 
@@ -55,22 +57,10 @@ async fn kill_9_of_the_leader_under_router_writes_loses_no_acknowledged_write() 
         w.await.unwrap();
     }
 
-    let new_port: u16 = new_leader.rsplit(':').next().unwrap().parse().unwrap();
-    let mut leader = env.admin_conn(new_port).await;
-    let present = ids_on(&mut leader).await;
+    let present = check_no_write_lost(&env, &new_leader, &ledger).await;
     let acked = ledger.acked_ids();
-    let lost: Vec<_> = acked.difference(&present).collect();
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    let uncertain = ledger.uncertain_ids();
-    let phantom: Vec<_> = present
-        .difference(&acked)
-        .filter(|id| !uncertain.contains(id))
-        .collect();
-    assert!(
-        phantom.is_empty(),
-        "rows nobody was told about: {phantom:?}"
-    );
-
+    let new_port = common::writes::port_of(&new_leader);
+    let mut leader = env.admin_conn(new_port).await;
     // The other replica follows the new leader and converges.
     let (want_gtid, want_sum) = gtid_and_checksum(&mut leader).await;
     let other = env
@@ -98,40 +88,8 @@ async fn kill_9_of_the_leader_under_router_writes_loses_no_acknowledged_write() 
     // lacks; otherwise it is kept out, and then what only it has may only be writes whose
     // outcome the client was told is unknown: no write reached it after the new epoch.
     env.local_mut().start_node("c1", &old_leader).await.unwrap();
-    let old_port: u16 = old_leader.rsplit(':').next().unwrap().parse().unwrap();
-    let rejoined = eventually(
-        Duration::from_secs(30),
-        "the old leader rejoins or is kept out",
-        || async {
-            let refused = env
-                .app()
-                .orchestrator
-                .events("c1")
-                .ok()?
-                .iter()
-                .any(|e| e.kind == "rejoin.refused");
-            if refused {
-                return Some(false);
-            }
-            let mut c = Conn::new(common::opts_for(old_port, "switchyard", "switchyard", None))
-                .await
-                .ok()?;
-            let ro: i64 = c.query_first("SELECT @@global.read_only").await.ok()??;
-            let (gtid, sum) = gtid_and_checksum(&mut c).await;
-            (ro == 1 && gtid == want_gtid && sum == want_sum).then_some(true)
-        },
-    )
-    .await;
-    if !rejoined {
-        let mut c = env.admin_conn(old_port).await;
-        let only_old: BTreeSet<u64> = ids_on(&mut c).await.difference(&present).copied().collect();
-        assert!(
-            only_old.is_subset(&uncertain),
-            "the old leader has rows no client was left unsure about: {only_old:?}"
-        );
-        let ro: i64 = query_one(&mut c, "SELECT @@global.read_only").await;
-        assert_eq!(ro, 1, "a kept-out old leader is fenced");
-    }
+    let want = (want_gtid, want_sum);
+    fenced_and_in_place(&env, "c1", &old_leader, &want, &present, &ledger).await;
     let errors = ledger.errors.lock().unwrap().clone();
     println!(
         "acknowledged {} writes, {} client errors during the failover: {:?}",

@@ -11,12 +11,10 @@ use std::time::Duration;
 
 use common::faults::{blackhole, freeze};
 use common::writes::{
-    check_converged, check_no_write_lost, gtid_and_checksum, ids_on, leader_of, new_leader,
-    port_of, setup, Writers,
+    check_converged, check_no_write_lost, fenced_and_in_place, gtid_and_checksum, leader_of,
+    new_leader, port_of, setup, Writers,
 };
 use common::{eventually, query_one, TestEnv};
-use mysql_async::prelude::*;
-use mysql_async::Conn;
 use tokio::time::Instant;
 
 /// How the leader is lost.
@@ -79,43 +77,9 @@ async fn leader_lost(fault: Fault) {
         (_, Some(c)) => c.heal(),
         _ => unreachable!(),
     }
-    let old_port = port_of(&old);
     let mut lconn = env.admin_conn(port_of(&new)).await;
     let want = gtid_and_checksum(&mut lconn).await;
-    let rejoined = eventually(
-        Duration::from_secs(40),
-        "the old leader is fenced and rejoins or is kept out",
-        || async {
-            let refused = env
-                .app()
-                .orchestrator
-                .events("c1")
-                .ok()?
-                .iter()
-                .any(|e| e.kind == "rejoin.refused");
-            let mut c = Conn::new(common::opts_for(old_port, "switchyard", "switchyard", None))
-                .await
-                .ok()?;
-            let ro: i64 = c.query_first("SELECT @@global.read_only").await.ok()??;
-            if ro != 1 {
-                return None;
-            }
-            if refused {
-                return Some(false);
-            }
-            (gtid_and_checksum(&mut c).await == want).then_some(true)
-        },
-    )
-    .await;
-    if !rejoined {
-        let mut c = env.admin_conn(old_port).await;
-        let only_old: std::collections::BTreeSet<u64> =
-            ids_on(&mut c).await.difference(&present).copied().collect();
-        assert!(
-            only_old.is_subset(&ledger.uncertain_ids()),
-            "the old leader has rows no client was left unsure about: {only_old:?}"
-        );
-    }
+    let rejoined = fenced_and_in_place(&env, "c1", &old, &want, &present, &ledger).await;
     let (leader_now, epoch_now) = leader_of(&env, "c1");
     assert_eq!((leader_now.as_str(), epoch_now), (new.as_str(), new_epoch));
     let events = env.app().orchestrator.events("c1").unwrap();
@@ -309,44 +273,7 @@ async fn a_partition_healing_during_detection_leaves_one_leader_and_loses_nothin
         if node.addr == leader {
             continue;
         }
-        let port = node.port;
-        let in_place = eventually(
-            Duration::from_secs(40),
-            &format!(
-                "{} read-only, and following the leader or kept out",
-                node.addr
-            ),
-            || async {
-                let refused = env
-                    .app()
-                    .orchestrator
-                    .events("c1")
-                    .ok()?
-                    .iter()
-                    .any(|e| e.kind == "rejoin.refused" && e.message.contains(&node.addr));
-                let mut c = Conn::new(common::opts_for(port, "switchyard", "switchyard", None))
-                    .await
-                    .ok()?;
-                let ro: i64 = c.query_first("SELECT @@global.read_only").await.ok()??;
-                if ro != 1 {
-                    return None;
-                }
-                if refused {
-                    return Some(false);
-                }
-                (gtid_and_checksum(&mut c).await == want).then_some(true)
-            },
-        )
-        .await;
-        if !in_place {
-            let mut c = env.admin_conn(port).await;
-            let only_here: std::collections::BTreeSet<u64> =
-                ids_on(&mut c).await.difference(&present).copied().collect();
-            assert!(
-                only_here.is_subset(&ledger.uncertain_ids()),
-                "kept-out {} has rows no client was left unsure about: {only_here:?}",
-                node.addr
-            );
+        if !fenced_and_in_place(&env, "c1", &node.addr, &want, &present, &ledger).await {
             kept_out.push(node.addr.as_str());
         }
     }

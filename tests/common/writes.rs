@@ -265,3 +265,52 @@ pub async fn check_converged(env: &TestEnv, cluster: &str, leader: &str, skip: &
         .await;
     }
 }
+
+/// Waits until `addr` of `cluster` is read-only and either follows the leader (the same GTID
+/// position and checksum as `want`) or was kept out (`rejoin.refused` naming it); a node kept
+/// out may hold, beyond the leader's rows `present`, only writes whose clients were told their
+/// outcome is unknown. Returns whether it rejoined.
+pub async fn fenced_and_in_place(
+    env: &TestEnv,
+    cluster: &str,
+    addr: &str,
+    want: &(String, i64),
+    present: &BTreeSet<u64>,
+    ledger: &Ledger,
+) -> bool {
+    let port = port_of(addr);
+    let rejoined = super::eventually(
+        Duration::from_secs(40),
+        &format!("{addr} read-only, and following the leader or kept out"),
+        || async {
+            let refused = env
+                .app()
+                .orchestrator
+                .events(cluster)
+                .ok()?
+                .iter()
+                .any(|e| e.kind == "rejoin.refused" && e.message.contains(addr));
+            let mut c = Conn::new(super::opts_for(port, "switchyard", "switchyard", None))
+                .await
+                .ok()?;
+            let ro: i64 = c.query_first("SELECT @@global.read_only").await.ok()??;
+            if ro != 1 {
+                return None;
+            }
+            if refused {
+                return Some(false);
+            }
+            (gtid_and_checksum(&mut c).await == *want).then_some(true)
+        },
+    )
+    .await;
+    if !rejoined {
+        let mut c = env.admin_conn(port).await;
+        let only_here: BTreeSet<u64> = ids_on(&mut c).await.difference(present).copied().collect();
+        assert!(
+            only_here.is_subset(&ledger.uncertain_ids()),
+            "{addr}, kept out, has rows no client was left unsure about: {only_here:?}"
+        );
+    }
+    rejoined
+}
