@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::writes::{
-    check_no_write_lost, fenced_and_in_place, gtid_and_checksum, ids_on, leader_of, setup, writer,
-    Ledger,
+    check_no_write_lost, fenced_and_in_place, gtid_and_checksum, ids_on, leader_of, new_leader,
+    setup, writer, Ledger, Writers,
 };
 use common::{eventually, TestEnv};
 use mysql_async::prelude::*;
@@ -21,41 +21,25 @@ async fn kill_9_of_the_leader_under_router_writes_loses_no_acknowledged_write() 
     let mut env = TestEnv::start(1, 2).await;
     setup(&env).await;
     let (old_leader, old_epoch) = leader_of(&env, "c1");
-    let ledger = Arc::new(Ledger::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            tokio::spawn(writer(
-                env.router_opts(None),
-                (w + 1) * 1_000_000,
-                ledger.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
-    eventually(Duration::from_secs(10), "writes flowing", || async {
-        (ledger.acked_count() > 200).then_some(())
-    })
-    .await;
+    let writers = Writers::start(&env, 4);
+    writers
+        .ledger
+        .wait_for_more(200, Duration::from_secs(10), "writes flowing")
+        .await;
     env.local_mut().kill_node("c1", &old_leader).unwrap();
-    let acked_at_kill = ledger.acked_count();
     // A new leader with a higher epoch, and writes acknowledged after it.
-    let (new_leader, new_epoch) = eventually(Duration::from_secs(30), "a new leader", || async {
-        let (l, e) = leader_of(&env, "c1");
-        (e > old_epoch && l != old_leader).then_some((l, e))
-    })
-    .await;
+    let (new_leader, new_epoch) =
+        new_leader(&env, "c1", &old_leader, old_epoch, Duration::from_secs(30)).await;
     assert_eq!(new_epoch, old_epoch + 1);
-    eventually(
-        Duration::from_secs(20),
-        "writes acknowledged on the new leader",
-        || async { (ledger.acked_count() > acked_at_kill + 200).then_some(()) },
-    )
-    .await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    writers
+        .ledger
+        .wait_for_more(
+            200,
+            Duration::from_secs(20),
+            "writes acknowledged on the new leader",
+        )
+        .await;
+    let ledger = writers.stop(Duration::from_secs(10)).await;
 
     let present = check_no_write_lost(&env, &new_leader, &ledger).await;
     let acked = ledger.acked_ids();

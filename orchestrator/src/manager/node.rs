@@ -291,30 +291,22 @@ impl NodeConn {
                 "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Slave_IO'",
             )
             .await?;
-        let mut killed = Vec::new();
+        let mut killed = 0;
         for id in ids {
             if self.kill(id, "killing the replication IO thread").await? {
-                killed.push(id.to_string());
+                killed += 1;
             }
         }
-        if killed.is_empty() {
+        if killed == 0 {
             return Ok(0);
         }
-        let still = format!(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID IN ({})",
-            killed.join(", ")
-        );
+        // Watched through SHOW SLAVE STATUS, not the process list: MariaDB 10.11 crashed
+        // (seen here) filling information_schema.PROCESSLIST while the killed thread ended.
         let deadline = Instant::now() + IO_EXIT_WAIT;
-        while Instant::now() < deadline {
-            let left: Option<u64> = self
-                .first("waiting for the IO thread to end", &still)
-                .await?;
-            if left.unwrap_or(0) == 0 {
-                break;
-            }
+        while Instant::now() < deadline && self.io_thread_running().await? {
             sleep(Duration::from_millis(10)).await;
         }
-        Ok(killed.len())
+        Ok(killed)
     }
 
     /// Stops both replication threads without waiting on the source: the IO thread is killed
@@ -352,11 +344,22 @@ impl NodeConn {
 
     /// Whether either replication thread still runs (or is connecting).
     async fn replication_threads_running(&mut self) -> Result<bool, OrchestratorError> {
+        self.threads_running(&["Slave_IO_Running", "Slave_SQL_Running"])
+            .await
+    }
+
+    /// Whether the IO thread still runs (or is connecting).
+    async fn io_thread_running(&mut self) -> Result<bool, OrchestratorError> {
+        self.threads_running(&["Slave_IO_Running"]).await
+    }
+
+    /// Whether any of these `SHOW SLAVE STATUS` columns is not `No`.
+    async fn threads_running(&mut self, columns: &[&str]) -> Result<bool, OrchestratorError> {
         let status: Option<Row> = self.first("SHOW SLAVE STATUS", "SHOW SLAVE STATUS").await?;
         Ok(status.is_some_and(|row| {
-            let get = |name: &str| row.get::<Option<String>, _>(name).flatten();
-            get("Slave_IO_Running").as_deref() != Some("No")
-                || get("Slave_SQL_Running").as_deref() != Some("No")
+            columns
+                .iter()
+                .any(|c| row.get::<Option<String>, _>(*c).flatten().as_deref() != Some("No"))
         }))
     }
 

@@ -247,6 +247,7 @@ pub fn recover_stage1(scramble: &[u8], token: &[u8], stored: &[u8; 20]) -> Optio
         candidate[i] = token[i] ^ mask[i];
     }
     let check: [u8; 20] = Sha1::digest(candidate).into();
+    // Constant-time comparison: no early exit on the first differing byte.
     let differ = check
         .iter()
         .zip(stored)
@@ -259,24 +260,7 @@ pub fn verify_native(scramble: &[u8], token: &[u8], stored: &[u8; 20], empty: bo
     if empty {
         return token.is_empty();
     }
-    if token.len() != 20 {
-        return false;
-    }
-    let mut h = Sha1::new();
-    h.update(scramble);
-    h.update(stored);
-    let mask: [u8; 20] = h.finalize().into();
-    let mut candidate = [0u8; 20];
-    for i in 0..20 {
-        candidate[i] = token[i] ^ mask[i];
-    }
-    let check: [u8; 20] = Sha1::digest(candidate).into();
-    // Constant-time comparison: no early exit on the first differing byte.
-    check
-        .iter()
-        .zip(stored)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
+    recover_stage1(scramble, token, stored).is_some()
 }
 
 /// What a backend said in its greeting.
