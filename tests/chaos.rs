@@ -324,6 +324,20 @@ impl Chaos {
         }
     }
 
+    /// One of the cluster's nodes other than `leader`, as the topology names it.
+    fn random_replica(&self, cluster: &str, leader: &str, rng: &mut Rng) -> String {
+        let t = self.env.app().topology.load();
+        let replicas: Vec<String> = t
+            .cluster(cluster)
+            .unwrap()
+            .nodes
+            .iter()
+            .filter(|n| n.addr != leader)
+            .map(|n| n.addr.clone())
+            .collect();
+        replicas[rng.below(replicas.len())].clone()
+    }
+
     fn leader(&self, cluster: &str) -> (String, u64) {
         let t = self.env.app().topology.load();
         let c = t.cluster(cluster).expect("cluster");
@@ -706,16 +720,7 @@ async fn chaos_soak_loses_no_acknowledged_write() {
                 format!("kill -9 leader {cluster} {direct}")
             }
             Fault::RestartReplica => {
-                let t = chaos.env.app().topology.load();
-                let replicas: Vec<String> = t
-                    .cluster(cluster)
-                    .unwrap()
-                    .nodes
-                    .iter()
-                    .filter(|n| n.addr != leader)
-                    .map(|n| chaos.direct(&n.addr))
-                    .collect();
-                let victim = replicas[rng.below(replicas.len())].clone();
+                let victim = chaos.direct(&chaos.random_replica(cluster, &leader, &mut rng));
                 let pid = chaos.env.local().pid(&victim).expect("replica running");
                 // SAFETY: kill(2) on a server this test started and that is still running.
                 unsafe {
@@ -733,16 +738,7 @@ async fn chaos_soak_loses_no_acknowledged_write() {
                 format!("stop+start replica {cluster} {victim}")
             }
             Fault::FreezeReplica => {
-                let t = chaos.env.app().topology.load();
-                let replicas: Vec<String> = t
-                    .cluster(cluster)
-                    .unwrap()
-                    .nodes
-                    .iter()
-                    .filter(|n| n.addr != leader)
-                    .map(|n| n.addr.clone())
-                    .collect();
-                let victim = replicas[rng.below(replicas.len())].clone();
+                let victim = chaos.random_replica(cluster, &leader, &mut rng);
                 let direct = chaos.direct(&victim);
                 let pid = chaos.env.local().pid(&direct).expect("replica running");
                 let frozen = common::faults::freeze(pid);

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::writes::{
-    check_no_write_lost, fenced_and_in_place, gtid_and_checksum, ids_on, leader_of, new_leader,
-    setup, writer, Ledger, Writers,
+    check_no_write_lost, cluster_under_writes, fenced_and_in_place, gtid_and_checksum, ids_on,
+    leader_of, new_leader, setup, writer, Ledger,
 };
 use common::{eventually, TestEnv};
 use mysql_async::prelude::*;
@@ -18,14 +18,7 @@ use mysql_async::Conn;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_leader_under_router_writes_loses_no_acknowledged_write() {
-    let mut env = TestEnv::start(1, 2).await;
-    setup(&env).await;
-    let (old_leader, old_epoch) = leader_of(&env, "c1");
-    let writers = Writers::start(&env, 4);
-    writers
-        .ledger
-        .wait_for_more(200, Duration::from_secs(10), "writes flowing")
-        .await;
+    let (mut env, old_leader, old_epoch, writers) = cluster_under_writes(4, 200).await;
     env.local_mut().kill_node("c1", &old_leader).unwrap();
     // A new leader with a higher epoch, and writes acknowledged after it.
     let (new_leader, new_epoch) =

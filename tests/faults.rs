@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::faults::{blackhole, freeze};
 use common::writes::{
-    check_converged, check_no_write_lost, fenced_and_in_place, gtid_and_checksum, leader_of,
-    new_leader, port_of, setup, Writers,
+    check_converged, check_no_write_lost, cluster_under_writes, fenced_and_in_place,
+    gtid_and_checksum, leader_of, new_leader, port_of,
 };
-use common::{eventually, query_one, TestEnv};
+use common::{eventually, query_one};
 use tokio::time::Instant;
 
 /// How the leader is lost.
@@ -27,14 +27,7 @@ enum Fault {
 /// The scenario: writes flow, the leader is lost to `fault`, a new leader takes the writes,
 /// the fault ends, and the old leader is fenced and rejoins or is kept out.
 async fn leader_lost(fault: Fault) {
-    let env = TestEnv::start(1, 2).await;
-    setup(&env).await;
-    let (old, old_epoch) = leader_of(&env, "c1");
-    let writers = Writers::start(&env, 4);
-    writers
-        .ledger
-        .wait_for_more(200, Duration::from_secs(10), "writes flowing")
-        .await;
+    let (env, old, old_epoch, writers) = cluster_under_writes(4, 200).await;
 
     let pid = env.local().pid(&old).expect("the leader's pid");
     let t0 = Instant::now();
@@ -144,9 +137,7 @@ async fn a_partitioned_leader_is_failed_over_and_fenced_when_the_partition_heals
 /// A replica lost the same ways is no reason to fail over: the leader keeps its epoch and
 /// the writes go on; the replica catches up when it returns.
 async fn replica_lost(fault: Fault) {
-    let env = TestEnv::start(1, 2).await;
-    setup(&env).await;
-    let (leader, epoch) = leader_of(&env, "c1");
+    let (env, leader, epoch, writers) = cluster_under_writes(2, 100).await;
     let replica = env
         .local()
         .cluster("c1")
@@ -156,11 +147,6 @@ async fn replica_lost(fault: Fault) {
         .unwrap()
         .addr
         .clone();
-    let writers = Writers::start(&env, 2);
-    writers
-        .ledger
-        .wait_for_more(100, Duration::from_secs(10), "writes flowing")
-        .await;
     let pid = env.local().pid(&replica).expect("the replica's pid");
     let (frozen, cut) = match fault {
         Fault::Freeze => (Some(freeze(pid)), None),
@@ -227,14 +213,7 @@ async fn a_partitioned_replica_causes_no_failover() {
 /// clients got an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_healing_during_detection_leaves_one_leader_and_loses_nothing() {
-    let env = TestEnv::start(1, 2).await;
-    setup(&env).await;
-    let (old, old_epoch) = leader_of(&env, "c1");
-    let writers = Writers::start(&env, 4);
-    writers
-        .ledger
-        .wait_for_more(200, Duration::from_secs(10), "writes flowing")
-        .await;
+    let (env, old, old_epoch, writers) = cluster_under_writes(4, 200).await;
     let cut = blackhole(port_of(&old));
     eventually(Duration::from_secs(20), "the leader seen down", || async {
         let t = env.app().topology.load();

@@ -100,6 +100,20 @@ impl Writers {
     }
 }
 
+/// One cluster of a leader and two replicas with `fo.t`, and `count` writers through the
+/// router that have had `warm` writes acknowledged. Returns the leader and its epoch too.
+pub async fn cluster_under_writes(count: u64, warm: usize) -> (TestEnv, String, u64, Writers) {
+    let env = TestEnv::start(1, 2).await;
+    setup(&env).await;
+    let (leader, epoch) = leader_of(&env, "c1");
+    let writers = Writers::start(&env, count);
+    writers
+        .ledger
+        .wait_for_more(warm, Duration::from_secs(10), "writes flowing")
+        .await;
+    (env, leader, epoch, writers)
+}
+
 /// Inserts unique ids through the router until `stop`.
 pub async fn writer(opts: Opts, base: u64, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
     let mut conn: Option<Conn> = None;
