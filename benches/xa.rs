@@ -86,6 +86,7 @@ async fn main() {
         admin_token: "bench".into(),
         app_user: "app".into(),
         app_password: "app".into(),
+        binlog_disk_mb: None,
         shards: 4,
     };
     let local = sandbox::provision(&sopts)

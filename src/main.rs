@@ -73,6 +73,10 @@ enum Command {
         /// Split keyspace `app` into K equal key ranges over the clusters (0: unsharded).
         #[arg(long, default_value_t = 0)]
         shards: usize,
+        /// Put every node's binary log on a tmpfs of its own of this many MiB, so that a full
+        /// disk can be tried (needs root; 0: in the datadir).
+        #[arg(long, default_value_t = 0)]
+        binlog_disk_mb: u32,
     },
     /// Show every cluster and node of a running switchyard.
     ///
@@ -282,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
             app_user,
             app_password,
             shards,
+            binlog_disk_mb,
         } => {
             let opts = SandboxOptions {
                 dir: dir.unwrap_or_else(sandbox::default_dir),
@@ -294,6 +299,7 @@ async fn main() -> anyhow::Result<()> {
                 app_user,
                 app_password,
                 shards,
+                binlog_disk_mb: (binlog_disk_mb != 0).then_some(binlog_disk_mb),
             };
             run_sandbox(opts, (!admin_sql.is_empty()).then_some(admin_sql)).await
         }

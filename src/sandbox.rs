@@ -24,6 +24,9 @@ pub struct SandboxOptions {
     pub app_password: String,
     /// Split keyspace `app` into this many equal key ranges over the clusters (0: unsharded).
     pub shards: usize,
+    /// Every node's binary log on a filesystem of its own of this many MiB (needs root), so
+    /// that a full disk can be tried (`switchyard scenario`, the disk-full tests).
+    pub binlog_disk_mb: Option<u32>,
 }
 
 /// The default sandbox directory: under the user's data directory, else the temp dir.
@@ -45,6 +48,7 @@ pub async fn provision(opts: &SandboxOptions) -> anyhow::Result<LocalClusters> {
     spec.base_port = opts.base_port;
     spec.app_user = opts.app_user.clone();
     spec.app_password = opts.app_password.clone();
+    spec.binlog_disk_mb = opts.binlog_disk_mb;
     Ok(LocalClusters::start(spec).await?)
 }
 

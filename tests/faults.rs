@@ -9,12 +9,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::faults::{blackhole, freeze};
+use common::faults::{blackhole, fill_disk, freeze, Blackhole, DiskFull, Frozen};
 use common::writes::{
     check_converged, check_no_write_lost, cluster_under_writes, fenced_and_in_place,
-    gtid_and_checksum, leader_of, new_leader, port_of,
+    gtid_and_checksum, leader_of, new_leader, port_of, writes_on, EventsOnPanic,
 };
-use common::{eventually, query_one};
+use common::{eventually, query_one, TestEnv};
 use tokio::time::Instant;
 
 /// How the leader is lost.
@@ -22,21 +22,54 @@ use tokio::time::Instant;
 enum Fault {
     Freeze,
     Partition,
+    /// The disk of its binary log fills up: it still answers every read, and only the
+    /// sessions that wait to commit show it.
+    DiskFull,
+}
+
+/// A fault in force, ended by [`Injected::end`] (or by drop, on failure).
+enum Injected {
+    Frozen(Frozen),
+    Cut(Blackhole),
+    Full(DiskFull),
+}
+
+impl Injected {
+    fn inject(fault: Fault, env: &TestEnv, addr: &str) -> Injected {
+        match fault {
+            Fault::Freeze => Injected::Frozen(freeze(env.local().pid(addr).expect("a pid"))),
+            Fault::Partition => Injected::Cut(blackhole(port_of(addr))),
+            Fault::DiskFull => {
+                let node = env.local().cluster("c1").unwrap().nodes.iter();
+                let node = node.clone().find(|n| n.addr == addr).expect("the node");
+                Injected::Full(fill_disk(&node.binlog_dir()))
+            }
+        }
+    }
+
+    fn end(self) {
+        match self {
+            Injected::Frozen(f) => f.thaw(),
+            Injected::Cut(c) => c.heal(),
+            Injected::Full(d) => d.free(),
+        }
+    }
 }
 
 /// The scenario: writes flow, the leader is lost to `fault`, a new leader takes the writes,
 /// the fault ends, and the old leader is fenced and rejoins or is kept out.
 async fn leader_lost(fault: Fault) {
-    let (env, old, old_epoch, writers) = cluster_under_writes(4, 200).await;
+    let env = match fault {
+        Fault::DiskFull => TestEnv::start_with_binlog_disk(1, 2, 64).await,
+        _ => TestEnv::start(1, 2).await,
+    };
+    let (env, old, old_epoch, writers) = writes_on(env, 4, 200).await;
+    let _story = EventsOnPanic::new(&env, "c1");
 
-    let pid = env.local().pid(&old).expect("the leader's pid");
     let t0 = Instant::now();
     let t0_ms = unix_ms();
     let watch = tokio::spawn(watch_nodes(env.app().topology.clone(), t0));
-    let (frozen, cut) = match fault {
-        Fault::Freeze => (Some(freeze(pid)), None),
-        Fault::Partition => (None, Some(blackhole(port_of(&old)))),
-    };
+    let injected = Injected::inject(fault, &env, &old);
     eprintln!("{fault:?}: leader {old} lost");
     let (new, new_epoch) = new_leader(&env, "c1", &old, old_epoch, Duration::from_secs(30)).await;
     eprintln!("{fault:?}: new leader {new}");
@@ -65,11 +98,7 @@ async fn leader_lost(fault: Fault) {
 
     // The old leader comes back: never a write through the router again (it is not the
     // leader of the current epoch), fenced read-only, then rejoined or kept out.
-    match (frozen, cut) {
-        (Some(f), _) => f.thaw(),
-        (_, Some(c)) => c.heal(),
-        _ => unreachable!(),
-    }
+    injected.end();
     let mut lconn = env.admin_conn(port_of(&new)).await;
     let want = gtid_and_checksum(&mut lconn).await;
     let rejoined = fenced_and_in_place(&env, "c1", &old, &want, &present, &ledger).await;
@@ -134,6 +163,11 @@ async fn a_partitioned_leader_is_failed_over_and_fenced_when_the_partition_heals
     leader_lost(Fault::Partition).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_disk_is_full_is_failed_over_and_fenced() {
+    leader_lost(Fault::DiskFull).await;
+}
+
 /// A replica lost the same ways is no reason to fail over: the leader keeps its epoch and
 /// the writes go on; the replica catches up when it returns.
 async fn replica_lost(fault: Fault) {
@@ -147,11 +181,7 @@ async fn replica_lost(fault: Fault) {
         .unwrap()
         .addr
         .clone();
-    let pid = env.local().pid(&replica).expect("the replica's pid");
-    let (frozen, cut) = match fault {
-        Fault::Freeze => (Some(freeze(pid)), None),
-        Fault::Partition => (None, Some(blackhole(port_of(&replica)))),
-    };
+    let injected = Injected::inject(fault, &env, &replica);
     // The monitor sees it go; writes go on meanwhile.
     eventually(
         Duration::from_secs(20),
@@ -171,11 +201,7 @@ async fn replica_lost(fault: Fault) {
             "writes while the replica is lost",
         )
         .await;
-    match (frozen, cut) {
-        (Some(f), _) => f.thaw(),
-        (_, Some(c)) => c.heal(),
-        _ => unreachable!(),
-    }
+    injected.end();
     let ledger = writers.stop(Duration::from_secs(10)).await;
     assert_eq!(
         leader_of(&env, "c1"),

@@ -294,6 +294,7 @@ impl BackendTlsEnv {
             admin_token: "test-token".into(),
             app_user: "app".into(),
             app_password: "app".into(),
+            binlog_disk_mb: None,
             shards: 0,
         };
         let mut spec = ProvisionSpec::new(&opts.dir);

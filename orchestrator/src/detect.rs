@@ -25,6 +25,9 @@ pub struct LeaderView {
     pub failures: u32,
     /// When the current run of failed polls began.
     pub failing_since: Option<Instant>,
+    /// How long its sessions have been waiting for disk space to commit, and what the
+    /// monitor saw (see [`crate::monitor::StuckWrites`]).
+    pub writes_stuck: Option<(Duration, String)>,
 }
 
 /// A replica as the monitor sees it.
@@ -62,13 +65,34 @@ pub enum Verdict {
     Suspect(String),
     /// Unreachable, and the replicas agree.
     Dead(String),
+    /// Reachable, but it cannot commit: its sessions have waited for disk space for longer
+    /// than the limit.
+    CannotWrite(String),
 }
 
-/// Decides on the leader from the monitor's view of it and of its replicas.
-pub fn detect(leader: &LeaderView, replicas: &[ReplicaView], down_after: u32) -> Verdict {
+/// Decides on the leader from the monitor's view of it and of its replicas. A leader whose
+/// sessions have waited for disk space for `disk_full_limit` cannot write (`None`: never
+/// judged so).
+pub fn detect(
+    leader: &LeaderView,
+    replicas: &[ReplicaView],
+    down_after: u32,
+    disk_full_limit: Option<Duration>,
+) -> Verdict {
     match leader.state {
         NodeState::Unknown => return Verdict::Unknown,
-        NodeState::Up => return Verdict::Healthy,
+        NodeState::Up => {
+            return match (&leader.writes_stuck, disk_full_limit) {
+                (Some((waited, what)), Some(limit)) if *waited >= limit => {
+                    Verdict::CannotWrite(format!(
+                        "{} cannot write: {what} for {} ms",
+                        leader.addr,
+                        waited.as_millis()
+                    ))
+                }
+                _ => Verdict::Healthy,
+            }
+        }
         NodeState::Suspect | NodeState::Down => {}
     }
     if leader.failures < down_after.max(1) {
@@ -268,6 +292,7 @@ mod tests {
             state,
             failures,
             failing_since: (failures > 0).then_some(t0),
+            writes_stuck: None,
         };
         let replica = |addr: &str, up: bool, at: Instant, rep: Option<Replication>| ReplicaView {
             addr: addr.into(),
@@ -382,16 +407,49 @@ mod tests {
             },
         ];
         for case in cases {
-            let got = detect(&case.leader, &case.replicas, 3);
+            let got = detect(&case.leader, &case.replicas, 3, None);
             let kind = match &got {
                 Verdict::Unknown => "unknown",
                 Verdict::Healthy => "healthy",
                 Verdict::Failing => "failing",
                 Verdict::Suspect(_) => "suspect",
                 Verdict::Dead(_) => "dead",
+                Verdict::CannotWrite(_) => "cannot write",
             };
             assert_eq!(kind, case.expect, "{}: {got:?}", case.name);
         }
+    }
+
+    #[test]
+    fn a_leader_waiting_for_disk_space_cannot_write_once_past_the_limit() {
+        let stuck = |ms| LeaderView {
+            addr: L.into(),
+            state: NodeState::Up,
+            failures: 0,
+            failing_since: None,
+            writes_stuck: Some((Duration::from_millis(ms), "disk full: 2 session(s)".into())),
+        };
+        let limit = Some(Duration::from_secs(1));
+        assert_eq!(detect(&stuck(400), &[], 3, limit), Verdict::Healthy);
+        match detect(&stuck(1200), &[], 3, limit) {
+            Verdict::CannotWrite(why) => {
+                assert!(
+                    why.contains("disk full") && why.contains("1200 ms"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // Disabled: never judged.
+        assert_eq!(detect(&stuck(60_000), &[], 3, None), Verdict::Healthy);
+        // Unreachable: the usual rules, whatever it showed before.
+        let down = LeaderView {
+            state: NodeState::Down,
+            failures: 3,
+            failing_since: Some(Instant::now()),
+            ..stuck(5000)
+        };
+        assert!(matches!(detect(&down, &[], 3, limit), Verdict::Suspect(_)));
     }
 
     #[test]
@@ -402,6 +460,7 @@ mod tests {
             state: NodeState::Down,
             failures: 3,
             failing_since: Some(t0),
+            writes_stuck: None,
         };
         let r = |io: &str| ReplicaView {
             addr: "127.0.0.1:2".into(),
@@ -410,13 +469,13 @@ mod tests {
             replication: Some(replication(io, None)),
             stalled: None,
         };
-        match detect(&leader, &[r("Yes")], 3) {
+        match detect(&leader, &[r("Yes")], 3, None) {
             Verdict::Suspect(why) => {
                 assert!(why.contains("127.0.0.1:2") && why.contains("Yes"), "{why}")
             }
             other => panic!("{other:?}"),
         }
-        match detect(&leader, &[r("Connecting")], 3) {
+        match detect(&leader, &[r("Connecting")], 3, None) {
             Verdict::Dead(why) => assert!(why.contains("Connecting"), "{why}"),
             other => panic!("{other:?}"),
         }
@@ -424,7 +483,7 @@ mod tests {
             stalled: Some(Duration::from_millis(1700)),
             ..r("Yes")
         };
-        match detect(&leader, &[quiet], 3) {
+        match detect(&leader, &[quiet], 3, None) {
             Verdict::Dead(why) => assert!(why.contains("nothing received for 1700 ms"), "{why}"),
             other => panic!("{other:?}"),
         }

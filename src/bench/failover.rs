@@ -11,6 +11,9 @@
 //! - partition leader: every packet to and from the leader's port dropped (iptables on
 //!   loopback, no reset), for the monitor, the replicas and the router alike. Timed as the
 //!   kill.
+//! - disk full leader: the filesystem of the leader's binary log (a tmpfs of its own) filled
+//!   up: the server waits for space instead of failing commits, and still answers every
+//!   read. Timed from the moment the disk is full, as the kill.
 //! - switchover: a planned switchover; the time is the longest pause between acknowledged
 //!   writes around it (the writers wait for the new leader meanwhile).
 //!
@@ -46,15 +49,18 @@ pub enum Event {
     FreezeLeader,
     /// The leader's port blackholed: a failover across a partition.
     PartitionLeader,
+    /// The disk of the leader's binary log full: a failover of a leader that answers.
+    DiskFullLeader,
     /// A planned switchover to a replica.
     Switchover,
 }
 
 impl Event {
-    pub const ALL: [Event; 4] = [
+    pub const ALL: [Event; 5] = [
         Event::KillLeader,
         Event::FreezeLeader,
         Event::PartitionLeader,
+        Event::DiskFullLeader,
         Event::Switchover,
     ];
 
@@ -63,6 +69,7 @@ impl Event {
             Event::KillLeader => "kill_leader",
             Event::FreezeLeader => "freeze_leader",
             Event::PartitionLeader => "partition_leader",
+            Event::DiskFullLeader => "disk_full_leader",
             Event::Switchover => "switchover",
         }
     }
@@ -85,6 +92,10 @@ impl Event {
             }
             Event::PartitionLeader => {
                 "from dropping every packet of the leader's port to the acknowledgement of the \
+                 first write sent after it (run by the new leader)"
+            }
+            Event::DiskFullLeader => {
+                "from filling the disk of the leader's binary log to the acknowledgement of the \
                  first write sent after it (run by the new leader)"
             }
             Event::Switchover => {
@@ -188,7 +199,9 @@ pub async fn run(events: &[Event], trials: u32) -> (Vec<FailoverResult>, Option<
 /// One trial on fresh servers, stopped (also on error) before it returns. Sets `version` to
 /// the servers' version once connected.
 pub async fn trial(event: Event, version: &mut Option<String>) -> anyhow::Result<Trial> {
-    let mut stage = Stage::start("sy-bench-failover-", 1, 2).await?;
+    // A binary log on a disk of its own, to fill; 64 MiB hold a trial's writes many times.
+    let binlog_disk_mb = (event == Event::DiskFullLeader).then_some(64);
+    let mut stage = Stage::start_with("sy-bench-failover-", 1, 2, binlog_disk_mb).await?;
     let outcome = measure(event, &stage.app, &mut stage.local, version).await;
     stage.stop().await;
     outcome
@@ -348,7 +361,7 @@ async fn measure(
     })
 }
 
-/// Kills, freezes or cuts off the leader; returns the ms from then to the first acknowledged
+/// Kills, freezes, cuts off the leader or fills its disk; returns the ms from then to the first acknowledged
 /// write sent after.
 async fn lose_leader(
     event: Event,
@@ -371,8 +384,19 @@ async fn lose_leader(
         .and_then(|p| p.parse().ok())
         .with_context(|| format!("no port in {leader}"))?;
     // The fault stays until the trial is measured (each guard undoes it when dropped).
-    let (mut _frozen, mut _cut) = (None, None);
+    let (mut _frozen, mut _cut, mut _full) = (None, None, None);
     match event {
+        Event::DiskFullLeader => {
+            let node = local
+                .cluster("c1")
+                .and_then(|c| c.nodes.iter().find(|n| n.addr == leader))
+                .with_context(|| format!("no node {leader}"))?;
+            let dir = node.binlog_dir();
+            _full = Some(
+                super::faults::fill_disk(&dir)
+                    .with_context(|| format!("filling {}", dir.display()))?,
+            )
+        }
         Event::FreezeLeader => {
             _frozen =
                 Some(super::faults::freeze(pid).with_context(|| format!("freezing {leader}"))?)

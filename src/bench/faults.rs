@@ -2,7 +2,8 @@
 //! frozen process (`SIGSTOP`: its sockets stay open and the kernel keeps accepting
 //! connections for it, but nothing answers), and a blackholed port (every packet to or from
 //! it dropped on loopback, in both directions, by iptables rules: established connections
-//! stall and new ones never complete). Each fault is a guard that undoes itself when dropped,
+//! stall and new ones never complete), and a full disk (a filler file that takes every free
+//! block of a filesystem of the node's own). Each fault is a guard that undoes itself when dropped,
 //! so a failed run leaves no frozen server or firewall rule behind. Only loopback ports of
 //! servers the caller started are touched.
 
@@ -117,6 +118,56 @@ impl Blackhole {
 }
 
 impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A filesystem filled up by a filler file, until [`DiskFull::free`] or drop.
+#[derive(Debug)]
+pub struct DiskFull {
+    filler: std::path::PathBuf,
+    freed: bool,
+}
+
+/// Fills the filesystem of `dir` (one of the node's own, such as
+/// `orchestrator::provision::LocalNode::binlog_dir`) with a file of zeros until writing fails
+/// with "no space left on device". Never use it on a shared filesystem.
+pub fn fill_disk(dir: &std::path::Path) -> std::io::Result<DiskFull> {
+    use std::io::Write;
+    let filler = dir.join("fault-filler");
+    let mut file = std::fs::File::create(&filler)?;
+    let full = DiskFull {
+        filler,
+        freed: false,
+    };
+    let block = [0u8; 4096];
+    loop {
+        match file.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(full)
+}
+
+impl DiskFull {
+    /// Frees the space again.
+    pub fn free(mut self) {
+        self.remove();
+    }
+
+    fn remove(&mut self) {
+        if !self.freed {
+            self.freed = true;
+            let _ = std::fs::remove_file(&self.filler);
+        }
+    }
+}
+
+impl Drop for DiskFull {
     fn drop(&mut self) {
         self.remove();
     }

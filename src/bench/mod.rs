@@ -437,7 +437,7 @@ pub(crate) mod tests {
         let p = plan(&[]);
         assert_eq!(
             (p.sysbench.len(), p.sharded.len(), p.failover.len()),
-            (6, 4, 4)
+            (6, 4, 5)
         );
         let p = plan(&["failover/freeze", "failover/partition"]);
         assert_eq!(
@@ -447,6 +447,8 @@ pub(crate) mod tests {
                 failover::Event::PartitionLeader
             ]
         );
+        let p = plan(&["failover/disk_full"]);
+        assert_eq!(p.failover, [failover::Event::DiskFullLeader]);
         assert!(plan(&["nothing"]).is_empty());
     }
 }

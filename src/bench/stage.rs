@@ -22,6 +22,16 @@ pub struct Stage {
 impl Stage {
     /// `clusters` clusters of a leader and `replicas` replicas each, and switchyard over them.
     pub async fn start(prefix: &str, clusters: usize, replicas: usize) -> anyhow::Result<Stage> {
+        Self::start_with(prefix, clusters, replicas, None).await
+    }
+
+    /// Like [`Stage::start`], every node's binary log on a tmpfs of `binlog_disk_mb` MiB.
+    pub async fn start_with(
+        prefix: &str,
+        clusters: usize,
+        replicas: usize,
+        binlog_disk_mb: Option<u32>,
+    ) -> anyhow::Result<Stage> {
         let tmp = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir()
@@ -36,6 +46,7 @@ impl Stage {
             admin_token: format!("{:016x}", rand::random::<u64>()),
             app_user: USER.into(),
             app_password: PASSWORD.into(),
+            binlog_disk_mb,
             shards: 0,
         };
         // Dropping `local` kills the servers: an early return stops them.

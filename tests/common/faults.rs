@@ -1,7 +1,7 @@
 //! The fault kit (a frozen process, a blackholed port), as the benchmark uses it; a test that
 //! cannot inject its fault fails, saying why.
 
-pub use switchyard::bench::faults::{Blackhole, Frozen};
+pub use switchyard::bench::faults::{Blackhole, DiskFull, Frozen};
 
 /// Freezes `pid` (`SIGSTOP`) until the guard is thawed or dropped.
 pub fn freeze(pid: u32) -> Frozen {
@@ -11,4 +11,10 @@ pub fn freeze(pid: u32) -> Frozen {
 /// Drops every packet of a loopback port until the guard is healed or dropped.
 pub fn blackhole(port: u16) -> Blackhole {
     switchyard::bench::faults::blackhole(port).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Fills the filesystem of `dir` (a node's own binary-log disk) until the guard frees it.
+pub fn fill_disk(dir: &std::path::Path) -> DiskFull {
+    switchyard::bench::faults::fill_disk(dir)
+        .unwrap_or_else(|e| panic!("filling {}: {e}", dir.display()))
 }

@@ -52,12 +52,18 @@ impl TestEnv {
         replicas: usize,
         adjust: impl FnOnce(&mut switchyard::Config),
     ) -> TestEnv {
-        Self::start_full(clusters, replicas, 0, adjust).await
+        Self::start_full(clusters, replicas, 0, adjust, None).await
     }
 
     /// Like `start`, with keyspace `app` split into `shards` key ranges (`sandbox --shards`).
     pub async fn start_sharded(clusters: usize, shards: usize) -> TestEnv {
-        Self::start_full(clusters, 0, shards, |_| {}).await
+        Self::start_full(clusters, 0, shards, |_| {}, None).await
+    }
+
+    /// Like `start`, every node's binary log on a tmpfs of `mb` MiB of its own (for full-disk
+    /// faults; needs root).
+    pub async fn start_with_binlog_disk(clusters: usize, replicas: usize, mb: u32) -> TestEnv {
+        Self::start_full(clusters, replicas, 0, |_| {}, Some(mb)).await
     }
 
     /// Like `start_sharded`, each cluster with `replicas` replicas.
@@ -66,7 +72,7 @@ impl TestEnv {
         replicas: usize,
         shards: usize,
     ) -> TestEnv {
-        Self::start_full(clusters, replicas, shards, |_| {}).await
+        Self::start_full(clusters, replicas, shards, |_| {}, None).await
     }
 
     /// Like `start_sharded_replicated`, letting the test adjust the configuration first.
@@ -76,7 +82,7 @@ impl TestEnv {
         shards: usize,
         adjust: impl FnOnce(&mut switchyard::Config),
     ) -> TestEnv {
-        Self::start_full(clusters, replicas, shards, adjust).await
+        Self::start_full(clusters, replicas, shards, adjust, None).await
     }
 
     async fn start_full(
@@ -84,6 +90,7 @@ impl TestEnv {
         replicas: usize,
         shards: usize,
         adjust: impl FnOnce(&mut switchyard::Config),
+        binlog_disk_mb: Option<u32>,
     ) -> TestEnv {
         let dir = tempfile::Builder::new()
             .prefix("sy-test-")
@@ -100,6 +107,7 @@ impl TestEnv {
             app_user: "app".into(),
             app_password: "app".into(),
             shards,
+            binlog_disk_mb,
         };
         let local = match sandbox::provision(&opts).await {
             Ok(l) => l,

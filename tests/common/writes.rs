@@ -103,7 +103,11 @@ impl Writers {
 /// One cluster of a leader and two replicas with `fo.t`, and `count` writers through the
 /// router that have had `warm` writes acknowledged. Returns the leader and its epoch too.
 pub async fn cluster_under_writes(count: u64, warm: usize) -> (TestEnv, String, u64, Writers) {
-    let env = TestEnv::start(1, 2).await;
+    writes_on(TestEnv::start(1, 2).await, count, warm).await
+}
+
+/// Like [`cluster_under_writes`], on `env` (one cluster, `c1`).
+pub async fn writes_on(env: TestEnv, count: u64, warm: usize) -> (TestEnv, String, u64, Writers) {
     setup(&env).await;
     let (leader, epoch) = leader_of(&env, "c1");
     let writers = Writers::start(&env, count);
@@ -199,6 +203,27 @@ pub fn leader_of(env: &TestEnv, cluster: &str) -> (String, u64) {
 
 pub fn port_of(addr: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Prints a cluster's orchestrator events if the test panics while it is alive: the story
+/// of a failed scenario.
+pub struct EventsOnPanic(Arc<orchestrator::Orchestrator>, String);
+
+impl EventsOnPanic {
+    pub fn new(env: &TestEnv, cluster: &str) -> Self {
+        EventsOnPanic(env.app().orchestrator.clone(), cluster.to_owned())
+    }
+}
+
+impl Drop for EventsOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let events = self.0.events(&self.1).unwrap_or_default();
+            for e in events {
+                eprintln!("  {} {}: {}", e.at_ms, e.kind, e.message);
+            }
+        }
+    }
 }
 
 /// Waits for a leader other than `old` with a higher epoch than `old_epoch`; on time-out the

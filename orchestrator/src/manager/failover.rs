@@ -22,14 +22,19 @@ const FAILOVER_RETRY: Duration = Duration::from_secs(1);
 
 impl Orchestrator {
     /// Fails over `cluster`. `detected` is the detector's verdict for an automatic failover,
-    /// `None` when an operator asked.
+    /// `None` when an operator asked; `alive`: the leader answers but cannot commit (its disk
+    /// is full), so replicas still connected to it are no reason to refuse, and it is fenced
+    /// before another is promoted.
     pub(super) async fn run_failover(
         &self,
         cluster: &str,
         _guard: OwnedMutexGuard<()>,
         detected: Option<String>,
+        alive: bool,
     ) -> Result<OperationReport, OrchestratorError> {
-        let result = self.failover_locked(cluster, detected.as_deref()).await;
+        let result = self
+            .failover_locked(cluster, detected.as_deref(), alive)
+            .await;
         self.settle(cluster);
         result
     }
@@ -53,6 +58,7 @@ impl Orchestrator {
         &self,
         cluster: &str,
         detected: Option<&str>,
+        alive: bool,
     ) -> Result<OperationReport, OrchestratorError> {
         let automatic = detected.is_some();
         let mut log = OpLog::new(self, cluster);
@@ -88,7 +94,7 @@ impl Orchestrator {
                     .then(|| format!("{addr} (from {})", r.source))
             })
             .collect();
-        if !still.is_empty() {
+        if !still.is_empty() && !alive {
             let why = format!(
                 "{old} may be alive: replicas still replicate (Slave_IO_Running=Yes): {}",
                 still.join(", ")
@@ -184,6 +190,9 @@ impl Orchestrator {
             self.restart_streams(&mut log, others, &stopped).await;
             return Err(self.failed_unchanged(&mut log, &old, e));
         }
+        if alive {
+            self.fence_stuck_leader(&mut log, &old).await;
+        }
         // The point of no return: from here on the attempt counts for the failover limits.
         if let Some(mut m) = self.memory(cluster) {
             m.history
@@ -250,6 +259,33 @@ impl Orchestrator {
             self.semi_sync_on(&mut log, &mut leader).await;
         }
         Ok(log.report(&old, &winner, epoch))
+    }
+
+    /// Makes a leader that answers but cannot commit read-only before another is promoted,
+    /// killing its sessions that wait for disk space (see [`NodeConn::fence`]). Failing that,
+    /// the routers' epoch still keeps every write away from it, and nothing commits there
+    /// while its disk is full; the warning says so.
+    async fn fence_stuck_leader(&self, log: &mut OpLog<'_>, old: &str) {
+        let fenced = async {
+            let mut conn = NodeConn::connect(old, &self.access).await?;
+            conn.fence(&self.access).await
+        };
+        match fenced.await {
+            Ok(killed) => log.step(
+                "failover.step",
+                format!(
+                    "{old} fenced: read_only=1, {killed} session(s) waiting for disk space \
+                     killed (none was acknowledged)"
+                ),
+            ),
+            Err(e) => log.step(
+                "failover.warning",
+                format!(
+                    "{old} could not be made read-only ({e}); routers send it nothing at the \
+                     new epoch"
+                ),
+            ),
+        }
     }
 
     /// Lets the elected replica apply everything it received (its IO thread is stopped).

@@ -338,7 +338,7 @@ impl Orchestrator {
     /// failovers), but counted by them.
     pub async fn failover(&self, cluster: &str) -> Result<OperationReport, OrchestratorError> {
         let guard = self.try_op(cluster)?;
-        self.run_failover(cluster, guard, None).await
+        self.run_failover(cluster, guard, None, false).await
     }
 
     /// Sets a node's operator flags, reflected in the published topology at once.
@@ -647,8 +647,18 @@ impl Orchestrator {
                 continue;
             }
             let (leader_view, replicas) = views(&ctl.spec, &leader, state);
-            match detect(&leader_view, &replicas, self.monitor.down_after) {
-                Verdict::Unknown | Verdict::Failing => {}
+            let disk_full_limit = match self.settings.load_full().disk_full_failover_ms {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            };
+            let verdict = detect(
+                &leader_view,
+                &replicas,
+                self.monitor.down_after,
+                disk_full_limit,
+            );
+            let (why, alive) = match verdict {
+                Verdict::Unknown | Verdict::Failing => continue,
                 Verdict::Healthy => {
                     {
                         let mut m = lock(&ctl.memory);
@@ -663,42 +673,48 @@ impl Orchestrator {
                             this.run_rejoin(&cluster, &target, guard).await;
                         });
                     }
+                    continue;
                 }
-                Verdict::Suspect(why) => self.event_once(
-                    name,
-                    |m| &mut m.suspect_logged,
-                    "leader.suspect",
-                    &format!("{why}: not failing over"),
-                ),
-                Verdict::Dead(why) => match self.settings.load_full().failover {
-                    FailoverMode::Manual => self.event_once(
+                Verdict::Suspect(why) => {
+                    self.event_once(
                         name,
-                        |m| &mut m.dead_logged,
-                        "leader.dead",
-                        &format!("{why}; failover mode is manual: waiting for an operator"),
-                    ),
-                    FailoverMode::Automatic => {
-                        let retry_at = lock(&ctl.memory).failover_retry_at;
-                        if retry_at.is_some_and(|t| Instant::now() < t) {
-                            continue;
-                        }
-                        let allowed = {
-                            let m = lock(&ctl.memory);
-                            m.history
-                                .check(Instant::now(), &self.settings.load_full().limits())
-                        };
-                        match allowed {
-                            Ok(()) => {
-                                let this = self.clone();
-                                let cluster = name.clone();
-                                ops.spawn(async move {
-                                    let _ = this.run_failover(&cluster, guard, Some(why)).await;
-                                });
-                            }
-                            Err(refusal) => self.refuse_once(name, &format!("{why}; {refusal}")),
-                        }
+                        |m| &mut m.suspect_logged,
+                        "leader.suspect",
+                        &format!("{why}: not failing over"),
+                    );
+                    continue;
+                }
+                Verdict::Dead(why) => (why, false),
+                Verdict::CannotWrite(why) => (why, true),
+            };
+            match self.settings.load_full().failover {
+                FailoverMode::Manual => self.event_once(
+                    name,
+                    |m| &mut m.dead_logged,
+                    "leader.dead",
+                    &format!("{why}; failover mode is manual: waiting for an operator"),
+                ),
+                FailoverMode::Automatic => {
+                    let retry_at = lock(&ctl.memory).failover_retry_at;
+                    if retry_at.is_some_and(|t| Instant::now() < t) {
+                        continue;
                     }
-                },
+                    let allowed = {
+                        let m = lock(&ctl.memory);
+                        m.history
+                            .check(Instant::now(), &self.settings.load_full().limits())
+                    };
+                    match allowed {
+                        Ok(()) => {
+                            let this = self.clone();
+                            let cluster = name.clone();
+                            ops.spawn(async move {
+                                let _ = this.run_failover(&cluster, guard, Some(why), alive).await;
+                            });
+                        }
+                        Err(refusal) => self.refuse_once(name, &format!("{why}; {refusal}")),
+                    }
+                }
             }
         }
     }
@@ -777,12 +793,16 @@ fn views(spec: &ClusterSpec, leader: &str, state: &MonitorState) -> (LeaderView,
             state: h.status.state,
             failures: h.consecutive_failures,
             failing_since: h.failing_since,
+            writes_stuck: h
+                .writes_stuck(Instant::now())
+                .map(|(waited, w)| (waited, w.describe())),
         },
         None => LeaderView {
             addr: leader.to_owned(),
             state: NodeState::Unknown,
             failures: 0,
             failing_since: None,
+            writes_stuck: None,
         },
     };
     let now = Instant::now();

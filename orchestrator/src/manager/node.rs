@@ -413,6 +413,53 @@ impl NodeConn {
         }))
     }
 
+    /// `SET GLOBAL read_only = 1`, killing on a second connection, as they appear, the
+    /// sessions waiting for disk space to commit (see [`crate::monitor::StuckWrites`]): on a
+    /// node whose disk is full, `read_only = 1` waits for every commit in progress, and each
+    /// session queued behind one that waits for space takes its place when it is killed.
+    /// Their commits were never acknowledged. Bounded by the statement limit. Returns how
+    /// many sessions were killed.
+    pub async fn fence(&mut self, access: &Access) -> Result<usize, OrchestratorError> {
+        let addr = self.addr.clone();
+        let set = self.exec("fencing (read_only = 1)", "SET GLOBAL read_only = 1");
+        tokio::pin!(set);
+        let mut killer: Option<NodeConn> = None;
+        let mut killed = 0;
+        loop {
+            tokio::select! {
+                done = &mut set => return done.map(|()| killed),
+                () = sleep(Duration::from_millis(50)) => {
+                    let conn = match &mut killer {
+                        Some(c) => c,
+                        None => killer.insert(NodeConn::connect(&addr, access).await?),
+                    };
+                    killed += conn.kill_disk_waiters().await?;
+                }
+            }
+        }
+    }
+
+    /// Kills the sessions waiting for disk space to commit. Returns how many were killed.
+    async fn kill_disk_waiters(&mut self) -> Result<usize, OrchestratorError> {
+        let sql = format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE STATE = {}",
+            quote(crate::monitor::StuckWrites::STATE)
+        );
+        let ids: Vec<u64> = self
+            .rows("listing sessions waiting for disk space", &sql)
+            .await?;
+        let mut killed = 0;
+        for id in ids {
+            if self
+                .kill(id, "killing a session waiting for disk space")
+                .await?
+            {
+                killed += 1;
+            }
+        }
+        Ok(killed)
+    }
+
     /// Kills every client connection except this one, replication threads, system threads and
     /// those of `spare_users`. Returns how many were killed.
     pub async fn kill_clients(&mut self, spare_users: &[&str]) -> Result<usize, OrchestratorError> {

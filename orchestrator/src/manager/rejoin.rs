@@ -115,8 +115,7 @@ impl Orchestrator {
             .await?;
         }
         if !snap.read_only {
-            node.exec("fencing (read_only = 1)", "SET GLOBAL read_only = 1")
-                .await?;
+            node.fence(&self.access).await?;
             let spare = [self.access.user.as_str(), self.login.user.as_str()];
             let killed = node.kill_clients(&spare).await?;
             self.event(

@@ -107,6 +107,11 @@ pub struct OrchestratorSettings {
     /// `MASTER_HEARTBEAT_PERIOD` (ms) for replicas the orchestrator points at a new leader.
     #[serde(default = "default_master_heartbeat_ms")]
     pub master_heartbeat_ms: u64,
+    /// A leader whose sessions have waited this long to write their commit to a full disk
+    /// (the server waits for space, retrying once a minute, instead of failing them; reads
+    /// still work, so nothing else notices) is failed over, in ms; 0: never.
+    #[serde(default = "default_disk_full_failover_ms")]
+    pub disk_full_failover_ms: u64,
 }
 
 fn default_failover() -> FailoverMode {
@@ -139,6 +144,9 @@ fn default_apply_timeout_ms() -> u64 {
 fn default_master_connect_retry_s() -> u32 {
     1
 }
+fn default_disk_full_failover_ms() -> u64 {
+    1000
+}
 fn default_master_heartbeat_ms() -> u64 {
     500
 }
@@ -164,6 +172,7 @@ impl Default for OrchestratorSettings {
             apply_timeout_ms: default_apply_timeout_ms(),
             master_connect_retry_s: default_master_connect_retry_s(),
             master_heartbeat_ms: default_master_heartbeat_ms(),
+            disk_full_failover_ms: default_disk_full_failover_ms(),
         }
     }
 }

@@ -148,6 +148,48 @@ pub struct Observation {
     pub semi_sync_slave_enabled: bool,
     /// `SHOW SLAVE STATUS`, if the node has replication configured.
     pub replication: Option<Replication>,
+    /// Sessions waiting for disk space to commit (looked for on writable nodes only).
+    pub stuck_writes: Option<StuckWrites>,
+}
+
+/// Sessions of a writable node that cannot write their commit: its disk is full, and the
+/// server waits for space (retrying once a minute) instead of failing them. Reads still work
+/// and replicas still get heartbeats, so only the sessions themselves show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StuckWrites {
+    /// How many sessions wait.
+    pub sessions: usize,
+    /// The longest wait so far, in whole seconds (`SHOW PROCESSLIST`'s `Time`).
+    pub longest_s: u64,
+}
+
+impl StuckWrites {
+    /// The `SHOW PROCESSLIST` state of a session waiting for disk space (MariaDB's `my_write`
+    /// with `MY_WAIT_IF_FULL`: the binary log, Aria and MyISAM files).
+    pub const STATE: &'static str = "Waiting for someone to free space";
+
+    /// From `SHOW PROCESSLIST`'s (`State`, `Time`) of every session.
+    pub fn from_sessions(
+        sessions: impl IntoIterator<Item = (Option<String>, u64)>,
+    ) -> Option<StuckWrites> {
+        let waits: Vec<u64> = sessions
+            .into_iter()
+            .filter(|(state, _)| state.as_deref() == Some(Self::STATE))
+            .map(|(_, time)| time)
+            .collect();
+        Some(StuckWrites {
+            sessions: waits.len(),
+            longest_s: *waits.iter().max()?,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "disk full: {} session(s) waiting to commit ('{}')",
+            self.sessions,
+            Self::STATE
+        )
+    }
 }
 
 /// The interesting part of `SHOW SLAVE STATUS`.
@@ -237,6 +279,9 @@ pub struct NodeHealth {
     pub last_known_lag: Option<u64>,
     /// When a poll last saw the replica's stream move (see [`StreamProgress`]).
     pub stream_moved_at: Option<Instant>,
+    /// Since when sessions have been waiting for disk space to commit, as far as the polls
+    /// since the first that saw one can tell (see [`StuckWrites`]).
+    pub writes_stuck_since: Option<Instant>,
 }
 
 impl NodeHealth {
@@ -251,6 +296,19 @@ impl NodeHealth {
         }
         let quiet = now.saturating_duration_since(self.stream_moved_at?);
         (quiet > crate::detect::stall_limit(period)).then_some(quiet)
+    }
+
+    /// How long its sessions have been waiting for disk space to commit, and what the last
+    /// poll saw, while the node is up.
+    pub fn writes_stuck(&self, now: Instant) -> Option<(Duration, &StuckWrites)> {
+        if self.status.state != NodeState::Up {
+            return None;
+        }
+        let stuck = self.last_observation.as_ref()?.stuck_writes.as_ref()?;
+        Some((
+            now.saturating_duration_since(self.writes_stuck_since?),
+            stuck,
+        ))
     }
 }
 
@@ -286,6 +344,7 @@ impl MonitorState {
                         failing_since: None,
                         last_known_lag: None,
                         stream_moved_at: None,
+                        writes_stuck_since: None,
                     });
             }
         }
@@ -326,6 +385,12 @@ impl MonitorState {
                 if moved {
                     h.stream_moved_at = Some(Instant::now());
                 }
+                h.writes_stuck_since = obs.stuck_writes.as_ref().map(|w| {
+                    let began = Instant::now()
+                        .checked_sub(Duration::from_secs(w.longest_s))
+                        .unwrap_or_else(Instant::now);
+                    h.writes_stuck_since.map_or(began, |s| s.min(began))
+                });
                 h.consecutive_failures = 0;
                 h.last_poll_error = None;
                 h.last_ok_at = Some(Instant::now());
@@ -352,6 +417,9 @@ impl MonitorState {
                         s.lag_seconds = None;
                         s.last_error = None;
                     }
+                }
+                if let Some(w) = &obs.stuck_writes {
+                    s.last_error = Some(w.describe());
                 }
                 h.last_observation = Some(obs);
             }
@@ -519,6 +587,7 @@ mod tests {
             semi_sync_master_enabled: true,
             semi_sync_slave_enabled: true,
             replication: None,
+            stuck_writes: None,
         }
     }
 
@@ -543,7 +612,62 @@ mod tests {
                 gtid_io_pos: "0-1-5".into(),
                 progress: None,
             }),
+            stuck_writes: None,
         }
+    }
+
+    #[test]
+    fn stuck_writes_are_sessions_waiting_for_disk_space() {
+        let none = [(Some("Commit".to_owned()), 9), (None, 30)];
+        assert_eq!(StuckWrites::from_sessions(none), None);
+        let waiting = Some(StuckWrites::STATE.to_owned());
+        let sessions = [
+            (waiting.clone(), 2),
+            (Some("Sending data".into()), 40),
+            (waiting, 5),
+        ];
+        assert_eq!(
+            StuckWrites::from_sessions(sessions),
+            Some(StuckWrites {
+                sessions: 2,
+                longest_s: 5
+            })
+        );
+    }
+
+    #[test]
+    fn writes_stuck_counts_from_the_first_poll_that_saw_them() {
+        let mut state = MonitorState::new(&spec(Some(L)), 3);
+        let stuck = |longest_s| Observation {
+            stuck_writes: Some(StuckWrites {
+                sessions: 1,
+                longest_s,
+            }),
+            ..leader_obs()
+        };
+        state.record(L, Ok(stuck(3)));
+        let h = state.node(L).expect("tracked");
+        let (since, w) = h.writes_stuck(Instant::now()).expect("stuck");
+        assert!(since >= Duration::from_secs(3), "{since:?}");
+        assert_eq!(w.longest_s, 3);
+        assert!(h
+            .status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("disk full")));
+        // A later poll with a shorter wait (another session) keeps the earlier start.
+        state.record(L, Ok(stuck(0)));
+        let (since, _) = state
+            .node(L)
+            .and_then(|h| h.writes_stuck(Instant::now()))
+            .expect("stuck");
+        assert!(since >= Duration::from_secs(3), "{since:?}");
+        state.record(L, Ok(leader_obs()));
+        assert!(state
+            .node(L)
+            .and_then(|h| h.writes_stuck(Instant::now()))
+            .is_none());
+        assert_eq!(state.node(L).and_then(|h| h.writes_stuck_since), None);
     }
 
     fn fail() -> Result<Observation, PollError> {

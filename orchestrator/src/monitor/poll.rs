@@ -14,6 +14,7 @@ use tokio::time::{interval, sleep_until, timeout, Instant, MissedTickBehavior};
 
 use super::{
     ClusterSpec, MonitorConfig, MonitorState, Observation, PollError, Replication, StreamProgress,
+    StuckWrites,
 };
 use crate::tls::{self, ConnectError};
 
@@ -173,7 +174,7 @@ fn failing_leaders_nodes(
         };
         if state
             .node(leader)
-            .is_some_and(|h| h.consecutive_failures > 0)
+            .is_some_and(|h| h.consecutive_failures > 0 || h.writes_stuck_since.is_some())
         {
             nodes.extend(spec.all_nodes());
         }
@@ -323,6 +324,7 @@ async fn observe(conn: &mut Conn) -> Result<Observation, PollError> {
         semi_sync_master_enabled: flag(6, "rpl_semi_sync_master_enabled")?,
         semi_sync_slave_enabled: flag(7, "rpl_semi_sync_slave_enabled")?,
         replication: None,
+        stuck_writes: None,
     };
     // `SHOW ALL SLAVES STATUS` has the heartbeat counters `SHOW SLAVE STATUS` lacks; its
     // row of the default connection is the one `SHOW SLAVE STATUS` shows.
@@ -337,6 +339,17 @@ async fn observe(conn: &mut Conn) -> Result<Observation, PollError> {
     });
     if let Some(row) = default {
         obs.replication = Some(replication_from_row(&row)?);
+    }
+    if !obs.read_only {
+        // A full disk stops commits and nothing else: only the waiting sessions show it.
+        let sessions: Vec<Row> = conn.query("SHOW PROCESSLIST").await.map_err(query_err)?;
+        obs.stuck_writes = StuckWrites::from_sessions(sessions.iter().map(|row| {
+            let state = row
+                .get_opt::<Option<String>, _>("State")
+                .and_then(Result::ok);
+            let time = row.get_opt::<Option<u64>, _>("Time").and_then(Result::ok);
+            (state.flatten(), time.flatten().unwrap_or(0))
+        }));
     }
     Ok(obs)
 }

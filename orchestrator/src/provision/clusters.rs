@@ -171,6 +171,7 @@ impl LocalClusters {
             truncate_unacknowledged: true,
             skip_slave_start: false,
             ssl: self.spec.ssl.clone(),
+            binlog_disk_mb: self.spec.binlog_disk_mb,
         };
         let p = match process::start_server(&self.mariadb, &node, role.clone()).await {
             Err(StartFailure::Other(ProvisionError::ServerExited { tail, .. }))
@@ -287,6 +288,7 @@ impl LocalClusters {
 
         let repick = self.spec.base_port.is_none();
         let semi_sync = self.spec.semi_sync;
+        let binlog_disk_mb = self.spec.binlog_disk_mb;
         let ssl = &self.spec.ssl;
         let mariadb = &self.mariadb;
         let launches = clusters.iter().enumerate().flat_map(|(ci, c)| {
@@ -297,6 +299,7 @@ impl LocalClusters {
                     truncate_unacknowledged: true,
                     skip_slave_start: false,
                     ssl: ssl.clone(),
+                    binlog_disk_mb,
                 };
                 launch(mariadb, n.clone(), role, repick, (ci, ni))
             })
@@ -390,12 +393,14 @@ impl LocalClusters {
             }
         }
         let semi_sync = self.spec.semi_sync;
+        let binlog_disk_mb = self.spec.binlog_disk_mb;
         let ssl = &self.spec.ssl;
         let mariadb = &self.mariadb;
         let launches = clusters.iter().enumerate().flat_map(|(ci, c)| {
             c.nodes.iter().enumerate().map(move |(ni, n)| {
                 let role = ServerRole {
                     ssl: ssl.clone(),
+                    binlog_disk_mb,
                     read_only: n.addr != c.leader,
                     semi_sync,
                     truncate_unacknowledged: true,
@@ -454,6 +459,11 @@ impl Drop for LocalClusters {
             p.signal(libc::SIGKILL);
         }
         self.procs.clear();
+        if self.spec.binlog_disk_mb.is_some() {
+            for n in self.clusters.iter().flat_map(|c| &c.nodes) {
+                process::unmount_binlog_disk(&n.binlog_dir());
+            }
+        }
     }
 }
 
@@ -570,6 +580,7 @@ mod tests {
             truncate_unacknowledged: true,
             skip_slave_start: false,
             ssl: None,
+            binlog_disk_mb: None,
         };
         let (started, (), result) = launch(&mariadb, node.clone(), role.clone(), true, ()).await;
         let mut process = result.expect("started on another port");

@@ -44,6 +44,10 @@ pub struct ProvisionSpec {
     pub semi_sync: bool,
     /// TLS on every server (`--ssl-cert`, `--ssl-key`, `--ssl-ca`); `None`: no TLS.
     pub ssl: Option<ServerSsl>,
+    /// Every node's binary log on a filesystem of its own of this many MiB (a `tmpfs` mounted
+    /// at `DATADIR/binlog`, which needs root), so that a disk-full fault can be injected by
+    /// filling it; `None`: the binary log lives in the datadir.
+    pub binlog_disk_mb: Option<u32>,
 }
 
 /// The certificate, key and CA (PEM files) the servers are started with.
@@ -71,6 +75,7 @@ impl ProvisionSpec {
             repl_password: "repl".into(),
             semi_sync: true,
             ssl: None,
+            binlog_disk_mb: None,
         }
     }
 
@@ -156,6 +161,12 @@ impl LocalNode {
             datadir,
             server_id,
         }
+    }
+
+    /// Where the binary log lives when it has a filesystem of its own
+    /// ([`ProvisionSpec::binlog_disk_mb`]).
+    pub fn binlog_dir(&self) -> PathBuf {
+        self.datadir.join("binlog")
     }
 
     /// The server's error log (inside the datadir).

@@ -37,6 +37,8 @@ pub(crate) struct ServerRole {
     pub skip_slave_start: bool,
     /// TLS certificate, key and CA (the spec's, the same for every node).
     pub ssl: Option<ServerSsl>,
+    /// The binary log on a `tmpfs` of this many MiB at [`LocalNode::binlog_dir`].
+    pub binlog_disk_mb: Option<u32>,
 }
 
 /// The `mariadbd` command line for `node`.
@@ -62,7 +64,10 @@ pub(crate) fn server_args(node: &LocalNode, role: &ServerRole, as_root: bool) ->
         format!("--port={}", node.port),
         format!("--server-id={}", node.server_id),
         "--skip-name-resolve".into(),
-        "--log-bin=node-bin".into(),
+        match role.binlog_disk_mb {
+            Some(_) => format!("--log-bin={}/node-bin", node.binlog_dir().display()),
+            None => "--log-bin=node-bin".into(),
+        },
         "--relay-log=node-relay-bin".into(),
         "--binlog-format=ROW".into(),
         "--log-slave-updates=1".into(),
@@ -190,6 +195,9 @@ pub(crate) async fn start_server(
     role: ServerRole,
 ) -> Result<NodeProcess, StartFailure> {
     kill_stale_server(&node.datadir).await?;
+    if let Some(mb) = role.binlog_disk_mb {
+        mount_binlog_disk(&node.binlog_dir(), mb)?;
+    }
     let error_log = node.datadir.join(ERROR_LOG);
     // Only what this attempt writes counts: the log keeps earlier runs' messages.
     let log_offset = fs::metadata(&error_log).map(|m| m.len()).unwrap_or(0);
@@ -243,6 +251,65 @@ pub(crate) async fn start_server(
             .into());
         }
         tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Mounts a `tmpfs` of `mb` MiB at `dir` (created if needed), unless one is mounted there
+/// already (a restarted node keeps its binary log).
+pub(crate) fn mount_binlog_disk(dir: &Path, mb: u32) -> Result<(), ProvisionError> {
+    fs::create_dir_all(dir)
+        .map_err(|e| ProvisionError::io(format!("creating {}", dir.display()), e))?;
+    if is_mount_point(dir) {
+        return Ok(());
+    }
+    let c = |s: &str| std::ffi::CString::new(s).map_err(|e| ProvisionError::io("a path", e.into()));
+    let target = c(&dir.to_string_lossy())?;
+    let (fstype, options) = (c("tmpfs")?, c(&format!("size={mb}m,mode=0777"))?);
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            options.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(ProvisionError::io(
+            format!(
+                "mounting a {mb} MiB tmpfs for the binary log at {} (needs root)",
+                dir.display()
+            ),
+            e,
+        ));
+    }
+    Ok(())
+}
+
+/// Unmounts what [`mount_binlog_disk`] mounted (lazily: a server being reaped may still hold
+/// files there). Nothing mounted is not an error.
+pub(crate) fn unmount_binlog_disk(dir: &Path) {
+    if !is_mount_point(dir) {
+        return;
+    }
+    let Ok(target) = std::ffi::CString::new(dir.to_string_lossy().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a NUL-terminated path that outlives the call.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+        tracing::warn!(dir = %dir.display(), error = %std::io::Error::last_os_error(), "unmounting");
+    }
+}
+
+/// Whether `dir` is on another filesystem than its parent.
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+    match (dev(dir), dir.parent().and_then(dev)) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
     }
 }
 
@@ -397,6 +464,7 @@ mod tests {
             truncate_unacknowledged: true,
             skip_slave_start: false,
             ssl: None,
+            binlog_disk_mb: None,
         };
         let args: Vec<String> = server_args(&node(), &role, true)
             .into_iter()
