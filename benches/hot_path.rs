@@ -93,6 +93,7 @@ async fn backend(response: Vec<u8>) -> BackendConn {
         found_rows: false,
         connect_timeout: Duration::from_secs(2),
         tls: None,
+        tcp: Default::default(),
     };
     BackendConn::connect(&addr, &opts).await.unwrap()
 }

@@ -375,6 +375,7 @@ async fn announced_version(config: &Config) -> String {
         tls: router::tls::RouterTls::load(&config.router)
             .ok()
             .and_then(|t| t.backends),
+        tcp: config.router.tcp_options(),
     };
     let version = async {
         let mut c = BackendConn::connect(&addr, &opts).await.ok()?;

@@ -9,12 +9,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::faults::{blackhole, fill_disk, freeze, Blackhole, DiskFull, Frozen};
+use common::faults::{
+    blackhole, blackhole_except, blackhole_from, fill_disk, freeze, Blackhole, DiskFull, Frozen,
+};
 use common::writes::{
     check_converged, check_no_write_lost, cluster_under_writes, fenced_and_in_place,
     gtid_and_checksum, leader_of, new_leader, port_of, writes_on, EventsOnPanic,
 };
 use common::{eventually, query_one, TestEnv};
+use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
 
 /// How the leader is lost.
@@ -287,5 +290,151 @@ async fn a_partition_healing_during_detection_leaves_one_leader_and_loses_nothin
         leader != old
     );
     drop(lconn);
+    env.stop().await;
+}
+
+/// The source address the router's backend connections leave from in the path scenarios, so
+/// that the router's path to a server can be cut apart from the orchestrator's and the
+/// replicas' (which leave from 127.0.0.1).
+const ROUTER_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
+
+/// One cluster with writers through a router whose backend connections leave from
+/// [`ROUTER_SOURCE`].
+async fn cluster_with_router_apart() -> (TestEnv, String, u64, common::writes::Writers) {
+    let env = TestEnv::start_with(1, 2, |c| {
+        c.router.backend_source_address = Some(ROUTER_SOURCE.to_string());
+    })
+    .await;
+    writes_on(env, 4, 200).await
+}
+
+/// No failover was attempted, and the leader and epoch are still `leader`/`epoch`.
+fn no_failover(env: &TestEnv, leader: &str, epoch: u64) {
+    assert_eq!(
+        leader_of(env, "c1"),
+        (leader.to_owned(), epoch),
+        "no failover"
+    );
+    let events = env.app().orchestrator.events("c1").unwrap();
+    let failovers: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind.starts_with("failover."))
+        .collect();
+    assert!(failovers.is_empty(), "no failover attempted: {failovers:?}");
+}
+
+/// Only the router's path to the leader is cut. The router's failing connections are no
+/// evidence of a dead leader (the orchestrator and the replicas still reach it): no
+/// failover. The router gives up on the dead path (`backend_dead_after_ms`) instead of
+/// leaving its clients waiting, and serves writes again once the path heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_cut_off_from_the_leader_causes_no_failover_and_recovers_when_it_heals() {
+    let (env, leader, epoch, writers) = cluster_with_router_apart().await;
+    let _story = EventsOnPanic::new(&env, "c1");
+    let errors_before = writers.ledger.errors.lock().unwrap().len();
+    let cut = blackhole_from(port_of(&leader), ROUTER_SOURCE);
+    // Every writer's statement on the dead path ends in an error, none hangs.
+    eventually(
+        Duration::from_secs(30),
+        "each writer told of the dead path",
+        || async {
+            let n = writers.ledger.errors.lock().unwrap().len();
+            (n >= errors_before + 4).then_some(())
+        },
+    )
+    .await;
+    // Meanwhile the orchestrator still sees a healthy leader.
+    let t = env.app().topology.load();
+    let state = t
+        .cluster("c1")
+        .and_then(|c| c.node(&leader))
+        .map(|n| n.state);
+    assert_eq!(state, Some(shard_map::NodeState::Up));
+    no_failover(&env, &leader, epoch);
+    cut.heal();
+    writers
+        .ledger
+        .wait_for_more(200, Duration::from_secs(30), "writes once the path healed")
+        .await;
+    let ledger = writers.stop(Duration::from_secs(10)).await;
+    no_failover(&env, &leader, epoch);
+    check_no_write_lost(&env, &leader, &ledger).await;
+    check_converged(&env, "c1", &leader, &[]).await;
+    let codes: Vec<u16> = ledger.errors.lock().unwrap().iter().map(|e| e.0).collect();
+    println!("router path cut: client errors {codes:?}");
+    env.stop().await;
+}
+
+/// The orchestrator's path to the leader is cut, while the replicas' streams (and the
+/// router) still reach it: the leader is unreachable for the orchestrator only, the replicas
+/// say it lives, no failover; writes through the router go on all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_cut_off_from_the_leader_causes_no_failover() {
+    let (env, leader, epoch, writers) = cluster_with_router_apart().await;
+    let _story = EventsOnPanic::new(&env, "c1");
+    // The replicas' connections to the leader, by their client ports.
+    let mut lconn = env.admin_conn(port_of(&leader)).await;
+    let hosts: Vec<String> = lconn
+        .query(
+            "SELECT HOST FROM information_schema.PROCESSLIST \
+             WHERE COMMAND LIKE 'Binlog Dump%'",
+        )
+        .await
+        .unwrap();
+    drop(lconn);
+    let spare: Vec<u16> = hosts.iter().map(|h| port_of(h)).collect();
+    assert_eq!(
+        spare.len(),
+        2,
+        "both replicas stream from the leader: {hosts:?}"
+    );
+    let cut = blackhole_except(port_of(&leader), std::net::Ipv4Addr::LOCALHOST, &spare);
+    eventually(
+        Duration::from_secs(20),
+        "the leader seen down by the orchestrator",
+        || async {
+            let t = env.app().topology.load();
+            let n = t.cluster("c1")?.node(&leader)?.clone();
+            (n.state == shard_map::NodeState::Down).then_some(())
+        },
+    )
+    .await;
+    // Judged: suspect, not dead, because the replicas still receive from it.
+    eventually(
+        Duration::from_secs(10),
+        "a leader.suspect event",
+        || async {
+            let events = env.app().orchestrator.events("c1").ok()?;
+            events
+                .iter()
+                .any(|e| e.kind == "leader.suspect")
+                .then_some(())
+        },
+    )
+    .await;
+    writers
+        .ledger
+        .wait_for_more(
+            200,
+            Duration::from_secs(20),
+            "writes while the orchestrator is cut off",
+        )
+        .await;
+    no_failover(&env, &leader, epoch);
+    cut.heal();
+    eventually(
+        Duration::from_secs(20),
+        "the leader seen up again",
+        || async {
+            let t = env.app().topology.load();
+            let n = t.cluster("c1")?.node(&leader)?.clone();
+            (n.state == shard_map::NodeState::Up).then_some(())
+        },
+    )
+    .await;
+    let ledger = writers.stop(Duration::from_secs(10)).await;
+    no_failover(&env, &leader, epoch);
+    check_no_write_lost(&env, &leader, &ledger).await;
+    check_converged(&env, "c1", &leader, &[]).await;
     env.stop().await;
 }

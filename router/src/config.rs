@@ -131,6 +131,19 @@ pub struct RouterConfig {
     /// Backend connect timeout (ms).
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// The local address the router's connections to the servers leave from (HAProxy's
+    /// `source`), for hosts with several addresses or networks; by default the kernel's
+    /// choice.
+    #[serde(default)]
+    pub backend_source_address: Option<String>,
+    /// A backend connection whose sent data stays unacknowledged this long, or whose
+    /// keepalive probes (sent after half of it idle, in whole seconds) go unanswered as long, is closed and
+    /// its statement fails with 2013 (ms): a server or path that drops packets without a
+    /// reset is given up on in this time instead of the kernel's ~15 minutes. A long query
+    /// on a live server is not affected (the server's kernel acknowledges everything). 0:
+    /// the kernel's defaults.
+    #[serde(default = "default_backend_dead_after_ms")]
+    pub backend_dead_after_ms: u64,
     /// Send reads outside transactions to replicas at most this many seconds behind.
     /// Off (`None`) by default: every statement goes to the leader.
     #[serde(default)]
@@ -225,6 +238,9 @@ fn default_multiplexing() -> bool {
 fn default_pool_wait_ms() -> u64 {
     5_000
 }
+fn default_backend_dead_after_ms() -> u64 {
+    10_000
+}
 fn default_connect_timeout_ms() -> u64 {
     2_000
 }
@@ -256,6 +272,8 @@ impl RouterConfig {
             multiplexing: default_multiplexing(),
             pool_wait_ms: default_pool_wait_ms(),
             connect_timeout_ms: default_connect_timeout_ms(),
+            backend_source_address: None,
+            backend_dead_after_ms: default_backend_dead_after_ms(),
             replica_read_max_lag: None,
             server_version: None,
             handshake_timeout_ms: default_handshake_timeout_ms(),
@@ -318,6 +336,13 @@ impl RouterConfig {
                 }
             }
         }
+        if let Some(a) = &self.backend_source_address {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                problems.push(format!(
+                    "router.backend_source_address = {a:?} is not an IP address"
+                ));
+            }
+        }
         match (self.backend_tls, &self.backend_tls_ca) {
             (BackendTlsMode::VerifyCa, None) => problems.push(
                 "router.backend_tls = \"verify_ca\" needs backend_tls_ca (a PEM file)".into(),
@@ -339,7 +364,21 @@ impl RouterConfig {
             max_per_server: self.pool_size,
             wait_timeout: Duration::from_millis(self.pool_wait_ms),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            tcp: self.tcp_options(),
             ..Default::default()
+        }
+    }
+
+    /// How backend sockets are opened (an invalid source address, which `validate` reports,
+    /// is left out).
+    pub fn tcp_options(&self) -> crate::backend::TcpOptions {
+        crate::backend::TcpOptions {
+            source: self
+                .backend_source_address
+                .as_deref()
+                .and_then(|a| a.parse().ok()),
+            dead_after: (self.backend_dead_after_ms > 0)
+                .then(|| Duration::from_millis(self.backend_dead_after_ms)),
         }
     }
 }

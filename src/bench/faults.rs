@@ -46,23 +46,22 @@ fn signal(pid: u32, sig: libc::c_int) -> std::io::Result<()> {
     }
 }
 
-/// Every TCP packet to or from a loopback port dropped, until [`Blackhole::heal`] or drop.
+/// Every TCP packet to or from a loopback port dropped (or only some of them: see
+/// [`blackhole_from`], [`blackhole_except`]), until [`Blackhole::heal`] or drop.
 #[derive(Debug)]
 pub struct Blackhole {
-    port: u16,
+    rules: Vec<Vec<String>>,
     healed: bool,
 }
 
-/// The iptables rules of a blackhole: packets arriving on loopback for the port (requests)
-/// and from it (answers).
-fn rules(port: u16) -> [Vec<String>; 2] {
-    let p = port.to_string();
-    let rule = |dir: &str| {
-        ["INPUT", "-i", "lo", "-p", "tcp", dir, &p, "-j", "DROP"]
-            .map(String::from)
-            .to_vec()
-    };
-    [rule("--dport"), rule("--sport")]
+/// An iptables rule on loopback input: TCP, `matches`, dropped.
+fn drop_rule(matches: &[&str]) -> Vec<String> {
+    let mut rule: Vec<String> = ["INPUT", "-i", "lo", "-p", "tcp"]
+        .map(String::from)
+        .to_vec();
+    rule.extend(matches.iter().map(|m| m.to_string()));
+    rule.extend(["-j", "DROP"].map(String::from));
+    rule
 }
 
 fn iptables(action: &str, rule: &[String]) -> Result<(), String> {
@@ -88,15 +87,80 @@ fn iptables(action: &str, rule: &[String]) -> Result<(), String> {
     }
 }
 
-/// Drops all traffic of `port` on loopback, without resets.
-pub fn blackhole(port: u16) -> Result<Blackhole, String> {
-    let mut hole = Blackhole { port, healed: true };
-    for rule in rules(port) {
+/// Adds `rules`; on failure removes those already added.
+fn install(rules: Vec<Vec<String>>) -> Result<Blackhole, String> {
+    let mut hole = Blackhole {
+        rules: Vec::new(),
+        healed: false,
+    };
+    for rule in rules {
         iptables("-I", &rule)?;
         // From the first rule on, drop undoes what was added.
-        hole.healed = false;
+        hole.rules.push(rule);
     }
     Ok(hole)
+}
+
+/// Drops all traffic of `port` on loopback, without resets: requests arriving for it and
+/// answers leaving it.
+pub fn blackhole(port: u16) -> Result<Blackhole, String> {
+    let p = port.to_string();
+    install(vec![
+        drop_rule(&["--dport", &p]),
+        drop_rule(&["--sport", &p]),
+    ])
+}
+
+/// Drops the traffic between `port` and connections from the local address `source` only
+/// (a process whose connections leave from it, such as a router with
+/// `backend_source_address`): one path cut, the others intact.
+pub fn blackhole_from(port: u16, source: std::net::Ipv4Addr) -> Result<Blackhole, String> {
+    let (p, src) = (port.to_string(), source.to_string());
+    install(vec![
+        drop_rule(&["-s", &src, "--dport", &p]),
+        drop_rule(&["-d", &src, "--sport", &p]),
+    ])
+}
+
+/// Drops the traffic between `port` and the connections leaving from the local address
+/// `from`, but for the established ones from the client ports `spare` (at most 15, an
+/// iptables `multiport` limit): the server cut off from, say, the orchestrator while its
+/// replicas' streams (and anything leaving from another address) go on.
+pub fn blackhole_except(
+    port: u16,
+    from: std::net::Ipv4Addr,
+    spare: &[u16],
+) -> Result<Blackhole, String> {
+    if spare.is_empty() || spare.len() > 15 {
+        return Err(format!("{} ports to spare: 1 to 15 can be", spare.len()));
+    }
+    let (p, src) = (port.to_string(), from.to_string());
+    let ports: Vec<String> = spare.iter().map(u16::to_string).collect();
+    let ports = ports.join(",");
+    install(vec![
+        drop_rule(&[
+            "-s",
+            &src,
+            "--dport",
+            &p,
+            "-m",
+            "multiport",
+            "!",
+            "--sports",
+            &ports,
+        ]),
+        drop_rule(&[
+            "-d",
+            &src,
+            "--sport",
+            &p,
+            "-m",
+            "multiport",
+            "!",
+            "--dports",
+            &ports,
+        ]),
+    ])
 }
 
 impl Blackhole {
@@ -108,10 +172,8 @@ impl Blackhole {
     fn remove(&mut self) {
         if !self.healed {
             self.healed = true;
-            for rule in rules(self.port) {
-                // A rule that was not added (the second, after a failed insert) is simply
-                // not found.
-                let _ = iptables("-D", &rule);
+            for rule in &self.rules {
+                let _ = iptables("-D", rule);
             }
         }
     }

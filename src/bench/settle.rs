@@ -20,6 +20,7 @@ pub async fn connect(addr: &str) -> anyhow::Result<BackendConn> {
         found_rows: false,
         connect_timeout: Duration::from_secs(5),
         tls: None,
+        tcp: Default::default(),
     };
     BackendConn::connect(addr, &opts)
         .await

@@ -156,6 +156,7 @@ impl Integration for Proxysql {
             connect_timeout: Duration::from_millis(self.config.retry.timeout_ms),
             // ProxySQL's admin interface is reached in plain text (as its own clients do).
             tls: None,
+            tcp: Default::default(),
         };
         let admin = &self.config.admin;
         let mut conn = BackendConn::connect(admin, &opts)

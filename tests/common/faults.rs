@@ -18,3 +18,14 @@ pub fn fill_disk(dir: &std::path::Path) -> DiskFull {
     switchyard::bench::faults::fill_disk(dir)
         .unwrap_or_else(|e| panic!("filling {}: {e}", dir.display()))
 }
+
+/// Drops the traffic between a loopback port and connections from `source` only.
+pub fn blackhole_from(port: u16, source: std::net::Ipv4Addr) -> Blackhole {
+    switchyard::bench::faults::blackhole_from(port, source).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Drops the traffic between a loopback port and connections from `from`, but for the
+/// established ones from the client ports `spare`.
+pub fn blackhole_except(port: u16, from: std::net::Ipv4Addr, spare: &[u16]) -> Blackhole {
+    switchyard::bench::faults::blackhole_except(port, from, spare).unwrap_or_else(|e| panic!("{e}"))
+}

@@ -30,6 +30,71 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// TLS towards the server (`None`: plain text).
     pub tls: Option<BackendTls>,
+    pub tcp: TcpOptions,
+}
+
+/// How backend sockets are opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// The local address connections leave from (HAProxy's `source`); `None`: the kernel's
+    /// choice.
+    pub source: Option<std::net::IpAddr>,
+    /// A connection whose sent data stays unacknowledged this long, or whose keepalive probes
+    /// go unanswered as long, fails (`TCP_USER_TIMEOUT`, keepalive after half of it): a server
+    /// or path that drops packets without a reset is given up on in this time instead of the
+    /// kernel's ~15 minutes. `None`: the kernel's defaults.
+    pub dead_after: Option<Duration>,
+}
+
+impl TcpOptions {
+    /// Opens a connection to `addr` (`host:port`) as these options say.
+    pub async fn connect(&self, addr: &str) -> std::io::Result<TcpStream> {
+        let stream = match self.source {
+            None => TcpStream::connect(addr).await?,
+            Some(source) => {
+                let mut last = None;
+                let mut found = None;
+                for target in tokio::net::lookup_host(addr).await? {
+                    if source.is_ipv4() != target.is_ipv4() {
+                        continue;
+                    }
+                    let socket = match target {
+                        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                    };
+                    socket.bind(std::net::SocketAddr::new(source, 0))?;
+                    match socket.connect(target).await {
+                        Ok(s) => {
+                            found = Some(s);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                match (found, last) {
+                    (Some(s), _) => s,
+                    (None, Some(e)) => return Err(e),
+                    (None, None) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AddrNotAvailable,
+                            format!("{addr} has no address of the family of source {source}"),
+                        ))
+                    }
+                }
+            }
+        };
+        if let Some(limit) = self.dead_after {
+            let sock = socket2::SockRef::from(&stream);
+            sock.set_tcp_user_timeout(Some(limit))?;
+            // Keepalive times are whole seconds.
+            let probe = Duration::from_secs((limit.as_secs() / 2).max(1));
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(probe)
+                .with_interval(Duration::from_secs(1));
+            sock.set_tcp_keepalive(&keepalive)?;
+        }
+        Ok(stream)
+    }
 }
 
 /// A statement prepared on this connection.
@@ -109,7 +174,7 @@ impl BackendConn {
     /// Connects, switches to TLS when `opts.tls` says so, and authenticates with
     /// `mysql_native_password`.
     pub async fn connect(addr: &str, opts: &ConnectOptions) -> Result<Self, BackendError> {
-        let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(opts.connect_timeout, opts.tcp.connect(addr))
             .await
             .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
             .map_err(|e| BackendError::Connect(addr.to_string(), e))?;
@@ -552,3 +617,46 @@ fn protocol_error(what: &str) -> ServerError {
 
 /// The largest payload one packet carries.
 pub const PACKET_MAX: usize = MAX_PAYLOAD;
+
+#[cfg(test)]
+mod tcp_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_leave_from_the_source_address_with_dead_path_detection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let opts = TcpOptions {
+            source: Some("127.0.0.2".parse().unwrap()),
+            dead_after: Some(Duration::from_secs(7)),
+        };
+        let (stream, accepted) = tokio::join!(opts.connect(&addr), listener.accept());
+        let stream = stream.unwrap();
+        let (_, peer) = accepted.unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.2");
+        let sock = socket2::SockRef::from(&stream);
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(7))
+        );
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(3));
+
+        // The defaults: the kernel's choices.
+        let defaults = TcpOptions::default();
+        let (plain, accepted) = tokio::join!(defaults.connect(&addr), listener.accept());
+        let plain = plain.unwrap();
+        assert_eq!(accepted.unwrap().1.ip().to_string(), "127.0.0.1");
+        let sock = socket2::SockRef::from(&plain);
+        assert_eq!(sock.tcp_user_timeout().unwrap(), None);
+        assert!(!sock.keepalive().unwrap());
+
+        // A source of the wrong family finds no address to connect to.
+        let v6 = TcpOptions {
+            source: Some("::1".parse().unwrap()),
+            dead_after: None,
+        };
+        let e = v6.connect(&addr).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrNotAvailable);
+    }
+}

@@ -9,7 +9,7 @@ pub mod relay;
 pub mod scatter;
 pub mod values;
 
-pub use conn::{BackendConn, BackendStmt, ConnState, ConnectOptions, StmtKey};
+pub use conn::{BackendConn, BackendStmt, ConnState, ConnectOptions, StmtKey, TcpOptions};
 pub use pool::{PoolKey, PoolOptions, PooledConn, Pools};
 pub use relay::{relay, RelayError, RelayMode, RelayOutcome};
 

@@ -35,6 +35,8 @@ pub struct PoolOptions {
     pub idle_timeout: Duration,
     /// TLS towards the servers (`None`: plain text).
     pub tls: Option<crate::tls::BackendTls>,
+    /// The sockets' source address and dead-path detection.
+    pub tcp: crate::backend::TcpOptions,
 }
 
 impl Default for PoolOptions {
@@ -45,6 +47,7 @@ impl Default for PoolOptions {
             connect_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(300),
             tls: None,
+            tcp: Default::default(),
         }
     }
 }
@@ -258,6 +261,7 @@ impl Pool {
                         found_rows: self.key.found_rows,
                         connect_timeout: self.opts.connect_timeout,
                         tls: self.opts.tls.clone(),
+                        tcp: self.opts.tcp,
                     };
                     // Boxed: new connections are rare, and the handshake's future (TLS
                     // included) would otherwise be part of every checkout's.

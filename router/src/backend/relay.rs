@@ -562,6 +562,7 @@ mod tests {
             found_rows: false,
             connect_timeout: BOUND,
             tls: None,
+            tcp: Default::default(),
         };
         let mut conn = BackendConn::connect(addr, &opts).await.unwrap();
         conn.send_command(b"\x03CALL p()").await.unwrap();
