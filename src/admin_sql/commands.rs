@@ -274,7 +274,7 @@ fn check_cluster(state: &AdminState, who: &Principal, cluster: &str) -> Result<(
 fn orchestrator_error(e: OrchestratorError) -> (Reply, u16) {
     let status = match &e {
         OrchestratorError::UnknownCluster(_) | OrchestratorError::UnknownNode { .. } => 404,
-        OrchestratorError::Busy(_) => 409,
+        OrchestratorError::Busy(_) | OrchestratorError::IsLeader { .. } => 409,
         OrchestratorError::Refused(_) => 422,
         OrchestratorError::BadAddress(_) => 400,
         _ => 500,
