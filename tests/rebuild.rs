@@ -1,8 +1,9 @@
 //! Rebuilding a node: a replica that diverged (a transaction the leader lacks) is kept out by
 //! the orchestrator, then rebuilt through the admin API while clients write through the
 //! router, and comes back as a replica with the leader's data and history only; a healthy
-//! replica rebuilt from the leader through the `switchyard rebuild` command; and what is
-//! refused.
+//! replica rebuilt from the leader through the `switchyard rebuild` command; what is refused;
+//! and a rebuild that fails halfway, leaving the node kept out, then done again through the
+//! admin SQL port.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use common::writes::{ids_on, leader_of, port_of, setup, Writers};
 use common::{eventually, query_one, TestEnv};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Row};
+use mysql_async::{Conn, OptsBuilder, Row};
 use orchestrator::gtid::GtidPos;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -334,8 +335,11 @@ async fn a_kept_out_replica_is_rebuilt_under_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rebuilding_the_leader_or_an_unknown_node_is_refused() {
-    let env = TestEnv::start(1, 1).await;
+async fn refused_and_failed_rebuilds_leave_the_node_out_until_one_succeeds() {
+    let env = TestEnv::start_with(1, 1, |cfg| {
+        cfg.admin.sql_listen = Some("127.0.0.1:0".into());
+    })
+    .await;
     let (leader, epoch) = leader_of(&env, "c1");
     let replica = format!("127.0.0.1:{}", env.replica_ports("c1")[0]);
 
@@ -408,5 +412,101 @@ async fn rebuilding_the_leader_or_an_unknown_node_is_refused() {
         !events.iter().any(|e| e.kind == "rebuild.start"),
         "{events:?}"
     );
+
+    // A rebuild that fails once the node was emptied: the load's statements are larger than
+    // the node accepts (its max_allowed_packet lowered). The node stays kept out, read-only,
+    // not replicating.
+    setup(&env).await;
+    let rport = port_of(&replica);
+    let mut l = admin(port_of(&leader)).await;
+    l.query_drop(
+        "CREATE TABLE fo.filler (id INT PRIMARY KEY, pad VARCHAR(500)); \
+         INSERT INTO fo.filler SELECT seq, REPEAT('x', 400) FROM fo.seq_1_to_2000",
+    )
+    .await
+    .unwrap();
+    let lpos: String = query_one(&mut l, "SELECT @@global.gtid_binlog_pos").await;
+    let mut r = admin(rport).await;
+    let applied: Option<i64> = r
+        .query_first(format!("SELECT MASTER_GTID_WAIT('{lpos}', 20)"))
+        .await
+        .unwrap();
+    assert_eq!(applied, Some(0), "{replica} applies {lpos}");
+    r.query_drop("SET GLOBAL max_allowed_packet = 65536")
+        .await
+        .unwrap();
+    let (status, body) = post(&env, &path, json!({})).await;
+    assert_eq!(status, 500, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    println!("the failed rebuild: {msg}");
+    assert!(
+        msg.contains(&format!("into {replica} failed: mariadb exit status")),
+        "{msg}"
+    );
+    // The client's error, not the rows of the statement it echoes.
+    assert!(msg.contains("ERROR 2006") && !msg.contains("xxxx"), "{msg}");
+    let (kept, role) = kept_out_and_role(&env, &replica).await;
+    assert_eq!((kept, role.as_str()), (vec![replica.clone()], "unknown"));
+    assert_eq!(replicating_from(rport).await, None);
+    let read_only: i64 = query_one(&mut r, "SELECT @@global.read_only").await;
+    assert_eq!(read_only, 1);
+    let events = env.app().orchestrator.events("c1").unwrap();
+    let failed = events
+        .iter()
+        .rfind(|e| e.kind == "rebuild.failed")
+        .unwrap_or_else(|| panic!("no rebuild.failed: {events:?}"));
+    assert!(
+        failed
+            .message
+            .contains("stays kept out (read-only, not replicating)"),
+        "{failed:?}"
+    );
+
+    // Done again through the admin SQL port once the cause is gone: its steps as rows.
+    r.query_drop("SET GLOBAL max_allowed_packet = 16777216")
+        .await
+        .unwrap();
+    drop(r);
+    let sql_port = env.app().admin_sql_addr.expect("admin SQL port").port();
+    let mut a = Conn::new(
+        OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(sql_port)
+            .user(Some("admin"))
+            .pass(Some("test-token"))
+            .prefer_socket(false)
+            .enable_cleartext_plugin(true),
+    )
+    .await
+    .expect("admin SQL login");
+    let refused = a
+        .query_drop(format!("REBUILD c1 '{leader}'"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("is the leader of c1"), "{refused}");
+    let rows: Vec<(u64, String, String, String)> = a
+        .query(format!("REBUILD c1 '{replica}' FROM '{leader}'"))
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"rebuild.start"), "{rows:?}");
+    assert_eq!(
+        &kinds[kinds.len() - 2..],
+        ["rebuild.done", "result"],
+        "{rows:?}"
+    );
+    assert!(
+        rows.last()
+            .unwrap()
+            .3
+            .contains(&format!("{replica} rebuilt from {leader}")),
+        "{rows:?}"
+    );
+    let (kept, role) = kept_out_and_role(&env, &replica).await;
+    assert!(kept.is_empty(), "{kept:?}");
+    assert_eq!(role, "replica");
+    converged_without_errant(&leader, rport).await;
+    drop((a, l));
     env.stop().await;
 }

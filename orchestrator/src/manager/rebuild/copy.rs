@@ -17,6 +17,8 @@ pub(crate) const DUMP_PROGRAM: &str = "mariadb-dump";
 pub(crate) const LOAD_PROGRAM: &str = "mariadb";
 /// How much of each program's stderr is kept for the error (its end).
 const STDERR_KEPT: usize = 4096;
+/// How long a line of a program's stderr may be in an error (characters).
+const LINE_KEPT: usize = 300;
 /// How much of the end of the dump is kept, to read the position it sets.
 const DUMP_TAIL: usize = 8192;
 /// Both programs send and accept statements up to this size (the server's own
@@ -179,13 +181,36 @@ impl std::fmt::Display for CopyError {
     }
 }
 
-fn one_line(s: &str) -> String {
-    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if s.is_empty() {
-        "(nothing on stderr)".to_owned()
+/// What a program's stderr says went wrong, on one line: its error lines (the client echoes
+/// the failing statement before its `ERROR ... at line N`, and a statement carries rows, which
+/// have no place in an error message), else its last line; each cut at [`LINE_KEPT`] bytes.
+fn one_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("ERROR") || l.contains("error:") || l.contains("Error:"))
+        .collect();
+    let picked: Vec<&str> = if errors.is_empty() {
+        lines.last().copied().into_iter().collect()
     } else {
-        s
+        errors[errors.len().saturating_sub(3)..].to_vec()
+    };
+    if picked.is_empty() {
+        return "(nothing on stderr)".to_owned();
     }
+    picked
+        .iter()
+        .map(|l| match l.char_indices().nth(LINE_KEPT) {
+            Some((at, _)) => format!("{}...", &l[..at]),
+            None => (*l).to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Runs `dump` on the source into `load` on the target, both with the password in `MYSQL_PWD`,
@@ -511,6 +536,22 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("ERROR 1064"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_error_lines_not_the_rows() {
+        let stderr = "--------------\nINSERT INTO `t` VALUES (1,'secret')\n--------------\n\n\
+                      ERROR 2006 (HY000) at line 57: Server has gone away\n";
+        assert_eq!(
+            one_line(stderr),
+            "ERROR 2006 (HY000) at line 57: Server has gone away"
+        );
+        let dump = "mariadb-dump: Got error: 1045: \"Access denied\" when trying to connect\n";
+        assert_eq!(one_line(dump), dump.trim());
+        assert_eq!(one_line("just this\n"), "just this");
+        assert_eq!(one_line(" \n"), "(nothing on stderr)");
+        let long = format!("ERROR 1064 {}", "y".repeat(1000));
+        assert_eq!(one_line(&long).len(), LINE_KEPT + 3);
     }
 
     #[tokio::test]
