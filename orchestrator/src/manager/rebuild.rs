@@ -9,8 +9,9 @@
 //!    client connections killed, replication stopped and removed, every database but the
 //!    system ones dropped, `RESET MASTER` (its own binlog and errant GTIDs go);
 //! 3. copy: `mariadb-dump` of the source (one consistent snapshot) into the node (see
-//!    [`copy`]), `rebuild.step` with the bytes copied every few seconds; the dump sets the
-//!    node's `gtid_slave_pos` to the snapshot's position;
+//!    [`copy`]), `rebuild.step` with the bytes copied every few seconds; the node's binlog
+//!    carries a mark meanwhile (see [`mark`]); then events disabled as on a replica, the mark
+//!    removed, `gtid_slave_pos` set to the snapshot's position, read from the dump;
 //! 4. replicate from the leader from that position (semi-sync replica side as the other
 //!    replicas have it), wait until it receives and applies, no longer kept out.
 //!
@@ -38,6 +39,12 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const REPLICATE_WAIT: Duration = Duration::from_secs(10);
 /// `ER_MASTER_FATAL_ERROR_READING_BINLOG`: the leader refuses the position asked for.
 const POSITION_REFUSED: &str = "1236";
+/// How long a drop waits for a metadata lock a session still holds (s), rather than the whole
+/// `rebuild_timeout_s`.
+const DROP_LOCK_WAIT_S: u32 = 30;
+/// The GTID domain of the mark a node being rebuilt carries in its binlog state (see
+/// [`mark`]).
+const MARK_DOMAIN: u32 = u32::MAX;
 /// Schemas a rebuild never drops (the server's own).
 const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "sys", "information_schema", "performance_schema"];
 
@@ -60,6 +67,15 @@ pub struct RebuildReport {
     /// Every event of the operation, in order.
     pub steps: Vec<Event>,
     pub duration_ms: u64,
+}
+
+/// The binlog state a node carries from the moment it is emptied until its copy is complete:
+/// one GTID in a domain nobody writes to, so that until then it holds a transaction no leader
+/// has. A node that restarts halfway through a rebuild (which clears `kept_out`) is then kept
+/// out again by the rejoin, instead of replicating from the empty position its reset binlog
+/// would otherwise give it. `gtid_binlog_state` survives restarts (it is the binlog's).
+fn mark(server_id: u32) -> String {
+    format!("{MARK_DOMAIN}-{server_id}-1")
 }
 
 /// A schema name as an identifier.
@@ -325,21 +341,42 @@ impl Orchestrator {
             });
         };
         let after = target.snapshot().await?;
-        if GtidPos::parse_lossy(&after.gtid_slave_pos) != GtidPos::parse_lossy(&position)
-            || !after.gtid_binlog_pos.is_empty()
-        {
+        let marked = mark(tsnap.server_id);
+        // The load went to no binlog: the node's binlog holds only the mark.
+        if after.gtid_binlog_pos != marked {
             return Err(OrchestratorError::Unexpected(format!(
-                "{node} after the copy: gtid_slave_pos {:?} (the dump set {position:?}), \
-                 gtid_binlog_pos {:?} (should be empty)",
-                after.gtid_slave_pos, after.gtid_binlog_pos
+                "{node} after the copy: gtid_binlog_pos {:?}, should be {marked:?} (the load \
+                 was binlogged?)",
+                after.gtid_binlog_pos
             )));
         }
+        let disabled = disable_events(&mut target).await?;
+        target
+            .exec("removing the rebuild's mark (RESET MASTER)", "RESET MASTER")
+            .await?;
+        target
+            .exec(
+                "setting gtid_slave_pos to the snapshot's position",
+                &format!(
+                    "SET GLOBAL gtid_slave_pos = {}",
+                    crate::provision::sql::quote(&position)
+                ),
+            )
+            .await?;
         log.step(
             STEP,
             format!(
-                "copied {} from {source} in {} ms; {node} resumes at {position}",
+                "copied {} from {source} in {} ms; {node} resumes at {position}{}",
                 bytes_text(copied.bytes),
-                started.elapsed().as_millis()
+                started.elapsed().as_millis(),
+                if disabled.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; events disabled on the replica as replication does: {}",
+                        disabled.join(", ")
+                    )
+                }
             ),
         );
 
@@ -435,9 +472,15 @@ impl Orchestrator {
         );
         sql.push_str(") ORDER BY SCHEMA_NAME");
         let schemas: Vec<String> = target.rows("listing databases", &sql).await?;
-        // Not binlogged (the binlog is reset next anyway).
+        // Not binlogged (the binlog is reset next anyway); a drop waiting on a session's
+        // metadata lock fails in DROP_LOCK_WAIT_S.
         target
-            .exec("turning the binlog off", "SET SESSION sql_log_bin = 0")
+            .exec(
+                "turning the binlog off",
+                &format!(
+                    "SET SESSION sql_log_bin = 0, SESSION lock_wait_timeout = {DROP_LOCK_WAIT_S}"
+                ),
+            )
             .await?;
         for schema in &schemas {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -450,8 +493,19 @@ impl Orchestrator {
                 .await?;
         }
         target.exec("resetting its binlog", "RESET MASTER").await?;
+        // Cleared before the mark: MariaDB refuses a gtid_slave_pos that lacks a domain of the
+        // binlog (error 1948), the mark's.
         target
             .exec("clearing gtid_slave_pos", "SET GLOBAL gtid_slave_pos = ''")
+            .await?;
+        target
+            .exec(
+                "marking it as being rebuilt",
+                &format!(
+                    "SET GLOBAL gtid_binlog_state = {}",
+                    crate::provision::sql::quote(&mark(snap.server_id))
+                ),
+            )
             .await?;
         Ok(schemas)
     }
@@ -519,6 +573,34 @@ impl Orchestrator {
     }
 }
 
+/// Events the copy created enabled (those of a leader source) are set `DISABLE ON SLAVE`, the
+/// state replication gives the events it creates on a replica: enabled, they would run on the
+/// node, as its own transactions. Returns the events disabled.
+async fn disable_events(target: &mut NodeConn) -> Result<Vec<String>, OrchestratorError> {
+    let enabled: Vec<(String, String)> = target
+        .rows(
+            "listing enabled events",
+            "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS \
+             WHERE STATUS = 'ENABLED' ORDER BY EVENT_SCHEMA, EVENT_NAME",
+        )
+        .await?;
+    let mut disabled = Vec::new();
+    for (schema, name) in enabled {
+        target
+            .exec(
+                "disabling an event on the replica",
+                &format!(
+                    "ALTER EVENT {}.{} DISABLE ON SLAVE",
+                    quote_ident(&schema),
+                    quote_ident(&name)
+                ),
+            )
+            .await?;
+        disabled.push(format!("{schema}.{name}"));
+    }
+    Ok(disabled)
+}
+
 /// `12.3 MiB`, `512 B`.
 fn bytes_text(bytes: u64) -> String {
     if bytes < 1024 * 1024 {
@@ -531,6 +613,15 @@ fn bytes_text(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mark_is_a_gtid_of_a_domain_nobody_writes() {
+        let m = GtidPos::parse(&mark(7)).unwrap();
+        assert_eq!(m.domains().collect::<Vec<_>>(), vec![u32::MAX]);
+        // Whatever the leader has written, the mark is not in it: the rejoin keeps the node out.
+        let leader = GtidPos::parse("0-1-1000000,1-2-5").unwrap();
+        assert_eq!(m.not_in(&leader).len(), 1);
+    }
 
     #[test]
     fn identifiers_are_quoted() {

@@ -67,9 +67,12 @@ impl Endpoint<'_> {
 ///   (with `--master-data` MariaDB's dump reads the snapshot's own binlog position,
 ///   `binlog_snapshot_file`/`_pos` turned into a GTID position by `BINLOG_GTID_POS()`, with no
 ///   `FLUSH TABLES WITH READ LOCK`: a replica source keeps applying, a leader keeps writing);
-/// - `--gtid --master-data=1`: the dump starts with `CHANGE MASTER TO MASTER_USE_GTID=slave_pos`
-///   and ends with `SET GLOBAL gtid_slave_pos='<the snapshot's position>'`, the position the
-///   target then replicates from;
+/// - `--gtid --master-data=2`: the dump ends with the snapshot's position as a comment,
+///   `-- SET GLOBAL gtid_slave_pos='<position>';`, the position the target then replicates
+///   from. Commented (`=1` would run it), because the orchestrator sets it itself once the
+///   load is complete: until then the target's binlog carries the rebuild's mark (see
+///   `rebuild::mark`), and MariaDB refuses a `gtid_slave_pos` without the binlog's domains
+///   (error 1948);
 /// - `--all-databases --ignore-database=mysql`: every database but the system schema (the
 ///   dump leaves out `information_schema`, `performance_schema` and `sys` by itself). The
 ///   `mysql` schema stays the target's own: copying its tables would overwrite
@@ -91,7 +94,7 @@ pub(crate) fn dump_args(source: &Endpoint<'_>) -> Vec<String> {
         [
             "--single-transaction",
             "--gtid",
-            "--master-data=1",
+            "--master-data=2",
             "--all-databases",
             "--ignore-database=mysql",
             "--routines",
@@ -135,13 +138,13 @@ pub(crate) fn load_args(target: &Endpoint<'_>) -> Vec<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Copied {
     pub bytes: u64,
-    /// The position the dump's last statements set (`SET GLOBAL gtid_slave_pos`); `None` when
-    /// the dump did not end with it.
+    /// The snapshot's position, from the dump's last lines (`-- SET GLOBAL gtid_slave_pos`);
+    /// `None` when the dump did not end with it.
     pub position: Option<String>,
 }
 
-/// The position in `SET GLOBAL gtid_slave_pos='...'`, the dump's last statement, if `tail`
-/// (the end of the dump) holds it.
+/// The position in `SET GLOBAL gtid_slave_pos='...'` (commented or not), near the dump's end,
+/// if `tail` (the end of the dump) holds it.
 pub(crate) fn dumped_position(tail: &str) -> Option<String> {
     const SET: &str = "SET GLOBAL gtid_slave_pos='";
     let start = tail.rfind(SET)? + SET.len();
@@ -401,7 +404,7 @@ mod tests {
             "--skip-ssl",
             "--single-transaction",
             "--gtid",
-            "--master-data=1",
+            "--master-data=2",
             "--all-databases",
             "--ignore-database=mysql",
             "--routines",
@@ -497,7 +500,7 @@ mod tests {
     #[test]
     fn the_dumped_position_is_read_from_the_end_of_the_dump() {
         let tail = "-- Preferably use GTID to start replication from GTID position:\n\n\
-                    SET GLOBAL gtid_slave_pos='0-1-10,1-2-3';\n\
+                    -- SET GLOBAL gtid_slave_pos='0-1-10,1-2-3';\n\
                     /*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n-- Dump completed\n";
         assert_eq!(dumped_position(tail).as_deref(), Some("0-1-10,1-2-3"));
         assert_eq!(
