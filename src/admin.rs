@@ -430,13 +430,18 @@ async fn rebuild(
     body: Option<Json<RebuildRequest>>,
 ) -> Response {
     let source = body.and_then(|Json(b)| b.source);
-    match state
-        .orchestrator
-        .rebuild(&name, &addr, source.as_deref())
-        .await
-    {
-        Ok(report) => Json(report).into_response(),
-        Err(e) => orchestrator_error(e),
+    // A task of its own: a client that goes away does not cut a rebuild short (halfway, the
+    // node would stay kept out); it ends by itself, within `rebuild_timeout_s`.
+    let orchestrator = state.orchestrator.clone();
+    let run =
+        tokio::spawn(async move { orchestrator.rebuild(&name, &addr, source.as_deref()).await });
+    match run.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => orchestrator_error(e),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the rebuild task ended abnormally: {e}"),
+        ),
     }
 }
 

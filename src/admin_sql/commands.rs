@@ -222,11 +222,27 @@ async fn mutate(
             .await
             .map(report_rows),
         Statement::Failover { .. } => state.orchestrator.failover(&cluster).await.map(report_rows),
-        Statement::Rebuild { node, source, .. } => state
-            .orchestrator
-            .rebuild(&cluster, node, source.as_deref())
+        Statement::Rebuild { node, source, .. } => {
+            // A task of its own, as for the API: a client that goes away does not cut it short.
+            let (orchestrator, cluster, node, source) = (
+                state.orchestrator.clone(),
+                cluster.clone(),
+                node.clone(),
+                source.clone(),
+            );
+            tokio::spawn(async move {
+                orchestrator
+                    .rebuild(&cluster, &node, source.as_deref())
+                    .await
+            })
             .await
-            .map(rebuild_rows),
+            .unwrap_or_else(|e| {
+                Err(OrchestratorError::Unexpected(format!(
+                    "the rebuild task ended abnormally: {e}"
+                )))
+            })
+            .map(rebuild_rows)
+        }
         Statement::SetFlag { flag, node, on, .. } => set_flag(state, &cluster, node, *flag, *on),
         _ => unreachable!("only mutating statements come here"),
     };
