@@ -305,6 +305,12 @@ pub fn format_status(clusters: &Value) -> String {
                     flags.push(f);
                 }
             }
+            let kept_out = c["kept_out"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|a| *a == n["addr"]));
+            if kept_out {
+                flags.push("kept out: rebuild it");
+            }
             out.push_str(&format!(
                 "  {:<22} {:<8} {:<8} {:>5}  {:<4} {:<4}  {}{}\n",
                 n["addr"].as_str().unwrap_or("?"),
@@ -363,8 +369,18 @@ mod tests {
                "flags": {"maintenance": false, "preferred": false, "ignored": false}},
               {"addr": "127.0.0.1:2", "role": "replica", "state": "up", "lag_seconds": 0,
                "io_running": true, "sql_running": false, "gtid_current_pos": "0-1-4",
-               "flags": {"maintenance": true, "preferred": false, "ignored": false}}]}]});
+               "flags": {"maintenance": true, "preferred": false, "ignored": false}},
+              {"addr": "127.0.0.1:3", "role": "unknown", "state": "up", "lag_seconds": null,
+               "io_running": null, "sql_running": null, "gtid_current_pos": "0-3-9",
+               "flags": {"maintenance": false, "preferred": false, "ignored": false}}],
+            "kept_out": ["127.0.0.1:3"]}]});
         let t = format_status(&v);
+        let line = |addr: &str| t.lines().find(|l| l.contains(addr)).unwrap().to_owned();
+        assert!(
+            line("127.0.0.1:3").ends_with("[kept out: rebuild it]"),
+            "{t}"
+        );
+        assert!(!line("127.0.0.1:2").contains("kept out"), "{t}");
         assert!(
             t.contains("cluster c1  leader 127.0.0.1:1  epoch 2  serving"),
             "{t}"
