@@ -2,8 +2,9 @@
 //! the orchestrator, then rebuilt through the admin API while clients write through the
 //! router, and comes back as a replica with the leader's data and history only; a healthy
 //! replica rebuilt from the leader through the `switchyard rebuild` command; what is refused;
-//! and a rebuild that fails halfway, leaving the node kept out, then done again through the
-//! admin SQL port.
+//! a rebuild that fails halfway, leaving the node kept out (also across a restart), then done
+//! again through the admin SQL port; and a rebuild holding off a switchover and a second
+//! rebuild.
 
 mod common;
 
@@ -41,6 +42,25 @@ async fn post(env: &TestEnv, path: &str, body: Value) -> (u16, Value) {
         .await
         .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// `POST .../rebuild`, again while the answer is that another operation runs (the rejoin that
+/// kept the node out may hold the cluster for a moment after its event).
+async fn rebuild_when_free(env: &TestEnv, node: &str, body: Value) -> (u16, Value) {
+    let path = format!("/api/v1/clusters/c1/nodes/{node}/rebuild");
+    eventually(
+        Duration::from_secs(10),
+        "the cluster free for a rebuild",
+        || async {
+            let (status, answer) = post(env, &path, body.clone()).await;
+            let busy = status == 409
+                && answer["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("another operation"));
+            (!busy).then_some((status, answer))
+        },
+    )
+    .await
 }
 
 /// The cluster's `kept_out` list and the node's role, as the status API shows them.
@@ -206,12 +226,7 @@ async fn a_kept_out_replica_is_rebuilt_under_writes() {
         .await;
     let before = writers.ledger.acked_ids();
     let asked = Instant::now();
-    let (status, report) = post(
-        &env,
-        &format!("/api/v1/clusters/c1/nodes/{bad}/rebuild"),
-        json!({}),
-    )
-    .await;
+    let (status, report) = rebuild_when_free(&env, &bad, json!({})).await;
     let answered = Instant::now();
     assert_eq!(status, 200, "{report}");
     let during: BTreeSet<u64> = writers
@@ -541,10 +556,24 @@ async fn refused_and_failed_rebuilds_leave_the_node_out_until_one_succeeds() {
         .unwrap_err()
         .to_string();
     assert!(refused.contains("is the leader of c1"), "{refused}");
-    let rows: Vec<(u64, String, String, String)> = a
-        .query(format!("REBUILD c1 '{replica}' FROM '{leader}'"))
-        .await
-        .unwrap();
+    // The rejoin that kept it out may still hold the cluster for a moment: busy is retried.
+    let a = tokio::sync::Mutex::new(a);
+    let rows: Vec<(u64, String, String, String)> =
+        eventually(Duration::from_secs(10), "REBUILD not busy", || async {
+            match a
+                .lock()
+                .await
+                .query(format!("REBUILD c1 '{replica}' FROM '{leader}'"))
+                .await
+            {
+                Err(mysql_async::Error::Server(e)) if e.message.contains("another operation") => {
+                    None
+                }
+                r => Some(r.unwrap()),
+            }
+        })
+        .await;
+    let a = a.into_inner();
     let kinds: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
     assert_eq!(kinds.first(), Some(&"rebuild.start"), "{rows:?}");
     assert_eq!(
@@ -592,6 +621,65 @@ async fn refused_and_failed_rebuilds_leave_the_node_out_until_one_succeeds() {
     assert_eq!(lstatus, "ENABLED");
     let binlog: String = query_one(&mut r, "SELECT @@global.gtid_binlog_pos").await;
     assert!(!binlog.contains(&u32::MAX.to_string()), "{binlog}");
+
+    // A rebuild holds the cluster: while its drop waits for a metadata lock a session of the
+    // orchestrator's user holds (such sessions are not killed), a switchover and a second
+    // rebuild are refused as busy; once the lock is released it completes.
+    r.query_drop("START TRANSACTION; SELECT COUNT(*) FROM fo.t")
+        .await
+        .unwrap();
+    let first = {
+        let url = env.admin_url(&path);
+        tokio::spawn(async move {
+            let r = common::http()
+                .post(url)
+                .bearer_auth("test-token")
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        })
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the rebuild's DROP DATABASE waiting for the metadata lock",
+        || async {
+            let waiting: Option<i64> = admin(rport)
+                .await
+                .query_first(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                     WHERE STATE = 'Waiting for schema metadata lock' \
+                        OR STATE = 'Waiting for table metadata lock'",
+                )
+                .await
+                .ok()?;
+            (waiting? > 0).then_some(())
+        },
+    )
+    .await;
+    let (status, body) = post(&env, "/api/v1/clusters/c1/switchover", json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("another operation"),
+        "{body}"
+    );
+    let (status, body) = post(&env, &path, json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    r.query_drop("COMMIT").await.unwrap();
+    let (status, report) = tokio::time::timeout(Duration::from_secs(60), first)
+        .await
+        .expect("the held rebuild ends")
+        .unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["caught_up"], true, "{report}");
+    assert_eq!(leader_of(&env, "c1"), (leader.clone(), epoch));
     drop((a, l, r));
     env.stop().await;
 }
