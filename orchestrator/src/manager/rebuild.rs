@@ -222,6 +222,10 @@ impl Orchestrator {
             Err(why) => return Err(refuse(log, why)),
         };
         let tsnap = snaps.get(node).cloned().unwrap_or_default();
+        let (shost, sport) = split_host_port(&source)
+            .ok_or_else(|| OrchestratorError::BadAddress(source.clone()))?;
+        let (thost, tport) =
+            split_host_port(node).ok_or_else(|| OrchestratorError::BadAddress(node.into()))?;
         // Semi-sync replica side as the other replicas have it (as the leader expects, when
         // there are none).
         let others_semi: Vec<bool> = snaps
@@ -283,10 +287,6 @@ impl Orchestrator {
         );
 
         // 3. Copy.
-        let (shost, sport) = split_host_port(&source)
-            .ok_or_else(|| OrchestratorError::BadAddress(source.clone()))?;
-        let (thost, tport) =
-            split_host_port(node).ok_or_else(|| OrchestratorError::BadAddress(node.into()))?;
         let from = copy::Endpoint {
             host: &shost,
             port: sport,
