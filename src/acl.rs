@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     /// Reads everything (within its clusters).
     Viewer,
-    /// Also switchover, failover, node flags, failover-limit reset (within its clusters).
+    /// Also switchover, failover, rebuild, node flags, failover-limit reset (within its
+    /// clusters).
     Operator,
     /// Also the shard map, the configuration and the audit log.
     Admin,
@@ -141,6 +142,7 @@ pub fn required_role(method: &Method, route: &str) -> Role {
         "/api/v1/clusters/{name}/failover",
         "/api/v1/clusters/{name}/failover-limits/reset",
         "/api/v1/clusters/{name}/nodes/{addr}/flags",
+        "/api/v1/clusters/{name}/nodes/{addr}/rebuild",
     ];
     const ADMIN_READS: &[&str] = &["/api/v1/audit", "/api/v1/config"];
     // POSTs that change nothing.
@@ -408,6 +410,11 @@ mod tests {
             (
                 Method::PUT,
                 "/api/v1/clusters/{name}/nodes/{addr}/flags",
+                Role::Operator,
+            ),
+            (
+                Method::POST,
+                "/api/v1/clusters/{name}/nodes/{addr}/rebuild",
                 Role::Operator,
             ),
             (Method::PUT, "/api/v1/shard-map", Role::Admin),

@@ -1,5 +1,6 @@
 //! The admin HTTP API (axum) under `/api/v1`: health, cluster topology, router counters, and
-//! the orchestrator's operations (switchover, failover, node flags, failover limits, events).
+//! the orchestrator's operations (switchover, failover, rebuild, node flags, failover limits,
+//! events).
 //! Bearer-token auth on everything but health; errors are JSON `{"error": ...}`.
 //! Every route is declared through `utoipa_axum::routes!`, so the OpenAPI document served at
 //! `/api/v1/openapi.json` is generated from the same declarations the router serves.
@@ -137,6 +138,7 @@ fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenA
         .routes(routes!(reset_limits))
         .routes(routes!(events))
         .routes(routes!(set_flags))
+        .routes(routes!(rebuild))
         .routes(routes!(router_stats))
         .routes(routes!(sessions))
         .routes(routes!(get_shard_map, put_shard_map))
@@ -322,7 +324,7 @@ fn orchestrator_error(e: OrchestratorError) -> Response {
         OrchestratorError::UnknownCluster(_) | OrchestratorError::UnknownNode { .. } => {
             StatusCode::NOT_FOUND
         }
-        OrchestratorError::Busy(_) => StatusCode::CONFLICT,
+        OrchestratorError::Busy(_) | OrchestratorError::IsLeader { .. } => StatusCode::CONFLICT,
         OrchestratorError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         OrchestratorError::BadAddress(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -333,7 +335,7 @@ fn orchestrator_error(e: OrchestratorError) -> Response {
 #[utoipa::path(get, path = "/api/v1/clusters/{name}", tag = "clusters", security(("bearer" = [])),
     params(("name" = String, Path, description = "Cluster name")),
     responses(
-        (status = 200, description = "The cluster: leader, epoch, phase, nodes (role, state, lag, GTID positions, threads, flags)", body = serde_json::Value),
+        (status = 200, description = "The cluster: leader, epoch, phase, nodes (role, state, lag, GTID positions, threads, flags), and `kept_out`: the nodes the orchestrator keeps out (read-only, not replicating) until they are rebuilt", body = serde_json::Value),
         (status = 404, description = "Unknown cluster", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
@@ -341,9 +343,16 @@ fn orchestrator_error(e: OrchestratorError) -> Response {
 async fn cluster(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     let t = state.topology.load();
     match t.cluster(&name) {
-        Some(c) => Json(c).into_response(),
+        Some(c) => Json(cluster_body(&state, c)).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("unknown cluster `{name}`")),
     }
+}
+
+/// A cluster as the API shows it: the published status and the nodes kept out.
+fn cluster_body(state: &AdminState, c: &shard_map::ClusterStatus) -> serde_json::Value {
+    let mut body = serde_json::to_value(c).unwrap_or_else(|_| json!({}));
+    body["kept_out"] = json!(state.orchestrator.kept_out(&c.name).unwrap_or_default());
+    body
 }
 
 /// The node flags body as documented (the handler reads `shard_map::NodeFlags`; every field
@@ -388,6 +397,51 @@ async fn switchover(
     match state.orchestrator.switchover(&name, to.as_deref()).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => orchestrator_error(e),
+    }
+}
+
+/// Body of a rebuild request.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RebuildRequest {
+    /// The node to copy (`host:port`): the leader or a healthy replica of it. By default the
+    /// most up-to-date healthy replica, else the leader.
+    source: Option<String>,
+}
+
+/// Rebuilds a node (typically one kept out for transactions the leader lacks): empties it,
+/// copies a healthy replica (or the leader) into it with `mariadb-dump`, and makes it a
+/// replica of the leader. Answers when it replicates, with every step.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/nodes/{addr}/rebuild", tag = "clusters", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Cluster name"), ("addr" = String, Path, description = "The node to rebuild, `host:port`")),
+    request_body(content = Option<RebuildRequest>, description = "Optional source node", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Done: node, source, leader, the position it resumed from, bytes copied, every step", body = serde_json::Value),
+        (status = 404, description = "Unknown cluster, node or source", body = ErrorBody),
+        (status = 409, description = "The node is the leader, or another operation runs on this cluster", body = ErrorBody),
+        (status = 422, description = "Refused, with the reason (no healthy source, node unreachable)", body = ErrorBody),
+        (status = 500, description = "Failed; the node stays kept out (read-only, not replicating)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
+    ))]
+async fn rebuild(
+    State(state): State<AdminState>,
+    Path((name, addr)): Path<(String, String)>,
+    body: Option<Json<RebuildRequest>>,
+) -> Response {
+    let source = body.and_then(|Json(b)| b.source);
+    // A task of its own: a client that goes away does not cut a rebuild short (halfway, the
+    // node would stay kept out); it ends by itself, within `rebuild_timeout_s`.
+    let orchestrator = state.orchestrator.clone();
+    let run =
+        tokio::spawn(async move { orchestrator.rebuild(&name, &addr, source.as_deref()).await });
+    match run.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => orchestrator_error(e),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the rebuild task ended abnormally: {e}"),
+        ),
     }
 }
 
@@ -659,7 +713,12 @@ async fn clusters(State(state): State<AdminState>, who: Option<Extension<Princip
     let sees = |name: &str| who.as_ref().is_none_or(|Extension(p)| p.sees(name));
     Json(json!({
         "version": t.version,
-        "clusters": t.clusters.values().filter(|c| sees(&c.name)).collect::<Vec<_>>(),
+        "clusters": t
+            .clusters
+            .values()
+            .filter(|c| sees(&c.name))
+            .map(|c| cluster_body(&state, c))
+            .collect::<Vec<_>>(),
     }))
     .into_response()
 }

@@ -1,5 +1,6 @@
 //! The operator commands that talk to a running switchyard's admin API: `status`,
-//! `switchover` (with its steps printed as they happen), `failover`, `maintenance`,
+//! `switchover` and `rebuild` (with their steps printed as they happen), `failover`,
+//! `maintenance`,
 //! `shard-map get|put|diff`; and `config check`, which needs no running switchyard.
 
 use anyhow::{bail, Context};
@@ -178,6 +179,61 @@ pub async fn switchover_with_progress(
     to: Option<&str>,
     out: &mut (impl std::io::Write + Send),
 ) -> anyhow::Result<Value> {
+    let path = format!("/api/v1/clusters/{cluster}/switchover");
+    let body = serde_json::json!({ "to": to });
+    let report = post_with_progress(api, cluster, &path, body, out).await?;
+    writeln!(
+        out,
+        "{}: {} -> {} (epoch {}) in {} ms",
+        report["cluster"].as_str().unwrap_or("?"),
+        report["old_leader"].as_str().unwrap_or("?"),
+        report["new_leader"].as_str().unwrap_or("?"),
+        report["epoch"],
+        report["duration_ms"]
+    )?;
+    Ok(report)
+}
+
+/// `switchyard rebuild`: runs it, printing each step (the bytes copied among them) as the
+/// orchestrator logs it, then the outcome.
+pub async fn rebuild_with_progress(
+    api: &ApiClient,
+    cluster: &str,
+    node: &str,
+    source: Option<&str>,
+    out: &mut (impl std::io::Write + Send),
+) -> anyhow::Result<Value> {
+    let path = format!("/api/v1/clusters/{cluster}/nodes/{node}/rebuild");
+    let body = serde_json::json!({ "source": source });
+    let report = post_with_progress(api, cluster, &path, body, out).await?;
+    writeln!(
+        out,
+        "{}: {} rebuilt from {} ({} bytes), replicating from {} at {}{} in {} ms",
+        report["cluster"].as_str().unwrap_or("?"),
+        report["node"].as_str().unwrap_or("?"),
+        report["source"].as_str().unwrap_or("?"),
+        report["bytes_copied"],
+        report["leader"].as_str().unwrap_or("?"),
+        report["gtid_slave_pos"].as_str().unwrap_or("?"),
+        if report["caught_up"] == true {
+            ""
+        } else {
+            " (still catching up)"
+        },
+        report["duration_ms"]
+    )?;
+    Ok(report)
+}
+
+/// POSTs `body` to `path`, printing the cluster's new events while the request runs (they are
+/// polled), and returns the answer.
+async fn post_with_progress(
+    api: &ApiClient,
+    cluster: &str,
+    path: &str,
+    body: Value,
+    out: &mut (impl std::io::Write + Send),
+) -> anyhow::Result<Value> {
     let events_path = format!("/api/v1/clusters/{cluster}/events");
     let seen_before = api.get(&events_path).await?["events"]
         .as_array()
@@ -186,9 +242,7 @@ pub async fn switchover_with_progress(
     let mut seen: std::collections::HashSet<String> =
         seen_before.iter().map(|e| e.to_string()).collect();
     let started = std::time::Instant::now();
-    let body = serde_json::json!({ "to": to });
-    let path = format!("/api/v1/clusters/{cluster}/switchover");
-    let request = api.post(&path, body);
+    let request = api.post(path, body);
     tokio::pin!(request);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
     let mut print_new = |events: &Value, out: &mut dyn std::io::Write| -> std::io::Result<()> {
@@ -220,17 +274,7 @@ pub async fn switchover_with_progress(
     if let Ok(events) = api.get(&events_path).await {
         print_new(&events, out)?;
     }
-    let report = result?;
-    writeln!(
-        out,
-        "{}: {} -> {} (epoch {}) in {} ms",
-        report["cluster"].as_str().unwrap_or("?"),
-        report["old_leader"].as_str().unwrap_or("?"),
-        report["new_leader"].as_str().unwrap_or("?"),
-        report["epoch"],
-        report["duration_ms"]
-    )?;
-    Ok(report)
+    result
 }
 
 /// `switchyard status`: a table of clusters and nodes.
@@ -260,6 +304,12 @@ pub fn format_status(clusters: &Value) -> String {
                 if n["flags"][f].as_bool() == Some(true) {
                     flags.push(f);
                 }
+            }
+            let kept_out = c["kept_out"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|a| *a == n["addr"]));
+            if kept_out {
+                flags.push("kept out: rebuild it");
             }
             out.push_str(&format!(
                 "  {:<22} {:<8} {:<8} {:>5}  {:<4} {:<4}  {}{}\n",
@@ -319,8 +369,18 @@ mod tests {
                "flags": {"maintenance": false, "preferred": false, "ignored": false}},
               {"addr": "127.0.0.1:2", "role": "replica", "state": "up", "lag_seconds": 0,
                "io_running": true, "sql_running": false, "gtid_current_pos": "0-1-4",
-               "flags": {"maintenance": true, "preferred": false, "ignored": false}}]}]});
+               "flags": {"maintenance": true, "preferred": false, "ignored": false}},
+              {"addr": "127.0.0.1:3", "role": "unknown", "state": "up", "lag_seconds": null,
+               "io_running": null, "sql_running": null, "gtid_current_pos": "0-3-9",
+               "flags": {"maintenance": false, "preferred": false, "ignored": false}}],
+            "kept_out": ["127.0.0.1:3"]}]});
         let t = format_status(&v);
+        let line = |addr: &str| t.lines().find(|l| l.contains(addr)).unwrap().to_owned();
+        assert!(
+            line("127.0.0.1:3").ends_with("[kept out: rebuild it]"),
+            "{t}"
+        );
+        assert!(!line("127.0.0.1:2").contains("kept out"), "{t}");
         assert!(
             t.contains("cluster c1  leader 127.0.0.1:1  epoch 2  serving"),
             "{t}"

@@ -26,6 +26,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
   export SWITCHYARD_ADMIN_TOKEN=...               the operator commands read it
   switchyard status
   switchyard switchover c1 --to 127.0.0.1:3312
+  switchyard rebuild c1 127.0.0.1:3311
   switchyard maintenance c1 127.0.0.1:3311 on
   switchyard shard-map diff new-map.json && switchyard shard-map put new-map.json
   switchyard config check config/serve.toml"
@@ -96,6 +97,22 @@ enum Command {
         /// The replica to promote (`host:port`); elected when absent.
         #[arg(long)]
         to: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Rebuild a node (one kept out for transactions the leader lacks, a broken replica): empty
+    /// it, copy a healthy replica (or the leader) into it, make it a replica of the leader;
+    /// each step printed as it happens. Refused for the leader.
+    ///
+    /// Example: switchyard rebuild c1 127.0.0.1:3311 --source 127.0.0.1:3312
+    Rebuild {
+        cluster: String,
+        /// The node to rebuild, `host:port`.
+        node: String,
+        /// The node to copy (`host:port`); the most up-to-date healthy replica, else the
+        /// leader, when absent.
+        #[arg(long)]
+        source: Option<String>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -328,6 +345,24 @@ async fn main() -> anyhow::Result<()> {
             let mut out = std::io::stdout();
             cli::switchover_with_progress(&api.client()?, &cluster, to.as_deref(), &mut out)
                 .await?;
+            Ok(())
+        }
+        Command::Rebuild {
+            cluster,
+            node,
+            source,
+            api,
+        } => {
+            println!("rebuild of {node} in {cluster} ...");
+            let mut out = std::io::stdout();
+            cli::rebuild_with_progress(
+                &api.client()?,
+                &cluster,
+                &node,
+                source.as_deref(),
+                &mut out,
+            )
+            .await?;
             Ok(())
         }
         Command::Maintenance {

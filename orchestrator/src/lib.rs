@@ -3,7 +3,8 @@
 //! switchovers, fences and rejoins old leaders; also provisions local clusters for the
 //! sandbox and the tests.
 //!
-//! - [`manager`]: the [`Orchestrator`]: detection loop, failover, switchover, rejoin, hooks.
+//! - [`manager`]: the [`Orchestrator`]: detection loop, failover, switchover, rejoin, rebuild,
+//!   hooks.
 //! - [`monitor`]: polls every node and publishes node health, roles and replication state.
 //! - [`gtid`]: MariaDB GTID positions and how they compare.
 //! - [`detect`]: is the leader dead? (pure, over the monitor's view) and anti-flapping.
@@ -21,7 +22,7 @@ pub mod tls;
 
 pub use manager::{
     Event, FailoverMode, Hooks, OperationReport, OperationStats, Orchestrator, OrchestratorError,
-    OrchestratorSettings,
+    OrchestratorSettings, RebuildReport,
 };
 pub use monitor::{ClusterSpec, MonitorConfig};
 pub use provision::{

@@ -4,7 +4,7 @@
 //! mutating statement in the audit log.
 
 use opensrv_mysql::ErrorKind;
-use orchestrator::{OperationReport, OrchestratorError};
+use orchestrator::{OperationReport, OrchestratorError, RebuildReport};
 use shard_map::{ClusterStatus, NodeState, Role as NodeRole};
 
 use super::parse::{Flag, SelectExpr, SelectItem, Statement, SUPPORTED};
@@ -152,7 +152,10 @@ pub async fn execute(
             affected: 0,
             info: String::new(),
         },
-        Statement::Switchover { .. } | Statement::Failover { .. } | Statement::SetFlag { .. } => {
+        Statement::Switchover { .. }
+        | Statement::Failover { .. }
+        | Statement::Rebuild { .. }
+        | Statement::SetFlag { .. } => {
             unreachable!("mutating statements are handled above")
         }
     }
@@ -174,6 +177,7 @@ async fn mutate(
     let what = match stmt {
         Statement::Switchover { .. } => "SWITCHOVER",
         Statement::Failover { .. } => "FAILOVER",
+        Statement::Rebuild { .. } => "REBUILD",
         _ => "SET",
     };
     if who.role < Role::Operator {
@@ -218,6 +222,27 @@ async fn mutate(
             .await
             .map(report_rows),
         Statement::Failover { .. } => state.orchestrator.failover(&cluster).await.map(report_rows),
+        Statement::Rebuild { node, source, .. } => {
+            // A task of its own, as for the API: a client that goes away does not cut it short.
+            let (orchestrator, cluster, node, source) = (
+                state.orchestrator.clone(),
+                cluster.clone(),
+                node.clone(),
+                source.clone(),
+            );
+            tokio::spawn(async move {
+                orchestrator
+                    .rebuild(&cluster, &node, source.as_deref())
+                    .await
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(OrchestratorError::Unexpected(format!(
+                    "the rebuild task ended abnormally: {e}"
+                )))
+            })
+            .map(rebuild_rows)
+        }
         Statement::SetFlag { flag, node, on, .. } => set_flag(state, &cluster, node, *flag, *on),
         _ => unreachable!("only mutating statements come here"),
     };
@@ -232,9 +257,9 @@ async fn mutate(
 
 fn cluster_named(stmt: &Statement) -> Option<String> {
     match stmt {
-        Statement::Switchover { cluster, .. } | Statement::Failover { cluster } => {
-            Some(cluster.clone())
-        }
+        Statement::Switchover { cluster, .. }
+        | Statement::Failover { cluster }
+        | Statement::Rebuild { cluster, .. } => Some(cluster.clone()),
         Statement::SetFlag { cluster, .. } => cluster.clone(),
         _ => None,
     }
@@ -274,7 +299,7 @@ fn check_cluster(state: &AdminState, who: &Principal, cluster: &str) -> Result<(
 fn orchestrator_error(e: OrchestratorError) -> (Reply, u16) {
     let status = match &e {
         OrchestratorError::UnknownCluster(_) | OrchestratorError::UnknownNode { .. } => 404,
-        OrchestratorError::Busy(_) => 409,
+        OrchestratorError::Busy(_) | OrchestratorError::IsLeader { .. } => 409,
         OrchestratorError::Refused(_) => 422,
         OrchestratorError::BadAddress(_) => 400,
         _ => 500,
@@ -286,10 +311,38 @@ fn orchestrator_error(e: OrchestratorError) -> (Reply, u16) {
     (Reply::error(kind, e.to_string()), status)
 }
 
-/// A switchover's or failover's steps, one row each.
+/// A switchover's or failover's steps, one row each, then its result.
 fn report_rows(r: OperationReport) -> Reply {
-    let mut rows: Vec<Vec<Cell>> = r
-        .steps
+    let result = format!(
+        "{}: leader {} -> {}, epoch {}, {} ms",
+        r.cluster, r.old_leader, r.new_leader, r.epoch, r.duration_ms
+    );
+    step_rows(&r.steps, result)
+}
+
+/// A rebuild's steps, one row each, then its result.
+fn rebuild_rows(r: RebuildReport) -> Reply {
+    let result = format!(
+        "{}: {} rebuilt from {} ({} bytes), replicating from {} at {}{}, {} ms",
+        r.cluster,
+        r.node,
+        r.source,
+        r.bytes_copied,
+        r.leader,
+        r.gtid_slave_pos,
+        if r.caught_up {
+            ""
+        } else {
+            " (still catching up)"
+        },
+        r.duration_ms
+    );
+    step_rows(&r.steps, result)
+}
+
+/// Events as rows (`step`, `at`, `kind`, `message`), then a `result` row.
+fn step_rows(steps: &[orchestrator::Event], result: String) -> Reply {
+    let mut rows: Vec<Vec<Cell>> = steps
         .iter()
         .enumerate()
         .map(|(i, e)| {
@@ -305,10 +358,7 @@ fn report_rows(r: OperationReport) -> Reply {
         Cell::from(rows.len() + 1),
         Cell::from(datetime(now_ms())),
         Cell::from("result"),
-        Cell::from(format!(
-            "{}: leader {} -> {}, epoch {}, {} ms",
-            r.cluster, r.old_leader, r.new_leader, r.epoch, r.duration_ms
-        )),
+        Cell::from(result),
     ]);
     Reply::rows(
         &[
@@ -692,6 +742,11 @@ fn help() -> Reply {
             "FAILOVER cluster",
             "operator",
             "manual failover of a dead leader",
+        ),
+        (
+            "REBUILD cluster 'host:port' [FROM 'host:port']",
+            "operator",
+            "empty a node, copy a replica (or the leader) into it, make it a replica; its steps",
         ),
         (
             "SET MAINTENANCE|PREFERRED|IGNORED [cluster] 'host:port' ON|OFF",

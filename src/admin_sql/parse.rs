@@ -25,6 +25,12 @@ pub enum Statement {
     Failover {
         cluster: String,
     },
+    /// `REBUILD cluster 'host:port' [FROM 'host:port']`.
+    Rebuild {
+        cluster: String,
+        node: String,
+        source: Option<String>,
+    },
     /// `SET MAINTENANCE|PREFERRED|IGNORED [cluster] 'host:port' ON|OFF`.
     SetFlag {
         flag: Flag,
@@ -46,7 +52,10 @@ impl Statement {
     pub fn mutates(&self) -> bool {
         matches!(
             self,
-            Statement::Switchover { .. } | Statement::Failover { .. } | Statement::SetFlag { .. }
+            Statement::Switchover { .. }
+                | Statement::Failover { .. }
+                | Statement::Rebuild { .. }
+                | Statement::SetFlag { .. }
         )
     }
 }
@@ -90,6 +99,7 @@ pub enum SelectExpr {
 pub const SUPPORTED: &str = "SHOW CLUSTERS, SHOW NODES [FROM cluster], SHOW SHARDS, \
     SHOW SESSIONS, SHOW EVENTS [FROM cluster] [LIMIT n], SHOW STATUS, SHOW AUDIT [LIMIT n], \
     SWITCHOVER cluster [TO 'host:port'], FAILOVER cluster, \
+    REBUILD cluster 'host:port' [FROM 'host:port'], \
     SET MAINTENANCE|PREFERRED|IGNORED [cluster] 'host:port' ON|OFF, HELP";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,6 +297,20 @@ pub fn parse(sql: &str) -> Result<Statement, String> {
         let cluster = p.name("a cluster name")?;
         p.end()?;
         Statement::Failover { cluster }
+    } else if p.eat("REBUILD") {
+        let cluster = p.name("a cluster name")?;
+        let node = p.name("the node to rebuild, 'host:port'")?;
+        let source = if p.eat("FROM") {
+            Some(p.name("the node to copy, 'host:port'")?)
+        } else {
+            None
+        };
+        p.end()?;
+        Statement::Rebuild {
+            cluster,
+            node,
+            source,
+        }
     } else if p.eat("HELP") {
         Statement::Help
     } else if p.eat("SET") {
@@ -445,6 +469,22 @@ mod tests {
                 },
             ),
             (
+                "REBUILD c1 '127.0.0.1:3311'",
+                Statement::Rebuild {
+                    cluster: "c1".into(),
+                    node: "127.0.0.1:3311".into(),
+                    source: None,
+                },
+            ),
+            (
+                "rebuild c1 127.0.0.1:3311 from '127.0.0.1:3312';",
+                Statement::Rebuild {
+                    cluster: "c1".into(),
+                    node: "127.0.0.1:3311".into(),
+                    source: Some("127.0.0.1:3312".into()),
+                },
+            ),
+            (
                 "SET MAINTENANCE '127.0.0.1:3311' ON",
                 Statement::SetFlag {
                     flag: Flag::Maintenance,
@@ -506,6 +546,9 @@ mod tests {
             "SHOW CLUSTERS extra",
             "SWITCHOVER",
             "SWITCHOVER c1 TO",
+            "REBUILD c1",
+            "REBUILD c1 '127.0.0.1:1' FROM",
+            "REBUILD c1 '127.0.0.1:1' TO '127.0.0.1:2'",
             "SET MAINTENANCE '127.0.0.1:1'",
             "SET MAINTENANCE '127.0.0.1:1' MAYBE",
             "SHOW EVENTS LIMIT x",
@@ -519,6 +562,7 @@ mod tests {
     #[test]
     fn mutating_statements() {
         assert!(parse("SWITCHOVER c1").unwrap().mutates());
+        assert!(parse("REBUILD c1 x:1").unwrap().mutates());
         assert!(parse("SET MAINTENANCE x:1 ON").unwrap().mutates());
         assert!(!parse("SHOW NODES").unwrap().mutates());
     }

@@ -68,13 +68,19 @@ pub struct Writers {
 
 impl Writers {
     pub fn start(env: &TestEnv, count: u64) -> Writers {
+        Self::start_at(env, count, 0)
+    }
+
+    /// Like `start`, the ids offset by `offset` (so that writers started later do not reuse
+    /// the ids of earlier ones).
+    pub fn start_at(env: &TestEnv, count: u64, offset: u64) -> Writers {
         let ledger = Arc::new(Ledger::default());
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = (0..count)
             .map(|w| {
                 tokio::spawn(writer(
                     env.router_opts(None),
-                    (w + 1) * 1_000_000,
+                    offset + (w + 1) * 1_000_000,
                     ledger.clone(),
                     stop.clone(),
                 ))

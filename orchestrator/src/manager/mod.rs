@@ -1,19 +1,21 @@
 //! The orchestrator: runs the monitor, and after each of its rounds decides, for every
 //! cluster, whether the leader is dead ([`crate::detect`]), fails over when it is (automatic
 //! mode), and brings back nodes that are out of place (a recovered old leader, a replica still
-//! pointing at a dead one). It also runs the operator's switchovers and failovers.
+//! pointing at a dead one). It also runs the operator's switchovers, failovers and rebuilds
+//! (a node kept out, re-seeded from a copy of another).
 //!
-//! Only one operation (failover, switchover, rejoin) runs per cluster at a time, under the
+//! Only one operation (failover, switchover, rejoin, rebuild) runs per cluster at a time, under the
 //! cluster's async mutex; detection skips a cluster whose mutex is taken. Every step is an
 //! [`Event`] in the cluster's bounded ring and in the operation's [`OperationReport`].
 //!
-//! - `failover`, `switchover`, `rejoin`: the workflows;
+//! - `failover`, `switchover`, `rejoin`, `rebuild`: the workflows;
 //! - `node`: the orchestrator's own connections and shared statements;
 //! - `hooks`: operator scripts; `settings`: the policy.
 
 mod failover;
 mod hooks;
 mod node;
+mod rebuild;
 mod rejoin;
 mod settings;
 mod switchover;
@@ -37,6 +39,7 @@ use crate::gtid::GtidPos;
 use crate::monitor::{self, ClusterSpec, MonitorConfig, MonitorLink, MonitorState};
 use hooks::{run_hook, HookCall};
 use node::{Access, NodeConn, NodeSnapshot, ReplicationLogin};
+pub use rebuild::RebuildReport;
 pub use settings::{FailoverMode, Hooks, OrchestratorSettings};
 
 /// How many events each cluster keeps.
@@ -54,7 +57,8 @@ pub struct Event {
     pub cluster: String,
     /// `failover.start`, `failover.done`, `failover.refused`, `failover.failed`,
     /// `switchover.step`, `switchover.done`, `switchover.refused`, `switchover.undo`,
-    /// `leader.suspect`, `leader.dead`, `rejoin.done`, `rejoin.refused`, `hook.failed`, ...
+    /// `leader.suspect`, `leader.dead`, `rejoin.done`, `rejoin.refused`, `hook.failed`,
+    /// `rebuild.start`, `rebuild.step`, `rebuild.done`, `rebuild.refused`, `rebuild.failed`, ...
     pub kind: String,
     pub message: String,
 }
@@ -81,6 +85,12 @@ pub enum OrchestratorError {
     UnknownNode { cluster: String, addr: String },
     #[error("another operation is running on cluster {0}")]
     Busy(String),
+    /// An operation on a node that may not be the leader (a rebuild) was asked of the leader.
+    #[error(
+        "{addr} is the leader of {cluster}: a leader is not rebuilt (switch over to another \
+         node first)"
+    )]
+    IsLeader { cluster: String, addr: String },
     /// A check failed; nothing was changed (or every change was undone).
     #[error("refused: {0}")]
     Refused(String),
@@ -102,6 +112,13 @@ pub enum OrchestratorError {
     BadAddress(String),
     #[error("unexpected server answer: {0}")]
     Unexpected(String),
+    /// Copying one node's data into another failed (the dump or the load).
+    #[error("copying {from} into {to} failed: {why}")]
+    Copy {
+        from: String,
+        to: String,
+        why: String,
+    },
 }
 
 impl OrchestratorError {
@@ -158,7 +175,8 @@ struct Memory {
     suspect_logged: bool,
     refusal_logged: bool,
     dead_logged: bool,
-    /// Nodes whose rejoin was refused: left alone until they go down and come back.
+    /// Nodes whose rejoin was refused, or whose rebuild failed: left alone until they go
+    /// down and come back, or are rebuilt.
     kept_out: BTreeSet<String>,
     /// Nodes whose rejoin failed, and when to try again.
     retry_after: BTreeMap<String, Instant>,
@@ -408,6 +426,17 @@ impl Orchestrator {
     /// The cluster's recent events, oldest first.
     pub fn events(&self, cluster: &str) -> Result<Vec<Event>, OrchestratorError> {
         Ok(lock(&self.ctl(cluster)?.events).iter().cloned().collect())
+    }
+
+    /// The nodes of a cluster kept out: read-only, not replicating, not rejoined automatically
+    /// (they hold transactions the leader lacks, or their rebuild failed). A rebuild brings
+    /// them back; so does a restart, when they no longer diverge.
+    pub fn kept_out(&self, cluster: &str) -> Result<Vec<String>, OrchestratorError> {
+        Ok(lock(&self.ctl(cluster)?.memory)
+            .kept_out
+            .iter()
+            .cloned()
+            .collect())
     }
 
     /// Completed failovers and switchovers of a cluster and their last durations.
@@ -865,6 +894,12 @@ impl<'a> OpLog<'a> {
     fn step(&mut self, kind: &str, message: impl Into<String>) {
         let e = self.orch.event(self.cluster, kind, message);
         self.steps.push(e);
+    }
+
+    /// The events and the duration, for an operation that is not a change of leader (not
+    /// counted in the failover and switchover statistics).
+    fn finish(self) -> (Vec<Event>, u64) {
+        (self.steps, self.started.elapsed().as_millis() as u64)
     }
 
     fn report(self, old_leader: &str, new_leader: &str, epoch: u64) -> OperationReport {

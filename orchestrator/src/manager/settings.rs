@@ -112,6 +112,10 @@ pub struct OrchestratorSettings {
     /// still work, so nothing else notices) is failed over, in ms; 0: never.
     #[serde(default = "default_disk_full_failover_ms")]
     pub disk_full_failover_ms: u64,
+    /// How long a rebuild may take to empty a node and copy another into it (s); the dump and
+    /// the load are killed then, and the node stays kept out.
+    #[serde(default = "default_rebuild_timeout_s")]
+    pub rebuild_timeout_s: u64,
 }
 
 fn default_failover() -> FailoverMode {
@@ -150,6 +154,9 @@ fn default_disk_full_failover_ms() -> u64 {
 fn default_master_heartbeat_ms() -> u64 {
     500
 }
+fn default_rebuild_timeout_s() -> u64 {
+    3600
+}
 fn yes() -> bool {
     true
 }
@@ -173,6 +180,7 @@ impl Default for OrchestratorSettings {
             master_connect_retry_s: default_master_connect_retry_s(),
             master_heartbeat_ms: default_master_heartbeat_ms(),
             disk_full_failover_ms: default_disk_full_failover_ms(),
+            rebuild_timeout_s: default_rebuild_timeout_s(),
         }
     }
 }
@@ -206,6 +214,9 @@ impl OrchestratorSettings {
         if self.master_connect_retry_s == 0 {
             problems.push("master_connect_retry_s must be at least 1".to_owned());
         }
+        if self.rebuild_timeout_s == 0 {
+            problems.push("rebuild_timeout_s must be at least 1".to_owned());
+        }
         for (name, path) in self.hooks.all() {
             if !path.is_file() {
                 problems.push(format!("hooks.{name}: {} is not a file", path.display()));
@@ -228,6 +239,10 @@ impl OrchestratorSettings {
 
     pub(crate) fn apply_timeout(&self) -> Duration {
         Duration::from_millis(self.apply_timeout_ms)
+    }
+
+    pub(crate) fn rebuild_timeout(&self) -> Duration {
+        Duration::from_secs(self.rebuild_timeout_s)
     }
 }
 
@@ -290,6 +305,7 @@ mod tests {
         let s = OrchestratorSettings {
             failover_limit: 0,
             hold_max_ms: 10,
+            rebuild_timeout_s: 0,
             hooks: Hooks {
                 before_failover: Some("/nonexistent/hook".into()),
                 ..Hooks::default()
@@ -300,5 +316,6 @@ mod tests {
         assert!(problems.contains("failover_limit"), "{problems}");
         assert!(problems.contains("hold_max_ms"), "{problems}");
         assert!(problems.contains("hooks.before_failover"), "{problems}");
+        assert!(problems.contains("rebuild_timeout_s"), "{problems}");
     }
 }
