@@ -15,6 +15,7 @@ pub mod integrations;
 pub mod metrics;
 pub mod reload;
 pub mod sandbox;
+pub mod scenario;
 pub mod state;
 
 pub use app::App;

@@ -164,6 +164,13 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_KEY_FILE")]
         key_file: PathBuf,
     },
+    /// Run named failure scenarios on fresh local servers (a frozen or partitioned leader, a
+    /// full disk, a cut path...), printing each step checked; exit code 1 if one failed.
+    ///
+    /// Examples: switchyard scenario list; switchyard scenario run freeze-leader;
+    /// switchyard scenario run --all --config /etc/switchyard/switchyard.toml
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
     /// Measure switchyard against direct connections and HAProxy with sysbench, against
     /// MariaDB Spider on sharded workloads, and time leader failover and switchover.
     ///
@@ -225,6 +232,23 @@ enum ShardMapCommand {
         file: PathBuf,
         #[command(flatten)]
         api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScenarioCommand {
+    /// Name and describe every scenario.
+    List,
+    /// Run scenarios by name (all with --all).
+    Run {
+        names: Vec<String>,
+        /// Every scenario.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// Use this configuration's failure-handling settings ([failover], the orchestrator's
+        /// timings, the router's hold and dead-path limits) instead of the sandbox's.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -319,6 +343,27 @@ async fn main() -> anyhow::Result<()> {
                 binlog_disk_mb: (binlog_disk_mb != 0).then_some(binlog_disk_mb),
             };
             run_sandbox(opts, (!admin_sql.is_empty()).then_some(admin_sql)).await
+        }
+        Command::Scenario(ScenarioCommand::List) => {
+            print!("{}", switchyard::scenario::list());
+            Ok(())
+        }
+        Command::Scenario(ScenarioCommand::Run { names, all, config }) => {
+            anyhow::ensure!(
+                all || !names.is_empty(),
+                "name the scenarios to run, or --all (`switchyard scenario list` names them)"
+            );
+            let settings = config.map(|c| Config::load(&c)).transpose()?;
+            // Dropping the run (Ctrl-C) kills the servers it started and undoes its faults.
+            tokio::select! {
+                passed = switchyard::scenario::run_named(&names, settings.as_ref()) => {
+                    if !passed? {
+                        std::process::exit(1);
+                    }
+                    Ok(())
+                }
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            }
         }
         Command::Bench(args) => {
             // Dropping the run (Ctrl-C) kills the servers, HAProxy and sysbench it started.

@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::writes::{ids_on, leader_of, port_of, setup, Writers};
+use common::writes::{ids_on, leader_of, more_writes, port_of, setup, stop_writers, Writers};
 use common::{eventually, query_one, TestEnv};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder, Row};
@@ -169,12 +169,15 @@ async fn a_kept_out_replica_is_rebuilt_under_writes() {
     )
     .await
     .unwrap();
-    let writers = Writers::start(&env, 3);
-    writers
-        .ledger
-        .wait_for_more(100, Duration::from_secs(10), "writes flowing")
-        .await;
-    writers.stop(Duration::from_secs(10)).await;
+    let writers = Writers::start(&env.router_opts(None), 3);
+    more_writes(
+        &writers.ledger,
+        100,
+        Duration::from_secs(10),
+        "writes flowing",
+    )
+    .await;
+    stop_writers(writers, Duration::from_secs(10)).await;
     let lpos: String = query_one(&mut l, "SELECT @@global.gtid_binlog_pos").await;
     let mut b = admin(bad_port).await;
     assert!(
@@ -219,11 +222,14 @@ async fn a_kept_out_replica_is_rebuilt_under_writes() {
     );
 
     // Rebuilt through the API while clients write through the router.
-    let writers = Writers::start_at(&env, 3, 10_000_000);
-    writers
-        .ledger
-        .wait_for_more(50, Duration::from_secs(10), "writes flowing again")
-        .await;
+    let writers = Writers::start_at(&env.router_opts(None), 3, 10_000_000);
+    more_writes(
+        &writers.ledger,
+        50,
+        Duration::from_secs(10),
+        "writes flowing again",
+    )
+    .await;
     let before = writers.ledger.acked_ids();
     let asked = Instant::now();
     let (status, report) = rebuild_when_free(&env, &bad, json!({})).await;
@@ -235,14 +241,17 @@ async fn a_kept_out_replica_is_rebuilt_under_writes() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|(_, at)| **at > asked && **at < answered)
+        .filter(|(_, (_, at))| *at > asked && *at < answered)
         .map(|(id, _)| *id)
         .collect();
-    writers
-        .ledger
-        .wait_for_more(50, Duration::from_secs(10), "writes after the rebuild")
-        .await;
-    let ledger = writers.stop(Duration::from_secs(10)).await;
+    more_writes(
+        &writers.ledger,
+        50,
+        Duration::from_secs(10),
+        "writes after the rebuild",
+    )
+    .await;
+    let ledger = stop_writers(writers, Duration::from_secs(10)).await;
     let errors = ledger.errors.lock().unwrap().clone();
     assert!(errors.is_empty(), "clients saw errors: {errors:?}");
     assert!(
@@ -302,15 +311,14 @@ async fn a_kept_out_replica_is_rebuilt_under_writes() {
     assert_eq!(leader_of(&env, "c1"), (leader.clone(), epoch));
 
     // The other replica through the command, from the leader, under writes again.
-    let writers = Writers::start_at(&env, 2, 20_000_000);
-    writers
-        .ledger
-        .wait_for_more(
-            50,
-            Duration::from_secs(10),
-            "writes flowing for the command",
-        )
-        .await;
+    let writers = Writers::start_at(&env.router_opts(None), 2, 20_000_000);
+    more_writes(
+        &writers.ledger,
+        50,
+        Duration::from_secs(10),
+        "writes flowing for the command",
+    )
+    .await;
     let admin_url = format!("http://{}", env.app().admin_addr);
     let run = tokio::process::Command::new(BIN)
         .args(["rebuild", "c1", &other, "--source", &leader])
@@ -336,7 +344,7 @@ async fn a_kept_out_replica_is_rebuilt_under_writes() {
     ] {
         assert!(stdout.contains(&want), "{want:?} missing from:\n{stdout}");
     }
-    let ledger = writers.stop(Duration::from_secs(10)).await;
+    let ledger = stop_writers(writers, Duration::from_secs(10)).await;
     assert_eq!(replicating_from(other_port).await.map(|r| r.0), Some(lport));
     converged_without_errant(&leader, other_port).await;
     let ids = ids_on(&mut admin(other_port).await).await;

@@ -32,6 +32,17 @@ impl Stage {
         replicas: usize,
         binlog_disk_mb: Option<u32>,
     ) -> anyhow::Result<Stage> {
+        Self::start_configured(prefix, clusters, replicas, binlog_disk_mb, |_| {}).await
+    }
+
+    /// Like [`Stage::start_with`], with `adjust` applied to switchyard's configuration first.
+    pub async fn start_configured(
+        prefix: &str,
+        clusters: usize,
+        replicas: usize,
+        binlog_disk_mb: Option<u32>,
+        adjust: impl FnOnce(&mut crate::Config),
+    ) -> anyhow::Result<Stage> {
         let tmp = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir()
@@ -53,9 +64,9 @@ impl Stage {
         let local = sandbox::provision(&opts).await.context(
             "starting MariaDB (the benchmark needs it: apt-get install -y mariadb-server)",
         )?;
-        let app = App::start(sandbox::config_for(&local, &opts))
-            .await
-            .context("starting switchyard")?;
+        let mut config = sandbox::config_for(&local, &opts);
+        adjust(&mut config);
+        let app = App::start(config).await.context("starting switchyard")?;
         Ok(Stage {
             tmp,
             local,

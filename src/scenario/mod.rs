@@ -1,0 +1,865 @@
+//! Named failure scenarios (`switchyard scenario list` / `run NAME`), also what
+//! `tests/faults.rs` runs: each starts a fresh local cluster (a leader and two replicas,
+//! semi-sync) with a switchyard over it, puts four writers on it through the router, injects
+//! one fault with the fault kit ([`crate::bench::faults`]), and checks, step by step, what an
+//! operator who has lived through outages expects: the right decision (a failover, or none),
+//! no acknowledged write lost, no row nobody was told about, no client left hanging, replicas
+//! converged, a returning old leader fenced. Every wait is bounded; a failed step ends the
+//! run with the orchestrator's events printed.
+//!
+//! A scenario runs with the sandbox's settings, or with the failure-handling settings of an
+//! operator's own configuration file (`--config`): `[failover]`, the orchestrator's timings
+//! and the router's hold and dead-path limits.
+
+pub mod writes;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::Context;
+use mysql_async::prelude::Queryable;
+use shard_map::NodeState;
+use tokio::time::Instant;
+
+use crate::bench::faults::{self, Blackhole, DiskFull, Frozen};
+use crate::bench::stage::Stage;
+use crate::Config;
+use writes::{port_of, Target, Writers};
+
+/// The cluster every scenario runs on.
+const CLUSTER: &str = "c1";
+/// Concurrent writers.
+const WRITERS: u64 = 4;
+/// Acknowledged writes that show traffic flowing (before the fault, and after each change).
+const FLOWING: usize = 200;
+/// The source address of the router's backend connections in the path scenarios, so that
+/// its path to a server can be cut apart from the orchestrator's and the replicas' (which
+/// leave from 127.0.0.1).
+pub const ROUTER_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// The binary log's own disk in the disk-full scenario (MiB): room for many runs' writes.
+const BINLOG_DISK_MB: u32 = 64;
+
+/// A named scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    KillLeader,
+    FreezeLeader,
+    PartitionLeader,
+    DiskFullLeader,
+    FreezeReplica,
+    PartitionReplica,
+    RouterCut,
+    OrchestratorCut,
+    Switchover,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 9] = [
+        Scenario::KillLeader,
+        Scenario::FreezeLeader,
+        Scenario::PartitionLeader,
+        Scenario::DiskFullLeader,
+        Scenario::FreezeReplica,
+        Scenario::PartitionReplica,
+        Scenario::RouterCut,
+        Scenario::OrchestratorCut,
+        Scenario::Switchover,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::KillLeader => "kill-leader",
+            Scenario::FreezeLeader => "freeze-leader",
+            Scenario::PartitionLeader => "partition-leader",
+            Scenario::DiskFullLeader => "disk-full-leader",
+            Scenario::FreezeReplica => "freeze-replica",
+            Scenario::PartitionReplica => "partition-replica",
+            Scenario::RouterCut => "router-cut",
+            Scenario::OrchestratorCut => "orchestrator-cut",
+            Scenario::Switchover => "switchover",
+        }
+    }
+
+    /// What happens, and what is expected.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scenario::KillLeader => {
+                "kill -9 of the leader: failover, writes resume on the new leader, the old \
+                 one rejoins when restarted"
+            }
+            Scenario::FreezeLeader => {
+                "the leader hangs (SIGSTOP; nothing resets its connections): failover without \
+                 waiting on it, the old one fenced when it thaws"
+            }
+            Scenario::PartitionLeader => {
+                "every packet to and from the leader dropped (no reset): failover, the old one \
+                 fenced when the partition heals"
+            }
+            Scenario::DiskFullLeader => {
+                "the disk of the leader's binary log fills up (it still answers reads): \
+                 failover, the old one fenced"
+            }
+            Scenario::FreezeReplica => {
+                "a replica hangs: no failover, writes go on, it catches up when it thaws"
+            }
+            Scenario::PartitionReplica => {
+                "a replica cut off: no failover, writes go on, it catches up when it heals"
+            }
+            Scenario::RouterCut => {
+                "only the router's path to the leader cut: no failover, clients get errors \
+                 instead of hanging, writes resume when it heals"
+            }
+            Scenario::OrchestratorCut => {
+                "only the orchestrator's path to the leader cut (the replicas still stream \
+                 from it): suspect, no failover, writes go on"
+            }
+            Scenario::Switchover => {
+                "a planned switchover under writes: clients see no error, nothing lost"
+            }
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Needs root: iptables rules, a tmpfs, a second loopback address.
+    pub fn needs_root(self) -> bool {
+        !matches!(
+            self,
+            Scenario::KillLeader
+                | Scenario::FreezeLeader
+                | Scenario::FreezeReplica
+                | Scenario::Switchover
+        )
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One checked step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Since the scenario began.
+    pub at_ms: u64,
+    pub ok: bool,
+    pub what: String,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = if self.ok { "ok  " } else { "FAIL" };
+        write!(f, "{mark} +{:>6} ms  {}", self.at_ms, self.what)
+    }
+}
+
+/// How a run went.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub scenario: Scenario,
+    pub steps: Vec<Step>,
+    /// The orchestrator's events of the cluster, as `+ms kind: message` (from the start).
+    pub events: Vec<String>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        !self.steps.is_empty() && self.steps.iter().all(|s| s.ok)
+    }
+}
+
+/// The failure-handling settings of `config` applied to a scenario's own configuration:
+/// `[failover]`, the orchestrator's timings, the router's hold and dead-path limits.
+pub fn apply_settings(from: &Config, to: &mut Config) {
+    to.failover = from.failover.clone();
+    let (o, t) = (&from.orchestrator, &mut to.orchestrator);
+    t.tick_ms = o.tick_ms;
+    t.connect_timeout_ms = o.connect_timeout_ms;
+    t.poll_timeout_ms = o.poll_timeout_ms;
+    t.suspect_timeout_ms = o.suspect_timeout_ms;
+    t.down_after = o.down_after;
+    let (r, t) = (&from.router, &mut to.router);
+    t.hold_timeout_ms = r.hold_timeout_ms;
+    t.backend_dead_after_ms = r.backend_dead_after_ms;
+    t.connect_timeout_ms = r.connect_timeout_ms;
+}
+
+/// The steps so far, reported as they happen.
+struct Log<'a> {
+    started: Instant,
+    steps: Vec<Step>,
+    report: &'a mut dyn FnMut(&Step),
+}
+
+impl Log<'_> {
+    /// Records a step from a check's result; `Err` when it failed (ending the run).
+    fn check(&mut self, result: Result<String, String>) -> Result<(), ()> {
+        let ok = result.is_ok();
+        let what = match result {
+            Ok(s) | Err(s) => s,
+        };
+        let step = Step {
+            at_ms: self.started.elapsed().as_millis() as u64,
+            ok,
+            what,
+        };
+        (self.report)(&step);
+        self.steps.push(step);
+        if ok {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+}
+
+/// A fault in force; ended by [`Injected::end`], or by drop on an early return.
+enum Injected {
+    Killed(String),
+    Frozen(Frozen),
+    Cut(Blackhole),
+    Full(DiskFull),
+}
+
+/// Runs `scenario` on fresh servers, reporting each step to `report` as it is checked;
+/// `settings` overrides the sandbox's failure-handling settings (see [`apply_settings`]).
+/// Everything started is stopped before it returns, also when a step fails.
+pub async fn run(
+    scenario: Scenario,
+    settings: Option<&Config>,
+    report: &mut dyn FnMut(&Step),
+) -> anyhow::Result<Outcome> {
+    let binlog_disk_mb = (scenario == Scenario::DiskFullLeader).then_some(BINLOG_DISK_MB);
+    let router_apart = matches!(scenario, Scenario::RouterCut | Scenario::OrchestratorCut);
+    let mut stage = Stage::start_configured("sy-scenario-", 1, 2, binlog_disk_mb, |c| {
+        if let Some(s) = settings {
+            apply_settings(s, c);
+        }
+        if router_apart {
+            c.router.backend_source_address = Some(ROUTER_SOURCE.to_string());
+        }
+    })
+    .await
+    .context("starting the scenario's servers and switchyard")?;
+    let mut log = Log {
+        started: Instant::now(),
+        steps: Vec::new(),
+        report,
+    };
+    let began_ms = unix_ms();
+    let _ = steps(scenario, &mut stage, &mut log).await;
+    let events = stage
+        .app
+        .orchestrator
+        .events(CLUSTER)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.at_ms >= began_ms)
+        .map(|e| format!("+{} ms {}: {}", e.at_ms - began_ms, e.kind, e.message))
+        .collect();
+    let steps = std::mem::take(&mut log.steps);
+    stage.stop().await;
+    Ok(Outcome {
+        scenario,
+        steps,
+        events,
+    })
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How long a failover may take before the step fails.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
+/// How long writes may take to flow again.
+const FLOW_LIMIT: Duration = Duration::from_secs(30);
+/// How long writers may take to stop once told.
+const STOP_LIMIT: Duration = Duration::from_secs(15);
+/// How long replicas may take to converge, and a returning node to be fenced.
+const SETTLE_LIMIT: Duration = Duration::from_secs(40);
+
+async fn steps(scenario: Scenario, stage: &mut Stage, log: &mut Log<'_>) -> Result<(), ()> {
+    let target = Target {
+        app: &stage.app,
+        local: &stage.local,
+    };
+    let (leader, epoch) = target.leader_of(CLUSTER);
+    let replicas: Vec<String> = target
+        .nodes(CLUSTER)
+        .into_iter()
+        .filter(|n| *n != leader)
+        .collect();
+    log.check(Ok(format!(
+        "sandbox: {CLUSTER} = leader {leader} + replicas {} (semi-sync), epoch {epoch}",
+        replicas.join(", ")
+    )))?;
+    let router = target.router_opts();
+    log.check(
+        writes::setup(&router)
+            .await
+            .map(|()| "table fo.t created through the router".into()),
+    )?;
+    let writers = Writers::start(&router, WRITERS);
+    log.check(
+        writers
+            .ledger
+            .wait_for_more(FLOWING, FLOW_LIMIT)
+            .await
+            .map(|()| {
+                format!("{WRITERS} writers through the router: {FLOWING} writes acknowledged")
+            }),
+    )?;
+    match scenario {
+        Scenario::KillLeader
+        | Scenario::FreezeLeader
+        | Scenario::PartitionLeader
+        | Scenario::DiskFullLeader => {
+            leader_lost(scenario, stage, log, writers, &leader, epoch).await
+        }
+        Scenario::FreezeReplica | Scenario::PartitionReplica => {
+            replica_lost(scenario, stage, log, writers, &leader, epoch, &replicas[0]).await
+        }
+        Scenario::RouterCut => router_cut(stage, log, writers, &leader, epoch).await,
+        Scenario::OrchestratorCut => orchestrator_cut(stage, log, writers, &leader, epoch).await,
+        Scenario::Switchover => switchover(stage, log, writers, &leader).await,
+    }
+}
+
+/// Injects `scenario`'s fault on `addr`.
+fn inject(scenario: Scenario, stage: &mut Stage, addr: &str) -> Result<(Injected, String), String> {
+    let pid = stage.local.pid(addr);
+    let node = stage
+        .local
+        .cluster(CLUSTER)
+        .and_then(|c| c.nodes.iter().find(|n| n.addr == addr))
+        .cloned();
+    match scenario {
+        Scenario::KillLeader => {
+            stage
+                .local
+                .kill_node(CLUSTER, addr)
+                .map_err(|e| format!("killing {addr}: {e}"))?;
+            Ok((Injected::Killed(addr.into()), format!("kill -9 of {addr}")))
+        }
+        Scenario::FreezeLeader | Scenario::FreezeReplica => {
+            let pid = pid.ok_or_else(|| format!("no process for {addr}"))?;
+            let f = faults::freeze(pid).map_err(|e| format!("freezing {addr}: {e}"))?;
+            Ok((
+                Injected::Frozen(f),
+                format!("SIGSTOP of {addr} (pid {pid})"),
+            ))
+        }
+        Scenario::PartitionLeader | Scenario::PartitionReplica => {
+            let cut = faults::blackhole(port_of(addr))?;
+            Ok((
+                Injected::Cut(cut),
+                format!("every packet to and from {addr} dropped"),
+            ))
+        }
+        Scenario::DiskFullLeader => {
+            let dir = node.ok_or_else(|| format!("no node {addr}"))?.binlog_dir();
+            let full =
+                faults::fill_disk(&dir).map_err(|e| format!("filling {}: {e}", dir.display()))?;
+            Ok((
+                Injected::Full(full),
+                format!("the binary log's disk of {addr} full ({})", dir.display()),
+            ))
+        }
+        _ => Err(format!("{scenario} injects no single-node fault")),
+    }
+}
+
+/// Ends a fault; a killed node is started again.
+async fn end(injected: Injected, stage: &mut Stage) -> Result<String, String> {
+    match injected {
+        Injected::Killed(addr) => {
+            stage
+                .local
+                .start_node(CLUSTER, &addr)
+                .await
+                .map_err(|e| format!("restarting {addr}: {e}"))?;
+            Ok(format!("{addr} started again"))
+        }
+        Injected::Frozen(f) => {
+            f.thaw();
+            Ok("thawed (SIGCONT)".into())
+        }
+        Injected::Cut(c) => {
+            c.heal();
+            Ok("partition healed".into())
+        }
+        Injected::Full(d) => {
+            d.free();
+            Ok("disk space freed".into())
+        }
+    }
+}
+
+async fn leader_lost(
+    scenario: Scenario,
+    stage: &mut Stage,
+    log: &mut Log<'_>,
+    writers: Writers,
+    old: &str,
+    old_epoch: u64,
+) -> Result<(), ()> {
+    let (injected, what) = match inject(scenario, stage, old) {
+        Ok(i) => i,
+        Err(e) => return log.check(Err(e)),
+    };
+    let t0 = Instant::now();
+    log.check(Ok(format!("fault: {what}")))?;
+    let target = Target {
+        app: &stage.app,
+        local: &stage.local,
+    };
+    let (new, new_epoch) = match target
+        .new_leader(CLUSTER, old, old_epoch, FAILOVER_LIMIT)
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => return log.check(Err(e)),
+    };
+    log.check(Ok(format!(
+        "new leader {new} at epoch {new_epoch}, {} ms after the fault",
+        t0.elapsed().as_millis()
+    )))?;
+    let flowing = writers.ledger.wait_for_more(FLOWING, FLOW_LIMIT).await;
+    let first = writers.ledger.first_sent_after(t0);
+    let pause = writers
+        .ledger
+        .longest_pause(t0.checked_sub(Duration::from_secs(1)).unwrap_or(t0));
+    log.check(flowing.map(|()| {
+        format!(
+            "writes acknowledged on {new}: the first sent after the fault {} ms after it, \
+             the longest pause between acknowledgements {} ms",
+            first.map_or(-1, |d| d.as_millis() as i64),
+            pause.as_millis()
+        )
+    }))?;
+    let ledger = match writers.stop(STOP_LIMIT).await {
+        Ok(l) => l,
+        Err(e) => return log.check(Err(e)),
+    };
+    log.check(Ok(format!(
+        "no writer left waiting; client errors: {:?}",
+        ledger.error_codes()
+    )))?;
+    let present = target.no_write_lost(&new, &ledger).await;
+    let present = match present {
+        Ok(p) => p,
+        Err(e) => return log.check(Err(e)),
+    };
+    log.check(Ok(format!(
+        "no acknowledged write lost: {} acknowledged, {} rows on {new}, {} uncertain",
+        ledger.acked_count(),
+        present.len(),
+        ledger.uncertain_ids().len()
+    )))?;
+    log.check(
+        target
+            .converged(CLUSTER, &new, &[old], SETTLE_LIMIT)
+            .await
+            .map(|()| "the other replica converged (GTID, CHECKSUM TABLE)".into()),
+    )?;
+    log.check(
+        end(injected, stage)
+            .await
+            .map(|s| format!("fault ended: {old} {s}")),
+    )?;
+    let target = Target {
+        app: &stage.app,
+        local: &stage.local,
+    };
+    let placed = target
+        .fenced_and_in_place(CLUSTER, old, &new, &present, &ledger, SETTLE_LIMIT)
+        .await;
+    log.check(placed.map(|rejoined| {
+        if rejoined {
+            format!("{old} read-only and replicating from {new}")
+        } else {
+            format!(
+                "{old} read-only and kept out (extra transactions reported), holding only \
+                 writes whose clients got an error"
+            )
+        }
+    }))?;
+    let still = target.leader_of(CLUSTER);
+    log.check(if still == (new.clone(), new_epoch) {
+        Ok(format!("{new} still leads at epoch {new_epoch}"))
+    } else {
+        Err(format!("the leader moved again: {still:?}"))
+    })
+}
+
+async fn replica_lost(
+    scenario: Scenario,
+    stage: &mut Stage,
+    log: &mut Log<'_>,
+    writers: Writers,
+    leader: &str,
+    epoch: u64,
+    replica: &str,
+) -> Result<(), ()> {
+    let (injected, what) = match inject(scenario, stage, replica) {
+        Ok(i) => i,
+        Err(e) => return log.check(Err(e)),
+    };
+    log.check(Ok(format!("fault: {what}")))?;
+    let seen = wait_node(
+        stage,
+        replica,
+        |s| s != NodeState::Up,
+        Duration::from_secs(20),
+    )
+    .await;
+    log.check(seen.map(|s| format!("{replica} seen {s:?} by the monitor")))?;
+    log.check(
+        writers
+            .ledger
+            .wait_for_more(FLOWING, FLOW_LIMIT)
+            .await
+            .map(|()| format!("writes go on on {leader}")),
+    )?;
+    log.check(
+        end(injected, stage)
+            .await
+            .map(|s| format!("fault ended: {replica} {s}")),
+    )?;
+    finish_without_failover(stage, log, writers, leader, epoch).await
+}
+
+async fn router_cut(
+    stage: &mut Stage,
+    log: &mut Log<'_>,
+    writers: Writers,
+    leader: &str,
+    epoch: u64,
+) -> Result<(), ()> {
+    let before = writers.ledger.error_count();
+    let cut = match faults::blackhole_from(port_of(leader), ROUTER_SOURCE) {
+        Ok(c) => c,
+        Err(e) => return log.check(Err(e)),
+    };
+    log.check(Ok(format!(
+        "fault: the router's path to {leader} cut (its connections leave from {ROUTER_SOURCE})"
+    )))?;
+    let deadline = Instant::now() + FLOW_LIMIT;
+    while writers.ledger.error_count() < before + WRITERS as usize && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let told = writers.ledger.error_count() - before;
+    log.check(if told >= WRITERS as usize {
+        Ok(format!(
+            "the writers were told of the dead path ({told} errors), none hangs"
+        ))
+    } else {
+        Err(format!(
+            "{told} errors within {FLOW_LIMIT:?}: writers left waiting on a dead path"
+        ))
+    })?;
+    let target = Target {
+        app: &stage.app,
+        local: &stage.local,
+    };
+    log.check(
+        target.no_failover(CLUSTER, leader, epoch).map(|()| {
+            format!("no failover: the orchestrator and the replicas still reach {leader}")
+        }),
+    )?;
+    cut.heal();
+    log.check(
+        writers
+            .ledger
+            .wait_for_more(FLOWING, FLOW_LIMIT)
+            .await
+            .map(|()| "path healed: writes acknowledged again".into()),
+    )?;
+    finish_without_failover(stage, log, writers, leader, epoch).await
+}
+
+async fn orchestrator_cut(
+    stage: &mut Stage,
+    log: &mut Log<'_>,
+    writers: Writers,
+    leader: &str,
+    epoch: u64,
+) -> Result<(), ()> {
+    let target = Target {
+        app: &stage.app,
+        local: &stage.local,
+    };
+    // The replicas' streams from the leader, by their client ports, are spared.
+    let hosts = async {
+        let mut c = mysql_async::Conn::new(target.admin_opts(leader)).await?;
+        c.query::<String, _>(
+            "SELECT HOST FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
+        )
+        .await
+    }
+    .await;
+    let spare: Vec<u16> = match hosts {
+        Ok(h) => h.iter().map(|h| port_of(h)).collect(),
+        Err(e) => return log.check(Err(format!("listing the replicas' streams: {e}"))),
+    };
+    let cut = match faults::blackhole_except(port_of(leader), Ipv4Addr::LOCALHOST, &spare) {
+        Ok(c) => c,
+        Err(e) => return log.check(Err(e)),
+    };
+    log.check(Ok(format!(
+        "fault: {leader} cut off from the orchestrator; the replicas' streams (client ports \
+         {spare:?}) and the router (from {ROUTER_SOURCE}) still reach it"
+    )))?;
+    let down = wait_node(
+        stage,
+        leader,
+        |s| s == NodeState::Down,
+        Duration::from_secs(20),
+    )
+    .await;
+    log.check(down.map(|_| format!("{leader} seen down by the orchestrator")))?;
+    let suspect = wait_event(stage, "leader.suspect", Duration::from_secs(10)).await;
+    log.check(suspect.map(|m| format!("judged suspect, not dead: {m}")))?;
+    log.check(
+        writers
+            .ledger
+            .wait_for_more(FLOWING, FLOW_LIMIT)
+            .await
+            .map(|()| "writes go on through the router".into()),
+    )?;
+    let target = Target {
+        app: &stage.app,
+        local: &stage.local,
+    };
+    log.check(
+        target
+            .no_failover(CLUSTER, leader, epoch)
+            .map(|()| "no failover".into()),
+    )?;
+    cut.heal();
+    let up = wait_node(
+        stage,
+        leader,
+        |s| s == NodeState::Up,
+        Duration::from_secs(20),
+    )
+    .await;
+    log.check(up.map(|_| format!("healed: {leader} seen up again")))?;
+    finish_without_failover(stage, log, writers, leader, epoch).await
+}
+
+async fn switchover(
+    stage: &mut Stage,
+    log: &mut Log<'_>,
+    writers: Writers,
+    old: &str,
+) -> Result<(), ()> {
+    let t0 = Instant::now();
+    let report = stage.app.orchestrator.switchover(CLUSTER, None).await;
+    let new = match report {
+        Ok(r) => {
+            log.check(Ok(format!(
+                "switchover from {old} to {} at epoch {} in {} ms",
+                r.new_leader,
+                r.epoch,
+                t0.elapsed().as_millis()
+            )))?;
+            r.new_leader
+        }
+        Err(e) => return log.check(Err(format!("switchover: {e}"))),
+    };
+    log.check(
+        writers
+            .ledger
+            .wait_for_more(FLOWING, FLOW_LIMIT)
+            .await
+            .map(|()| format!("writes acknowledged on {new}")),
+    )?;
+    let ledger = match writers.stop(STOP_LIMIT).await {
+        Ok(l) => l,
+        Err(e) => return log.check(Err(e)),
+    };
+    let codes = ledger.error_codes();
+    log.check(if codes.is_empty() {
+        Ok("clients saw no error".into())
+    } else {
+        Err(format!("clients saw errors: {codes:?}"))
+    })?;
+    let target = Target {
+        app: &stage.app,
+        local: &stage.local,
+    };
+    let present = target.no_write_lost(&new, &ledger).await;
+    log.check(present.map(|p| format!("no acknowledged write lost: {} rows on {new}", p.len())))?;
+    log.check(
+        target
+            .converged(CLUSTER, &new, &[], SETTLE_LIMIT)
+            .await
+            .map(|()| format!("every node converged with {new}, {old} included")),
+    )
+}
+
+/// The end of the scenarios without a failover: writers stopped, the leader and epoch
+/// unchanged, nothing lost, every node converged.
+async fn finish_without_failover(
+    stage: &mut Stage,
+    log: &mut Log<'_>,
+    writers: Writers,
+    leader: &str,
+    epoch: u64,
+) -> Result<(), ()> {
+    let ledger = match writers.stop(STOP_LIMIT).await {
+        Ok(l) => l,
+        Err(e) => return log.check(Err(e)),
+    };
+    log.check(Ok(format!(
+        "no writer left waiting; client errors: {:?}",
+        ledger.error_codes()
+    )))?;
+    let target = Target {
+        app: &stage.app,
+        local: &stage.local,
+    };
+    log.check(
+        target
+            .no_failover(CLUSTER, leader, epoch)
+            .map(|()| format!("no failover: {leader} still leads at epoch {epoch}")),
+    )?;
+    let present = target.no_write_lost(leader, &ledger).await;
+    log.check(present.map(|p| {
+        format!(
+            "no acknowledged write lost: {} acknowledged, {} rows on {leader}",
+            ledger.acked_count(),
+            p.len()
+        )
+    }))?;
+    log.check(
+        target
+            .converged(CLUSTER, leader, &[], SETTLE_LIMIT)
+            .await
+            .map(|()| "every node converged (GTID, CHECKSUM TABLE)".into()),
+    )
+}
+
+/// Waits until the monitor publishes `addr` in a state `want` accepts.
+async fn wait_node(
+    stage: &Stage,
+    addr: &str,
+    want: impl Fn(NodeState) -> bool,
+    limit: Duration,
+) -> Result<NodeState, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let t = stage.app.topology.load();
+        let state = t
+            .cluster(CLUSTER)
+            .and_then(|c| c.node(addr))
+            .map(|n| n.state);
+        if let Some(s) = state.filter(|s| want(*s)) {
+            return Ok(s);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{addr} still {state:?} after {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for an orchestrator event of `kind`; returns its message.
+async fn wait_event(stage: &Stage, kind: &str, limit: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let events = stage.app.orchestrator.events(CLUSTER).unwrap_or_default();
+        if let Some(e) = events.iter().find(|e| e.kind == kind) {
+            return Ok(e.message.clone());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("no {kind} event within {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `switchyard scenario list`: one line per scenario.
+pub fn list() -> String {
+    let mut out = String::new();
+    for s in Scenario::ALL {
+        let root = if s.needs_root() { " (root)" } else { "" };
+        out.push_str(&format!("{:<18} {}{root}\n", s.name(), s.describe()));
+    }
+    out
+}
+
+/// `switchyard scenario run`: runs `names` (every scenario when empty) one after the other,
+/// printing each step as it is checked and, for a failed run, the orchestrator's events.
+/// Returns whether all passed.
+pub async fn run_named(names: &[String], settings: Option<&Config>) -> anyhow::Result<bool> {
+    let picked: Vec<Scenario> = if names.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                Scenario::from_name(n).with_context(|| {
+                    format!("no scenario {n:?} (`switchyard scenario list` names them)")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut all = true;
+    for s in picked {
+        println!("== {s}: {}", s.describe());
+        let outcome = run(s, settings, &mut |step| println!("{step}")).await?;
+        if outcome.passed() {
+            println!("== {s}: PASS\n");
+        } else {
+            all = false;
+            println!("== {s}: FAIL; the orchestrator's events:");
+            for e in &outcome.events {
+                println!("   {e}");
+            }
+            println!();
+        }
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_is_found_by_its_name() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::from_name(s.name()), Some(s));
+            assert!(!s.describe().is_empty());
+        }
+        assert_eq!(Scenario::from_name("nothing"), None);
+    }
+
+    #[test]
+    fn a_run_passes_only_if_every_step_did() {
+        let step = |ok| Step {
+            at_ms: 0,
+            ok,
+            what: String::new(),
+        };
+        let outcome = |steps| Outcome {
+            scenario: Scenario::KillLeader,
+            steps,
+            events: Vec::new(),
+        };
+        assert!(outcome(vec![step(true), step(true)]).passed());
+        assert!(!outcome(vec![step(true), step(false)]).passed());
+        assert!(!outcome(vec![]).passed());
+        assert_eq!(step(false).to_string(), "FAIL +     0 ms  ");
+    }
+}
