@@ -1,7 +1,10 @@
 //! The chaos soak: a write workload through the router over two replicated clusters (keyspace
 //! `app` in four shards) while a seeded fault injector kills leaders with SIGKILL, stops and
-//! restarts replicas, freezes replicas (SIGSTOP: nothing resets their connections), delays or
-//! cuts one node's network through a TCP proxy, and runs planned switchovers. At the end every acknowledged write must be present exactly once, the banks'
+//! restarts replicas, freezes replicas and leaders (SIGSTOP: nothing resets their
+//! connections), partitions leaders (iptables DROP on their port: no reset either), delays or
+//! cuts one node's network through a TCP proxy, and runs planned switchovers. An old leader
+//! kept out when it returns (a write cut off on its way committed there) is rebuilt through
+//! the admin API, as an operator would. At the end every acknowledged write must be present exactly once, the banks'
 //! totals unchanged, every replica converged, and no write accepted by a leader of an older
 //! epoch.
 //!
@@ -399,12 +402,102 @@ impl Chaos {
 
     /// Waits until the system is back to normal; a node kept out by the orchestrator (it
     /// holds transactions the leader lacks) fails the soak at once.
+    /// Waits for a new leader of `cluster` (not `leader`, an epoch above `epoch`).
+    async fn failed_over(&self, cluster: &str, leader: &str, epoch: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (l, e) = self.leader(cluster);
+            if e > epoch && l != leader {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no failover of {cluster} within 60 s after losing {leader}\n\
+                 topology: {:#?}\nevents: {:#?}",
+                self.env.app().topology.load().cluster(cluster),
+                self.env.app().orchestrator.events(cluster).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// An old leader back after a freeze or partition: it rejoins by itself, or is kept out
+    /// (a write cut off on its way committed there when it returned) and then rebuilt through
+    /// the admin API, as an operator would. Says which.
+    async fn back_in_place(&self, cluster: &str, addr: &str) -> &'static str {
+        let since = unix_ms();
+        let outcome = eventually(
+            Duration::from_secs(60),
+            "the old leader in place",
+            || async {
+                let t = self.env.app().topology.load();
+                let n = t.cluster(cluster)?.node(addr)?.clone();
+                let events = self.env.app().orchestrator.events(cluster).ok()?;
+                let refused = events.iter().any(|e| {
+                    e.kind == "rejoin.refused" && e.at_ms >= since && e.message.contains(addr)
+                });
+                if refused {
+                    return Some(false);
+                }
+                (n.state == NodeState::Up && n.role == Role::Replica && n.io_running == Some(true))
+                    .then_some(true)
+            },
+        )
+        .await;
+        if outcome {
+            return "rejoined";
+        }
+        let http = common::http();
+        let url = self
+            .env
+            .admin_url(&format!("/api/v1/clusters/{cluster}/nodes/{addr}/rebuild"));
+        // 409 while the rejoin that kept it out still holds the cluster.
+        eventually(
+            Duration::from_secs(60),
+            "a rebuild of the kept-out node",
+            || async {
+                let resp = http
+                    .post(&url)
+                    .bearer_auth("test-token")
+                    .json(&serde_json::json!({}))
+                    .send()
+                    .await
+                    .ok()?;
+                match resp.status().as_u16() {
+                    200 => Some(()),
+                    409 => None,
+                    other => panic!(
+                        "rebuilding {addr}: {other} {}",
+                        resp.text().await.unwrap_or_default()
+                    ),
+                }
+            },
+        )
+        .await;
+        "kept out, rebuilt"
+    }
+
     async fn recovered(&self, after: &str) {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             for cluster in ["c1", "c2"] {
                 let events = self.env.app().orchestrator.events(cluster).unwrap();
-                if let Some(e) = events.iter().find(|e| e.kind == "rejoin.refused") {
+                // A node kept out and rebuilt since (see `back_in_place`) is back.
+                let rebuilt = |refusal: &orchestrator::Event| {
+                    events.iter().any(|d| {
+                        d.kind == "rebuild.done"
+                            && d.at_ms >= refusal.at_ms
+                            && refusal
+                                .message
+                                .split(' ')
+                                .next()
+                                .is_some_and(|n| d.message.contains(n.trim_end_matches("'s")))
+                    })
+                };
+                if let Some(e) = events
+                    .iter()
+                    .find(|e| e.kind == "rejoin.refused" && !rebuilt(e))
+                {
                     panic!("after {after}: {cluster}: {}", e.message);
                 }
             }
@@ -478,6 +571,8 @@ impl Chaos {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
     KillLeader,
+    FreezeLeader,
+    PartitionLeader,
     RestartReplica,
     FreezeReplica,
     CutNode,
@@ -485,14 +580,43 @@ enum Fault {
     Switchover,
 }
 
-const FAULTS: [Fault; 6] = [
+const FAULTS: [Fault; 8] = [
     Fault::KillLeader,
+    Fault::FreezeLeader,
+    Fault::PartitionLeader,
     Fault::RestartReplica,
     Fault::FreezeReplica,
     Fault::CutNode,
     Fault::DelayNode,
     Fault::Switchover,
 ];
+
+/// Pauses the transfers and waits until none is in flight on the leader `direct` (see the
+/// module's documentation); the caller resumes them (`xa_paused`) once the leader is lost.
+async fn settle_xa(chaos: &Chaos, shared: &Shared, direct: &str) {
+    shared.xa_paused.store(true, Ordering::Relaxed);
+    eventually(Duration::from_secs(30), "XA transactions settled", || {
+        let port = chaos.port(direct);
+        let parked = shared.xa_parked.load(Ordering::Relaxed);
+        async move {
+            if parked < 2 * BANK_CLIENTS {
+                return None;
+            }
+            let opts = common::opts_for(port, "switchyard", "switchyard", None);
+            let mut c = Conn::new(opts).await.ok()?;
+            let rows: Vec<mysql_async::Row> = c.query("XA RECOVER").await.ok()?;
+            rows.is_empty().then_some(())
+        }
+    })
+    .await;
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -680,44 +804,39 @@ async fn chaos_soak_loses_no_acknowledged_write() {
             Fault::KillLeader => {
                 let direct = chaos.direct(&leader);
                 if !xa_kills {
-                    // Transfers stop first: no XA transaction in flight on the killed leader
-                    // (see the module's documentation).
-                    shared.xa_paused.store(true, Ordering::Relaxed);
-                    eventually(Duration::from_secs(30), "XA transactions settled", || {
-                        let port = chaos.port(&direct);
-                        let parked = shared.xa_parked.load(Ordering::Relaxed);
-                        async move {
-                            if parked < 2 * BANK_CLIENTS {
-                                return None;
-                            }
-                            let opts = common::opts_for(port, "switchyard", "switchyard", None);
-                            let mut c = Conn::new(opts).await.ok()?;
-                            let rows: Vec<mysql_async::Row> = c.query("XA RECOVER").await.ok()?;
-                            rows.is_empty().then_some(())
-                        }
-                    })
-                    .await;
+                    settle_xa(&chaos, &shared, &direct).await;
                 }
                 chaos.env.local_mut().kill_node(cluster, &direct).unwrap();
                 shared.xa_paused.store(false, Ordering::Relaxed);
-                let deadline = Instant::now() + Duration::from_secs(60);
-                loop {
-                    let (l, e) = chaos.leader(cluster);
-                    if e > epoch && l != leader {
-                        break;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "no failover of {cluster} within 60 s after killing {direct}\n\
-                         topology: {:#?}\nevents: {:#?}",
-                        chaos.env.app().topology.load().cluster(cluster),
-                        chaos.env.app().orchestrator.events(cluster).unwrap()
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                chaos.failed_over(cluster, &leader, epoch).await;
                 progress(format!("writes after the failover of {cluster}")).await;
                 chaos.start_node(cluster, &direct).await;
                 format!("kill -9 leader {cluster} {direct}")
+            }
+            Fault::FreezeLeader | Fault::PartitionLeader => {
+                let direct = chaos.direct(&leader);
+                // Transfers settle first, as for a kill; the inserts go on, and one cut off
+                // on its way may commit when the old leader returns (it is then kept out,
+                // and rebuilt as an operator would).
+                settle_xa(&chaos, &shared, &direct).await;
+                let pid = chaos.env.local().pid(&direct).expect("leader running");
+                let (frozen, cut) = if fault == Fault::FreezeLeader {
+                    (Some(common::faults::freeze(pid)), None)
+                } else {
+                    (None, Some(common::faults::blackhole(chaos.port(&direct))))
+                };
+                shared.xa_paused.store(false, Ordering::Relaxed);
+                chaos.failed_over(cluster, &leader, epoch).await;
+                progress(format!("writes after the failover of {cluster}")).await;
+                frozen.map(common::faults::Frozen::thaw);
+                cut.map(common::faults::Blackhole::heal);
+                let how = chaos.back_in_place(cluster, &leader).await;
+                let what = if fault == Fault::FreezeLeader {
+                    "freeze+thaw"
+                } else {
+                    "partition+heal"
+                };
+                format!("{what} leader {cluster} {direct} ({how})")
             }
             Fault::RestartReplica => {
                 let victim = chaos.direct(&chaos.random_replica(cluster, &leader, &mut rng));
