@@ -828,8 +828,12 @@ async fn chaos_soak_loses_no_acknowledged_write() {
                 shared.xa_paused.store(false, Ordering::Relaxed);
                 chaos.failed_over(cluster, &leader, epoch).await;
                 progress(format!("writes after the failover of {cluster}")).await;
-                frozen.map(common::faults::Frozen::thaw);
-                cut.map(common::faults::Blackhole::heal);
+                if let Some(f) = frozen {
+                    f.thaw();
+                }
+                if let Some(c) = cut {
+                    c.heal();
+                }
                 let how = chaos.back_in_place(cluster, &leader).await;
                 let what = if fault == Fault::FreezeLeader {
                     "freeze+thaw"
