@@ -4,7 +4,8 @@
 //! `tests/scenario_cli.rs`): a leader frozen (`SIGSTOP`:
 //! every connection to it stays open and silent), partitioned (packets dropped, no reset),
 //! or with a full disk; a replica frozen or partitioned; only the router's or only the
-//! orchestrator's path to the leader cut; a planned switchover. Each checks the decision
+//! orchestrator's path to the leader cut; a replica whose SQL thread broke when its leader is
+//! killed; a planned switchover. Each checks the decision
 //! (failover or none), that no acknowledged write is lost and no row appears that nobody
 //! was told about, that no writer is left hanging, that the replicas converge, and that an
 //! old leader is fenced when it returns. One more scenario here: a partition that heals
@@ -70,6 +71,11 @@ async fn a_router_cut_off_from_the_leader_causes_no_failover_and_recovers_when_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orchestrator_cut_off_from_the_leader_causes_no_failover() {
     passes(Scenario::OrchestratorCut).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_broken_sql_thread_is_not_elected_and_is_rebuilt() {
+    passes(Scenario::BrokenReplica).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,11 +51,12 @@ pub enum Scenario {
     PartitionReplica,
     RouterCut,
     OrchestratorCut,
+    BrokenReplica,
     Switchover,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::KillLeader,
         Scenario::FreezeLeader,
         Scenario::PartitionLeader,
@@ -64,6 +65,7 @@ impl Scenario {
         Scenario::PartitionReplica,
         Scenario::RouterCut,
         Scenario::OrchestratorCut,
+        Scenario::BrokenReplica,
         Scenario::Switchover,
     ];
 
@@ -77,6 +79,7 @@ impl Scenario {
             Scenario::PartitionReplica => "partition-replica",
             Scenario::RouterCut => "router-cut",
             Scenario::OrchestratorCut => "orchestrator-cut",
+            Scenario::BrokenReplica => "broken-replica",
             Scenario::Switchover => "switchover",
         }
     }
@@ -114,6 +117,10 @@ impl Scenario {
                 "only the orchestrator's path to the leader cut (the replicas still stream \
                  from it): suspect, no failover, writes go on"
             }
+            Scenario::BrokenReplica => {
+                "a replica's SQL thread breaks (a row written on it directly), then the leader \
+                 is killed: the healthy replica is elected, the broken one is rebuilt"
+            }
             Scenario::Switchover => {
                 "a planned switchover under writes: clients see no error, nothing lost"
             }
@@ -131,6 +138,7 @@ impl Scenario {
             Scenario::KillLeader
                 | Scenario::FreezeLeader
                 | Scenario::FreezeReplica
+                | Scenario::BrokenReplica
                 | Scenario::Switchover
         )
     }
@@ -329,6 +337,9 @@ async fn steps(scenario: Scenario, stage: &mut Stage, log: &mut Log<'_>) -> Resu
         }
         Scenario::RouterCut => router_cut(stage, log, writers, &leader, epoch).await,
         Scenario::OrchestratorCut => orchestrator_cut(stage, log, writers, &leader, epoch).await,
+        Scenario::BrokenReplica => {
+            broken_replica(stage, log, writers, &leader, epoch, &replicas).await
+        }
         Scenario::Switchover => switchover(stage, log, writers, &leader).await,
     }
 }
@@ -654,6 +665,115 @@ async fn orchestrator_cut(
     .await;
     log.check(up.map(|_| format!("healed: {leader} seen up again")))?;
     finish_without_failover(stage, log, writers, leader, epoch).await
+}
+
+async fn broken_replica(
+    stage: &mut Stage,
+    log: &mut Log<'_>,
+    writers: Writers,
+    old: &str,
+    old_epoch: u64,
+    replicas: &[String],
+) -> Result<(), ()> {
+    let (broken, healthy) = (&replicas[0], &replicas[1]);
+    let target = Target {
+        app: &stage.app,
+        local: &stage.local,
+    };
+    // A row the first writer will insert soon, written on the replica alone (not binlogged):
+    // when the insert arrives from the leader, its SQL thread stops on the duplicate key.
+    let next = writers
+        .ledger
+        .acked_ids()
+        .range(..2_000_000)
+        .next_back()
+        .copied();
+    let trap = next.unwrap_or(1_000_000) + 100;
+    let planted = async {
+        let mut c = mysql_async::Conn::new(target.admin_opts(broken)).await?;
+        c.query_drop(format!(
+            "SET SESSION sql_log_bin = 0; INSERT INTO {} (id, v) VALUES ({trap}, -1)",
+            writes::TABLE
+        ))
+        .await
+    }
+    .await;
+    log.check(
+        planted
+            .map(|()| format!("fault: row {trap} written directly on {broken}"))
+            .map_err(|e| format!("writing on {broken}: {e}")),
+    )?;
+    let deadline = Instant::now() + FLOW_LIMIT;
+    let error = loop {
+        let t = stage.app.topology.load();
+        let n = t.cluster(CLUSTER).and_then(|c| c.node(broken)).cloned();
+        if let Some(n) = n.filter(|n| n.sql_running == Some(false)) {
+            break Ok(n.last_error.unwrap_or_default());
+        }
+        if Instant::now() >= deadline {
+            break Err(format!(
+                "{broken}'s SQL thread still running after {FLOW_LIMIT:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    log.check(error.map(|e| format!("{broken} seen with its SQL thread stopped: {e}")))?;
+    if let Err(e) = stage.local.kill_node(CLUSTER, old) {
+        return log.check(Err(format!("killing {old}: {e}")));
+    }
+    log.check(Ok(format!("fault: kill -9 of the leader {old}")))?;
+    let target = Target {
+        app: &stage.app,
+        local: &stage.local,
+    };
+    let elected = target
+        .new_leader(CLUSTER, old, old_epoch, FAILOVER_LIMIT)
+        .await;
+    let (new, _) = match elected {
+        Ok(n) => n,
+        Err(e) => return log.check(Err(e)),
+    };
+    log.check(if new == *healthy {
+        Ok(format!("{healthy} elected, not the broken {broken}"))
+    } else {
+        Err(format!("{new} elected, expected the healthy {healthy}"))
+    })?;
+    log.check(
+        writers
+            .ledger
+            .wait_for_more(FLOWING, FLOW_LIMIT)
+            .await
+            .map(|()| format!("writes acknowledged on {new}")),
+    )?;
+    let rebuilt = stage.app.orchestrator.rebuild(CLUSTER, broken, None).await;
+    log.check(
+        rebuilt
+            .map(|r| {
+                format!(
+                    "{broken} rebuilt from {} ({} bytes) and replicating from {}",
+                    r.source, r.bytes_copied, r.leader
+                )
+            })
+            .map_err(|e| format!("rebuilding {broken}: {e}")),
+    )?;
+    let ledger = match writers.stop(STOP_LIMIT).await {
+        Ok(l) => l,
+        Err(e) => return log.check(Err(e)),
+    };
+    let present = target.no_write_lost(&new, &ledger).await;
+    log.check(present.map(|p| {
+        format!(
+            "no acknowledged write lost: {} acknowledged, {} rows on {new}",
+            ledger.acked_count(),
+            p.len()
+        )
+    }))?;
+    log.check(
+        target
+            .converged(CLUSTER, &new, &[old], SETTLE_LIMIT)
+            .await
+            .map(|()| format!("{broken} converged with {new} (GTID, CHECKSUM TABLE)")),
+    )
 }
 
 async fn switchover(
