@@ -140,3 +140,107 @@ async fn a_partition_healing_during_detection_leaves_one_leader_and_loses_nothin
     );
     env.stop().await;
 }
+
+/// An old leader that committed transactions of its own while cut off (here: written over its
+/// unix socket, which a partition does not cut, with semi-sync turned off so that they commit
+/// at once) is rewound by binlog flashback when it returns, with `rejoin_rewind` on: it
+/// rejoins, its data equals the new leader's (rows it inserted gone, a row it deleted back, a
+/// row it updated as before), and the rewound transactions are saved to the file the event
+/// names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_leader_with_its_own_extra_transactions_is_rewound_and_rejoins() {
+    let rewind_dir = tempfile::tempdir().unwrap();
+    let dir = rewind_dir.path().to_path_buf();
+    let env = common::TestEnv::start_with(1, 2, move |c| {
+        c.failover.rejoin_rewind = true;
+        c.failover.rewind_dir = Some(dir);
+    })
+    .await;
+    common::writes::setup(&env).await;
+    let target = common::writes::target(&env);
+    let (old, old_epoch) = target.leader_of("c1");
+    let writers = common::writes::Writers::start(&env.router_opts(None), 2);
+    more_writes(
+        &writers.ledger,
+        100,
+        Duration::from_secs(10),
+        "writes flowing",
+    )
+    .await;
+    let acked: Vec<u64> = writers.ledger.acked_ids().into_iter().take(2).collect();
+    let socket = env
+        .local()
+        .cluster("c1")
+        .unwrap()
+        .nodes
+        .iter()
+        .find(|n| n.addr == old)
+        .unwrap()
+        .socket
+        .clone();
+    let local = mysql_async::OptsBuilder::default()
+        .socket(Some(socket.to_string_lossy()))
+        .user(Some("root"))
+        .prefer_socket(true);
+    let mut on_old = mysql_async::Conn::new(local).await.unwrap();
+    let cut = blackhole(port_of(&old));
+    use mysql_async::prelude::Queryable;
+    on_old
+        .query_drop(format!(
+            "SET GLOBAL rpl_semi_sync_master_enabled = 0; \
+             INSERT INTO fo.t VALUES (999000001, 1); \
+             UPDATE fo.t SET v = -5 WHERE id = {}; \
+             DELETE FROM fo.t WHERE id = {}",
+            acked[0], acked[1]
+        ))
+        .await
+        .unwrap();
+    drop(on_old);
+    let (new, _) = target
+        .new_leader("c1", &old, old_epoch, Duration::from_secs(30))
+        .await
+        .unwrap();
+    more_writes(
+        &writers.ledger,
+        100,
+        Duration::from_secs(20),
+        "writes on the new leader",
+    )
+    .await;
+    let ledger = stop_writers(writers, Duration::from_secs(10)).await;
+    let present = check_no_write_lost(&env, &new, &ledger).await;
+    cut.heal();
+    // Back in place by itself: rewound, then following the new leader.
+    let rewound = eventually(
+        Duration::from_secs(40),
+        "a rejoin.rewound event",
+        || async {
+            let events = env.app().orchestrator.events("c1").ok()?;
+            if let Some(e) = events.iter().find(|e| e.kind == "rejoin.refused") {
+                panic!("kept out instead of rewound: {}", e.message);
+            }
+            events
+                .into_iter()
+                .find(|e| e.kind == "rejoin.rewound" && e.message.contains(&old))
+        },
+    )
+    .await;
+    println!("{}", rewound.message);
+    assert!(fenced_and_in_place(&env, "c1", &old, &new, &present, &ledger).await);
+    target
+        .converged("c1", &new, &[], Duration::from_secs(30))
+        .await
+        .unwrap();
+    // What was rewound is kept: the inserted row's id is in the saved file.
+    let files: Vec<_> = std::fs::read_dir(rewind_dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "one file per rewind");
+    let saved = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+    assert!(
+        saved.contains("999000001"),
+        "the rewound insert in the file"
+    );
+    assert!(rewound
+        .message
+        .contains(&files[0].as_ref().unwrap().path().display().to_string()));
+    env.stop().await;
+}

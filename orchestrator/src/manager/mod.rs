@@ -17,6 +17,7 @@ mod hooks;
 mod node;
 mod rebuild;
 mod rejoin;
+mod rewind;
 mod settings;
 mod switchover;
 mod xa;

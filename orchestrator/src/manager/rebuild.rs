@@ -17,7 +17,7 @@
 //!
 //! A failure after step 2 began leaves the node kept out: read-only, not replicating.
 
-mod copy;
+pub(super) mod copy;
 mod source;
 
 use std::time::Duration;

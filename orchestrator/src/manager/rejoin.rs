@@ -201,7 +201,9 @@ impl Orchestrator {
         let mine = GtidPos::parse_lossy(&snap.gtid_binlog_pos);
         let theirs = GtidPos::parse_lossy(&lsnap.gtid_binlog_pos);
         let extra = mine.not_in(&theirs);
+        // `cut`: its binlog was cut back and it replicates already; `rewound`: by flashback.
         let mut cut = false;
+        let mut rewound = false;
         if !extra.is_empty() {
             // Unless all it has in excess are XA PREPAREs nobody received.
             match xa::unsent_prepares(&mut node).await? {
@@ -213,11 +215,17 @@ impl Orchestrator {
                 _ => {
                     let why = format!(
                         "{addr} has transactions the leader {leader} lacks: {} (its \
-                         gtid_binlog_pos {mine}, the leader's {theirs}); kept out: read-only, \
-                         not replicating",
+                         gtid_binlog_pos {mine}, the leader's {theirs})",
                         gtid::list(&extra)
                     );
-                    return self.keep_out(cluster, addr, &mut node, why).await;
+                    let rewind = self
+                        .rewind_or_why(cluster, addr, &leader, &mut node, &mut lconn, why)
+                        .await?;
+                    if let Err(why) = rewind {
+                        return self.keep_out(cluster, addr, &mut node, why).await;
+                    }
+                    cut = true;
+                    rewound = true;
                 }
             }
         }
@@ -248,9 +256,25 @@ impl Orchestrator {
                 if e.contains(POSITION_REFUSED) {
                     let why = format!(
                         "{addr}'s history diverged from the leader {leader}'s, which refused \
-                         its position ({e}); kept out: read-only, not replicating"
+                         its position ({e})"
                     );
-                    return self.keep_out(cluster, addr, &mut node, why).await;
+                    if rewound {
+                        let why = format!(
+                            "{why}, also once rewound; kept out: read-only, not replicating"
+                        );
+                        return self.keep_out(cluster, addr, &mut node, why).await;
+                    }
+                    node.exec("stopping replication", "STOP SLAVE").await?;
+                    let rewind = self
+                        .rewind_or_why(cluster, addr, &leader, &mut node, &mut lconn, why)
+                        .await?;
+                    if let Err(why) = rewind {
+                        return self.keep_out(cluster, addr, &mut node, why).await;
+                    }
+                    cut = true;
+                    rewound = true;
+                    deadline = Instant::now() + CONNECT_WAIT;
+                    continue;
                 }
             }
             if Instant::now() >= deadline {
@@ -283,6 +307,42 @@ impl Orchestrator {
         }
         self.event(cluster, "rejoin.done", message);
         Ok(())
+    }
+
+    /// With `rejoin_rewind` on, rewinds `addr` (see [`super::rewind`]) and reports it:
+    /// `Ok(Ok(()))` when it replicates from the leader now; `Ok(Err(why))` with `why` completed
+    /// when it is to be kept out (the setting is off, or a rewind is not safe).
+    async fn rewind_or_why(
+        &self,
+        cluster: &str,
+        addr: &str,
+        leader: &str,
+        node: &mut NodeConn,
+        lconn: &mut NodeConn,
+        why: String,
+    ) -> Result<Result<(), String>, OrchestratorError> {
+        const OUT: &str = "kept out: read-only, not replicating";
+        if !self.settings.load_full().rejoin_rewind {
+            return Ok(Err(format!("{why}; {OUT}")));
+        }
+        match self.rewind(cluster, addr, leader, node, lconn).await? {
+            Err(unsafe_why) => Ok(Err(format!("{why}; not rewound: {unsafe_why}; {OUT}"))),
+            Ok(r) => {
+                self.event(
+                    cluster,
+                    "rejoin.rewound",
+                    format!(
+                        "{why}: rewound by binlog flashback ({} transaction(s): {}), saved to \
+                         {}; replicating from {leader} from {}",
+                        r.gtids.len(),
+                        gtid::list(&r.gtids),
+                        r.file.display(),
+                        r.from
+                    ),
+                );
+                Ok(Ok(()))
+            }
+        }
     }
 
     /// A former leader whose binlog ends with `XA PREPARE`s nobody else received (the leader

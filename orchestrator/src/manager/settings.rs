@@ -116,6 +116,17 @@ pub struct OrchestratorSettings {
     /// the load are killed then, and the node stays kept out.
     #[serde(default = "default_rebuild_timeout_s")]
     pub rebuild_timeout_s: u64,
+    /// A node that comes back with transactions the leader lacks (an old leader whose last
+    /// commits went through when it returned) is rewound by binlog flashback over exactly
+    /// those transactions and rejoins, where that is safe (its own row changes of
+    /// transactional tables, `binlog_row_image=FULL`, one replication domain, at most 1000);
+    /// otherwise, and when off, it is kept out (`switchyard rebuild` puts it back).
+    #[serde(default)]
+    pub rejoin_rewind: bool,
+    /// Where rewound transactions are saved, decoded (a file per rewind, named in the
+    /// `rejoin.rewound` event); by default `switchyard-rewind` in the temporary directory.
+    #[serde(default)]
+    pub rewind_dir: Option<PathBuf>,
 }
 
 fn default_failover() -> FailoverMode {
@@ -181,6 +192,8 @@ impl Default for OrchestratorSettings {
             master_heartbeat_ms: default_master_heartbeat_ms(),
             disk_full_failover_ms: default_disk_full_failover_ms(),
             rebuild_timeout_s: default_rebuild_timeout_s(),
+            rejoin_rewind: false,
+            rewind_dir: None,
         }
     }
 }

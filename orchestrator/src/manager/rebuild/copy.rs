@@ -36,6 +36,11 @@ pub(crate) struct Endpoint<'a> {
 }
 
 impl Endpoint<'_> {
+    /// The connection arguments of `mariadb-binlog` (the same as the other programs').
+    pub(crate) fn binlog_args(&self) -> Vec<String> {
+        self.args()
+    }
+
     /// The connection arguments, the same for both programs. `--no-defaults` first (it must be
     /// the first argument): no option file of the machine changes what runs.
     fn args(&self) -> Vec<String> {
@@ -351,6 +356,61 @@ async fn copy_with(
         why: format!("{program}'s pipe: {e}"),
         stderr: format!("{dump_name}: {dump_err}; {load_name}: {load_err}"),
     })
+}
+
+/// Runs `program` on the output of `from`, as [`copy`] does with the dump and the load, with
+/// no progress report (a rewind's flashback into the client).
+pub(crate) async fn pipe(
+    from: (&'static str, Vec<String>),
+    into: (&'static str, Vec<String>),
+    password: &str,
+    deadline: Instant,
+) -> Result<Copied, CopyError> {
+    let never = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+    copy_with(from, into, password, deadline, never, &mut |_| {}).await
+}
+
+/// Runs `program` with the password in `MYSQL_PWD` until `deadline` (killed then, and when
+/// this future is dropped), and returns what it wrote to stdout.
+pub(crate) async fn output(
+    program: &'static str,
+    args: Vec<String>,
+    password: &str,
+    deadline: Instant,
+) -> Result<String, CopyError> {
+    let child = Command::new(program)
+        .args(args)
+        .env("MYSQL_PWD", password)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| CopyError::Spawn {
+            program,
+            why: e.to_string(),
+        })?;
+    let out = match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
+        Err(_) => return Err(CopyError::Timeout),
+        Ok(Err(e)) => {
+            return Err(CopyError::Failed {
+                program,
+                status: format!("could not be waited for ({e})"),
+                stderr: String::new(),
+            })
+        }
+        Ok(Ok(out)) => out,
+    };
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let kept = stderr.len().saturating_sub(STDERR_KEPT);
+        return Err(CopyError::Failed {
+            program,
+            status: out.status.to_string(),
+            stderr: stderr[stderr.ceil_char_boundary(kept)..].to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Kills both programs and reaps them.
