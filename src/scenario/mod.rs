@@ -15,6 +15,7 @@ pub mod writes;
 
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -295,10 +296,7 @@ const STOP_LIMIT: Duration = Duration::from_secs(15);
 const SETTLE_LIMIT: Duration = Duration::from_secs(40);
 
 async fn steps(scenario: Scenario, stage: &mut Stage, log: &mut Log<'_>) -> Result<(), ()> {
-    let target = Target {
-        app: &stage.app,
-        local: &stage.local,
-    };
+    let target = view(stage);
     let (leader, epoch) = target.leader_of(CLUSTER);
     let replicas: Vec<String> = target
         .nodes(CLUSTER)
@@ -316,15 +314,10 @@ async fn steps(scenario: Scenario, stage: &mut Stage, log: &mut Log<'_>) -> Resu
             .map(|()| "table fo.t created through the router".into()),
     )?;
     let writers = Writers::start(&router, WRITERS);
-    log.check(
-        writers
-            .ledger
-            .wait_for_more(FLOWING, FLOW_LIMIT)
-            .await
-            .map(|()| {
-                format!("{WRITERS} writers through the router: {FLOWING} writes acknowledged")
-            }),
-    )?;
+    flowing(log, &writers, {
+        format!("{WRITERS} writers through the router: {FLOWING} writes acknowledged")
+    })
+    .await?;
     match scenario {
         Scenario::KillLeader
         | Scenario::FreezeLeader
@@ -428,10 +421,7 @@ async fn leader_lost(
     };
     let t0 = Instant::now();
     log.check(Ok(format!("fault: {what}")))?;
-    let target = Target {
-        app: &stage.app,
-        local: &stage.local,
-    };
+    let target = view(stage);
     let (new, new_epoch) = match target
         .new_leader(CLUSTER, old, old_epoch, FAILOVER_LIMIT)
         .await
@@ -456,10 +446,7 @@ async fn leader_lost(
             pause.as_millis()
         )
     }))?;
-    let ledger = match writers.stop(STOP_LIMIT).await {
-        Ok(l) => l,
-        Err(e) => return log.check(Err(e)),
-    };
+    let ledger = stopped(log, writers).await?;
     log.check(Ok(format!(
         "no writer left waiting; client errors: {:?}",
         ledger.error_codes()
@@ -486,10 +473,7 @@ async fn leader_lost(
             .await
             .map(|s| format!("fault ended: {old} {s}")),
     )?;
-    let target = Target {
-        app: &stage.app,
-        local: &stage.local,
-    };
+    let target = view(stage);
     let placed = target
         .fenced_and_in_place(CLUSTER, old, &new, &present, &ledger, SETTLE_LIMIT)
         .await;
@@ -533,13 +517,7 @@ async fn replica_lost(
     )
     .await;
     log.check(seen.map(|s| format!("{replica} seen {s:?} by the monitor")))?;
-    log.check(
-        writers
-            .ledger
-            .wait_for_more(FLOWING, FLOW_LIMIT)
-            .await
-            .map(|()| format!("writes go on on {leader}")),
-    )?;
+    flowing(log, &writers, format!("writes go on on {leader}")).await?;
     log.check(
         end(injected, stage)
             .await
@@ -577,23 +555,19 @@ async fn router_cut(
             "{told} errors within {FLOW_LIMIT:?}: writers left waiting on a dead path"
         ))
     })?;
-    let target = Target {
-        app: &stage.app,
-        local: &stage.local,
-    };
+    let target = view(stage);
     log.check(
         target.no_failover(CLUSTER, leader, epoch).map(|()| {
             format!("no failover: the orchestrator and the replicas still reach {leader}")
         }),
     )?;
     cut.heal();
-    log.check(
-        writers
-            .ledger
-            .wait_for_more(FLOWING, FLOW_LIMIT)
-            .await
-            .map(|()| "path healed: writes acknowledged again".into()),
-    )?;
+    flowing(
+        log,
+        &writers,
+        "path healed: writes acknowledged again".into(),
+    )
+    .await?;
     finish_without_failover(stage, log, writers, leader, epoch).await
 }
 
@@ -604,10 +578,7 @@ async fn orchestrator_cut(
     leader: &str,
     epoch: u64,
 ) -> Result<(), ()> {
-    let target = Target {
-        app: &stage.app,
-        local: &stage.local,
-    };
+    let target = view(stage);
     // The replicas' streams from the leader, by their client ports, are spared.
     let hosts = async {
         let mut c = mysql_async::Conn::new(target.admin_opts(leader)).await?;
@@ -639,17 +610,8 @@ async fn orchestrator_cut(
     log.check(down.map(|_| format!("{leader} seen down by the orchestrator")))?;
     let suspect = wait_event(stage, "leader.suspect", Duration::from_secs(10)).await;
     log.check(suspect.map(|m| format!("judged suspect, not dead: {m}")))?;
-    log.check(
-        writers
-            .ledger
-            .wait_for_more(FLOWING, FLOW_LIMIT)
-            .await
-            .map(|()| "writes go on through the router".into()),
-    )?;
-    let target = Target {
-        app: &stage.app,
-        local: &stage.local,
-    };
+    flowing(log, &writers, "writes go on through the router".into()).await?;
+    let target = view(stage);
     log.check(
         target
             .no_failover(CLUSTER, leader, epoch)
@@ -676,10 +638,7 @@ async fn broken_replica(
     replicas: &[String],
 ) -> Result<(), ()> {
     let (broken, healthy) = (&replicas[0], &replicas[1]);
-    let target = Target {
-        app: &stage.app,
-        local: &stage.local,
-    };
+    let target = view(stage);
     // A row the first writer will insert soon, written on the replica alone (not binlogged):
     // when the insert arrives from the leader, its SQL thread stops on the duplicate key.
     let next = writers
@@ -722,10 +681,7 @@ async fn broken_replica(
         return log.check(Err(format!("killing {old}: {e}")));
     }
     log.check(Ok(format!("fault: kill -9 of the leader {old}")))?;
-    let target = Target {
-        app: &stage.app,
-        local: &stage.local,
-    };
+    let target = view(stage);
     let elected = target
         .new_leader(CLUSTER, old, old_epoch, FAILOVER_LIMIT)
         .await;
@@ -738,13 +694,7 @@ async fn broken_replica(
     } else {
         Err(format!("{new} elected, expected the healthy {healthy}"))
     })?;
-    log.check(
-        writers
-            .ledger
-            .wait_for_more(FLOWING, FLOW_LIMIT)
-            .await
-            .map(|()| format!("writes acknowledged on {new}")),
-    )?;
+    flowing(log, &writers, format!("writes acknowledged on {new}")).await?;
     let rebuilt = stage.app.orchestrator.rebuild(CLUSTER, broken, None).await;
     log.check(
         rebuilt
@@ -756,10 +706,7 @@ async fn broken_replica(
             })
             .map_err(|e| format!("rebuilding {broken}: {e}")),
     )?;
-    let ledger = match writers.stop(STOP_LIMIT).await {
-        Ok(l) => l,
-        Err(e) => return log.check(Err(e)),
-    };
+    let ledger = stopped(log, writers).await?;
     let present = target.no_write_lost(&new, &ledger).await;
     log.check(present.map(|p| {
         format!(
@@ -796,27 +743,15 @@ async fn switchover(
         }
         Err(e) => return log.check(Err(format!("switchover: {e}"))),
     };
-    log.check(
-        writers
-            .ledger
-            .wait_for_more(FLOWING, FLOW_LIMIT)
-            .await
-            .map(|()| format!("writes acknowledged on {new}")),
-    )?;
-    let ledger = match writers.stop(STOP_LIMIT).await {
-        Ok(l) => l,
-        Err(e) => return log.check(Err(e)),
-    };
+    flowing(log, &writers, format!("writes acknowledged on {new}")).await?;
+    let ledger = stopped(log, writers).await?;
     let codes = ledger.error_codes();
     log.check(if codes.is_empty() {
         Ok("clients saw no error".into())
     } else {
         Err(format!("clients saw errors: {codes:?}"))
     })?;
-    let target = Target {
-        app: &stage.app,
-        local: &stage.local,
-    };
+    let target = view(stage);
     let present = target.no_write_lost(&new, &ledger).await;
     log.check(present.map(|p| format!("no acknowledged write lost: {} rows on {new}", p.len())))?;
     log.check(
@@ -836,18 +771,12 @@ async fn finish_without_failover(
     leader: &str,
     epoch: u64,
 ) -> Result<(), ()> {
-    let ledger = match writers.stop(STOP_LIMIT).await {
-        Ok(l) => l,
-        Err(e) => return log.check(Err(e)),
-    };
+    let ledger = stopped(log, writers).await?;
     log.check(Ok(format!(
         "no writer left waiting; client errors: {:?}",
         ledger.error_codes()
     )))?;
-    let target = Target {
-        app: &stage.app,
-        local: &stage.local,
-    };
+    let target = view(stage);
     log.check(
         target
             .no_failover(CLUSTER, leader, epoch)
@@ -867,6 +796,31 @@ async fn finish_without_failover(
             .await
             .map(|()| "every node converged (GTID, CHECKSUM TABLE)".into()),
     )
+}
+
+/// The checks' view of the stage.
+fn view(stage: &Stage) -> Target<'_> {
+    Target {
+        app: &stage.app,
+        local: &stage.local,
+    }
+}
+
+/// A step: `FLOWING` more writes acknowledged, described by `what`.
+async fn flowing(log: &mut Log<'_>, writers: &Writers, what: String) -> Result<(), ()> {
+    let more = writers.ledger.wait_for_more(FLOWING, FLOW_LIMIT).await;
+    log.check(more.map(|()| what))
+}
+
+/// A step: the writers stopped, none left waiting on its statement.
+async fn stopped(log: &mut Log<'_>, writers: Writers) -> Result<Arc<writes::Ledger>, ()> {
+    match writers.stop(STOP_LIMIT).await {
+        Ok(l) => Ok(l),
+        Err(e) => {
+            let _ = log.check(Err(e));
+            Err(())
+        }
+    }
 }
 
 /// Waits until the monitor publishes `addr` in a state `want` accepts.
