@@ -23,9 +23,15 @@ use common::writes::{
 };
 use switchyard::scenario::{self, Scenario};
 
+/// One scenario at a time: each runs three servers and a switchyard, and judges liveness by
+/// timings (a replica's stream silent for 1.5 s is a lost leader), which a machine starved by
+/// a dozen scenarios at once would distort.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs a scenario, printing its steps; a failed step fails the test, with the
 /// orchestrator's events.
 async fn passes(s: Scenario) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let outcome = scenario::run(s, None, &mut |step| println!("{s}: {step}"))
         .await
         .unwrap_or_else(|e| panic!("{s} could not run: {e:#}"));
@@ -90,6 +96,7 @@ async fn a_switchover_under_writes_shows_clients_no_error() {
 /// clients got an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_healing_during_detection_leaves_one_leader_and_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (env, old, old_epoch, writers) = cluster_under_writes(4, 200).await;
     let cut = blackhole(port_of(&old));
     eventually(Duration::from_secs(20), "the leader seen down", || async {
@@ -149,6 +156,7 @@ async fn a_partition_healing_during_detection_leaves_one_leader_and_loses_nothin
 /// names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_leader_with_its_own_extra_transactions_is_rewound_and_rejoins() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let rewind_dir = tempfile::tempdir().unwrap();
     let dir = rewind_dir.path().to_path_buf();
     let env = common::TestEnv::start_with(1, 2, move |c| {
