@@ -264,140 +264,194 @@ impl Orchestrator {
             ),
         );
 
-        // 2. Empty the node. From here on a failure leaves it kept out.
-        *emptied = true;
-        if let Some(mut m) = self.memory(cluster) {
-            m.kept_out.insert(node.to_owned());
-        }
-        self.publish_role(cluster, node, Role::Unknown);
         let settings = self.settings.load_full();
         let limit = settings.rebuild_timeout();
         let deadline = Instant::now() + limit;
-        let dropped = self.empty_node(&mut target, &tsnap, deadline).await?;
-        log.step(
-            STEP,
-            format!(
-                "{node} emptied: read-only, replication removed, {}, binlog reset",
-                if dropped.is_empty() {
-                    "no database to drop".to_owned()
-                } else {
-                    format!("dropped {}", dropped.join(", "))
-                }
-            ),
-        );
+        let mut sconn = if source == leader {
+            None
+        } else {
+            conns.remove(&source)
+        };
+        let mut attempt = 0;
+        let (copied_bytes, position, leader_pos, caught_up) = loop {
+            attempt += 1;
+            // 2. Empty the node. From here on a failure leaves it kept out.
+            *emptied = true;
+            if let Some(mut m) = self.memory(cluster) {
+                m.kept_out.insert(node.to_owned());
+            }
+            self.publish_role(cluster, node, Role::Unknown);
+            let dropped = self.empty_node(&mut target, &tsnap, deadline).await?;
+            log.step(
+                STEP,
+                format!(
+                    "{node} emptied: read-only, replication removed, {}, binlog reset",
+                    if dropped.is_empty() {
+                        "no database to drop".to_owned()
+                    } else {
+                        format!("dropped {}", dropped.join(", "))
+                    }
+                ),
+            );
 
-        // 3. Copy.
-        let from = copy::Endpoint {
-            host: &shost,
-            port: sport,
-            user: &self.access.user,
-            connect_timeout: self.access.connect_timeout,
-            tls: &self.access.tls,
-        };
-        let into = copy::Endpoint {
-            host: &thost,
-            port: tport,
-            ..from.clone()
-        };
-        let started = Instant::now();
-        let copied = {
-            let mut progress = |bytes: u64| {
+            // A snapshot taken while an XA transaction is prepared misses it, and its commit
+            // after the snapshot then finds nothing to commit: the copy starts when the
+            // source has none prepared (bounded; a snapshot that still falls inside one is
+            // caught when replication starts, and copied again).
+            let xa_free = match sconn.as_mut() {
+                Some(c) => wait_xa_free(c, XA_FREE_WAIT).await?,
+                None => wait_xa_free(&mut lconn, XA_FREE_WAIT).await?,
+            };
+            if !xa_free {
                 log.step(
                     STEP,
                     format!(
-                        "{} copied from {source} to {node} in {} s",
-                        bytes_text(bytes),
-                        started.elapsed().as_secs()
+                        "{source} still had prepared XA transactions after {} ms; copying \
+                         anyway",
+                        XA_FREE_WAIT.as_millis()
                     ),
                 );
+            }
+            // 3. Copy.
+            let from = copy::Endpoint {
+                host: &shost,
+                port: sport,
+                user: &self.access.user,
+                connect_timeout: self.access.connect_timeout,
+                tls: &self.access.tls,
             };
-            copy::copy(
-                copy::dump_args(&from),
-                copy::load_args(&into),
-                &self.access.password,
-                deadline,
-                PROGRESS_EVERY,
-                &mut progress,
-            )
-            .await
-        };
-        let copied = copied.map_err(|e| match e {
-            copy::CopyError::Timeout => OrchestratorError::Timeout {
-                addr: node.to_owned(),
-                what: format!("emptying it and copying {source} into it"),
-                after: limit,
-            },
-            e => OrchestratorError::Copy {
-                from: source.clone(),
-                to: node.to_owned(),
-                why: e.to_string(),
-            },
-        })?;
-        let Some(position) = copied.position else {
-            return Err(OrchestratorError::Copy {
-                from: source.clone(),
-                to: node.to_owned(),
-                why: "the dump did not end with its gtid_slave_pos (cut short?)".to_owned(),
-            });
-        };
-        let after = target.snapshot().await?;
-        let marked = mark(tsnap.server_id);
-        // The load went to no binlog: the node's binlog holds only the mark.
-        if after.gtid_binlog_pos != marked {
-            return Err(OrchestratorError::Unexpected(format!(
-                "{node} after the copy: gtid_binlog_pos {:?}, should be {marked:?} (the load \
-                 was binlogged?)",
-                after.gtid_binlog_pos
-            )));
-        }
-        let disabled = disable_events(&mut target).await?;
-        target
-            .exec("removing the rebuild's mark (RESET MASTER)", "RESET MASTER")
-            .await?;
-        target
-            .exec(
-                "setting gtid_slave_pos to the snapshot's position",
-                &format!(
-                    "SET GLOBAL gtid_slave_pos = {}",
-                    crate::provision::sql::quote(&position)
-                ),
-            )
-            .await?;
-        log.step(
-            STEP,
-            format!(
-                "copied {} from {source} in {} ms; {node} resumes at {position}{}",
-                bytes_text(copied.bytes),
-                started.elapsed().as_millis(),
-                if disabled.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; events disabled on the replica as replication does: {}",
-                        disabled.join(", ")
-                    )
-                }
-            ),
-        );
-
-        // 4. Replicate.
-        if after.semi_sync_slave != semi_sync {
+            let into = copy::Endpoint {
+                host: &thost,
+                port: tport,
+                ..from.clone()
+            };
+            let started = Instant::now();
+            let copied = {
+                let mut progress = |bytes: u64| {
+                    log.step(
+                        STEP,
+                        format!(
+                            "{} copied from {source} to {node} in {} s",
+                            bytes_text(bytes),
+                            started.elapsed().as_secs()
+                        ),
+                    );
+                };
+                copy::copy(
+                    copy::dump_args(&from),
+                    copy::load_args(&into),
+                    &self.access.password,
+                    deadline,
+                    PROGRESS_EVERY,
+                    &mut progress,
+                )
+                .await
+            };
+            let copied = copied.map_err(|e| match e {
+                copy::CopyError::Timeout => OrchestratorError::Timeout {
+                    addr: node.to_owned(),
+                    what: format!("emptying it and copying {source} into it"),
+                    after: limit,
+                },
+                e => OrchestratorError::Copy {
+                    from: source.clone(),
+                    to: node.to_owned(),
+                    why: e.to_string(),
+                },
+            })?;
+            let Some(position) = copied.position else {
+                return Err(OrchestratorError::Copy {
+                    from: source.clone(),
+                    to: node.to_owned(),
+                    why: "the dump did not end with its gtid_slave_pos (cut short?)".to_owned(),
+                });
+            };
+            let after = target.snapshot().await?;
+            let marked = mark(tsnap.server_id);
+            // The load went to no binlog: the node's binlog holds only the mark.
+            if after.gtid_binlog_pos != marked {
+                return Err(OrchestratorError::Unexpected(format!(
+                    "{node} after the copy: gtid_binlog_pos {:?}, should be {marked:?} (the load \
+                     was binlogged?)",
+                    after.gtid_binlog_pos
+                )));
+            }
+            let disabled = disable_events(&mut target).await?;
+            target
+                .exec("removing the rebuild's mark (RESET MASTER)", "RESET MASTER")
+                .await?;
             target
                 .exec(
-                    "setting the semi-sync replica side",
+                    "setting gtid_slave_pos to the snapshot's position",
                     &format!(
-                        "SET GLOBAL rpl_semi_sync_slave_enabled = {}",
-                        u8::from(semi_sync)
+                        "SET GLOBAL gtid_slave_pos = {}",
+                        crate::provision::sql::quote(&position)
                     ),
                 )
                 .await?;
-        }
-        target.replicate_from(&leader, &self.login, false).await?;
-        self.wait_replicating(&mut target, &leader).await?;
-        let leader_pos = lconn.binlog_pos().await?;
-        let caught_up = target
-            .gtid_wait(&leader_pos, settings.apply_timeout())
-            .await?;
+            log.step(
+                STEP,
+                format!(
+                    "copied {} from {source} in {} ms; {node} resumes at {position}{}",
+                    bytes_text(copied.bytes),
+                    started.elapsed().as_millis(),
+                    if disabled.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; events disabled on the replica as replication does: {}",
+                            disabled.join(", ")
+                        )
+                    }
+                ),
+            );
+
+            // 4. Replicate.
+            if after.semi_sync_slave != semi_sync {
+                target
+                    .exec(
+                        "setting the semi-sync replica side",
+                        &format!(
+                            "SET GLOBAL rpl_semi_sync_slave_enabled = {}",
+                            u8::from(semi_sync)
+                        ),
+                    )
+                    .await?;
+            }
+            target.replicate_from(&leader, &self.login, false).await?;
+            let replicating = async {
+                self.wait_replicating(&mut target, &leader).await?;
+                let leader_pos = lconn.binlog_pos().await?;
+                let caught_up = target
+                    .gtid_wait(&leader_pos, settings.apply_timeout())
+                    .await?;
+                // Still applying: the first transactions may be what it cannot apply.
+                self.wait_replicating(&mut target, &leader).await?;
+                Ok::<_, OrchestratorError>((leader_pos, caught_up))
+            };
+            match replicating.await {
+                Err(e) if attempt < COPY_ATTEMPTS && e.to_string().contains(XA_NOT_PREPARED) => {
+                    log.step(
+                        STEP,
+                        format!(
+                            "{e}: the snapshot fell inside an XA transaction (prepared before it, \
+                             committed after it), which a logical copy cannot carry; copying \
+                             again (attempt {} of {COPY_ATTEMPTS})",
+                            attempt + 1
+                        ),
+                    );
+                    target.stop_replication().await?;
+                    target
+                        .exec("removing the replication configuration", "RESET SLAVE ALL")
+                        .await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok((leader_pos, caught_up)) => {
+                    break (copied.bytes, position, leader_pos, caught_up)
+                }
+            }
+        };
         if let Some(mut m) = self.memory(cluster) {
             m.kept_out.remove(node);
             m.retry_after.remove(node);
@@ -407,7 +461,7 @@ impl Orchestrator {
             "rebuild.done",
             format!(
                 "{node} rebuilt from {source} ({}) and replicating from {leader} from {position}{}",
-                bytes_text(copied.bytes),
+                bytes_text(copied_bytes),
                 if caught_up {
                     format!(", caught up with {leader_pos}")
                 } else {
@@ -424,7 +478,7 @@ impl Orchestrator {
             source,
             leader,
             gtid_slave_pos: position,
-            bytes_copied: copied.bytes,
+            bytes_copied: copied_bytes,
             caught_up,
             steps: Vec::new(),
             duration_ms: 0,
@@ -607,6 +661,31 @@ fn bytes_text(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
+}
+
+/// How many times a rebuild copies when its snapshot falls inside an XA transaction.
+const COPY_ATTEMPTS: u32 = 3;
+/// How long a rebuild waits for its source to have no prepared XA transaction.
+const XA_FREE_WAIT: Duration = Duration::from_secs(5);
+/// The replica's error on the commit of an XA transaction it never saw prepared.
+const XA_NOT_PREPARED: &str = "XAER_NOTA";
+
+/// Waits until `conn`'s server has no prepared XA transaction (`XA RECOVER` empty), up to
+/// `limit`; whether it came to that.
+async fn wait_xa_free(conn: &mut NodeConn, limit: Duration) -> Result<bool, OrchestratorError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let prepared: Vec<mysql_async::Row> = conn
+            .rows("listing prepared XA transactions", "XA RECOVER")
+            .await?;
+        if prepared.is_empty() {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        sleep(Duration::from_millis(10)).await;
     }
 }
 
