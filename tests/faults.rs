@@ -3,7 +3,7 @@
 //! servers under write traffic through the router (`kill-leader` runs through the binary in
 //! `tests/scenario_cli.rs`): a leader frozen (`SIGSTOP`:
 //! every connection to it stays open and silent), partitioned (packets dropped, no reset),
-//! or with a full disk; a replica frozen or partitioned; only the router's or only the
+//! or with a full or a stalled disk; a replica frozen or partitioned; only the router's or only the
 //! orchestrator's path to the leader cut; a replica whose SQL thread broke when its leader is
 //! killed; a planned switchover. Each checks the decision
 //! (failover or none), that no acknowledged write is lost and no row appears that nobody
@@ -57,6 +57,11 @@ async fn a_partitioned_leader_is_failed_over_and_fenced_when_the_partition_heals
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_disk_is_full_is_failed_over_and_fenced() {
     passes(Scenario::DiskFullLeader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_disk_stalls_is_failed_over_and_fenced() {
+    passes(Scenario::DiskStallLeader).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

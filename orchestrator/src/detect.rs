@@ -25,9 +25,18 @@ pub struct LeaderView {
     pub failures: u32,
     /// When the current run of failed polls began.
     pub failing_since: Option<Instant>,
-    /// How long its sessions have been waiting for disk space to commit, and what the
-    /// monitor saw (see [`crate::monitor::StuckWrites`]).
-    pub writes_stuck: Option<(Duration, String)>,
+    /// How long its sessions have been unable to commit, what the monitor saw, and whether
+    /// for want of disk space (see [`crate::monitor::StuckWrites`]).
+    pub writes_stuck: Option<(Duration, String, bool)>,
+}
+
+/// How long a leader's sessions may be unable to commit before it counts as unable to write:
+/// waiting for disk space, or stuck in their commit while the binlog does not move (`None`:
+/// never judged so).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteLimits {
+    pub disk_full: Option<Duration>,
+    pub commit_stall: Option<Duration>,
 }
 
 /// A replica as the monitor sees it.
@@ -71,19 +80,25 @@ pub enum Verdict {
 }
 
 /// Decides on the leader from the monitor's view of it and of its replicas. A leader whose
-/// sessions have waited for disk space for `disk_full_limit` cannot write (`None`: never
-/// judged so).
+/// sessions have been unable to commit for longer than `limits` allow cannot write.
 pub fn detect(
     leader: &LeaderView,
     replicas: &[ReplicaView],
     down_after: u32,
-    disk_full_limit: Option<Duration>,
+    limits: WriteLimits,
 ) -> Verdict {
     match leader.state {
         NodeState::Unknown => return Verdict::Unknown,
         NodeState::Up => {
-            return match (&leader.writes_stuck, disk_full_limit) {
-                (Some((waited, what)), Some(limit)) if *waited >= limit => {
+            let limit = |full: bool| {
+                if full {
+                    limits.disk_full
+                } else {
+                    limits.commit_stall
+                }
+            };
+            return match &leader.writes_stuck {
+                Some((waited, what, full)) if limit(*full).is_some_and(|l| *waited >= l) => {
                     Verdict::CannotWrite(format!(
                         "{} cannot write: {what} for {} ms",
                         leader.addr,
@@ -91,7 +106,7 @@ pub fn detect(
                     ))
                 }
                 _ => Verdict::Healthy,
-            }
+            };
         }
         NodeState::Suspect | NodeState::Down => {}
     }
@@ -407,7 +422,7 @@ mod tests {
             },
         ];
         for case in cases {
-            let got = detect(&case.leader, &case.replicas, 3, None);
+            let got = detect(&case.leader, &case.replicas, 3, WriteLimits::default());
             let kind = match &got {
                 Verdict::Unknown => "unknown",
                 Verdict::Healthy => "healthy",
@@ -421,35 +436,50 @@ mod tests {
     }
 
     #[test]
-    fn a_leader_waiting_for_disk_space_cannot_write_once_past_the_limit() {
-        let stuck = |ms| LeaderView {
+    fn a_leader_whose_commits_are_stuck_cannot_write_once_past_its_limit() {
+        let stuck = |ms, full| LeaderView {
             addr: L.into(),
             state: NodeState::Up,
             failures: 0,
             failing_since: None,
-            writes_stuck: Some((Duration::from_millis(ms), "disk full: 2 session(s)".into())),
+            writes_stuck: Some((
+                Duration::from_millis(ms),
+                "stuck: 2 session(s)".into(),
+                full,
+            )),
         };
-        let limit = Some(Duration::from_secs(1));
-        assert_eq!(detect(&stuck(400), &[], 3, limit), Verdict::Healthy);
-        match detect(&stuck(1200), &[], 3, limit) {
+        let limits = WriteLimits {
+            disk_full: Some(Duration::from_secs(1)),
+            commit_stall: Some(Duration::from_secs(10)),
+        };
+        assert_eq!(detect(&stuck(400, true), &[], 3, limits), Verdict::Healthy);
+        match detect(&stuck(1200, true), &[], 3, limits) {
             Verdict::CannotWrite(why) => {
-                assert!(
-                    why.contains("disk full") && why.contains("1200 ms"),
-                    "{why}"
-                )
+                assert!(why.contains("stuck") && why.contains("1200 ms"), "{why}")
             }
             other => panic!("{other:?}"),
         }
+        // A stalled commit has its own, longer limit.
+        assert_eq!(
+            detect(&stuck(1200, false), &[], 3, limits),
+            Verdict::Healthy
+        );
+        assert!(matches!(
+            detect(&stuck(10_500, false), &[], 3, limits),
+            Verdict::CannotWrite(_)
+        ));
         // Disabled: never judged.
-        assert_eq!(detect(&stuck(60_000), &[], 3, None), Verdict::Healthy);
+        let off = WriteLimits::default();
+        assert_eq!(detect(&stuck(60_000, true), &[], 3, off), Verdict::Healthy);
+        assert_eq!(detect(&stuck(60_000, false), &[], 3, off), Verdict::Healthy);
         // Unreachable: the usual rules, whatever it showed before.
         let down = LeaderView {
             state: NodeState::Down,
             failures: 3,
             failing_since: Some(Instant::now()),
-            ..stuck(5000)
+            ..stuck(5000, true)
         };
-        assert!(matches!(detect(&down, &[], 3, limit), Verdict::Suspect(_)));
+        assert!(matches!(detect(&down, &[], 3, limits), Verdict::Suspect(_)));
     }
 
     #[test]
@@ -469,13 +499,13 @@ mod tests {
             replication: Some(replication(io, None)),
             stalled: None,
         };
-        match detect(&leader, &[r("Yes")], 3, None) {
+        match detect(&leader, &[r("Yes")], 3, WriteLimits::default()) {
             Verdict::Suspect(why) => {
                 assert!(why.contains("127.0.0.1:2") && why.contains("Yes"), "{why}")
             }
             other => panic!("{other:?}"),
         }
-        match detect(&leader, &[r("Connecting")], 3, None) {
+        match detect(&leader, &[r("Connecting")], 3, WriteLimits::default()) {
             Verdict::Dead(why) => assert!(why.contains("Connecting"), "{why}"),
             other => panic!("{other:?}"),
         }
@@ -483,7 +513,7 @@ mod tests {
             stalled: Some(Duration::from_millis(1700)),
             ..r("Yes")
         };
-        match detect(&leader, &[quiet], 3, None) {
+        match detect(&leader, &[quiet], 3, WriteLimits::default()) {
             Verdict::Dead(why) => assert!(why.contains("nothing received for 1700 ms"), "{why}"),
             other => panic!("{other:?}"),
         }

@@ -2,8 +2,9 @@
 //! frozen process (`SIGSTOP`: its sockets stay open and the kernel keeps accepting
 //! connections for it, but nothing answers), and a blackholed port (every packet to or from
 //! it dropped on loopback, in both directions, by iptables rules: established connections
-//! stall and new ones never complete), and a full disk (a filler file that takes every free
-//! block of a filesystem of the node's own). Each fault is a guard that undoes itself when dropped,
+//! stall and new ones never complete), a full disk (a filler file that takes every free
+//! block of a filesystem of the node's own), and a stalled one (that filesystem frozen with
+//! `fsfreeze`: every write to it waits). Each fault is a guard that undoes itself when dropped,
 //! so a failed run leaves no frozen server or firewall rule behind. Only loopback ports of
 //! servers the caller started are touched.
 
@@ -232,5 +233,60 @@ impl DiskFull {
 impl Drop for DiskFull {
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+/// A filesystem frozen with `fsfreeze` (every write to it waits, as on a disk that stopped
+/// answering), until [`StalledDisk::resume`] or drop.
+#[derive(Debug)]
+pub struct StalledDisk {
+    dir: std::path::PathBuf,
+    resumed: bool,
+}
+
+/// Freezes the filesystem mounted at `dir` (one of the node's own, such as
+/// `orchestrator::provision::LocalNode::binlog_dir`; tmpfs cannot be frozen).
+pub fn stall_disk(dir: &std::path::Path) -> Result<StalledDisk, String> {
+    fsfreeze("-f", dir)?;
+    Ok(StalledDisk {
+        dir: dir.to_path_buf(),
+        resumed: false,
+    })
+}
+
+fn fsfreeze(flag: &str, dir: &std::path::Path) -> Result<(), String> {
+    let out = Command::new("fsfreeze")
+        .arg(flag)
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run fsfreeze ({e}): a stalled disk needs it and root"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "fsfreeze {flag} {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl StalledDisk {
+    /// Lets the writes through again.
+    pub fn resume(mut self) {
+        self.thaw();
+    }
+
+    fn thaw(&mut self) {
+        if !self.resumed {
+            self.resumed = true;
+            let _ = fsfreeze("-u", &self.dir);
+        }
+    }
+}
+
+impl Drop for StalledDisk {
+    fn drop(&mut self) {
+        self.thaw();
     }
 }

@@ -48,6 +48,7 @@ pub enum Scenario {
     FreezeLeader,
     PartitionLeader,
     DiskFullLeader,
+    DiskStallLeader,
     FreezeReplica,
     PartitionReplica,
     RouterCut,
@@ -57,11 +58,12 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::KillLeader,
         Scenario::FreezeLeader,
         Scenario::PartitionLeader,
         Scenario::DiskFullLeader,
+        Scenario::DiskStallLeader,
         Scenario::FreezeReplica,
         Scenario::PartitionReplica,
         Scenario::RouterCut,
@@ -76,6 +78,7 @@ impl Scenario {
             Scenario::FreezeLeader => "freeze-leader",
             Scenario::PartitionLeader => "partition-leader",
             Scenario::DiskFullLeader => "disk-full-leader",
+            Scenario::DiskStallLeader => "disk-stall-leader",
             Scenario::FreezeReplica => "freeze-replica",
             Scenario::PartitionReplica => "partition-replica",
             Scenario::RouterCut => "router-cut",
@@ -103,6 +106,11 @@ impl Scenario {
             Scenario::DiskFullLeader => {
                 "the disk of the leader's binary log fills up (it still answers reads): \
                  failover, the old one fenced"
+            }
+            Scenario::DiskStallLeader => {
+                "the disk of the leader's binary log stops answering (fsfreeze: every write \
+                 waits, reads still work): failover once commits stood still for \
+                 commit_stall_failover_ms"
             }
             Scenario::FreezeReplica => {
                 "a replica hangs: no failover, writes go on, it catches up when it thaws"
@@ -233,6 +241,7 @@ enum Injected {
     Frozen(Frozen),
     Cut(Blackhole),
     Full(DiskFull),
+    Stalled(faults::StalledDisk),
 }
 
 /// Runs `scenario` on fresh servers, reporting each step to `report` as it is checked;
@@ -243,7 +252,11 @@ pub async fn run(
     settings: Option<&Config>,
     report: &mut dyn FnMut(&Step),
 ) -> anyhow::Result<Outcome> {
-    let binlog_disk_mb = (scenario == Scenario::DiskFullLeader).then_some(BINLOG_DISK_MB);
+    let binlog_disk_mb = matches!(
+        scenario,
+        Scenario::DiskFullLeader | Scenario::DiskStallLeader
+    )
+    .then_some(BINLOG_DISK_MB);
     let router_apart = matches!(scenario, Scenario::RouterCut | Scenario::OrchestratorCut);
     let mut stage = Stage::start_configured("sy-scenario-", 1, 2, binlog_disk_mb, |c| {
         if let Some(s) = settings {
@@ -322,7 +335,8 @@ async fn steps(scenario: Scenario, stage: &mut Stage, log: &mut Log<'_>) -> Resu
         Scenario::KillLeader
         | Scenario::FreezeLeader
         | Scenario::PartitionLeader
-        | Scenario::DiskFullLeader => {
+        | Scenario::DiskFullLeader
+        | Scenario::DiskStallLeader => {
             leader_lost(scenario, stage, log, writers, &leader, epoch).await
         }
         Scenario::FreezeReplica | Scenario::PartitionReplica => {
@@ -377,6 +391,17 @@ fn inject(scenario: Scenario, stage: &mut Stage, addr: &str) -> Result<(Injected
                 format!("the binary log's disk of {addr} full ({})", dir.display()),
             ))
         }
+        Scenario::DiskStallLeader => {
+            let dir = node.ok_or_else(|| format!("no node {addr}"))?.binlog_dir();
+            let stalled = faults::stall_disk(&dir)?;
+            Ok((
+                Injected::Stalled(stalled),
+                format!(
+                    "the binary log's disk of {addr} stalled (fsfreeze {})",
+                    dir.display()
+                ),
+            ))
+        }
         _ => Err(format!("{scenario} injects no single-node fault")),
     }
 }
@@ -403,6 +428,10 @@ async fn end(injected: Injected, stage: &mut Stage) -> Result<String, String> {
         Injected::Full(d) => {
             d.free();
             Ok("disk space freed".into())
+        }
+        Injected::Stalled(d) => {
+            d.resume();
+            Ok("disk answering again".into())
         }
     }
 }

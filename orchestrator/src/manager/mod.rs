@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedMutexGuard};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::detect::{detect, FailoverHistory, LeaderView, ReplicaView, Verdict};
+use crate::detect::{detect, FailoverHistory, LeaderView, ReplicaView, Verdict, WriteLimits};
 use crate::elect::{Candidate, LeaderFacts};
 use crate::gtid::GtidPos;
 use crate::monitor::{self, ClusterSpec, MonitorConfig, MonitorLink, MonitorState};
@@ -677,16 +677,13 @@ impl Orchestrator {
                 continue;
             }
             let (leader_view, replicas) = views(&ctl.spec, &leader, state);
-            let disk_full_limit = match self.settings.load_full().disk_full_failover_ms {
-                0 => None,
-                ms => Some(Duration::from_millis(ms)),
+            let settings = self.settings.load_full();
+            let ms = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+            let limits = WriteLimits {
+                disk_full: ms(settings.disk_full_failover_ms),
+                commit_stall: ms(settings.commit_stall_failover_ms),
             };
-            let verdict = detect(
-                &leader_view,
-                &replicas,
-                self.monitor.down_after,
-                disk_full_limit,
-            );
+            let verdict = detect(&leader_view, &replicas, self.monitor.down_after, limits);
             let (why, alive) = match verdict {
                 Verdict::Unknown | Verdict::Failing => continue,
                 Verdict::Healthy => {
@@ -825,7 +822,7 @@ fn views(spec: &ClusterSpec, leader: &str, state: &MonitorState) -> (LeaderView,
             failing_since: h.failing_since,
             writes_stuck: h
                 .writes_stuck(Instant::now())
-                .map(|(waited, w)| (waited, w.describe())),
+                .map(|(waited, w)| (waited, w.describe(), w.disk_full)),
         },
         None => LeaderView {
             addr: leader.to_owned(),

@@ -112,6 +112,12 @@ pub struct OrchestratorSettings {
     /// still work, so nothing else notices) is failed over, in ms; 0: never.
     #[serde(default = "default_disk_full_failover_ms")]
     pub disk_full_failover_ms: u64,
+    /// A leader whose sessions have been stuck in their commit this long while its binary
+    /// log did not move (a disk that stopped answering: every write waits, reads still work)
+    /// is failed over, in ms; 0: never. Longer than `disk_full_failover_ms`: a very large
+    /// transaction also spends seconds writing its commit.
+    #[serde(default = "default_commit_stall_failover_ms")]
+    pub commit_stall_failover_ms: u64,
     /// How long a rebuild may take to empty a node and copy another into it (s); the dump and
     /// the load are killed then, and the node stays kept out.
     #[serde(default = "default_rebuild_timeout_s")]
@@ -159,6 +165,9 @@ fn default_apply_timeout_ms() -> u64 {
 fn default_master_connect_retry_s() -> u32 {
     1
 }
+fn default_commit_stall_failover_ms() -> u64 {
+    10_000
+}
 fn default_disk_full_failover_ms() -> u64 {
     1000
 }
@@ -191,6 +200,7 @@ impl Default for OrchestratorSettings {
             master_connect_retry_s: default_master_connect_retry_s(),
             master_heartbeat_ms: default_master_heartbeat_ms(),
             disk_full_failover_ms: default_disk_full_failover_ms(),
+            commit_stall_failover_ms: default_commit_stall_failover_ms(),
             rebuild_timeout_s: default_rebuild_timeout_s(),
             rejoin_rewind: false,
             rewind_dir: None,

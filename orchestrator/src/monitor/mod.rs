@@ -152,43 +152,66 @@ pub struct Observation {
     pub stuck_writes: Option<StuckWrites>,
 }
 
-/// Sessions of a writable node that cannot write their commit: its disk is full, and the
-/// server waits for space (retrying once a minute) instead of failing them. Reads still work
-/// and replicas still get heartbeats, so only the sessions themselves show it.
+/// Sessions of a writable node that cannot write their commit: its disk is full (the server
+/// waits for space, retrying once a minute, instead of failing them), or stalled (a commit
+/// blocked in its write). Reads still work and replicas still get heartbeats, so only the
+/// sessions themselves show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StuckWrites {
     /// How many sessions wait.
     pub sessions: usize,
     /// The longest wait so far, in whole seconds (`SHOW PROCESSLIST`'s `Time`).
     pub longest_s: u64,
+    /// Waiting for disk space ([`StuckWrites::STATE`]); otherwise in [`StuckWrites::COMMIT`]
+    /// for a second or more.
+    pub disk_full: bool,
 }
 
 impl StuckWrites {
     /// The `SHOW PROCESSLIST` state of a session waiting for disk space (MariaDB's `my_write`
     /// with `MY_WAIT_IF_FULL`: the binary log, Aria and MyISAM files).
     pub const STATE: &'static str = "Waiting for someone to free space";
+    /// The state of a session writing its commit (a stalled disk keeps it there).
+    pub const COMMIT: &'static str = "Commit";
 
-    /// From `SHOW PROCESSLIST`'s (`State`, `Time`) of every session.
+    /// From `SHOW PROCESSLIST`'s (`State`, `Time`) of every session: those waiting for disk
+    /// space, else those in their commit for a second or more.
     pub fn from_sessions(
         sessions: impl IntoIterator<Item = (Option<String>, u64)>,
     ) -> Option<StuckWrites> {
-        let waits: Vec<u64> = sessions
-            .into_iter()
-            .filter(|(state, _)| state.as_deref() == Some(Self::STATE))
-            .map(|(_, time)| time)
-            .collect();
+        let (mut full, mut commit) = (Vec::new(), Vec::new());
+        for (state, time) in sessions {
+            match state.as_deref() {
+                Some(Self::STATE) => full.push(time),
+                Some(Self::COMMIT) if time >= 1 => commit.push(time),
+                _ => {}
+            }
+        }
+        let disk_full = !full.is_empty();
+        let waits = if disk_full { full } else { commit };
         Some(StuckWrites {
             sessions: waits.len(),
             longest_s: *waits.iter().max()?,
+            disk_full,
         })
     }
 
     pub fn describe(&self) -> String {
-        format!(
-            "disk full: {} session(s) waiting to commit ('{}')",
-            self.sessions,
-            Self::STATE
-        )
+        if self.disk_full {
+            format!(
+                "disk full: {} session(s) waiting to commit ('{}')",
+                self.sessions,
+                Self::STATE
+            )
+        } else {
+            format!(
+                "commits stalled: {} session(s) in '{}' for up to {} s, the binary log not \
+                 moving (a stalled disk?)",
+                self.sessions,
+                Self::COMMIT,
+                self.longest_s
+            )
+        }
     }
 }
 
@@ -282,6 +305,8 @@ pub struct NodeHealth {
     /// Since when sessions have been waiting for disk space to commit, as far as the polls
     /// since the first that saw one can tell (see [`StuckWrites`]).
     pub writes_stuck_since: Option<Instant>,
+    /// When a poll last saw its `gtid_binlog_pos` move.
+    pub binlog_moved_at: Option<Instant>,
 }
 
 impl NodeHealth {
@@ -298,17 +323,19 @@ impl NodeHealth {
         (quiet > crate::detect::stall_limit(period)).then_some(quiet)
     }
 
-    /// How long its sessions have been waiting for disk space to commit, and what the last
-    /// poll saw, while the node is up.
+    /// How long its sessions have been unable to commit, and what the last poll saw, while
+    /// the node is up: waiting for disk space since the first poll that saw it, or stuck in
+    /// their commit while the binary log did not move.
     pub fn writes_stuck(&self, now: Instant) -> Option<(Duration, &StuckWrites)> {
         if self.status.state != NodeState::Up {
             return None;
         }
         let stuck = self.last_observation.as_ref()?.stuck_writes.as_ref()?;
-        Some((
-            now.saturating_duration_since(self.writes_stuck_since?),
-            stuck,
-        ))
+        let mut since = self.writes_stuck_since?;
+        if !stuck.disk_full {
+            since = since.max(self.binlog_moved_at.unwrap_or(since));
+        }
+        Some((now.saturating_duration_since(since), stuck))
     }
 }
 
@@ -345,6 +372,7 @@ impl MonitorState {
                         last_known_lag: None,
                         stream_moved_at: None,
                         writes_stuck_since: None,
+                        binlog_moved_at: None,
                     });
             }
         }
@@ -384,6 +412,13 @@ impl MonitorState {
                 };
                 if moved {
                     h.stream_moved_at = Some(Instant::now());
+                }
+                let binlog_moved = h
+                    .last_observation
+                    .as_ref()
+                    .is_none_or(|o| o.gtid_binlog_pos != obs.gtid_binlog_pos);
+                if binlog_moved {
+                    h.binlog_moved_at = Some(Instant::now());
                 }
                 h.writes_stuck_since = obs.stuck_writes.as_ref().map(|w| {
                     let began = Instant::now()
@@ -617,22 +652,68 @@ mod tests {
     }
 
     #[test]
-    fn stuck_writes_are_sessions_waiting_for_disk_space() {
-        let none = [(Some("Commit".to_owned()), 9), (None, 30)];
+    fn stuck_writes_are_sessions_waiting_for_disk_space_or_long_in_their_commit() {
+        let none = [
+            (Some("Sending data".to_owned()), 9),
+            (None, 30),
+            (Some(StuckWrites::COMMIT.to_owned()), 0),
+        ];
         assert_eq!(StuckWrites::from_sessions(none), None);
         let waiting = Some(StuckWrites::STATE.to_owned());
+        let commit = Some(StuckWrites::COMMIT.to_owned());
         let sessions = [
             (waiting.clone(), 2),
             (Some("Sending data".into()), 40),
+            (commit.clone(), 9),
             (waiting, 5),
         ];
         assert_eq!(
             StuckWrites::from_sessions(sessions),
             Some(StuckWrites {
                 sessions: 2,
-                longest_s: 5
+                longest_s: 5,
+                disk_full: true
             })
         );
+        // No one waiting for space: commits of a second or more.
+        let sessions = [(commit.clone(), 0), (commit.clone(), 3), (commit, 1)];
+        let stalled = StuckWrites::from_sessions(sessions).expect("stalled commits");
+        assert_eq!((stalled.sessions, stalled.longest_s), (2, 3));
+        assert!(!stalled.disk_full);
+        assert!(stalled.describe().contains("commits stalled"));
+    }
+
+    #[test]
+    fn a_stalled_commit_counts_only_while_the_binlog_stands_still() {
+        let mut state = MonitorState::new(&spec(Some(L)), 3);
+        let stalled = |pos: &str| Observation {
+            gtid_binlog_pos: pos.into(),
+            stuck_writes: Some(StuckWrites {
+                sessions: 1,
+                longest_s: 30,
+                disk_full: false,
+            }),
+            ..leader_obs()
+        };
+        state.record(L, Ok(leader_obs()));
+        // The binlog moved with this poll: the stall counts from now, not from 30 s ago.
+        state.record(L, Ok(stalled("0-1-6")));
+        let (since, _) = state
+            .node(L)
+            .and_then(|h| h.writes_stuck(Instant::now()))
+            .expect("stuck");
+        assert!(since < Duration::from_secs(5), "{since:?}");
+        // A full disk counts from the longest wait, whatever the binlog did.
+        let mut full = stalled("0-1-7");
+        if let Some(w) = full.stuck_writes.as_mut() {
+            w.disk_full = true;
+        }
+        state.record(L, Ok(full));
+        let (since, _) = state
+            .node(L)
+            .and_then(|h| h.writes_stuck(Instant::now()))
+            .expect("stuck");
+        assert!(since >= Duration::from_secs(30), "{since:?}");
     }
 
     #[test]
@@ -642,6 +723,7 @@ mod tests {
             stuck_writes: Some(StuckWrites {
                 sessions: 1,
                 longest_s,
+                disk_full: true,
             }),
             ..leader_obs()
         };

@@ -44,9 +44,9 @@ pub struct ProvisionSpec {
     pub semi_sync: bool,
     /// TLS on every server (`--ssl-cert`, `--ssl-key`, `--ssl-ca`); `None`: no TLS.
     pub ssl: Option<ServerSsl>,
-    /// Every node's binary log on a filesystem of its own of this many MiB (a `tmpfs` mounted
-    /// at `DATADIR/binlog`, which needs root), so that a disk-full fault can be injected by
-    /// filling it; `None`: the binary log lives in the datadir.
+    /// Every node's binary log on a filesystem of its own of this many MiB (ext4 on a loop
+    /// device mounted at `DATADIR/binlog`, which needs root), so that a full or a stalled disk
+    /// can be injected (filling it, `fsfreeze`); `None`: the binary log lives in the datadir.
     pub binlog_disk_mb: Option<u32>,
 }
 

@@ -37,7 +37,7 @@ pub(crate) struct ServerRole {
     pub skip_slave_start: bool,
     /// TLS certificate, key and CA (the spec's, the same for every node).
     pub ssl: Option<ServerSsl>,
-    /// The binary log on a `tmpfs` of this many MiB at [`LocalNode::binlog_dir`].
+    /// The binary log on a filesystem of its own of this many MiB at [`LocalNode::binlog_dir`].
     pub binlog_disk_mb: Option<u32>,
 }
 
@@ -254,53 +254,86 @@ pub(crate) async fn start_server(
     }
 }
 
-/// Mounts a `tmpfs` of `mb` MiB at `dir` (created if needed), unless one is mounted there
-/// already (a restarted node keeps its binary log).
+/// Mounts a filesystem of its own of `mb` MiB at `dir` (created if needed), unless one is
+/// mounted there already (a restarted node keeps its binary log): ext4 in an image file beside
+/// `dir` (`DIR.img`) on a loop device, without reserved blocks, so that a fault can fill it or
+/// freeze it (`fsfreeze`, which tmpfs does not support). Needs root and e2fsprogs.
 pub(crate) fn mount_binlog_disk(dir: &Path, mb: u32) -> Result<(), ProvisionError> {
     fs::create_dir_all(dir)
         .map_err(|e| ProvisionError::io(format!("creating {}", dir.display()), e))?;
     if is_mount_point(dir) {
         return Ok(());
     }
-    let c = |s: &str| std::ffi::CString::new(s).map_err(|e| ProvisionError::io("a path", e.into()));
-    let target = c(&dir.to_string_lossy())?;
-    let (fstype, options) = (c("tmpfs")?, c(&format!("size={mb}m,mode=0777"))?);
-    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            options.as_ptr().cast(),
-        )
+    let image = binlog_image(dir);
+    let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<(), ProvisionError> {
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .map_err(|e| ProvisionError::io(format!("running {program} (needs root)"), e))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(ProvisionError::Mariadb {
+                message: format!(
+                    "{program} for the binary log's disk at {}: {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            })
+        }
     };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(ProvisionError::io(
-            format!(
-                "mounting a {mb} MiB tmpfs for the binary log at {} (needs root)",
-                dir.display()
-            ),
-            e,
-        ));
+    if !image.exists() {
+        let file = fs::File::create(&image)
+            .map_err(|e| ProvisionError::io(format!("creating {}", image.display()), e))?;
+        file.set_len(u64::from(mb) * 1024 * 1024)
+            .map_err(|e| ProvisionError::io(format!("sizing {}", image.display()), e))?;
+        run(
+            "mkfs.ext4",
+            &[
+                "-q".as_ref(),
+                "-F".as_ref(),
+                "-m".as_ref(),
+                "0".as_ref(),
+                image.as_os_str(),
+            ],
+        )?;
     }
-    Ok(())
+    run(
+        "mount",
+        &[
+            "-o".as_ref(),
+            "loop".as_ref(),
+            image.as_os_str(),
+            dir.as_os_str(),
+        ],
+    )
+}
+
+/// The image file of a binary log's own disk.
+fn binlog_image(dir: &Path) -> std::path::PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".img");
+    name.into()
 }
 
 /// Unmounts what [`mount_binlog_disk`] mounted (lazily: a server being reaped may still hold
-/// files there). Nothing mounted is not an error.
+/// files there; the loop device goes with it) and removes its image. Nothing mounted is not
+/// an error.
 pub(crate) fn unmount_binlog_disk(dir: &Path) {
-    if !is_mount_point(dir) {
-        return;
+    if is_mount_point(dir) {
+        // A frozen filesystem would keep its writers waiting forever.
+        let _ = Command::new("fsfreeze").arg("-u").arg(dir).output();
+        match Command::new("umount").arg("-l").arg(dir).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => tracing::warn!(
+                dir = %dir.display(),
+                error = %String::from_utf8_lossy(&out.stderr).trim(),
+                "unmounting the binary log's disk"
+            ),
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "unmounting"),
+        }
     }
-    let Ok(target) = std::ffi::CString::new(dir.to_string_lossy().as_bytes()) else {
-        return;
-    };
-    // SAFETY: a NUL-terminated path that outlives the call.
-    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
-        tracing::warn!(dir = %dir.display(), error = %std::io::Error::last_os_error(), "unmounting");
-    }
+    let _ = fs::remove_file(binlog_image(dir));
 }
 
 /// Whether `dir` is on another filesystem than its parent.
