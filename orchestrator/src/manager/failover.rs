@@ -19,6 +19,8 @@ pub(super) const SEMI_SYNC_WAIT: Duration = Duration::from_secs(5);
 /// After an automatic failover that failed without changing anything, the next attempt
 /// waits this long.
 const FAILOVER_RETRY: Duration = Duration::from_secs(1);
+/// After an automatic failover was refused, the next attempt waits this long.
+const REFUSED_RETRY: Duration = Duration::from_millis(250);
 
 impl Orchestrator {
     /// Fails over `cluster`. `detected` is the detector's verdict for an automatic failover,
@@ -39,7 +41,11 @@ impl Orchestrator {
         result
     }
 
-    /// A refusal: an event (once per episode for automatic failovers) and the error.
+    /// A refusal: an event (once per episode for automatic failovers) and the error. An
+    /// automatic failover is not tried again before [`REFUSED_RETRY`]: what refused it (no
+    /// replica may be elected without losing what another received, say) rarely changes
+    /// that fast, and each attempt stops and restarts the replicas' streams (seen: an attempt
+    /// every 6 ms, each re-poll of the cluster starting the next).
     fn refuse_failover(
         &self,
         log: &mut OpLog<'_>,
@@ -47,6 +53,9 @@ impl Orchestrator {
         why: String,
     ) -> OrchestratorError {
         if automatic {
+            if let Some(mut m) = self.memory(log.cluster) {
+                m.failover_retry_at = Some(Instant::now() + REFUSED_RETRY);
+            }
             self.refuse_once(log.cluster, &why);
         } else {
             log.step("failover.refused", why.clone());
