@@ -298,11 +298,8 @@ async fn writer(port: u16, base: u64, tl: Arc<Timeline>, stop: Arc<AtomicBool>) 
 
 /// Polls `f` every 10 ms until it holds or `limit` passes.
 async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        ensure!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let held = crate::scenario::writes::poll_until(limit, || f().then_some(())).await;
+    ensure!(held.is_some(), "{what}: not within {limit:?}");
     Ok(())
 }
 

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::bench::faults::{self, Blackhole, DiskFull, Frozen};
 use crate::bench::stage::Stage;
 use crate::Config;
-use writes::{port_of, Target, Writers};
+use writes::{poll_until, port_of, Target, Writers};
 
 /// The cluster every scenario runs on.
 const CLUSTER: &str = "c1";
@@ -570,10 +570,8 @@ async fn router_cut(
     log.check(Ok(format!(
         "fault: the router's path to {leader} cut (its connections leave from {ROUTER_SOURCE})"
     )))?;
-    let deadline = Instant::now() + FLOW_LIMIT;
-    while writers.ledger.error_count() < before + WRITERS as usize && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let all_told = || writers.ledger.error_count() >= before + WRITERS as usize;
+    poll_until(FLOW_LIMIT, || all_told().then_some(())).await;
     let told = writers.ledger.error_count() - before;
     log.check(if told >= WRITERS as usize {
         Ok(format!(
@@ -691,20 +689,13 @@ async fn broken_replica(
             .map(|()| format!("fault: row {trap} written directly on {broken}"))
             .map_err(|e| format!("writing on {broken}: {e}")),
     )?;
-    let deadline = Instant::now() + FLOW_LIMIT;
-    let error = loop {
+    let error = poll_until(FLOW_LIMIT, || {
         let t = stage.app.topology.load();
-        let n = t.cluster(CLUSTER).and_then(|c| c.node(broken)).cloned();
-        if let Some(n) = n.filter(|n| n.sql_running == Some(false)) {
-            break Ok(n.last_error.unwrap_or_default());
-        }
-        if Instant::now() >= deadline {
-            break Err(format!(
-                "{broken}'s SQL thread still running after {FLOW_LIMIT:?}"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        let n = t.cluster(CLUSTER).and_then(|c| c.node(broken))?;
+        (n.sql_running == Some(false)).then(|| n.last_error.clone().unwrap_or_default())
+    })
+    .await
+    .ok_or_else(|| format!("{broken}'s SQL thread still running after {FLOW_LIMIT:?}"));
     log.check(error.map(|e| format!("{broken} seen with its SQL thread stopped: {e}")))?;
     // The writers pause until the healthy replica has received everything: with the broken one
     // acknowledging semi-sync commits too, the healthy one may lack the last of them at the
@@ -759,28 +750,14 @@ async fn broken_replica(
             .map_err(|e| format!("rebuilding {broken}: {e}")),
     )?;
     let ledger = stopped(log, writers).await?;
-    let lost = async {
-        let mut c = mysql_async::Conn::new(target.admin_opts(&new))
-            .await
-            .map_err(|e| e.to_string())?;
-        let present = writes::ids_on(&mut c).await?;
-        let acked: Vec<u64> = first
-            .acked_ids()
-            .union(&ledger.acked_ids())
-            .filter(|id| !present.contains(id))
-            .copied()
-            .collect();
-        Ok::<_, String>((acked, present.len()))
-    }
-    .await;
-    log.check(match lost {
-        Ok((lost, rows)) if lost.is_empty() => Ok(format!(
-            "no acknowledged write lost: {} acknowledged, {rows} rows on {new}",
-            first.acked_count() + ledger.acked_count()
-        )),
-        Ok((lost, _)) => Err(format!("acknowledged writes lost: {lost:?}")),
-        Err(e) => Err(e),
-    })?;
+    let present = target.none_lost(&new, &[&first, &ledger]).await;
+    log.check(present.map(|p| {
+        format!(
+            "no acknowledged write lost: {} acknowledged, {} rows on {new}",
+            first.acked_count() + ledger.acked_count(),
+            p.len()
+        )
+    }))?;
     log.check(
         target
             .converged(CLUSTER, &new, &[old], SETTLE_LIMIT)
@@ -896,36 +873,28 @@ async fn wait_node(
     want: impl Fn(NodeState) -> bool,
     limit: Duration,
 ) -> Result<NodeState, String> {
-    let deadline = Instant::now() + limit;
-    loop {
+    let state = || {
         let t = stage.app.topology.load();
-        let state = t
-            .cluster(CLUSTER)
+        t.cluster(CLUSTER)
             .and_then(|c| c.node(addr))
-            .map(|n| n.state);
-        if let Some(s) = state.filter(|s| want(*s)) {
-            return Ok(s);
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("{addr} still {state:?} after {limit:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .map(|n| n.state)
+    };
+    poll_until(limit, || state().filter(|s| want(*s)))
+        .await
+        .ok_or_else(|| format!("{addr} still {:?} after {limit:?}", state()))
 }
 
 /// Waits for an orchestrator event of `kind`; returns its message.
 async fn wait_event(stage: &Stage, kind: &str, limit: Duration) -> Result<String, String> {
-    let deadline = Instant::now() + limit;
-    loop {
+    poll_until(limit, || {
         let events = stage.app.orchestrator.events(CLUSTER).unwrap_or_default();
-        if let Some(e) = events.iter().find(|e| e.kind == kind) {
-            return Ok(e.message.clone());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("no {kind} event within {limit:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        events
+            .into_iter()
+            .find(|e| e.kind == kind)
+            .map(|e| e.message)
+    })
+    .await
+    .ok_or_else(|| format!("no {kind} event within {limit:?}"))
 }
 
 /// `switchyard scenario list`: one line per scenario.

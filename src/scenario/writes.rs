@@ -23,6 +23,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Polls `f` every 10 ms until it gives a value, or `limit` passes (`None`; `f` is tried
+/// once more at the deadline).
+pub async fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// What the writers saw.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -95,20 +110,16 @@ impl Ledger {
     /// Waits until `more` writes were acknowledged beyond those acknowledged now.
     pub async fn wait_for_more(&self, more: usize, limit: Duration) -> Result<(), String> {
         let base = self.acked_count();
-        let deadline = Instant::now() + limit;
-        while self.acked_count() < base + more {
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "{} of {more} more writes acknowledged within {limit:?} (last error: {})",
-                    self.acked_count() - base,
-                    lock(&self.errors)
-                        .last()
-                        .map_or("none".into(), |(c, m)| format!("{c} {m}"))
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
+        let enough = poll_until(limit, || (self.acked_count() >= base + more).then_some(())).await;
+        enough.ok_or_else(|| {
+            format!(
+                "{} of {more} more writes acknowledged within {limit:?} (last error: {})",
+                self.acked_count() - base,
+                lock(&self.errors)
+                    .last()
+                    .map_or("none".into(), |(c, m)| format!("{c} {m}"))
+            )
+        })
     }
 }
 
@@ -280,17 +291,12 @@ impl Target<'_> {
         old_epoch: u64,
         limit: Duration,
     ) -> Result<(String, u64), String> {
-        let deadline = Instant::now() + limit;
-        loop {
+        poll_until(limit, || {
             let (l, e) = self.leader_of(cluster);
-            if e > old_epoch && l != old {
-                return Ok((l, e));
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("no new leader of {cluster} within {limit:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            (e > old_epoch && l != old).then_some((l, e))
+        })
+        .await
+        .ok_or_else(|| format!("no new leader of {cluster} within {limit:?}"))
     }
 
     /// Every acknowledged write is on `leader`, and every row there was acknowledged or left
@@ -300,16 +306,26 @@ impl Target<'_> {
         leader: &str,
         ledger: &Ledger,
     ) -> Result<BTreeSet<u64>, String> {
+        self.none_lost(leader, &[ledger]).await
+    }
+
+    /// [`Target::no_write_lost`] for the writers of several ledgers (writers stopped and
+    /// started again).
+    pub async fn none_lost(
+        &self,
+        leader: &str,
+        ledgers: &[&Ledger],
+    ) -> Result<BTreeSet<u64>, String> {
         let mut conn = Conn::new(self.admin_opts(leader))
             .await
             .map_err(sql_err("connecting to the leader"))?;
         let present = ids_on(&mut conn).await?;
-        let acked = ledger.acked_ids();
+        let acked: BTreeSet<u64> = ledgers.iter().flat_map(|l| l.acked_ids()).collect();
         let lost: Vec<_> = acked.difference(&present).collect();
         if !lost.is_empty() {
             return Err(format!("acknowledged writes lost: {lost:?}"));
         }
-        let uncertain = ledger.uncertain_ids();
+        let uncertain: BTreeSet<u64> = ledgers.iter().flat_map(|l| l.uncertain_ids()).collect();
         let phantom: Vec<_> = present
             .difference(&acked)
             .filter(|id| !uncertain.contains(id))

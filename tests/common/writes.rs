@@ -63,12 +63,6 @@ pub async fn ids_on(conn: &mut Conn) -> BTreeSet<u64> {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-pub async fn gtid_and_checksum(conn: &mut Conn) -> (String, i64) {
-    switchyard::scenario::writes::gtid_and_checksum(conn)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// The cluster's published leader and epoch.
 pub fn leader_of(env: &TestEnv, cluster: &str) -> (String, u64) {
     target(env).leader_of(cluster)

@@ -402,6 +402,23 @@ impl NodeConn {
         self.exec("starting replication", "START SLAVE").await
     }
 
+    /// Throws its binlog away (`RESET MASTER`: its own transactions and their sequence
+    /// numbers, which the leader's reuse) and replicates from `leader` from `from`.
+    pub async fn replicate_afresh(
+        &mut self,
+        leader: &str,
+        login: &ReplicationLogin,
+        from: &crate::gtid::GtidPos,
+    ) -> Result<(), OrchestratorError> {
+        self.exec("resetting its binlog", "RESET MASTER").await?;
+        self.exec(
+            "setting gtid_slave_pos",
+            &format!("SET GLOBAL gtid_slave_pos = {}", quote(&from.to_string())),
+        )
+        .await?;
+        self.replicate_from(leader, login, false).await
+    }
+
     /// Whether the replication IO thread runs and its source has begun sending (its first
     /// rotate event names the source's binlog file): a source that refuses the position asked
     /// for does so before sending anything.

@@ -218,11 +218,11 @@ impl Orchestrator {
                          gtid_binlog_pos {mine}, the leader's {theirs})",
                         gtid::list(&extra)
                     );
-                    let rewind = self
-                        .rewind_or_why(cluster, addr, &leader, &mut node, &mut lconn, why)
-                        .await?;
-                    if let Err(why) = rewind {
-                        return self.keep_out(cluster, addr, &mut node, why).await;
+                    if !self
+                        .rewind_or_keep_out(cluster, addr, &leader, &mut node, &mut lconn, why)
+                        .await?
+                    {
+                        return Ok(());
                     }
                     cut = true;
                     rewound = true;
@@ -265,11 +265,11 @@ impl Orchestrator {
                         return self.keep_out(cluster, addr, &mut node, why).await;
                     }
                     node.exec("stopping replication", "STOP SLAVE").await?;
-                    let rewind = self
-                        .rewind_or_why(cluster, addr, &leader, &mut node, &mut lconn, why)
-                        .await?;
-                    if let Err(why) = rewind {
-                        return self.keep_out(cluster, addr, &mut node, why).await;
+                    if !self
+                        .rewind_or_keep_out(cluster, addr, &leader, &mut node, &mut lconn, why)
+                        .await?
+                    {
+                        return Ok(());
                     }
                     cut = true;
                     rewound = true;
@@ -309,10 +309,10 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// With `rejoin_rewind` on, rewinds `addr` (see [`super::rewind`]) and reports it:
-    /// `Ok(Ok(()))` when it replicates from the leader now; `Ok(Err(why))` with `why` completed
-    /// when it is to be kept out (the setting is off, or a rewind is not safe).
-    async fn rewind_or_why(
+    /// With `rejoin_rewind` on, rewinds `addr` (see [`super::rewind`]) and reports it; `true`
+    /// when it replicates from the leader now. Otherwise (the setting is off, or a rewind is
+    /// not safe) it is kept out, `why` completed with the reason: `false`.
+    async fn rewind_or_keep_out(
         &self,
         cluster: &str,
         addr: &str,
@@ -320,29 +320,32 @@ impl Orchestrator {
         node: &mut NodeConn,
         lconn: &mut NodeConn,
         why: String,
-    ) -> Result<Result<(), String>, OrchestratorError> {
+    ) -> Result<bool, OrchestratorError> {
         const OUT: &str = "kept out: read-only, not replicating";
-        if !self.settings.load_full().rejoin_rewind {
-            return Ok(Err(format!("{why}; {OUT}")));
-        }
-        match self.rewind(cluster, addr, leader, node, lconn).await? {
-            Err(unsafe_why) => Ok(Err(format!("{why}; not rewound: {unsafe_why}; {OUT}"))),
-            Ok(r) => {
-                self.event(
-                    cluster,
-                    "rejoin.rewound",
-                    format!(
-                        "{why}: rewound by binlog flashback ({} transaction(s): {}), saved to \
-                         {}; replicating from {leader} from {}",
-                        r.gtids.len(),
-                        gtid::list(&r.gtids),
-                        r.file.display(),
-                        r.from
-                    ),
-                );
-                Ok(Ok(()))
+        let refused = if self.settings.load_full().rejoin_rewind {
+            match self.rewind(cluster, addr, leader, node, lconn).await? {
+                Err(unsafe_why) => format!("{why}; not rewound: {unsafe_why}; {OUT}"),
+                Ok(r) => {
+                    self.event(
+                        cluster,
+                        "rejoin.rewound",
+                        format!(
+                            "{why}: rewound by binlog flashback ({} transaction(s): {}), saved \
+                             to {}; replicating from {leader} from {}",
+                            r.gtids.len(),
+                            gtid::list(&r.gtids),
+                            r.file.display(),
+                            r.from
+                        ),
+                    );
+                    return Ok(true);
+                }
             }
-        }
+        } else {
+            format!("{why}; {OUT}")
+        };
+        self.keep_out(cluster, addr, node, refused).await?;
+        Ok(false)
     }
 
     /// A former leader whose binlog ends with `XA PREPARE`s nobody else received (the leader
@@ -368,16 +371,8 @@ impl Orchestrator {
                 .await?;
             }
         }
-        node.exec("resetting its binlog", "RESET MASTER").await?;
-        node.exec(
-            "setting gtid_slave_pos",
-            &format!(
-                "SET GLOBAL gtid_slave_pos = {}",
-                crate::provision::sql::quote(&u.before.to_string())
-            ),
-        )
-        .await?;
-        node.replicate_from(leader, &self.login, false).await?;
+        node.replicate_afresh(leader, &self.login, &u.before)
+            .await?;
         let gtids: Vec<String> = u.groups.iter().map(|g| g.gtid.to_string()).collect();
         self.event(
             cluster,

@@ -27,7 +27,6 @@ use super::rebuild::copy::{self, Endpoint};
 use super::{Orchestrator, OrchestratorError};
 use crate::gtid::{Gtid, GtidPos};
 use crate::monitor::split_host_port;
-use crate::provision::sql::quote;
 
 /// The binlog reader.
 const BINLOG_PROGRAM: &str = "mariadb-binlog";
@@ -300,13 +299,7 @@ impl Orchestrator {
         // 3. Its binlog no longer holds them, and it replicates from before them.
         let mut from = mine.clone();
         from.advance(tail.after);
-        node.exec("resetting its binlog", "RESET MASTER").await?;
-        node.exec(
-            "setting gtid_slave_pos",
-            &format!("SET GLOBAL gtid_slave_pos = {}", quote(&from.to_string())),
-        )
-        .await?;
-        node.replicate_from(leader, &self.login, false).await?;
+        node.replicate_afresh(leader, &self.login, &from).await?;
         Ok(Ok(Rewound { gtids, file, from }))
     }
 }
