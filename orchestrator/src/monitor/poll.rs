@@ -209,6 +209,8 @@ async fn poll_loop(
     let opts = node_opts(&cfg, &addr);
     let mut conn: Option<Conn> = None;
     let mut failing = false;
+    // The `gtid_binlog_pos` of the last successful poll (see `observe`).
+    let mut last_binlog: Option<String> = None;
     let mut seen_round = *rounds.borrow();
     loop {
         tokio::select! {
@@ -223,10 +225,13 @@ async fn poll_loop(
         let of_round = (current != seen_round).then_some(current);
         seen_round = current;
         let result = match &opts {
-            Ok(opts) => poll_once(&cfg, opts, &mut conn, failing).await,
+            Ok(opts) => poll_once(&cfg, opts, &mut conn, failing, last_binlog.as_deref()).await,
             Err(e) => Err(e.clone()),
         };
         failing = result.is_err();
+        if let Ok(obs) = &result {
+            last_binlog = Some(obs.gtid_binlog_pos.clone());
+        }
         if let Err(e) = &result {
             tracing::debug!(%addr, error = %e, "poll failed");
         }
@@ -271,6 +276,7 @@ async fn poll_once(
     opts: &OptsBuilder,
     conn: &mut Option<Conn>,
     failing: bool,
+    last_binlog: Option<&str>,
 ) -> Result<Observation, PollError> {
     let (connect_limit, query_limit) = if failing {
         (
@@ -292,7 +298,7 @@ async fn poll_once(
     let Some(c) = conn.as_mut() else {
         return Err(PollError::Connect("no connection".into()));
     };
-    let result = match timeout(query_limit, observe(c)).await {
+    let result = match timeout(query_limit, observe(c, last_binlog)).await {
         Ok(result) => result,
         Err(_) => Err(PollError::QueryTimeout(query_limit)),
     };
@@ -302,7 +308,8 @@ async fn poll_once(
     result
 }
 
-async fn observe(conn: &mut Conn) -> Result<Observation, PollError> {
+/// One poll's queries. `last_binlog`: the node's `gtid_binlog_pos` at the previous poll.
+async fn observe(conn: &mut Conn, last_binlog: Option<&str>) -> Result<Observation, PollError> {
     let query_err = |e: mysql_async::Error| PollError::Query(e.to_string());
     let row: Row = conn
         .query_first(
@@ -340,7 +347,7 @@ async fn observe(conn: &mut Conn) -> Result<Observation, PollError> {
     if let Some(row) = default {
         obs.replication = Some(replication_from_row(&row)?);
     }
-    if !obs.read_only {
+    if !obs.read_only && commits_may_be_stuck(conn, &obs, last_binlog).await? {
         // A full disk stops commits and nothing else: only the waiting sessions show it.
         let sessions: Vec<Row> = conn.query("SHOW PROCESSLIST").await.map_err(query_err)?;
         obs.stuck_writes = StuckWrites::from_sessions(sessions.iter().map(|row| {
@@ -352,6 +359,26 @@ async fn observe(conn: &mut Conn) -> Result<Observation, PollError> {
         }));
     }
     Ok(obs)
+}
+
+/// Whether a writable node's sessions are worth looking at for commits that cannot finish
+/// ([`StuckWrites`]): its binlog has not moved since the last poll while a session other than
+/// this one is running. The process list is read only then: MariaDB 10.11 crashed here
+/// (segfault, twice, each time reading the process list while a killed thread ended), and a
+/// busy leader moves its binlog at every poll, an idle one runs nothing.
+async fn commits_may_be_stuck(
+    conn: &mut Conn,
+    obs: &Observation,
+    last_binlog: Option<&str>,
+) -> Result<bool, PollError> {
+    if last_binlog != Some(obs.gtid_binlog_pos.as_str()) {
+        return Ok(false);
+    }
+    let running: Option<(String, u64)> = conn
+        .query_first("SHOW GLOBAL STATUS LIKE 'Threads_running'")
+        .await
+        .map_err(|e| PollError::Query(e.to_string()))?;
+    Ok(running.is_some_and(|(_, n)| n > 1))
 }
 
 /// The interesting columns of a `SHOW SLAVE STATUS` row.
