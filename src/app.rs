@@ -26,6 +26,8 @@ use crate::reload::Reloader;
 #[derive(Debug)]
 pub struct App {
     pub router_addr: SocketAddr,
+    /// The router's Unix-domain socket, when `router.socket` is set.
+    pub router_socket: Option<std::path::PathBuf>,
     pub admin_addr: SocketAddr,
     /// The admin SQL port, when `admin.sql_listen` is set.
     pub admin_sql_addr: Option<SocketAddr>,
@@ -157,6 +159,21 @@ impl App {
             .await
             .with_context(|| format!("can't listen on {} (admin API)", config.admin.listen))?;
         let router_addr = router_listener.local_addr()?;
+        let router_socket = match &config.router.socket {
+            Some(path) => Some(
+                router::server::SocketListener::bind(path)
+                    .await
+                    .with_context(|| {
+                        format!("can't listen on {} (router socket)", path.display())
+                    })?,
+            ),
+            None => None,
+        };
+        let router_socket_path = router_socket.as_ref().map(|l| l.path().to_path_buf());
+        let router_listeners = router::server::Listeners {
+            tcp: router_listener,
+            unix: router_socket,
+        };
         let admin_addr = admin_listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
         let stopped = move || {
@@ -166,7 +183,7 @@ impl App {
             }
         };
         let mut tasks = vec![
-            tokio::spawn(router::run(router_listener, router.clone(), stopped())),
+            tokio::spawn(router::run(router_listeners, router.clone(), stopped())),
             tokio::spawn(router::deposed::cut_deposed_leaders(
                 router.clone(),
                 stopped(),
@@ -250,6 +267,7 @@ impl App {
         }
         Ok(App {
             router_addr,
+            router_socket: router_socket_path,
             admin_addr,
             admin_sql_addr,
             topology,

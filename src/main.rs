@@ -534,6 +534,9 @@ async fn main() -> anyhow::Result<()> {
             };
             let app = App::start(config).await?;
             println!("mysql: 127.0.0.1:{} (router)", app.router_addr.port());
+            if let Some(path) = &app.router_socket {
+                println!("mysql socket: {} (router)", path.display());
+            }
             println!("admin: {scheme}://{}/api/v1/clusters", app.admin_addr);
             let reload = tokio::spawn(reload_on_sighup(app.reloader.clone()));
             stop_signal().await;
@@ -600,6 +603,14 @@ async fn run_sandbox(opts: SandboxOptions, admin_sql: Option<String>) -> anyhow:
         opts.app_user,
         opts.app_password
     );
+    if let Some(path) = &app.router_socket {
+        println!(
+            "mysql (socket): mariadb -S {} -u{} -p{}",
+            path.display(),
+            opts.app_user,
+            opts.app_password
+        );
+    }
     println!("admin: http://{}/api/v1/clusters", app.admin_addr);
     println!("admin token: {}", opts.admin_token);
     if let Some(a) = app.admin_sql_addr {

@@ -29,6 +29,11 @@ pub struct SandboxOptions {
     pub binlog_disk_mb: Option<u32>,
 }
 
+/// The router's Unix-domain socket, in the sandbox directory.
+pub const ROUTER_SOCKET: &str = "router.sock";
+/// `sun_path`'s size: a longer socket path can't be bound (the sandbox then has none).
+const MAX_SOCKET_PATH: usize = 108;
+
 /// The default sandbox directory: under the user's data directory, else the temp dir.
 pub fn default_dir() -> PathBuf {
     let data = std::env::var_os("XDG_DATA_HOME")
@@ -69,6 +74,11 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
         password: Secret::new(opts.app_password.as_str()),
     }]);
     router.listen = opts.listen.clone();
+    // Applications on this host may also come in through a socket (as `mariadb -S`).
+    let socket = opts.dir.join(ROUTER_SOCKET);
+    if socket.as_os_str().len() < MAX_SOCKET_PATH {
+        router.socket = Some(socket);
+    }
     Config {
         default_cluster: Some("c1".into()),
         router,

@@ -315,3 +315,89 @@ async fn admin_api_reports_clusters_and_requires_the_token() {
     assert_eq!(missing.status(), 404);
     env.stop().await;
 }
+
+/// `mariadb -S`: the `mariadb` CLI through a Unix-domain socket, batch mode.
+fn mariadb_socket(path: &std::path::Path, password: &str, sql: &str) -> (i32, String, String) {
+    let out = std::process::Command::new("mariadb")
+        .arg("-S")
+        .arg(path)
+        .args(["-uapp", &format!("-p{password}"), "--batch", "-e", sql])
+        .output()
+        .expect("the mariadb client runs (apt-get install -y mariadb-client)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_and_backends_on_unix_sockets() {
+    let mut env = TestEnv::start(1, 1).await;
+    // The sandbox's router listens on a socket beside its TCP port.
+    let socket = env
+        .app()
+        .router_socket
+        .clone()
+        .expect("the sandbox's router socket");
+    assert!(socket.starts_with(&env.opts.dir), "{}", socket.display());
+    let (code, out, err) = mariadb_socket(&socket, "app", "SELECT USER() AS u");
+    assert_eq!(code, 0, "stderr: {err}");
+    // Over TCP to the leader: the backend sees the router's loopback address.
+    assert_eq!(out, "u\napp@127.0.0.1\n");
+    let (code, _, err) = mariadb_socket(&socket, "wrong", "SELECT 1");
+    assert_ne!(code, 0);
+    assert!(err.contains("ERROR 1045 (28000)"), "{err}");
+
+    // Again with the backends reached through their own sockets.
+    let cluster = env.local().cluster("c1").expect("c1").clone();
+    let leader = cluster.leader_node().expect("leader").clone();
+    let replica = cluster.replicas().next().expect("replica").clone();
+    env.app.take().expect("app").shutdown().await;
+    assert!(!socket.exists(), "the socket file goes with the router");
+    let mut config = switchyard::sandbox::config_for(env.local(), &env.opts);
+    config
+        .router
+        .backend_sockets
+        .insert(leader.addr.clone(), leader.socket.clone());
+    env.app = Some(
+        switchyard::App::start(config.clone())
+            .await
+            .expect("starts"),
+    );
+    let (code, out, err) = mariadb_socket(
+        &socket,
+        "app",
+        "CREATE DATABASE sock; CREATE TABLE sock.t (id INT PRIMARY KEY); \
+         INSERT INTO sock.t VALUES (1), (2); SELECT USER() AS u, COUNT(*) AS n FROM sock.t",
+    );
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out, "u\tn\napp@localhost\t2\n");
+    // The rows went to the leader and on to the replica.
+    eventually(
+        Duration::from_secs(10),
+        "the replica has the rows",
+        || async {
+            let (_, out, _) =
+                common::mariadb_cli(replica.port, "app", "app", "SELECT COUNT(*) FROM sock.t");
+            (out == "COUNT(*)\n2\n").then_some(())
+        },
+    )
+    .await;
+
+    // A socket that is not the server's: refused, nothing sent to the wrong server.
+    env.app.take().expect("app").shutdown().await;
+    config
+        .router
+        .backend_sockets
+        .insert(leader.addr.clone(), replica.socket.clone());
+    env.app = Some(switchyard::App::start(config).await.expect("starts"));
+    let (code, _, err) = mariadb_socket(&socket, "app", "INSERT INTO sock.t VALUES (3)");
+    assert_ne!(code, 0, "a write through the wrong socket");
+    assert!(err.contains("router.backend_sockets"), "{err}");
+    let mut replica_conn = env.direct_conn(replica.port, None).await;
+    let n: u64 = query_one(&mut replica_conn, "SELECT COUNT(*) FROM sock.t").await;
+    assert_eq!(n, 2, "the replica took a write");
+    drop(replica_conn);
+    env.stop().await;
+}

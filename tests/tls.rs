@@ -143,6 +143,26 @@ async fn clients_log_in_over_tls_and_plain_text_is_refused() {
         err.contains("ERROR 3159 (08004)") && err.contains("require_secure_transport=ON"),
         "{err}"
     );
+    // The Unix-domain socket counts as a secure transport, as on a server: no TLS, let in.
+    let socket = env
+        .app()
+        .router_socket
+        .clone()
+        .expect("the router's socket");
+    let (code, out, err) = run_program(
+        "mariadb",
+        &[
+            "-S",
+            socket.to_str().expect("UTF-8 path"),
+            "-uapp",
+            "-papp",
+            "--batch",
+            "-e",
+            "SELECT v FROM tlsdb.t WHERE id = 1",
+        ],
+        None,
+    );
+    assert_eq!((code, out.as_str()), (0, "v\none\n"), "{err}");
     // A CA that did not sign the router's certificate: the CLI refuses to go on.
     let other = Pki::new();
     let (code, out, err) = mariadb_tls(port, &other.ca(), "SELECT 1");

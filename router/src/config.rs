@@ -106,6 +106,12 @@ pub struct RouterConfig {
     /// Address of the MySQL-protocol listener.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// A Unix-domain socket the router also listens on, for applications on the same host
+    /// (a sidecar): it saves the kernel's loopback TCP work. Clients on it are `localhost`,
+    /// are offered no TLS and count as a secure transport, as on a server. A file left there
+    /// by a process that has gone is replaced. Off by default.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
     pub users: Vec<UserConfig>,
     /// Client connections accepted at once; past it clients get error 1040.
     #[serde(default = "default_max_connections")]
@@ -144,6 +150,13 @@ pub struct RouterConfig {
     /// the kernel's defaults.
     #[serde(default = "default_backend_dead_after_ms")]
     pub backend_dead_after_ms: u64,
+    /// Unix-domain sockets of servers on this host, by the server's address (`"127.0.0.1:3306"
+    /// = "/run/mysqld/mysqld.sock"`): the router's connections to such a server go through its
+    /// socket instead of TCP, without TLS (a local socket needs none). Every such connection
+    /// first checks that the server behind the socket listens on that address's port
+    /// (`@@port`), so a wrong entry fails instead of sending statements elsewhere.
+    #[serde(default)]
+    pub backend_sockets: std::collections::BTreeMap<String, PathBuf>,
     /// Send reads outside transactions to replicas at most this many seconds behind.
     /// Off (`None`) by default: every statement goes to the leader.
     #[serde(default)]
@@ -265,6 +278,7 @@ impl RouterConfig {
     pub fn with_users(users: Vec<UserConfig>) -> Self {
         RouterConfig {
             listen: default_listen(),
+            socket: None,
             users,
             max_connections: default_max_connections(),
             max_allowed_packet: default_max_allowed_packet(),
@@ -274,6 +288,7 @@ impl RouterConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             backend_source_address: None,
             backend_dead_after_ms: default_backend_dead_after_ms(),
+            backend_sockets: Default::default(),
             replica_read_max_lag: None,
             server_version: None,
             handshake_timeout_ms: default_handshake_timeout_ms(),
@@ -336,6 +351,16 @@ impl RouterConfig {
                 }
             }
         }
+        for addr in self.backend_sockets.keys() {
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            {
+                problems.push(format!(
+                    "router.backend_sockets: {addr:?} is not a server address (host:port)"
+                ));
+            }
+        }
         if let Some(a) = &self.backend_source_address {
             if a.parse::<std::net::IpAddr>().is_err() {
                 problems.push(format!(
@@ -379,6 +404,44 @@ impl RouterConfig {
                 .and_then(|a| a.parse().ok()),
             dead_after: (self.backend_dead_after_ms > 0)
                 .then(|| Duration::from_millis(self.backend_dead_after_ms)),
+            local_sockets: Arc::new(
+                self.backend_sockets
+                    .iter()
+                    .map(|(a, p)| (Arc::from(a.as_str()), Arc::from(p.as_path())))
+                    .collect(),
+            ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_addresses_are_checked() {
+        let mut c = RouterConfig::with_users(vec![UserConfig {
+            name: "app".into(),
+            password: Secret::new("app"),
+        }]);
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        c.backend_sockets
+            .insert("127.0.0.1:3306".into(), "/run/mysqld/mysqld.sock".into());
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        c.backend_sockets
+            .insert("db1".into(), "/run/mysqld/mysqld.sock".into());
+        c.backend_source_address = Some("nowhere".into());
+        let problems = c.validate();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("\"db1\" is not a server address"));
+        assert!(problems[1].contains("backend_source_address"));
+        // The options the pool gets: the socket by address.
+        let opts = c.tcp_options();
+        assert_eq!(
+            opts.local_sockets
+                .get("127.0.0.1:3306")
+                .map(|p| p.to_path_buf()),
+            Some(PathBuf::from("/run/mysqld/mysqld.sock"))
+        );
     }
 }

@@ -57,6 +57,9 @@ pub enum RouterError {
     SecureTransportRequired,
 }
 
+/// The code of every "can't reach the server" error (see [`RouterError::to_client`]).
+pub const ER_CONNECT_TO_FOREIGN_DATA_SOURCE: u16 = 1429;
+
 impl RouterError {
     /// The error packet fields a client sees.
     pub fn to_client(&self) -> ServerError {
@@ -74,9 +77,17 @@ impl RouterError {
                      busy after waiting {waited_ms} ms; raise router.pool_size or retry"
                 ),
             ),
+            // ER_CONNECT_TO_FOREIGN_DATA_SOURCE, as Spider and FederatedX report a remote
+            // server they can't reach: a server-side code. libmariadb clients (the `mariadb`
+            // CLI among them) show a client-side code such as 2003 in an error packet as
+            // "2027 Received malformed packet", losing the message.
             RouterError::Backend(
                 e @ (BackendError::Connect(..) | BackendError::ConnectTimeout(_)),
-            ) => (2003, "HY000", format!("Can't connect to backend: {e}")),
+            ) => (
+                ER_CONNECT_TO_FOREIGN_DATA_SOURCE,
+                "HY000",
+                format!("Can't connect to backend: {e}"),
+            ),
             RouterError::Backend(BackendError::Tls(addr, why)) => (
                 2026,
                 "HY000",
@@ -160,12 +171,12 @@ impl RouterError {
                 ),
             ),
             RouterError::NoLeader { cluster } => (
-                2003,
+                ER_CONNECT_TO_FOREIGN_DATA_SOURCE,
                 "HY000",
                 format!("Can't connect to backend: cluster '{cluster}' has no leader right now"),
             ),
             RouterError::UnknownCluster { cluster } => (
-                2003,
+                ER_CONNECT_TO_FOREIGN_DATA_SOURCE,
                 "HY000",
                 format!("Can't connect to backend: cluster '{cluster}' is not configured"),
             ),
@@ -290,6 +301,18 @@ mod tests {
             (
                 RouterError::Backend(BackendError::Tls("a:1".into(), "b".into())),
                 2026,
+                "HY000",
+            ),
+            (
+                RouterError::Backend(BackendError::ConnectTimeout("a:1".into())),
+                1429,
+                "HY000",
+            ),
+            (
+                RouterError::NoLeader {
+                    cluster: "c1".into(),
+                },
+                1429,
                 "HY000",
             ),
         ];

@@ -1,15 +1,17 @@
-//! The accept loop: one task per client connection, a cap on connections (error 1040 past
-//! it), a span per session, panics caught per session, and a graceful shutdown that stops
-//! accepting and waits (bounded) for sessions to end.
+//! The accept loop: clients over TCP and, on the same host, over a Unix-domain socket; one
+//! task per client connection, a cap on connections (error 1040 past it), a span per session,
+//! panics caught per session, and a graceful shutdown that stops accepting and waits
+//! (bounded) for sessions to end.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::context::{RouterContext, RouterMetrics};
@@ -17,12 +19,84 @@ use crate::error::RouterError;
 use crate::protocol::packet::frame;
 use crate::session::Session;
 
-/// Serves MySQL clients on `listener` until `shutdown` completes.
+/// A client's connection as accepted.
+#[derive(Debug)]
+pub enum ClientStream {
+    Tcp(TcpStream),
+    /// Over the Unix-domain socket: a client on this host.
+    Unix(UnixStream),
+}
+
+/// Where the router takes clients: its TCP port and, when configured, a Unix-domain socket.
+#[derive(Debug)]
+pub struct Listeners {
+    pub tcp: TcpListener,
+    pub unix: Option<SocketListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(tcp: TcpListener) -> Self {
+        Listeners { tcp, unix: None }
+    }
+}
+
+/// A listening Unix-domain socket; its file is removed when this is dropped.
+#[derive(Debug)]
+pub struct SocketListener {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl SocketListener {
+    /// Listens on `path`, open to every local user (the login still checks who they are), as
+    /// a server's socket is. A file left there by a process that has gone is replaced; one
+    /// where something still accepts connections is an error.
+    pub async fn bind(path: &Path) -> std::io::Result<SocketListener> {
+        if path.exists() {
+            let probe = tokio::time::timeout(Duration::from_secs(1), UnixStream::connect(path));
+            if let Ok(Ok(_)) = probe.await {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("another process listens on {}", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
+        Ok(SocketListener {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The next client on the Unix-domain socket; never, without one.
+async fn accept_local(listener: &Option<SocketListener>) -> std::io::Result<UnixStream> {
+    match listener {
+        Some(l) => l.listener.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves MySQL clients on `listeners` until `shutdown` completes.
 pub async fn run(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     ctx: Arc<RouterContext>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let listeners = listeners.into();
     let limit = Arc::new(Semaphore::new(ctx.config.max_connections));
     // Every session holds a clone; when only ours is left, all sessions have ended.
     let sessions = Arc::new(());
@@ -30,9 +104,10 @@ pub async fn run(
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
-            a = listener.accept() => a,
+            a = listeners.tcp.accept() => a.map(|(s, peer)| (ClientStream::Tcp(s), peer.to_string())),
+            a = accept_local(&listeners.unix) => a.map(|s| (ClientStream::Unix(s), "localhost".to_string())),
         };
-        let (mut stream, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -45,6 +120,7 @@ pub async fn run(
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             RouterMetrics::inc(&ctx.metrics.connections_refused);
             tokio::spawn(async move {
+                let mut stream = stream;
                 // Before the handshake the client's capabilities are unknown, so the error
                 // goes without a SQLSTATE, as MariaDB sends it (protocol 4.0 layout).
                 let e = RouterError::TooManyConnections.to_client();
@@ -53,7 +129,10 @@ pub async fn run(
                 payload.extend_from_slice(e.message.as_bytes());
                 let mut buf = Vec::new();
                 frame(0, &payload, &mut buf);
-                let _ = stream.write_all(&buf).await;
+                let _ = match &mut stream {
+                    ClientStream::Tcp(s) => s.write_all(&buf).await,
+                    ClientStream::Unix(s) => s.write_all(&buf).await,
+                };
             });
             continue;
         };
@@ -72,7 +151,7 @@ pub async fn run(
             sessions.clone(),
         ));
     }
-    drop(listener);
+    drop(listeners);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while Arc::strong_count(&sessions) > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -83,7 +162,7 @@ pub async fn run(
 /// it ends.
 async fn serve_client(
     ctx: Arc<RouterContext>,
-    stream: TcpStream,
+    stream: ClientStream,
     id: u32,
     span: tracing::Span,
     permit: OwnedSemaphorePermit,
@@ -120,4 +199,31 @@ pub fn connection_task_size() -> usize {
         std::mem::size_of::<F>()
     }
     output_size(serve_client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_socket_left_behind_is_replaced_and_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.sock");
+        // A socket file whose listener has gone (as after a crash).
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let live = SocketListener::bind(&path)
+            .await
+            .expect("the stale file replaced");
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o777);
+        let err = SocketListener::bind(&path)
+            .await
+            .expect_err("a second listener");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+        assert!(path.exists(), "the live listener's file kept");
+        drop(live);
+        assert!(!path.exists(), "removed with its listener");
+    }
 }

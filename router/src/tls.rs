@@ -1,6 +1,6 @@
 //! TLS with rustls (ring provider): certificates and keys read from PEM files, the server side
 //! offered to MySQL clients (and reused by the admin API), the client side used towards
-//! backends, and the stream halves that carry either plain TCP or TLS. The halves are enums,
+//! backends, and the stream halves that carry plain TCP, a Unix-domain socket or TLS. The halves are enums,
 //! not boxed trait objects, so that a plaintext session pays one branch per read or write.
 
 use std::fmt;
@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{unix, TcpStream, UnixStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::{BackendTlsMode, RouterConfig};
@@ -336,15 +336,17 @@ pub fn describe(stream: &TlsStream) -> (String, String) {
     (version, cipher)
 }
 
-/// The read half of a connection: plain TCP or TLS.
+/// The read half of a connection: plain TCP, a Unix-domain socket or TLS.
 pub enum StreamRead {
     Plain(OwnedReadHalf),
+    Unix(unix::OwnedReadHalf),
     Tls(ReadHalf<TlsStream>),
 }
 
-/// The write half of a connection: plain TCP or TLS.
+/// The write half of a connection: plain TCP, a Unix-domain socket or TLS.
 pub enum StreamWrite {
     Plain(OwnedWriteHalf),
+    Unix(unix::OwnedWriteHalf),
     Tls(WriteHalf<TlsStream>),
 }
 
@@ -354,14 +356,20 @@ pub fn split_plain(tcp: TcpStream) -> (StreamRead, StreamWrite) {
     (StreamRead::Plain(r), StreamWrite::Plain(w))
 }
 
+/// Splits a Unix-domain socket connection.
+pub fn split_unix(stream: UnixStream) -> (StreamRead, StreamWrite) {
+    let (r, w) = stream.into_split();
+    (StreamRead::Unix(r), StreamWrite::Unix(w))
+}
+
 /// Splits a TLS connection.
 pub fn split_tls(tls: TlsStream) -> (StreamRead, StreamWrite) {
     let (r, w) = tokio::io::split(tls);
     (StreamRead::Tls(r), StreamWrite::Tls(w))
 }
 
-/// Puts the halves of a plain connection back together (`None` for TLS halves or halves of
-/// two different connections).
+/// Puts the halves of a plain TCP connection back together (`None` for other halves or halves
+/// of two different connections).
 pub fn reunite(r: StreamRead, w: StreamWrite) -> Option<TcpStream> {
     match (r, w) {
         (StreamRead::Plain(r), StreamWrite::Plain(w)) => r.reunite(w).ok(),
@@ -380,6 +388,7 @@ impl fmt::Debug for StreamRead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             StreamRead::Plain(_) => "StreamRead::Plain",
+            StreamRead::Unix(_) => "StreamRead::Unix",
             StreamRead::Tls(_) => "StreamRead::Tls",
         })
     }
@@ -389,6 +398,7 @@ impl fmt::Debug for StreamWrite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             StreamWrite::Plain(_) => "StreamWrite::Plain",
+            StreamWrite::Unix(_) => "StreamWrite::Unix",
             StreamWrite::Tls(_) => "StreamWrite::Tls",
         })
     }
@@ -402,6 +412,7 @@ impl AsyncRead for StreamRead {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             StreamRead::Plain(r) => Pin::new(r).poll_read(cx, buf),
+            StreamRead::Unix(r) => Pin::new(r).poll_read(cx, buf),
             StreamRead::Tls(r) => Pin::new(r).poll_read(cx, buf),
         }
     }
@@ -415,6 +426,7 @@ impl AsyncWrite for StreamWrite {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             StreamWrite::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            StreamWrite::Unix(w) => Pin::new(w).poll_write(cx, buf),
             StreamWrite::Tls(w) => Pin::new(w).poll_write(cx, buf),
         }
     }
@@ -422,6 +434,7 @@ impl AsyncWrite for StreamWrite {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             StreamWrite::Plain(w) => Pin::new(w).poll_flush(cx),
+            StreamWrite::Unix(w) => Pin::new(w).poll_flush(cx),
             StreamWrite::Tls(w) => Pin::new(w).poll_flush(cx),
         }
     }
@@ -429,6 +442,7 @@ impl AsyncWrite for StreamWrite {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             StreamWrite::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            StreamWrite::Unix(w) => Pin::new(w).poll_shutdown(cx),
             StreamWrite::Tls(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
@@ -440,6 +454,7 @@ impl AsyncWrite for StreamWrite {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             StreamWrite::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            StreamWrite::Unix(w) => Pin::new(w).poll_write_vectored(cx, bufs),
             StreamWrite::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
         }
     }
@@ -447,6 +462,7 @@ impl AsyncWrite for StreamWrite {
     fn is_write_vectored(&self) -> bool {
         match self {
             StreamWrite::Plain(w) => w.is_write_vectored(),
+            StreamWrite::Unix(w) => w.is_write_vectored(),
             StreamWrite::Tls(w) => w.is_write_vectored(),
         }
     }

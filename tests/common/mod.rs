@@ -216,31 +216,6 @@ impl TestEnv {
     }
 }
 
-impl Drop for TestEnv {
-    /// A failing test shows the end of every server's error log (a crash, an assertion, a
-    /// replication error), since the data directory goes away with the environment.
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let Some(local) = &self.local else { return };
-        for cluster in local.clusters() {
-            for node in &cluster.nodes {
-                let path = node.error_log();
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                let tail = lines[lines.len().saturating_sub(25)..].join("\n");
-                eprintln!(
-                    "--- end of {} ({} {}) ---\n{tail}",
-                    path.display(),
-                    cluster.name,
-                    node.addr
-                );
-            }
-        }
-    }
-}
-
 pub fn opts_for(port: u16, user: &str, password: &str, db: Option<&str>) -> Opts {
     switchyard::bench::loopback_opts(port, user, password, db)
 }

@@ -95,6 +95,29 @@ impl LocalClusters {
         self.clusters.iter().find(|c| c.name == name)
     }
 
+    /// Prints the last `lines` lines of every server's error log to stderr, and the whole
+    /// crash report of a server that crashed (from MariaDB's "got signal" on).
+    pub fn print_error_log_tails(&self, lines: usize) {
+        for cluster in &self.clusters {
+            for node in &cluster.nodes {
+                let path = node.error_log();
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let all: Vec<&str> = text.lines().collect();
+                let from = all
+                    .iter()
+                    .position(|l| l.contains("got signal"))
+                    .unwrap_or(all.len().saturating_sub(lines));
+                eprintln!(
+                    "--- end of {} ({} {}) ---\n{}",
+                    path.display(),
+                    cluster.name,
+                    node.addr,
+                    all[from..].join("\n")
+                );
+            }
+        }
+    }
+
     /// The provisioning directory (canonicalised).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -453,7 +476,12 @@ impl LocalClusters {
 }
 
 impl Drop for LocalClusters {
+    /// A panicking owner (a failing test) first prints where every server's error log ends (a
+    /// crash, an assertion, a replication error): the data directory usually goes with it.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_error_log_tails(25);
+        }
         // Signal everything first so the servers die in parallel, then reap each one.
         for p in self.procs.values_mut() {
             p.signal(libc::SIGKILL);

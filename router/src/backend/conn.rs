@@ -34,7 +34,7 @@ pub struct ConnectOptions {
 }
 
 /// How backend sockets are opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TcpOptions {
     /// The local address connections leave from (HAProxy's `source`); `None`: the kernel's
     /// choice.
@@ -44,6 +44,9 @@ pub struct TcpOptions {
     /// or path that drops packets without a reset is given up on in this time instead of the
     /// kernel's ~15 minutes. `None`: the kernel's defaults.
     pub dead_after: Option<Duration>,
+    /// Unix-domain sockets of local servers, by server address: connections to these go
+    /// through the socket (see [`BackendConn::connect`]).
+    pub local_sockets: Arc<std::collections::BTreeMap<Arc<str>, Arc<std::path::Path>>>,
 }
 
 impl TcpOptions {
@@ -146,17 +149,20 @@ pub struct BackendConn {
     pub last_used: Instant,
     /// A second handle on the TCP socket (a duplicated descriptor), taken by the pool so
     /// that it can cut the connection while a read waits on it.
-    pub(crate) socket: Option<std::net::TcpStream>,
+    pub(crate) socket: Option<std::os::fd::OwnedFd>,
     /// The pool's record of the socket; dropped with the connection.
     pub(crate) registration: Option<super::pool::Registration>,
 }
 
 /// A duplicate of the connection's socket descriptor (`None` if the process is out of
 /// descriptors: the connection then works, but cannot be cut from outside).
-fn dup_socket(stream: &TcpStream) -> Option<std::net::TcpStream> {
-    use std::os::fd::AsFd;
-    let fd = stream.as_fd().try_clone_to_owned().ok()?;
-    Some(std::net::TcpStream::from(fd))
+fn dup_socket(stream: &impl std::os::fd::AsFd) -> Option<std::os::fd::OwnedFd> {
+    stream.as_fd().try_clone_to_owned().ok()
+}
+
+/// Whether a read that must not wait found nothing to read.
+fn nothing_to_read(read: std::io::Result<usize>) -> bool {
+    matches!(read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Statements kept prepared per connection before the cache is flushed.
@@ -172,30 +178,73 @@ pub struct QueryOutput {
 
 impl BackendConn {
     /// Connects, switches to TLS when `opts.tls` says so, and authenticates with
-    /// `mysql_native_password`.
+    /// `mysql_native_password`. A server with a local socket in `opts.tcp.local_sockets` is
+    /// reached through it (never with TLS), once it has shown it is the server at `addr`.
     pub async fn connect(addr: &str, opts: &ConnectOptions) -> Result<Self, BackendError> {
+        let timed_out = |_| BackendError::ConnectTimeout(addr.to_string());
+        if let Some(path) = opts.tcp.local_sockets.get(addr) {
+            let stream = tokio::time::timeout(
+                opts.connect_timeout,
+                tokio::net::UnixStream::connect(&**path),
+            )
+            .await
+            .map_err(timed_out)?
+            .map_err(|e| BackendError::Connect(format!("{addr} (socket {})", path.display()), e))?;
+            let socket = dup_socket(&stream);
+            let login = async {
+                let mut conn = Self::handshake(addr, tls::split_unix(stream), None, opts).await?;
+                conn.check_port(addr, path).await?;
+                Ok::<_, BackendError>(conn)
+            };
+            let mut conn = tokio::time::timeout(opts.connect_timeout, login)
+                .await
+                .map_err(timed_out)??;
+            conn.socket = socket;
+            return Ok(conn);
+        }
         let stream = tokio::time::timeout(opts.connect_timeout, opts.tcp.connect(addr))
             .await
-            .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
+            .map_err(timed_out)?
             .map_err(|e| BackendError::Connect(addr.to_string(), e))?;
         stream.set_nodelay(true).ok();
         let socket = dup_socket(&stream);
-        let mut conn =
-            tokio::time::timeout(opts.connect_timeout, Self::handshake(addr, stream, opts))
-                .await
-                .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))??;
+        let handshake = Self::handshake(addr, tls::split_plain(stream), opts.tls.as_ref(), opts);
+        let mut conn = tokio::time::timeout(opts.connect_timeout, handshake)
+            .await
+            .map_err(timed_out)??;
         conn.socket = socket;
         Ok(conn)
     }
 
+    /// Checks that the server reached through the local socket `path` is the one at `addr`:
+    /// it listens on `addr`'s port.
+    async fn check_port(&mut self, addr: &str, path: &std::path::Path) -> Result<(), BackendError> {
+        let out = self.query("SELECT @@port").await?;
+        let port = out.rows.first().and_then(|r| r.first()).cloned().flatten();
+        let expected = addr.rsplit_once(':').map(|(_, p)| p);
+        if port.as_deref() != expected {
+            let why = format!(
+                "the server on socket {} listens on port {}, not on this address's: check \
+                 router.backend_sockets",
+                path.display(),
+                port.as_deref().unwrap_or("?")
+            );
+            return Err(BackendError::Connect(
+                addr.to_string(),
+                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why),
+            ));
+        }
+        Ok(())
+    }
+
     async fn handshake(
         addr: &str,
-        stream: TcpStream,
+        (r, w): (StreamRead, StreamWrite),
+        tls: Option<&BackendTls>,
         opts: &ConnectOptions,
     ) -> Result<Self, BackendError> {
         let io_error =
             |e: &dyn std::fmt::Display| BackendError::Io(addr.to_string(), e.to_string());
-        let (r, w) = tls::split_plain(stream);
         let mut reader = PacketReader::new(r);
         let mut writer = w;
         let greeting = match reader.read_message(usize::MAX).await {
@@ -230,7 +279,7 @@ impl BackendConn {
         }
         let offered = g.caps.contains(CapabilityFlags::CLIENT_SSL);
         let mut seq = 1;
-        match &opts.tls {
+        match tls {
             Some(t) if offered => {
                 let mut buf = Vec::with_capacity(36);
                 crate::protocol::packet::frame(seq, &handshake::ssl_request(caps, 45), &mut buf);
@@ -565,13 +614,9 @@ impl BackendConn {
             return false;
         }
         match self.reader.get_ref() {
-            StreamRead::Plain(r) => {
-                let mut probe = [0u8; 1];
-                matches!(
-                    r.try_read(&mut probe),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                )
-            }
+            // Nothing to read yet is the one good answer.
+            StreamRead::Plain(r) => nothing_to_read(r.try_read(&mut [0u8; 1])),
+            StreamRead::Unix(r) => nothing_to_read(r.try_read(&mut [0u8; 1])),
             // Through TLS: poll a read once without waiting. Pending means nothing arrived
             // (TLS session tickets are consumed by the TLS layer and do not count); anything
             // else (data, end of stream, an error) means the connection is not reusable.
@@ -629,6 +674,7 @@ mod tcp_tests {
         let opts = TcpOptions {
             source: Some("127.0.0.2".parse().unwrap()),
             dead_after: Some(Duration::from_secs(7)),
+            ..Default::default()
         };
         let (stream, accepted) = tokio::join!(opts.connect(&addr), listener.accept());
         let stream = stream.unwrap();
@@ -655,6 +701,7 @@ mod tcp_tests {
         let v6 = TcpOptions {
             source: Some("::1".parse().unwrap()),
             dead_after: None,
+            ..Default::default()
         };
         let e = v6.connect(&addr).await.unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AddrNotAvailable);

@@ -70,7 +70,7 @@ pub struct Pool {
 #[derive(Debug, Default)]
 struct Sockets {
     next: AtomicU64,
-    open: Mutex<HashMap<u64, std::net::TcpStream, crate::FastHash>>,
+    open: Mutex<HashMap<u64, std::os::fd::OwnedFd, crate::FastHash>>,
 }
 
 /// A connection's entry in its pool's [`Sockets`], removed when the connection is dropped.
@@ -91,7 +91,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Sockets {
-    fn register(self: &Arc<Self>, socket: std::net::TcpStream) -> Registration {
+    fn register(self: &Arc<Self>, socket: std::os::fd::OwnedFd) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         lock(&self.open).insert(id, socket);
         Registration {
@@ -104,7 +104,7 @@ impl Sockets {
     fn cut_all(&self) -> usize {
         let open = lock(&self.open);
         for socket in open.values() {
-            let _ = socket.shutdown(Shutdown::Both);
+            let _ = socket2::SockRef::from(socket).shutdown(Shutdown::Both);
         }
         open.len()
     }
@@ -261,7 +261,7 @@ impl Pool {
                         found_rows: self.key.found_rows,
                         connect_timeout: self.opts.connect_timeout,
                         tls: self.opts.tls.clone(),
-                        tcp: self.opts.tcp,
+                        tcp: self.opts.tcp.clone(),
                     };
                     // Boxed: new connections are rare, and the handshake's future (TLS
                     // included) would otherwise be part of every checkout's.

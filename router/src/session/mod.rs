@@ -16,8 +16,6 @@ mod footprint;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
-
 use crate::backend::scatter::ScatterError;
 use crate::backend::{
     relay, BackendError, PoolKey, PooledConn, RelayError, RelayMode, RelayOutcome, StmtKey,
@@ -31,6 +29,7 @@ use crate::protocol::packet::PacketError;
 use crate::protocol::{
     eof_payload, err_payload, ok_payload, CapabilityFlags, PacketReader, PacketWriter, StatusFlags,
 };
+use crate::server::ClientStream;
 use crate::shard::{self, Plan, PlanInput};
 use crate::tls::{StreamRead, StreamWrite};
 
@@ -190,7 +189,12 @@ pub struct Session {
 
 impl Session {
     /// Runs the connection phase and then the command loop until the client leaves.
-    pub async fn serve(ctx: Arc<RouterContext>, stream: TcpStream, id: u32, span: tracing::Span) {
+    pub async fn serve(
+        ctx: Arc<RouterContext>,
+        stream: ClientStream,
+        id: u32,
+        span: tracing::Span,
+    ) {
         use tracing::Instrument;
         // The connection phase's futures (TLS handshake, authentication, the first USE) are
         // larger than the command loop's; boxed, they are freed once the client is in
@@ -219,19 +223,29 @@ impl Session {
 
     /// The connection phase: greeting, optional switch to TLS, authentication, the database
     /// of the handshake, and the OK that ends it. `None` when the client did not get in.
-    async fn login(ctx: Arc<RouterContext>, stream: TcpStream, id: u32) -> Option<Session> {
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_else(|_| "unknown".into());
-        let peer_port = stream.peer_addr().map_or(0, |a| a.port());
-        stream.set_nodelay(true).ok();
-        let (r, w) = crate::tls::split_plain(stream);
+    async fn login(ctx: Arc<RouterContext>, stream: ClientStream, id: u32) -> Option<Session> {
+        // A client on the Unix-domain socket is `localhost`, is offered no TLS and counts as
+        // a secure transport, as on a server.
+        let (peer, origin, (r, w), local) = match stream {
+            ClientStream::Tcp(stream) => {
+                let addr = stream.peer_addr().ok();
+                stream.set_nodelay(true).ok();
+                let peer = addr.map_or_else(|| "unknown".into(), |a| a.ip().to_string());
+                let origin = format!("{peer}:{}", addr.map_or(0, |a| a.port()));
+                (peer, origin, crate::tls::split_plain(stream), false)
+            }
+            ClientStream::Unix(stream) => (
+                "localhost".to_string(),
+                "localhost".to_string(),
+                crate::tls::split_unix(stream),
+                true,
+            ),
+        };
         // Small buffers: most client connections send short commands and sit idle.
         let mut input = PacketReader::with_chunk(r, 2048);
         let mut output = PacketWriter::with_capacity(w, 2048);
-        let offer_tls = ctx.tls.clients.is_some();
-        let mut secure = false;
+        let offer_tls = !local && ctx.tls.clients.is_some();
+        let mut secure = local;
         let result = match auth::greet(&ctx, id, offer_tls, &mut output).await {
             Ok(scramble) => loop {
                 match auth::respond(&ctx, &peer, &scramble, secure, &mut input, &mut output).await {
@@ -268,9 +282,7 @@ impl Session {
         // token, plugin name) is freed now, not kept for the connection's lifetime.
         let database = hello.database.take();
         let collation = hello.collation;
-        let listed = ctx
-            .sessions
-            .register(id, user.name.clone(), &format!("{peer}:{peer_port}"));
+        let listed = ctx.sessions.register(id, user.name.clone(), &origin);
         let mut session = Session {
             id,
             peer,
