@@ -1,5 +1,5 @@
-//! chart.png: QPS relative to direct, one pair of horizontal bars (switchyard, HAProxy) per
-//! workload/protocol/threads group, with the direct line at 1.0. chart-sharded.png:
+//! chart.png: QPS relative to direct, three horizontal bars (switchyard over TCP and over its
+//! Unix-domain socket, HAProxy) per workload/protocol/threads group, with the direct line at 1.0. chart-sharded.png:
 //! switchyard's QPS relative to Spider's, one bar per sharded workload and thread count.
 //! chart-failover.png: how long writes waited per event (kill: to the first write; switchover:
 //! the longest pause), p50 bar and min–max whisker.
@@ -27,10 +27,11 @@ const LEFT: i32 = 230;
 const RIGHT: i32 = 60;
 const TOP: i32 = 86;
 const BOTTOM: i32 = 46;
-const GROUP_HEIGHT: i32 = 46;
+const GROUP_HEIGHT: i32 = 64;
 const BAR_HEIGHT: i32 = 16;
 
 const SWITCHYARD: RGBColor = RGBColor(31, 119, 180);
+const SOCKET: RGBColor = RGBColor(44, 160, 44);
 const HAPROXY: RGBColor = RGBColor(255, 127, 14);
 const GRID: RGBColor = RGBColor(225, 225, 225);
 const FAILED: RGBColor = RGBColor(200, 30, 30);
@@ -39,7 +40,7 @@ const FAILED: RGBColor = RGBColor(200, 30, 30);
 /// or its direct row did), `None` when it was not run.
 struct Group {
     label: String,
-    bars: [(Target, Option<Option<f64>>); 2],
+    bars: [(Target, Option<Option<f64>>); 3],
 }
 
 /// Draws the chart of `report` into `path`.
@@ -75,11 +76,15 @@ pub fn draw(report: &BenchReport, path: &Path) -> anyhow::Result<()> {
         (16, 42),
         font(13.0).color(&BLACK.mix(0.7)),
     )?;
-    for (i, (name, color)) in [("switchyard", SWITCHYARD), ("haproxy", HAPROXY)]
-        .into_iter()
-        .enumerate()
+    for (i, (name, color)) in [
+        ("switchyard", SWITCHYARD),
+        ("socket", SOCKET),
+        ("haproxy", HAPROXY),
+    ]
+    .into_iter()
+    .enumerate()
     {
-        let x = WIDTH - RIGHT - 220 + 120 * i as i32;
+        let x = WIDTH - RIGHT - 330 + 110 * i as i32;
         root.draw(&Rectangle::new([(x, 16), (x + 14, 30)], color.filled()))
             .map_err(plot_error)?;
         text(name, (x + 20, 15), font(14.0))?;
@@ -126,10 +131,10 @@ pub fn draw(report: &BenchReport, path: &Path) -> anyhow::Result<()> {
                 None => {}
                 Some(None) => text("failed", (LEFT + 4, mid), value_style.color(&FAILED))?,
                 Some(Some(r)) => {
-                    let color = if *target == Target::Switchyard {
-                        SWITCHYARD
-                    } else {
-                        HAPROXY
+                    let color = match target {
+                        Target::Switchyard => SWITCHYARD,
+                        Target::SwitchyardSocket => SOCKET,
+                        _ => HAPROXY,
                     };
                     let end = x_of(*r).max(LEFT + 1);
                     root.draw(&Rectangle::new(
@@ -149,7 +154,7 @@ pub fn draw(report: &BenchReport, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The groups in run order, with their switchyard and haproxy ratios.
+/// The groups in run order, with their switchyard (TCP, socket) and haproxy ratios.
 fn groups(report: &BenchReport) -> Vec<Group> {
     let mut out: Vec<Group> = Vec::new();
     for row in report.rows.iter().filter(|r| !r.is_sharded()) {
@@ -159,7 +164,11 @@ fn groups(report: &BenchReport) -> Vec<Group> {
             None => {
                 out.push(Group {
                     label,
-                    bars: [(Target::Switchyard, None), (Target::Haproxy, None)],
+                    bars: [
+                        (Target::Switchyard, None),
+                        (Target::SwitchyardSocket, None),
+                        (Target::Haproxy, None),
+                    ],
                 });
                 out.len() - 1
             }
@@ -424,14 +433,14 @@ mod tests {
     fn report() -> BenchReport {
         let mut rows = Vec::new();
         for (workload, qps) in [
-            ("oltp_point_select", [9000.0, 5000.0, 8000.0]),
-            ("oltp_read_write", [900.0, 700.0, 850.0]),
+            ("oltp_point_select", [9000.0, 5000.0, 6000.0, 8000.0]),
+            ("oltp_read_write", [900.0, 700.0, 750.0, 850.0]),
         ] {
             for (target, qps) in Target::SYSBENCH.into_iter().zip(qps) {
                 rows.push(row(workload, Protocol::Ps, target, qps));
             }
         }
-        rows[5].failure = Some("boom".into());
+        rows[7].failure = Some("boom".into());
         for (target, qps) in [(Target::Spider, 400.0), (Target::Switchyard, 1300.0)] {
             rows.push(row("sharded_point_select", Protocol::Text, target, qps));
         }
@@ -445,12 +454,16 @@ mod tests {
     }
 
     #[test]
-    fn each_group_gets_a_switchyard_and_a_haproxy_bar() {
+    fn each_group_gets_a_switchyard_a_socket_and_a_haproxy_bar() {
         let g = groups(&report());
         assert_eq!(g.len(), 2);
         assert_eq!(g[0].label, "oltp_point_select ps t=8");
         assert_eq!(g[0].bars[0].1, Some(Some(5000.0 / 9000.0)));
-        assert_eq!(g[1].bars[1], (Target::Haproxy, Some(None)));
+        assert_eq!(
+            g[0].bars[1],
+            (Target::SwitchyardSocket, Some(Some(6000.0 / 9000.0)))
+        );
+        assert_eq!(g[1].bars[2], (Target::Haproxy, Some(None)));
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub enum Target {
     Direct,
     /// switchyard's router, hosted by the bench process.
     Switchyard,
+    /// The same router through its Unix-domain socket (a client on the same host).
+    #[serde(rename = "switchyard-socket")]
+    SwitchyardSocket,
     /// HAProxy in TCP mode: a proxy that parses nothing.
     Haproxy,
     /// MariaDB Spider over the same shards as switchyard: the baseline of sharded rows.
@@ -63,7 +66,12 @@ pub enum Target {
 
 impl Target {
     /// The targets of a sysbench group, in the order each group runs them.
-    pub const SYSBENCH: [Target; 3] = [Target::Direct, Target::Switchyard, Target::Haproxy];
+    pub const SYSBENCH: [Target; 4] = [
+        Target::Direct,
+        Target::Switchyard,
+        Target::SwitchyardSocket,
+        Target::Haproxy,
+    ];
     /// The targets of a sharded group.
     pub const SHARDED: [Target; 2] = [Target::Spider, Target::Switchyard];
 
@@ -71,6 +79,7 @@ impl Target {
         match self {
             Target::Direct => "direct",
             Target::Switchyard => "switchyard",
+            Target::SwitchyardSocket => "switchyard-socket",
             Target::Haproxy => "haproxy",
             Target::Spider => "spider",
         }
@@ -226,13 +235,14 @@ mod tests {
     #[test]
     fn a_full_run_interleaves_the_targets_of_each_group() {
         let rows = rows(false, &[1, 8, 64], &[]);
-        assert_eq!(rows.len(), 3 * 2 * 3 * 3);
+        assert_eq!(rows.len(), 3 * 2 * 3 * 4);
         assert_eq!(rows[0].key(), "oltp_point_select/ps/1/direct");
         assert_eq!(rows[1].key(), "oltp_point_select/ps/1/switchyard");
-        assert_eq!(rows[2].key(), "oltp_point_select/ps/1/haproxy");
-        assert_eq!(rows[3].key(), "oltp_point_select/ps/8/direct");
-        assert_eq!(rows[53].key(), "oltp_read_write/text/64/haproxy");
-        assert_eq!(rows[4].to_string(), "oltp_point_select ps t=8 switchyard");
+        assert_eq!(rows[2].key(), "oltp_point_select/ps/1/switchyard-socket");
+        assert_eq!(rows[3].key(), "oltp_point_select/ps/1/haproxy");
+        assert_eq!(rows[4].key(), "oltp_point_select/ps/8/direct");
+        assert_eq!(rows[71].key(), "oltp_read_write/text/64/haproxy");
+        assert_eq!(rows[5].to_string(), "oltp_point_select ps t=8 switchyard");
     }
 
     #[test]
@@ -243,9 +253,11 @@ mod tests {
             [
                 "oltp_point_select/ps/8/direct",
                 "oltp_point_select/ps/8/switchyard",
+                "oltp_point_select/ps/8/switchyard-socket",
                 "oltp_point_select/ps/8/haproxy",
                 "oltp_read_write/ps/8/direct",
                 "oltp_read_write/ps/8/switchyard",
+                "oltp_read_write/ps/8/switchyard-socket",
                 "oltp_read_write/ps/8/haproxy",
             ]
         );
@@ -261,8 +273,10 @@ mod tests {
         let want = [
             ("direct", 0),
             ("switchyard", 0),
+            ("switchyard-socket", 0),
             ("haproxy", 0),
             ("switchyard", 1),
+            ("switchyard-socket", 1),
             ("haproxy", 1),
             ("direct", 1),
         ];
@@ -309,9 +323,11 @@ mod tests {
                 "oltp_read_only/ps/64/haproxy",
                 "oltp_read_only/text/1/direct",
                 "oltp_read_only/text/1/switchyard",
+                "oltp_read_only/text/1/switchyard-socket",
                 "oltp_read_only/text/1/haproxy",
                 "oltp_read_only/text/64/direct",
                 "oltp_read_only/text/64/switchyard",
+                "oltp_read_only/text/64/switchyard-socket",
                 "oltp_read_only/text/64/haproxy",
                 "oltp_read_write/ps/64/haproxy",
                 "oltp_read_write/text/64/haproxy",

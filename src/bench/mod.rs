@@ -432,12 +432,12 @@ pub(crate) mod tests {
         assert_eq!(p.sharded.len(), 2);
         assert_eq!(p.failover, [failover::Event::KillLeader]);
         let p = plan(&["oltp_point_select"]);
-        assert_eq!((p.sysbench.len(), p.sharded.len()), (3, 0));
+        assert_eq!((p.sysbench.len(), p.sharded.len()), (4, 0));
         assert!(p.failover.is_empty());
         let p = plan(&[]);
         assert_eq!(
             (p.sysbench.len(), p.sharded.len(), p.failover.len()),
-            (6, 4, 5)
+            (8, 4, 5)
         );
         let p = plan(&["failover/freeze", "failover/partition"]);
         assert_eq!(

@@ -1,6 +1,6 @@
-//! The sysbench rows: sysbench drives the same leader three ways, directly, through
-//! switchyard (in this process) and through HAProxy in TCP mode, group after group, so that
-//! the noise of a shared machine hits the three alike. Before each row the replica applies
+//! The sysbench rows: sysbench drives the same leader four ways, directly, through
+//! switchyard (in this process) over TCP and over its Unix-domain socket, and through HAProxy
+//! in TCP mode, group after group, so that the noise of a shared machine hits them alike. Before each row the replica applies
 //! what the leader wrote, so that no row pays for the one before.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use super::matrix::{self, RowSpec, Target};
 use super::report::{self, RouterCounters, RowResult};
 use super::settle::{self, connect, first_value};
 use super::stage::Stage;
-use super::sysbench::{self, Sysbench};
+use super::sysbench::{self, Endpoint, Sysbench};
 use super::BenchOptions;
 use crate::App;
 
@@ -98,16 +98,18 @@ struct Targets {
     leader_port: u16,
     leader_pid: Option<u32>,
     router_port: u16,
+    router_socket: PathBuf,
     haproxy: Haproxy,
 }
 
 impl Targets {
     /// Where sysbench connects for `target`; an error for a target of the sharded rows.
-    fn port(&self, target: Target) -> anyhow::Result<u16> {
+    fn endpoint(&self, target: Target) -> anyhow::Result<Endpoint> {
         match target {
-            Target::Direct => Ok(self.leader_port),
-            Target::Switchyard => Ok(self.router_port),
-            Target::Haproxy => Ok(self.haproxy.port),
+            Target::Direct => Ok(Endpoint::Port(self.leader_port)),
+            Target::Switchyard => Ok(Endpoint::Port(self.router_port)),
+            Target::SwitchyardSocket => Ok(Endpoint::Socket(self.router_socket.clone())),
+            Target::Haproxy => Ok(Endpoint::Port(self.haproxy.port)),
             Target::Spider => bail!("{target} is not a target of the sysbench rows"),
         }
     }
@@ -142,6 +144,10 @@ async fn measure(
         leader_port: leader.port,
         leader_pid: local.pid(&leader.addr),
         router_port: app.router_addr.port(),
+        router_socket: app
+            .router_socket
+            .clone()
+            .context("the router has no Unix-domain socket (router.socket)")?,
         haproxy,
     };
 
@@ -152,7 +158,11 @@ async fn measure(
         .await
         .context("creating the sysbench database")?;
     for target in Target::SYSBENCH {
-        let addr = format!("127.0.0.1:{}", targets.port(target)?);
+        // The socket's first query is the warm-up's.
+        let Endpoint::Port(port) = targets.endpoint(target)? else {
+            continue;
+        };
+        let addr = format!("127.0.0.1:{port}");
         let mut c = connect(&addr)
             .await
             .with_context(|| format!("through {target}"))?;
@@ -216,7 +226,7 @@ async fn warm_up(sb: &Sysbench, targets: &Targets) -> anyhow::Result<()> {
             threads: 4,
             target,
         };
-        sb.run(targets.port(target)?, &row, 1)
+        sb.run(&targets.endpoint(target)?, &row, 1)
             .await
             .with_context(|| format!("warming up {target}"))?;
     }
@@ -237,8 +247,8 @@ async fn measure_row(
     let haproxy_before = read_pid(Some(haproxy_pid));
     let leader_before = read_pid(targets.leader_pid);
     let router_before = RouterCounters::read(&app.router.metrics);
-    let outcome = match targets.port(row.target) {
-        Ok(port) => sb.run(port, row, seconds).await,
+    let outcome = match targets.endpoint(row.target) {
+        Ok(to) => sb.run(&to, row, seconds).await,
         Err(e) => Err(e),
     };
     let router_after = RouterCounters::read(&app.router.metrics);
@@ -258,11 +268,13 @@ async fn measure_row(
     result.leader_cpu = cost("mariadbd", leader_before, leader_after);
     result.cpu = match row.target {
         Target::Direct => cost("bench-process", self_before, self_after),
-        Target::Switchyard => cost("switchyard", self_before, self_after),
+        Target::Switchyard | Target::SwitchyardSocket => {
+            cost("switchyard", self_before, self_after)
+        }
         Target::Haproxy => cost("haproxy", haproxy_before, haproxy_after),
         Target::Spider => None,
     };
-    if row.target == Target::Switchyard {
+    if matches!(row.target, Target::Switchyard | Target::SwitchyardSocket) {
         result.router = Some(router_after.since(router_before));
     }
     result

@@ -363,7 +363,8 @@ fn sysbench_table(out: &mut String, report: &BenchReport, rows: &[&RowResult]) {
     let s = &report.meta.settings;
     let _ = writeln!(
         out,
-        "## sysbench: direct, switchyard, HAProxy\n\n{}; {} tables x {} rows; {} s per row; \
+        "## sysbench: direct, switchyard (TCP and Unix socket), HAProxy\n\n{}; {} tables x {} \
+         rows; {} s per row; \
          `{}`.\n",
         s.cluster, s.tables, s.table_size, s.seconds, s.sysbench_args,
     );
@@ -390,8 +391,9 @@ fn sysbench_table(out: &mut String, report: &BenchReport, rows: &[&RowResult]) {
         );
     }
     out.push_str(
-        "\nratio: QPS over direct's in the same group. proxy CPU: the bench process (which \
-         hosts the router) on switchyard rows, HAProxy's process on haproxy rows; in \
+        "\nratio: QPS over direct's in the same group. switchyard-socket: sysbench through the \
+         router's Unix-domain socket (the router to the leader over TCP, as in every row). \
+         proxy CPU: the bench process (which hosts the router) on switchyard rows, HAProxy's process on haproxy rows; in \
          parentheses on direct rows, the bench process with no router traffic (orchestrator \
          polling, the harness): the floor under the switchyard figure. Latency is per \
          sysbench event (one query for oltp_point_select, a transaction otherwise).\n\n",

@@ -18,6 +18,13 @@ pub const DB: &str = "sbtest";
 pub const USER: &str = "app";
 pub const PASSWORD: &str = "app";
 
+/// Where sysbench connects: a port on 127.0.0.1 or a Unix-domain socket.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Port(u16),
+    Socket(PathBuf),
+}
+
 /// sysbench, and the data set every command of a run shares.
 #[derive(Debug, Clone)]
 pub struct Sysbench {
@@ -27,23 +34,29 @@ pub struct Sysbench {
 }
 
 impl Sysbench {
-    fn args(&self, port: u16) -> Vec<String> {
-        vec![
-            "--db-driver=mysql".into(),
-            "--mysql-host=127.0.0.1".into(),
-            format!("--mysql-port={port}"),
+    fn args(&self, to: &Endpoint) -> Vec<String> {
+        let mut args = vec!["--db-driver=mysql".to_string()];
+        match to {
+            Endpoint::Port(port) => {
+                args.push("--mysql-host=127.0.0.1".into());
+                args.push(format!("--mysql-port={port}"));
+            }
+            Endpoint::Socket(path) => args.push(format!("--mysql-socket={}", path.display())),
+        }
+        args.extend([
             format!("--mysql-user={USER}"),
             format!("--mysql-password={PASSWORD}"),
             format!("--mysql-db={DB}"),
             format!("--tables={}", self.tables),
             format!("--table-size={}", self.table_size),
-        ]
+        ]);
+        args
     }
 
     /// Creates and fills the tables (the same tables serve every workload).
     pub async fn prepare(&self, port: u16) -> anyhow::Result<()> {
         let mut args = vec!["oltp_read_write".to_string()];
-        args.extend(self.args(port));
+        args.extend(self.args(&Endpoint::Port(port)));
         args.push(format!("--threads={}", self.tables.clamp(1, 4)));
         args.push("prepare".into());
         let rows = u64::from(self.tables) * u64::from(self.table_size);
@@ -52,9 +65,9 @@ impl Sysbench {
     }
 
     /// Runs one row for `seconds` and parses its report.
-    pub async fn run(&self, port: u16, row: &RowSpec, seconds: u32) -> anyhow::Result<Stats> {
+    pub async fn run(&self, to: &Endpoint, row: &RowSpec, seconds: u32) -> anyhow::Result<Stats> {
         let mut args = vec![row.workload.to_string()];
-        args.extend(self.args(port));
+        args.extend(self.args(to));
         args.extend([
             format!("--threads={}", row.threads),
             format!("--time={seconds}"),
