@@ -59,8 +59,9 @@ fn one() -> u32 {
 /// How the figures are computed, for readers of results.json and results.md.
 pub fn method() -> Vec<String> {
     [
-        "Rows run in groups of direct, switchyard, haproxy back to back for each workload, \
-         protocol and thread count, so that drift on the machine hits the three alike. Before \
+        "Rows run in groups of direct, switchyard, switchyard-socket, haproxy back to back for \
+         each workload, protocol and thread count, so that drift on the machine hits them all \
+         alike. Before \
          each row the replica has applied everything the leader wrote (GTID positions equal), \
          so that no row pays for the replication work of the one before.",
         "With --repeat N each group is measured N times before the next, its targets in turn \
