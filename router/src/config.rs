@@ -108,8 +108,9 @@ pub struct RouterConfig {
     pub listen: String,
     /// A Unix-domain socket the router also listens on, for applications on the same host
     /// (a sidecar): it saves the kernel's loopback TCP work. Clients on it are `localhost`,
-    /// are offered no TLS and count as a secure transport, as on a server. A file left there
-    /// by a process that has gone is replaced. Off by default.
+    /// are offered no TLS and count as a secure transport, as on a server. A socket left
+    /// there by a process that has gone is replaced; any other file there is an error. Off
+    /// by default.
     #[serde(default)]
     pub socket: Option<PathBuf>,
     pub users: Vec<UserConfig>,

@@ -49,10 +49,17 @@ pub struct SocketListener {
 
 impl SocketListener {
     /// Listens on `path`, open to every local user (the login still checks who they are), as
-    /// a server's socket is. A file left there by a process that has gone is replaced; one
-    /// where something still accepts connections is an error.
+    /// a server's socket is. A socket left there by a process that has gone is replaced; one
+    /// where something still accepts connections, or a file that is not a socket, is an error.
     pub async fn bind(path: &Path) -> std::io::Result<SocketListener> {
-        if path.exists() {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", path.display()),
+                ));
+            }
             let probe = tokio::time::timeout(Duration::from_secs(1), UnixStream::connect(path));
             if let Ok(Ok(_)) = probe.await {
                 return Err(std::io::Error::new(
@@ -225,5 +232,12 @@ mod tests {
         assert!(path.exists(), "the live listener's file kept");
         drop(live);
         assert!(!path.exists(), "removed with its listener");
+        // Anything else at the path is left alone.
+        std::fs::write(&path, "data").unwrap();
+        let err = SocketListener::bind(&path)
+            .await
+            .expect_err("a regular file");
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "data");
     }
 }

@@ -76,6 +76,9 @@ pub struct BenchOptions {
     pub repeat: u32,
     /// Trials of each failover event.
     pub failover_trials: u32,
+    /// The sysbench rows' router reaches the leader through its Unix-domain socket
+    /// (`router.backend_sockets`), as a router on the database host would.
+    pub backend_sockets: bool,
 }
 
 impl Default for BenchOptions {
@@ -93,6 +96,7 @@ impl Default for BenchOptions {
             tables: 4,
             repeat: 1,
             failover_trials: 5,
+            backend_sockets: false,
         }
     }
 }
@@ -152,6 +156,10 @@ pub struct BenchArgs {
     /// Where to write the results [default: bench-results/<UTC time>].
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// The sysbench rows' router reaches the leader through the leader's Unix-domain socket
+    /// (router.backend_sockets), as a router on the database host would; TCP otherwise.
+    #[arg(long)]
+    pub backend_sockets: bool,
 }
 
 impl BenchArgs {
@@ -171,6 +179,7 @@ impl BenchArgs {
         o.repeat = self.repeat.max(1);
         o.failover_trials = self.trials.unwrap_or(o.failover_trials);
         o.out_dir = self.out_dir.unwrap_or(o.out_dir);
+        o.backend_sockets = self.backend_sockets;
         o
     }
 }
@@ -271,7 +280,15 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
                 seconds: opts.seconds,
                 tables: opts.tables,
                 table_size: opts.table_size,
-                cluster: "1 leader + 1 replica, semi-sync, MariaDB on loopback".into(),
+                cluster: format!(
+                    "1 leader + 1 replica, semi-sync, MariaDB on loopback; the router to the \
+                     leader over {}",
+                    if opts.backend_sockets {
+                        "its Unix-domain socket"
+                    } else {
+                        "TCP"
+                    }
+                ),
                 sysbench_args: "--rand-type=uniform --percentile=99 --histogram=on \
                                 --db-ps-mode=auto|disable"
                     .into(),
@@ -416,6 +433,12 @@ pub(crate) mod tests {
             .options();
         assert_eq!((o.repeat, o.failover_trials), (3, 1));
         assert_eq!(o.only, ["sharded"]);
+        assert!(!o.backend_sockets);
+        let o = Cli::try_parse_from(["bench", "--backend-sockets"])
+            .unwrap()
+            .bench
+            .options();
+        assert!(o.backend_sockets);
         assert!(Cli::try_parse_from(["bench", "--repeat", "0"]).is_err());
     }
 

@@ -29,7 +29,19 @@ pub async fn run(
 ) -> anyhow::Result<(Vec<RowResult>, Versions)> {
     let tools = Tools::locate()?;
     eprintln!("starting a leader, a replica and switchyard");
-    let stage = Stage::start("sy-bench-", 1, 1).await?;
+    let backend_sockets = opts.backend_sockets;
+    let stage = Stage::start_configured("sy-bench-", 1, 1, None, |config, local| {
+        if backend_sockets {
+            // Every node by its socket: the leader's is what the rows use.
+            for node in local.clusters().iter().flat_map(|c| &c.nodes) {
+                config
+                    .router
+                    .backend_sockets
+                    .insert(node.addr.clone(), node.socket.clone());
+            }
+        }
+    })
+    .await?;
     let outcome = measure(
         opts,
         &tools,

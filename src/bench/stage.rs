@@ -32,16 +32,17 @@ impl Stage {
         replicas: usize,
         binlog_disk_mb: Option<u32>,
     ) -> anyhow::Result<Stage> {
-        Self::start_configured(prefix, clusters, replicas, binlog_disk_mb, |_| {}).await
+        Self::start_configured(prefix, clusters, replicas, binlog_disk_mb, |_, _| {}).await
     }
 
-    /// Like [`Stage::start_with`], with `adjust` applied to switchyard's configuration first.
+    /// Like [`Stage::start_with`], with `adjust` applied to switchyard's configuration (given
+    /// the servers started) first.
     pub async fn start_configured(
         prefix: &str,
         clusters: usize,
         replicas: usize,
         binlog_disk_mb: Option<u32>,
-        adjust: impl FnOnce(&mut crate::Config),
+        adjust: impl FnOnce(&mut crate::Config, &LocalClusters),
     ) -> anyhow::Result<Stage> {
         let tmp = tempfile::Builder::new()
             .prefix(prefix)
@@ -65,7 +66,7 @@ impl Stage {
             "starting MariaDB (the benchmark needs it: apt-get install -y mariadb-server)",
         )?;
         let mut config = sandbox::config_for(&local, &opts);
-        adjust(&mut config);
+        adjust(&mut config, &local);
         let app = App::start(config).await.context("starting switchyard")?;
         Ok(Stage {
             tmp,

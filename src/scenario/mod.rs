@@ -258,7 +258,7 @@ pub async fn run(
     )
     .then_some(BINLOG_DISK_MB);
     let router_apart = matches!(scenario, Scenario::RouterCut | Scenario::OrchestratorCut);
-    let mut stage = Stage::start_configured("sy-scenario-", 1, 2, binlog_disk_mb, |c| {
+    let mut stage = Stage::start_configured("sy-scenario-", 1, 2, binlog_disk_mb, |c, _| {
         if let Some(s) = settings {
             apply_settings(s, c);
         }

@@ -7,6 +7,7 @@ mod autoinc;
 mod gather;
 mod multiwrite;
 mod prepared;
+mod retry;
 pub mod state;
 mod xa;
 
@@ -497,7 +498,7 @@ impl Session {
         self.unpin_unless_diagnostics(sql.as_bytes(), &class);
         let exec = Exec {
             mode: RelayMode::ResultSet { cursor: false },
-            retry_reads: is_read(&class),
+            retry_reads: retry::is_read(&class),
             with_insert_id: class.uses_session_functions,
         };
         if !class.multi && self.xa.is_some() {
@@ -618,12 +619,12 @@ impl Session {
                     }
                 }
                 // A deferred BEGIN starts on the leader, even with a read first.
-                let target = if is_read(&class) && !self.pins.any() && self.pending_begin.is_none()
-                {
-                    Target::ReplicaOk
-                } else {
-                    Target::Leader
-                };
+                let target =
+                    if retry::is_read(&class) && !self.pins.any() && self.pending_begin.is_none() {
+                        Target::ReplicaOk
+                    } else {
+                        Target::Leader
+                    };
                 let outcome = self.run(target, Cmd::Raw(payload), exec).await?;
                 self.after_statement(&class, &outcome);
                 Ok(())
@@ -924,14 +925,17 @@ impl Session {
                     if let Some((seq, payload)) = outcome.intercepted.take() {
                         let code = outcome.error.as_ref().map_or(0, |e| e.code);
                         if let Some(r) = route.as_ref().filter(|r| {
-                            NOT_EXECUTED_ON_OLD_LEADER.contains(&code) && !self.ctx.route_current(r)
+                            retry::not_executed_on_old_leader(code) && !self.ctx.route_current(r)
                         }) {
                             // The old leader refused it during a leader change: it did not
                             // run there, so it runs on the new leader.
                             RouterMetrics::inc(&self.ctx.metrics.leader_change_retries);
                             drop(conn);
                             let err = RouterError::Backend(BackendError::Server(
-                                outcome.error.clone().unwrap_or_else(unreachable_error),
+                                outcome
+                                    .error
+                                    .clone()
+                                    .unwrap_or_else(retry::lost_without_error),
                             ));
                             Box::pin(self.hold(r.version, &r.cluster, deadline, err)).await?;
                             continue;
@@ -1718,31 +1722,6 @@ impl Session {
         }
         self.reply_ok(seq).await
     }
-}
-
-/// Errors with which an old leader refuses or aborts a statement that therefore did not run:
-/// read-only (1290), statement killed (1927, 1317), shutting down (1053), global read lock
-/// (1223). During a leader change such a statement is run again on the new leader.
-const NOT_EXECUTED_ON_OLD_LEADER: [u16; 5] = [1290, 1927, 1317, 1053, 1223];
-
-fn unreachable_error() -> crate::protocol::ServerError {
-    crate::protocol::ServerError {
-        code: 2013,
-        sqlstate: "HY000".into(),
-        message: "Lost connection to backend during query".into(),
-        raw: None,
-    }
-}
-
-/// Statements that may run again elsewhere after a failure and may go to a replica.
-fn is_read(class: &Classification) -> bool {
-    matches!(
-        class.kind,
-        StatementKind::Select { locking: false } | StatementKind::Show
-    ) && class.pin.is_none()
-        && !class.multi
-        && !class.uses_session_functions
-        && !class.calc_found_rows
 }
 
 async fn write_error(

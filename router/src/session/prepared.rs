@@ -11,7 +11,8 @@ use crate::classify::{Classification, StatementKind};
 use crate::context::{RouterMetrics, StatementClass};
 use crate::error::RouterError;
 
-use super::{is_read, Cmd, Exec, Failure, Gather, Session, Target};
+use super::retry::is_read;
+use super::{Cmd, Exec, Failure, Gather, Session, Target};
 use crate::shard::Plan;
 
 /// A statement as the client knows it.
