@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use crate::context::RouterContext;
-use crate::xa::{internal_conn, quote, XaError};
+use crate::xa::{internal_conn, XaError};
+use shard_map::sql::quote;
 
 /// Ids reserved per round trip to the sequence table.
 pub const BLOCK: u64 = 100;

@@ -11,6 +11,7 @@
 //! first logs `rollback` (so that a commit decision still in flight can't land afterwards:
 //! whichever row is written first is the decision), then rolls it back.
 
+use shard_map::sql::quote;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -138,11 +139,6 @@ pub fn xid_sql(gtrid: &str, bqual: &str) -> String {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A string as an SQL literal.
-pub fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// Why an internal connection could not be had.

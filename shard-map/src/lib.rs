@@ -16,6 +16,7 @@ pub mod error;
 pub mod keyrange;
 pub mod keyspace;
 pub mod shardmap;
+pub mod sql;
 pub mod store;
 pub mod topology;
 mod validate;

@@ -11,8 +11,8 @@ use tokio::time::{sleep, timeout, Instant};
 use super::OrchestratorError;
 use crate::gtid::GtidPos;
 use crate::monitor::{replication_from_row, split_host_port, MonitorConfig, Replication};
-use crate::provision::sql::quote;
 use crate::tls::{self, ConnectError, NodeTls};
+use shard_map::sql::quote;
 
 /// How the orchestrator logs in and how long it waits.
 #[derive(Clone)]

@@ -20,6 +20,7 @@
 pub(super) mod copy;
 mod source;
 
+use shard_map::sql::quote_ident;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -76,11 +77,6 @@ pub struct RebuildReport {
 /// would otherwise give it. `gtid_binlog_state` survives restarts (it is the binlog's).
 fn mark(server_id: u32) -> String {
     format!("{MARK_DOMAIN}-{server_id}-1")
-}
-
-/// A schema name as an identifier.
-fn quote_ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
 }
 
 impl Orchestrator {
@@ -385,7 +381,7 @@ impl Orchestrator {
                     "setting gtid_slave_pos to the snapshot's position",
                     &format!(
                         "SET GLOBAL gtid_slave_pos = {}",
-                        crate::provision::sql::quote(&position)
+                        shard_map::sql::quote(&position)
                     ),
                 )
                 .await?;
@@ -557,7 +553,7 @@ impl Orchestrator {
                 "marking it as being rebuilt",
                 &format!(
                     "SET GLOBAL gtid_binlog_state = {}",
-                    crate::provision::sql::quote(&mark(snap.server_id))
+                    shard_map::sql::quote(&mark(snap.server_id))
                 ),
             )
             .await?;
@@ -700,11 +696,5 @@ mod tests {
         // Whatever the leader has written, the mark is not in it: the rejoin keeps the node out.
         let leader = GtidPos::parse("0-1-1000000,1-2-5").unwrap();
         assert_eq!(m.not_in(&leader).len(), 1);
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("app"), "`app`");
-        assert_eq!(quote_ident("a`b"), "`a``b`");
     }
 }

@@ -179,10 +179,7 @@ impl NodeConn {
         file: &str,
     ) -> Result<(GtidPos, Vec<Group>), OrchestratorError> {
         let what = format!("reading binlog {file}");
-        let sql = format!(
-            "SHOW BINLOG EVENTS IN {}",
-            crate::provision::sql::quote(file)
-        );
+        let sql = format!("SHOW BINLOG EVENTS IN {}", shard_map::sql::quote(file));
         let mut before = GtidPos::default();
         let mut groups: Vec<Group> = Vec::new();
         let scan = async {

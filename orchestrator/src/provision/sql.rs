@@ -1,6 +1,7 @@
 //! The SQL side of provisioning: users, `CHANGE MASTER`, and turning on semi-sync on a leader
 //! once its replicas are connected. Everything runs as root over the node's unix socket.
 
+use shard_map::sql::quote;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -19,22 +20,6 @@ pub(crate) const APP_PRIVILEGES: &str = "SELECT, INSERT, UPDATE, DELETE, CREATE,
 /// How long a leader may wait for its replicas to connect.
 pub(crate) const REPLICAS_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-
-/// A SQL string literal.
-pub(crate) fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            '\0' => out.push_str("\\0"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
 
 /// A root connection to `node` over its unix socket.
 pub(crate) async fn connect(node: &LocalNode) -> Result<Conn, ProvisionError> {

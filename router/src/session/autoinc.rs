@@ -128,12 +128,11 @@ impl Session {
         let Some(shard) = ks.all_shards().first() else {
             return Ok(None);
         };
-        let quote = |s: &str| s.replace('\\', "\\\\").replace('\'', "''");
         let sql = format!(
             "SELECT COLUMN_NAME, ORDINAL_POSITION FROM information_schema.COLUMNS WHERE \
-             TABLE_SCHEMA = '{}' AND TABLE_NAME = '{}' AND EXTRA LIKE '%auto_increment%'",
-            quote(&shard.database),
-            quote(table)
+             TABLE_SCHEMA = {} AND TABLE_NAME = {} AND EXTRA LIKE '%auto_increment%'",
+            shard_map::sql::quote(&shard.database),
+            shard_map::sql::quote(table)
         );
         let deadline = tokio::time::Instant::now()
             + std::time::Duration::from_millis(self.ctx.config.hold_timeout_ms);

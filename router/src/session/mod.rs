@@ -1309,13 +1309,12 @@ impl Session {
                         RouterError::NotSupported("a keyspace without shards".into()).into(),
                     );
                 };
-                let quote = |s: &str| s.replace('\\', "\\\\").replace('\'', "''");
                 let sql = format!(
                     "SELECT ORDINAL_POSITION FROM information_schema.COLUMNS WHERE \
-                     TABLE_SCHEMA = '{}' AND TABLE_NAME = '{}' AND COLUMN_NAME = '{}'",
-                    quote(&shard.database),
-                    quote(&table),
-                    quote(&column)
+                     TABLE_SCHEMA = {} AND TABLE_NAME = {} AND COLUMN_NAME = {}",
+                    shard_map::sql::quote(&shard.database),
+                    shard_map::sql::quote(&table),
+                    shard_map::sql::quote(&column)
                 );
                 let deadline = tokio::time::Instant::now()
                     + std::time::Duration::from_millis(self.ctx.config.hold_timeout_ms);
@@ -1605,7 +1604,7 @@ impl Session {
             .route_and_checkout(Target::LeaderFor(db), deadline)
             .await?;
         self.sync(&mut conn, false).await?;
-        conn.query(&format!("USE {}", state::quote_ident(db)))
+        conn.query(&format!("USE {}", shard_map::sql::quote_ident(db)))
             .await
             .map_err(RouterError::from)?;
         self.state.db = Some(db.to_string());

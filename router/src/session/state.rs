@@ -2,6 +2,7 @@
 //! session and user variables, last insert id) and the statements that bring a pooled backend
 //! connection from its state to the session's.
 
+use shard_map::sql::quote_ident;
 use std::sync::Arc;
 
 use crate::backend::ConnState;
@@ -191,11 +192,6 @@ fn reset_var_sql(key: &str) -> String {
     } else {
         format!("SET SESSION {} = DEFAULT", quote_ident(key))
     }
-}
-
-/// Backtick-quotes an identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
 }
 
 /// The `SET NAMES` statement for a handshake collation id, `None` for the backend default.

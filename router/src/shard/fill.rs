@@ -75,7 +75,7 @@ pub fn fill_auto_increment(
         let close = sql[..spans[0].0].rfind(')')?;
         out.push_str(&sql[..close]);
         out.push_str(", ");
-        out.push_str(&crate::session::state::quote_ident(column));
+        out.push_str(&shard_map::sql::quote_ident(column));
         last = close;
     }
     let mut next = ids.iter();

@@ -2,6 +2,7 @@
 //! integers and strings become [`KeyValue`]s; NULLs, floats, dates and the like are `None`
 //! (no shard can be named for them).
 
+use shard_map::sql::quote;
 use shard_map::KeyValue;
 
 use crate::protocol::read_lenenc_bytes;
@@ -184,22 +185,6 @@ fn literals(packet: &[u8], n: usize) -> Option<Vec<String>> {
             Param::Bytes { .. } => None,
         })
         .collect()
-}
-
-/// A single-quoted SQL string (backslashes and quotes escaped, NUL written as `\0`).
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("''"),
-            '\0' => out.push_str("\\0"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
 }
 
 fn temporal_literal(ty: u8, b: &[u8]) -> Option<String> {
