@@ -47,6 +47,15 @@ async fn assert_roles(lc: &LocalClusters) {
         1,
         "semi-sync master on the leader"
     );
+    // Its own tmpdir: a server starting in a shared one deletes the others' temporary tables.
+    let tmpdir: String = scalar(&mut l, "SELECT @@global.tmpdir")
+        .await
+        .expect("tmpdir");
+    assert_eq!(
+        std::path::Path::new(&tmpdir),
+        leader.tmp_dir(),
+        "the leader's tmpdir"
+    );
     let want_clients = (c.nodes.len() - 1).to_string();
     eventually("every replica as a semi-sync client", WAIT, || async {
         let mut l = admin(lc, leader).await?;

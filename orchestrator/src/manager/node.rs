@@ -301,8 +301,8 @@ impl NodeConn {
         if killed == 0 {
             return Ok(0);
         }
-        // Watched through SHOW SLAVE STATUS, not the process list: MariaDB 10.11 crashed
-        // (seen here) filling information_schema.PROCESSLIST while the killed thread ended.
+        // Watched through SHOW SLAVE STATUS, which needs no temporary table as the process
+        // list does.
         let deadline = Instant::now() + IO_EXIT_WAIT;
         while Instant::now() < deadline && self.io_thread_running().await? {
             sleep(Duration::from_millis(10)).await;

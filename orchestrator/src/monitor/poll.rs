@@ -363,9 +363,10 @@ async fn observe(conn: &mut Conn, last_binlog: Option<&str>) -> Result<Observati
 
 /// Whether a writable node's sessions are worth looking at for commits that cannot finish
 /// ([`StuckWrites`]): its binlog has not moved since the last poll while a session other than
-/// this one is running. The process list is read only then: MariaDB 10.11 crashed here
-/// (segfault, twice, each time reading the process list while a killed thread ended), and a
-/// busy leader moves its binlog at every poll, an idle one runs nothing.
+/// this one is running. The process list is read only then: a busy leader moves its binlog at
+/// every poll, an idle one runs nothing, and the list costs the server an internal temporary
+/// table per read. (The crashes once blamed on these reads were test servers sharing /tmp as
+/// tmpdir: see `LocalNode::tmp_dir`.)
 async fn commits_may_be_stuck(
     conn: &mut Conn,
     obs: &Observation,

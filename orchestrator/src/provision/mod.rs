@@ -169,6 +169,16 @@ impl LocalNode {
         self.datadir.join("binlog")
     }
 
+    /// The server's own temporary directory (`tmpdir`), beside its datadir. Never a shared
+    /// one such as /tmp: a starting server deletes every `#sql*` file in its tmpdir, and those
+    /// of another server running there are its open internal temporary tables (MariaDB
+    /// 10.11.19 then crashed in `ha_maria::drop_table` at the end of an
+    /// `information_schema.PROCESSLIST` query, or failed it with "Error on delete of
+    /// '/tmp/#sql-temptable-...MAI'").
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.datadir.with_extension("tmp")
+    }
+
     /// The server's error log (inside the datadir).
     pub fn error_log(&self) -> PathBuf {
         self.datadir.join(process::ERROR_LOG)

@@ -59,6 +59,7 @@ pub(crate) fn server_args(node: &LocalNode, role: &ServerRole, as_root: bool) ->
     args.push(path_arg("socket", &node.socket));
     args.push(path_arg("pid-file", &node.datadir.join(PID_FILE)));
     args.push(path_arg("log-error", &node.datadir.join(ERROR_LOG)));
+    args.push(path_arg("tmpdir", &node.tmp_dir()));
     let owned = [
         "--bind-address=127.0.0.1".to_owned(),
         format!("--port={}", node.port),
@@ -198,6 +199,8 @@ pub(crate) async fn start_server(
     if let Some(mb) = role.binlog_disk_mb {
         mount_binlog_disk(&node.binlog_dir(), mb)?;
     }
+    fs::create_dir_all(node.tmp_dir())
+        .map_err(|e| ProvisionError::io(format!("creating {}", node.tmp_dir().display()), e))?;
     let error_log = node.datadir.join(ERROR_LOG);
     // Only what this attempt writes counts: the log keeps earlier runs' messages.
     let log_offset = fs::metadata(&error_log).map(|m| m.len()).unwrap_or(0);
@@ -520,6 +523,10 @@ mod tests {
         assert!(args.contains(&"--rpl-semi-sync-slave-enabled=1".to_owned()));
         assert!(!args.iter().any(|a| a.contains("semi-sync-master-enabled")));
         assert!(!args.contains(&"--skip-slave-start".to_owned()));
+        // Each server its own tmpdir, outside its datadir (see LocalNode::tmp_dir).
+        let tmpdir = &args[pos("--tmpdir=")];
+        assert_eq!(tmpdir, &format!("--tmpdir={}", node().tmp_dir().display()));
+        assert!(!node().tmp_dir().starts_with(&node().datadir));
     }
 
     #[test]
