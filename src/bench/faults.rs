@@ -8,33 +8,77 @@
 //! so a failed run leaves no frozen server or firewall rule behind. Only loopback ports of
 //! servers the caller started are touched.
 
+use std::ffi::OsStr;
 use std::process::Command;
+
+/// Undoes a fault once: when its guard is told to, or when the guard is dropped.
+struct Undo(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl Undo {
+    fn new(undo: impl FnOnce() + Send + Sync + 'static) -> Undo {
+        Undo(Some(Box::new(undo)))
+    }
+
+    fn now(&mut self) {
+        if let Some(undo) = self.0.take() {
+            undo();
+        }
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
+impl std::fmt::Debug for Undo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Undo(pending)"
+        } else {
+            "Undo(done)"
+        })
+    }
+}
+
+/// Runs `program` with `args`; an error names the command and holds its stderr, or says what
+/// `needs` it when it cannot run at all.
+fn run<S: AsRef<OsStr>>(program: &str, args: &[S], needs: &str) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program} ({e}): {needs}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+    Err(format!(
+        "{program} {}: {}",
+        shown.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
 
 /// A process stopped with `SIGSTOP` until [`Frozen::thaw`] or drop.
 #[derive(Debug)]
 pub struct Frozen {
-    pid: u32,
-    thawed: bool,
+    undo: Undo,
 }
 
 /// Freezes `pid` (a server the caller started).
 pub fn freeze(pid: u32) -> std::io::Result<Frozen> {
     signal(pid, libc::SIGSTOP)?;
-    Ok(Frozen { pid, thawed: false })
+    Ok(Frozen {
+        undo: Undo::new(move || {
+            let _ = signal(pid, libc::SIGCONT);
+        }),
+    })
 }
 
 impl Frozen {
     pub fn thaw(mut self) {
-        self.thawed = true;
-        let _ = signal(self.pid, libc::SIGCONT);
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if !self.thawed {
-            let _ = signal(self.pid, libc::SIGCONT);
-        }
+        self.undo.now();
     }
 }
 
@@ -51,8 +95,7 @@ fn signal(pid: u32, sig: libc::c_int) -> std::io::Result<()> {
 /// [`blackhole_from`], [`blackhole_except`]), until [`Blackhole::heal`] or drop.
 #[derive(Debug)]
 pub struct Blackhole {
-    rules: Vec<Vec<String>>,
-    healed: bool,
+    undo: Undo,
 }
 
 /// An iptables rule on loopback input: TCP, `matches`, dropped.
@@ -66,40 +109,34 @@ fn drop_rule(matches: &[&str]) -> Vec<String> {
 }
 
 fn iptables(action: &str, rule: &[String]) -> Result<(), String> {
-    let out = Command::new("iptables")
-        .arg("-w")
-        .arg(action)
-        .args(rule)
-        .output()
-        .map_err(|e| {
-            format!(
-                "cannot run iptables ({e}): partitions need it and root \
-                 (apt-get install -y iptables)"
-            )
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "iptables {action} {}: {}",
-            rule.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+    let mut args = vec!["-w".to_string(), action.to_string()];
+    args.extend_from_slice(rule);
+    run(
+        "iptables",
+        &args,
+        "partitions need it and root (apt-get install -y iptables)",
+    )
+}
+
+fn remove_rules(rules: &[Vec<String>]) {
+    for rule in rules {
+        let _ = iptables("-D", rule);
     }
 }
 
 /// Adds `rules`; on failure removes those already added.
 fn install(rules: Vec<Vec<String>>) -> Result<Blackhole, String> {
-    let mut hole = Blackhole {
-        rules: Vec::new(),
-        healed: false,
-    };
+    let mut added = Vec::new();
     for rule in rules {
-        iptables("-I", &rule)?;
-        // From the first rule on, drop undoes what was added.
-        hole.rules.push(rule);
+        if let Err(e) = iptables("-I", &rule) {
+            remove_rules(&added);
+            return Err(e);
+        }
+        added.push(rule);
     }
-    Ok(hole)
+    Ok(Blackhole {
+        undo: Undo::new(move || remove_rules(&added)),
+    })
 }
 
 /// Drops all traffic of `port` on loopback, without resets: requests arriving for it and
@@ -167,30 +204,14 @@ pub fn blackhole_except(
 impl Blackhole {
     /// Lets traffic through again; stalled connections resume where they were.
     pub fn heal(mut self) {
-        self.remove();
-    }
-
-    fn remove(&mut self) {
-        if !self.healed {
-            self.healed = true;
-            for rule in &self.rules {
-                let _ = iptables("-D", rule);
-            }
-        }
-    }
-}
-
-impl Drop for Blackhole {
-    fn drop(&mut self) {
-        self.remove();
+        self.undo.now();
     }
 }
 
 /// A filesystem filled up by a filler file, until [`DiskFull::free`] or drop.
 #[derive(Debug)]
 pub struct DiskFull {
-    filler: std::path::PathBuf,
-    freed: bool,
+    undo: Undo,
 }
 
 /// Fills the filesystem of `dir` (one of the node's own, such as
@@ -201,8 +222,9 @@ pub fn fill_disk(dir: &std::path::Path) -> std::io::Result<DiskFull> {
     let filler = dir.join("fault-filler");
     let mut file = std::fs::File::create(&filler)?;
     let full = DiskFull {
-        filler,
-        freed: false,
+        undo: Undo::new(move || {
+            let _ = std::fs::remove_file(&filler);
+        }),
     };
     let block = [0u8; 4096];
     loop {
@@ -219,20 +241,7 @@ pub fn fill_disk(dir: &std::path::Path) -> std::io::Result<DiskFull> {
 impl DiskFull {
     /// Frees the space again.
     pub fn free(mut self) {
-        self.remove();
-    }
-
-    fn remove(&mut self) {
-        if !self.freed {
-            self.freed = true;
-            let _ = std::fs::remove_file(&self.filler);
-        }
-    }
-}
-
-impl Drop for DiskFull {
-    fn drop(&mut self) {
-        self.remove();
+        self.undo.now();
     }
 }
 
@@ -240,53 +249,32 @@ impl Drop for DiskFull {
 /// answering), until [`StalledDisk::resume`] or drop.
 #[derive(Debug)]
 pub struct StalledDisk {
-    dir: std::path::PathBuf,
-    resumed: bool,
+    undo: Undo,
 }
 
 /// Freezes the filesystem mounted at `dir` (one of the node's own, such as
 /// `orchestrator::provision::LocalNode::binlog_dir`; tmpfs cannot be frozen).
 pub fn stall_disk(dir: &std::path::Path) -> Result<StalledDisk, String> {
     fsfreeze("-f", dir)?;
+    let dir = dir.to_path_buf();
     Ok(StalledDisk {
-        dir: dir.to_path_buf(),
-        resumed: false,
+        undo: Undo::new(move || {
+            let _ = fsfreeze("-u", &dir);
+        }),
     })
 }
 
 fn fsfreeze(flag: &str, dir: &std::path::Path) -> Result<(), String> {
-    let out = Command::new("fsfreeze")
-        .arg(flag)
-        .arg(dir)
-        .output()
-        .map_err(|e| format!("cannot run fsfreeze ({e}): a stalled disk needs it and root"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "fsfreeze {flag} {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    run(
+        "fsfreeze",
+        &[OsStr::new(flag), dir.as_os_str()],
+        "a stalled disk needs it and root",
+    )
 }
 
 impl StalledDisk {
     /// Lets the writes through again.
     pub fn resume(mut self) {
-        self.thaw();
-    }
-
-    fn thaw(&mut self) {
-        if !self.resumed {
-            self.resumed = true;
-            let _ = fsfreeze("-u", &self.dir);
-        }
-    }
-}
-
-impl Drop for StalledDisk {
-    fn drop(&mut self) {
-        self.thaw();
+        self.undo.now();
     }
 }
