@@ -31,8 +31,6 @@ pub struct SandboxOptions {
 
 /// The router's Unix-domain socket, in the sandbox directory.
 pub const ROUTER_SOCKET: &str = "router.sock";
-/// `sun_path`'s size: a longer socket path can't be bound (the sandbox then has none).
-const MAX_SOCKET_PATH: usize = 108;
 
 /// The default sandbox directory: under the user's data directory, else the temp dir.
 pub fn default_dir() -> PathBuf {
@@ -76,7 +74,8 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
     router.listen = opts.listen.clone();
     // Applications on this host may also come in through a socket (as `mariadb -S`).
     let socket = opts.dir.join(ROUTER_SOCKET);
-    if socket.as_os_str().len() < MAX_SOCKET_PATH {
+    // A longer path can't be bound: the sandbox then has no socket.
+    if socket.as_os_str().len() <= orchestrator::provision::MAX_SOCKET_PATH {
         router.socket = Some(socket);
     }
     Config {

@@ -13,14 +13,12 @@ use super::mariadb::{self, Mariadb};
 use super::process::{self, NodeProcess, ServerRole, StartFailure};
 use super::sql;
 use super::state::{StateFile, STATE_FILE};
-use super::{LocalCluster, LocalNode, ProvisionError, ProvisionSpec};
+use super::{LocalCluster, LocalNode, ProvisionError, ProvisionSpec, MAX_SOCKET_PATH};
 
 /// How many ports a node may try when its first free port was taken before the server bound it.
 const PORT_ATTEMPTS: usize = 5;
 /// How long [`LocalClusters::stop`] lets servers shut down cleanly before killing them.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
-/// The longest unix socket path (`sun_path` is 108 bytes including the terminating NUL).
-const MAX_SOCKET_PATH: usize = 107;
 
 /// Running local clusters. Owns the `mariadbd` child processes: [`LocalClusters::stop`] shuts
 /// them down cleanly, and dropping the handle kills whatever is still running, so a test that

@@ -18,6 +18,9 @@ use std::time::Duration;
 use crate::monitor::ClusterSpec;
 
 pub use clusters::LocalClusters;
+
+/// The longest unix socket path (`sun_path` is 108 bytes including the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
 pub use state::STATE_FILE;
 
 /// What to provision.
