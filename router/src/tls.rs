@@ -1,7 +1,8 @@
 //! TLS with rustls (ring provider): certificates and keys read from PEM files, the server side
 //! offered to MySQL clients (and reused by the admin API), the client side used towards
-//! backends, and the stream halves that carry plain TCP, a Unix-domain socket or TLS. The halves are enums,
-//! not boxed trait objects, so that a plaintext session pays one branch per read or write.
+//! backends, and the stream halves that carry plain TCP, a Unix-domain socket or TLS. The
+//! halves are enums, not boxed trait objects, so that a plaintext session pays one branch per
+//! read or write.
 
 use std::fmt;
 use std::io;

@@ -1,7 +1,8 @@
 //! The sysbench rows: sysbench drives the same leader four ways, directly, through
 //! switchyard (in this process) over TCP and over its Unix-domain socket, and through HAProxy
-//! in TCP mode, group after group, so that the noise of a shared machine hits them alike. Before each row the replica applies
-//! what the leader wrote, so that no row pays for the one before.
+//! in TCP mode, group after group, so that the noise of a shared machine hits them alike.
+//! Before each row the replica applies what the leader wrote, so that no row pays for the one
+//! before.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
