@@ -79,6 +79,26 @@ impl App {
         }
         let mut initial = monitor::initial_topology(&specs);
         kept.restore(&mut initial);
+        // With etcd, what the leading orchestrator published wins (its epochs go on).
+        let etcd = match &config.etcd {
+            Some(e) => {
+                let store = shard_map::etcd::EtcdStore::connect(&e.options())
+                    .await
+                    .with_context(|| format!("can't reach etcd at {}", e.endpoints.join(",")))?;
+                for (name, c) in crate::distributed::initial(&store)
+                    .await
+                    .context("reading the topology from etcd")?
+                {
+                    if let Some(local) = initial.clusters.get_mut(&name) {
+                        if local.epoch <= c.epoch {
+                            *local = c;
+                        }
+                    }
+                }
+                Some(store)
+            }
+            None => None,
+        };
         let topology = TopologyHandle::new(initial);
         if config.router.server_version.is_none() {
             config.router.server_version = Some(announced_version(&config).await);
@@ -176,6 +196,7 @@ impl App {
         };
         let admin_addr = admin_listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
+        let stop_watch = stop_rx.clone();
         let stopped = move || {
             let mut rx = stop_rx.clone();
             async move {
@@ -188,10 +209,53 @@ impl App {
                 router.clone(),
                 stopped(),
             )),
-            tokio::spawn(orchestrator.clone().run(stopped())),
             tokio::spawn(xa_recovery(router.clone(), stopped())),
             tokio::spawn(sample_rates(router.clone(), stopped())),
         ];
+        match (&etcd, config.role) {
+            (None, _) => tasks.push(tokio::spawn(orchestrator.clone().run(stopped()))),
+            (Some(store), role) => {
+                let name = crate::distributed::process_name(
+                    config.etcd.as_ref().and_then(|e| e.name.as_deref()),
+                );
+                let admin = Some(admin_addr.to_string());
+                let record = crate::distributed::router_record(
+                    &name,
+                    Some(router_addr.to_string()),
+                    admin.clone(),
+                );
+                tasks.push(tokio::spawn(crate::distributed::router_membership(
+                    store.clone(),
+                    router.clone(),
+                    record,
+                    stopped(),
+                )));
+                match role {
+                    crate::config::ProcessRole::All => {
+                        let coordinator = crate::distributed::EtcdCoordinator::new(
+                            store.clone(),
+                            topology.clone(),
+                        );
+                        orchestrator.set_coordinator(coordinator.clone());
+                        tasks.push(tokio::spawn(crate::distributed::orchestrator_duty(
+                            store.clone(),
+                            coordinator,
+                            orchestrator.clone(),
+                            topology.clone(),
+                            crate::distributed::member(&name, admin),
+                            stop_watch.clone(),
+                        )));
+                    }
+                    crate::config::ProcessRole::Router => {
+                        tasks.push(crate::distributed::follow_only(
+                            store.clone(),
+                            topology.clone(),
+                            stop_watch.clone(),
+                        ))
+                    }
+                }
+            }
+        }
         if let Some(dir) = &config.state_dir {
             let o = Arc::downgrade(&orchestrator);
             tasks.push(tokio::spawn(crate::state::keep(

@@ -54,9 +54,130 @@ pub struct Config {
     /// encrypt`), relative to this file; `SWITCHYARD_KEY_FILE` when absent.
     #[serde(default)]
     pub key_file: Option<std::path::PathBuf>,
+    /// What this process does: `all` (router, orchestrator and admin API: the default) or
+    /// `router` (routes with the topology the leading orchestrator keeps in etcd; needs
+    /// `[etcd]`). With `[etcd]`, any number of `all` processes may run: exactly one of them
+    /// leads and acts on the servers, the others stand by.
+    #[serde(default)]
+    pub role: ProcessRole,
+    /// The topology store several processes share (etcd); absent: this process works alone.
+    #[serde(default)]
+    pub etcd: Option<EtcdConfig>,
     /// Where this configuration came from; not part of the file.
     #[serde(skip)]
     pub origin: Origin,
+}
+
+/// What a process does (see [`Config::role`]).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessRole {
+    /// Router, orchestrator (candidate, with `[etcd]`) and admin API.
+    #[default]
+    All,
+    /// Router and admin API; the topology comes from etcd.
+    Router,
+}
+
+/// How to reach etcd, and this process's part there.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// `host:port` (or `http(s)://host:port`) of each etcd member.
+    pub endpoints: Vec<String>,
+    /// Every key of this deployment is under this prefix.
+    #[serde(default = "default_etcd_prefix")]
+    pub prefix: String,
+    /// This process's name among the routers and orchestrators (unique); host name and pid
+    /// when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// etcd user, when etcd has authentication on.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// CA certificate (PEM) of the members' certificates: TLS to etcd.
+    #[serde(default)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM), when etcd asks for one.
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Lease lifetime (ms, whole seconds): a process that etcd has not heard from for this
+    /// long counts as gone. An orchestrator that stops leading is replaced after about this
+    /// long; a failover waits at most this long for a router that does not answer; a router
+    /// that cannot reach etcd stops sending writes before this long has passed.
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+    /// Bound of every call to etcd (ms).
+    #[serde(default = "default_etcd_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_etcd_prefix() -> String {
+    "/switchyard".into()
+}
+fn default_lease_ttl_ms() -> u64 {
+    5000
+}
+fn default_etcd_timeout_ms() -> u64 {
+    1000
+}
+
+impl EtcdConfig {
+    /// The store's options.
+    pub fn options(&self) -> shard_map::etcd::EtcdOptions {
+        let mut o = shard_map::etcd::EtcdOptions::new(self.endpoints.clone());
+        o.prefix = self.prefix.clone();
+        o.user = self.user.clone().map(|u| {
+            (
+                u,
+                self.password
+                    .as_ref()
+                    .map(|p| p.expose().to_string())
+                    .unwrap_or_default(),
+            )
+        });
+        o.ca = self.tls_ca.clone();
+        o.cert = self.tls_cert.clone().zip(self.tls_key.clone());
+        o.lease_ttl = std::time::Duration::from_millis(self.lease_ttl_ms);
+        o.request_timeout = std::time::Duration::from_millis(self.request_timeout_ms);
+        o
+    }
+
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.endpoints.is_empty() {
+            problems.push("etcd.endpoints: at least one endpoint is needed".into());
+        }
+        if !self.prefix.starts_with('/') {
+            problems.push(format!("etcd.prefix `{}` must start with /", self.prefix));
+        }
+        if self.lease_ttl_ms < 1000 || self.lease_ttl_ms % 1000 != 0 {
+            problems.push(format!(
+                "etcd.lease_ttl_ms ({}) must be whole seconds, at least 1000 (etcd leases count \
+                 seconds)",
+                self.lease_ttl_ms
+            ));
+        }
+        if self.request_timeout_ms == 0 || self.request_timeout_ms >= self.lease_ttl_ms {
+            problems.push(format!(
+                "etcd.request_timeout_ms ({}) must be above 0 and below lease_ttl_ms ({})",
+                self.request_timeout_ms, self.lease_ttl_ms
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            problems.push("etcd.tls_cert and etcd.tls_key go together".into());
+        }
+        if self.user.is_some() != self.password.is_some() {
+            problems.push("etcd.user and etcd.password go together".into());
+        }
+        problems
+    }
 }
 
 /// Where a [`Config`] came from, for reloading it.
@@ -339,6 +460,13 @@ impl Config {
                 problems.push("orchestrator.tls_ca is only used with tls = \"verify_ca\"".into())
             }
             _ => {}
+        }
+        match (&self.etcd, self.role) {
+            (Some(e), _) => problems.extend(e.validate()),
+            (None, ProcessRole::Router) => problems.push(
+                "role = \"router\" needs [etcd]: a router alone learns of no leader change".into(),
+            ),
+            (None, ProcessRole::All) => {}
         }
         match (&self.admin.tls_cert, &self.admin.tls_key) {
             (Some(cert), Some(key)) => {

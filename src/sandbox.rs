@@ -112,6 +112,8 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
         key_file: None,
         origin: Default::default(),
         integrations: Default::default(),
+        role: Default::default(),
+        etcd: None,
     }
 }
 

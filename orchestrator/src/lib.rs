@@ -3,6 +3,7 @@
 //! switchovers, fences and rejoins old leaders; also provisions local clusters for the
 //! sandbox and the tests.
 //!
+//! - [`coord`]: leadership and the routers' holds when several processes share the work.
 //! - [`manager`]: the [`Orchestrator`]: detection loop, failover, switchover, rejoin, rebuild,
 //!   hooks.
 //! - [`monitor`]: polls every node and publishes node health, roles and replication state.
@@ -11,6 +12,7 @@
 //! - [`elect`]: which replica to promote (pure, over fresh facts about each replica).
 //! - [`provision`]: starts clusters of local `mariadbd` processes wired with GTID replication.
 
+pub mod coord;
 pub mod detect;
 pub mod elect;
 pub mod gtid;
@@ -20,6 +22,7 @@ pub mod provision;
 pub mod spawn;
 pub mod tls;
 
+pub use coord::{Coordinator, Solo};
 pub use manager::{
     Event, FailoverMode, Hooks, OperationReport, OperationStats, Orchestrator, OrchestratorError,
     OrchestratorSettings, RebuildReport,

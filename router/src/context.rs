@@ -190,6 +190,10 @@ pub struct RouterContext {
     failure_reporter: Option<FailureReporter>,
     /// Statements waiting out a leader change right now.
     pub held: AtomicU64,
+    /// Set while this router's lease in the topology store (etcd) does not surely hold: it
+    /// may have missed a change of leader, so writes wait (and then fail) and connections
+    /// to leaders are not reused; reads go on. Never set in the single-process mode.
+    pub writes_fenced: std::sync::atomic::AtomicBool,
     /// Position of each sharded table's key column, `(keyspace, table)`, read from a shard's
     /// catalog for INSERTs without a column list; cleared by DDL on sharded tables.
     pub key_positions: dashmap::DashMap<(String, String), usize>,
@@ -288,6 +292,7 @@ impl RouterContext {
             replica_rr: AtomicUsize::new(0),
             failure_reporter: None,
             held: AtomicU64::new(0),
+            writes_fenced: std::sync::atomic::AtomicBool::new(false),
             key_positions: dashmap::DashMap::new(),
             xa: crate::xa::XaIds::new(config.router_id.as_deref().unwrap_or(&config.listen)),
             internal_user: None,
@@ -411,12 +416,24 @@ impl RouterContext {
         if !route.leader {
             return true;
         }
+        if self.writes_fenced.load(Ordering::Relaxed) {
+            return false;
+        }
         let topo = self.topology.load();
         topo.cluster(&route.cluster).is_some_and(|c| {
             c.epoch == route.epoch
                 && c.phase == ClusterPhase::Serving
                 && c.leader.as_deref() == Some(&*route.addr)
         })
+    }
+
+    /// Sets or lifts the write fence; lifting it wakes the statements waiting on it (they
+    /// wait for a topology change).
+    pub fn set_writes_fenced(&self, fenced: bool) {
+        let was = self.writes_fenced.swap(fenced, Ordering::Relaxed);
+        if was && !fenced {
+            self.topology.publish(|_| {});
+        }
     }
 
     /// Waits until the topology is newer than `version`, or `deadline`. True if it changed.
@@ -470,6 +487,8 @@ pub enum RouteError {
 pub enum WaitReason {
     Held(String),
     NoLeader(String),
+    /// Writes are fenced ([`RouterContext::writes_fenced`]).
+    Fenced(String),
 }
 
 /// Called with a backend address when live traffic to it fails.

@@ -29,6 +29,10 @@ pub enum RouterError {
     HoldTimeout { cluster: String, waited_ms: u64 },
     #[error("too many statements held")]
     HoldFull { cluster: String },
+    /// This router cannot renew its lease in the topology store: it may have missed a change
+    /// of leader, so it sends no write until the store answers again.
+    #[error("writes to cluster `{cluster}` fenced: the topology store is unreachable")]
+    Fenced { cluster: String, waited_ms: u64 },
     #[error("cluster `{cluster}` has no leader")]
     NoLeader { cluster: String },
     #[error("unknown cluster `{cluster}`")]
@@ -159,6 +163,16 @@ impl RouterError {
                 format!(
                     "Lock wait timeout exceeded; try restarting transaction (the statement \
                      waited {waited_ms} ms for cluster '{cluster}' to finish changing leader)"
+                ),
+            ),
+            RouterError::Fenced { cluster, waited_ms } => (
+                1205,
+                "HY000",
+                format!(
+                    "Lock wait timeout exceeded; try restarting transaction (this router lost \
+                     contact with the topology store (etcd) for longer than its lease: it may \
+                     not know cluster '{cluster}''s current leader, so it sends no write there \
+                     until the store answers again; waited {waited_ms} ms; reads still run)"
                 ),
             ),
             RouterError::HoldFull { cluster } => (

@@ -9,10 +9,13 @@
 //! - [`shardmap`]: the indexed, immutable [`ShardMap`] the router looks up per statement, and
 //!   the naming of shard databases.
 //! - [`diff`]: what changed between two shard maps.
-//! - [`store`]: versioned shard map snapshots and [`FileStore`], the crate's only I/O.
+//! - [`store`]: versioned shard map snapshots and [`FileStore`].
+//! - [`etcd`]: the topology store of the multi-process mode (etcd); with [`store`], the
+//!   crate's only I/O.
 
 pub mod diff;
 pub mod error;
+pub mod etcd;
 pub mod keyrange;
 pub mod keyspace;
 pub mod shardmap;

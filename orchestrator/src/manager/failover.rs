@@ -72,6 +72,7 @@ impl Orchestrator {
         let automatic = detected.is_some();
         let mut log = OpLog::new(self, cluster);
         let ctl = self.ctl(cluster)?;
+        self.ensure_leader().await?;
         let cs = self.cluster_status(cluster)?;
         let Some(old) = cs.leader.clone() else {
             let why = format!("cluster {cluster} has no leader to replace");
@@ -193,14 +194,30 @@ impl Orchestrator {
                 "the elected {winner} has no connection"
             )));
         };
+        if let Err(e) = self.await_hold(&mut log, cs.epoch).await {
+            self.publish_phase(cluster, &old, ClusterPhase::Serving);
+            self.announce(&mut log, "failover.warning").await;
+            let others = conns.values_mut().chain(std::iter::once(&mut leader));
+            self.restart_streams(&mut log, others, &stopped).await;
+            return Err(self.failed_unchanged(&mut log, &old, e));
+        }
         if let Err(e) = self.catch_up(&mut log, &mut leader, &winner_snap).await {
             self.publish_phase(cluster, &old, ClusterPhase::Serving);
+            self.announce(&mut log, "failover.warning").await;
             let others = conns.values_mut().chain(std::iter::once(&mut leader));
             self.restart_streams(&mut log, others, &stopped).await;
             return Err(self.failed_unchanged(&mut log, &old, e));
         }
         if alive {
             self.fence_stuck_leader(&mut log, &old).await;
+        }
+        // A deposed orchestrator (paused past its lease, cut off from the store) promotes
+        // nothing: another one may be failing the cluster over already.
+        if let Err(e) = self.ensure_leader().await {
+            self.publish_phase(cluster, &old, ClusterPhase::Serving);
+            let others = conns.values_mut().chain(std::iter::once(&mut leader));
+            self.restart_streams(&mut log, others, &stopped).await;
+            return Err(self.failed_unchanged(&mut log, &old, e));
         }
         // The point of no return: from here on the attempt counts for the failover limits.
         if let Some(mut m) = self.memory(cluster) {
@@ -209,6 +226,7 @@ impl Orchestrator {
         }
         if let Err(e) = leader.promote().await {
             self.publish_phase(cluster, &old, ClusterPhase::Serving);
+            self.announce(&mut log, "failover.warning").await;
             log.step(
                 "failover.failed",
                 format!(
@@ -259,6 +277,7 @@ impl Orchestrator {
         }
 
         let epoch = self.publish_leader(cluster, &winner, &old, Role::Unknown);
+        self.announce(&mut log, "failover.warning").await;
         log.step(
             "failover.done",
             format!("{winner} leads {cluster} at epoch {epoch} (was {old})"),

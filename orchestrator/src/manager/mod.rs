@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedMutexGuard};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::coord::Coordinator;
 use crate::detect::{detect, FailoverHistory, LeaderView, ReplicaView, Verdict, WriteLimits};
 use crate::elect::{Candidate, LeaderFacts};
 use crate::gtid::GtidPos;
@@ -208,10 +209,14 @@ pub struct Orchestrator {
     topology: TopologyHandle,
     specs: Vec<ClusterSpec>,
     clusters: BTreeMap<String, ClusterCtl>,
-    poll_tx: mpsc::UnboundedSender<String>,
-    poll_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Out-of-turn polls for the running monitor (a new channel for each run).
+    poll_tx: Mutex<mpsc::UnboundedSender<String>>,
+    /// Set while [`Orchestrator::run`] runs.
+    running: std::sync::atomic::AtomicBool,
     /// The monitor's latest state (last known lag, the leader's last position).
     latest: Mutex<Option<Arc<MonitorState>>>,
+    /// Leadership and the routers' holds; [`crate::Solo`] unless set.
+    coordinator: arc_swap::ArcSwap<Arc<dyn Coordinator>>,
 }
 
 /// Passwords are left out.
@@ -236,7 +241,7 @@ impl Orchestrator {
         repl_user: String,
         repl_password: String,
     ) -> Arc<Self> {
-        let (poll_tx, poll_rx) = mpsc::unbounded_channel();
+        let (poll_tx, _) = mpsc::unbounded_channel();
         let ctls = clusters
             .iter()
             .map(|spec| {
@@ -267,10 +272,46 @@ impl Orchestrator {
             topology,
             specs: clusters,
             clusters: ctls,
-            poll_tx,
-            poll_rx: Mutex::new(Some(poll_rx)),
+            poll_tx: Mutex::new(poll_tx),
+            running: std::sync::atomic::AtomicBool::new(false),
             latest: Mutex::new(None),
+            coordinator: arc_swap::ArcSwap::from_pointee(Arc::new(crate::Solo) as _),
         })
+    }
+
+    /// Takes part in a deployment of several processes through `coordinator` (see
+    /// [`crate::coord`]).
+    pub fn set_coordinator(&self, coordinator: Arc<dyn Coordinator>) {
+        self.coordinator.store(Arc::new(coordinator));
+    }
+
+    /// Fails with a refusal unless this orchestrator leads.
+    async fn ensure_leader(&self) -> Result<(), OrchestratorError> {
+        let c = self.coordinator.load_full();
+        c.ensure_leader()
+            .await
+            .map_err(|why| OrchestratorError::Refused(format!("not acting: {why}")))
+    }
+
+    /// After `Held` is published: waits until every router holds (see
+    /// [`Coordinator::hold`]).
+    async fn await_hold(&self, log: &mut OpLog<'_>, epoch: u64) -> Result<(), OrchestratorError> {
+        let c = self.coordinator.load_full();
+        match c.hold(log.cluster, epoch).await {
+            Ok(()) => Ok(()),
+            Err(why) => Err(OrchestratorError::Refused(format!(
+                "the routers' hold is not confirmed: {why}"
+            ))),
+        }
+    }
+
+    /// After a new leader is published: tells every router (a failure is a warning: the
+    /// routers keep holding until an orchestrator publishes).
+    async fn announce(&self, log: &mut OpLog<'_>, kind: &str) {
+        let c = self.coordinator.load_full();
+        if let Err(why) = c.publish(log.cluster).await {
+            log.step(kind, format!("the routers could not be told yet: {why}"));
+        }
     }
 
     /// The settings in force.
@@ -287,12 +328,16 @@ impl Orchestrator {
 
     /// Runs the monitor and, after each of its rounds, detection and rejoin for every
     /// cluster, until `shutdown` completes. An operation still running then is given
-    /// 30 s to finish (it ends with its cluster `Serving`). Call it once.
+    /// 30 s to finish (it ends with its cluster `Serving`). It may run again after it
+    /// returned (an orchestrator that leads again), never twice at once.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
-        let Some(poll_now) = lock(&self.poll_rx).take() else {
-            tracing::error!("Orchestrator::run called twice; the second call does nothing");
+        use std::sync::atomic::Ordering;
+        if self.running.swap(true, Ordering::AcqRel) {
+            tracing::error!("Orchestrator::run called while it runs; the second call does nothing");
             return;
-        };
+        }
+        let (poll_tx, poll_now) = mpsc::unbounded_channel();
+        *lock(&self.poll_tx) = poll_tx;
         let first = Arc::new(MonitorState::new(&self.specs, self.monitor.down_after));
         let (updates, mut rounds) = watch::channel(first);
         let (stop_monitor, monitor_stopped) = oneshot::channel::<()>();
@@ -331,6 +376,7 @@ impl Orchestrator {
             tracing::warn!("an operation did not finish in time and was aborted");
             ops.shutdown().await;
         }
+        self.running.store(false, Ordering::Release);
     }
 
     /// A planned switchover to `to` (or to the best replica). See the `switchover` module.
@@ -459,7 +505,7 @@ impl Orchestrator {
 
     /// Asks the monitor to poll `addr` out of turn (nothing happens before `run`).
     fn poll_now(&self, addr: &str) {
-        let _ = self.poll_tx.send(addr.to_owned());
+        let _ = lock(&self.poll_tx).send(addr.to_owned());
     }
 
     fn ctl(&self, cluster: &str) -> Result<&ClusterCtl, OrchestratorError> {

@@ -99,6 +99,7 @@ impl Orchestrator {
             }
         }
         let _guard = self.try_op(cluster)?;
+        self.ensure_leader().await?;
         let mut log = OpLog::new(self, cluster);
         let mut emptied = false;
         let result = self

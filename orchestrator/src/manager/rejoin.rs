@@ -97,6 +97,7 @@ impl Orchestrator {
     }
 
     async fn rejoin_locked(&self, cluster: &str, addr: &str) -> Result<(), OrchestratorError> {
+        self.ensure_leader().await?;
         let cs = self.cluster_status(cluster)?;
         let Some(leader) = cs.leader.clone() else {
             return Ok(());

@@ -86,6 +86,7 @@ impl Orchestrator {
             OrchestratorError::Refused(why)
         };
         let ctl = self.ctl(cluster)?;
+        self.ensure_leader().await?;
         let cs = self.cluster_status(cluster)?;
         let Some(old) = cs.leader.clone() else {
             return Err(refuse(&mut log, format!("cluster {cluster} has no leader")));
@@ -234,6 +235,7 @@ impl Orchestrator {
         changes.held = true;
         log.step(STEP, "routers told to hold statements");
         let frozen = async {
+            self.await_hold(&mut log, cs.epoch).await?;
             let pos = self
                 .freeze(&mut leader, &lsnap, &mut log, &mut changes)
                 .await?;
@@ -253,6 +255,7 @@ impl Orchestrator {
                 ),
             );
             changes.candidate_stopped = true;
+            self.ensure_leader().await?;
             cand.promote().await?;
             log.step(
                 STEP,
@@ -268,6 +271,7 @@ impl Orchestrator {
         }
         self.hook(&mut log, "vip_add", &old, &winner).await;
         let epoch = self.publish_leader(cluster, &winner, &old, Role::Replica);
+        self.announce(&mut log, "switchover.warning").await;
         log.step(
             STEP,
             format!("published {winner} as leader at epoch {epoch}"),
@@ -473,6 +477,7 @@ impl Orchestrator {
         }
         if changes.held {
             self.publish_phase(log.cluster, old, ClusterPhase::Serving);
+            self.announce(log, "switchover.warning").await;
         }
         if changes.vip_removed {
             self.hook(log, "vip_add", old, old).await;

@@ -536,7 +536,7 @@ fn start_error(failure: StartFailure, node: &LocalNode) -> ProvisionError {
 
 /// `count` distinct ports that are free right now. All listeners are held until every port is
 /// chosen so that the kernel cannot hand out the same one twice.
-fn free_ports(count: usize) -> Result<Vec<u16>, ProvisionError> {
+pub(crate) fn free_ports(count: usize) -> Result<Vec<u16>, ProvisionError> {
     let listeners = (0..count)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()

@@ -6,6 +6,7 @@
 //! [`LocalClusters::start`] on the same directory brings the same servers back in their roles.
 
 mod clusters;
+mod etcd;
 mod mariadb;
 mod process;
 pub(crate) mod sql;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use crate::monitor::ClusterSpec;
 
 pub use clusters::LocalClusters;
+pub use etcd::LocalEtcd;
 
 /// The longest unix socket path (`sun_path` is 108 bytes including the terminating NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -237,6 +239,18 @@ pub enum ProvisionError {
          install it with `apt-get install -y mariadb-server mariadb-client`"
     )]
     MariadbNotInstalled { missing: &'static str },
+    #[error(
+        "etcd is not installed: `etcd` is neither on PATH nor in /usr/bin; install it with \
+         `apt-get install -y etcd-server etcd-client` (or run scripts/install-deps)"
+    )]
+    EtcdNotInstalled,
+    #[error("etcd member {name} exited during start-up ({status}); end of {log}:\n{tail}")]
+    EtcdExited {
+        name: String,
+        status: String,
+        log: String,
+        tail: String,
+    },
     #[error("MariaDB: {message}")]
     Mariadb { message: String },
     #[error("{context}: {source}")]

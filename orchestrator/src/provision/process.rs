@@ -460,7 +460,7 @@ fn is_zombie(pid: libc::pid_t) -> bool {
 }
 
 /// The file's content from `offset` on (empty if unreadable).
-fn read_from(path: &Path, offset: u64) -> String {
+pub(crate) fn read_from(path: &Path, offset: u64) -> String {
     let mut text = String::new();
     if let Ok(mut f) = fs::File::open(path) {
         if f.seek(SeekFrom::Start(offset)).is_ok() {
@@ -472,7 +472,7 @@ fn read_from(path: &Path, offset: u64) -> String {
     text
 }
 
-fn last_lines(text: &str, n: usize) -> String {
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

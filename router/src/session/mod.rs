@@ -104,6 +104,9 @@ impl Pins {
 enum Target<'a> {
     /// The leader of the cluster for the session's database.
     Leader,
+    /// The leader as for `Leader`, for a command that changes no data (SET, PING): it may
+    /// run while writes are fenced.
+    Session,
     /// A fresh replica if replica reads are on, else the leader.
     ReplicaOk,
     /// The leader of the cluster for this database (USE, COM_INIT_DB).
@@ -594,7 +597,7 @@ impl Session {
                 let items = parse_set(&sql);
                 // The statement runs on some connection; if its effect can be replayed from
                 // literals, the session records it and stays free, otherwise it stays there.
-                let outcome = self.run(Target::Leader, Cmd::Raw(payload), exec).await?;
+                let outcome = self.run(Target::Session, Cmd::Raw(payload), exec).await?;
                 if outcome.error.is_none() {
                     match items {
                         Ok(items) => {
@@ -1383,13 +1386,35 @@ impl Session {
     ) -> Result<(PooledConn, Option<Route>), Failure> {
         loop {
             let routed = match target {
-                Target::Leader => self.ctx.route(self.state.db.as_deref(), false),
+                Target::Leader | Target::Session => self.ctx.route(self.state.db.as_deref(), false),
                 // Without multiplexing the session keeps the connection it gets: the leader's.
                 Target::ReplicaOk => self
                     .ctx
                     .route(self.state.db.as_deref(), self.ctx.config.multiplexing),
                 Target::LeaderFor(db) => self.ctx.route(Some(db), false),
                 Target::Cluster(c) => self.ctx.route_cluster(c, false),
+            };
+            let fenced = self
+                .ctx
+                .writes_fenced
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let routed = match routed {
+                // A read may still go to a leader this router may no longer know to be the
+                // leader; a write may not.
+                Ok(route)
+                    if fenced
+                        && route.leader
+                        && !matches!(
+                            target,
+                            Target::ReplicaOk | Target::Session | Target::LeaderFor(_)
+                        ) =>
+                {
+                    Err(RouteError::Wait {
+                        version: route.version,
+                        why: WaitReason::Fenced(route.cluster.to_string()),
+                    })
+                }
+                other => other,
             };
             match routed {
                 Ok(route) => match self.checkout_addr(&route.addr).await {
@@ -1413,6 +1438,13 @@ impl Session {
                         WaitReason::NoLeader(c) => {
                             (c.clone(), RouterError::NoLeader { cluster: c })
                         }
+                        WaitReason::Fenced(c) => (
+                            c.clone(),
+                            RouterError::Fenced {
+                                cluster: c,
+                                waited_ms: self.ctx.config.hold_timeout_ms,
+                            },
+                        ),
                     };
                     Box::pin(self.hold(version, &cluster, deadline, e)).await?;
                 }
@@ -1619,7 +1651,7 @@ impl Session {
             retry_reads: true,
             with_insert_id: false,
         };
-        self.run(Target::Leader, Cmd::Raw(payload), exec).await?;
+        self.run(Target::Session, Cmd::Raw(payload), exec).await?;
         self.release_if_free();
         Ok(())
     }

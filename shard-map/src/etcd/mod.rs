@@ -1,0 +1,415 @@
+//! The topology store of the multi-process mode, on etcd: what several routers and
+//! orchestrators on several machines share. The embedded default keeps everything in one
+//! process and needs none of this.
+//!
+//! Key layout, under a prefix (`/switchyard` unless configured):
+//!
+//! | key                       | value (JSON)                       | written by             | lease |
+//! |---------------------------|------------------------------------|------------------------|-------|
+//! | `{p}/topology/{cluster}`  | [`ClusterStatus`]: leader, epoch, phase, nodes | the leading orchestrator, guarded | no |
+//! | `{p}/leader`              | [`Member`]: the leading orchestrator | the orchestrator that wins | yes |
+//! | `{p}/orchestrators/{id}`  | [`Member`]: a candidate            | each orchestrator      | yes   |
+//! | `{p}/routers/{id}`        | [`RouterRecord`]: the epochs it holds for | each router     | yes   |
+//!
+//! - [`lease`]: a lease kept alive in the background, and until when it surely holds;
+//! - [`election`]: one leading orchestrator, and the guard every topology write carries;
+//! - [`records`]: the records above and their (de)serialisation.
+//!
+//! Every call has a deadline ([`EtcdOptions::request_timeout`]); an unreachable etcd is an
+//! error, never a wait without end.
+
+mod election;
+mod lease;
+mod records;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
+    WatchOptions,
+};
+
+use crate::topology::ClusterStatus;
+
+pub use election::LeaderToken;
+pub use lease::{Lease, LeaseState};
+pub use records::{Member, RouterRecord};
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    /// `host:port` or `http(s)://host:port` of each member.
+    pub endpoints: Vec<String>,
+    /// Every key is under this prefix (several switchyard deployments may share one etcd).
+    pub prefix: String,
+    /// User and password, when etcd has authentication on.
+    pub user: Option<(String, String)>,
+    /// CA certificate (PEM) that signed the members' certificates: TLS to etcd.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM), when etcd asks for one.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// Lifetime of the leases of orchestrators and routers: how long a silent process counts
+    /// as alive, and so how long a failover may wait for a router it cannot hear from.
+    pub lease_ttl: Duration,
+    /// The bound of every call to etcd.
+    pub request_timeout: Duration,
+}
+
+impl EtcdOptions {
+    /// One local etcd, default prefix, TTL and timeouts.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        EtcdOptions {
+            endpoints,
+            prefix: "/switchyard".into(),
+            user: None,
+            ca: None,
+            cert: None,
+            lease_ttl: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a call to etcd failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd: {0}")]
+    Client(#[from] etcd_client::Error),
+    #[error("etcd did not answer within {} ms ({what})", .after.as_millis())]
+    Timeout { what: &'static str, after: Duration },
+    /// A guarded write was refused: this process no longer leads.
+    #[error("not the leading orchestrator any more (its leadership key is gone or newer)")]
+    NotLeader,
+    #[error("etcd key {key}: not a valid record: {error}")]
+    Corrupt { key: String, error: String },
+    #[error("etcd TLS files: {0}")]
+    Tls(String),
+}
+
+/// A connected store. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A change to the topology keys, in revision order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopologyChange {
+    Put(ClusterStatus),
+    Deleted(String),
+}
+
+/// What a topology watch delivers.
+#[derive(Debug)]
+pub enum WatchEvent {
+    /// Changes up to and including `revision`.
+    Changes {
+        revision: i64,
+        changes: Vec<TopologyChange>,
+    },
+    /// The history after the watched revision was compacted away: list again.
+    Compacted,
+}
+
+/// A watch on `{p}/topology/`.
+pub struct TopologyWatch {
+    stream: etcd_client::WatchStream,
+    prefix: String,
+}
+
+impl TopologyWatch {
+    /// The next batch of changes; `Ok(None)` when etcd closed the watch.
+    pub async fn next(&mut self) -> Result<Option<WatchEvent>, EtcdError> {
+        loop {
+            let Some(resp) = self.stream.message().await? else {
+                return Ok(None);
+            };
+            if resp.compact_revision() > 0 {
+                return Ok(Some(WatchEvent::Compacted));
+            }
+            if resp.canceled() {
+                return Ok(None);
+            }
+            if resp.events().is_empty() {
+                continue;
+            }
+            let revision = resp.header().map_or(0, |h| h.revision());
+            let mut changes = Vec::new();
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                match ev.event_type() {
+                    etcd_client::EventType::Put => {
+                        changes.push(TopologyChange::Put(records::decode(&key, kv.value())?))
+                    }
+                    etcd_client::EventType::Delete => {
+                        let name = key.strip_prefix(&self.prefix).unwrap_or(&key);
+                        changes.push(TopologyChange::Deleted(name.to_owned()));
+                    }
+                }
+            }
+            return Ok(Some(WatchEvent::Changes { revision, changes }));
+        }
+    }
+}
+
+impl EtcdStore {
+    /// Connects (bounded by the request timeout) and checks that etcd answers.
+    pub async fn connect(opts: &EtcdOptions) -> Result<EtcdStore, EtcdError> {
+        let tls = opts.ca.is_some() || opts.cert.is_some();
+        let endpoints: Vec<String> = opts
+            .endpoints
+            .iter()
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else if tls {
+                    format!("https://{e}")
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        let mut copts = ConnectOptions::new()
+            .with_connect_timeout(opts.request_timeout)
+            .with_timeout(opts.request_timeout)
+            .with_keep_alive(Duration::from_secs(1), opts.request_timeout)
+            .with_keep_alive_while_idle(true)
+            // A member cut off from the others must not answer: reads and leases go to the
+            // majority's side.
+            .with_require_leader(true);
+        if let Some((user, password)) = &opts.user {
+            copts = copts.with_user(user.clone(), password.clone());
+        }
+        if tls {
+            let mut t = TlsOptions::new();
+            if let Some(ca) = &opts.ca {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| EtcdError::Tls(format!("{}: {e}", ca.display())))?;
+                t = t.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some((cert, key)) = &opts.cert {
+                let read = |p: &PathBuf| {
+                    std::fs::read(p).map_err(|e| EtcdError::Tls(format!("{}: {e}", p.display())))
+                };
+                t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            copts = copts.with_tls(t);
+        }
+        let client = bounded(
+            opts.request_timeout,
+            "connecting",
+            Client::connect(endpoints, Some(copts)),
+        )
+        .await?;
+        let store = EtcdStore {
+            client,
+            prefix: opts.prefix.trim_end_matches('/').to_owned(),
+            timeout: opts.request_timeout,
+            ttl: opts.lease_ttl,
+        };
+        // Client::connect is lazy: a first request tells whether anything answers.
+        bounded(store.timeout, "first request", store.kv().get("\0", None)).await?;
+        Ok(store)
+    }
+
+    /// The lease lifetime every orchestrator and router uses.
+    pub fn lease_ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The bound of each call.
+    pub fn request_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client.kv_client()
+    }
+
+    fn topology_prefix(&self) -> String {
+        format!("{}/topology/", self.prefix)
+    }
+
+    fn topology_key(&self, cluster: &str) -> String {
+        format!("{}{cluster}", self.topology_prefix())
+    }
+
+    pub(crate) fn leader_key(&self) -> String {
+        format!("{}/leader", self.prefix)
+    }
+
+    fn orchestrator_key(&self, id: &str) -> String {
+        format!("{}/orchestrators/{id}", self.prefix)
+    }
+
+    fn router_prefix(&self) -> String {
+        format!("{}/routers/", self.prefix)
+    }
+
+    /// Every cluster as stored, and the revision they were read at.
+    pub async fn load_topology(&self) -> Result<(BTreeMap<String, ClusterStatus>, i64), EtcdError> {
+        let prefix = self.topology_prefix();
+        let resp = bounded(
+            self.timeout,
+            "reading the topology",
+            self.kv()
+                .get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut clusters = BTreeMap::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let c: ClusterStatus = records::decode(&key, kv.value())?;
+            clusters.insert(c.name.clone(), c);
+        }
+        Ok((clusters, revision))
+    }
+
+    /// Writes one cluster, provided `token` still leads (else [`EtcdError::NotLeader`]).
+    pub async fn put_cluster(
+        &self,
+        token: &LeaderToken,
+        c: &ClusterStatus,
+    ) -> Result<(), EtcdError> {
+        let value = records::encode(c);
+        let txn = Txn::new()
+            .when([token.guard(&self.leader_key())])
+            .and_then([TxnOp::put(self.topology_key(&c.name), value, None)]);
+        let resp = bounded(self.timeout, "writing the topology", self.kv().txn(txn)).await?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(EtcdError::NotLeader)
+        }
+    }
+
+    /// Watches the topology keys for changes after `revision`.
+    pub async fn watch_topology(&self, revision: i64) -> Result<TopologyWatch, EtcdError> {
+        let prefix = self.topology_prefix();
+        let stream = bounded(
+            self.timeout,
+            "watching the topology",
+            self.client.watch_client().watch(
+                prefix.as_str(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(revision + 1),
+                ),
+            ),
+        )
+        .await?;
+        Ok(TopologyWatch { stream, prefix })
+    }
+
+    /// Registers (or updates) an orchestrator candidate, bound to its lease.
+    pub async fn put_orchestrator(&self, lease: &Lease, m: &Member) -> Result<(), EtcdError> {
+        self.put_leased(self.orchestrator_key(&m.id), records::encode(m), lease)
+            .await
+    }
+
+    /// Every orchestrator candidate that is alive (its lease holds).
+    pub async fn orchestrators(&self) -> Result<Vec<Member>, EtcdError> {
+        self.list(format!("{}/orchestrators/", self.prefix)).await
+    }
+
+    /// Registers (or updates) a router, bound to its lease: its presence is what a failover
+    /// waits on, its `holds` what it acknowledges.
+    pub async fn put_router(&self, lease: &Lease, r: &RouterRecord) -> Result<(), EtcdError> {
+        let key = format!("{}{}", self.router_prefix(), r.id);
+        self.put_leased(key, records::encode(r), lease).await
+    }
+
+    /// Every router that is alive (its lease holds).
+    pub async fn routers(&self) -> Result<Vec<RouterRecord>, EtcdError> {
+        self.list(self.router_prefix()).await
+    }
+
+    async fn put_leased(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        lease: &Lease,
+    ) -> Result<(), EtcdError> {
+        let opts = etcd_client::PutOptions::new().with_lease(lease.id());
+        bounded(
+            self.timeout,
+            "registering",
+            self.kv().put(key, value, Some(opts)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: String,
+    ) -> Result<Vec<T>, EtcdError> {
+        let resp = bounded(
+            self.timeout,
+            "listing",
+            self.kv()
+                .get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        resp.kvs()
+            .iter()
+            .map(|kv| records::decode(&String::from_utf8_lossy(kv.key()), kv.value()))
+            .collect()
+    }
+
+    /// Compacts the history up to the current revision (operators do this; tests too, to
+    /// check that watchers list again).
+    pub async fn compact_all(&self) -> Result<i64, EtcdError> {
+        let resp = bounded(self.timeout, "reading", self.kv().get("\0", None)).await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        bounded(
+            self.timeout,
+            "compacting",
+            self.kv().compact(revision, None),
+        )
+        .await?;
+        Ok(revision)
+    }
+
+    /// A transaction that succeeds only while `token` leads.
+    pub(crate) fn leader_guard(&self, token: &LeaderToken) -> Compare {
+        token.guard(&self.leader_key())
+    }
+
+    pub(crate) fn client(&self) -> Client {
+        self.client.clone()
+    }
+}
+
+/// `fut` with a deadline; a timeout becomes [`EtcdError::Timeout`].
+pub(crate) async fn bounded<T>(
+    after: Duration,
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, EtcdError> {
+    match tokio::time::timeout(after, fut).await {
+        Ok(r) => r.map_err(EtcdError::from),
+        Err(_) => Err(EtcdError::Timeout { what, after }),
+    }
+}

@@ -1,0 +1,537 @@
+//! The multi-process mode: this process's part in a deployment whose routers and
+//! orchestrators share their topology through etcd (`[etcd]` in the configuration).
+//!
+//! - **Orchestrator duty** (role `all`): campaign for leadership with a lease; while leading,
+//!   run the orchestrator and publish its topology to etcd, every write guarded by the
+//!   leadership; while not, stand by and follow etcd. A leader that cannot renew its lease
+//!   stops at once (its orchestrator run ends; its guarded writes would fail anyway).
+//! - **Following**: etcd's topology into the local handle the router reads, never going back
+//!   to an older epoch; a compacted history is listed again; an unreachable etcd leaves the
+//!   last known topology in force.
+//! - **Router membership** (every process routes): a lease-bound record that acknowledges
+//!   the holds this router applies, and the write fence: while the lease does not surely
+//!   hold, the router sends no write to a leader, so a failover that waited for this
+//!   router's lease to expire cannot be raced by it.
+//!
+//! [`EtcdCoordinator`] is what the orchestrator's workflows call: leadership checks, the hold
+//! barrier (every live router acknowledged, or its lease gone), and publishing.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use orchestrator::{Coordinator, Orchestrator};
+use router::RouterContext;
+use shard_map::etcd::{
+    EtcdError, EtcdStore, LeaderToken, Lease, Member, RouterRecord, TopologyChange, WatchEvent,
+};
+use shard_map::{ClusterPhase, ClusterStatus, TopologyHandle};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How long to wait before trying etcd again after a failure.
+const RETRY: Duration = Duration::from_millis(250);
+/// How often the router's write fence and record are checked.
+const FENCE_CHECK: Duration = Duration::from_millis(50);
+/// How often the hold barrier looks at the routers' acknowledgements.
+const HOLD_POLL: Duration = Duration::from_millis(20);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// This process's name in etcd: the configured one, else host name and pid.
+pub fn process_name(configured: Option<&str>) -> String {
+    if let Some(n) = configured {
+        return n.to_owned();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Leadership as the coordinator sees it.
+#[derive(Default)]
+struct Leading {
+    token: Option<LeaderToken>,
+    lease: Option<watch::Receiver<shard_map::etcd::LeaseState>>,
+}
+
+/// What the orchestrator's workflows call in the multi-process mode (see the module docs).
+pub struct EtcdCoordinator {
+    store: EtcdStore,
+    topology: TopologyHandle,
+    leading: Mutex<Leading>,
+    /// Serialises topology writes so that an older snapshot never overwrites a newer one.
+    publish: tokio::sync::Mutex<BTreeMap<String, ClusterStatus>>,
+}
+
+impl std::fmt::Debug for EtcdCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdCoordinator")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdCoordinator {
+    pub fn new(store: EtcdStore, topology: TopologyHandle) -> Arc<Self> {
+        Arc::new(EtcdCoordinator {
+            store,
+            topology,
+            leading: Mutex::new(Leading::default()),
+            publish: tokio::sync::Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Leading> {
+        self.leading.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The token while this process leads and its lease surely holds.
+    fn token(&self) -> Result<LeaderToken, String> {
+        let l = self.lock();
+        let token = l
+            .token
+            .ok_or("this orchestrator does not lead (another one does, or none yet)")?;
+        let holds = l.lease.as_ref().is_some_and(|s| match *s.borrow() {
+            shard_map::etcd::LeaseState::Held { until } => Instant::now() < until,
+            shard_map::etcd::LeaseState::Expired => false,
+        });
+        if holds {
+            Ok(token)
+        } else {
+            Err(
+                "this orchestrator's lease in etcd is not renewed: it may have been replaced"
+                    .into(),
+            )
+        }
+    }
+
+    fn set_leading(&self, token: Option<LeaderToken>, lease: Option<&Lease>) {
+        let mut l = self.lock();
+        l.token = token;
+        l.lease = lease.map(Lease::subscribe);
+    }
+
+    /// Whether this process leads now (as far as it knows without asking etcd).
+    pub fn is_leading(&self) -> bool {
+        self.token().is_ok()
+    }
+
+    /// Writes every cluster whose snapshot differs from what this leader last wrote.
+    async fn sync(&self, only: Option<&str>) -> Result<(), String> {
+        let token = self.token()?;
+        let mut written = self.publish.lock().await;
+        let topo = self.topology.load();
+        for (name, c) in &topo.clusters {
+            if only.is_some_and(|o| o != name) || written.get(name) == Some(c) {
+                continue;
+            }
+            match self.store.put_cluster(&token, c).await {
+                Ok(()) => {
+                    written.insert(name.clone(), c.clone());
+                }
+                Err(EtcdError::NotLeader) => {
+                    self.set_leading(None, None);
+                    return Err("this orchestrator no longer leads".into());
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets what was written (a new leadership writes everything again).
+    async fn reset_written(&self) {
+        self.publish.lock().await.clear();
+    }
+}
+
+impl Coordinator for EtcdCoordinator {
+    fn ensure_leader(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let token = self.token()?;
+            match self.store.check_leader(&token).await {
+                Ok(()) => Ok(()),
+                Err(EtcdError::NotLeader) => {
+                    self.set_leading(None, None);
+                    Err("this orchestrator no longer leads".into())
+                }
+                Err(e) => Err(format!("leadership not confirmed: {e}")),
+            }
+        })
+    }
+
+    fn hold<'a>(&'a self, cluster: &'a str, epoch: u64) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.sync(Some(cluster)).await?;
+            // A router that can't answer loses its lease within the TTL (and fences itself
+            // before that); one more request timeout covers the listing itself.
+            let limit = self.store.lease_ttl() + self.store.request_timeout() * 2;
+            let deadline = Instant::now() + limit;
+            loop {
+                let pending: Vec<String> = match self.store.routers().await {
+                    Ok(routers) => routers
+                        .into_iter()
+                        .filter(|r| {
+                            r.holds.get(cluster).is_none_or(|e| *e < epoch)
+                                && r.epochs.get(cluster).is_none_or(|e| *e <= epoch)
+                        })
+                        .map(|r| r.id)
+                        .collect(),
+                    Err(e) => vec![format!("(listing the routers failed: {e})")],
+                };
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "routers {} did not acknowledge the hold of {cluster} at epoch {epoch} \
+                         within {} ms, and their leases did not expire",
+                        pending.join(", "),
+                        limit.as_millis()
+                    ));
+                }
+                tokio::time::sleep(HOLD_POLL).await;
+            }
+        })
+    }
+
+    fn publish<'a>(&'a self, cluster: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.sync(Some(cluster)))
+    }
+}
+
+/// Applies a cluster read from etcd to the local snapshot, unless the local one has a newer
+/// epoch (a router never goes back to an older leader).
+fn adopt(topology: &TopologyHandle, changes: Vec<TopologyChange>) {
+    let current = topology.load();
+    let fresh: Vec<ClusterStatus> = changes
+        .into_iter()
+        .filter_map(|c| match c {
+            TopologyChange::Put(c) => Some(c),
+            // Clusters come from the configuration; a deleted key changes nothing here.
+            TopologyChange::Deleted(_) => None,
+        })
+        .filter(|c| {
+            current
+                .cluster(&c.name)
+                .is_some_and(|local| local.epoch <= c.epoch && local != c)
+        })
+        .collect();
+    if fresh.is_empty() {
+        return;
+    }
+    topology.publish(|t| {
+        for c in fresh {
+            if let Some(local) = t.clusters.get_mut(&c.name) {
+                if local.epoch <= c.epoch {
+                    *local = c;
+                }
+            }
+        }
+    });
+}
+
+/// Follows etcd's topology into `topology` until `stop` turns true.
+async fn follow(store: EtcdStore, topology: TopologyHandle, mut stop: watch::Receiver<bool>) {
+    let work = async {
+        loop {
+            let (clusters, revision) = match store.load_topology().await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the topology from etcd");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            adopt(
+                &topology,
+                clusters.into_values().map(TopologyChange::Put).collect(),
+            );
+            let mut watch = match store.watch_topology(revision).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::debug!(error = %e, "watching the topology in etcd");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            loop {
+                match watch.next().await {
+                    Ok(Some(WatchEvent::Changes { changes, .. })) => adopt(&topology, changes),
+                    Ok(Some(WatchEvent::Compacted)) => {
+                        tracing::info!(
+                            "the etcd history was compacted: listing the topology again"
+                        );
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the topology watch broke");
+                        tokio::time::sleep(RETRY).await;
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+/// This router's record and write fence, until `stop` completes.
+pub async fn router_membership(
+    store: EtcdStore,
+    router: Arc<RouterContext>,
+    mut record: RouterRecord,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let topology = router.topology.clone();
+    let work = async {
+        let mut lease: Option<Lease> = None;
+        let mut written: Option<RouterRecord> = None;
+        let mut tick = tokio::time::interval(FENCE_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // The fence first: it must not wait on etcd.
+            let holds = lease.as_ref().is_some_and(Lease::holds);
+            let fenced = router
+                .writes_fenced
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if fenced == holds {
+                if holds {
+                    tracing::info!("router lease renewed: writes flow again");
+                } else if written.is_some() {
+                    tracing::warn!("router lease not renewed in time: writes fenced");
+                }
+            }
+            router.set_writes_fenced(!holds);
+            if lease
+                .as_ref()
+                .is_none_or(|l| l.state() == shard_map::etcd::LeaseState::Expired)
+            {
+                written = None;
+                lease = match Lease::grant(&store).await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "granting the router's lease");
+                        None
+                    }
+                };
+                // A new lease: the old one expired, so a failover may have gone on without
+                // this router. Catch up with etcd's topology before the fence lifts.
+                if lease.is_some() {
+                    match store.load_topology().await {
+                        Ok((clusters, _)) => adopt(
+                            &topology,
+                            clusters.into_values().map(TopologyChange::Put).collect(),
+                        ),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "reading the topology with a new lease");
+                            lease = None;
+                        }
+                    }
+                }
+                continue;
+            }
+            let topo = topology.load();
+            record.holds = topo
+                .clusters
+                .values()
+                .filter(|c| c.phase == ClusterPhase::Held)
+                .map(|c| (c.name.clone(), c.epoch))
+                .collect();
+            record.epochs = topo
+                .clusters
+                .values()
+                .map(|c| (c.name.clone(), c.epoch))
+                .collect();
+            if written.as_ref() != Some(&record) {
+                if let Some(l) = &lease {
+                    match store.put_router(l, &record).await {
+                        Ok(()) => written = Some(record.clone()),
+                        Err(e) => tracing::debug!(error = %e, "writing the router's record"),
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = stop => {}
+    }
+}
+
+/// The orchestrator duty of a process with role `all`: campaign, lead or stand by, until
+/// `stop` completes; a leader resigns on the way out.
+pub async fn orchestrator_duty(
+    store: EtcdStore,
+    coordinator: Arc<EtcdCoordinator>,
+    orchestrator: Arc<Orchestrator>,
+    topology: TopologyHandle,
+    me: Member,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        // Stand by: follow etcd while campaigning.
+        let (stop_following, following) = watch::channel(false);
+        let follower = tokio::spawn(follow(store.clone(), topology.clone(), following));
+        let won = tokio::select! {
+            won = campaign(&store, &me) => won,
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        let _ = stop_following.send(true);
+        let _ = follower.await;
+        let Some((lease, token)) = won else {
+            return;
+        };
+        lead(
+            &store,
+            &coordinator,
+            &orchestrator,
+            &topology,
+            lease,
+            token,
+            &mut stop,
+        )
+        .await;
+    }
+}
+
+/// Campaigns until this process leads: its lease and token.
+async fn campaign(store: &EtcdStore, me: &Member) -> Option<(Lease, LeaderToken)> {
+    let mut lease: Option<Lease> = None;
+    loop {
+        if lease.as_ref().is_none_or(|l| !l.holds()) {
+            lease = Lease::grant(store).await.ok();
+        }
+        let Some(l) = &lease else {
+            tokio::time::sleep(RETRY).await;
+            continue;
+        };
+        let _ = store.put_orchestrator(l, me).await;
+        match store.try_lead(l, me).await {
+            Ok(Ok(token)) => return lease.map(|l| (l, token)),
+            Ok(Err(leader)) => {
+                tracing::debug!(leader = %leader.id, "another orchestrator leads");
+                // Wake when it goes (or re-check each TTL: our own lease is renewed meanwhile).
+                let _ = store.wait_leader_gone(store.lease_ttl()).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "campaigning");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+/// Leads until the lease does not surely hold any more, the leadership is lost, or `stop`.
+async fn lead(
+    store: &EtcdStore,
+    coordinator: &Arc<EtcdCoordinator>,
+    orchestrator: &Arc<Orchestrator>,
+    topology: &TopologyHandle,
+    lease: Lease,
+    token: LeaderToken,
+    stop: &mut watch::Receiver<bool>,
+) {
+    tracing::info!(revision = token.revision(), "this orchestrator leads");
+    // Take over from etcd first: epochs go on from the highest any leader published.
+    match store.load_topology().await {
+        Ok((clusters, _)) => adopt(
+            topology,
+            clusters.into_values().map(TopologyChange::Put).collect(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the topology on taking the lead: stepping down");
+            let _ = store.resign(&token).await;
+            lease.revoke().await;
+            return;
+        }
+    }
+    coordinator.reset_written().await;
+    coordinator.set_leading(Some(token), Some(&lease));
+    let (stop_run, run_stopped) = watch::channel(false);
+    let run = tokio::spawn(orchestrator.clone().run(async move {
+        let mut rx = run_stopped;
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    let mut changes = topology.subscribe();
+    let mut tick = tokio::time::interval(FENCE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading = true;
+    let mut graceful = false;
+    while leading {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {
+                graceful = true;
+                break;
+            }
+            _ = changes.changed() => {}
+            _ = tick.tick() => {}
+        }
+        if !lease.holds() {
+            tracing::warn!("this orchestrator's lease was not renewed in time: it stops leading");
+            leading = false;
+        } else if let Err(why) = coordinator.sync(None).await {
+            tracing::warn!(%why, "publishing the topology to etcd");
+            leading = coordinator.is_leading();
+        }
+    }
+    coordinator.set_leading(None, None);
+    let _ = stop_run.send(true);
+    let _ = run.await;
+    if graceful {
+        let _ = store.resign(&token).await;
+        lease.revoke().await;
+    }
+    tracing::info!("this orchestrator no longer leads");
+}
+
+/// A record for this process's router.
+pub fn router_record(id: &str, addr: Option<String>, admin: Option<String>) -> RouterRecord {
+    RouterRecord {
+        id: id.to_owned(),
+        addr,
+        admin,
+        started_ms: now_ms(),
+        holds: BTreeMap::new(),
+        epochs: BTreeMap::new(),
+    }
+}
+
+/// A record for this process as an orchestrator candidate.
+pub fn member(id: &str, admin: Option<String>) -> Member {
+    Member {
+        id: id.to_owned(),
+        admin,
+        started_ms: now_ms(),
+    }
+}
+
+/// The clusters etcd knows, read once at start (an unreachable etcd is an error then: a
+/// process that never saw the topology has nothing to serve).
+pub async fn initial(store: &EtcdStore) -> Result<BTreeMap<String, ClusterStatus>, EtcdError> {
+    store.load_topology().await.map(|(c, _)| c)
+}
+
+/// Starts the follower for a process with role `router` (it never leads).
+pub fn follow_only(
+    store: EtcdStore,
+    topology: TopologyHandle,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(follow(store, topology, stop))
+}

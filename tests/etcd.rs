@@ -1,0 +1,493 @@
+//! The multi-process mode against a real etcd (Debian's `etcd-server`, started by the test on
+//! its own ports) and real MariaDB clusters: one orchestrator leads, every write it makes is
+//! guarded by its leadership, routers follow its topology and fence their writes when they
+//! lose etcd.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, TestEnv};
+use mysql_async::prelude::*;
+use orchestrator::provision::LocalEtcd;
+use shard_map::etcd::{EtcdError, EtcdOptions, EtcdStore, Lease, Member, WatchEvent};
+use shard_map::{ClusterStatus, NodeStatus, Role};
+use switchyard::config::{EtcdConfig, ProcessRole};
+use switchyard::App;
+
+async fn local_etcd(members: usize) -> (LocalEtcd, tempfile::TempDir) {
+    let dir = tempfile::Builder::new()
+        .prefix("sy-etcd-")
+        .tempdir()
+        .expect("temp dir");
+    match LocalEtcd::start(dir.path(), members).await {
+        Ok(e) => (e, dir),
+        Err(e) => panic!("could not start etcd: {e}\nThese tests need etcd: scripts/install-deps"),
+    }
+}
+
+fn options(etcd: &LocalEtcd, prefix: &str) -> EtcdOptions {
+    let mut o = EtcdOptions::new(etcd.endpoints());
+    o.prefix = prefix.into();
+    o.lease_ttl = Duration::from_secs(2);
+    o.request_timeout = Duration::from_millis(500);
+    o
+}
+
+fn etcd_config(etcd: &LocalEtcd, name: &str) -> EtcdConfig {
+    EtcdConfig {
+        endpoints: etcd.endpoints(),
+        prefix: "/sy-test".into(),
+        name: Some(name.into()),
+        user: None,
+        password: None,
+        tls_ca: None,
+        tls_cert: None,
+        tls_key: None,
+        lease_ttl_ms: 2000,
+        request_timeout_ms: 500,
+    }
+}
+
+fn member(id: &str) -> Member {
+    Member {
+        id: id.into(),
+        admin: None,
+        started_ms: 0,
+    }
+}
+
+fn cluster(epoch: u64, leader: &str) -> ClusterStatus {
+    let mut c = ClusterStatus::new(
+        "c1",
+        Some(leader.into()),
+        vec![NodeStatus::new(leader, Role::Leader)],
+    );
+    c.epoch = epoch;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_at_a_time_and_a_deposed_one_writes_nothing() {
+    let (etcd, _dir) = local_etcd(1).await;
+    let store = EtcdStore::connect(&options(&etcd, "/t1"))
+        .await
+        .expect("etcd answers");
+
+    let lease_a = Lease::grant(&store).await.expect("lease a");
+    let lease_b = Lease::grant(&store).await.expect("lease b");
+    let token_a = store
+        .try_lead(&lease_a, &member("a"))
+        .await
+        .expect("etcd answers")
+        .expect("a leads: nobody did");
+    let refused = store
+        .try_lead(&lease_b, &member("b"))
+        .await
+        .expect("etcd answers");
+    assert_eq!(refused.expect_err("b must not lead while a does").id, "a");
+    assert_eq!(
+        store.leader().await.unwrap().map(|m| m.id).as_deref(),
+        Some("a")
+    );
+
+    store
+        .put_cluster(&token_a, &cluster(1, "127.0.0.1:1"))
+        .await
+        .expect("the leader writes");
+    let (read, revision) = store.load_topology().await.unwrap();
+    assert_eq!(read["c1"].epoch, 1);
+    let mut watch = store.watch_topology(revision).await.unwrap();
+
+    // a's lease ends (as when a is paused or cut off past its TTL): b leads, and a's writes
+    // with its old token fail, even though a never learnt that it lost.
+    lease_a.revoke().await;
+    let token_b = eventually(Duration::from_secs(10), "b to lead", || async {
+        store.try_lead(&lease_b, &member("b")).await.ok()?.ok()
+    })
+    .await;
+    assert!(
+        token_b.revision() > token_a.revision(),
+        "leaderships are ordered"
+    );
+    match store
+        .put_cluster(&token_a, &cluster(7, "127.0.0.1:9"))
+        .await
+    {
+        Err(EtcdError::NotLeader) => {}
+        other => panic!("a deposed leader's write must be refused, got {other:?}"),
+    }
+    assert!(matches!(
+        store.check_leader(&token_a).await,
+        Err(EtcdError::NotLeader)
+    ));
+    store.check_leader(&token_b).await.expect("b leads");
+    store
+        .put_cluster(&token_b, &cluster(2, "127.0.0.1:2"))
+        .await
+        .unwrap();
+
+    // The watcher saw b's write and not a's.
+    let seen = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("a change arrives")
+        .unwrap();
+    match seen {
+        Some(WatchEvent::Changes { changes, .. }) => assert_eq!(
+            changes,
+            vec![shard_map::etcd::TopologyChange::Put(cluster(
+                2,
+                "127.0.0.1:2"
+            ))]
+        ),
+        other => panic!("expected b's change, got {other:?}"),
+    }
+    assert_eq!(store.load_topology().await.unwrap().0["c1"].epoch, 2);
+
+    // A watcher that asks for compacted history is told to list again.
+    store
+        .put_cluster(&token_b, &cluster(3, "127.0.0.1:3"))
+        .await
+        .unwrap();
+    store.compact_all().await.unwrap();
+    let mut stale = store.watch_topology(revision).await.unwrap();
+    let told = tokio::time::timeout(Duration::from_secs(5), stale.next())
+        .await
+        .expect("the watch answers")
+        .unwrap();
+    assert!(matches!(told, Some(WatchEvent::Compacted)), "got {told:?}");
+}
+
+/// A second process over the same clusters and etcd.
+async fn second(env: &TestEnv, etcd: &LocalEtcd, name: &str, role: ProcessRole) -> App {
+    let mut config = switchyard::sandbox::config_for(env.local(), &env.opts);
+    config.router.listen = "127.0.0.1:0".into();
+    config.admin.listen = "127.0.0.1:0".into();
+    config.router.socket = None;
+    config.state_dir = None;
+    config.shard_map_dir = None;
+    config.etcd = Some(etcd_config(etcd, name));
+    config.role = role;
+    App::start(config).await.expect("the second process starts")
+}
+
+async fn write_through(port: u16) -> Result<(), mysql_async::Error> {
+    let r = write_once(port).await;
+    if let Err(e) = &r {
+        eprintln!("write through {port}: {e}");
+    }
+    r
+}
+
+async fn write_once(port: u16) -> Result<(), mysql_async::Error> {
+    let opts = common::opts_for(port, "app", "app", None);
+    let mut conn = mysql_async::Conn::new(opts).await?;
+    conn.query_drop("CREATE DATABASE IF NOT EXISTS etcd_db")
+        .await?;
+    conn.query_drop("USE etcd_db").await?;
+    conn.query_drop("CREATE TABLE IF NOT EXISTS etcd_t (id INT PRIMARY KEY AUTO_INCREMENT, v INT)")
+        .await?;
+    conn.query_drop("INSERT INTO etcd_t (v) VALUES (1)").await?;
+    conn.disconnect().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
+    let (etcd, _dir) = local_etcd(1).await;
+    let endpoints_etcd = etcd_config(&etcd, "a");
+    let mut env = TestEnv::start_with(1, 2, |c| {
+        c.etcd = Some(endpoints_etcd);
+    })
+    .await;
+    let b = second(&env, &etcd, "b", ProcessRole::All).await;
+    let r = second(&env, &etcd, "r", ProcessRole::Router).await;
+    let store = EtcdStore::connect(&options(&etcd, "/sy-test"))
+        .await
+        .unwrap();
+
+    let leader = eventually(
+        Duration::from_secs(15),
+        "one orchestrator to lead",
+        || async { store.leader().await.ok().flatten() },
+    )
+    .await;
+    assert!(["a", "b"].contains(&leader.id.as_str()), "{leader:?}");
+    eventually(
+        Duration::from_secs(15),
+        "three routers registered",
+        || async { (store.routers().await.ok()?.len() == 3).then_some(()) },
+    )
+    .await;
+    for port in [
+        env.router_port(),
+        b.router_addr.port(),
+        r.router_addr.port(),
+    ] {
+        eventually(
+            Duration::from_secs(20),
+            "a write through each router",
+            || async { write_through(port).await.ok() },
+        )
+        .await;
+    }
+
+    let old = env.app().topology.load().cluster("c1").unwrap().clone();
+    let old_leader = old.leader.clone().unwrap();
+    env.local_mut().kill_node("c1", &old_leader).unwrap();
+
+    for (name, app) in [("a", env.app()), ("b", &b), ("r", &r)] {
+        eventually(
+            Duration::from_secs(30),
+            &format!("router {name} to see the new leader"),
+            || async {
+                let c = app.topology.load().cluster("c1")?.clone();
+                (c.epoch > old.epoch && c.leader.as_deref() != Some(old_leader.as_str()))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    for port in [
+        env.router_port(),
+        b.router_addr.port(),
+        r.router_addr.port(),
+    ] {
+        eventually(
+            Duration::from_secs(20),
+            "a write through each router after the failover",
+            || async { write_through(port).await.ok() },
+        )
+        .await;
+    }
+    // Only the leader acted: the other orchestrator recorded no failover.
+    let (acting, idle) = if leader.id == "a" {
+        (env.app(), &b)
+    } else {
+        (&b, env.app())
+    };
+    let kinds = |app: &App| -> Vec<String> {
+        app.orchestrator
+            .events("c1")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    };
+    assert!(
+        kinds(acting).iter().any(|k| k == "failover.done"),
+        "{:?}",
+        kinds(acting)
+    );
+    assert!(
+        !kinds(idle).iter().any(|k| k.starts_with("failover.")),
+        "the standby orchestrator must not act: {:?}",
+        kinds(idle)
+    );
+    let new = store.load_topology().await.unwrap().0["c1"].clone();
+    assert_eq!(new.epoch, old.epoch + 1, "etcd holds the new epoch");
+    r.shutdown().await;
+    b.shutdown().await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_cut_off_from_etcd_fences_writes_and_serves_reads() {
+    let (etcd, _dir) = local_etcd(1).await;
+    let cfg = etcd_config(&etcd, "a");
+    let env = TestEnv::start_with(1, 1, |c| {
+        c.etcd = Some(cfg);
+    })
+    .await;
+    let mut config = switchyard::sandbox::config_for(env.local(), &env.opts);
+    config.router.listen = "127.0.0.1:0".into();
+    config.admin.listen = "127.0.0.1:0".into();
+    config.router.socket = None;
+    config.state_dir = None;
+    config.shard_map_dir = None;
+    config.etcd = Some(etcd_config(&etcd, "r"));
+    config.role = ProcessRole::Router;
+    config.router.hold_timeout_ms = 1500;
+    config.failover.hold_max_ms = 1000;
+    let r = App::start(config).await.expect("the router starts");
+    let port = r.router_addr.port();
+    eventually(
+        Duration::from_secs(20),
+        "a write through the router",
+        || async { write_through(port).await.ok() },
+    )
+    .await;
+
+    // etcd freezes: no reset, every request just waits.
+    etcd.signal_member(0, libc::SIGSTOP);
+    let frozen = tokio::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "the router to fence its writes",
+        || async {
+            r.router
+                .writes_fenced
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        frozen.elapsed() <= Duration::from_millis(2000 + 500),
+        "fenced {:?} after etcd froze: later than the lease TTL",
+        frozen.elapsed()
+    );
+    let opts = common::opts_for(port, "app", "app", Some("etcd_db"));
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .expect("the router accepts clients");
+    let n: Option<i64> = conn
+        .query_first("SELECT COUNT(*) FROM etcd_t")
+        .await
+        .expect("reads go on while fenced");
+    assert!(n.unwrap_or(0) >= 1);
+    match conn.query_drop("INSERT INTO etcd_t (v) VALUES (2)").await {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 1205, "{e:?}");
+            assert!(e.message.contains("topology store"), "{e:?}");
+        }
+        other => panic!("a fenced write must fail with a clear error, got {other:?}"),
+    }
+    drop(conn);
+
+    etcd.signal_member(0, libc::SIGCONT);
+    eventually(
+        Duration::from_secs(20),
+        "writes to flow again once etcd answers",
+        || async { write_through(port).await.ok() },
+    )
+    .await;
+    r.shutdown().await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leading_orchestrator_is_replaced_and_touches_nothing_when_thawed() {
+    let (etcd, _dir) = local_etcd(1).await;
+    let cfg = etcd_config(&etcd, "a");
+    let mut env = TestEnv::start_with(1, 2, |c| {
+        c.etcd = Some(cfg);
+    })
+    .await;
+    let store = EtcdStore::connect(&options(&etcd, "/sy-test"))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(15), "a to lead", || async {
+        (store.leader().await.ok()??.id == "a").then_some(())
+    })
+    .await;
+    let router_a = env.router_port();
+    eventually(
+        Duration::from_secs(20),
+        "a write through a's router",
+        || async { write_through(router_a).await.ok() },
+    )
+    .await;
+
+    // A `switchyard serve` process takes over when a stops (and resigns).
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("p.toml");
+    let (port, admin) = (common::process::free_port(), common::process::free_port());
+    let extra = format!(
+        "[etcd]\nendpoints = [\"{}\"]\nprefix = \"/sy-test\"\nname = \"p\"\n\
+         lease_ttl_ms = 2000\nrequest_timeout_ms = 500\n",
+        etcd.endpoints()[0]
+    );
+    common::process::write_serve_config(
+        &env,
+        &path,
+        common::process::ServeConfig {
+            port,
+            admin,
+            router_id: "p",
+            dead: &[],
+            extra: &extra,
+        },
+    );
+    let mut p = common::process::Serve::start(&path, None);
+    eventually(Duration::from_secs(20), "p to stand by", || async {
+        store
+            .orchestrators()
+            .await
+            .ok()?
+            .iter()
+            .any(|m| m.id == "p")
+            .then_some(())
+    })
+    .await;
+    env.app.take().unwrap().shutdown().await;
+    eventually(
+        Duration::from_secs(10),
+        "p to lead once a resigned",
+        || async { (store.leader().await.ok()??.id == "p").then_some(()) },
+    )
+    .await;
+    let b = second(&env, &etcd, "b", ProcessRole::All).await;
+
+    // p freezes: no reset, its lease runs out, b takes the lead.
+    p.signal(libc::SIGSTOP);
+    let frozen = tokio::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "b to lead once p's lease expired",
+        || async { (store.leader().await.ok()??.id == "b").then_some(()) },
+    )
+    .await;
+    eprintln!("b leads {:?} after p froze", frozen.elapsed());
+    assert!(
+        frozen.elapsed() <= Duration::from_millis(2000 + 2000),
+        "b led {:?} after p froze: later than the TTL plus 2 s",
+        frozen.elapsed()
+    );
+
+    // b fails the cluster over while p is frozen.
+    let before = store.load_topology().await.unwrap().0["c1"].clone();
+    let old_leader = before.leader.clone().unwrap();
+    env.local_mut().kill_node("c1", &old_leader).unwrap();
+    let after = eventually(Duration::from_secs(30), "b to fail c1 over", || async {
+        let c = store.load_topology().await.ok()?.0.get("c1")?.clone();
+        (c.epoch > before.epoch && c.phase == shard_map::ClusterPhase::Serving).then_some(c)
+    })
+    .await;
+    let new_leader = after.leader.clone().unwrap();
+    assert_ne!(new_leader, old_leader);
+
+    // p thaws: it finds its lease gone, stands by again and changes nothing.
+    p.signal(libc::SIGCONT);
+    eventually(Duration::from_secs(20), "p to campaign again", || async {
+        store
+            .orchestrators()
+            .await
+            .ok()?
+            .iter()
+            .any(|m| m.id == "p")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(store.leader().await.unwrap().unwrap().id, "b");
+    let now = store.load_topology().await.unwrap().0["c1"].clone();
+    assert_eq!(
+        (now.epoch, now.leader.clone()),
+        (after.epoch, after.leader.clone())
+    );
+    let new_port: u16 = new_leader.rsplit_once(':').unwrap().1.parse().unwrap();
+    let mut direct = env.direct_conn(new_port, None).await;
+    let read_only: i64 = common::query_one(&mut direct, "SELECT @@global.read_only").await;
+    assert_eq!(read_only, 0, "the new leader stays writable");
+    eventually(
+        Duration::from_secs(20),
+        "a write through p's router reaches the new leader",
+        || async {
+            let served = common::process::write_through(port, "etcd_db.etcd_t", 5).await?;
+            (served == new_port as i64).then_some(())
+        },
+    )
+    .await;
+    drop(p);
+    b.shutdown().await;
+    env.stop().await;
+}
