@@ -40,6 +40,8 @@ pub struct AdminState {
     /// Routing-layer integrations: their settings (HAProxy's generated configuration) and
     /// push counters.
     pub integrations: Arc<crate::integrations::Integrations>,
+    /// This process's part in a deployment sharing etcd; `None` when it works alone.
+    pub members: Option<Arc<crate::distributed::Membership>>,
 }
 
 /// The shard map's version and store, behind the API's GET/PUT.
@@ -140,6 +142,7 @@ fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenA
         .routes(routes!(set_flags))
         .routes(routes!(rebuild))
         .routes(routes!(router_stats))
+        .routes(routes!(members))
         .routes(routes!(sessions))
         .routes(routes!(get_shard_map, put_shard_map))
         .routes(routes!(history::shard_map_versions))
@@ -326,6 +329,8 @@ fn orchestrator_error(e: OrchestratorError) -> Response {
         }
         OrchestratorError::Busy(_) | OrchestratorError::IsLeader { .. } => StatusCode::CONFLICT,
         OrchestratorError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        // Another process leads: the message names it.
+        OrchestratorError::NotLeader(_) => StatusCode::MISDIRECTED_REQUEST,
         OrchestratorError::BadAddress(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -380,6 +385,7 @@ struct SwitchoverRequest {
     params(("name" = String, Path, description = "Cluster name")),
     request_body(content = Option<SwitchoverRequest>, description = "Optional target replica", content_type = "application/json"),
     responses(
+        (status = 421, description = "This process does not lead (several processes share etcd): the message names the leader and its admin API", body = ErrorBody),
         (status = 200, description = "Done: old and new leader, epoch, every step", body = serde_json::Value),
         (status = 400, description = "Bad target address", body = ErrorBody),
         (status = 404, description = "Unknown cluster", body = ErrorBody),
@@ -416,6 +422,7 @@ struct RebuildRequest {
     params(("name" = String, Path, description = "Cluster name"), ("addr" = String, Path, description = "The node to rebuild, `host:port`")),
     request_body(content = Option<RebuildRequest>, description = "Optional source node", content_type = "application/json"),
     responses(
+        (status = 421, description = "This process does not lead (several processes share etcd): the message names the leader and its admin API", body = ErrorBody),
         (status = 200, description = "Done: node, source, leader, the position it resumed from, bytes copied, every step", body = serde_json::Value),
         (status = 404, description = "Unknown cluster, node or source", body = ErrorBody),
         (status = 409, description = "The node is the leader, or another operation runs on this cluster", body = ErrorBody),
@@ -448,6 +455,7 @@ async fn rebuild(
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/failover", tag = "clusters", security(("bearer" = [])),
     params(("name" = String, Path, description = "Cluster name")),
     responses(
+        (status = 421, description = "This process does not lead (several processes share etcd): the message names the leader and its admin API", body = ErrorBody),
         (status = 200, description = "Done: old and new leader, epoch, every step", body = serde_json::Value),
         (status = 404, description = "Unknown cluster", body = ErrorBody),
         (status = 409, description = "Another operation runs on this cluster", body = ErrorBody),
@@ -465,6 +473,7 @@ async fn failover(State(state): State<AdminState>, Path(name): Path<String>) -> 
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/failover-limits/reset", tag = "clusters", security(("bearer" = [])),
     params(("name" = String, Path, description = "Cluster name")),
     responses(
+        (status = 421, description = "This process does not lead (several processes share etcd): the message names the leader and its admin API", body = ErrorBody),
         (status = 200, description = "The anti-flapping counters were reset", body = serde_json::Value),
         (status = 404, description = "Unknown cluster", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
@@ -496,6 +505,7 @@ async fn events(State(state): State<AdminState>, Path(name): Path<String>) -> Re
     params(("name" = String, Path, description = "Cluster name"), ("addr" = String, Path, description = "The node, `host:port`")),
     request_body(content = FlagsDoc, content_type = "application/json"),
     responses(
+        (status = 421, description = "This process does not lead (several processes share etcd): the message names the leader and its admin API", body = ErrorBody),
         (status = 200, description = "The flags now set", body = serde_json::Value),
         (status = 422, description = "Unknown field or bad value", body = serde_json::Value),
         (status = 404, description = "Unknown cluster or node", body = ErrorBody),
@@ -721,6 +731,22 @@ async fn clusters(State(state): State<AdminState>, who: Option<Extension<Princip
             .collect::<Vec<_>>(),
     }))
     .into_response()
+}
+
+#[utoipa::path(get, path = "/api/v1/members", tag = "clusters", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The processes sharing this deployment's etcd: `mode` (`single` or `etcd`), `this` (name, role, whether it leads), `leader` (the leading orchestrator), `orchestrators` (candidates alive), `routers` (alive, with the epochs they route with and the holds they acknowledged), and `etcd` (`ok` or why it is unreachable)", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    ))]
+async fn members(State(state): State<AdminState>) -> Response {
+    match &state.members {
+        Some(m) => Json(m.describe().await).into_response(),
+        None => Json(json!({
+            "mode": "single",
+            "this": { "role": "all", "leading": true },
+        }))
+        .into_response(),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/router", tag = "router", security(("bearer" = [])),

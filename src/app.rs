@@ -212,6 +212,7 @@ impl App {
             tokio::spawn(xa_recovery(router.clone(), stopped())),
             tokio::spawn(sample_rates(router.clone(), stopped())),
         ];
+        let mut members = None;
         match (&etcd, config.role) {
             (None, _) => tasks.push(tokio::spawn(orchestrator.clone().run(stopped()))),
             (Some(store), role) => {
@@ -235,8 +236,15 @@ impl App {
                         let coordinator = crate::distributed::EtcdCoordinator::new(
                             store.clone(),
                             topology.clone(),
+                            &name,
                         );
                         orchestrator.set_coordinator(coordinator.clone());
+                        members = Some(Arc::new(crate::distributed::Membership {
+                            name: name.clone(),
+                            role,
+                            store: store.clone(),
+                            coordinator: Some(coordinator.clone()),
+                        }));
                         tasks.push(tokio::spawn(crate::distributed::orchestrator_duty(
                             store.clone(),
                             coordinator,
@@ -247,6 +255,15 @@ impl App {
                         )));
                     }
                     crate::config::ProcessRole::Router => {
+                        orchestrator.set_coordinator(Arc::new(crate::distributed::RouterOnly {
+                            store: store.clone(),
+                        }));
+                        members = Some(Arc::new(crate::distributed::Membership {
+                            name: name.clone(),
+                            role,
+                            store: store.clone(),
+                            coordinator: None,
+                        }));
                         tasks.push(crate::distributed::follow_only(
                             store.clone(),
                             topology.clone(),
@@ -295,6 +312,7 @@ impl App {
             reloader: reloader.clone(),
             shard_maps: Arc::new(ShardMapState::new(version, store, cluster_names)),
             integrations,
+            members,
         };
         let admin_sql_addr = match &config.admin.sql_listen {
             Some(addr) => {

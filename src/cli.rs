@@ -333,6 +333,56 @@ pub fn format_status(clusters: &Value) -> String {
     out
 }
 
+/// The processes of a multi-process deployment (`GET /api/v1/members`), for `status`: empty
+/// for a process that works alone.
+pub fn format_members(members: &Value) -> String {
+    if members["mode"] != "etcd" {
+        return String::new();
+    }
+    let mut out = String::new();
+    let this = &members["this"];
+    out.push_str(&format!(
+        "this process: {} ({}{})  etcd: {}\n",
+        this["name"].as_str().unwrap_or("?"),
+        this["role"].as_str().unwrap_or("?"),
+        if this["leading"] == true { ", leading" } else { "" },
+        members["etcd"].as_str().unwrap_or("?"),
+    ));
+    let leader = members["leader"]["id"].as_str();
+    let empty = Vec::new();
+    for o in members["orchestrators"].as_array().unwrap_or(&empty) {
+        let id = o["id"].as_str().unwrap_or("?");
+        out.push_str(&format!(
+            "  orchestrator {:<20} {:<10} admin {}\n",
+            id,
+            if Some(id) == leader { "leader" } else { "standby" },
+            o["admin"].as_str().unwrap_or("-"),
+        ));
+    }
+    for r in members["routers"].as_array().unwrap_or(&empty) {
+        let epochs: Vec<String> = r["epochs"]
+            .as_object()
+            .map(|m| m.iter().map(|(c, e)| format!("{c}@{e}")).collect())
+            .unwrap_or_default();
+        let holds: Vec<String> = r["holds"]
+            .as_object()
+            .map(|m| m.iter().map(|(c, e)| format!("{c}@{e}")).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  router       {:<20} {:<22} epochs {}{}\n",
+            r["id"].as_str().unwrap_or("?"),
+            r["addr"].as_str().unwrap_or("-"),
+            epochs.join(","),
+            if holds.is_empty() {
+                String::new()
+            } else {
+                format!("  holding {}", holds.join(","))
+            },
+        ));
+    }
+    out
+}
+
 /// The steps of a switchover or failover report, one per line.
 pub fn format_report(report: &Value) -> String {
     let mut out = String::new();
@@ -388,5 +438,23 @@ mod tests {
         assert!(t.contains("127.0.0.1:2"), "{t}");
         assert!(t.contains("[maintenance]"), "{t}");
         assert!(t.contains("NO"), "{t}");
+    }
+
+    #[test]
+    fn members_show_the_leader_standbys_and_routers_holding() {
+        assert_eq!(format_members(&json!({"mode": "single"})), "");
+        let v = json!({"mode": "etcd", "etcd": "ok",
+            "this": {"name": "a", "role": "all", "leading": true},
+            "leader": {"id": "a", "admin": "127.0.0.1:8080", "started_ms": 1},
+            "orchestrators": [{"id": "a", "admin": "127.0.0.1:8080", "started_ms": 1},
+                              {"id": "b", "started_ms": 2}],
+            "routers": [{"id": "r1", "addr": "127.0.0.1:6033", "started_ms": 3,
+                         "epochs": {"c1": 4}, "holds": {"c1": 4}}]});
+        let t = format_members(&v);
+        assert!(t.starts_with("this process: a (all, leading)  etcd: ok"), "{t}");
+        let line = |id: &str| t.lines().find(|l| l.contains(id)).unwrap().to_owned();
+        assert!(line("orchestrator a ").contains("leader"), "{t}");
+        assert!(line("orchestrator b ").contains("standby"), "{t}");
+        assert!(line("router       r1").ends_with("epochs c1@4  holding c1@4"), "{t}");
     }
 }

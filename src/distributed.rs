@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
+use orchestrator::coord::Intent;
 use orchestrator::{Coordinator, Orchestrator};
 use router::RouterContext;
 use shard_map::etcd::{
@@ -64,6 +65,8 @@ struct Leading {
 /// What the orchestrator's workflows call in the multi-process mode (see the module docs).
 pub struct EtcdCoordinator {
     store: EtcdStore,
+    /// This process's name (recorded in the intents it begins).
+    name: String,
     topology: TopologyHandle,
     leading: Mutex<Leading>,
     /// Serialises topology writes so that an older snapshot never overwrites a newer one.
@@ -79,9 +82,10 @@ impl std::fmt::Debug for EtcdCoordinator {
 }
 
 impl EtcdCoordinator {
-    pub fn new(store: EtcdStore, topology: TopologyHandle) -> Arc<Self> {
+    pub fn new(store: EtcdStore, topology: TopologyHandle, name: &str) -> Arc<Self> {
         Arc::new(EtcdCoordinator {
             store,
+            name: name.to_owned(),
             topology,
             leading: Mutex::new(Leading::default()),
             publish: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -152,10 +156,29 @@ impl EtcdCoordinator {
     }
 }
 
+/// Why this process may not act, naming the leader when etcd says who it is.
+async fn who_leads(store: &EtcdStore, why: String) -> String {
+    match store.leader().await {
+        Ok(Some(m)) => match m.admin {
+            Some(admin) => format!("{why}; the leader is {} (admin API {admin})", m.id),
+            None => format!("{why}; the leader is {}", m.id),
+        },
+        Ok(None) => format!("{why}; no orchestrator leads right now"),
+        Err(e) => format!("{why}; etcd does not answer ({e})"),
+    }
+}
+
 impl Coordinator for EtcdCoordinator {
+    fn leads(&self) -> Result<(), String> {
+        self.token().map(|_| ())
+    }
+
     fn ensure_leader(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let token = self.token()?;
+            let token = match self.token() {
+                Ok(t) => t,
+                Err(why) => return Err(who_leads(&self.store, why).await),
+            };
             match self.store.check_leader(&token).await {
                 Ok(()) => Ok(()),
                 Err(EtcdError::NotLeader) => {
@@ -202,8 +225,64 @@ impl Coordinator for EtcdCoordinator {
         })
     }
 
+    fn begin<'a>(&'a self, intent: &'a Intent) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let token = self.token()?;
+            let mut intent = intent.clone();
+            intent.by = self.name.clone();
+            match self.store.put_intent(&token, &intent).await {
+                Ok(()) => Ok(()),
+                Err(EtcdError::NotLeader) => {
+                    self.set_leading(None, None);
+                    Err(who_leads(&self.store, "this orchestrator no longer leads".into()).await)
+                }
+                Err(e) => Err(format!("the change could not be recorded in etcd: {e}")),
+            }
+        })
+    }
+
     fn publish<'a>(&'a self, cluster: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(self.sync(Some(cluster)))
+        Box::pin(async move {
+            self.sync(Some(cluster)).await?;
+            // The outcome is out: the change under way (if any) is over.
+            let token = self.token()?;
+            self.store
+                .delete_intent(&token, cluster)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// The coordinator of a process with role `router`: it never acts on a server.
+#[derive(Debug)]
+pub struct RouterOnly {
+    pub store: EtcdStore,
+}
+
+impl RouterOnly {
+    const WHY: &'static str = "this process has role \"router\"";
+}
+
+impl Coordinator for RouterOnly {
+    fn leads(&self) -> Result<(), String> {
+        Err(format!("{}: ask the leading orchestrator", Self::WHY))
+    }
+
+    fn ensure_leader(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { Err(who_leads(&self.store, Self::WHY.into()).await) })
+    }
+
+    fn hold<'a>(&'a self, _: &'a str, _: u64) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { Err(Self::WHY.into()) })
+    }
+
+    fn begin<'a>(&'a self, _: &'a Intent) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { Err(Self::WHY.into()) })
+    }
+
+    fn publish<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { Err(Self::WHY.into()) })
     }
 }
 
@@ -463,6 +542,25 @@ async fn lead(
     }
     coordinator.reset_written().await;
     coordinator.set_leading(Some(token), Some(&lease));
+    // A change of leader the previous leader began and did not publish: complete or undo
+    // it before anything else is decided.
+    match store.intents().await {
+        Ok(intents) => {
+            for intent in intents {
+                match orchestrator.resume(&intent).await {
+                    Ok(outcome) => tracing::info!(cluster = %intent.cluster, ?outcome, "intent taken over"),
+                    Err(e) => tracing::warn!(cluster = %intent.cluster, error = %e, "taking over an intent"),
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the intents on taking the lead: stepping down");
+            coordinator.set_leading(None, None);
+            let _ = store.resign(&token).await;
+            lease.revoke().await;
+            return;
+        }
+    }
     let (stop_run, run_stopped) = watch::channel(false);
     let run = tokio::spawn(orchestrator.clone().run(async move {
         let mut rx = run_stopped;
@@ -534,4 +632,48 @@ pub fn follow_only(
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(follow(store, topology, stop))
+}
+
+/// This process's place in a multi-process deployment, for the admin API and `status`.
+#[derive(Debug)]
+pub struct Membership {
+    pub name: String,
+    pub role: crate::config::ProcessRole,
+    pub store: EtcdStore,
+    /// Set for role `all` (an orchestrator candidate).
+    pub coordinator: Option<Arc<EtcdCoordinator>>,
+}
+
+impl Membership {
+    /// What etcd says of the deployment and what this process is in it (`GET
+    /// /api/v1/members`). An unreachable etcd is reported, not an error.
+    pub async fn describe(&self) -> serde_json::Value {
+        let leading = self.coordinator.as_ref().is_some_and(|c| c.is_leading());
+        let this = serde_json::json!({
+            "name": self.name,
+            "role": self.role,
+            "leading": leading,
+        });
+        let read = async {
+            let leader = self.store.leader().await?;
+            let orchestrators = self.store.orchestrators().await?;
+            let routers = self.store.routers().await?;
+            Ok::<_, EtcdError>((leader, orchestrators, routers))
+        };
+        match read.await {
+            Ok((leader, orchestrators, routers)) => serde_json::json!({
+                "mode": "etcd",
+                "etcd": "ok",
+                "this": this,
+                "leader": leader,
+                "orchestrators": orchestrators,
+                "routers": routers,
+            }),
+            Err(e) => serde_json::json!({
+                "mode": "etcd",
+                "etcd": format!("unreachable: {e}"),
+                "this": this,
+            }),
+        }
+    }
 }

@@ -377,11 +377,16 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Status { api, json } => {
-            let body = api.client()?.get("/api/v1/clusters").await?;
+            let client = api.client()?;
+            let body = client.get("/api/v1/clusters").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&body)?);
             } else {
                 print!("{}", cli::format_status(&body));
+                // A server of an older version has no members endpoint.
+                if let Ok(members) = client.get("/api/v1/members").await {
+                    print!("{}", cli::format_members(&members));
+                }
             }
             Ok(())
         }

@@ -231,6 +231,36 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
         .await;
     }
 
+    // Every process shows the deployment; a process that does not lead refuses to act and
+    // names the one that does.
+    let http = common::http();
+    let members: serde_json::Value = http
+        .get(format!("http://{}/api/v1/members", r.admin_addr))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(members["mode"], "etcd", "{members}");
+    assert_eq!(members["leader"]["id"], leader.id.as_str(), "{members}");
+    assert_eq!(members["routers"].as_array().unwrap().len(), 3, "{members}");
+    assert_eq!(members["this"]["role"], "router", "{members}");
+    let standby = if leader.id == "a" { &b } else { env.app() };
+    for app in [standby, &r] {
+        let resp = http
+            .post(format!("http://{}/api/v1/clusters/c1/switchover", app.admin_addr))
+            .bearer_auth("test-token")
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 421);
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(&format!("the leader is {}", leader.id)), "{body}");
+    }
+
     let old = env.app().topology.load().cluster("c1").unwrap().clone();
     let old_leader = old.leader.clone().unwrap();
     env.local_mut().kill_node("c1", &old_leader).unwrap();
@@ -365,6 +395,47 @@ async fn a_router_cut_off_from_etcd_fences_writes_and_serves_reads() {
     env.stop().await;
 }
 
+/// A `switchyard serve` process "p" (role all, failpoint `failpoint`) that leads once the
+/// in-process "a" (which must lead now) stops and resigns; its router port.
+async fn serve_process(
+    env: &TestEnv,
+    etcd: &LocalEtcd,
+    store: &EtcdStore,
+    failpoint: Option<&str>,
+) -> (common::process::Serve, u16, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("p.toml");
+    let (port, admin) = (common::process::free_port(), common::process::free_port());
+    let extra = format!(
+        "[etcd]\nendpoints = [\"{}\"]\nprefix = \"/sy-test\"\nname = \"p\"\n\
+         lease_ttl_ms = 2000\nrequest_timeout_ms = 500\n",
+        etcd.endpoints()[0]
+    );
+    common::process::write_serve_config(
+        env,
+        &path,
+        common::process::ServeConfig {
+            port,
+            admin,
+            router_id: "p",
+            dead: &[],
+            extra: &extra,
+        },
+    );
+    let p = common::process::Serve::start(&path, failpoint);
+    eventually(Duration::from_secs(20), "p to stand by", || async {
+        store
+            .orchestrators()
+            .await
+            .ok()?
+            .iter()
+            .any(|m| m.id == "p")
+            .then_some(())
+    })
+    .await;
+    (p, port, tmp)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leading_orchestrator_is_replaced_and_touches_nothing_when_thawed() {
     let (etcd, _dir) = local_etcd(1).await;
@@ -389,43 +460,7 @@ async fn a_frozen_leading_orchestrator_is_replaced_and_touches_nothing_when_thaw
     .await;
 
     // A `switchyard serve` process takes over when a stops (and resigns).
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("p.toml");
-    let (port, admin) = (common::process::free_port(), common::process::free_port());
-    let extra = format!(
-        "[etcd]\nendpoints = [\"{}\"]\nprefix = \"/sy-test\"\nname = \"p\"\n\
-         lease_ttl_ms = 2000\nrequest_timeout_ms = 500\n",
-        etcd.endpoints()[0]
-    );
-    common::process::write_serve_config(
-        &env,
-        &path,
-        common::process::ServeConfig {
-            port,
-            admin,
-            router_id: "p",
-            dead: &[],
-            extra: &extra,
-        },
-    );
-    let mut p = common::process::Serve::start(&path, None);
-    eventually(Duration::from_secs(20), "p to stand by", || async {
-        store
-            .orchestrators()
-            .await
-            .ok()?
-            .iter()
-            .any(|m| m.id == "p")
-            .then_some(())
-    })
-    .await;
-    env.app.take().unwrap().shutdown().await;
-    eventually(
-        Duration::from_secs(10),
-        "p to lead once a resigned",
-        || async { (store.leader().await.ok()??.id == "p").then_some(()) },
-    )
-    .await;
+    let (mut p, port, _tmp) = serve_process(&env, &etcd, &store, None).await;
     let b = second(&env, &etcd, "b", ProcessRole::All).await;
 
     // p freezes: no reset, its lease runs out, b takes the lead.
@@ -488,6 +523,82 @@ async fn a_frozen_leading_orchestrator_is_replaced_and_touches_nothing_when_thaw
     )
     .await;
     drop(p);
+    b.shutdown().await;
+    env.stop().await;
+}
+
+/// Stops "a" (it resigns), waits for "p" to lead, and starts "b" standing by.
+async fn p_leads_b_stands_by(env: &mut TestEnv, etcd: &LocalEtcd, store: &EtcdStore) -> App {
+    env.app.take().unwrap().shutdown().await;
+    eventually(Duration::from_secs(10), "p to lead once a resigned", || async {
+        (store.leader().await.ok()??.id == "p").then_some(())
+    })
+    .await;
+    second(env, etcd, "b", ProcessRole::All).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_left_unpublished_by_a_dead_orchestrator_is_completed_by_the_next() {
+    let (etcd, _dir) = local_etcd(1).await;
+    let cfg = etcd_config(&etcd, "a");
+    let mut env = TestEnv::start_with(1, 2, |c| {
+        c.etcd = Some(cfg);
+    })
+    .await;
+    let store = EtcdStore::connect(&options(&etcd, "/sy-test")).await.unwrap();
+    eventually(Duration::from_secs(15), "a to lead", || async {
+        (store.leader().await.ok()??.id == "a").then_some(())
+    })
+    .await;
+    let (mut p, _port, _tmp) =
+        serve_process(&env, &etcd, &store, Some("failover-after-promote")).await;
+    let b = p_leads_b_stands_by(&mut env, &etcd, &store).await;
+    let router_b = b.router_addr.port();
+    eventually(Duration::from_secs(20), "a write through b's router", || async {
+        write_through(router_b).await.ok()
+    })
+    .await;
+
+    // p fails the cluster over and dies right after promoting, before publishing.
+    let before = store.load_topology().await.unwrap().0["c1"].clone();
+    let old_leader = before.leader.clone().unwrap();
+    env.local_mut().kill_node("c1", &old_leader).unwrap();
+    let status = p.exited(Duration::from_secs(30)).await;
+    assert!(!status.success(), "p stops at its failpoint: {status:?}");
+    let intent = store.intents().await.unwrap();
+    assert_eq!(intent.len(), 1, "p recorded its change: {intent:?}");
+    assert_eq!((intent[0].by.as_str(), intent[0].epoch), ("p", before.epoch));
+
+    // b takes the lead and completes the change rather than electing another node.
+    let after = eventually(Duration::from_secs(20), "b to publish p's promotion", || async {
+        let c = store.load_topology().await.ok()?.0.get("c1")?.clone();
+        (c.epoch > before.epoch).then_some(c)
+    })
+    .await;
+    assert_eq!(after.epoch, before.epoch + 1);
+    assert_eq!(after.leader.as_deref(), Some(intent[0].new_leader.as_str()));
+    assert!(store.intents().await.unwrap().is_empty(), "the intent is over");
+    let kinds: Vec<String> = b.orchestrator.events("c1").unwrap().into_iter().map(|e| e.kind).collect();
+    assert!(kinds.iter().any(|k| k == "intent.completed"), "{kinds:?}");
+    // Exactly one writable node: the published leader.
+    let mut writable = Vec::new();
+    for n in &env.local().cluster("c1").unwrap().nodes {
+        if n.addr == old_leader {
+            continue;
+        }
+        let mut c = env.direct_conn(n.port, None).await;
+        let ro: i64 = common::query_one(&mut c, "SELECT @@global.read_only").await;
+        if ro == 0 {
+            writable.push(n.addr.clone());
+        }
+    }
+    assert_eq!(writable, vec![intent[0].new_leader.clone()]);
+    let new_port: i64 = intent[0].new_leader.rsplit_once(':').unwrap().1.parse().unwrap();
+    eventually(Duration::from_secs(20), "a write through b's router on the new leader", || async {
+        let served = common::process::write_through(router_b, "etcd_db.etcd_t", 7).await?;
+        (served == new_port).then_some(())
+    })
+    .await;
     b.shutdown().await;
     env.stop().await;
 }

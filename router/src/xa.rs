@@ -29,20 +29,7 @@ const CREATE_LOG: &str = "CREATE DATABASE IF NOT EXISTS switchyard; \
     decision ENUM('commit','rollback') NOT NULL, \
     created TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB";
 
-/// Environment variable naming a point where the process aborts (crash tests):
-/// `xa-after-prepare` (every branch prepared, no decision yet) or `xa-after-decision`
-/// (decision logged, nothing committed yet).
-pub const FAILPOINT_ENV: &str = "SWITCHYARD_FAILPOINT";
-
-/// Aborts the process when [`FAILPOINT_ENV`] names `point`.
-pub fn failpoint(point: &str) {
-    static SET: OnceLock<Option<String>> = OnceLock::new();
-    let set = SET.get_or_init(|| std::env::var(FAILPOINT_ENV).ok());
-    if set.as_deref() == Some(point) {
-        eprintln!("switchyard: failpoint {point} reached, aborting");
-        std::process::abort();
-    }
-}
+pub use shard_map::failpoint::{failpoint, FAILPOINT_ENV};
 
 /// How this router names its transactions: `sy:<router id>:<incarnation>:<n>`. The router id
 /// is stable across restarts (so a restarted router recovers its own branches and no other

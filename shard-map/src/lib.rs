@@ -16,6 +16,7 @@
 pub mod diff;
 pub mod error;
 pub mod etcd;
+pub mod failpoint;
 pub mod keyrange;
 pub mod keyspace;
 pub mod shardmap;

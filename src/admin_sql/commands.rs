@@ -301,6 +301,7 @@ fn orchestrator_error(e: OrchestratorError) -> (Reply, u16) {
         OrchestratorError::UnknownCluster(_) | OrchestratorError::UnknownNode { .. } => 404,
         OrchestratorError::Busy(_) | OrchestratorError::IsLeader { .. } => 409,
         OrchestratorError::Refused(_) => 422,
+        OrchestratorError::NotLeader(_) => 421,
         OrchestratorError::BadAddress(_) => 400,
         _ => 500,
     };

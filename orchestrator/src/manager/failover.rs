@@ -213,7 +213,10 @@ impl Orchestrator {
         }
         // A deposed orchestrator (paused past its lease, cut off from the store) promotes
         // nothing: another one may be failing the cluster over already.
-        if let Err(e) = self.ensure_leader().await {
+        if let Err(e) = self
+            .begin_change(cluster, "failover", &old, &winner, cs.epoch)
+            .await
+        {
             self.publish_phase(cluster, &old, ClusterPhase::Serving);
             let others = conns.values_mut().chain(std::iter::once(&mut leader));
             self.restart_streams(&mut log, others, &stopped).await;
@@ -240,6 +243,7 @@ impl Orchestrator {
             "failover.step",
             format!("{winner} promoted: replication removed, read_only=0"),
         );
+        shard_map::failpoint::failpoint("failover-after-promote");
         self.hook(&mut log, "vip_add", &old, &winner).await;
 
         // The other replicas follow the winner from their own applied position, which the

@@ -17,6 +17,7 @@ mod hooks;
 mod node;
 mod rebuild;
 mod rejoin;
+mod resume;
 mod rewind;
 mod settings;
 mod switchover;
@@ -42,6 +43,7 @@ use crate::monitor::{self, ClusterSpec, MonitorConfig, MonitorLink, MonitorState
 use hooks::{run_hook, HookCall};
 use node::{Access, NodeConn, NodeSnapshot, ReplicationLogin};
 pub use rebuild::RebuildReport;
+pub use resume::Resumed;
 pub use settings::{FailoverMode, Hooks, OrchestratorSettings};
 
 /// How many events each cluster keeps.
@@ -87,6 +89,9 @@ pub enum OrchestratorError {
     UnknownNode { cluster: String, addr: String },
     #[error("another operation is running on cluster {0}")]
     Busy(String),
+    /// Several processes share the work and this one does not lead (why, and who does).
+    #[error("not the leading orchestrator: {0}")]
+    NotLeader(String),
     /// An operation on a node that may not be the leader (a rebuild) was asked of the leader.
     #[error(
         "{addr} is the leader of {cluster}: a leader is not rebuilt (switch over to another \
@@ -285,12 +290,42 @@ impl Orchestrator {
         self.coordinator.store(Arc::new(coordinator));
     }
 
-    /// Fails with a refusal unless this orchestrator leads.
+    /// Fails unless this orchestrator leads (asking the store).
     async fn ensure_leader(&self) -> Result<(), OrchestratorError> {
         let c = self.coordinator.load_full();
-        c.ensure_leader()
-            .await
-            .map_err(|why| OrchestratorError::Refused(format!("not acting: {why}")))
+        c.ensure_leader().await.map_err(OrchestratorError::NotLeader)
+    }
+
+    /// Records the change of leader about to be made (see [`Coordinator::begin`]); fails
+    /// unless this orchestrator leads.
+    async fn begin_change(
+        &self,
+        cluster: &str,
+        op: &str,
+        old: &str,
+        new: &str,
+        epoch: u64,
+    ) -> Result<(), OrchestratorError> {
+        let intent = crate::coord::Intent {
+            cluster: cluster.to_owned(),
+            op: op.to_owned(),
+            old_leader: old.to_owned(),
+            new_leader: new.to_owned(),
+            epoch,
+            by: String::new(),
+            started_ms: now_ms(),
+        };
+        let c = self.coordinator.load_full();
+        c.begin(&intent).await.map_err(OrchestratorError::NotLeader)
+    }
+
+    /// Fails unless this orchestrator leads, as far as it knows without asking (for changes
+    /// that only touch the published topology).
+    fn leads(&self) -> Result<(), OrchestratorError> {
+        self.coordinator
+            .load_full()
+            .leads()
+            .map_err(OrchestratorError::NotLeader)
     }
 
     /// After `Held` is published: waits until every router holds (see
@@ -414,6 +449,7 @@ impl Orchestrator {
         flags: NodeFlags,
     ) -> Result<(), OrchestratorError> {
         let ctl = self.ctl(cluster)?;
+        self.leads()?;
         if !ctl.spec.all_nodes().iter().any(|a| a == addr) {
             return Err(OrchestratorError::UnknownNode {
                 cluster: cluster.into(),
@@ -455,6 +491,7 @@ impl Orchestrator {
     /// Forgets a cluster's recent failovers, so that the limits allow the next one.
     pub fn reset_failover_limits(&self, cluster: &str) -> Result<(), OrchestratorError> {
         let ctl = self.ctl(cluster)?;
+        self.leads()?;
         {
             let mut m = lock(&ctl.memory);
             m.history.reset();

@@ -255,7 +255,8 @@ impl Orchestrator {
                 ),
             );
             changes.candidate_stopped = true;
-            self.ensure_leader().await?;
+            self.begin_change(cluster, "switchover", &old, &winner, cs.epoch)
+                .await?;
             cand.promote().await?;
             log.step(
                 STEP,

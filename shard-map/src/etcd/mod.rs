@@ -10,6 +10,7 @@
 //! | `{p}/leader`              | [`Member`]: the leading orchestrator | the orchestrator that wins | yes |
 //! | `{p}/orchestrators/{id}`  | [`Member`]: a candidate            | each orchestrator      | yes   |
 //! | `{p}/routers/{id}`        | [`RouterRecord`]: the epochs it holds for | each router     | yes   |
+//! | `{p}/intents/{cluster}`   | [`Intent`]: a change of leader under way | the leading orchestrator, guarded | no |
 //!
 //! - [`lease`]: a lease kept alive in the background, and until when it surely holds;
 //! - [`election`]: one leading orchestrator, and the guard every topology write carries;
@@ -35,7 +36,7 @@ use crate::topology::ClusterStatus;
 
 pub use election::LeaderToken;
 pub use lease::{Lease, LeaseState};
-pub use records::{Member, RouterRecord};
+pub use records::{Intent, Member, RouterRecord};
 
 /// How to reach etcd.
 #[derive(Debug, Clone)]
@@ -320,6 +321,45 @@ impl EtcdStore {
         )
         .await?;
         Ok(TopologyWatch { stream, prefix })
+    }
+
+    fn intent_key(&self, cluster: &str) -> String {
+        format!("{}/intents/{cluster}", self.prefix)
+    }
+
+    /// Records a change of leader about to be made, provided `token` still leads.
+    pub async fn put_intent(&self, token: &LeaderToken, intent: &Intent) -> Result<(), EtcdError> {
+        let txn = Txn::new()
+            .when([self.leader_guard(token)])
+            .and_then([TxnOp::put(
+                self.intent_key(&intent.cluster),
+                records::encode(intent),
+                None,
+            )]);
+        let resp = bounded(self.timeout, "recording an intent", self.kv().txn(txn)).await?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(EtcdError::NotLeader)
+        }
+    }
+
+    /// Removes a cluster's intent (its outcome is published), provided `token` still leads.
+    pub async fn delete_intent(&self, token: &LeaderToken, cluster: &str) -> Result<(), EtcdError> {
+        let txn = Txn::new()
+            .when([self.leader_guard(token)])
+            .and_then([TxnOp::delete(self.intent_key(cluster), None)]);
+        let resp = bounded(self.timeout, "removing an intent", self.kv().txn(txn)).await?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(EtcdError::NotLeader)
+        }
+    }
+
+    /// The changes of leader begun and not published.
+    pub async fn intents(&self) -> Result<Vec<Intent>, EtcdError> {
+        self.list(format!("{}/intents/", self.prefix)).await
     }
 
     /// Registers (or updates) an orchestrator candidate, bound to its lease.

@@ -39,6 +39,23 @@ pub struct RouterRecord {
     pub epochs: BTreeMap<String, u64>,
 }
 
+/// A change of leader an orchestrator is about to make, written (guarded by its leadership)
+/// just before the promotion and removed once the outcome is published: an orchestrator that
+/// takes over finds it and completes or undoes the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub cluster: String,
+    /// `failover` or `switchover`.
+    pub op: String,
+    pub old_leader: String,
+    pub new_leader: String,
+    /// The epoch being replaced: the change publishes `epoch + 1`.
+    pub epoch: u64,
+    /// The orchestrator that began it.
+    pub by: String,
+    pub started_ms: u64,
+}
+
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records always serialise")
 }
