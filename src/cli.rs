@@ -345,7 +345,11 @@ pub fn format_members(members: &Value) -> String {
         "this process: {} ({}{})  etcd: {}\n",
         this["name"].as_str().unwrap_or("?"),
         this["role"].as_str().unwrap_or("?"),
-        if this["leading"] == true { ", leading" } else { "" },
+        if this["leading"] == true {
+            ", leading"
+        } else {
+            ""
+        },
         members["etcd"].as_str().unwrap_or("?"),
     ));
     let leader = members["leader"]["id"].as_str();
@@ -355,7 +359,11 @@ pub fn format_members(members: &Value) -> String {
         out.push_str(&format!(
             "  orchestrator {:<20} {:<10} admin {}\n",
             id,
-            if Some(id) == leader { "leader" } else { "standby" },
+            if Some(id) == leader {
+                "leader"
+            } else {
+                "standby"
+            },
             o["admin"].as_str().unwrap_or("-"),
         ));
     }
@@ -451,10 +459,16 @@ mod tests {
             "routers": [{"id": "r1", "addr": "127.0.0.1:6033", "started_ms": 3,
                          "epochs": {"c1": 4}, "holds": {"c1": 4}}]});
         let t = format_members(&v);
-        assert!(t.starts_with("this process: a (all, leading)  etcd: ok"), "{t}");
+        assert!(
+            t.starts_with("this process: a (all, leading)  etcd: ok"),
+            "{t}"
+        );
         let line = |id: &str| t.lines().find(|l| l.contains(id)).unwrap().to_owned();
         assert!(line("orchestrator a ").contains("leader"), "{t}");
         assert!(line("orchestrator b ").contains("standby"), "{t}");
-        assert!(line("router       r1").ends_with("epochs c1@4  holding c1@4"), "{t}");
+        assert!(
+            line("router       r1").ends_with("epochs c1@4  holding c1@4"),
+            "{t}"
+        );
     }
 }

@@ -548,8 +548,12 @@ async fn lead(
         Ok(intents) => {
             for intent in intents {
                 match orchestrator.resume(&intent).await {
-                    Ok(outcome) => tracing::info!(cluster = %intent.cluster, ?outcome, "intent taken over"),
-                    Err(e) => tracing::warn!(cluster = %intent.cluster, error = %e, "taking over an intent"),
+                    Ok(outcome) => {
+                        tracing::info!(cluster = %intent.cluster, ?outcome, "intent taken over")
+                    }
+                    Err(e) => {
+                        tracing::warn!(cluster = %intent.cluster, error = %e, "taking over an intent")
+                    }
                 }
             }
         }

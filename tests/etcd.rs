@@ -250,7 +250,10 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
     let standby = if leader.id == "a" { &b } else { env.app() };
     for app in [standby, &r] {
         let resp = http
-            .post(format!("http://{}/api/v1/clusters/c1/switchover", app.admin_addr))
+            .post(format!(
+                "http://{}/api/v1/clusters/c1/switchover",
+                app.admin_addr
+            ))
             .bearer_auth("test-token")
             .json(&serde_json::json!({}))
             .send()
@@ -258,7 +261,10 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 421);
         let body = resp.text().await.unwrap();
-        assert!(body.contains(&format!("the leader is {}", leader.id)), "{body}");
+        assert!(
+            body.contains(&format!("the leader is {}", leader.id)),
+            "{body}"
+        );
     }
 
     let old = env.app().topology.load().cluster("c1").unwrap().clone();
@@ -461,7 +467,7 @@ async fn a_frozen_leading_orchestrator_is_replaced_and_touches_nothing_when_thaw
 
     // A `switchyard serve` process takes over when a stops (and resigns).
     let (mut p, port, _tmp) = serve_process(&env, &etcd, &store, None).await;
-    let b = second(&env, &etcd, "b", ProcessRole::All).await;
+    let b = p_leads_b_stands_by(&mut env, &etcd, &store).await;
 
     // p freezes: no reset, its lease runs out, b takes the lead.
     p.signal(libc::SIGSTOP);
@@ -530,9 +536,11 @@ async fn a_frozen_leading_orchestrator_is_replaced_and_touches_nothing_when_thaw
 /// Stops "a" (it resigns), waits for "p" to lead, and starts "b" standing by.
 async fn p_leads_b_stands_by(env: &mut TestEnv, etcd: &LocalEtcd, store: &EtcdStore) -> App {
     env.app.take().unwrap().shutdown().await;
-    eventually(Duration::from_secs(10), "p to lead once a resigned", || async {
-        (store.leader().await.ok()??.id == "p").then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "p to lead once a resigned",
+        || async { (store.leader().await.ok()??.id == "p").then_some(()) },
+    )
     .await;
     second(env, etcd, "b", ProcessRole::All).await
 }
@@ -545,7 +553,9 @@ async fn a_promotion_left_unpublished_by_a_dead_orchestrator_is_completed_by_the
         c.etcd = Some(cfg);
     })
     .await;
-    let store = EtcdStore::connect(&options(&etcd, "/sy-test")).await.unwrap();
+    let store = EtcdStore::connect(&options(&etcd, "/sy-test"))
+        .await
+        .unwrap();
     eventually(Duration::from_secs(15), "a to lead", || async {
         (store.leader().await.ok()??.id == "a").then_some(())
     })
@@ -554,9 +564,11 @@ async fn a_promotion_left_unpublished_by_a_dead_orchestrator_is_completed_by_the
         serve_process(&env, &etcd, &store, Some("failover-after-promote")).await;
     let b = p_leads_b_stands_by(&mut env, &etcd, &store).await;
     let router_b = b.router_addr.port();
-    eventually(Duration::from_secs(20), "a write through b's router", || async {
-        write_through(router_b).await.ok()
-    })
+    eventually(
+        Duration::from_secs(20),
+        "a write through b's router",
+        || async { write_through(router_b).await.ok() },
+    )
     .await;
 
     // p fails the cluster over and dies right after promoting, before publishing.
@@ -567,18 +579,34 @@ async fn a_promotion_left_unpublished_by_a_dead_orchestrator_is_completed_by_the
     assert!(!status.success(), "p stops at its failpoint: {status:?}");
     let intent = store.intents().await.unwrap();
     assert_eq!(intent.len(), 1, "p recorded its change: {intent:?}");
-    assert_eq!((intent[0].by.as_str(), intent[0].epoch), ("p", before.epoch));
+    assert_eq!(
+        (intent[0].by.as_str(), intent[0].epoch),
+        ("p", before.epoch)
+    );
 
     // b takes the lead and completes the change rather than electing another node.
-    let after = eventually(Duration::from_secs(20), "b to publish p's promotion", || async {
-        let c = store.load_topology().await.ok()?.0.get("c1")?.clone();
-        (c.epoch > before.epoch).then_some(c)
-    })
+    let after = eventually(
+        Duration::from_secs(20),
+        "b to publish p's promotion",
+        || async {
+            let c = store.load_topology().await.ok()?.0.get("c1")?.clone();
+            (c.epoch > before.epoch).then_some(c)
+        },
+    )
     .await;
     assert_eq!(after.epoch, before.epoch + 1);
     assert_eq!(after.leader.as_deref(), Some(intent[0].new_leader.as_str()));
-    assert!(store.intents().await.unwrap().is_empty(), "the intent is over");
-    let kinds: Vec<String> = b.orchestrator.events("c1").unwrap().into_iter().map(|e| e.kind).collect();
+    assert!(
+        store.intents().await.unwrap().is_empty(),
+        "the intent is over"
+    );
+    let kinds: Vec<String> = b
+        .orchestrator
+        .events("c1")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert!(kinds.iter().any(|k| k == "intent.completed"), "{kinds:?}");
     // Exactly one writable node: the published leader.
     let mut writable = Vec::new();
@@ -593,12 +621,118 @@ async fn a_promotion_left_unpublished_by_a_dead_orchestrator_is_completed_by_the
         }
     }
     assert_eq!(writable, vec![intent[0].new_leader.clone()]);
-    let new_port: i64 = intent[0].new_leader.rsplit_once(':').unwrap().1.parse().unwrap();
-    eventually(Duration::from_secs(20), "a write through b's router on the new leader", || async {
-        let served = common::process::write_through(router_b, "etcd_db.etcd_t", 7).await?;
-        (served == new_port).then_some(())
+    let new_port: i64 = intent[0]
+        .new_leader
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "a write through b's router on the new leader",
+        || async {
+            let served = common::process::write_through(router_b, "etcd_db.etcd_t", 7).await?;
+            (served == new_port).then_some(())
+        },
+    )
+    .await;
+    b.shutdown().await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_members_restarted_one_by_one_cause_no_failover_and_no_etcd_means_no_failover() {
+    let (mut etcd, _dir) = local_etcd(3).await;
+    let cfg = etcd_config(&etcd, "a");
+    let mut env = TestEnv::start_with(1, 1, |c| {
+        c.etcd = Some(cfg);
     })
     .await;
+    let b = second(&env, &etcd, "b", ProcessRole::All).await;
+    let store = EtcdStore::connect(&options(&etcd, "/sy-test"))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "an orchestrator to lead",
+        || async { store.leader().await.ok().flatten() },
+    )
+    .await;
+    let before = store.load_topology().await.unwrap().0["c1"].clone();
+    for port in [env.router_port(), b.router_addr.port()] {
+        eventually(
+            Duration::from_secs(20),
+            "a write through each router",
+            || async { write_through(port).await.ok() },
+        )
+        .await;
+    }
+
+    // Each member in turn stops and comes back: a quorum remains, nothing fails over.
+    for member in 0..etcd.len() {
+        etcd.stop_member(member).await;
+        for port in [env.router_port(), b.router_addr.port()] {
+            eventually(
+                Duration::from_secs(20),
+                "writes with a member down",
+                || async { write_through(port).await.ok() },
+            )
+            .await;
+        }
+        etcd.start_member(member)
+            .await
+            .expect("the member comes back");
+    }
+    let now = store.load_topology().await.unwrap().0["c1"].clone();
+    assert_eq!(
+        (now.epoch, now.leader.clone()),
+        (before.epoch, before.leader.clone())
+    );
+
+    // No etcd at all: the leader dies and nothing fails over (the orchestrators cannot know
+    // that no other one acts); once etcd is back, one of them fails over.
+    for member in 0..etcd.len() {
+        etcd.stop_member(member).await;
+    }
+    let old_leader = before.leader.clone().unwrap();
+    env.local_mut().kill_node("c1", &old_leader).unwrap();
+    // Absence can only be watched for a while: 6 s is four times what detection needs.
+    let watched = tokio::time::Instant::now() + Duration::from_secs(6);
+    while tokio::time::Instant::now() < watched {
+        for app in [env.app(), &b] {
+            let c = app.topology.load().cluster("c1").unwrap().clone();
+            assert_eq!(c.epoch, before.epoch, "a failover without etcd: {c:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for member in 0..etcd.len() {
+        etcd.spawn_member(member).expect("the member starts");
+    }
+    for member in 0..etcd.len() {
+        etcd.start_member(member).await.expect("the member answers");
+    }
+    let store = EtcdStore::connect(&options(&etcd, "/sy-test"))
+        .await
+        .unwrap();
+    let after = eventually(
+        Duration::from_secs(40),
+        "a failover once etcd is back",
+        || async {
+            let c = store.load_topology().await.ok()?.0.get("c1")?.clone();
+            (c.epoch > before.epoch && c.phase == shard_map::ClusterPhase::Serving).then_some(c)
+        },
+    )
+    .await;
+    assert_ne!(after.leader.as_deref(), Some(old_leader.as_str()));
+    for port in [env.router_port(), b.router_addr.port()] {
+        eventually(
+            Duration::from_secs(20),
+            "writes on the new leader",
+            || async { write_through(port).await.ok() },
+        )
+        .await;
+    }
     b.shutdown().await;
     env.stop().await;
 }

@@ -14,7 +14,7 @@
 use shard_map::sql::quote;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use crate::backend::{BackendError, PoolKey, PooledConn};
 use crate::context::{RouteError, RouterContext};

@@ -293,7 +293,9 @@ impl Orchestrator {
     /// Fails unless this orchestrator leads (asking the store).
     async fn ensure_leader(&self) -> Result<(), OrchestratorError> {
         let c = self.coordinator.load_full();
-        c.ensure_leader().await.map_err(OrchestratorError::NotLeader)
+        c.ensure_leader()
+            .await
+            .map_err(OrchestratorError::NotLeader)
     }
 
     /// Records the change of leader about to be made (see [`Coordinator::begin`]); fails

@@ -95,8 +95,11 @@ impl Orchestrator {
             let mut conn = NodeConn::connect(old, &self.access).await?;
             let snap = conn.snapshot().await?;
             if snap.read_only && snap.replication.is_none() {
-                conn.exec("making the old leader writable again", "SET GLOBAL read_only = 0")
-                    .await?;
+                conn.exec(
+                    "making the old leader writable again",
+                    "SET GLOBAL read_only = 0",
+                )
+                .await?;
             }
             Ok::<(), OrchestratorError>(())
         }

@@ -147,12 +147,22 @@ impl LocalEtcd {
         }
     }
 
-    /// Starts a stopped member again with its data and waits until it answers.
+    /// Starts a stopped member again with its data and waits until it answers (a member of
+    /// a cluster without a quorum answers only once enough members run: start them all
+    /// with [`LocalEtcd::spawn_member`] first).
     pub async fn start_member(&mut self, member: usize) -> Result<(), ProvisionError> {
         if self.members[member].process.is_none() {
             self.spawn(member)?;
         }
         self.wait_ready(member).await
+    }
+
+    /// Starts a stopped member again without waiting for it.
+    pub fn spawn_member(&mut self, member: usize) -> Result<(), ProvisionError> {
+        if self.members[member].process.is_none() {
+            self.spawn(member)?;
+        }
+        Ok(())
     }
 
     fn initial_cluster(&self) -> String {
