@@ -78,6 +78,16 @@ enum Command {
         /// disk can be tried (needs root; 0: in the datadir).
         #[arg(long, default_value_t = 0)]
         binlog_disk_mb: u32,
+        /// Run this many orchestrator candidates (this process and `switchyard serve`
+        /// children, role "all") over a local etcd; 0 with --routers 0: one process, no etcd.
+        #[arg(long, default_value_t = 0)]
+        orchestrators: usize,
+        /// Run this many more routers (children, role "router") over the local etcd.
+        #[arg(long, default_value_t = 0)]
+        routers: usize,
+        /// Members of the local etcd (1 or 3) when --orchestrators or --routers is given.
+        #[arg(long, default_value_t = 1)]
+        etcd: usize,
     },
     /// Show every cluster and node of a running switchyard.
     ///
@@ -328,6 +338,9 @@ async fn main() -> anyhow::Result<()> {
             app_password,
             shards,
             binlog_disk_mb,
+            orchestrators,
+            routers,
+            etcd,
         } => {
             let opts = SandboxOptions {
                 dir: dir.unwrap_or_else(sandbox::default_dir),
@@ -342,7 +355,17 @@ async fn main() -> anyhow::Result<()> {
                 shards,
                 binlog_disk_mb: (binlog_disk_mb != 0).then_some(binlog_disk_mb),
             };
-            run_sandbox(opts, (!admin_sql.is_empty()).then_some(admin_sql)).await
+            let processes = (orchestrators > 0 || routers > 0).then_some(SandboxProcesses {
+                orchestrators: orchestrators.max(1),
+                routers,
+                etcd: etcd.max(1),
+            });
+            run_sandbox(
+                opts,
+                (!admin_sql.is_empty()).then_some(admin_sql),
+                processes,
+            )
+            .await
         }
         Command::Scenario(ScenarioCommand::List) => {
             print!("{}", switchyard::scenario::list());
@@ -571,7 +594,18 @@ async fn reload_on_sighup(reloader: std::sync::Arc<switchyard::reload::Reloader>
     }
 }
 
-async fn run_sandbox(opts: SandboxOptions, admin_sql: Option<String>) -> anyhow::Result<()> {
+/// The multi-process sandbox's shape.
+struct SandboxProcesses {
+    orchestrators: usize,
+    routers: usize,
+    etcd: usize,
+}
+
+async fn run_sandbox(
+    opts: SandboxOptions,
+    admin_sql: Option<String>,
+    processes: Option<SandboxProcesses>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     println!("starting sandbox in {} ...", opts.dir.display());
     let local = sandbox::provision(&opts)
@@ -579,12 +613,63 @@ async fn run_sandbox(opts: SandboxOptions, admin_sql: Option<String>) -> anyhow:
         .context("starting the local MariaDB clusters")?;
     let mut config = sandbox::config_for(&local, &opts);
     config.admin.sql_listen = admin_sql;
+    // With several processes: a fresh local etcd (the topology comes back from state_dir).
+    let etcd = match &processes {
+        Some(p) => {
+            let dir = opts.dir.join("etcd");
+            let _ = std::fs::remove_dir_all(&dir);
+            let etcd = orchestrator::provision::LocalEtcd::start(&dir, p.etcd)
+                .await
+                .context("starting the local etcd")?;
+            config.etcd = Some(sandbox::etcd_section(&etcd, "o1"));
+            Some(etcd)
+        }
+        None => None,
+    };
+    let base = config.clone();
     let app = match App::start(config).await {
         Ok(app) => app,
         Err(e) => {
             local.stop().await.ok();
             return Err(e);
         }
+    };
+    let members = match (etcd, &processes) {
+        (Some(etcd), Some(p)) => {
+            println!("etcd: {}", etcd.endpoints().join(","));
+            let m = sandbox::spawn_members(
+                &base,
+                &opts,
+                local.spec(),
+                etcd,
+                p.orchestrators,
+                p.routers,
+            )?;
+            println!(
+                "process o1 (all, this one): mysql 127.0.0.1:{}  admin http://{}",
+                app.router_addr.port(),
+                app.admin_addr
+            );
+            for c in &m.children {
+                let role = match c.role {
+                    switchyard::config::ProcessRole::All => "all",
+                    switchyard::config::ProcessRole::Router => "router",
+                };
+                println!(
+                    "process {} ({role}, pid {}): mysql {}  admin http://{}  log {}",
+                    c.name,
+                    c.child.id(),
+                    c.router,
+                    c.admin,
+                    opts.dir
+                        .join("members")
+                        .join(format!("{}.log", c.name))
+                        .display()
+                );
+            }
+            Some(m)
+        }
+        _ => None,
     };
     if !app.wait_ready(Duration::from_secs(30)).await {
         eprintln!("warning: not every cluster has a healthy leader yet");
@@ -650,6 +735,7 @@ async fn run_sandbox(opts: SandboxOptions, admin_sql: Option<String>) -> anyhow:
     }
     println!("stopping ...");
     app.shutdown().await;
+    drop(members);
     local.stop().await?;
     println!("stopped");
     Ok(())

@@ -164,3 +164,144 @@ pub fn follow_leaders(
     }
     Ok(())
 }
+
+/// The processes of a multi-process sandbox (`--orchestrators`, `--routers`): the sandbox
+/// process itself is the first orchestrator; the others run `switchyard serve` as children,
+/// killed when this is dropped.
+pub struct Members {
+    pub etcd: orchestrator::provision::LocalEtcd,
+    pub children: Vec<Member>,
+}
+
+/// One child process.
+pub struct Member {
+    pub name: String,
+    pub role: crate::config::ProcessRole,
+    pub router: String,
+    pub admin: String,
+    pub child: std::process::Child,
+}
+
+impl Drop for Members {
+    fn drop(&mut self) {
+        for m in &mut self.children {
+            let _ = m.child.kill();
+            let _ = m.child.wait();
+        }
+    }
+}
+
+/// The `[etcd]` section of every sandbox process.
+pub fn etcd_section(
+    etcd: &orchestrator::provision::LocalEtcd,
+    name: &str,
+) -> crate::config::EtcdConfig {
+    crate::config::EtcdConfig {
+        endpoints: etcd.endpoints(),
+        prefix: "/switchyard".into(),
+        name: Some(name.into()),
+        user: None,
+        password: None,
+        tls_ca: None,
+        tls_cert: None,
+        tls_key: None,
+        lease_ttl_ms: 5000,
+        request_timeout_ms: 1000,
+    }
+}
+
+/// `config` as a TOML file for another process (secrets written out: the sandbox's own).
+pub fn config_text(config: &Config, secrets: &SandboxOptions, spec: &ProvisionSpec) -> String {
+    let mut value = toml::Value::try_from(config).expect("a configuration always serialises");
+    let set = |v: &mut toml::Value, path: &[&str], s: &str| {
+        let mut at = v;
+        for p in path {
+            match at.get_mut(*p) {
+                Some(next) => at = next,
+                None => return,
+            }
+        }
+        *at = toml::Value::String(s.to_owned());
+    };
+    set(&mut value, &["admin", "token"], &secrets.admin_token);
+    set(
+        &mut value,
+        &["orchestrator", "password"],
+        &spec.admin_password,
+    );
+    set(
+        &mut value,
+        &["orchestrator", "repl_password"],
+        &spec.repl_password,
+    );
+    if let Some(users) = value
+        .get_mut("router")
+        .and_then(|r| r.get_mut("users"))
+        .and_then(|u| u.as_array_mut())
+    {
+        for u in users {
+            if u.get("name").and_then(|n| n.as_str()) == Some(secrets.app_user.as_str()) {
+                set(u, &["password"], &secrets.app_password);
+            }
+        }
+    }
+    toml::to_string(&value).expect("TOML values always print")
+}
+
+/// A free loopback address.
+fn free_addr() -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.to_string())
+}
+
+/// Starts `orchestrators - 1` more orchestrator candidates and `routers` routers as
+/// `switchyard serve` children over the same clusters and etcd, each with its own ports.
+pub fn spawn_members(
+    base: &Config,
+    opts: &SandboxOptions,
+    spec: &ProvisionSpec,
+    etcd: orchestrator::provision::LocalEtcd,
+    orchestrators: usize,
+    routers: usize,
+) -> anyhow::Result<Members> {
+    use crate::config::ProcessRole;
+    let mut members = Members {
+        etcd,
+        children: Vec::new(),
+    };
+    let dir = opts.dir.join("members");
+    std::fs::create_dir_all(&dir)?;
+    let wanted = (2..=orchestrators)
+        .map(|i| (format!("o{i}"), ProcessRole::All))
+        .chain((1..=routers).map(|i| (format!("r{i}"), ProcessRole::Router)));
+    for (name, role) in wanted {
+        let mut c = base.clone();
+        c.role = role;
+        c.etcd = Some(etcd_section(&members.etcd, &name));
+        c.router.listen = free_addr()?;
+        c.router.socket = None;
+        c.admin.listen = free_addr()?;
+        c.admin.sql_listen = None;
+        c.state_dir = None;
+        c.shard_map_dir = None;
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config_text(&c, opts, spec))?;
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        members.children.push(Member {
+            name,
+            role,
+            router: c.router.listen.clone(),
+            admin: c.admin.listen.clone(),
+            child,
+        });
+    }
+    Ok(members)
+}

@@ -18,16 +18,14 @@ struct Sandbox {
 
 impl Sandbox {
     fn start(dir: &std::path::Path) -> Sandbox {
+        Self::start_with(dir, &["--clusters", "2"])
+    }
+
+    fn start_with(dir: &std::path::Path, extra: &[&str]) -> Sandbox {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args([
-                "sandbox",
-                "--clusters",
-                "2",
-                "--replicas",
-                "1",
-                "--base-port",
-                "0",
-            ])
+            .args(["sandbox"])
+            .args(extra)
+            .args(["--replicas", "1", "--base-port", "0"])
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(["--admin-sql", "127.0.0.1:0"])
             .arg("--dir")
@@ -147,4 +145,60 @@ fn sandbox_starts_serves_stops_and_keeps_its_data() {
     assert_eq!(out, "COUNT(*)\n3\n");
     sandbox.stop();
     assert!(refuses_connections(leader));
+}
+
+/// `--orchestrators 2 --routers 1`: three processes over a local etcd, each printed with its
+/// endpoints, each routing; one leads; SIGTERM stops every one of them.
+#[test]
+fn a_sandbox_of_several_processes_routes_through_each_and_stops_them_all() {
+    let dir = tempfile::Builder::new()
+        .prefix("sy-sbx-multi-")
+        .tempdir()
+        .unwrap();
+    let sandbox = Sandbox::start_with(
+        dir.path(),
+        &["--clusters", "1", "--orchestrators", "2", "--routers", "1"],
+    );
+    let mut pids = Vec::new();
+    let mut ports = Vec::new();
+    for name in ["o1", "o2", "r1"] {
+        let line = sandbox.line_starting(&format!("process {name} "));
+        let port: u16 = line
+            .split("mysql 127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no mysql port in {line:?}"));
+        ports.push(port);
+        if let Some(pid) = line
+            .split("pid ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        {
+            pids.push(pid);
+        }
+    }
+    assert_eq!(pids.len(), 2, "two children (o2, r1)");
+    sandbox.line_starting("ready in");
+    for port in ports.iter().copied() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, out, err) = mariadb_cli(port, "app", "app", "SELECT 40 + 2");
+            if code == 0 && out.contains("42") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no answer through the router on {port}: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    sandbox.stop();
+    for pid in pids {
+        // SAFETY: signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        assert!(!alive, "child {pid} outlived the sandbox");
+    }
 }
