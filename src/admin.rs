@@ -50,6 +50,11 @@ pub struct ShardMapState {
     version: std::sync::Mutex<u64>,
     store: Option<Arc<dyn ShardMapStore>>,
     clusters: Vec<String>,
+    /// With several processes the shard map lives in etcd (compare-and-set on the version)
+    /// and every process applies what is saved there.
+    etcd: Option<shard_map::etcd::EtcdStore>,
+    /// Serialises saves to etcd (they wait on it, so the version lock can't be held).
+    saving: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ShardMapState {
@@ -64,12 +69,59 @@ impl ShardMapState {
             version: std::sync::Mutex::new(version),
             store,
             clusters,
+            etcd: None,
+            saving: tokio::sync::Mutex::new(()),
         }
     }
 
+    /// Keeps the shard map in etcd instead of `store`.
+    pub fn with_etcd(mut self, etcd: shard_map::etcd::EtcdStore) -> Self {
+        self.etcd = Some(etcd);
+        self
+    }
+
     /// The version in force.
-    fn current(&self) -> u64 {
+    pub fn current(&self) -> u64 {
         *self.version.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `map` as `version` if that is newer than the version in force (a map saved in
+    /// etcd by any process); false when it is not newer or does not fit the clusters.
+    pub fn apply_saved(&self, router: &RouterContext, saved: VersionedShardMap) -> bool {
+        let mut version = self.version.lock().unwrap_or_else(|p| p.into_inner());
+        if saved.version <= *version {
+            return false;
+        }
+        let names: Vec<&str> = self.clusters.iter().map(String::as_str).collect();
+        let problems = saved.map.validate(&names);
+        if !problems.is_empty() {
+            tracing::error!(
+                version = saved.version,
+                ?problems,
+                "the shard map saved in etcd does not fit this process's clusters: not applied"
+            );
+            return false;
+        }
+        router.shard_map.store(Arc::new(saved.map));
+        *version = saved.version;
+        true
+    }
+
+    /// A shard map sent in a request, valid for these clusters, with the `version` it was
+    /// based on when the body names one (the JSON `GET` returns), or the 400 answer's body:
+    /// the JSON error, or every problem of the map.
+    fn parse_versioned(&self, body: &str) -> Result<(ShardMap, Option<u64>), serde_json::Value> {
+        let bad_json =
+            |e: serde_json::Error| json!({ "error": format!("invalid shard map JSON: {e}") });
+        let mut value: serde_json::Value = serde_json::from_str(body).map_err(bad_json)?;
+        let based_on = match value.as_object_mut().and_then(|o| o.remove("version")) {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(
+                || json!({ "error": "invalid shard map JSON: `version` must be a whole number" }),
+            )?),
+        };
+        let map = self.parse(&value.to_string())?;
+        Ok((map, based_on))
     }
 
     /// A shard map sent in a request, valid for these clusters, or the 400 answer's body:
@@ -537,24 +589,69 @@ async fn get_shard_map(State(state): State<AdminState>) -> Response {
 /// Validates a new shard map, persists it as the next version and applies it to every router
 /// session at once. An invalid map is refused whole, listing every problem.
 #[utoipa::path(put, path = "/api/v1/shard-map", tag = "router", security(("bearer" = [])),
-    request_body(content = serde_json::Value, description = "The whole new shard map", content_type = "application/json"),
+    request_body(content = serde_json::Value, description = "The whole new shard map; with `version` (as `GET` returns it), refused with 409 unless that version is still in force", content_type = "application/json"),
     responses(
         (status = 200, description = "Applied: `{version, changes}`", body = serde_json::Value),
         (status = 400, description = "Invalid: every problem listed", body = serde_json::Value),
+        (status = 409, description = "The body's `version` (the one `GET` returned) is not the version in force any more: `{error, version}`", body = serde_json::Value),
         (status = 500, description = "Could not persist it", body = ErrorBody),
+        (status = 503, description = "etcd (several processes) did not take it", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn put_shard_map(State(state): State<AdminState>, body: String) -> Response {
-    let map = match state.shard_maps.parse(&body) {
+    let (map, based_on) = match state.shard_maps.parse_versioned(&body) {
         Ok(m) => m,
         Err(refused) => return (StatusCode::BAD_REQUEST, Json(refused)).into_response(),
     };
+    let stale = |current: u64| {
+        (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": format!(
+                    "the shard map changed meanwhile: version {current} is in force, the \
+                     request was based on {}; GET it again and re-apply the change",
+                    based_on.map_or("an older one".to_owned(), |v| v.to_string())
+                ),
+                "version": current,
+            })),
+        )
+            .into_response()
+    };
+    if let Some(etcd) = &state.shard_maps.etcd {
+        let _saving = state.shard_maps.saving.lock().await;
+        let current = state.shard_maps.current();
+        if based_on.is_some_and(|v| v != current) {
+            return stale(current);
+        }
+        let next = VersionedShardMap {
+            version: current + 1,
+            map: map.clone(),
+        };
+        match etcd.save_shard_map(&next).await {
+            Ok(()) => {}
+            Err(shard_map::etcd::EtcdError::Conflict { current }) => return stale(current),
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("could not save the shard map in etcd: {e}"),
+                )
+            }
+        }
+        let changes = shard_map::diff(&state.router.shard_map.load(), &map);
+        state.shard_maps.apply_saved(&state.router, next);
+        return Json(json!({ "version": current + 1, "changes": changes })).into_response();
+    }
     let mut version = state
         .shard_maps
         .version
         .lock()
         .unwrap_or_else(|p| p.into_inner());
+    if based_on.is_some_and(|v| v != *version) {
+        let current = *version;
+        drop(version);
+        return stale(current);
+    }
     let next = *version + 1;
     if let Some(store) = &state.shard_maps.store {
         let saved = store.save(&VersionedShardMap {

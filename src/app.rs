@@ -133,6 +133,43 @@ impl App {
                     .context("saving the shard map")?,
             }
         }
+        // With etcd, the shard map saved there is the one in force (the first process saves
+        // its configuration's).
+        if let Some(etcd) = &etcd {
+            let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+            let saved = match etcd
+                .load_shard_map()
+                .await
+                .context("reading the shard map from etcd")?
+            {
+                (Some(saved), _) => saved,
+                (None, _) => {
+                    let first = VersionedShardMap {
+                        version: 1,
+                        map: shard_map.clone(),
+                    };
+                    match etcd.save_shard_map(&first).await {
+                        Ok(()) => first,
+                        // Another process saved one first: that one.
+                        Err(shard_map::etcd::EtcdError::Conflict { .. }) => etcd
+                            .load_shard_map()
+                            .await
+                            .context("reading the shard map from etcd")?
+                            .0
+                            .context("the shard map in etcd vanished")?,
+                        Err(e) => return Err(e).context("saving the shard map in etcd"),
+                    }
+                }
+            };
+            let problems = saved.map.validate(&names);
+            anyhow::ensure!(
+                problems.is_empty(),
+                "the shard map in etcd (version {}) does not fit the clusters: {problems:?}",
+                saved.version
+            );
+            shard_map = saved.map;
+            version = saved.version;
+        }
         let cluster_names: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
         let o = &config.orchestrator;
         let mut mcfg = MonitorConfig::new(o.user.clone(), o.password.expose().to_string());
@@ -304,13 +341,28 @@ impl App {
             acl.clone(),
             orchestrator.clone(),
         ));
+        let shard_maps = {
+            let state = ShardMapState::new(version, store, cluster_names);
+            Arc::new(match &etcd {
+                Some(e) => state.with_etcd(e.clone()),
+                None => state,
+            })
+        };
+        if let Some(e) = &etcd {
+            tasks.push(tokio::spawn(crate::distributed::follow_shard_map(
+                e.clone(),
+                router.clone(),
+                shard_maps.clone(),
+                stopped(),
+            )));
+        }
         let admin_state = AdminState {
             topology: topology.clone(),
             router: router.clone(),
             orchestrator: orchestrator.clone(),
             acl,
             reloader: reloader.clone(),
-            shard_maps: Arc::new(ShardMapState::new(version, store, cluster_names)),
+            shard_maps: shard_maps.clone(),
             integrations,
             members,
         };

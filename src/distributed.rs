@@ -25,7 +25,8 @@ use orchestrator::coord::Intent;
 use orchestrator::{Coordinator, Orchestrator};
 use router::RouterContext;
 use shard_map::etcd::{
-    EtcdError, EtcdStore, LeaderToken, Lease, Member, RouterRecord, TopologyChange, WatchEvent,
+    Change, EtcdError, EtcdStore, LeaderToken, Lease, Member, RouterRecord, TopologyChange,
+    WatchEvent,
 };
 use shard_map::{ClusterPhase, ClusterStatus, TopologyHandle};
 use tokio::sync::watch;
@@ -679,5 +680,66 @@ impl Membership {
                 "this": this,
             }),
         }
+    }
+}
+
+/// Applies every shard map version saved in etcd (by any process) to this router, until
+/// `stop`; a compacted history is read again.
+pub async fn follow_shard_map(
+    store: EtcdStore,
+    router: Arc<RouterContext>,
+    maps: Arc<crate::admin::ShardMapState>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let work = async {
+        loop {
+            let revision = match store.load_shard_map().await {
+                Ok((saved, revision)) => {
+                    if let Some(saved) = saved {
+                        maps.apply_saved(&router, saved);
+                    }
+                    revision
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the shard map from etcd");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            let mut watch = match store.watch_shard_map(revision).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::debug!(error = %e, "watching the shard map in etcd");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            loop {
+                match watch.next().await {
+                    Ok(Some(WatchEvent::Changes { changes, .. })) => {
+                        for c in changes {
+                            if let Change::Put(saved) = c {
+                                if maps.apply_saved(&router, saved) {
+                                    tracing::info!(
+                                        version = maps.current(),
+                                        "shard map from etcd applied"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    Ok(Some(WatchEvent::Compacted)) | Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the shard map watch broke");
+                        tokio::time::sleep(RETRY).await;
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = stop => {}
     }
 }

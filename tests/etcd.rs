@@ -736,3 +736,83 @@ async fn etcd_members_restarted_one_by_one_cause_no_failover_and_no_etcd_means_n
     b.shutdown().await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shard_map_is_shared_through_etcd_and_a_stale_change_is_refused() {
+    let (etcd, _dir) = local_etcd(1).await;
+    let cfg = etcd_config(&etcd, "a");
+    let env = TestEnv::start_with(2, 0, |c| {
+        c.etcd = Some(cfg);
+    })
+    .await;
+    let b = second(&env, &etcd, "b", ProcessRole::Router).await;
+    let http = common::http();
+    let get = |admin: std::net::SocketAddr| {
+        let r = http
+            .get(format!("http://{admin}/api/v1/shard-map"))
+            .bearer_auth("test-token")
+            .send();
+        async move { r.await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let read = get(env.app().admin_addr).await;
+    assert_eq!(read["version"], 1, "{read}");
+    assert_eq!(get(b.admin_addr).await["version"], 1);
+
+    // A change through a, based on what it read: version 2, and b applies it.
+    let mut change = read.clone();
+    change["keyspaces"] = serde_json::json!([{"name": "ks2", "default_cluster": "c2"}]);
+    let r = http
+        .put(format!("http://{}/api/v1/shard-map", env.app().admin_addr))
+        .bearer_auth("test-token")
+        .json(&change)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    eventually(Duration::from_secs(10), "b to apply version 2", || async {
+        (get(b.admin_addr).await["version"] == 2).then_some(())
+    })
+    .await;
+    let c2_leader = env.leader_port("c2") as i64;
+    let mut direct = env.direct_conn(c2_leader as u16, None).await;
+    direct
+        .query_drop("CREATE DATABASE IF NOT EXISTS ks2")
+        .await
+        .unwrap();
+    drop(direct);
+    let opts = common::opts_for(b.router_addr.port(), "app", "app", None);
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    conn.query_drop("USE ks2").await.unwrap();
+    let port: i64 = conn.query_first("SELECT @@port").await.unwrap().unwrap();
+    assert_eq!(port, c2_leader, "b routes ks2 to c2 now");
+    drop(conn);
+
+    // The same change sent to b, based on version 1: someone changed it meanwhile.
+    let r = http
+        .put(format!("http://{}/api/v1/shard-map", b.admin_addr))
+        .bearer_auth("test-token")
+        .json(&change)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["version"], 2, "{e}");
+    // Based on the version in force, b's change goes through and reaches a.
+    let mut again = get(b.admin_addr).await;
+    again["keyspaces"] = serde_json::json!([{"name": "ks2", "default_cluster": "c1"}]);
+    let r = http
+        .put(format!("http://{}/api/v1/shard-map", b.admin_addr))
+        .bearer_auth("test-token")
+        .json(&again)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(Duration::from_secs(10), "a to apply version 3", || async {
+        (get(env.app().admin_addr).await["version"] == 3).then_some(())
+    })
+    .await;
+    b.shutdown().await;
+    env.stop().await;
+}

@@ -311,6 +311,19 @@ async fn the_shard_map_is_read_and_replaced_through_the_api() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["version"], 2);
+    // A change based on version 1 (what GET returned before) is refused now: 409.
+    let mut stale = good.clone();
+    stale["version"] = json!(1);
+    let r = http
+        .put(&url)
+        .bearer_auth("test-token")
+        .json(&stale)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["version"], 2, "{e}");
     expect_1235(
         c.query_drop("SELECT GROUP_CONCAT(id) FROM items").await,
         "items is sharded now",

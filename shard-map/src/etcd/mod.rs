@@ -10,6 +10,7 @@
 //! | `{p}/leader`              | [`Member`]: the leading orchestrator | the orchestrator that wins | yes |
 //! | `{p}/orchestrators/{id}`  | [`Member`]: a candidate            | each orchestrator      | yes   |
 //! | `{p}/routers/{id}`        | [`RouterRecord`]: the epochs it holds for | each router     | yes   |
+//! | `{p}/shard-map`           | [`VersionedShardMap`]: the shard map in force | any process, compare-and-set on the version | no |
 //! | `{p}/intents/{cluster}`   | [`Intent`]: a change of leader under way | the leading orchestrator, guarded | no |
 //!
 //! - [`lease`]: a lease kept alive in the background, and until when it surely holds;
@@ -32,6 +33,7 @@ use etcd_client::{
     WatchOptions,
 };
 
+use crate::store::VersionedShardMap;
 use crate::topology::ClusterStatus;
 
 pub use election::LeaderToken;
@@ -87,6 +89,9 @@ pub enum EtcdError {
     Corrupt { key: String, error: String },
     #[error("etcd TLS files: {0}")]
     Tls(String),
+    /// A compare-and-set found another version than the one it was based on.
+    #[error("the stored shard map is version {current}: it changed meanwhile")]
+    Conflict { current: u64 },
 }
 
 /// A connected store. Cheap to clone: clones share the connection.
@@ -106,34 +111,42 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
-/// A change to the topology keys, in revision order.
+/// A change to watched keys, in revision order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum TopologyChange {
-    Put(ClusterStatus),
+pub enum Change<T> {
+    Put(T),
+    /// The key (without the watched prefix) was deleted.
     Deleted(String),
 }
 
-/// What a topology watch delivers.
+/// A change to a cluster's record.
+pub type TopologyChange = Change<ClusterStatus>;
+
+/// What a watch delivers.
 #[derive(Debug)]
-pub enum WatchEvent {
+pub enum WatchEvent<T> {
     /// Changes up to and including `revision`.
     Changes {
         revision: i64,
-        changes: Vec<TopologyChange>,
+        changes: Vec<Change<T>>,
     },
     /// The history after the watched revision was compacted away: list again.
     Compacted,
 }
 
-/// A watch on `{p}/topology/`.
-pub struct TopologyWatch {
+/// A watch on a key or prefix whose values are `T` records.
+pub struct Watch<T> {
     stream: etcd_client::WatchStream,
     prefix: String,
+    _records: std::marker::PhantomData<fn() -> T>,
 }
 
-impl TopologyWatch {
+/// A watch on `{p}/topology/`.
+pub type TopologyWatch = Watch<ClusterStatus>;
+
+impl<T: serde::de::DeserializeOwned> Watch<T> {
     /// The next batch of changes; `Ok(None)` when etcd closed the watch.
-    pub async fn next(&mut self) -> Result<Option<WatchEvent>, EtcdError> {
+    pub async fn next(&mut self) -> Result<Option<WatchEvent<T>>, EtcdError> {
         loop {
             let Some(resp) = self.stream.message().await? else {
                 return Ok(None);
@@ -154,11 +167,11 @@ impl TopologyWatch {
                 let key = String::from_utf8_lossy(kv.key()).into_owned();
                 match ev.event_type() {
                     etcd_client::EventType::Put => {
-                        changes.push(TopologyChange::Put(records::decode(&key, kv.value())?))
+                        changes.push(Change::Put(records::decode(&key, kv.value())?))
                     }
                     etcd_client::EventType::Delete => {
                         let name = key.strip_prefix(&self.prefix).unwrap_or(&key);
-                        changes.push(TopologyChange::Deleted(name.to_owned()));
+                        changes.push(Change::Deleted(name.to_owned()));
                     }
                 }
             }
@@ -306,21 +319,111 @@ impl EtcdStore {
 
     /// Watches the topology keys for changes after `revision`.
     pub async fn watch_topology(&self, revision: i64) -> Result<TopologyWatch, EtcdError> {
-        let prefix = self.topology_prefix();
+        self.watch(self.topology_prefix(), true, revision).await
+    }
+
+    async fn watch<T>(
+        &self,
+        key: String,
+        prefix: bool,
+        revision: i64,
+    ) -> Result<Watch<T>, EtcdError> {
+        let mut options = WatchOptions::new().with_start_revision(revision + 1);
+        if prefix {
+            options = options.with_prefix();
+        }
         let stream = bounded(
             self.timeout,
-            "watching the topology",
-            self.client.watch_client().watch(
-                prefix.as_str(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1),
-                ),
-            ),
+            "watching",
+            self.client
+                .watch_client()
+                .watch(key.as_str(), Some(options)),
         )
         .await?;
-        Ok(TopologyWatch { stream, prefix })
+        Ok(Watch {
+            stream,
+            prefix: key,
+            _records: std::marker::PhantomData,
+        })
+    }
+
+    fn shard_map_key(&self) -> String {
+        format!("{}/shard-map", self.prefix)
+    }
+
+    /// The shard map in force and the revision it was read at, if one was ever saved.
+    pub async fn load_shard_map(&self) -> Result<(Option<VersionedShardMap>, i64), EtcdError> {
+        let key = self.shard_map_key();
+        let resp = bounded(
+            self.timeout,
+            "reading the shard map",
+            self.kv().get(key.as_str(), None),
+        )
+        .await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let map = resp
+            .kvs()
+            .first()
+            .map(|kv| records::decode(&key, kv.value()))
+            .transpose()?;
+        Ok((map, revision))
+    }
+
+    /// Makes `map` the shard map in force if the stored one is still version
+    /// `map.version - 1` (or none is stored and `map.version` is 1); else
+    /// [`EtcdError::Conflict`] with the stored version. Any process may save it: the
+    /// compare-and-set orders concurrent saves.
+    pub async fn save_shard_map(&self, map: &VersionedShardMap) -> Result<(), EtcdError> {
+        let key = self.shard_map_key();
+        let resp = bounded(
+            self.timeout,
+            "reading the shard map",
+            self.kv().get(key.as_str(), None),
+        )
+        .await?;
+        let (current, guard) = match resp.kvs().first() {
+            Some(kv) => {
+                let current: VersionedShardMap = records::decode(&key, kv.value())?;
+                (
+                    current.version,
+                    Compare::mod_revision(
+                        key.as_str(),
+                        etcd_client::CompareOp::Equal,
+                        kv.mod_revision(),
+                    ),
+                )
+            }
+            None => (
+                0,
+                Compare::create_revision(key.as_str(), etcd_client::CompareOp::Equal, 0),
+            ),
+        };
+        if map.version != current + 1 {
+            return Err(EtcdError::Conflict { current });
+        }
+        let txn = Txn::new().when([guard]).and_then([TxnOp::put(
+            key.as_str(),
+            records::encode(map),
+            None,
+        )]);
+        let resp = bounded(self.timeout, "saving the shard map", self.kv().txn(txn)).await?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            // Saved by someone else in between: report what is there now.
+            let (now, _) = self.load_shard_map().await?;
+            Err(EtcdError::Conflict {
+                current: now.map_or(0, |m| m.version),
+            })
+        }
+    }
+
+    /// Watches the shard map for versions saved after `revision`.
+    pub async fn watch_shard_map(
+        &self,
+        revision: i64,
+    ) -> Result<Watch<VersionedShardMap>, EtcdError> {
+        self.watch(self.shard_map_key(), false, revision).await
     }
 
     fn intent_key(&self, cluster: &str) -> String {
