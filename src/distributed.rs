@@ -320,50 +320,69 @@ fn adopt(topology: &TopologyHandle, changes: Vec<TopologyChange>) {
 
 /// Follows etcd's topology into `topology` until `stop` turns true.
 async fn follow(store: EtcdStore, topology: TopologyHandle, mut stop: watch::Receiver<bool>) {
-    let work = async {
-        loop {
-            let (clusters, revision) = match store.load_topology().await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading the topology from etcd");
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
-            };
-            adopt(
-                &topology,
-                clusters.into_values().map(TopologyChange::Put).collect(),
-            );
-            let mut watch = match store.watch_topology(revision).await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::debug!(error = %e, "watching the topology in etcd");
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
-            };
-            loop {
-                match watch.next().await {
-                    Ok(Some(WatchEvent::Changes { changes, .. })) => adopt(&topology, changes),
-                    Ok(Some(WatchEvent::Compacted)) => {
-                        tracing::info!(
-                            "the etcd history was compacted: listing the topology again"
-                        );
-                        break;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "the topology watch broke");
-                        tokio::time::sleep(RETRY).await;
-                        break;
-                    }
-                }
-            }
-        }
-    };
+    let work = list_and_watch(
+        "the topology",
+        || async {
+            let (clusters, revision) = store.load_topology().await?;
+            Ok((clusters.into_values().map(Change::Put).collect(), revision))
+        },
+        |revision| store.watch_topology(revision),
+        |changes| adopt(&topology, changes),
+    );
     tokio::select! {
         _ = work => {}
         _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+/// Lists what `list` reads and hands it to `apply`, then every change after it as the watch
+/// delivers it; lists again after a compaction or a broken watch, and retries (without end)
+/// while etcd does not answer: what was applied last stays in force meanwhile.
+async fn list_and_watch<T, L, LF, W, WF>(
+    what: &str,
+    list: L,
+    watch: W,
+    mut apply: impl FnMut(Vec<Change<T>>),
+) where
+    T: serde::de::DeserializeOwned,
+    L: Fn() -> LF,
+    LF: std::future::Future<Output = Result<(Vec<Change<T>>, i64), EtcdError>>,
+    W: Fn(i64) -> WF,
+    WF: std::future::Future<Output = Result<shard_map::etcd::Watch<T>, EtcdError>>,
+{
+    loop {
+        let (listed, revision) = match list().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading {what} from etcd");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        apply(listed);
+        let mut changes = match watch(revision).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(error = %e, "watching {what} in etcd");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        loop {
+            match changes.next().await {
+                Ok(Some(WatchEvent::Changes { changes, .. })) => apply(changes),
+                Ok(Some(WatchEvent::Compacted)) => {
+                    tracing::info!("the etcd history was compacted: reading {what} again");
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the watch on {what} broke");
+                    tokio::time::sleep(RETRY).await;
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -691,53 +710,23 @@ pub async fn follow_shard_map(
     maps: Arc<crate::admin::ShardMapState>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let work = async {
-        loop {
-            let revision = match store.load_shard_map().await {
-                Ok((saved, revision)) => {
-                    if let Some(saved) = saved {
-                        maps.apply_saved(&router, saved);
-                    }
-                    revision
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading the shard map from etcd");
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
-            };
-            let mut watch = match store.watch_shard_map(revision).await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::debug!(error = %e, "watching the shard map in etcd");
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
-            };
-            loop {
-                match watch.next().await {
-                    Ok(Some(WatchEvent::Changes { changes, .. })) => {
-                        for c in changes {
-                            if let Change::Put(saved) = c {
-                                if maps.apply_saved(&router, saved) {
-                                    tracing::info!(
-                                        version = maps.current(),
-                                        "shard map from etcd applied"
-                                    );
-                                }
-                            }
-                        }
-                    }
-                    Ok(Some(WatchEvent::Compacted)) | Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "the shard map watch broke");
-                        tokio::time::sleep(RETRY).await;
-                        break;
+    let work = list_and_watch(
+        "the shard map",
+        || async {
+            let (saved, revision) = store.load_shard_map().await?;
+            Ok((saved.into_iter().map(Change::Put).collect(), revision))
+        },
+        |revision| store.watch_shard_map(revision),
+        |changes| {
+            for c in changes {
+                if let Change::Put(saved) = c {
+                    if maps.apply_saved(&router, saved) {
+                        tracing::info!(version = maps.current(), "shard map from etcd applied");
                     }
                 }
             }
-        }
-    };
+        },
+    );
     tokio::select! {
         _ = work => {}
         _ = stop => {}

@@ -158,8 +158,46 @@ async fn one_leader_at_a_time_and_a_deposed_one_writes_nothing() {
     assert!(matches!(told, Some(WatchEvent::Compacted)), "got {told:?}");
 }
 
+/// A local etcd of `members`, `clusters` clusters of a leader and `replicas` replicas, the
+/// in-process "a" (role all) over them, and a store client.
+async fn deployment(
+    members: usize,
+    clusters: usize,
+    replicas: usize,
+) -> (LocalEtcd, tempfile::TempDir, TestEnv, EtcdStore) {
+    let (etcd, dir) = local_etcd(members).await;
+    let cfg = etcd_config(&etcd, "a");
+    let env = TestEnv::start_with(clusters, replicas, |c| {
+        c.etcd = Some(cfg);
+    })
+    .await;
+    let store = EtcdStore::connect(&options(&etcd, "/sy-test"))
+        .await
+        .unwrap();
+    (etcd, dir, env, store)
+}
+
+/// Waits until "a" leads.
+async fn a_leads(store: &EtcdStore) {
+    eventually(Duration::from_secs(15), "a to lead", || async {
+        (store.leader().await.ok()??.id == "a").then_some(())
+    })
+    .await;
+}
+
 /// A second process over the same clusters and etcd.
 async fn second(env: &TestEnv, etcd: &LocalEtcd, name: &str, role: ProcessRole) -> App {
+    second_with(env, etcd, name, role, |_| {}).await
+}
+
+/// Like [`second`], letting the test adjust the configuration.
+async fn second_with(
+    env: &TestEnv,
+    etcd: &LocalEtcd,
+    name: &str,
+    role: ProcessRole,
+    adjust: impl FnOnce(&mut switchyard::Config),
+) -> App {
     let mut config = switchyard::sandbox::config_for(env.local(), &env.opts);
     config.router.listen = "127.0.0.1:0".into();
     config.admin.listen = "127.0.0.1:0".into();
@@ -168,6 +206,7 @@ async fn second(env: &TestEnv, etcd: &LocalEtcd, name: &str, role: ProcessRole) 
     config.shard_map_dir = None;
     config.etcd = Some(etcd_config(etcd, name));
     config.role = role;
+    adjust(&mut config);
     App::start(config).await.expect("the second process starts")
 }
 
@@ -193,17 +232,9 @@ async fn write_once(port: u16) -> Result<(), mysql_async::Error> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
-    let (etcd, _dir) = local_etcd(1).await;
-    let endpoints_etcd = etcd_config(&etcd, "a");
-    let mut env = TestEnv::start_with(1, 2, |c| {
-        c.etcd = Some(endpoints_etcd);
-    })
-    .await;
+    let (etcd, _dir, mut env, store) = deployment(1, 1, 2).await;
     let b = second(&env, &etcd, "b", ProcessRole::All).await;
     let r = second(&env, &etcd, "r", ProcessRole::Router).await;
-    let store = EtcdStore::connect(&options(&etcd, "/sy-test"))
-        .await
-        .unwrap();
 
     let leader = eventually(
         Duration::from_secs(15),
@@ -328,23 +359,12 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_cut_off_from_etcd_fences_writes_and_serves_reads() {
-    let (etcd, _dir) = local_etcd(1).await;
-    let cfg = etcd_config(&etcd, "a");
-    let env = TestEnv::start_with(1, 1, |c| {
-        c.etcd = Some(cfg);
+    let (etcd, _dir, env, _store) = deployment(1, 1, 1).await;
+    let r = second_with(&env, &etcd, "r", ProcessRole::Router, |c| {
+        c.router.hold_timeout_ms = 1500;
+        c.failover.hold_max_ms = 1000;
     })
     .await;
-    let mut config = switchyard::sandbox::config_for(env.local(), &env.opts);
-    config.router.listen = "127.0.0.1:0".into();
-    config.admin.listen = "127.0.0.1:0".into();
-    config.router.socket = None;
-    config.state_dir = None;
-    config.shard_map_dir = None;
-    config.etcd = Some(etcd_config(&etcd, "r"));
-    config.role = ProcessRole::Router;
-    config.router.hold_timeout_ms = 1500;
-    config.failover.hold_max_ms = 1000;
-    let r = App::start(config).await.expect("the router starts");
     let port = r.router_addr.port();
     eventually(
         Duration::from_secs(20),
@@ -444,19 +464,8 @@ async fn serve_process(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leading_orchestrator_is_replaced_and_touches_nothing_when_thawed() {
-    let (etcd, _dir) = local_etcd(1).await;
-    let cfg = etcd_config(&etcd, "a");
-    let mut env = TestEnv::start_with(1, 2, |c| {
-        c.etcd = Some(cfg);
-    })
-    .await;
-    let store = EtcdStore::connect(&options(&etcd, "/sy-test"))
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(15), "a to lead", || async {
-        (store.leader().await.ok()??.id == "a").then_some(())
-    })
-    .await;
+    let (etcd, _dir, mut env, store) = deployment(1, 1, 2).await;
+    a_leads(&store).await;
     let router_a = env.router_port();
     eventually(
         Duration::from_secs(20),
@@ -547,19 +556,8 @@ async fn p_leads_b_stands_by(env: &mut TestEnv, etcd: &LocalEtcd, store: &EtcdSt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promotion_left_unpublished_by_a_dead_orchestrator_is_completed_by_the_next() {
-    let (etcd, _dir) = local_etcd(1).await;
-    let cfg = etcd_config(&etcd, "a");
-    let mut env = TestEnv::start_with(1, 2, |c| {
-        c.etcd = Some(cfg);
-    })
-    .await;
-    let store = EtcdStore::connect(&options(&etcd, "/sy-test"))
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(15), "a to lead", || async {
-        (store.leader().await.ok()??.id == "a").then_some(())
-    })
-    .await;
+    let (etcd, _dir, mut env, store) = deployment(1, 1, 2).await;
+    a_leads(&store).await;
     let (mut p, _port, _tmp) =
         serve_process(&env, &etcd, &store, Some("failover-after-promote")).await;
     let b = p_leads_b_stands_by(&mut env, &etcd, &store).await;
@@ -643,16 +641,8 @@ async fn a_promotion_left_unpublished_by_a_dead_orchestrator_is_completed_by_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_members_restarted_one_by_one_cause_no_failover_and_no_etcd_means_no_failover() {
-    let (mut etcd, _dir) = local_etcd(3).await;
-    let cfg = etcd_config(&etcd, "a");
-    let mut env = TestEnv::start_with(1, 1, |c| {
-        c.etcd = Some(cfg);
-    })
-    .await;
+    let (mut etcd, _dir, mut env, store) = deployment(3, 1, 1).await;
     let b = second(&env, &etcd, "b", ProcessRole::All).await;
-    let store = EtcdStore::connect(&options(&etcd, "/sy-test"))
-        .await
-        .unwrap();
     eventually(
         Duration::from_secs(15),
         "an orchestrator to lead",
@@ -739,12 +729,7 @@ async fn etcd_members_restarted_one_by_one_cause_no_failover_and_no_etcd_means_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shard_map_is_shared_through_etcd_and_a_stale_change_is_refused() {
-    let (etcd, _dir) = local_etcd(1).await;
-    let cfg = etcd_config(&etcd, "a");
-    let env = TestEnv::start_with(2, 0, |c| {
-        c.etcd = Some(cfg);
-    })
-    .await;
+    let (etcd, _dir, env, _store) = deployment(1, 2, 0).await;
     let b = second(&env, &etcd, "b", ProcessRole::Router).await;
     let http = common::http();
     let get = |admin: std::net::SocketAddr| {

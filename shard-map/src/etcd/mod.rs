@@ -281,22 +281,11 @@ impl EtcdStore {
 
     /// Every cluster as stored, and the revision they were read at.
     pub async fn load_topology(&self) -> Result<(BTreeMap<String, ClusterStatus>, i64), EtcdError> {
-        let prefix = self.topology_prefix();
-        let resp = bounded(
-            self.timeout,
-            "reading the topology",
-            self.kv()
-                .get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let mut clusters = BTreeMap::new();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let c: ClusterStatus = records::decode(&key, kv.value())?;
-            clusters.insert(c.name.clone(), c);
-        }
-        Ok((clusters, revision))
+        let (clusters, revision) = self.list_at::<ClusterStatus>(self.topology_prefix()).await?;
+        Ok((
+            clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
+            revision,
+        ))
     }
 
     /// Writes one cluster, provided `token` still leads (else [`EtcdError::NotLeader`]).
@@ -504,10 +493,15 @@ impl EtcdStore {
         Ok(())
     }
 
-    async fn list<T: serde::de::DeserializeOwned>(
+    async fn list<T: serde::de::DeserializeOwned>(&self, prefix: String) -> Result<Vec<T>, EtcdError> {
+        Ok(self.list_at(prefix).await?.0)
+    }
+
+    /// The records under `prefix` and the revision they were read at.
+    async fn list_at<T: serde::de::DeserializeOwned>(
         &self,
         prefix: String,
-    ) -> Result<Vec<T>, EtcdError> {
+    ) -> Result<(Vec<T>, i64), EtcdError> {
         let resp = bounded(
             self.timeout,
             "listing",
@@ -515,10 +509,13 @@ impl EtcdStore {
                 .get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
         )
         .await?;
-        resp.kvs()
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let records = resp
+            .kvs()
             .iter()
             .map(|kv| records::decode(&String::from_utf8_lossy(kv.key()), kv.value()))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((records, revision))
     }
 
     /// Compacts the history up to the current revision (operators do this; tests too, to

@@ -1,0 +1,408 @@
+//! The multi-process mode under load: three routers (processes `a` and `b` with role `all`,
+//! `r` with role `router`, in this process) over a local etcd and one cluster of a leader and
+//! two semi-sync replicas, two writers through each router. Each trial on fresh servers and a
+//! fresh etcd, and, in the same run, the single-process baseline (one switchyard, no etcd):
+//!
+//! - kill leader: `kill -9` of the MariaDB leader; per router, the ms from the kill to the
+//!   first acknowledged write sent after it; the trial's time is the slowest router's.
+//! - publish to routers: for the same failover, the ms from the moment the leading
+//!   orchestrator published the new epoch to the moment each other router applied it.
+//! - switchover: a planned switchover; per router the longest pause between acknowledged
+//!   writes, and every client error on every router.
+//! - orchestrator lost: `kill -9` of a leading `switchyard serve` process; the ms until
+//!   another orchestrator leads (lease 5 s: the default).
+//!
+//! `cargo bench --bench etcd`; `SWITCHYARD_BENCH_TRIALS` (default 3). Markdown on stdout.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use orchestrator::provision::LocalEtcd;
+use shard_map::etcd::{EtcdOptions, EtcdStore};
+use switchyard::config::{EtcdConfig, ProcessRole};
+use switchyard::sandbox::{self, SandboxOptions};
+use switchyard::App;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const WRITERS_PER_ROUTER: u64 = 2;
+
+/// What one router's writers saw.
+#[derive(Default)]
+struct Timeline {
+    acked: Mutex<Vec<(Instant, Instant)>>,
+    errors: Mutex<Vec<u16>>,
+}
+
+impl Timeline {
+    fn first_sent_after(&self, t: Instant) -> Option<Instant> {
+        let v = self.acked.lock().unwrap();
+        v.iter().filter(|(s, _)| *s > t).map(|(_, a)| *a).min()
+    }
+
+    fn acks(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn longest_pause(&self, from: Instant) -> Duration {
+        let mut acks: Vec<Instant> = self
+            .acked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, a)| *a)
+            .filter(|a| *a >= from)
+            .collect();
+        acks.sort();
+        acks.windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+async fn writer(port: u16, base: u64, tl: Arc<Timeline>, stop: Arc<AtomicBool>) {
+    let mut conn: Option<Conn> = None;
+    let mut id = base;
+    while !stop.load(Ordering::Relaxed) {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Conn::new(switchyard::bench::loopback_opts(port, "app", "app", None)).await {
+                Ok(c) => conn.insert(c),
+                Err(_) => {
+                    tl.errors.lock().unwrap().push(0);
+                    // A pause between reconnects, not a synchronisation.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        id += 1;
+        let sent = Instant::now();
+        match c.exec_drop("INSERT INTO b.t (id) VALUES (?)", (id,)).await {
+            Ok(()) => tl.acked.lock().unwrap().push((sent, Instant::now())),
+            Err(mysql_async::Error::Server(e)) => tl.errors.lock().unwrap().push(e.code),
+            Err(_) => {
+                tl.errors.lock().unwrap().push(0);
+                conn = None;
+            }
+        }
+    }
+}
+
+/// Polls `f` every 2 ms until it returns `Some`, or panics after `limit`.
+async fn until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn etcd_config(etcd: &LocalEtcd, name: &str) -> EtcdConfig {
+    sandbox::etcd_section(etcd, name)
+}
+
+struct Deployment {
+    apps: Vec<(String, App)>,
+    local: orchestrator::LocalClusters,
+    _etcd: Option<LocalEtcd>,
+    _dir: tempfile::TempDir,
+}
+
+/// Fresh servers and either one switchyard (no etcd) or a, b and r over a fresh etcd.
+async fn deploy(multi: bool) -> Deployment {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = sandbox_options(dir.path());
+    let local = sandbox::provision(&opts)
+        .await
+        .expect("MariaDB must be installed: scripts/install-deps");
+    let mut apps = Vec::new();
+    let etcd = if multi {
+        let etcd = LocalEtcd::start(dir.path().join("etcd"), 1)
+            .await
+            .expect("etcd must be installed: scripts/install-deps");
+        for (name, role) in [("a", ProcessRole::All), ("b", ProcessRole::All), ("r", ProcessRole::Router)] {
+            let mut c = sandbox::config_for(&local, &opts);
+            c.router.socket = None;
+            if name != "a" {
+                c.state_dir = None;
+                c.shard_map_dir = None;
+            }
+            c.etcd = Some(etcd_config(&etcd, name));
+            c.role = role;
+            apps.push((name.to_owned(), App::start(c).await.unwrap()));
+        }
+        Some(etcd)
+    } else {
+        let mut c = sandbox::config_for(&local, &opts);
+        c.router.socket = None;
+        apps.push(("single".to_owned(), App::start(c).await.unwrap()));
+        None
+    };
+    assert!(apps[0].1.wait_ready(Duration::from_secs(30)).await);
+    let mut c = Conn::new(switchyard::bench::loopback_opts(apps[0].1.router_addr.port(), "app", "app", None))
+        .await
+        .unwrap();
+    c.query_drop("CREATE DATABASE b").await.unwrap();
+    c.query_drop("CREATE TABLE b.t (id BIGINT PRIMARY KEY)").await.unwrap();
+    Deployment {
+        apps,
+        local,
+        _etcd: etcd,
+        _dir: dir,
+    }
+}
+
+struct Load {
+    timelines: Vec<Arc<Timeline>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn load(d: &Deployment) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut timelines = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, (_, app)) in d.apps.iter().enumerate() {
+        let tl = Arc::new(Timeline::default());
+        for w in 0..WRITERS_PER_ROUTER {
+            let base = ((i as u64) * 16 + w + 1) << 40;
+            tasks.push(tokio::spawn(writer(app.router_addr.port(), base, tl.clone(), stop.clone())));
+        }
+        timelines.push(tl);
+    }
+    for tl in &timelines {
+        until("writes through every router", Duration::from_secs(30), || (tl.acks() > 200).then_some(())).await;
+    }
+    Load { timelines, stop, tasks }
+}
+
+impl Load {
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.timelines.iter().map(|t| t.errors.lock().unwrap().len() as u64).sum()
+    }
+}
+
+/// kill -9 of the leader: per router the ms to its first write acknowledged after, and per
+/// other router the ms from the first router's new epoch to its own.
+async fn kill_leader(multi: bool) -> (Vec<f64>, Vec<f64>) {
+    let mut d = deploy(multi).await;
+    let load = load(&d).await;
+    let epoch = d.apps[0].1.topology.load().cluster("c1").unwrap().epoch;
+    let leader = d.apps[0].1.topology.load().cluster("c1").unwrap().leader.clone().unwrap();
+    d.local.kill_node("c1", &leader).unwrap();
+    let killed = Instant::now();
+    // When each router applied the new epoch (polled every 2 ms).
+    let mut applied: Vec<Option<Instant>> = vec![None; d.apps.len()];
+    until("every router on the new epoch", Duration::from_secs(60), || {
+        for (i, (_, app)) in d.apps.iter().enumerate() {
+            if applied[i].is_none() && app.topology.load().cluster("c1").unwrap().epoch > epoch {
+                applied[i] = Some(Instant::now());
+            }
+        }
+        applied.iter().all(Option::is_some).then_some(())
+    })
+    .await;
+    let firsts = until("a write through every router", Duration::from_secs(60), || {
+        load.timelines.iter().map(|tl| tl.first_sent_after(killed)).collect::<Option<Vec<_>>>()
+    })
+    .await;
+    let to_write: Vec<f64> = firsts.iter().map(|f| (*f - killed).as_secs_f64() * 1e3).collect();
+    let published = applied.iter().flatten().min().copied().unwrap();
+    let spread: Vec<f64> = applied
+        .iter()
+        .flatten()
+        .filter(|t| **t != published)
+        .map(|t| (*t - published).as_secs_f64() * 1e3)
+        .collect();
+    load.stop().await;
+    stop(d).await;
+    (to_write, spread)
+}
+
+/// A planned switchover: per router the longest pause, and the client errors.
+async fn switchover(multi: bool) -> (Vec<f64>, u64) {
+    let d = deploy(multi).await;
+    let load = load(&d).await;
+    // The leading orchestrator runs it.
+    let leader_app = if multi {
+        let store = EtcdStore::connect(&EtcdOptions::new(d._etcd.as_ref().unwrap().endpoints())).await.unwrap();
+        let leader = until_async_leader(&store).await;
+        &d.apps.iter().find(|(n, _)| *n == leader).unwrap().1
+    } else {
+        &d.apps[0].1
+    };
+    let from = Instant::now();
+    leader_app.orchestrator.switchover("c1", None).await.expect("the switchover");
+    let after = Instant::now();
+    until("writes after the switchover", Duration::from_secs(30), || {
+        load.timelines.iter().all(|tl| tl.first_sent_after(after).is_some()).then_some(())
+    })
+    .await;
+    let pauses: Vec<f64> = load.timelines.iter().map(|tl| tl.longest_pause(from).as_secs_f64() * 1e3).collect();
+    let errors = load.stop().await;
+    stop(d).await;
+    (pauses, errors)
+}
+
+async fn until_async_leader(store: &EtcdStore) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(m)) = store.leader().await {
+            return m.id;
+        }
+        assert!(Instant::now() < deadline, "no orchestrator leads");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn stop(d: Deployment) {
+    for (_, app) in d.apps {
+        app.shutdown().await;
+    }
+    d.local.stop().await.unwrap();
+}
+
+fn sandbox_options(dir: &std::path::Path) -> SandboxOptions {
+    SandboxOptions {
+        dir: dir.to_path_buf(),
+        clusters: 1,
+        replicas: 2,
+        base_port: None,
+        listen: "127.0.0.1:0".into(),
+        admin: "127.0.0.1:0".into(),
+        admin_token: "bench".into(),
+        app_user: "app".into(),
+        app_password: "app".into(),
+        binlog_disk_mb: None,
+        shards: 0,
+    }
+}
+
+/// A process's configuration over the deployment's clusters and etcd, on free ports.
+fn member_config(d: &Deployment, name: &str) -> switchyard::Config {
+    let mut c = sandbox::config_for(&d.local, &sandbox_options(d._dir.path()));
+    c.router.socket = None;
+    c.state_dir = None;
+    c.shard_map_dir = None;
+    c.etcd = Some(etcd_config(d._etcd.as_ref().unwrap(), name));
+    c
+}
+
+/// kill -9 of a leading `switchyard serve` process: ms until another orchestrator leads.
+async fn orchestrator_lost() -> f64 {
+    let mut d = deploy(true).await;
+    let store = EtcdStore::connect(&EtcdOptions::new(d._etcd.as_ref().unwrap().endpoints()))
+        .await
+        .unwrap();
+    // A serve process "p" takes the lead once a and b stop (and resign); "c" stands by.
+    let path = d._dir.path().join("p.toml");
+    let text = sandbox::config_text(
+        &member_config(&d, "p"),
+        &sandbox_options(d._dir.path()),
+        d.local.spec(),
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut p = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for (_, app) in d.apps.drain(..2) {
+        app.shutdown().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while until_async_leader(&store).await != "p" {
+        assert!(Instant::now() < deadline, "p never led");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let c = App::start(member_config(&d, "c")).await.unwrap();
+    let _ = p.kill();
+    let killed = Instant::now();
+    loop {
+        if let Ok(Some(m)) = store.leader().await {
+            if m.id == "c" {
+                break;
+            }
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "c never led");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ms = killed.elapsed().as_secs_f64() * 1e3;
+    let _ = p.wait();
+    c.shutdown().await;
+    stop(d).await;
+    ms
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn pct(v: &mut [f64], p: usize) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let trials: usize = std::env::var("SWITCHYARD_BENCH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let (mut single_kill, mut multi_kill, mut spread) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut single_sw, mut multi_sw, mut sw_errors) = (Vec::new(), Vec::new(), (0, 0));
+    let mut lost = Vec::new();
+    for i in 0..trials {
+        eprintln!("trial {}/{trials}", i + 1);
+        let (w, _) = kill_leader(false).await;
+        single_kill.push(w[0]);
+        let (w, s) = kill_leader(true).await;
+        eprintln!("  kill leader: single {:.0} ms, three routers {w:.0?} ms, publish spread {s:.1?} ms", single_kill[i]);
+        multi_kill.push(w.iter().cloned().fold(0.0, f64::max));
+        spread.extend(s);
+        let (p, e) = switchover(false).await;
+        single_sw.push(p[0]);
+        sw_errors.0 += e;
+        let (p, e) = switchover(true).await;
+        eprintln!("  switchover: single {:.0} ms, three routers {p:.0?} ms, errors {e}", single_sw[i]);
+        multi_sw.push(p.iter().cloned().fold(0.0, f64::max));
+        sw_errors.1 += e;
+        let ms = orchestrator_lost().await;
+        eprintln!("  orchestrator lost: {ms:.0} ms");
+        lost.push(ms);
+    }
+    println!("| row | single process (median) | 3 routers, 2 orchestrators over etcd (median) | ratio |");
+    println!("|---|---|---|---|");
+    let (s, m) = (median(&mut single_kill), median(&mut multi_kill));
+    println!("| kill -9 leader → first write through every router (ms) | {s:.0} | {m:.0} | {:.2} |", m / s);
+    let (s, m) = (median(&mut single_sw), median(&mut multi_sw));
+    println!("| switchover: longest write pause on any router (ms) | {s:.0} | {m:.0} | {:.2} |", m / s);
+    println!("| switchover: client errors, all trials | {} | {} | |", sw_errors.0, sw_errors.1);
+    println!(
+        "| new epoch applied by the other routers after the first (ms, p50 / p99, {} samples) | - | {:.1} / {:.1} | |",
+        spread.len(),
+        pct(&mut spread, 50),
+        pct(&mut spread, 99)
+    );
+    println!(
+        "| kill -9 of the leading orchestrator process → another leads (ms; lease 5 s) | - | {:.0} | |",
+        median(&mut lost)
+    );
+    println!("\n{trials} trials each, interleaved, fresh servers and etcd per trial.");
+}
