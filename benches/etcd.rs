@@ -71,15 +71,17 @@ async fn writer(port: u16, base: u64, tl: Arc<Timeline>, stop: Arc<AtomicBool>) 
     while !stop.load(Ordering::Relaxed) {
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match Conn::new(switchyard::bench::loopback_opts(port, "app", "app", None)).await {
-                Ok(c) => conn.insert(c),
-                Err(_) => {
-                    tl.errors.lock().unwrap().push(0);
-                    // A pause between reconnects, not a synchronisation.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
+            None => {
+                match Conn::new(switchyard::bench::loopback_opts(port, "app", "app", None)).await {
+                    Ok(c) => conn.insert(c),
+                    Err(_) => {
+                        tl.errors.lock().unwrap().push(0);
+                        // A pause between reconnects, not a synchronisation.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
                 }
-            },
+            }
         };
         id += 1;
         let sent = Instant::now();
@@ -129,7 +131,11 @@ async fn deploy(multi: bool) -> Deployment {
         let etcd = LocalEtcd::start(dir.path().join("etcd"), 1)
             .await
             .expect("etcd must be installed: scripts/install-deps");
-        for (name, role) in [("a", ProcessRole::All), ("b", ProcessRole::All), ("r", ProcessRole::Router)] {
+        for (name, role) in [
+            ("a", ProcessRole::All),
+            ("b", ProcessRole::All),
+            ("r", ProcessRole::Router),
+        ] {
             let mut c = sandbox::config_for(&local, &opts);
             c.router.socket = None;
             if name != "a" {
@@ -148,11 +154,18 @@ async fn deploy(multi: bool) -> Deployment {
         None
     };
     assert!(apps[0].1.wait_ready(Duration::from_secs(30)).await);
-    let mut c = Conn::new(switchyard::bench::loopback_opts(apps[0].1.router_addr.port(), "app", "app", None))
+    let mut c = Conn::new(switchyard::bench::loopback_opts(
+        apps[0].1.router_addr.port(),
+        "app",
+        "app",
+        None,
+    ))
+    .await
+    .unwrap();
+    c.query_drop("CREATE DATABASE b").await.unwrap();
+    c.query_drop("CREATE TABLE b.t (id BIGINT PRIMARY KEY)")
         .await
         .unwrap();
-    c.query_drop("CREATE DATABASE b").await.unwrap();
-    c.query_drop("CREATE TABLE b.t (id BIGINT PRIMARY KEY)").await.unwrap();
     Deployment {
         apps,
         local,
@@ -175,14 +188,28 @@ async fn load(d: &Deployment) -> Load {
         let tl = Arc::new(Timeline::default());
         for w in 0..WRITERS_PER_ROUTER {
             let base = ((i as u64) * 16 + w + 1) << 40;
-            tasks.push(tokio::spawn(writer(app.router_addr.port(), base, tl.clone(), stop.clone())));
+            tasks.push(tokio::spawn(writer(
+                app.router_addr.port(),
+                base,
+                tl.clone(),
+                stop.clone(),
+            )));
         }
         timelines.push(tl);
     }
     for tl in &timelines {
-        until("writes through every router", Duration::from_secs(30), || (tl.acks() > 200).then_some(())).await;
+        until(
+            "writes through every router",
+            Duration::from_secs(30),
+            || (tl.acks() > 200).then_some(()),
+        )
+        .await;
     }
-    Load { timelines, stop, tasks }
+    Load {
+        timelines,
+        stop,
+        tasks,
+    }
 }
 
 impl Load {
@@ -191,7 +218,10 @@ impl Load {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.timelines.iter().map(|t| t.errors.lock().unwrap().len() as u64).sum()
+        self.timelines
+            .iter()
+            .map(|t| t.errors.lock().unwrap().len() as u64)
+            .sum()
     }
 }
 
@@ -201,25 +231,48 @@ async fn kill_leader(multi: bool) -> (Vec<f64>, Vec<f64>) {
     let mut d = deploy(multi).await;
     let load = load(&d).await;
     let epoch = d.apps[0].1.topology.load().cluster("c1").unwrap().epoch;
-    let leader = d.apps[0].1.topology.load().cluster("c1").unwrap().leader.clone().unwrap();
+    let leader = d.apps[0]
+        .1
+        .topology
+        .load()
+        .cluster("c1")
+        .unwrap()
+        .leader
+        .clone()
+        .unwrap();
     d.local.kill_node("c1", &leader).unwrap();
     let killed = Instant::now();
     // When each router applied the new epoch (polled every 2 ms).
     let mut applied: Vec<Option<Instant>> = vec![None; d.apps.len()];
-    until("every router on the new epoch", Duration::from_secs(60), || {
-        for (i, (_, app)) in d.apps.iter().enumerate() {
-            if applied[i].is_none() && app.topology.load().cluster("c1").unwrap().epoch > epoch {
-                applied[i] = Some(Instant::now());
+    until(
+        "every router on the new epoch",
+        Duration::from_secs(60),
+        || {
+            for (i, (_, app)) in d.apps.iter().enumerate() {
+                if applied[i].is_none() && app.topology.load().cluster("c1").unwrap().epoch > epoch
+                {
+                    applied[i] = Some(Instant::now());
+                }
             }
-        }
-        applied.iter().all(Option::is_some).then_some(())
-    })
+            applied.iter().all(Option::is_some).then_some(())
+        },
+    )
     .await;
-    let firsts = until("a write through every router", Duration::from_secs(60), || {
-        load.timelines.iter().map(|tl| tl.first_sent_after(killed)).collect::<Option<Vec<_>>>()
-    })
+    let firsts = until(
+        "a write through every router",
+        Duration::from_secs(60),
+        || {
+            load.timelines
+                .iter()
+                .map(|tl| tl.first_sent_after(killed))
+                .collect::<Option<Vec<_>>>()
+        },
+    )
     .await;
-    let to_write: Vec<f64> = firsts.iter().map(|f| (*f - killed).as_secs_f64() * 1e3).collect();
+    let to_write: Vec<f64> = firsts
+        .iter()
+        .map(|f| (*f - killed).as_secs_f64() * 1e3)
+        .collect();
     let published = applied.iter().flatten().min().copied().unwrap();
     let spread: Vec<f64> = applied
         .iter()
@@ -238,20 +291,37 @@ async fn switchover(multi: bool) -> (Vec<f64>, u64) {
     let load = load(&d).await;
     // The leading orchestrator runs it.
     let leader_app = if multi {
-        let store = EtcdStore::connect(&EtcdOptions::new(d._etcd.as_ref().unwrap().endpoints())).await.unwrap();
+        let store = EtcdStore::connect(&EtcdOptions::new(d._etcd.as_ref().unwrap().endpoints()))
+            .await
+            .unwrap();
         let leader = until_async_leader(&store).await;
         &d.apps.iter().find(|(n, _)| *n == leader).unwrap().1
     } else {
         &d.apps[0].1
     };
     let from = Instant::now();
-    leader_app.orchestrator.switchover("c1", None).await.expect("the switchover");
+    leader_app
+        .orchestrator
+        .switchover("c1", None)
+        .await
+        .expect("the switchover");
     let after = Instant::now();
-    until("writes after the switchover", Duration::from_secs(30), || {
-        load.timelines.iter().all(|tl| tl.first_sent_after(after).is_some()).then_some(())
-    })
+    until(
+        "writes after the switchover",
+        Duration::from_secs(30),
+        || {
+            load.timelines
+                .iter()
+                .all(|tl| tl.first_sent_after(after).is_some())
+                .then_some(())
+        },
+    )
     .await;
-    let pauses: Vec<f64> = load.timelines.iter().map(|tl| tl.longest_pause(from).as_secs_f64() * 1e3).collect();
+    let pauses: Vec<f64> = load
+        .timelines
+        .iter()
+        .map(|tl| tl.longest_pause(from).as_secs_f64() * 1e3)
+        .collect();
     let errors = load.stop().await;
     stop(d).await;
     (pauses, errors)
@@ -373,27 +443,44 @@ async fn main() {
         let (w, _) = kill_leader(false).await;
         single_kill.push(w[0]);
         let (w, s) = kill_leader(true).await;
-        eprintln!("  kill leader: single {:.0} ms, three routers {w:.0?} ms, publish spread {s:.1?} ms", single_kill[i]);
+        eprintln!(
+            "  kill leader: single {:.0} ms, three routers {w:.0?} ms, publish spread {s:.1?} ms",
+            single_kill[i]
+        );
         multi_kill.push(w.iter().cloned().fold(0.0, f64::max));
         spread.extend(s);
         let (p, e) = switchover(false).await;
         single_sw.push(p[0]);
         sw_errors.0 += e;
         let (p, e) = switchover(true).await;
-        eprintln!("  switchover: single {:.0} ms, three routers {p:.0?} ms, errors {e}", single_sw[i]);
+        eprintln!(
+            "  switchover: single {:.0} ms, three routers {p:.0?} ms, errors {e}",
+            single_sw[i]
+        );
         multi_sw.push(p.iter().cloned().fold(0.0, f64::max));
         sw_errors.1 += e;
         let ms = orchestrator_lost().await;
         eprintln!("  orchestrator lost: {ms:.0} ms");
         lost.push(ms);
     }
-    println!("| row | single process (median) | 3 routers, 2 orchestrators over etcd (median) | ratio |");
+    println!(
+        "| row | single process (median) | 3 routers, 2 orchestrators over etcd (median) | ratio |"
+    );
     println!("|---|---|---|---|");
     let (s, m) = (median(&mut single_kill), median(&mut multi_kill));
-    println!("| kill -9 leader → first write through every router (ms) | {s:.0} | {m:.0} | {:.2} |", m / s);
+    println!(
+        "| kill -9 leader → first write through every router (ms) | {s:.0} | {m:.0} | {:.2} |",
+        m / s
+    );
     let (s, m) = (median(&mut single_sw), median(&mut multi_sw));
-    println!("| switchover: longest write pause on any router (ms) | {s:.0} | {m:.0} | {:.2} |", m / s);
-    println!("| switchover: client errors, all trials | {} | {} | |", sw_errors.0, sw_errors.1);
+    println!(
+        "| switchover: longest write pause on any router (ms) | {s:.0} | {m:.0} | {:.2} |",
+        m / s
+    );
+    println!(
+        "| switchover: client errors, all trials | {} | {} | |",
+        sw_errors.0, sw_errors.1
+    );
     println!(
         "| new epoch applied by the other routers after the first (ms, p50 / p99, {} samples) | - | {:.1} / {:.1} | |",
         spread.len(),

@@ -281,7 +281,9 @@ impl EtcdStore {
 
     /// Every cluster as stored, and the revision they were read at.
     pub async fn load_topology(&self) -> Result<(BTreeMap<String, ClusterStatus>, i64), EtcdError> {
-        let (clusters, revision) = self.list_at::<ClusterStatus>(self.topology_prefix()).await?;
+        let (clusters, revision) = self
+            .list_at::<ClusterStatus>(self.topology_prefix())
+            .await?;
         Ok((
             clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
             revision,
@@ -493,7 +495,10 @@ impl EtcdStore {
         Ok(())
     }
 
-    async fn list<T: serde::de::DeserializeOwned>(&self, prefix: String) -> Result<Vec<T>, EtcdError> {
+    async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: String,
+    ) -> Result<Vec<T>, EtcdError> {
         Ok(self.list_at(prefix).await?.0)
     }
 
