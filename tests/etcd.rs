@@ -210,6 +210,18 @@ async fn second_with(
     App::start(config).await.expect("the second process starts")
 }
 
+/// Waits until a write goes through each of these routers.
+async fn writes_through_each(ports: &[u16]) {
+    for &port in ports {
+        eventually(
+            Duration::from_secs(20),
+            &format!("a write through the router on {port}"),
+            || async { write_through(port).await.ok() },
+        )
+        .await;
+    }
+}
+
 async fn write_through(port: u16) -> Result<(), mysql_async::Error> {
     let r = write_once(port).await;
     if let Err(e) = &r {
@@ -249,18 +261,12 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
         || async { (store.routers().await.ok()?.len() == 3).then_some(()) },
     )
     .await;
-    for port in [
+    writes_through_each(&[
         env.router_port(),
         b.router_addr.port(),
         r.router_addr.port(),
-    ] {
-        eventually(
-            Duration::from_secs(20),
-            "a write through each router",
-            || async { write_through(port).await.ok() },
-        )
-        .await;
-    }
+    ])
+    .await;
 
     // Every process shows the deployment; a process that does not lead refuses to act and
     // names the one that does.
@@ -314,18 +320,12 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
         )
         .await;
     }
-    for port in [
+    writes_through_each(&[
         env.router_port(),
         b.router_addr.port(),
         r.router_addr.port(),
-    ] {
-        eventually(
-            Duration::from_secs(20),
-            "a write through each router after the failover",
-            || async { write_through(port).await.ok() },
-        )
-        .await;
-    }
+    ])
+    .await;
     // Only the leader acted: the other orchestrator recorded no failover.
     let (acting, idle) = if leader.id == "a" {
         (env.app(), &b)
@@ -650,26 +650,12 @@ async fn etcd_members_restarted_one_by_one_cause_no_failover_and_no_etcd_means_n
     )
     .await;
     let before = store.load_topology().await.unwrap().0["c1"].clone();
-    for port in [env.router_port(), b.router_addr.port()] {
-        eventually(
-            Duration::from_secs(20),
-            "a write through each router",
-            || async { write_through(port).await.ok() },
-        )
-        .await;
-    }
+    writes_through_each(&[env.router_port(), b.router_addr.port()]).await;
 
     // Each member in turn stops and comes back: a quorum remains, nothing fails over.
     for member in 0..etcd.len() {
         etcd.stop_member(member).await;
-        for port in [env.router_port(), b.router_addr.port()] {
-            eventually(
-                Duration::from_secs(20),
-                "writes with a member down",
-                || async { write_through(port).await.ok() },
-            )
-            .await;
-        }
+        writes_through_each(&[env.router_port(), b.router_addr.port()]).await;
         etcd.start_member(member)
             .await
             .expect("the member comes back");
@@ -715,14 +701,7 @@ async fn etcd_members_restarted_one_by_one_cause_no_failover_and_no_etcd_means_n
     )
     .await;
     assert_ne!(after.leader.as_deref(), Some(old_leader.as_str()));
-    for port in [env.router_port(), b.router_addr.port()] {
-        eventually(
-            Duration::from_secs(20),
-            "writes on the new leader",
-            || async { write_through(port).await.ok() },
-        )
-        .await;
-    }
+    writes_through_each(&[env.router_port(), b.router_addr.port()]).await;
     b.shutdown().await;
     env.stop().await;
 }

@@ -344,6 +344,12 @@ impl EtcdStore {
 
     /// The shard map in force and the revision it was read at, if one was ever saved.
     pub async fn load_shard_map(&self) -> Result<(Option<VersionedShardMap>, i64), EtcdError> {
+        let (stored, revision) = self.stored_shard_map().await?;
+        Ok((stored.map(|(map, _)| map), revision))
+    }
+
+    /// The stored shard map with its key's mod revision, and the revision of the read.
+    async fn stored_shard_map(&self) -> Result<(Option<(VersionedShardMap, i64)>, i64), EtcdError> {
         let key = self.shard_map_key();
         let resp = bounded(
             self.timeout,
@@ -352,12 +358,12 @@ impl EtcdStore {
         )
         .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
-        let map = resp
+        let stored = resp
             .kvs()
             .first()
-            .map(|kv| records::decode(&key, kv.value()))
+            .map(|kv| Ok((records::decode(&key, kv.value())?, kv.mod_revision())))
             .transpose()?;
-        Ok((map, revision))
+        Ok((stored, revision))
     }
 
     /// Makes `map` the shard map in force if the stored one is still version
@@ -366,24 +372,11 @@ impl EtcdStore {
     /// compare-and-set orders concurrent saves.
     pub async fn save_shard_map(&self, map: &VersionedShardMap) -> Result<(), EtcdError> {
         let key = self.shard_map_key();
-        let resp = bounded(
-            self.timeout,
-            "reading the shard map",
-            self.kv().get(key.as_str(), None),
-        )
-        .await?;
-        let (current, guard) = match resp.kvs().first() {
-            Some(kv) => {
-                let current: VersionedShardMap = records::decode(&key, kv.value())?;
-                (
-                    current.version,
-                    Compare::mod_revision(
-                        key.as_str(),
-                        etcd_client::CompareOp::Equal,
-                        kv.mod_revision(),
-                    ),
-                )
-            }
+        let (current, guard) = match self.stored_shard_map().await?.0 {
+            Some((stored, mod_revision)) => (
+                stored.version,
+                Compare::mod_revision(key.as_str(), etcd_client::CompareOp::Equal, mod_revision),
+            ),
             None => (
                 0,
                 Compare::create_revision(key.as_str(), etcd_client::CompareOp::Equal, 0),
