@@ -361,7 +361,10 @@ impl EtcdStore {
         let stored = resp
             .kvs()
             .first()
-            .map(|kv| Ok((records::decode(&key, kv.value())?, kv.mod_revision())))
+            .map(|kv| {
+                records::decode::<VersionedShardMap>(&key, kv.value())
+                    .map(|map| (map, kv.mod_revision()))
+            })
             .transpose()?;
         Ok((stored, revision))
     }
