@@ -79,92 +79,67 @@ impl App {
         }
         let mut initial = monitor::initial_topology(&specs);
         kept.restore(&mut initial);
+        let topology = TopologyHandle::new(initial);
         // With etcd, what the leading orchestrator published wins (its epochs go on).
         let etcd = match &config.etcd {
             Some(e) => {
                 let store = shard_map::etcd::EtcdStore::connect(&e.options())
                     .await
                     .with_context(|| format!("can't reach etcd at {}", e.endpoints.join(",")))?;
-                for (name, c) in crate::distributed::initial(&store)
+                crate::distributed::catch_up(&store, &topology)
                     .await
-                    .context("reading the topology from etcd")?
-                {
-                    if let Some(local) = initial.clusters.get_mut(&name) {
-                        if local.epoch <= c.epoch {
-                            *local = c;
-                        }
-                    }
-                }
+                    .context("reading the topology from etcd")?;
                 Some(store)
             }
             None => None,
         };
-        let topology = TopologyHandle::new(initial);
         if config.router.server_version.is_none() {
             config.router.server_version = Some(announced_version(&config).await);
         }
         let mut shard_map = config
             .shard_map()
             .map_err(|e| anyhow::anyhow!("invalid keyspaces: {e:?}"))?;
-        let store: Option<Arc<dyn ShardMapStore>> = config
-            .shard_map_dir
-            .as_ref()
-            .map(|d| Arc::new(FileStore::new(d)) as Arc<dyn ShardMapStore>);
-        let mut version = 1;
-        if let Some(store) = &store {
-            match store.load().context("reading the stored shard map")? {
-                Some(saved) => {
-                    let names: Vec<&str> =
-                        config.clusters.iter().map(|c| c.name.as_str()).collect();
-                    let problems = saved.map.validate(&names);
-                    anyhow::ensure!(
-                        problems.is_empty(),
-                        "the stored shard map (version {}) does not fit the clusters: {problems:?}",
-                        saved.version
-                    );
-                    shard_map = saved.map;
-                    version = saved.version;
-                }
-                None => store
-                    .save(&VersionedShardMap {
-                        version,
-                        map: shard_map.clone(),
-                    })
-                    .context("saving the shard map")?,
-            }
-        }
         // With etcd, the shard map saved there is the one in force (the first process saves
-        // its configuration's).
-        if let Some(etcd) = &etcd {
-            let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
-            let saved = match etcd
-                .load_shard_map()
-                .await
-                .context("reading the shard map from etcd")?
-            {
-                (Some(saved), _) => saved,
-                (None, _) => {
-                    let first = VersionedShardMap {
-                        version: 1,
-                        map: shard_map.clone(),
-                    };
-                    match etcd.save_shard_map(&first).await {
-                        Ok(()) => first,
-                        // Another process saved one first: that one.
-                        Err(shard_map::etcd::EtcdError::Conflict { .. }) => etcd
-                            .load_shard_map()
-                            .await
-                            .context("reading the shard map from etcd")?
-                            .0
-                            .context("the shard map in etcd vanished")?,
-                        Err(e) => return Err(e).context("saving the shard map in etcd"),
-                    }
+        // its configuration's) and `shard_map_dir` is not used.
+        let store: Option<Arc<dyn ShardMapStore>> = match etcd {
+            Some(_) => None,
+            None => config
+                .shard_map_dir
+                .as_ref()
+                .map(|d| Arc::new(FileStore::new(d)) as Arc<dyn ShardMapStore>),
+        };
+        let saved = match (&etcd, &store) {
+            (Some(etcd), _) => Some(
+                crate::distributed::shard_map_in_force(etcd, &shard_map)
+                    .await
+                    .context("the shard map in etcd")?,
+            ),
+            (None, Some(store)) => {
+                let saved = store.load().context("reading the stored shard map")?;
+                if saved.is_none() {
+                    store
+                        .save(&VersionedShardMap {
+                            version: 1,
+                            map: shard_map.clone(),
+                        })
+                        .context("saving the shard map")?;
                 }
-            };
+                saved
+            }
+            (None, None) => None,
+        };
+        let mut version = 1;
+        if let Some(saved) = saved {
+            let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
             let problems = saved.map.validate(&names);
+            let kept = if etcd.is_some() {
+                "in etcd"
+            } else {
+                "in shard_map_dir"
+            };
             anyhow::ensure!(
                 problems.is_empty(),
-                "the shard map in etcd (version {}) does not fit the clusters: {problems:?}",
+                "the shard map {kept} (version {}) does not fit the clusters: {problems:?}",
                 saved.version
             );
             shard_map = saved.map;
@@ -268,7 +243,7 @@ impl App {
                     record,
                     stopped(),
                 )));
-                match role {
+                let coordinator = match role {
                     crate::config::ProcessRole::All => {
                         let coordinator = crate::distributed::EtcdCoordinator::new(
                             store.clone(),
@@ -276,38 +251,34 @@ impl App {
                             &name,
                         );
                         orchestrator.set_coordinator(coordinator.clone());
-                        members = Some(Arc::new(crate::distributed::Membership {
-                            name: name.clone(),
-                            role,
-                            store: store.clone(),
-                            coordinator: Some(coordinator.clone()),
-                        }));
                         tasks.push(tokio::spawn(crate::distributed::orchestrator_duty(
                             store.clone(),
-                            coordinator,
+                            coordinator.clone(),
                             orchestrator.clone(),
                             topology.clone(),
                             crate::distributed::member(&name, admin),
                             stop_watch.clone(),
                         )));
+                        Some(coordinator)
                     }
                     crate::config::ProcessRole::Router => {
                         orchestrator.set_coordinator(Arc::new(crate::distributed::RouterOnly {
                             store: store.clone(),
                         }));
-                        members = Some(Arc::new(crate::distributed::Membership {
-                            name: name.clone(),
-                            role,
-                            store: store.clone(),
-                            coordinator: None,
-                        }));
-                        tasks.push(crate::distributed::follow_only(
+                        tasks.push(tokio::spawn(crate::distributed::follow(
                             store.clone(),
                             topology.clone(),
                             stop_watch.clone(),
-                        ))
+                        )));
+                        None
                     }
-                }
+                };
+                members = Some(Arc::new(crate::distributed::Membership {
+                    name,
+                    role,
+                    store: store.clone(),
+                    coordinator,
+                }));
             }
         }
         if let Some(dir) = &config.state_dir {

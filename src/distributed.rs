@@ -103,11 +103,7 @@ impl EtcdCoordinator {
         let token = l
             .token
             .ok_or("this orchestrator does not lead (another one does, or none yet)")?;
-        let holds = l.lease.as_ref().is_some_and(|s| match *s.borrow() {
-            shard_map::etcd::LeaseState::Held { until } => Instant::now() < until,
-            shard_map::etcd::LeaseState::Expired => false,
-        });
-        if holds {
+        if l.lease.as_ref().is_some_and(|s| s.borrow().holds()) {
             Ok(token)
         } else {
             Err(
@@ -121,6 +117,13 @@ impl EtcdCoordinator {
         let mut l = self.lock();
         l.token = token;
         l.lease = lease.map(Lease::subscribe);
+    }
+
+    /// Etcd refused a guarded write or check: this process no longer leads. Forgets the
+    /// leadership and says so.
+    fn deposed(&self) -> String {
+        self.set_leading(None, None);
+        "this orchestrator no longer leads".into()
     }
 
     /// Whether this process leads now (as far as it knows without asking etcd).
@@ -141,10 +144,7 @@ impl EtcdCoordinator {
                 Ok(()) => {
                     written.insert(name.clone(), c.clone());
                 }
-                Err(EtcdError::NotLeader) => {
-                    self.set_leading(None, None);
-                    return Err("this orchestrator no longer leads".into());
-                }
+                Err(EtcdError::NotLeader) => return Err(self.deposed()),
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -182,10 +182,7 @@ impl Coordinator for EtcdCoordinator {
             };
             match self.store.check_leader(&token).await {
                 Ok(()) => Ok(()),
-                Err(EtcdError::NotLeader) => {
-                    self.set_leading(None, None);
-                    Err("this orchestrator no longer leads".into())
-                }
+                Err(EtcdError::NotLeader) => Err(self.deposed()),
                 Err(e) => Err(format!("leadership not confirmed: {e}")),
             }
         })
@@ -233,10 +230,7 @@ impl Coordinator for EtcdCoordinator {
             intent.by = self.name.clone();
             match self.store.put_intent(&token, &intent).await {
                 Ok(()) => Ok(()),
-                Err(EtcdError::NotLeader) => {
-                    self.set_leading(None, None);
-                    Err(who_leads(&self.store, "this orchestrator no longer leads".into()).await)
-                }
+                Err(EtcdError::NotLeader) => Err(who_leads(&self.store, self.deposed()).await),
                 Err(e) => Err(format!("the change could not be recorded in etcd: {e}")),
             }
         })
@@ -318,8 +312,16 @@ fn adopt(topology: &TopologyHandle, changes: Vec<TopologyChange>) {
     });
 }
 
-/// Follows etcd's topology into `topology` until `stop` turns true.
-async fn follow(store: EtcdStore, topology: TopologyHandle, mut stop: watch::Receiver<bool>) {
+/// Reads etcd's topology once and adopts it (see [`adopt`]).
+pub async fn catch_up(store: &EtcdStore, topology: &TopologyHandle) -> Result<(), EtcdError> {
+    let (clusters, _) = store.load_topology().await?;
+    adopt(topology, clusters.into_values().map(Change::Put).collect());
+    Ok(())
+}
+
+/// Follows etcd's topology into `topology` until `stop` turns true (a process with role
+/// `router` always; one with role `all` while it does not lead).
+pub async fn follow(store: EtcdStore, topology: TopologyHandle, mut stop: watch::Receiver<bool>) {
     let work = list_and_watch(
         "the topology",
         || async {
@@ -429,15 +431,9 @@ pub async fn router_membership(
                 // A new lease: the old one expired, so a failover may have gone on without
                 // this router. Catch up with etcd's topology before the fence lifts.
                 if lease.is_some() {
-                    match store.load_topology().await {
-                        Ok((clusters, _)) => adopt(
-                            &topology,
-                            clusters.into_values().map(TopologyChange::Put).collect(),
-                        ),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "reading the topology with a new lease");
-                            lease = None;
-                        }
+                    if let Err(e) = catch_up(&store, &topology).await {
+                        tracing::debug!(error = %e, "reading the topology with a new lease");
+                        lease = None;
                     }
                 }
                 continue;
@@ -548,17 +544,10 @@ async fn lead(
 ) {
     tracing::info!(revision = token.revision(), "this orchestrator leads");
     // Take over from etcd first: epochs go on from the highest any leader published.
-    match store.load_topology().await {
-        Ok((clusters, _)) => adopt(
-            topology,
-            clusters.into_values().map(TopologyChange::Put).collect(),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the topology on taking the lead: stepping down");
-            let _ = store.resign(&token).await;
-            lease.revoke().await;
-            return;
-        }
+    if let Err(e) = catch_up(store, topology).await {
+        tracing::warn!(error = %e, "reading the topology on taking the lead: stepping down");
+        step_down(store, &token, lease).await;
+        return;
     }
     coordinator.reset_written().await;
     coordinator.set_leading(Some(token), Some(&lease));
@@ -580,8 +569,7 @@ async fn lead(
         Err(e) => {
             tracing::warn!(error = %e, "reading the intents on taking the lead: stepping down");
             coordinator.set_leading(None, None);
-            let _ = store.resign(&token).await;
-            lease.revoke().await;
+            step_down(store, &token, lease).await;
             return;
         }
     }
@@ -616,10 +604,15 @@ async fn lead(
     let _ = stop_run.send(true);
     let _ = run.await;
     if graceful {
-        let _ = store.resign(&token).await;
-        lease.revoke().await;
+        step_down(store, &token, lease).await;
     }
     tracing::info!("this orchestrator no longer leads");
+}
+
+/// Gives the leadership up at once: the leader key deleted, the lease ended.
+async fn step_down(store: &EtcdStore, token: &LeaderToken, lease: Lease) {
+    let _ = store.resign(token).await;
+    lease.revoke().await;
 }
 
 /// A record for this process's router.
@@ -643,19 +636,29 @@ pub fn member(id: &str, admin: Option<String>) -> Member {
     }
 }
 
-/// The clusters etcd knows, read once at start (an unreachable etcd is an error then: a
-/// process that never saw the topology has nothing to serve).
-pub async fn initial(store: &EtcdStore) -> Result<BTreeMap<String, ClusterStatus>, EtcdError> {
-    store.load_topology().await.map(|(c, _)| c)
-}
-
-/// Starts the follower for a process with role `router` (it never leads).
-pub fn follow_only(
-    store: EtcdStore,
-    topology: TopologyHandle,
-    stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(follow(store, topology, stop))
+/// The shard map in force in etcd; the first process saves `configured` as version 1.
+pub async fn shard_map_in_force(
+    store: &EtcdStore,
+    configured: &shard_map::ShardMap,
+) -> Result<shard_map::VersionedShardMap, EtcdError> {
+    if let (Some(saved), _) = store.load_shard_map().await? {
+        return Ok(saved);
+    }
+    let first = shard_map::VersionedShardMap {
+        version: 1,
+        map: configured.clone(),
+    };
+    match store.save_shard_map(&first).await {
+        Ok(()) => Ok(first),
+        // Another process saved one first: that one.
+        Err(EtcdError::Conflict { .. }) => {
+            store.load_shard_map().await?.0.ok_or(EtcdError::Corrupt {
+                key: format!("{}/shard-map", store.prefix()),
+                error: "deleted right after it was saved".into(),
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// This process's place in a multi-process deployment, for the admin API and `status`.

@@ -23,6 +23,16 @@ pub enum LeaseState {
     Expired,
 }
 
+impl LeaseState {
+    /// Whether a lease in this state surely holds now.
+    pub fn holds(&self) -> bool {
+        match self {
+            LeaseState::Held { until } => Instant::now() < *until,
+            LeaseState::Expired => false,
+        }
+    }
+}
+
 /// A lease and the task that keeps it alive; dropping it stops the keep-alives (the lease
 /// then expires after its TTL) — [`Lease::revoke`] ends it at once.
 pub struct Lease {
@@ -72,10 +82,7 @@ impl Lease {
 
     /// Whether the lease surely holds now.
     pub fn holds(&self) -> bool {
-        match self.state() {
-            LeaseState::Held { until } => Instant::now() < until,
-            LeaseState::Expired => false,
-        }
+        self.state().holds()
     }
 
     /// Changes of the state (each answered keep-alive, or expiry).
