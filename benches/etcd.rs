@@ -1,6 +1,7 @@
 //! The multi-process mode under load: three routers (processes `a` and `b` with role `all`,
 //! `r` with role `router`, in this process) over a local etcd and one cluster of a leader and
-//! two semi-sync replicas, two writers through each router. Each trial on fresh servers and a
+//! two semi-sync replicas, two writers through each router (the
+//! failure scenarios' writers and ledger). Each trial on fresh servers and a
 //! fresh etcd, and, in the same run, the single-process baseline (one switchyard, no etcd):
 //!
 //! - kill leader: `kill -9` of the MariaDB leader; per router, the ms from the kill to the
@@ -14,16 +15,15 @@
 //!
 //! `cargo bench --bench etcd`; `SWITCHYARD_BENCH_TRIALS` (default 3). Markdown on stdout.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mysql_async::prelude::*;
-use mysql_async::Conn;
+use tokio::time::Instant;
+
 use orchestrator::provision::LocalEtcd;
 use shard_map::etcd::{EtcdOptions, EtcdStore};
 use switchyard::config::{EtcdConfig, ProcessRole};
 use switchyard::sandbox::{self, SandboxOptions};
+use switchyard::scenario::writes::{loopback, poll_until, setup, Writers};
 use switchyard::App;
 
 #[global_allocator]
@@ -31,81 +31,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const WRITERS_PER_ROUTER: u64 = 2;
 
-/// What one router's writers saw.
-#[derive(Default)]
-struct Timeline {
-    acked: Mutex<Vec<(Instant, Instant)>>,
-    errors: Mutex<Vec<u16>>,
-}
-
-impl Timeline {
-    fn first_sent_after(&self, t: Instant) -> Option<Instant> {
-        let v = self.acked.lock().unwrap();
-        v.iter().filter(|(s, _)| *s > t).map(|(_, a)| *a).min()
-    }
-
-    fn acks(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    fn longest_pause(&self, from: Instant) -> Duration {
-        let mut acks: Vec<Instant> = self
-            .acked
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, a)| *a)
-            .filter(|a| *a >= from)
-            .collect();
-        acks.sort();
-        acks.windows(2)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or_default()
-    }
-}
-
-async fn writer(port: u16, base: u64, tl: Arc<Timeline>, stop: Arc<AtomicBool>) {
-    let mut conn: Option<Conn> = None;
-    let mut id = base;
-    while !stop.load(Ordering::Relaxed) {
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => {
-                match Conn::new(switchyard::bench::loopback_opts(port, "app", "app", None)).await {
-                    Ok(c) => conn.insert(c),
-                    Err(_) => {
-                        tl.errors.lock().unwrap().push(0);
-                        // A pause between reconnects, not a synchronisation.
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                }
-            }
-        };
-        id += 1;
-        let sent = Instant::now();
-        match c.exec_drop("INSERT INTO b.t (id) VALUES (?)", (id,)).await {
-            Ok(()) => tl.acked.lock().unwrap().push((sent, Instant::now())),
-            Err(mysql_async::Error::Server(e)) => tl.errors.lock().unwrap().push(e.code),
-            Err(_) => {
-                tl.errors.lock().unwrap().push(0);
-                conn = None;
-            }
-        }
-    }
-}
-
-/// Polls `f` every 2 ms until it returns `Some`, or panics after `limit`.
-async fn until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+/// Polls `f` until it returns `Some`, or panics after `limit`.
+async fn until<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll_until(limit, f)
+        .await
+        .unwrap_or_else(|| panic!("{what}: not within {limit:?}"))
 }
 
 fn etcd_config(etcd: &LocalEtcd, name: &str) -> EtcdConfig {
@@ -154,16 +84,7 @@ async fn deploy(multi: bool) -> Deployment {
         None
     };
     assert!(apps[0].1.wait_ready(Duration::from_secs(30)).await);
-    let mut c = Conn::new(switchyard::bench::loopback_opts(
-        apps[0].1.router_addr.port(),
-        "app",
-        "app",
-        None,
-    ))
-    .await
-    .unwrap();
-    c.query_drop("CREATE DATABASE b").await.unwrap();
-    c.query_drop("CREATE TABLE b.t (id BIGINT PRIMARY KEY)")
+    setup(&loopback(apps[0].1.router_addr.port(), "app", "app"))
         .await
         .unwrap();
     Deployment {
@@ -174,55 +95,36 @@ async fn deploy(multi: bool) -> Deployment {
     }
 }
 
-struct Load {
-    timelines: Vec<Arc<Timeline>>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-async fn load(d: &Deployment) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut timelines = Vec::new();
-    let mut tasks = Vec::new();
-    for (i, (_, app)) in d.apps.iter().enumerate() {
-        let tl = Arc::new(Timeline::default());
-        for w in 0..WRITERS_PER_ROUTER {
-            let base = ((i as u64) * 16 + w + 1) << 40;
-            tasks.push(tokio::spawn(writer(
-                app.router_addr.port(),
-                base,
-                tl.clone(),
-                stop.clone(),
-            )));
-        }
-        timelines.push(tl);
-    }
-    for tl in &timelines {
+/// Writers through each router of `d`, one set (with its own ids) per router, in full swing.
+async fn load(d: &Deployment) -> Vec<Writers> {
+    let writers: Vec<Writers> = d
+        .apps
+        .iter()
+        .enumerate()
+        .map(|(i, (_, app))| {
+            let opts = loopback(app.router_addr.port(), "app", "app");
+            Writers::start_at(&opts, WRITERS_PER_ROUTER, i as u64 * 100_000_000)
+        })
+        .collect();
+    for w in &writers {
         until(
             "writes through every router",
             Duration::from_secs(30),
-            || (tl.acks() > 200).then_some(()),
+            || (w.ledger.acked_count() > 200).then_some(()),
         )
         .await;
     }
-    Load {
-        timelines,
-        stop,
-        tasks,
-    }
+    writers
 }
 
-impl Load {
-    async fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        self.timelines
-            .iter()
-            .map(|t| t.errors.lock().unwrap().len() as u64)
-            .sum()
+/// Stops the writers: the client errors they saw, all routers together.
+async fn unload(writers: Vec<Writers>) -> u64 {
+    let mut errors = 0;
+    for w in writers {
+        let ledger = w.stop(Duration::from_secs(30)).await.expect("writers stop");
+        errors += ledger.error_count() as u64;
     }
+    errors
 }
 
 /// kill -9 of the leader: per router the ms to its first write acknowledged after, and per
@@ -262,17 +164,13 @@ async fn kill_leader(multi: bool) -> (Vec<f64>, Vec<f64>) {
         "a write through every router",
         Duration::from_secs(60),
         || {
-            load.timelines
-                .iter()
-                .map(|tl| tl.first_sent_after(killed))
+            load.iter()
+                .map(|w| w.ledger.first_sent_after(killed))
                 .collect::<Option<Vec<_>>>()
         },
     )
     .await;
-    let to_write: Vec<f64> = firsts
-        .iter()
-        .map(|f| (*f - killed).as_secs_f64() * 1e3)
-        .collect();
+    let to_write: Vec<f64> = firsts.iter().map(|f| f.as_secs_f64() * 1e3).collect();
     let published = applied.iter().flatten().min().copied().unwrap();
     let spread: Vec<f64> = applied
         .iter()
@@ -280,7 +178,7 @@ async fn kill_leader(multi: bool) -> (Vec<f64>, Vec<f64>) {
         .filter(|t| **t != published)
         .map(|t| (*t - published).as_secs_f64() * 1e3)
         .collect();
-    load.stop().await;
+    unload(load).await;
     stop(d).await;
     (to_write, spread)
 }
@@ -310,19 +208,17 @@ async fn switchover(multi: bool) -> (Vec<f64>, u64) {
         "writes after the switchover",
         Duration::from_secs(30),
         || {
-            load.timelines
-                .iter()
-                .all(|tl| tl.first_sent_after(after).is_some())
+            load.iter()
+                .all(|w| w.ledger.first_sent_after(after).is_some())
                 .then_some(())
         },
     )
     .await;
     let pauses: Vec<f64> = load
-        .timelines
         .iter()
-        .map(|tl| tl.longest_pause(from).as_secs_f64() * 1e3)
+        .map(|w| w.ledger.longest_pause(from).as_secs_f64() * 1e3)
         .collect();
-    let errors = load.stop().await;
+    let errors = unload(load).await;
     stop(d).await;
     (pauses, errors)
 }

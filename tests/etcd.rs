@@ -26,26 +26,22 @@ async fn local_etcd(members: usize) -> (LocalEtcd, tempfile::TempDir) {
     }
 }
 
+/// The store options of [`etcd_config`] under `prefix`.
 fn options(etcd: &LocalEtcd, prefix: &str) -> EtcdOptions {
-    let mut o = EtcdOptions::new(etcd.endpoints());
-    o.prefix = prefix.into();
-    o.lease_ttl = Duration::from_secs(2);
-    o.request_timeout = Duration::from_millis(500);
-    o
+    EtcdConfig {
+        prefix: prefix.into(),
+        ..etcd_config(etcd, "test")
+    }
+    .options()
 }
 
+/// The sandbox's `[etcd]` section with the tests' prefix and a short lease (2 s).
 fn etcd_config(etcd: &LocalEtcd, name: &str) -> EtcdConfig {
     EtcdConfig {
-        endpoints: etcd.endpoints(),
         prefix: "/sy-test".into(),
-        name: Some(name.into()),
-        user: None,
-        password: None,
-        tls_ca: None,
-        tls_cert: None,
-        tls_key: None,
         lease_ttl_ms: 2000,
         request_timeout_ms: 500,
+        ..switchyard::sandbox::etcd_section(etcd, name)
     }
 }
 
