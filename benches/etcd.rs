@@ -84,7 +84,7 @@ async fn deploy(multi: bool) -> Deployment {
         None
     };
     assert!(apps[0].1.wait_ready(Duration::from_secs(30)).await);
-    setup(&loopback(apps[0].1.router_addr.port(), "app", "app"))
+    setup(&loopback(apps[0].1.router_port(), "app", "app"))
         .await
         .unwrap();
     Deployment {
@@ -102,7 +102,7 @@ async fn load(d: &Deployment) -> Vec<Writers> {
         .iter()
         .enumerate()
         .map(|(i, (_, app))| {
-            let opts = loopback(app.router_addr.port(), "app", "app");
+            let opts = loopback(app.router_port(), "app", "app");
             Writers::start_at(&opts, WRITERS_PER_ROUTER, i as u64 * 100_000_000)
         })
         .collect();

@@ -96,7 +96,7 @@ async fn main() {
         .await
         .unwrap();
     assert!(app.wait_ready(Duration::from_secs(30)).await);
-    let port = app.router_addr.port();
+    let port = app.router_port();
     let c1 = local.cluster("c1").unwrap().leader_node().unwrap().port;
     let c2 = local.cluster("c2").unwrap().leader_node().unwrap().port;
     let mut r = Conn::new(opts(port, None)).await.unwrap();

@@ -9,12 +9,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::acl::{Acl, AuditEntry, Denied, Principal};
+use crate::control::{Command, Done, Failure};
 use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
-use orchestrator::{Orchestrator, OrchestratorError};
+use orchestrator::Orchestrator;
 use router::RouterContext;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -33,6 +34,8 @@ pub struct AdminState {
     pub topology: TopologyHandle,
     pub router: Arc<RouterContext>,
     pub orchestrator: Arc<Orchestrator>,
+    /// The changes an operator asks for (run here, or asked of the leader).
+    pub control: Arc<crate::control::Control>,
     pub acl: Arc<Acl>,
     pub shard_maps: Arc<ShardMapState>,
     /// The configuration in force, and its reload.
@@ -373,20 +376,23 @@ async fn not_found() -> Response {
     )
 }
 
-/// The HTTP answer for an orchestrator error.
-fn orchestrator_error(e: OrchestratorError) -> Response {
-    let status = match &e {
-        OrchestratorError::UnknownCluster(_) | OrchestratorError::UnknownNode { .. } => {
-            StatusCode::NOT_FOUND
-        }
-        OrchestratorError::Busy(_) | OrchestratorError::IsLeader { .. } => StatusCode::CONFLICT,
-        OrchestratorError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        // Another process leads: the message names it.
-        OrchestratorError::NotLeader(_) => StatusCode::MISDIRECTED_REQUEST,
-        OrchestratorError::BadAddress(_) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, &e.to_string())
+/// The HTTP answer for a command: what it did, or its failure with the status its kind
+/// calls for.
+fn command_answer(result: Result<Done, Failure>) -> Response {
+    match result {
+        Ok(Done::Changed(report)) => Json(report).into_response(),
+        Ok(Done::Rebuilt(report)) => Json(report).into_response(),
+        Ok(Done::LimitsReset { cluster }) => Json(json!({ "reset": cluster })).into_response(),
+        Ok(Done::Flags {
+            cluster,
+            node,
+            flags,
+        }) => Json(json!({ "cluster": cluster, "node": node, "flags": flags })).into_response(),
+        Err(f) => error(
+            StatusCode::from_u16(f.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &f.message,
+        ),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{name}", tag = "clusters", security(("bearer" = [])),
@@ -437,7 +443,7 @@ struct SwitchoverRequest {
     params(("name" = String, Path, description = "Cluster name")),
     request_body(content = Option<SwitchoverRequest>, description = "Optional target replica", content_type = "application/json"),
     responses(
-        (status = 421, description = "This process does not lead (several processes share etcd): the message names the leader and its admin API", body = ErrorBody),
+        (status = 503, description = "Several processes share etcd, this one does not lead, and the leading orchestrator could not be asked through etcd in time: the message says whether anything was done", body = ErrorBody),
         (status = 200, description = "Done: old and new leader, epoch, every step", body = serde_json::Value),
         (status = 400, description = "Bad target address", body = ErrorBody),
         (status = 404, description = "Unknown cluster", body = ErrorBody),
@@ -452,10 +458,12 @@ async fn switchover(
     body: Option<Json<SwitchoverRequest>>,
 ) -> Response {
     let to = body.and_then(|Json(b)| b.to);
-    match state.orchestrator.switchover(&name, to.as_deref()).await {
-        Ok(report) => Json(report).into_response(),
-        Err(e) => orchestrator_error(e),
-    }
+    command_answer(
+        state
+            .control
+            .run(Command::Switchover { cluster: name, to })
+            .await,
+    )
 }
 
 /// Body of a rebuild request.
@@ -474,7 +482,7 @@ struct RebuildRequest {
     params(("name" = String, Path, description = "Cluster name"), ("addr" = String, Path, description = "The node to rebuild, `host:port`")),
     request_body(content = Option<RebuildRequest>, description = "Optional source node", content_type = "application/json"),
     responses(
-        (status = 421, description = "This process does not lead (several processes share etcd): the message names the leader and its admin API", body = ErrorBody),
+        (status = 503, description = "Several processes share etcd, this one does not lead, and the leading orchestrator could not be asked through etcd in time: the message says whether anything was done", body = ErrorBody),
         (status = 200, description = "Done: node, source, leader, the position it resumed from, bytes copied, every step", body = serde_json::Value),
         (status = 404, description = "Unknown cluster, node or source", body = ErrorBody),
         (status = 409, description = "The node is the leader, or another operation runs on this cluster", body = ErrorBody),
@@ -489,25 +497,18 @@ async fn rebuild(
     body: Option<Json<RebuildRequest>>,
 ) -> Response {
     let source = body.and_then(|Json(b)| b.source);
-    // A task of its own: a client that goes away does not cut a rebuild short (halfway, the
-    // node would stay kept out); it ends by itself, within `rebuild_timeout_s`.
-    let orchestrator = state.orchestrator.clone();
-    let run =
-        tokio::spawn(async move { orchestrator.rebuild(&name, &addr, source.as_deref()).await });
-    match run.await {
-        Ok(Ok(report)) => Json(report).into_response(),
-        Ok(Err(e)) => orchestrator_error(e),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("the rebuild task ended abnormally: {e}"),
-        ),
-    }
+    let command = Command::Rebuild {
+        cluster: name,
+        node: addr,
+        source,
+    };
+    command_answer(state.control.run(command).await)
 }
 
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/failover", tag = "clusters", security(("bearer" = [])),
     params(("name" = String, Path, description = "Cluster name")),
     responses(
-        (status = 421, description = "This process does not lead (several processes share etcd): the message names the leader and its admin API", body = ErrorBody),
+        (status = 503, description = "Several processes share etcd, this one does not lead, and the leading orchestrator could not be asked through etcd in time: the message says whether anything was done", body = ErrorBody),
         (status = 200, description = "Done: old and new leader, epoch, every step", body = serde_json::Value),
         (status = 404, description = "Unknown cluster", body = ErrorBody),
         (status = 409, description = "Another operation runs on this cluster", body = ErrorBody),
@@ -516,26 +517,25 @@ async fn rebuild(
         (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn failover(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
-    match state.orchestrator.failover(&name).await {
-        Ok(report) => Json(report).into_response(),
-        Err(e) => orchestrator_error(e),
-    }
+    command_answer(state.control.run(Command::Failover { cluster: name }).await)
 }
 
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/failover-limits/reset", tag = "clusters", security(("bearer" = [])),
     params(("name" = String, Path, description = "Cluster name")),
     responses(
-        (status = 421, description = "This process does not lead (several processes share etcd): the message names the leader and its admin API", body = ErrorBody),
+        (status = 503, description = "Several processes share etcd, this one does not lead, and the leading orchestrator could not be asked through etcd in time: the message says whether anything was done", body = ErrorBody),
         (status = 200, description = "The anti-flapping counters were reset", body = serde_json::Value),
         (status = 404, description = "Unknown cluster", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "The role or cluster scope does not allow it", body = ErrorBody),
     ))]
 async fn reset_limits(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
-    match state.orchestrator.reset_failover_limits(&name) {
-        Ok(()) => Json(json!({ "reset": name })).into_response(),
-        Err(e) => orchestrator_error(e),
-    }
+    command_answer(
+        state
+            .control
+            .run(Command::ResetFailoverLimits { cluster: name })
+            .await,
+    )
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{name}/events", tag = "clusters", security(("bearer" = [])),
@@ -549,7 +549,7 @@ async fn reset_limits(State(state): State<AdminState>, Path(name): Path<String>)
 async fn events(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     match state.orchestrator.events(&name) {
         Ok(events) => Json(json!({ "cluster": name, "events": events })).into_response(),
-        Err(e) => orchestrator_error(e),
+        Err(e) => command_answer(Err(e.into())),
     }
 }
 
@@ -557,7 +557,7 @@ async fn events(State(state): State<AdminState>, Path(name): Path<String>) -> Re
     params(("name" = String, Path, description = "Cluster name"), ("addr" = String, Path, description = "The node, `host:port`")),
     request_body(content = FlagsDoc, content_type = "application/json"),
     responses(
-        (status = 421, description = "This process does not lead (several processes share etcd): the message names the leader and its admin API", body = ErrorBody),
+        (status = 503, description = "Several processes share etcd, this one does not lead, and the leading orchestrator could not be asked through etcd in time: the message says whether anything was done", body = ErrorBody),
         (status = 200, description = "The flags now set", body = serde_json::Value),
         (status = 422, description = "Unknown field or bad value", body = serde_json::Value),
         (status = 404, description = "Unknown cluster or node", body = ErrorBody),
@@ -569,10 +569,12 @@ async fn set_flags(
     Path((name, addr)): Path<(String, String)>,
     Json(flags): Json<NodeFlags>,
 ) -> Response {
-    match state.orchestrator.set_node_flags(&name, &addr, flags) {
-        Ok(()) => Json(json!({ "cluster": name, "node": addr, "flags": flags })).into_response(),
-        Err(e) => orchestrator_error(e),
-    }
+    let command = Command::SetFlags {
+        cluster: name,
+        node: addr,
+        flags,
+    };
+    command_answer(state.control.run(command).await)
 }
 
 #[utoipa::path(get, path = "/api/v1/shard-map", tag = "router", security(("bearer" = [])),

@@ -25,7 +25,8 @@ use crate::reload::Reloader;
 /// A running switchyard.
 #[derive(Debug)]
 pub struct App {
-    pub router_addr: SocketAddr,
+    /// The router's MySQL listener; `None` with role `orchestrator`.
+    pub router_addr: Option<SocketAddr>,
     /// The router's Unix-domain socket, when `router.socket` is set.
     pub router_socket: Option<std::path::PathBuf>,
     pub admin_addr: SocketAddr,
@@ -42,6 +43,16 @@ pub struct App {
 }
 
 impl App {
+    /// The router's port.
+    ///
+    /// # Panics
+    /// With role `orchestrator` (no router listener): callers start processes that route.
+    pub fn router_port(&self) -> u16 {
+        self.router_addr
+            .expect("this process has role \"orchestrator\": it has no router listener")
+            .port()
+    }
+
     /// Starts every component. `config.admin.token` must be set.
     pub async fn start(mut config: Config) -> anyhow::Result<App> {
         router::tls::install_default_provider();
@@ -184,28 +195,22 @@ impl App {
                 .with_tls()
                 .context("router TLS")?,
         );
-        let router_listener = listen(&config.router.listen, ROUTER_BACKLOG)
-            .await
-            .with_context(|| format!("can't listen on {} (router)", config.router.listen))?;
+        let routes = config.etcd.is_none() || config.role.routes();
+        let router_listeners = match routes {
+            true => Some(router_listeners(&config.router).await?),
+            false => None,
+        };
+        let router_addr = match &router_listeners {
+            Some(l) => Some(l.tcp.local_addr()?),
+            None => None,
+        };
+        let router_socket_path = router_listeners
+            .as_ref()
+            .and_then(|l| l.unix.as_ref())
+            .map(|l| l.path().to_path_buf());
         let admin_listener = TcpListener::bind(&config.admin.listen)
             .await
             .with_context(|| format!("can't listen on {} (admin API)", config.admin.listen))?;
-        let router_addr = router_listener.local_addr()?;
-        let router_socket = match &config.router.socket {
-            Some(path) => Some(
-                router::server::SocketListener::bind(path)
-                    .await
-                    .with_context(|| {
-                        format!("can't listen on {} (router socket)", path.display())
-                    })?,
-            ),
-            None => None,
-        };
-        let router_socket_path = router_socket.as_ref().map(|l| l.path().to_path_buf());
-        let router_listeners = router::server::Listeners {
-            tcp: router_listener,
-            unix: router_socket,
-        };
         let admin_addr = admin_listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
         let stop_watch = stop_rx.clone();
@@ -215,36 +220,45 @@ impl App {
                 let _ = rx.wait_for(|v| *v).await;
             }
         };
-        let mut tasks = vec![
-            tokio::spawn(router::run(router_listeners, router.clone(), stopped())),
-            tokio::spawn(router::deposed::cut_deposed_leaders(
+        let mut tasks = vec![tokio::spawn(sample_rates(router.clone(), stopped()))];
+        if let Some(listeners) = router_listeners {
+            tasks.push(tokio::spawn(router::run(
+                listeners,
                 router.clone(),
                 stopped(),
-            )),
-            tokio::spawn(xa_recovery(router.clone(), stopped())),
-            tokio::spawn(sample_rates(router.clone(), stopped())),
-        ];
+            )));
+            tasks.push(tokio::spawn(router::deposed::cut_deposed_leaders(
+                router.clone(),
+                stopped(),
+            )));
+            tasks.push(tokio::spawn(xa_recovery(router.clone(), stopped())));
+        }
         let mut members = None;
+        let mut control = crate::control::Control::new(orchestrator.clone());
         match (&etcd, config.role) {
             (None, _) => tasks.push(tokio::spawn(orchestrator.clone().run(stopped()))),
             (Some(store), role) => {
                 let name = crate::distributed::process_name(
                     config.etcd.as_ref().and_then(|e| e.name.as_deref()),
                 );
+                control = control.forwarding(store.clone(), &name);
                 let admin = Some(admin_addr.to_string());
-                let record = crate::distributed::router_record(
-                    &name,
-                    Some(router_addr.to_string()),
-                    admin.clone(),
-                );
-                tasks.push(tokio::spawn(crate::distributed::router_membership(
-                    store.clone(),
-                    router.clone(),
-                    record,
-                    stopped(),
-                )));
+                if let Some(addr) = router_addr {
+                    let record = crate::distributed::router_record(
+                        &name,
+                        Some(addr.to_string()),
+                        admin.clone(),
+                    );
+                    tasks.push(tokio::spawn(crate::distributed::router_membership(
+                        store.clone(),
+                        router.clone(),
+                        record,
+                        config.etcd.as_ref().is_some_and(|e| e.failsafe),
+                        stopped(),
+                    )));
+                }
                 let coordinator = match role {
-                    crate::config::ProcessRole::All => {
+                    crate::config::ProcessRole::All | crate::config::ProcessRole::Orchestrator => {
                         let coordinator = crate::distributed::EtcdCoordinator::new(
                             store.clone(),
                             topology.clone(),
@@ -331,6 +345,7 @@ impl App {
             topology: topology.clone(),
             router: router.clone(),
             orchestrator: orchestrator.clone(),
+            control: Arc::new(control),
             acl,
             reloader: reloader.clone(),
             shard_maps: shard_maps.clone(),
@@ -513,6 +528,24 @@ async fn announced_version(config: &Config) -> String {
         }
         None => FALLBACK.into(),
     }
+}
+
+/// The router's MySQL listeners: TCP, and the Unix-domain socket when `socket` is set.
+async fn router_listeners(
+    config: &router::config::RouterConfig,
+) -> anyhow::Result<router::server::Listeners> {
+    let tcp = listen(&config.listen, ROUTER_BACKLOG)
+        .await
+        .with_context(|| format!("can't listen on {} (router)", config.listen))?;
+    let unix = match &config.socket {
+        Some(path) => Some(
+            router::server::SocketListener::bind(path)
+                .await
+                .with_context(|| format!("can't listen on {} (router socket)", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(router::server::Listeners { tcp, unix })
 }
 
 /// Connections the kernel queues for the router before it accepts them: MySQL clients wait

@@ -54,10 +54,12 @@ pub struct Config {
     /// encrypt`), relative to this file; `SWITCHYARD_KEY_FILE` when absent.
     #[serde(default)]
     pub key_file: Option<std::path::PathBuf>,
-    /// What this process does: `all` (router, orchestrator and admin API: the default) or
+    /// What this process does: `all` (router, orchestrator and admin API: the default),
     /// `router` (routes with the topology the leading orchestrator keeps in etcd; needs
-    /// `[etcd]`). With `[etcd]`, any number of `all` processes may run: exactly one of them
-    /// leads and acts on the servers, the others stand by.
+    /// `[etcd]`) or `orchestrator` (an orchestrator candidate and admin API, no MySQL
+    /// listener; needs `[etcd]`). With `[etcd]`, any number of `all` and `orchestrator`
+    /// processes may run: exactly one of them leads and acts on the servers, the others stand
+    /// by.
     #[serde(default)]
     pub role: ProcessRole,
     /// The topology store several processes share (etcd); absent: this process works alone.
@@ -79,6 +81,29 @@ pub enum ProcessRole {
     All,
     /// Router and admin API; the topology comes from etcd.
     Router,
+    /// Orchestrator candidate and admin API, no router (needs `[etcd]`).
+    Orchestrator,
+}
+
+impl ProcessRole {
+    /// Whether it is an orchestrator candidate.
+    pub fn orchestrates(self) -> bool {
+        matches!(self, ProcessRole::All | ProcessRole::Orchestrator)
+    }
+
+    /// Its name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessRole::All => "all",
+            ProcessRole::Router => "router",
+            ProcessRole::Orchestrator => "orchestrator",
+        }
+    }
+
+    /// Whether it routes clients' statements.
+    pub fn routes(self) -> bool {
+        matches!(self, ProcessRole::All | ProcessRole::Router)
+    }
 }
 
 /// How to reach etcd, and this process's part there.
@@ -116,6 +141,13 @@ pub struct EtcdConfig {
     /// Bound of every call to etcd (ms).
     #[serde(default = "default_etcd_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// A router whose lease is not renewed (etcd unreachable) keeps sending writes to the
+    /// leaders it knows instead of refusing them. Availability over safety: a failover that
+    /// happens meanwhile (an orchestrator waits for this router's lease to expire, then
+    /// promotes) is not seen by this router until etcd answers again, and its writes go on
+    /// reaching the old leader if that one still takes them. Off by default.
+    #[serde(default)]
+    pub failsafe: bool,
 }
 
 fn default_etcd_prefix() -> String {
@@ -465,6 +497,10 @@ impl Config {
             (Some(e), _) => problems.extend(e.validate()),
             (None, ProcessRole::Router) => problems.push(
                 "role = \"router\" needs [etcd]: a router alone learns of no leader change".into(),
+            ),
+            (None, ProcessRole::Orchestrator) => problems.push(
+                "role = \"orchestrator\" needs [etcd]: without it no router learns of what it does"
+                    .into(),
             ),
             (None, ProcessRole::All) => {}
         }

@@ -33,13 +33,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How long to wait before trying etcd again after a failure.
-const RETRY: Duration = Duration::from_millis(250);
+pub(crate) const RETRY: Duration = Duration::from_millis(250);
 /// How often the router's write fence and record are checked.
 const FENCE_CHECK: Duration = Duration::from_millis(50);
 /// How often the hold barrier looks at the routers' acknowledgements.
 const HOLD_POLL: Duration = Duration::from_millis(20);
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -393,29 +393,38 @@ pub async fn router_membership(
     store: EtcdStore,
     router: Arc<RouterContext>,
     mut record: RouterRecord,
+    failsafe: bool,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let topology = router.topology.clone();
-    let work = async {
-        let mut lease: Option<Lease> = None;
+    let mut lease: Option<Lease> = None;
+    {
         let mut written: Option<RouterRecord> = None;
+        let mut held = false;
         let mut tick = tokio::time::interval(FENCE_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stop => break,
+            }
             // The fence first: it must not wait on etcd.
             let holds = lease.as_ref().is_some_and(Lease::holds);
-            let fenced = router
-                .writes_fenced
-                .load(std::sync::atomic::Ordering::Relaxed);
-            if fenced == holds {
-                if holds {
-                    tracing::info!("router lease renewed: writes flow again");
-                } else if written.is_some() {
+            if held && !holds && written.is_some() {
+                if failsafe {
+                    tracing::warn!(
+                        "router lease not renewed in time: writes go on to the leaders known \
+                         (failsafe)"
+                    );
+                } else {
                     tracing::warn!("router lease not renewed in time: writes fenced");
                 }
+            } else if !held && holds {
+                tracing::info!("router lease renewed: writes flow again");
             }
-            router.set_writes_fenced(!holds);
+            held = holds;
+            router.set_writes_fenced(!holds && !failsafe);
             if lease
                 .as_ref()
                 .is_none_or(|l| l.state() == shard_map::etcd::LeaseState::Expired)
@@ -459,10 +468,10 @@ pub async fn router_membership(
                 }
             }
         }
-    };
-    tokio::select! {
-        _ = work => {}
-        _ = stop => {}
+    }
+    // Going away: unregister at once, so that no failover waits for this router's lease.
+    if let Some(l) = lease {
+        l.revoke().await;
     }
 }
 
@@ -578,6 +587,19 @@ async fn lead(
         let mut rx = run_stopped;
         let _ = rx.wait_for(|s| *s).await;
     }));
+    // Changes the other processes ask for.
+    let requests = {
+        let mut rx = stop_run.subscribe();
+        tokio::spawn(crate::control::serve_requests(
+            store.clone(),
+            orchestrator.clone(),
+            token,
+            coordinator.name.clone(),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    };
     let mut changes = topology.subscribe();
     let mut tick = tokio::time::interval(FENCE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -603,6 +625,7 @@ async fn lead(
     coordinator.set_leading(None, None);
     let _ = stop_run.send(true);
     let _ = run.await;
+    let _ = requests.await;
     if graceful {
         step_down(store, &token, lease).await;
     }

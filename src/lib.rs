@@ -11,6 +11,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod distributed;
 pub mod integrations;
 pub mod metrics;

@@ -561,7 +561,10 @@ async fn main() -> anyhow::Result<()> {
                 "http"
             };
             let app = App::start(config).await?;
-            println!("mysql: 127.0.0.1:{} (router)", app.router_addr.port());
+            match app.router_addr {
+                Some(addr) => println!("mysql: 127.0.0.1:{} (router)", addr.port()),
+                None => println!("mysql: none (role \"orchestrator\")"),
+            }
             if let Some(path) = &app.router_socket {
                 println!("mysql socket: {} (router)", path.display());
             }
@@ -647,14 +650,11 @@ async fn run_sandbox(
             )?;
             println!(
                 "process o1 (all, this one): mysql 127.0.0.1:{}  admin http://{}",
-                app.router_addr.port(),
+                app.router_port(),
                 app.admin_addr
             );
             for c in &m.children {
-                let role = match c.role {
-                    switchyard::config::ProcessRole::All => "all",
-                    switchyard::config::ProcessRole::Router => "router",
-                };
+                let role = c.role.name();
                 println!(
                     "process {} ({role}, pid {}): mysql {}  admin http://{}  log {}",
                     c.name,
@@ -689,7 +689,7 @@ async fn run_sandbox(
     }
     println!(
         "mysql: mariadb -h127.0.0.1 -P{} -u{} -p{}",
-        app.router_addr.port(),
+        app.router_port(),
         opts.app_user,
         opts.app_password
     );

@@ -207,6 +207,7 @@ pub fn etcd_section(
         tls_key: None,
         lease_ttl_ms: 5000,
         request_timeout_ms: 1000,
+        failsafe: false,
     }
 }
 

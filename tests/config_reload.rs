@@ -184,7 +184,7 @@ async fn includes_encrypted_passwords_and_reload_under_load() {
     );
     let app = App::start(config).await.expect("starts");
     assert!(app.wait_ready(Duration::from_secs(20)).await);
-    let port = app.router_addr.port();
+    let port = app.router_port();
     assert_eq!(
         login_code(port, "app", "app"),
         0,

@@ -257,15 +257,10 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
         || async { (store.routers().await.ok()?.len() == 3).then_some(()) },
     )
     .await;
-    writes_through_each(&[
-        env.router_port(),
-        b.router_addr.port(),
-        r.router_addr.port(),
-    ])
-    .await;
+    writes_through_each(&[env.router_port(), b.router_port(), r.router_port()]).await;
 
-    // Every process shows the deployment; a process that does not lead refuses to act and
-    // names the one that does.
+    // Every process shows the deployment; one that does not lead asks the leader, through
+    // etcd, to make the changes asked of it.
     let http = common::http();
     let members: serde_json::Value = http
         .get(format!("http://{}/api/v1/members", r.admin_addr))
@@ -281,25 +276,76 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
     assert_eq!(members["routers"].as_array().unwrap().len(), 3, "{members}");
     assert_eq!(members["this"]["role"], "router", "{members}");
     let standby = if leader.id == "a" { &b } else { env.app() };
-    for app in [standby, &r] {
-        let resp = http
-            .post(format!(
-                "http://{}/api/v1/clusters/c1/switchover",
-                app.admin_addr
-            ))
-            .bearer_auth("test-token")
-            .json(&serde_json::json!({}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 421);
-        let body = resp.text().await.unwrap();
-        assert!(
-            body.contains(&format!("the leader is {}", leader.id)),
-            "{body}"
-        );
+    let before = env.app().topology.load().cluster("c1").unwrap().clone();
+    let replica = before
+        .nodes
+        .iter()
+        .find(|n| Some(&n.addr) != before.leader.as_ref())
+        .unwrap()
+        .addr
+        .clone();
+    let resp = http
+        .put(format!(
+            "http://{}/api/v1/clusters/c1/nodes/{replica}/flags",
+            r.admin_addr
+        ))
+        .bearer_auth("test-token")
+        .json(&serde_json::json!({ "preferred": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    for (name, app) in [("a", env.app()), ("b", &b), ("r", &r)] {
+        eventually(
+            Duration::from_secs(10),
+            &format!("{name} to see the flag set through r"),
+            || async {
+                let t = app.topology.load();
+                t.cluster("c1")?
+                    .node(&replica)?
+                    .flags
+                    .preferred
+                    .then_some(())
+            },
+        )
+        .await;
     }
+    let resp = http
+        .post(format!(
+            "http://{}/api/v1/clusters/c1/switchover",
+            standby.admin_addr
+        ))
+        .bearer_auth("test-token")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let report: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        report["new_leader"],
+        replica.as_str(),
+        "the preferred replica: {report}"
+    );
+    assert_eq!(report["epoch"], before.epoch + 1, "{report}");
+    writes_through_each(&[env.router_port(), b.router_port(), r.router_port()]).await;
 
+    eventually(
+        Duration::from_secs(10),
+        "a to see the switchover",
+        || async {
+            let epoch = env.app().topology.load().cluster("c1")?.epoch;
+            (epoch > before.epoch).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        env.app().topology.load().cluster("c1").unwrap().epoch,
+        before.epoch + 1,
+        "{:#?}\n{:#?}",
+        env.app().orchestrator.events("c1").unwrap(),
+        b.orchestrator.events("c1").unwrap()
+    );
     let old = env.app().topology.load().cluster("c1").unwrap().clone();
     let old_leader = old.leader.clone().unwrap();
     env.local_mut().kill_node("c1", &old_leader).unwrap();
@@ -316,12 +362,7 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
         )
         .await;
     }
-    writes_through_each(&[
-        env.router_port(),
-        b.router_addr.port(),
-        r.router_addr.port(),
-    ])
-    .await;
+    writes_through_each(&[env.router_port(), b.router_port(), r.router_port()]).await;
     // Only the leader acted: the other orchestrator recorded no failover.
     let (acting, idle) = if leader.id == "a" {
         (env.app(), &b)
@@ -342,9 +383,16 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
         kinds(acting)
     );
     assert!(
-        !kinds(idle).iter().any(|k| k.starts_with("failover.")),
+        !kinds(idle)
+            .iter()
+            .any(|k| k.starts_with("failover.") || k.starts_with("switchover.")),
         "the standby orchestrator must not act: {:?}",
         kinds(idle)
+    );
+    assert!(
+        kinds(acting).iter().any(|k| k == "switchover.done"),
+        "the switchover asked of the standby was made by the leader: {:?}",
+        kinds(acting)
     );
     let new = store.load_topology().await.unwrap().0["c1"].clone();
     assert_eq!(new.epoch, old.epoch + 1, "etcd holds the new epoch");
@@ -361,13 +409,14 @@ async fn a_router_cut_off_from_etcd_fences_writes_and_serves_reads() {
         c.failover.hold_max_ms = 1000;
     })
     .await;
-    let port = r.router_addr.port();
-    eventually(
-        Duration::from_secs(20),
-        "a write through the router",
-        || async { write_through(port).await.ok() },
-    )
+    let port = r.router_port();
+    let f = second_with(&env, &etcd, "f", ProcessRole::Router, |c| {
+        if let Some(e) = c.etcd.as_mut() {
+            e.failsafe = true;
+        }
+    })
     .await;
+    writes_through_each(&[port, f.router_port()]).await;
 
     // etcd freezes: no reset, every request just waits.
     etcd.signal_member(0, libc::SIGSTOP);
@@ -405,6 +454,14 @@ async fn a_router_cut_off_from_etcd_fences_writes_and_serves_reads() {
         other => panic!("a fenced write must fail with a clear error, got {other:?}"),
     }
     drop(conn);
+    // A router configured `failsafe` goes on writing to the leader it knows.
+    write_through(f.router_port())
+        .await
+        .expect("a failsafe router writes while etcd is frozen");
+    assert!(!f
+        .router
+        .writes_fenced
+        .load(std::sync::atomic::Ordering::Relaxed));
 
     etcd.signal_member(0, libc::SIGCONT);
     eventually(
@@ -413,6 +470,7 @@ async fn a_router_cut_off_from_etcd_fences_writes_and_serves_reads() {
         || async { write_through(port).await.ok() },
     )
     .await;
+    f.shutdown().await;
     r.shutdown().await;
     env.stop().await;
 }
@@ -494,11 +552,22 @@ async fn a_frozen_leading_orchestrator_is_replaced_and_touches_nothing_when_thaw
     let before = store.load_topology().await.unwrap().0["c1"].clone();
     let old_leader = before.leader.clone().unwrap();
     env.local_mut().kill_node("c1", &old_leader).unwrap();
-    let after = eventually(Duration::from_secs(30), "b to fail c1 over", || async {
+    let failed_over = || async {
         let c = store.load_topology().await.ok()?.0.get("c1")?.clone();
         (c.epoch > before.epoch && c.phase == shard_map::ClusterPhase::Serving).then_some(c)
-    })
-    .await;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        if let Some(c) = failed_over().await {
+            break c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b did not fail c1 over within 30 s: {:#?}",
+            b.orchestrator.events("c1").unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let new_leader = after.leader.clone().unwrap();
     assert_ne!(new_leader, old_leader);
 
@@ -557,7 +626,7 @@ async fn a_promotion_left_unpublished_by_a_dead_orchestrator_is_completed_by_the
     let (mut p, _port, _tmp) =
         serve_process(&env, &etcd, &store, Some("failover-after-promote")).await;
     let b = p_leads_b_stands_by(&mut env, &etcd, &store).await;
-    let router_b = b.router_addr.port();
+    let router_b = b.router_port();
     eventually(
         Duration::from_secs(20),
         "a write through b's router",
@@ -646,12 +715,12 @@ async fn etcd_members_restarted_one_by_one_cause_no_failover_and_no_etcd_means_n
     )
     .await;
     let before = store.load_topology().await.unwrap().0["c1"].clone();
-    writes_through_each(&[env.router_port(), b.router_addr.port()]).await;
+    writes_through_each(&[env.router_port(), b.router_port()]).await;
 
     // Each member in turn stops and comes back: a quorum remains, nothing fails over.
     for member in 0..etcd.len() {
         etcd.stop_member(member).await;
-        writes_through_each(&[env.router_port(), b.router_addr.port()]).await;
+        writes_through_each(&[env.router_port(), b.router_port()]).await;
         etcd.start_member(member)
             .await
             .expect("the member comes back");
@@ -697,7 +766,7 @@ async fn etcd_members_restarted_one_by_one_cause_no_failover_and_no_etcd_means_n
     )
     .await;
     assert_ne!(after.leader.as_deref(), Some(old_leader.as_str()));
-    writes_through_each(&[env.router_port(), b.router_addr.port()]).await;
+    writes_through_each(&[env.router_port(), b.router_port()]).await;
     b.shutdown().await;
     env.stop().await;
 }
@@ -740,7 +809,7 @@ async fn the_shard_map_is_shared_through_etcd_and_a_stale_change_is_refused() {
         .await
         .unwrap();
     drop(direct);
-    let opts = common::opts_for(b.router_addr.port(), "app", "app", None);
+    let opts = common::opts_for(b.router_port(), "app", "app", None);
     let mut conn = mysql_async::Conn::new(opts).await.unwrap();
     conn.query_drop("USE ks2").await.unwrap();
     let port: i64 = conn.query_first("SELECT @@port").await.unwrap().unwrap();
@@ -774,5 +843,102 @@ async fn the_shard_map_is_shared_through_etcd_and_a_stale_change_is_refused() {
     })
     .await;
     b.shutdown().await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_without_router_leads_and_makes_the_changes_other_processes_are_asked() {
+    let (etcd, _dir, mut env, store) = deployment(1, 1, 1).await;
+    a_leads(&store).await;
+    let o = second(&env, &etcd, "o", ProcessRole::Orchestrator).await;
+    assert!(
+        o.router_addr.is_none(),
+        "role orchestrator has no MySQL listener"
+    );
+    eventually(Duration::from_secs(10), "o to stand by", || async {
+        let ids: Vec<String> = store
+            .orchestrators()
+            .await
+            .ok()?
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        ids.contains(&"o".to_owned()).then_some(())
+    })
+    .await;
+
+    // a goes (it resigns): o leads, and a router started now follows it.
+    env.app.take().unwrap().shutdown().await;
+    eventually(Duration::from_secs(10), "o to lead", || async {
+        (store.leader().await.ok()??.id == "o").then_some(())
+    })
+    .await;
+    let r = second(&env, &etcd, "r", ProcessRole::Router).await;
+    writes_through_each(&[r.router_port()]).await;
+    let routers: Vec<String> = store
+        .routers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(routers, ["r"], "o routes nothing, so it is no router");
+
+    // A switchover asked of the router is made by o.
+    let before = r.topology.load().cluster("c1").unwrap().clone();
+    let http = common::http();
+    let switchover = |admin: std::net::SocketAddr| {
+        http.post(format!("http://{admin}/api/v1/clusters/c1/switchover"))
+            .bearer_auth("test-token")
+            .json(&serde_json::json!({}))
+            .send()
+    };
+    let resp = switchover(r.admin_addr).await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let report: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(report["epoch"], before.epoch + 1, "{report}");
+    assert_ne!(
+        report["new_leader"],
+        before.leader.clone().unwrap().as_str()
+    );
+    assert!(o
+        .orchestrator
+        .events("c1")
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == "switchover.done"));
+    writes_through_each(&[r.router_port()]).await;
+    let now = r.topology.load().cluster("c1").unwrap().clone();
+    assert_eq!(
+        now.epoch,
+        before.epoch + 1,
+        "{:#?}",
+        o.orchestrator.events("c1").unwrap()
+    );
+
+    // No orchestrator at all: the request is withdrawn, the caller told nothing was done.
+    o.shutdown().await;
+    eventually(Duration::from_secs(10), "no leader", || async {
+        store.leader().await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let asked = tokio::time::Instant::now();
+    let resp = switchover(r.admin_addr).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("nothing was done"), "{body}");
+    // TTL 2 s + two request timeouts of 0.5 s, polled.
+    assert!(
+        asked.elapsed() < Duration::from_secs(6),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        store.pending_requests().await.unwrap().0.is_empty(),
+        "the request was withdrawn"
+    );
+    let (stored, _) = store.load_topology().await.unwrap();
+    assert_eq!(stored["c1"].epoch, now.epoch, "nothing changed");
+    r.shutdown().await;
     env.stop().await;
 }

@@ -56,7 +56,7 @@ async fn serve_runs_from_a_config_file_over_existing_clusters() {
         app.wait_ready(Duration::from_secs(20)).await,
         "both clusters get a leader"
     );
-    let port = app.router_addr.port();
+    let port = app.router_port();
 
     // The `orders` keyspace lives on c2: a table created there through the router exists
     // on c2's server and not on c1's.

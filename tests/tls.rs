@@ -402,7 +402,7 @@ async fn the_orchestrator_watches_and_fails_over_servers_that_require_tls() {
         app.wait_ready(Duration::from_secs(30)).await,
         "the monitor sees a healthy leader over TLS"
     );
-    let mut c = Conn::new(common::opts_for(app.router_addr.port(), "app", "app", None))
+    let mut c = Conn::new(common::opts_for(app.router_port(), "app", "app", None))
         .await
         .expect("login through the router");
     c.query_drop("CREATE DATABASE tlsfo; CREATE TABLE tlsfo.t (id INT PRIMARY KEY)")
@@ -429,7 +429,7 @@ async fn the_orchestrator_watches_and_fails_over_servers_that_require_tls() {
         c.leader.clone().filter(|l| *l != old && c.epoch > 1)
     })
     .await;
-    let port = app.router_addr.port();
+    let port = app.router_port();
     common::eventually(
         Duration::from_secs(30),
         "a write on the new leader",
@@ -480,7 +480,7 @@ async fn router_connects_to_backends_over_verified_tls() {
     let mut env = BackendTlsEnv::start(&pki).await;
 
     let app = env.app(&pki.ca()).await;
-    let port = app.router_addr.port();
+    let port = app.router_port();
     let mut c = Conn::new(common::opts_for(port, "app", "app", None))
         .await
         .expect("login through the router");
@@ -505,7 +505,7 @@ async fn router_connects_to_backends_over_verified_tls() {
     // A CA that did not sign the servers' certificates: a clear error, not a hang.
     let other = Pki::new();
     let app = env.app(&other.ca()).await;
-    let port = app.router_addr.port();
+    let port = app.router_port();
     // mysql_async runs statements right after logging in, so the error may come at login.
     let result = tokio::time::timeout(Duration::from_secs(20), async {
         let mut c = Conn::new(common::opts_for(port, "app", "app", None)).await?;

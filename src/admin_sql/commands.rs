@@ -5,6 +5,9 @@
 
 use opensrv_mysql::ErrorKind;
 use orchestrator::{OperationReport, OrchestratorError, RebuildReport};
+use shard_map::NodeFlags;
+
+use crate::control::{Command, Done, Failure, FailureKind};
 use shard_map::{ClusterStatus, NodeState, Role as NodeRole};
 
 use super::parse::{Flag, SelectExpr, SelectItem, Statement, SUPPORTED};
@@ -215,44 +218,58 @@ async fn mutate(
     if let Err(reply) = check_cluster(state, who, &cluster) {
         return (reply, Some(cluster), None);
     }
-    let result = match stmt {
-        Statement::Switchover { to, .. } => state
-            .orchestrator
-            .switchover(&cluster, to.as_deref())
-            .await
-            .map(report_rows),
-        Statement::Failover { .. } => state.orchestrator.failover(&cluster).await.map(report_rows),
-        Statement::Rebuild { node, source, .. } => {
-            // A task of its own, as for the API: a client that goes away does not cut it short.
-            let (orchestrator, cluster, node, source) = (
-                state.orchestrator.clone(),
-                cluster.clone(),
-                node.clone(),
-                source.clone(),
-            );
-            tokio::spawn(async move {
-                orchestrator
-                    .rebuild(&cluster, &node, source.as_deref())
-                    .await
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Err(OrchestratorError::Unexpected(format!(
-                    "the rebuild task ended abnormally: {e}"
-                )))
-            })
-            .map(rebuild_rows)
+    let command = match stmt {
+        Statement::Switchover { to, .. } => Command::Switchover {
+            cluster: cluster.clone(),
+            to: to.clone(),
+        },
+        Statement::Failover { .. } => Command::Failover {
+            cluster: cluster.clone(),
+        },
+        Statement::Rebuild { node, source, .. } => Command::Rebuild {
+            cluster: cluster.clone(),
+            node: node.clone(),
+            source: source.clone(),
+        },
+        Statement::SetFlag { flag, node, on, .. } => {
+            match flags_with(state, &cluster, node, *flag, *on) {
+                Ok(flags) => Command::SetFlags {
+                    cluster: cluster.clone(),
+                    node: node.clone(),
+                    flags,
+                },
+                Err(f) => return failed(f, cluster),
+            }
         }
-        Statement::SetFlag { flag, node, on, .. } => set_flag(state, &cluster, node, *flag, *on),
         _ => unreachable!("only mutating statements come here"),
     };
-    match result {
-        Ok(reply) => (reply, Some(cluster), None),
-        Err(e) => {
-            let (reply, status) = orchestrator_error(e);
-            (reply, Some(cluster), Some(status))
+    match state.control.run(command).await {
+        Ok(Done::Changed(report)) => (report_rows(report), Some(cluster), None),
+        Ok(Done::Rebuilt(report)) => (rebuild_rows(report), Some(cluster), None),
+        Ok(Done::LimitsReset { .. } | Done::Flags { .. }) => {
+            let info = match stmt {
+                Statement::SetFlag { flag, node, on, .. } => format!(
+                    "{node} in {cluster}: {} {}",
+                    flag.label(),
+                    if *on { "on" } else { "off" }
+                ),
+                _ => String::new(),
+            };
+            let reply = Reply::Ok { affected: 1, info };
+            (reply, Some(cluster), None)
         }
+        Err(f) => failed(f, cluster),
     }
+}
+
+/// A command's failure: the client's error and the HTTP status the API answers for it.
+fn failed(f: Failure, cluster: String) -> (Reply, Option<String>, Option<u16>) {
+    let kind = match f.kind {
+        FailureKind::UnknownCluster => ErrorKind::ER_BAD_DB_ERROR,
+        _ => ErrorKind::ER_UNKNOWN_ERROR,
+    };
+    let status = f.kind.http_status();
+    (Reply::error(kind, f.message), Some(cluster), Some(status))
 }
 
 fn cluster_named(stmt: &Statement) -> Option<String> {
@@ -293,23 +310,6 @@ fn check_cluster(state: &AdminState, who: &Principal, cluster: &str) -> Result<(
         ));
     }
     Ok(())
-}
-
-/// The client's error and the HTTP status the API answers for the same failure.
-fn orchestrator_error(e: OrchestratorError) -> (Reply, u16) {
-    let status = match &e {
-        OrchestratorError::UnknownCluster(_) | OrchestratorError::UnknownNode { .. } => 404,
-        OrchestratorError::Busy(_) | OrchestratorError::IsLeader { .. } => 409,
-        OrchestratorError::Refused(_) => 422,
-        OrchestratorError::NotLeader(_) => 421,
-        OrchestratorError::BadAddress(_) => 400,
-        _ => 500,
-    };
-    let kind = match &e {
-        OrchestratorError::UnknownCluster(_) => ErrorKind::ER_BAD_DB_ERROR,
-        _ => ErrorKind::ER_UNKNOWN_ERROR,
-    };
-    (Reply::error(kind, e.to_string()), status)
 }
 
 /// A switchover's or failover's steps, one row each, then its result.
@@ -372,38 +372,32 @@ fn step_rows(steps: &[orchestrator::Event], result: String) -> Reply {
     )
 }
 
-/// Changes one flag of a node, keeping the others (the API's call takes all three).
-fn set_flag(
+/// A node's flags with one changed (the command sets all three).
+fn flags_with(
     state: &AdminState,
     cluster: &str,
     node: &str,
     flag: Flag,
     on: bool,
-) -> Result<Reply, OrchestratorError> {
+) -> Result<NodeFlags, Failure> {
     let mut flags = state
         .topology
         .load()
         .cluster(cluster)
         .and_then(|c| c.node(node))
         .map(|n| n.flags)
-        .ok_or_else(|| OrchestratorError::UnknownNode {
-            cluster: cluster.into(),
-            addr: node.into(),
+        .ok_or_else(|| {
+            Failure::from(OrchestratorError::UnknownNode {
+                cluster: cluster.into(),
+                addr: node.into(),
+            })
         })?;
     match flag {
         Flag::Maintenance => flags.maintenance = on,
         Flag::Preferred => flags.preferred = on,
         Flag::Ignored => flags.ignored = on,
     }
-    state.orchestrator.set_node_flags(cluster, node, flags)?;
-    Ok(Reply::Ok {
-        affected: 1,
-        info: format!(
-            "{node} in {cluster}: {} {}",
-            flag.label(),
-            if on { "on" } else { "off" }
-        ),
-    })
+    Ok(flags)
 }
 
 fn visible<'a>(

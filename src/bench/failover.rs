@@ -313,7 +313,7 @@ async fn measure(
         app.wait_ready(Duration::from_secs(30)).await,
         "switchyard saw no healthy leader within 30 s"
     );
-    let port = app.router_addr.port();
+    let port = app.router_port();
     let mut c = Conn::new(super::loopback_opts(port, USER, PASSWORD, None))
         .await
         .context("connecting through switchyard")?;

@@ -156,7 +156,7 @@ async fn measure(
         replica_addrs: cluster.replicas().map(|n| n.addr.clone()).collect(),
         leader_port: leader.port,
         leader_pid: local.pid(&leader.addr),
-        router_port: app.router_addr.port(),
+        router_port: app.router_port(),
         router_socket: app
             .router_socket
             .clone()

@@ -287,7 +287,7 @@ async fn prepare(
         r.text().await.unwrap_or_default()
     );
 
-    let router = app.router_addr.port();
+    let router = app.router_port();
     let mut c = Conn::new(super::loopback_opts(router, USER, PASSWORD, None))
         .await
         .context("connecting through switchyard")?;

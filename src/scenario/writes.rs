@@ -254,11 +254,7 @@ impl Target<'_> {
     /// Connection options for the router as the application user.
     pub fn router_opts(&self) -> Opts {
         let spec = self.local.spec();
-        loopback(
-            self.app.router_addr.port(),
-            &spec.app_user,
-            &spec.app_password,
-        )
+        loopback(self.app.router_port(), &spec.app_user, &spec.app_password)
     }
 
     /// Connection options for a node as the orchestrator's (admin) user.

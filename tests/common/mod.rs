@@ -144,7 +144,7 @@ impl TestEnv {
     }
 
     pub fn router_port(&self) -> u16 {
-        self.app().router_addr.port()
+        self.app().router_port()
     }
 
     pub fn admin_url(&self, path: &str) -> String {

@@ -29,7 +29,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shard_map::{ClusterPhase, ClusterStatus, NodeFlags, NodeState, Role, TopologyHandle};
 use tokio::sync::{mpsc, oneshot, watch, OwnedMutexGuard};
 use tokio::task::JoinSet;
@@ -54,7 +54,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const REJOIN_RETRY: Duration = Duration::from_secs(10);
 
 /// Something the orchestrator did or decided.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Unix time in milliseconds.
     pub at_ms: u64,
@@ -68,7 +68,7 @@ pub struct Event {
 }
 
 /// The outcome of a failover or switchover.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperationReport {
     pub cluster: String,
     pub old_leader: String,
@@ -323,7 +323,7 @@ impl Orchestrator {
 
     /// Fails unless this orchestrator leads, as far as it knows without asking (for changes
     /// that only touch the published topology).
-    fn leads(&self) -> Result<(), OrchestratorError> {
+    pub fn leads(&self) -> Result<(), OrchestratorError> {
         self.coordinator
             .load_full()
             .leads()

@@ -23,7 +23,7 @@ mod source;
 use shard_map::sql::quote_ident;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shard_map::Role;
 use tokio::time::{sleep, Instant};
 
@@ -50,7 +50,7 @@ const MARK_DOMAIN: u32 = u32::MAX;
 const SYSTEM_SCHEMAS: [&str; 4] = ["mysql", "sys", "information_schema", "performance_schema"];
 
 /// The outcome of a rebuild.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RebuildReport {
     pub cluster: String,
     /// The rebuilt node.

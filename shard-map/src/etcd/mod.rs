@@ -12,10 +12,12 @@
 //! | `{p}/routers/{id}`        | [`RouterRecord`]: the epochs it holds for | each router     | yes   |
 //! | `{p}/shard-map`           | [`VersionedShardMap`]: the shard map in force | any process, compare-and-set on the version | no |
 //! | `{p}/intents/{cluster}`   | [`Intent`]: a change of leader under way | the leading orchestrator, guarded | no |
+//! | `{p}/requests/{id}`       | [`Request`]: a change asked of the leader, then its outcome | the asking process; taken and answered by the leader | the asker's |
 //!
 //! - [`lease`]: a lease kept alive in the background, and until when it surely holds;
 //! - [`election`]: one leading orchestrator, and the guard every topology write carries;
 //! - [`records`]: the records above and their (de)serialisation.
+//! - [`requests`]: changes asked of the leader by the other processes.
 //!
 //! Every call has a deadline ([`EtcdOptions::request_timeout`]); an unreachable etcd is an
 //! error, never a wait without end.
@@ -23,6 +25,7 @@
 mod election;
 mod lease;
 mod records;
+mod requests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,6 +42,7 @@ use crate::topology::ClusterStatus;
 pub use election::LeaderToken;
 pub use lease::{Lease, LeaseState};
 pub use records::{Intent, Member, RouterRecord};
+pub use requests::{Request, StoredRequest};
 
 /// How to reach etcd.
 #[derive(Debug, Clone)]
