@@ -414,14 +414,18 @@ pub async fn router_membership(
             if held && !holds && written.is_some() {
                 if failsafe {
                     tracing::warn!(
+                        router = %record.id,
                         "router lease not renewed in time: writes go on to the leaders known \
                          (failsafe)"
                     );
                 } else {
-                    tracing::warn!("router lease not renewed in time: writes fenced");
+                    tracing::warn!(
+                        router = %record.id,
+                        "router lease not renewed in time: writes fenced"
+                    );
                 }
             } else if !held && holds {
-                tracing::info!("router lease renewed: writes flow again");
+                tracing::info!(router = %record.id, "router lease renewed: writes flow again");
             }
             held = holds;
             router.set_writes_fenced(!holds && !failsafe);
@@ -433,7 +437,7 @@ pub async fn router_membership(
                 lease = match Lease::grant(&store).await {
                     Ok(l) => Some(l),
                     Err(e) => {
-                        tracing::debug!(error = %e, "granting the router's lease");
+                        tracing::debug!(router = %record.id, error = %e, "granting the router's lease");
                         None
                     }
                 };
@@ -441,7 +445,11 @@ pub async fn router_membership(
                 // this router. Catch up with etcd's topology before the fence lifts.
                 if lease.is_some() {
                     if let Err(e) = catch_up(&store, &topology).await {
-                        tracing::debug!(error = %e, "reading the topology with a new lease");
+                        tracing::debug!(
+                            router = %record.id,
+                            error = %e,
+                            "reading the topology with a new lease"
+                        );
                         lease = None;
                     }
                 }
@@ -463,7 +471,11 @@ pub async fn router_membership(
                 if let Some(l) = &lease {
                     match store.put_router(l, &record).await {
                         Ok(()) => written = Some(record.clone()),
-                        Err(e) => tracing::debug!(error = %e, "writing the router's record"),
+                        Err(e) => tracing::debug!(
+                            router = %record.id,
+                            error = %e,
+                            "writing the router's record"
+                        ),
                     }
                 }
             }

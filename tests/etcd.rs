@@ -942,3 +942,111 @@ async fn an_orchestrator_without_router_leads_and_makes_the_changes_other_proces
     r.shutdown().await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_away_during_a_switchover_and_a_compaction_writes_nothing_then_adopts_it() {
+    // Three members: the router talks to member 0 only, everything else to members 1 and 2.
+    let (etcd, _dir) = local_etcd(3).await;
+    let endpoints = etcd.endpoints();
+    let majority = endpoints[1..].to_vec();
+    let cfg = EtcdConfig {
+        endpoints: majority.clone(),
+        ..etcd_config(&etcd, "a")
+    };
+    let env = TestEnv::start_with(1, 2, |c| c.etcd = Some(cfg)).await;
+    let store = EtcdStore::connect(&EtcdOptions {
+        endpoints: majority,
+        ..options(&etcd, "/sy-test")
+    })
+    .await
+    .unwrap();
+    a_leads(&store).await;
+    let r = second_with(&env, &etcd, "r", ProcessRole::Router, |c| {
+        if let Some(e) = c.etcd.as_mut() {
+            e.endpoints = vec![endpoints[0].clone()];
+        }
+        c.router.hold_timeout_ms = 500;
+        c.failover.hold_max_ms = 500;
+    })
+    .await;
+    let port = r.router_port();
+    writes_through_each(&[port, env.router_port()]).await;
+
+    // Member 0 freezes: the router loses etcd (its lease runs out, it fences its writes);
+    // the majority goes on.
+    etcd.signal_member(0, libc::SIGSTOP);
+    eventually(Duration::from_secs(10), "r to fence its writes", || async {
+        r.router
+            .writes_fenced
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(())
+    })
+    .await;
+    // Meanwhile a switches the cluster over (it waits for r's lease to expire), and the
+    // history is compacted. The old leader stays up: r, away, still sees it as the leader.
+    let before = store.load_topology().await.unwrap().0["c1"].clone();
+    let resp = common::http()
+        .post(env.admin_url("/api/v1/clusters/c1/switchover"))
+        .bearer_auth("test-token")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let after = store.load_topology().await.unwrap().0["c1"].clone();
+    assert_eq!(after.epoch, before.epoch + 1);
+    store.compact_all().await.expect("compaction");
+    assert_eq!(
+        r.topology.load().cluster("c1").unwrap().epoch,
+        before.epoch,
+        "r is away: it cannot know yet"
+    );
+    let mut conn = mysql_async::Conn::new(common::opts_for(port, "app", "app", None))
+        .await
+        .unwrap();
+    let n: Option<i64> = conn
+        .query_first("SELECT COUNT(*) FROM etcd_db.etcd_t")
+        .await
+        .expect("r serves reads while away");
+    assert!(n.unwrap_or(0) >= 1);
+    match conn
+        .query_drop("INSERT INTO etcd_db.etcd_t (v) VALUES (3)")
+        .await
+    {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1205, "{e:?}"),
+        other => panic!("r must refuse writes while away, got {other:?}"),
+    }
+    drop(conn);
+
+    // Member 0 thaws: its watches start after a compacted revision, so r lists again, adopts
+    // the new epoch and writes to the new leader.
+    etcd.signal_member(0, libc::SIGCONT);
+    eventually(
+        Duration::from_secs(20),
+        "r to adopt the new epoch",
+        || async { (r.topology.load().cluster("c1")?.epoch >= after.epoch).then_some(()) },
+    )
+    .await;
+    writes_through_each(&[port]).await;
+    let opts = common::opts_for(port, "app", "app", Some("etcd_db"));
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let served_by: i64 = conn
+        .query_first("SELECT @@port FROM etcd_t FOR UPDATE")
+        .await
+        .unwrap()
+        .unwrap();
+    let now = r.topology.load().cluster("c1").unwrap().clone();
+    assert_ne!(now.leader, before.leader);
+    let new_port: u16 = now
+        .leader
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(served_by, i64::from(new_port), "r writes to the new leader");
+    drop(conn);
+    r.shutdown().await;
+    env.stop().await;
+}
