@@ -12,6 +12,12 @@
 //!   writes, and every client error on every router.
 //! - orchestrator lost: `kill -9` of a leading `switchyard serve` process; the ms until
 //!   another orchestrator leads (lease 5 s: the default).
+//! - switchover asked over the admin API: `POST .../switchover` to the single process, and
+//!   (over etcd) to router `r`, which asks the leading orchestrator through etcd; the ms until
+//!   the answer. Measured on the switchover trials above.
+//! - point selects: prepared `SELECT ?` from 8 clients for 3 s through the single process's
+//!   router and through router `r`: queries per second (the store is off the statement path,
+//!   so the ratio should be 1 within the machine's noise).
 //!
 //! `cargo bench --bench etcd`; `SWITCHYARD_BENCH_TRIALS` (default 3). Markdown on stdout.
 
@@ -183,26 +189,34 @@ async fn kill_leader(multi: bool) -> (Vec<f64>, Vec<f64>) {
     (to_write, spread)
 }
 
-/// A planned switchover: per router the longest pause, and the client errors.
-async fn switchover(multi: bool) -> (Vec<f64>, u64) {
+/// A planned switchover asked over the admin API (of the single process, or of router `r`,
+/// which asks the leader through etcd): per router the longest pause, the client errors, and
+/// the ms until the API answered.
+async fn switchover(multi: bool) -> (Vec<f64>, u64, f64) {
     let d = deploy(multi).await;
     let load = load(&d).await;
-    // The leading orchestrator runs it.
-    let leader_app = if multi {
+    let asked = &d.apps.last().unwrap().1;
+    if multi {
         let store = EtcdStore::connect(&EtcdOptions::new(d._etcd.as_ref().unwrap().endpoints()))
             .await
             .unwrap();
-        let leader = until_async_leader(&store).await;
-        &d.apps.iter().find(|(n, _)| *n == leader).unwrap().1
-    } else {
-        &d.apps[0].1
-    };
+        until_async_leader(&store).await;
+    }
+    router::tls::install_default_provider();
+    let http = reqwest::Client::new();
     let from = Instant::now();
-    leader_app
-        .orchestrator
-        .switchover("c1", None)
+    let resp = http
+        .post(format!(
+            "http://{}/api/v1/clusters/c1/switchover",
+            asked.admin_addr
+        ))
+        .bearer_auth("bench")
+        .json(&serde_json::json!({}))
+        .send()
         .await
-        .expect("the switchover");
+        .expect("the admin API answers");
+    let answered = from.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     let after = Instant::now();
     until(
         "writes after the switchover",
@@ -220,7 +234,38 @@ async fn switchover(multi: bool) -> (Vec<f64>, u64) {
         .collect();
     let errors = unload(load).await;
     stop(d).await;
-    (pauses, errors)
+    (pauses, errors, answered)
+}
+
+/// Prepared `SELECT ?` from 8 clients for 3 s through the last router of a fresh deployment:
+/// queries per second.
+async fn point_selects(multi: bool) -> f64 {
+    use mysql_async::prelude::Queryable;
+    const CLIENTS: usize = 8;
+    const FOR: Duration = Duration::from_secs(3);
+    let d = deploy(multi).await;
+    let opts = loopback(d.apps.last().unwrap().1.router_port(), "app", "app");
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let opts = opts.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = mysql_async::Conn::new(opts).await.expect("connect");
+            let stmt = conn.prep("SELECT ?").await.expect("prepare");
+            let end = Instant::now() + FOR;
+            let mut n = 0u64;
+            while Instant::now() < end {
+                let _: Option<i64> = conn.exec_first(&stmt, (n as i64,)).await.expect("select");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    stop(d).await;
+    total as f64 / FOR.as_secs_f64()
 }
 
 async fn until_async_leader(store: &EtcdStore) -> String {
@@ -334,6 +379,8 @@ async fn main() {
     let (mut single_kill, mut multi_kill, mut spread) = (Vec::new(), Vec::new(), Vec::new());
     let (mut single_sw, mut multi_sw, mut sw_errors) = (Vec::new(), Vec::new(), (0, 0));
     let mut lost = Vec::new();
+    let (mut single_asked, mut multi_asked) = (Vec::new(), Vec::new());
+    let (mut single_qps, mut multi_qps) = (Vec::new(), Vec::new());
     for i in 0..trials {
         eprintln!("trial {}/{trials}", i + 1);
         let (w, _) = kill_leader(false).await;
@@ -345,19 +392,27 @@ async fn main() {
         );
         multi_kill.push(w.iter().cloned().fold(0.0, f64::max));
         spread.extend(s);
-        let (p, e) = switchover(false).await;
+        let (p, e, a) = switchover(false).await;
         single_sw.push(p[0]);
+        single_asked.push(a);
         sw_errors.0 += e;
-        let (p, e) = switchover(true).await;
+        let (p, e, a) = switchover(true).await;
+        multi_asked.push(a);
         eprintln!(
-            "  switchover: single {:.0} ms, three routers {p:.0?} ms, errors {e}",
-            single_sw[i]
+            "  switchover: single {:.0} ms, three routers {p:.0?} ms, errors {e}; asked over the API: single {:.0} ms, of router r {a:.0} ms",
+            single_sw[i], single_asked[i]
         );
         multi_sw.push(p.iter().cloned().fold(0.0, f64::max));
         sw_errors.1 += e;
         let ms = orchestrator_lost().await;
         eprintln!("  orchestrator lost: {ms:.0} ms");
         lost.push(ms);
+        single_qps.push(point_selects(false).await);
+        multi_qps.push(point_selects(true).await);
+        eprintln!(
+            "  point selects: single {:.0}/s, router r over etcd {:.0}/s",
+            single_qps[i], multi_qps[i]
+        );
     }
     println!(
         "| row | single process (median) | 3 routers, 2 orchestrators over etcd (median) | ratio |"
@@ -376,6 +431,16 @@ async fn main() {
     println!(
         "| switchover: client errors, all trials | {} | {} | |",
         sw_errors.0, sw_errors.1
+    );
+    let (s, m) = (median(&mut single_asked), median(&mut multi_asked));
+    println!(
+        "| switchover asked over the admin API → answered (ms; over etcd: asked of router r, made by the leader) | {s:.0} | {m:.0} | {:.2} |",
+        m / s
+    );
+    let (s, m) = (median(&mut single_qps), median(&mut multi_qps));
+    println!(
+        "| point selects through one router, 8 clients (queries/s) | {s:.0} | {m:.0} | {:.2} |",
+        m / s
     );
     println!(
         "| new epoch applied by the other routers after the first (ms, p50 / p99, {} samples) | - | {:.1} / {:.1} | |",

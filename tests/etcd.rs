@@ -310,16 +310,7 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
         )
         .await;
     }
-    let resp = http
-        .post(format!(
-            "http://{}/api/v1/clusters/c1/switchover",
-            standby.admin_addr
-        ))
-        .bearer_auth("test-token")
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
+    let resp = common::ask_switchover(standby.admin_addr, "c1").await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     let report: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(
@@ -886,14 +877,7 @@ async fn an_orchestrator_without_router_leads_and_makes_the_changes_other_proces
 
     // A switchover asked of the router is made by o.
     let before = r.topology.load().cluster("c1").unwrap().clone();
-    let http = common::http();
-    let switchover = |admin: std::net::SocketAddr| {
-        http.post(format!("http://{admin}/api/v1/clusters/c1/switchover"))
-            .bearer_auth("test-token")
-            .json(&serde_json::json!({}))
-            .send()
-    };
-    let resp = switchover(r.admin_addr).await.unwrap();
+    let resp = common::ask_switchover(r.admin_addr, "c1").await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     let report: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(report["epoch"], before.epoch + 1, "{report}");
@@ -923,7 +907,7 @@ async fn an_orchestrator_without_router_leads_and_makes_the_changes_other_proces
     })
     .await;
     let asked = tokio::time::Instant::now();
-    let resp = switchover(r.admin_addr).await.unwrap();
+    let resp = common::ask_switchover(r.admin_addr, "c1").await;
     assert_eq!(resp.status(), 503);
     let body = resp.text().await.unwrap();
     assert!(body.contains("nothing was done"), "{body}");
@@ -985,13 +969,7 @@ async fn a_router_away_during_a_switchover_and_a_compaction_writes_nothing_then_
     // Meanwhile a switches the cluster over (it waits for r's lease to expire), and the
     // history is compacted. The old leader stays up: r, away, still sees it as the leader.
     let before = store.load_topology().await.unwrap().0["c1"].clone();
-    let resp = common::http()
-        .post(env.admin_url("/api/v1/clusters/c1/switchover"))
-        .bearer_auth("test-token")
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
+    let resp = common::ask_switchover(env.app().admin_addr, "c1").await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     let after = store.load_topology().await.unwrap().0["c1"].clone();
     assert_eq!(after.epoch, before.epoch + 1);

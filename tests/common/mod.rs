@@ -32,6 +32,20 @@ pub fn http_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
 }
 
+/// `POST /api/v1/clusters/{cluster}/switchover` (to the best replica) on the admin API at
+/// `admin`, with the tests' token.
+pub async fn ask_switchover(admin: std::net::SocketAddr, cluster: &str) -> reqwest::Response {
+    http()
+        .post(format!(
+            "http://{admin}/api/v1/clusters/{cluster}/switchover"
+        ))
+        .bearer_auth("test-token")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("the admin API answers")
+}
+
 /// A running test environment.
 pub struct TestEnv {
     pub app: Option<App>,
