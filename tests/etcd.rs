@@ -1028,3 +1028,75 @@ async fn a_router_away_during_a_switchover_and_a_compaction_writes_nothing_then_
     r.shutdown().await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_etcd_member_cut_from_its_peers_fails_nothing_over_and_refuses_no_write() {
+    // Member 0 runs as `nobody`, so that its own packets can be told from its peers'.
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::Builder::new()
+        .prefix("sy-etcd-")
+        .tempdir()
+        .expect("temp dir");
+    let etcd = LocalEtcd::start_as(dir.path(), 3, Some(NOBODY))
+        .await
+        .unwrap_or_else(|e| panic!("could not start etcd: {e}\nscripts/install-deps"));
+    let cfg = etcd_config(&etcd, "a");
+    let env = TestEnv::start_with(1, 1, |c| c.etcd = Some(cfg)).await;
+    let store = EtcdStore::connect(&EtcdOptions {
+        endpoints: etcd.endpoints()[1..].to_vec(),
+        ..options(&etcd, "/sy-test")
+    })
+    .await
+    .unwrap();
+    a_leads(&store).await;
+    let leading = store.leader().await.unwrap().unwrap();
+    let r = second(&env, &etcd, "r", ProcessRole::Router).await;
+    let ports = [env.router_port(), r.router_port()];
+    writes_through_each(&ports).await;
+    let epoch = store.load_topology().await.unwrap().0["c1"].epoch;
+
+    // Member 0 is cut from its peers for three lease lifetimes; both processes still reach
+    // it (and the others) as clients.
+    let peers = [etcd.ports(1).1, etcd.ports(2).1];
+    let cut = switchyard::bench::faults::cut_from_peers(NOBODY, etcd.ports(0).1, &peers)
+        .expect("iptables rules (as root; scripts/install-deps installs iptables)");
+    let alone = EtcdOptions {
+        endpoints: etcd.endpoints()[..1].to_vec(),
+        ..options(&etcd, "/sy-test")
+    };
+    eventually(
+        Duration::from_secs(5),
+        "member 0 to know it is cut off (no leader)",
+        || async { EtcdStore::connect(&alone).await.is_err().then_some(()) },
+    )
+    .await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(6);
+    let (mut writes, mut refused) = (0, Vec::new());
+    while tokio::time::Instant::now() < until {
+        for port in ports {
+            writes += 1;
+            if let Err(e) = write_once(port).await {
+                refused.push(format!("{port}: {e}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cut.heal();
+    assert!(
+        refused.is_empty(),
+        "{} of {writes} writes refused while one etcd member was cut off: {refused:?}",
+        refused.len()
+    );
+    assert_eq!(
+        store.leader().await.unwrap(),
+        Some(leading),
+        "the same orchestrator leads"
+    );
+    assert_eq!(
+        store.load_topology().await.unwrap().0["c1"].epoch,
+        epoch,
+        "no failover"
+    );
+    r.shutdown().await;
+    env.stop().await;
+}

@@ -149,6 +149,37 @@ pub fn blackhole(port: u16) -> Result<Blackhole, String> {
     ])
 }
 
+/// Cuts a process from its peers without resets: packets the user `uid` (that process's
+/// own, and no other process's) sends to the ports `peers`, and every packet arriving for its
+/// own port `own`, dropped on loopback. Clients reach it on its other ports as before: an
+/// etcd member partitioned from the others but not from the clients connected to it.
+pub fn cut_from_peers(uid: u32, own: u16, peers: &[u16]) -> Result<Blackhole, String> {
+    if peers.is_empty() || peers.len() > 15 {
+        return Err(format!("{} peer ports: 1 to 15 can be", peers.len()));
+    }
+    let ports: Vec<String> = peers.iter().map(u16::to_string).collect();
+    let outbound: Vec<String> = [
+        "OUTPUT",
+        "-o",
+        "lo",
+        "-p",
+        "tcp",
+        "-m",
+        "owner",
+        "--uid-owner",
+        &uid.to_string(),
+        "-m",
+        "multiport",
+        "--dports",
+        &ports.join(","),
+        "-j",
+        "DROP",
+    ]
+    .map(String::from)
+    .to_vec();
+    install(vec![drop_rule(&["--dport", &own.to_string()]), outbound])
+}
+
 /// Drops the traffic between `port` and connections from the local address `source` only
 /// (a process whose connections leave from it, such as a router with
 /// `backend_source_address`): one path cut, the others intact.

@@ -27,6 +27,8 @@ struct Member {
     peer_port: u16,
     dir: PathBuf,
     process: Option<Child>,
+    /// The user it runs as, when not this process's.
+    uid: Option<u32>,
 }
 
 /// A running local etcd. Dropping it kills every member.
@@ -62,6 +64,17 @@ impl LocalEtcd {
         dir: impl Into<PathBuf>,
         members: usize,
     ) -> Result<LocalEtcd, ProvisionError> {
+        Self::start_as(dir, members, None).await
+    }
+
+    /// Like [`LocalEtcd::start`], with member 0 running as the user `uid` (root only): its
+    /// packets can then be told from the other members' (an iptables owner match), to cut it
+    /// from its peers alone. `dir` is made traversable for that user.
+    pub async fn start_as(
+        dir: impl Into<PathBuf>,
+        members: usize,
+        member0_uid: Option<u32>,
+    ) -> Result<LocalEtcd, ProvisionError> {
         if members == 0 {
             return Err(ProvisionError::InvalidSpec(
                 "etcd needs at least one member".into(),
@@ -76,8 +89,16 @@ impl LocalEtcd {
                 peer_port: ports[2 * i + 1],
                 dir: dir.join(format!("etcd{}", i + 1)),
                 process: None,
+                uid: None,
             })
             .collect();
+        let mut members = members;
+        if let Some(uid) = member0_uid {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
+                .map_err(|e| ProvisionError::io(format!("opening up {}", dir.display()), e))?;
+            members[0].uid = Some(uid);
+        }
         let mut etcd = LocalEtcd {
             members,
             cluster_token: format!("switchyard-{}", std::process::id()),
@@ -109,6 +130,12 @@ impl LocalEtcd {
     /// Always false: an etcd has members.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// The member's client and peer ports.
+    pub fn ports(&self, member: usize) -> (u16, u16) {
+        let m = &self.members[member];
+        (m.client_port, m.peer_port)
     }
 
     /// The member's process id, while it runs.
@@ -179,6 +206,10 @@ impl LocalEtcd {
         let m = &mut self.members[i];
         fs::create_dir_all(&m.dir)
             .map_err(|e| ProvisionError::io(format!("creating {}", m.dir.display()), e))?;
+        if let Some(uid) = m.uid {
+            std::os::unix::fs::chown(&m.dir, Some(uid), Some(uid))
+                .map_err(|e| ProvisionError::io(format!("handing {} over", m.dir.display()), e))?;
+        }
         let log_path = m.dir.join(LOG_FILE);
         let log = fs::OpenOptions::new()
             .create(true)
@@ -190,7 +221,12 @@ impl LocalEtcd {
             .map_err(|e| ProvisionError::io("duplicating a log handle", e))?;
         let client = format!("http://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(uid) = m.uid {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(uid);
+        }
+        let child = command
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
