@@ -1037,7 +1037,11 @@ async fn one_etcd_member_cut_from_its_peers_fails_nothing_over_and_refuses_no_wr
         .prefix("sy-etcd-")
         .tempdir()
         .expect("temp dir");
-    let etcd = LocalEtcd::start_as(dir.path(), 3, Some(NOBODY))
+    let start = orchestrator::provision::LocalEtcdOptions {
+        member0_uid: Some(NOBODY),
+        ..Default::default()
+    };
+    let etcd = LocalEtcd::start_with(dir.path(), 3, start)
         .await
         .unwrap_or_else(|e| panic!("could not start etcd: {e}\nscripts/install-deps"));
     let cfg = etcd_config(&etcd, "a");
@@ -1097,6 +1101,124 @@ async fn one_etcd_member_cut_from_its_peers_fails_nothing_over_and_refuses_no_wr
         epoch,
         "no failover"
     );
+    r.shutdown().await;
+    env.stop().await;
+}
+
+/// `etcdctl` (API v3) against member 0 of `etcd` with the client certificate of `pki`.
+fn etcdctl(etcd: &LocalEtcd, pki: &common::pki::Pki, args: &[&str]) {
+    let (cert, key) = pki.client();
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{}", etcd.endpoints()[0]))
+        .arg(format!("--cacert={}", pki.ca().display()))
+        .arg(format!("--cert={}", cert.display()))
+        .arg(format!("--key={}", key.display()))
+        .args(args)
+        .output()
+        .expect("etcdctl (Debian package etcd-client; scripts/install-deps)");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_a_client_certificate_and_a_password() {
+    let pki = common::pki::Pki::new();
+    let dir = tempfile::Builder::new()
+        .prefix("sy-etcd-")
+        .tempdir()
+        .expect("temp dir");
+    let start = orchestrator::provision::LocalEtcdOptions {
+        tls: Some(orchestrator::provision::EtcdTls {
+            ca: pki.ca(),
+            cert: pki.cert(),
+            key: pki.key(),
+        }),
+        ..Default::default()
+    };
+    let etcd = LocalEtcd::start_with(dir.path(), 1, start)
+        .await
+        .unwrap_or_else(|e| panic!("could not start etcd: {e}\nscripts/install-deps"));
+    // A user that may touch this deployment's keys and nothing else; then authentication on.
+    etcdctl(&etcd, &pki, &["user", "add", "root:rootpw"]);
+    etcdctl(&etcd, &pki, &["user", "add", "switchyard:sypw"]);
+    etcdctl(&etcd, &pki, &["role", "add", "sy"]);
+    etcdctl(
+        &etcd,
+        &pki,
+        &[
+            "role",
+            "grant-permission",
+            "sy",
+            "--prefix=true",
+            "readwrite",
+            "/sy-test",
+        ],
+    );
+    etcdctl(&etcd, &pki, &["user", "grant-role", "switchyard", "sy"]);
+    etcdctl(&etcd, &pki, &["auth", "enable"]);
+
+    let (cert, key) = pki.client();
+    let cfg = EtcdConfig {
+        tls_ca: Some(pki.ca()),
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        user: Some("switchyard".into()),
+        password: Some(router::config::Secret::new("sypw")),
+        ..etcd_config(&etcd, "a")
+    };
+    let env = TestEnv::start_with(1, 1, {
+        let cfg = cfg.clone();
+        |c| c.etcd = Some(cfg)
+    })
+    .await;
+    let store = EtcdStore::connect(&cfg.options())
+        .await
+        .expect("TLS, client certificate and password");
+    a_leads(&store).await;
+    let r = second_with(&env, &etcd, "r", ProcessRole::Router, |c| {
+        c.etcd = Some(EtcdConfig {
+            name: Some("r".into()),
+            ..cfg.clone()
+        })
+    })
+    .await;
+    writes_through_each(&[env.router_port(), r.router_port()]).await;
+    assert_eq!(store.routers().await.unwrap().len(), 2);
+
+    // What etcd refuses, switchyard reports at start.
+    for (what, wrong) in [
+        (
+            "a wrong password",
+            EtcdConfig {
+                password: Some(router::config::Secret::new("nope")),
+                ..cfg.clone()
+            },
+        ),
+        (
+            "no client certificate",
+            EtcdConfig {
+                tls_cert: None,
+                tls_key: None,
+                ..cfg.clone()
+            },
+        ),
+        (
+            "plain text",
+            EtcdConfig {
+                tls_ca: None,
+                tls_cert: None,
+                tls_key: None,
+                ..cfg.clone()
+            },
+        ),
+    ] {
+        let refused = EtcdStore::connect(&wrong.options()).await;
+        assert!(refused.is_err(), "{what} must be refused");
+    }
     r.shutdown().await;
     env.stop().await;
 }

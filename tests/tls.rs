@@ -6,67 +6,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::pki::Pki;
 use common::{run_program, TestEnv};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use orchestrator::provision::{LocalClusters, ProvisionSpec, ServerSsl};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use switchyard::sandbox::{self, SandboxOptions};
 use switchyard::App;
 use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
-/// A CA and a server certificate it signed (IP SAN 127.0.0.1, DNS localhost), as PEM files.
-struct Pki {
-    dir: TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::Builder::new()
-            .prefix("sy-tls-")
-            .tempdir()
-            .unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "switchyard test CA");
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_key = KeyPair::generate().unwrap();
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        let mut server =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        server
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        let server_key = KeyPair::generate().unwrap();
-        let server_cert = server.signed_by(&server_key, &issuer).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
-        std::fs::write(dir.path().join("server.pem"), server_cert.pem()).unwrap();
-        std::fs::write(
-            dir.path().join("server-key.pem"),
-            server_key.serialize_pem(),
-        )
-        .unwrap();
-        Pki { dir }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-    fn cert(&self) -> PathBuf {
-        self.dir.path().join("server.pem")
-    }
-    fn key(&self) -> PathBuf {
-        self.dir.path().join("server-key.pem")
-    }
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")

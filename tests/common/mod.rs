@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod writes;

@@ -25,6 +25,8 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP `/health` (and metrics), also when clients speak TLS.
+    health_port: u16,
     dir: PathBuf,
     process: Option<Child>,
     /// The user it runs as, when not this process's.
@@ -36,6 +38,27 @@ struct Member {
 pub struct LocalEtcd {
     members: Vec<Member>,
     cluster_token: String,
+    tls: Option<EtcdTls>,
+}
+
+/// TLS for clients (PEM files): the members' certificate and key, and the CA whose client
+/// certificates they accept (and require).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How to start a [`LocalEtcd`] beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct LocalEtcdOptions {
+    /// Member 0 runs as this user (root only): its packets can then be told from the other
+    /// members' (an iptables owner match), to cut it from its peers alone. The data
+    /// directory is made traversable for that user.
+    pub member0_uid: Option<u32>,
+    /// Clients speak TLS and must present a certificate.
+    pub tls: Option<EtcdTls>,
 }
 
 /// `etcd` on PATH or in /usr/bin.
@@ -64,16 +87,14 @@ impl LocalEtcd {
         dir: impl Into<PathBuf>,
         members: usize,
     ) -> Result<LocalEtcd, ProvisionError> {
-        Self::start_as(dir, members, None).await
+        Self::start_with(dir, members, LocalEtcdOptions::default()).await
     }
 
-    /// Like [`LocalEtcd::start`], with member 0 running as the user `uid` (root only): its
-    /// packets can then be told from the other members' (an iptables owner match), to cut it
-    /// from its peers alone. `dir` is made traversable for that user.
-    pub async fn start_as(
+    /// Like [`LocalEtcd::start`], with `options`.
+    pub async fn start_with(
         dir: impl Into<PathBuf>,
         members: usize,
-        member0_uid: Option<u32>,
+        options: LocalEtcdOptions,
     ) -> Result<LocalEtcd, ProvisionError> {
         if members == 0 {
             return Err(ProvisionError::InvalidSpec(
@@ -81,19 +102,20 @@ impl LocalEtcd {
             ));
         }
         let dir = dir.into();
-        let ports = free_ports(members * 2)?;
+        let ports = free_ports(members * 3)?;
         let members: Vec<Member> = (0..members)
             .map(|i| Member {
                 name: format!("e{}", i + 1),
-                client_port: ports[2 * i],
-                peer_port: ports[2 * i + 1],
+                client_port: ports[3 * i],
+                peer_port: ports[3 * i + 1],
+                health_port: ports[3 * i + 2],
                 dir: dir.join(format!("etcd{}", i + 1)),
                 process: None,
                 uid: None,
             })
             .collect();
         let mut members = members;
-        if let Some(uid) = member0_uid {
+        if let Some(uid) = options.member0_uid {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
                 .map_err(|e| ProvisionError::io(format!("opening up {}", dir.display()), e))?;
@@ -102,6 +124,7 @@ impl LocalEtcd {
         let mut etcd = LocalEtcd {
             members,
             cluster_token: format!("switchyard-{}", std::process::id()),
+            tls: options.tls,
         };
         for i in 0..etcd.members.len() {
             etcd.spawn(i)?;
@@ -203,6 +226,8 @@ impl LocalEtcd {
     fn spawn(&mut self, i: usize) -> Result<(), ProvisionError> {
         let binary = etcd_binary()?;
         let initial_cluster = self.initial_cluster();
+        let tls = tls_args(self.tls.as_ref());
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let m = &mut self.members[i];
         fs::create_dir_all(&m.dir)
             .map_err(|e| ProvisionError::io(format!("creating {}", m.dir.display()), e))?;
@@ -219,8 +244,9 @@ impl LocalEtcd {
         let log2 = log
             .try_clone()
             .map_err(|e| ProvisionError::io("duplicating a log handle", e))?;
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let health = format!("http://127.0.0.1:{}", m.health_port);
         let mut command = Command::new(binary);
         if let Some(uid) = m.uid {
             use std::os::unix::process::CommandExt;
@@ -234,6 +260,7 @@ impl LocalEtcd {
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
+            .args(["--listen-metrics-urls", &health])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &initial_cluster])
             .args(["--initial-cluster-token", &self.cluster_token])
@@ -242,6 +269,7 @@ impl LocalEtcd {
             // change when a member is stopped.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--logger", "zap"])
+            .args(tls)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -267,7 +295,7 @@ impl LocalEtcd {
                     });
                 }
             }
-            if healthy(m.client_port).await {
+            if healthy(m.health_port).await {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -311,6 +339,24 @@ fn signal(child: &Child, sig: libc::c_int) {
 }
 
 /// Whether the member on `port` says it is healthy (it has a leader and answers reads).
+/// The members' arguments for TLS to clients.
+fn tls_args(tls: Option<&EtcdTls>) -> Vec<std::ffi::OsString> {
+    let Some(t) = tls else {
+        return Vec::new();
+    };
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    for (flag, path) in [
+        ("--cert-file", &t.cert),
+        ("--key-file", &t.key),
+        ("--trusted-ca-file", &t.ca),
+    ] {
+        args.push(flag.into());
+        args.push(path.into());
+    }
+    args.push("--client-cert-auth".into());
+    args
+}
+
 async fn healthy(port: u16) -> bool {
     let check = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;

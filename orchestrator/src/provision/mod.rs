@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::monitor::ClusterSpec;
 
 pub use clusters::LocalClusters;
-pub use etcd::LocalEtcd;
+pub use etcd::{EtcdTls, LocalEtcd, LocalEtcdOptions};
 
 /// The longest unix socket path (`sun_path` is 108 bytes including the terminating NUL).
 pub const MAX_SOCKET_PATH: usize = 107;

@@ -239,8 +239,14 @@ impl EtcdStore {
             timeout: opts.request_timeout,
             ttl: opts.lease_ttl,
         };
-        // Client::connect is lazy: a first request tells whether anything answers.
-        bounded(store.timeout, "first request", store.kv().get("\0", None)).await?;
+        // Client::connect is lazy: a first request tells whether anything answers (a key of
+        // this deployment's: with authentication on, its user may read no other).
+        bounded(
+            store.timeout,
+            "first request",
+            store.kv().get(store.leader_key(), None),
+        )
+        .await?;
         Ok(store)
     }
 
