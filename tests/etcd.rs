@@ -833,6 +833,36 @@ async fn the_shard_map_is_shared_through_etcd_and_a_stale_change_is_refused() {
         (get(env.app().admin_addr).await["version"] == 3).then_some(())
     })
     .await;
+    // Every version is kept in etcd: any process lists them, reads one back and diffs them.
+    let read = |path: String| {
+        let r = http.get(path).bearer_auth("test-token").send();
+        async move {
+            let r = r.await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let versions = read(format!("http://{}/api/v1/shard-map/versions", b.admin_addr)).await;
+    assert_eq!(
+        versions["versions"],
+        serde_json::json!([1, 2, 3]),
+        "{versions}"
+    );
+    let v2 = read(format!(
+        "http://{}/api/v1/shard-map/versions/2",
+        b.admin_addr
+    ))
+    .await;
+    assert_eq!(v2["keyspaces"][0]["default_cluster"], "c2", "{v2}");
+    let diff = read(format!(
+        "http://{}/api/v1/shard-map/diff?from=2&to=3",
+        env.app().admin_addr
+    ))
+    .await;
+    assert!(
+        diff["changes"].as_array().is_some_and(|c| !c.is_empty()),
+        "{diff}"
+    );
     b.shutdown().await;
     env.stop().await;
 }

@@ -20,8 +20,8 @@ use crate::reload::{ReloadError, ReloadReport};
 pub struct ShardMapVersions {
     /// The version in force.
     pub current: u64,
-    /// Versions kept in the store's history, ascending (just the current one without a
-    /// store).
+    /// Versions kept in the store's history (etcd's, or `shard_map_dir`), ascending; just
+    /// the current one without either.
     pub versions: Vec<u64>,
 }
 
@@ -34,18 +34,23 @@ pub struct ShardMapDiff {
     pub changes: Vec<String>,
 }
 
-/// Version `v` of the shard map: the one in force, else from the store's history.
-fn shard_map_at(state: &AdminState, v: u64) -> Result<ShardMap, (StatusCode, String)> {
+/// Version `v` of the shard map: the one in force, else from the store's history (etcd's,
+/// or `shard_map_dir`).
+async fn shard_map_at(state: &AdminState, v: u64) -> Result<ShardMap, (StatusCode, String)> {
     if v == state.shard_maps.current() {
         return Ok(state.router.shard_map.load().as_ref().clone());
     }
-    let store = state.shard_maps.store.as_ref().ok_or_else(|| {
-        (
-            StatusCode::NOT_FOUND,
-            format!("version {v} is not kept: no shard_map_dir is configured"),
-        )
-    })?;
-    match store.load_version(v) {
+    let kept = match (&state.shard_maps.etcd, &state.shard_maps.store) {
+        (Some(etcd), _) => etcd.shard_map_version(v).await.map_err(|e| e.to_string()),
+        (None, Some(store)) => store.load_version(v).map_err(|e| e.to_string()),
+        (None, None) => {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("version {v} is not kept: no shard_map_dir is configured"),
+            ))
+        }
+    };
+    match kept {
         Ok(Some(m)) => Ok(m.map),
         Ok(None) => Err((
             StatusCode::NOT_FOUND,
@@ -67,17 +72,19 @@ fn shard_map_at(state: &AdminState, v: u64) -> Result<ShardMap, (StatusCode, Str
     ))]
 pub(super) async fn shard_map_versions(State(state): State<AdminState>) -> Response {
     let current = state.shard_maps.current();
-    let versions = match &state.shard_maps.store {
-        None => vec![current],
-        Some(store) => match store.versions() {
-            Ok(v) => v,
-            Err(e) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &format!("could not list the versions: {e}"),
-                )
-            }
-        },
+    let listed = match (&state.shard_maps.etcd, &state.shard_maps.store) {
+        (Some(etcd), _) => etcd.shard_map_versions().await.map_err(|e| e.to_string()),
+        (None, Some(store)) => store.versions().map_err(|e| e.to_string()),
+        (None, None) => Ok(vec![current]),
+    };
+    let versions = match listed {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("could not list the versions: {e}"),
+            )
+        }
     };
     Json(ShardMapVersions { current, versions }).into_response()
 }
@@ -94,7 +101,7 @@ pub(super) async fn shard_map_version(
     State(state): State<AdminState>,
     Path(version): Path<u64>,
 ) -> Response {
-    match shard_map_at(&state, version) {
+    match shard_map_at(&state, version).await {
         Ok(map) => Json(super::shard_map_body(&map, version)).into_response(),
         Err((status, why)) => error(status, &why),
     }
@@ -129,7 +136,10 @@ pub(super) async fn shard_map_diff_versions(
             &format!("version {to} is the first; give `from`"),
         );
     };
-    let (a, b) = match (shard_map_at(&state, from), shard_map_at(&state, to)) {
+    let (a, b) = match (
+        shard_map_at(&state, from).await,
+        shard_map_at(&state, to).await,
+    ) {
         (Ok(a), Ok(b)) => (a, b),
         (Err((status, why)), _) | (_, Err((status, why))) => return error(status, &why),
     };

@@ -11,6 +11,7 @@
 //! | `{p}/orchestrators/{id}`  | [`Member`]: a candidate            | each orchestrator      | yes   |
 //! | `{p}/routers/{id}`        | [`RouterRecord`]: the epochs it holds for | each router     | yes   |
 //! | `{p}/shard-map`           | [`VersionedShardMap`]: the shard map in force | any process, compare-and-set on the version | no |
+//! | `{p}/shard-map-history/{version}` | [`VersionedShardMap`]: every version saved (zero-padded) | with `{p}/shard-map`, same transaction | no |
 //! | `{p}/intents/{cluster}`   | [`Intent`]: a change of leader under way | the leading orchestrator, guarded | no |
 //! | `{p}/requests/{id}`       | [`Request`]: a change asked of the leader, then its outcome | the asking process; taken and answered by the leader | the asker's |
 //!
@@ -398,11 +399,14 @@ impl EtcdStore {
         if map.version != current + 1 {
             return Err(EtcdError::Conflict { current });
         }
-        let txn = Txn::new().when([guard]).and_then([TxnOp::put(
-            key.as_str(),
-            records::encode(map),
-            None,
-        )]);
+        let txn = Txn::new().when([guard]).and_then([
+            TxnOp::put(key.as_str(), records::encode(map), None),
+            TxnOp::put(
+                self.shard_map_history_key(map.version),
+                records::encode(map),
+                None,
+            ),
+        ]);
         let resp = bounded(self.timeout, "saving the shard map", self.kv().txn(txn)).await?;
         if resp.succeeded() {
             Ok(())
@@ -413,6 +417,57 @@ impl EtcdStore {
                 current: now.map_or(0, |m| m.version),
             })
         }
+    }
+
+    fn shard_map_history_prefix(&self) -> String {
+        format!("{}/shard-map-history/", self.prefix)
+    }
+
+    fn shard_map_history_key(&self, version: u64) -> String {
+        format!("{}{version:020}", self.shard_map_history_prefix())
+    }
+
+    /// The versions of the shard map kept, ascending.
+    pub async fn shard_map_versions(&self) -> Result<Vec<u64>, EtcdError> {
+        let prefix = self.shard_map_history_prefix();
+        let resp = bounded(
+            self.timeout,
+            "listing the shard map versions",
+            self.kv().get(
+                prefix.as_str(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            ),
+        )
+        .await?;
+        let mut versions: Vec<u64> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                String::from_utf8_lossy(kv.key())
+                    .strip_prefix(&prefix)
+                    .and_then(|v| v.parse().ok())
+            })
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// One kept version of the shard map.
+    pub async fn shard_map_version(
+        &self,
+        version: u64,
+    ) -> Result<Option<VersionedShardMap>, EtcdError> {
+        let key = self.shard_map_history_key(version);
+        let resp = bounded(
+            self.timeout,
+            "reading a shard map version",
+            self.kv().get(key.as_str(), None),
+        )
+        .await?;
+        resp.kvs()
+            .first()
+            .map(|kv| records::decode(&key, kv.value()))
+            .transpose()
     }
 
     /// Watches the shard map for versions saved after `revision`.
