@@ -449,6 +449,7 @@ mod tests {
             meta: crate::bench::tests::meta(),
             rows,
             failover: vec![crate::bench::failover::tests::result()],
+            etcd: None,
             out_dir: "x".into(),
         }
     }

@@ -6,7 +6,9 @@
 //! - sharded rows: switchyard against MariaDB Spider over the same shards and data
 //!   ([`sharded`]);
 //! - failover rows: `kill -9` of the leader and a planned switchover under writes, time to
-//!   the first write and client errors over N trials ([`failover`]).
+//!   the first write and client errors over N trials ([`failover`]);
+//! - etcd rows: three routers and two orchestrators over etcd against one process, on the
+//!   same events, plus a lost orchestrator and point selects ([`etcd`]).
 //!
 //! With `--repeat N` every row is measured N times, interleaved across the targets of its
 //! group, and reported as the median with its spread ([`spread`]). The run writes
@@ -21,6 +23,7 @@
 pub mod cargo;
 pub mod chart;
 pub mod cpu;
+pub mod etcd;
 pub mod failover;
 pub mod faults;
 pub mod haproxy;
@@ -128,7 +131,7 @@ pub struct BenchArgs {
     /// Run only rows whose name contains one of these (comma-separated or repeated). Rows are
     /// named workload/protocol/threads/target, e.g. `oltp_read_only/text/64/haproxy`,
     /// `sharded_point_select/text/8/spider`, and `failover/kill_leader`,
-    /// `failover/switchover`; `sharded` and `failover` pick those parts whole.
+    /// `failover/switchover`; `sharded`, `failover` and `etcd` pick those parts whole.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Client thread counts of the sysbench and sharded rows, comma-separated [default:
@@ -189,6 +192,8 @@ struct Plan {
     sysbench: Vec<RowSpec>,
     sharded: Vec<RowSpec>,
     failover: Vec<failover::Event>,
+    /// The multi-process part (picked whole, as `etcd`).
+    etcd: bool,
 }
 
 impl Plan {
@@ -198,11 +203,15 @@ impl Plan {
             sysbench: matrix::rows(opts.quick, &opts.threads, &opts.only),
             sharded: matrix::sharded_rows(&workloads, &opts.threads, &opts.only),
             failover: failover::events(&opts.only),
+            etcd: matrix::picked("etcd", &opts.only),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.sysbench.is_empty() && self.sharded.is_empty() && self.failover.is_empty()
+        self.sysbench.is_empty()
+            && self.sharded.is_empty()
+            && self.failover.is_empty()
+            && !self.etcd
     }
 }
 
@@ -225,7 +234,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
     ensure!(
         !plan.is_empty(),
         "--only {:?} matches no row; rows are named like oltp_point_select/ps/8/switchyard, \
-         sharded_point_select/text/8/spider or failover/kill_leader",
+         sharded_point_select/text/8/spider, failover/kill_leader or etcd",
         opts.only
     );
     std::fs::create_dir_all(&opts.out_dir)
@@ -261,6 +270,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
             versions.mariadbd = mariadbd.unwrap_or_else(|| "unknown".into());
         }
     }
+
+    let etcd = match plan.etcd {
+        true => Some(etcd::run(opts.failover_trials).await),
+        false => None,
+    };
 
     report::set_ratios(&mut rows);
     let report = BenchReport {
@@ -306,6 +320,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         },
         rows,
         failover,
+        etcd,
         out_dir: opts.out_dir.clone(),
     };
     write_results(&report, &opts.out_dir)?;
@@ -472,6 +487,9 @@ pub(crate) mod tests {
         );
         let p = plan(&["failover/disk_full"]);
         assert_eq!(p.failover, [failover::Event::DiskFullLeader]);
+        assert!(!p.etcd);
+        let p = plan(&["etcd"]);
+        assert!(p.etcd && p.failover.is_empty() && p.sysbench.is_empty());
         assert!(plan(&["nothing"]).is_empty());
     }
 }

@@ -26,6 +26,9 @@ pub struct BenchReport {
     /// Leader failovers and switchovers, one entry per kind of event.
     #[serde(default)]
     pub failover: Vec<FailoverResult>,
+    /// Several processes over etcd against one (`etcd` part).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<super::etcd::EtcdResult>,
     /// Where results.json, results.md and the charts were written.
     pub out_dir: PathBuf,
 }
@@ -286,6 +289,9 @@ pub fn markdown(report: &BenchReport) -> String {
     if !report.failover.is_empty() {
         failover_table(&mut out, report);
     }
+    if let Some(e) = &report.etcd {
+        etcd_table(&mut out, e);
+    }
     out.push_str("How each figure is computed:\n\n");
     for line in &m.method {
         let _ = writeln!(out, "- {line}");
@@ -454,6 +460,40 @@ fn sharded_table(out: &mut String, report: &BenchReport, rows: &[&RowResult]) {
     out.push('\n');
 }
 
+fn etcd_table(out: &mut String, e: &super::etcd::EtcdResult) {
+    let _ = writeln!(
+        out,
+        "## Three routers and two orchestrators over etcd vs one process\n\n{} trials, each \
+         measurement on fresh servers and a fresh etcd (one member): one cluster of a leader \
+         and two semi-sync replicas, two writers per router; routers a and b (role all) and \
+         r (role router); lease 5 s.\n",
+        e.trials
+    );
+    out.push_str(
+        "| row | single process (median) | over etcd (median) | ratio | note |\n\
+         |---|---:|---:|---:|---|\n",
+    );
+    let shown = |s: &Option<super::spread::Spread>| {
+        s.as_ref()
+            .map_or("-".to_string(), |s| format!("{:.1}", s.median))
+    };
+    for r in &e.rows {
+        let ratio = r.ratio().map_or(String::new(), |x| format!("{x:.2}"));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {ratio} | {} |",
+            r.measure,
+            shown(&r.single),
+            shown(&r.multi),
+            r.note
+        );
+    }
+    for f in &e.failures {
+        let _ = writeln!(out, "\n- failed: {f}");
+    }
+    out.push('\n');
+}
+
 fn failover_table(out: &mut String, report: &BenchReport) {
     let _ = writeln!(
         out,
@@ -598,6 +638,7 @@ mod tests {
             meta: crate::bench::tests::meta(),
             rows,
             failover: vec![crate::bench::failover::tests::result()],
+            etcd: None,
             out_dir: PathBuf::from("x"),
         };
         let md = markdown(&report);
