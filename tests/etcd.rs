@@ -339,7 +339,23 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
     );
     let old = env.app().topology.load().cluster("c1").unwrap().clone();
     let old_leader = old.leader.clone().unwrap();
+    // Two writers through each router while the leader dies.
+    use switchyard::scenario::writes::{ids_on, loopback, setup, Writers};
+    let ports = [env.router_port(), b.router_port(), r.router_port()];
+    setup(&loopback(ports[0], "app", "app")).await.unwrap();
+    let writers: Vec<Writers> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Writers::start_at(&loopback(*p, "app", "app"), 2, i as u64 * 100_000_000))
+        .collect();
+    for w in &writers {
+        w.ledger
+            .wait_for_more(20, Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
     env.local_mut().kill_node("c1", &old_leader).unwrap();
+    let killed = tokio::time::Instant::now();
 
     for (name, app) in [("a", env.app()), ("b", &b), ("r", &r)] {
         eventually(
@@ -353,7 +369,41 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
         )
         .await;
     }
-    writes_through_each(&[env.router_port(), b.router_port(), r.router_port()]).await;
+    writes_through_each(&ports).await;
+    // Every router's writers go on, and no acknowledged write is lost: each is on the new
+    // leader.
+    for w in &writers {
+        eventually(
+            Duration::from_secs(20),
+            "a write acknowledged after the kill",
+            || async { w.ledger.first_ack_after(killed) },
+        )
+        .await;
+    }
+    let mut acked = std::collections::BTreeSet::new();
+    for w in writers {
+        acked.extend(w.stop(Duration::from_secs(30)).await.unwrap().acked_ids());
+    }
+    let new_leader = env
+        .app()
+        .topology
+        .load()
+        .cluster("c1")
+        .unwrap()
+        .leader
+        .clone()
+        .unwrap();
+    let port: u16 = new_leader.rsplit(':').next().unwrap().parse().unwrap();
+    let on_leader = ids_on(&mut env.direct_conn(port, None).await)
+        .await
+        .unwrap();
+    let lost: Vec<&u64> = acked.difference(&on_leader).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {lost:?}",
+        lost.len(),
+        acked.len()
+    );
     // Only the leader acted: the other orchestrator recorded no failover.
     let (acting, idle) = if leader.id == "a" {
         (env.app(), &b)
