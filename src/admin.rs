@@ -269,6 +269,9 @@ async fn prometheus(State(state): State<AdminState>) -> Response {
     body.push_str(&crate::metrics::render_integrations(
         &state.integrations.metrics,
     ));
+    if let Some(m) = &state.members {
+        body.push_str(&crate::metrics::render_membership(m, &state.router));
+    }
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 

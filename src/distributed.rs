@@ -572,6 +572,13 @@ async fn lead(
     }
     coordinator.reset_written().await;
     coordinator.set_leading(Some(token), Some(&lease));
+    orchestrator.note_everywhere(
+        "orchestrator.leading",
+        &format!(
+            "{} leads: it watches the clusters and fails them over",
+            coordinator.name
+        ),
+    );
     // A change of leader the previous leader began and did not publish: complete or undo
     // it before anything else is decided.
     match store.intents().await {
@@ -615,24 +622,36 @@ async fn lead(
     let mut changes = topology.subscribe();
     let mut tick = tokio::time::interval(FENCE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut leading = true;
     let mut graceful = false;
-    while leading {
+    let why = loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => {
                 graceful = true;
-                break;
+                break "it stops (resigned)".to_owned();
             }
             _ = changes.changed() => {}
             _ = tick.tick() => {}
         }
         if !lease.holds() {
             tracing::warn!("this orchestrator's lease was not renewed in time: it stops leading");
-            leading = false;
+            break "its lease in etcd was not renewed in time (etcd unreachable, or this process \
+                   paused)"
+                .to_owned();
         } else if let Err(why) = coordinator.sync(None).await {
             tracing::warn!(%why, "publishing the topology to etcd");
-            leading = coordinator.is_leading();
+            if !coordinator.is_leading() {
+                break format!("etcd refused its leadership ({why})");
+            }
         }
+    };
+    if !graceful {
+        orchestrator.note_everywhere(
+            "orchestrator.deposed",
+            &format!(
+                "{} no longer leads: {why}; it fails nothing over until it leads again",
+                coordinator.name
+            ),
+        );
     }
     coordinator.set_leading(None, None);
     let _ = stop_run.send(true);

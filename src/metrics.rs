@@ -48,6 +48,38 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// This process's part in a deployment over etcd: whether it leads (orchestrator roles) and
+/// whether its router fences writes (routing roles).
+pub fn render_membership(m: &crate::distributed::Membership, router: &RouterContext) -> String {
+    let mut e = Exposition { out: String::new() };
+    let role = m.role.name();
+    if let Some(c) = &m.coordinator {
+        e.family(
+            "switchyard_etcd_leading",
+            "gauge",
+            "1 while this process is the leading orchestrator (its lease in etcd surely held)",
+        );
+        e.sample(
+            "switchyard_etcd_leading",
+            &[("name", &m.name), ("role", role)],
+            u8::from(c.is_leading()),
+        );
+    }
+    if m.role.routes() {
+        e.family(
+            "switchyard_etcd_writes_fenced",
+            "gauge",
+            "1 while this router refuses writes: its lease in etcd is not surely held",
+        );
+        e.sample(
+            "switchyard_etcd_writes_fenced",
+            &[("name", &m.name), ("role", role)],
+            u8::from(router.writes_fenced.load(Ordering::Relaxed)),
+        );
+    }
+    e.out
+}
+
 /// The whole exposition.
 pub fn render(
     topology: &TopologyHandle,

@@ -749,7 +749,7 @@ async fn a_promotion_left_unpublished_by_a_dead_orchestrator_is_completed_by_the
 async fn etcd_members_restarted_one_by_one_cause_no_failover_and_no_etcd_means_no_failover() {
     let (mut etcd, _dir, mut env, store) = deployment(3, 1, 1).await;
     let b = second(&env, &etcd, "b", ProcessRole::All).await;
-    eventually(
+    let first = eventually(
         Duration::from_secs(15),
         "an orchestrator to lead",
         || async { store.leader().await.ok().flatten() },
@@ -787,6 +787,35 @@ async fn etcd_members_restarted_one_by_one_cause_no_failover_and_no_etcd_means_n
             assert_eq!(c.epoch, before.epoch, "a failover without etcd: {c:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And they say so: the leader's events, and every process's metrics.
+    let leader_app = if first.id == "a" { env.app() } else { &b };
+    let deposed = leader_app
+        .orchestrator
+        .events("c1")
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "orchestrator.deposed")
+        .expect("an orchestrator.deposed event on the cluster");
+    assert!(deposed.message.contains("lease"), "{deposed:?}");
+    for app in [env.app(), &b] {
+        let metrics = common::http()
+            .get(format!("http://{}/metrics", app.admin_addr))
+            .bearer_auth("test-token")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in ["switchyard_etcd_leading{", "switchyard_etcd_writes_fenced{"] {
+            let sample = metrics
+                .lines()
+                .find(|l| l.starts_with(line))
+                .unwrap_or_else(|| panic!("no {line} in {metrics}"));
+            let expected = if line.contains("fenced") { " 1" } else { " 0" };
+            assert!(sample.ends_with(expected), "{sample}");
+        }
     }
     for member in 0..etcd.len() {
         etcd.spawn_member(member).expect("the member starts");

@@ -62,7 +62,8 @@ pub struct Event {
     /// `failover.start`, `failover.done`, `failover.refused`, `failover.failed`,
     /// `switchover.step`, `switchover.done`, `switchover.refused`, `switchover.undo`,
     /// `leader.suspect`, `leader.dead`, `rejoin.done`, `rejoin.refused`, `hook.failed`,
-    /// `rebuild.start`, `rebuild.step`, `rebuild.done`, `rebuild.refused`, `rebuild.failed`, ...
+    /// `rebuild.start`, `rebuild.step`, `rebuild.done`, `rebuild.refused`, `rebuild.failed`,
+    /// `orchestrator.leading`, `orchestrator.deposed` (several processes over etcd), ...
     pub kind: String,
     pub message: String,
 }
@@ -559,6 +560,14 @@ impl Orchestrator {
             .clone()
             .try_lock_owned()
             .map_err(|_| OrchestratorError::Busy(cluster.into()))
+    }
+
+    /// Records an event about this orchestrator itself (it took or lost the lead, say) on
+    /// every cluster it watches: what an operator reading any cluster's events must know.
+    pub fn note_everywhere(&self, kind: &str, message: &str) {
+        for spec in &self.specs {
+            self.event(&spec.name, kind, message);
+        }
     }
 
     /// Records an event in the cluster's ring (and the log) and returns it.
