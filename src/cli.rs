@@ -357,7 +357,7 @@ pub fn format_members(members: &Value) -> String {
     for o in members["orchestrators"].as_array().unwrap_or(&empty) {
         let id = o["id"].as_str().unwrap_or("?");
         out.push_str(&format!(
-            "  orchestrator {:<20} {:<10} admin {}\n",
+            "  orchestrator {:<20} {:<10} admin {}{}\n",
             id,
             if Some(id) == leader {
                 "leader"
@@ -365,6 +365,7 @@ pub fn format_members(members: &Value) -> String {
                 "standby"
             },
             o["admin"].as_str().unwrap_or("-"),
+            contact(o),
         ));
     }
     for r in members["routers"].as_array().unwrap_or(&empty) {
@@ -377,7 +378,7 @@ pub fn format_members(members: &Value) -> String {
             .map(|m| m.iter().map(|(c, e)| format!("{c}@{e}")).collect())
             .unwrap_or_default();
         out.push_str(&format!(
-            "  router       {:<20} {:<22} epochs {}{}\n",
+            "  router       {:<20} {:<22} epochs {}{}{}\n",
             r["id"].as_str().unwrap_or("?"),
             r["addr"].as_str().unwrap_or("-"),
             epochs.join(","),
@@ -386,9 +387,17 @@ pub fn format_members(members: &Value) -> String {
             } else {
                 format!("  holding {}", holds.join(","))
             },
+            contact(r),
         ));
     }
     out
+}
+
+/// `  seen Ns ago` from a member's `last_contact_s`, when known.
+fn contact(member: &Value) -> String {
+    member["last_contact_s"]
+        .as_u64()
+        .map_or(String::new(), |s| format!("  seen {s}s ago"))
 }
 
 /// The steps of a switchover or failover report, one per line.
@@ -457,7 +466,7 @@ mod tests {
             "orchestrators": [{"id": "a", "admin": "127.0.0.1:8080", "started_ms": 1},
                               {"id": "b", "started_ms": 2}],
             "routers": [{"id": "r1", "addr": "127.0.0.1:6033", "started_ms": 3,
-                         "epochs": {"c1": 4}, "holds": {"c1": 4}}]});
+                         "epochs": {"c1": 4}, "holds": {"c1": 4}, "last_contact_s": 1}]});
         let t = format_members(&v);
         assert!(
             t.starts_with("this process: a (all, leading)  etcd: ok"),
@@ -467,7 +476,7 @@ mod tests {
         assert!(line("orchestrator a ").contains("leader"), "{t}");
         assert!(line("orchestrator b ").contains("standby"), "{t}");
         assert!(
-            line("router       r1").ends_with("epochs c1@4  holding c1@4"),
+            line("router       r1").ends_with("epochs c1@4  holding c1@4  seen 1s ago"),
             "{t}"
         );
     }

@@ -737,8 +737,16 @@ impl Membership {
         });
         let read = async {
             let leader = self.store.leader().await?;
-            let orchestrators = self.store.orchestrators().await?;
-            let routers = self.store.routers().await?;
+            let orchestrators = with_contact(
+                self.store.orchestrators().await?,
+                |m| &m.id,
+                self.store.last_contacts("orchestrators").await?,
+            );
+            let routers = with_contact(
+                self.store.routers().await?,
+                |r| &r.id,
+                self.store.last_contacts("routers").await?,
+            );
             Ok::<_, EtcdError>((leader, orchestrators, routers))
         };
         match read.await {
@@ -757,6 +765,25 @@ impl Membership {
             }),
         }
     }
+}
+
+/// `records` as JSON, each with `last_contact_s`: the whole seconds since etcd last heard
+/// from its process (from `contacts`, by id).
+fn with_contact<T: serde::Serialize>(
+    records: Vec<T>,
+    id: impl Fn(&T) -> &String,
+    contacts: BTreeMap<String, u64>,
+) -> Vec<serde_json::Value> {
+    records
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            if let (Some(o), Some(s)) = (v.as_object_mut(), contacts.get(id(r))) {
+                o.insert("last_contact_s".into(), (*s).into());
+            }
+            v
+        })
+        .collect()
 }
 
 /// Applies every shard map version saved in etcd (by any process) to this router, until

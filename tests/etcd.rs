@@ -274,6 +274,16 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
     assert_eq!(members["mode"], "etcd", "{members}");
     assert_eq!(members["leader"]["id"], leader.id.as_str(), "{members}");
     assert_eq!(members["routers"].as_array().unwrap().len(), 3, "{members}");
+    for m in members["routers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(members["orchestrators"].as_array().unwrap())
+    {
+        // Keep-alives go every third of the 2 s lease.
+        let seen = m["last_contact_s"].as_u64().expect("last_contact_s");
+        assert!(seen <= 2, "{m}");
+    }
     assert_eq!(members["this"]["role"], "router", "{members}");
     let standby = if leader.id == "a" { &b } else { env.app() };
     let before = env.app().topology.load().cluster("c1").unwrap().clone();

@@ -540,6 +540,46 @@ impl EtcdStore {
         self.list(self.router_prefix()).await
     }
 
+    /// For each live router (`"routers"`) or orchestrator candidate (`"orchestrators"`): the
+    /// whole seconds since etcd last heard from its process (its lease's granted TTL minus
+    /// what remains of it).
+    pub async fn last_contacts(&self, kind: &str) -> Result<BTreeMap<String, u64>, EtcdError> {
+        let prefix = format!("{}/{kind}/", self.prefix);
+        let resp = bounded(
+            self.timeout,
+            "listing",
+            self.kv().get(
+                prefix.as_str(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            ),
+        )
+        .await?;
+        let mut contacts = BTreeMap::new();
+        let mut leases = self.client.lease_client();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            let Some(id) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            if kv.lease() == 0 {
+                continue;
+            }
+            let ttl = bounded(
+                self.timeout,
+                "reading a lease",
+                leases.time_to_live(kv.lease(), None),
+            )
+            .await?;
+            if ttl.ttl() >= 0 {
+                contacts.insert(
+                    id.to_owned(),
+                    ttl.granted_ttl().saturating_sub(ttl.ttl()).max(0) as u64,
+                );
+            }
+        }
+        Ok(contacts)
+    }
+
     async fn put_leased(
         &self,
         key: String,
