@@ -837,7 +837,7 @@ async fn clusters(State(state): State<AdminState>, who: Option<Extension<Princip
 
 #[utoipa::path(get, path = "/api/v1/members", tag = "clusters", security(("bearer" = [])),
     responses(
-        (status = 200, description = "The processes sharing this deployment's etcd: `mode` (`single` or `etcd`), `this` (name, role, whether it leads), `leader` (the leading orchestrator), `orchestrators` (candidates alive), `routers` (alive, with the epochs they route with and the holds they acknowledged), and `etcd` (`ok` or why it is unreachable)", body = serde_json::Value),
+        (status = 200, description = "The processes sharing this deployment's etcd: `mode` (`single` or `etcd`), `this` (name, role, whether it leads), `leader` (the leading orchestrator), `orchestrators` (candidates alive), `routers` (alive, with the epochs they route with and the holds they acknowledged; each router and orchestrator with `last_contact_s`, the seconds since etcd last heard from it), and `etcd` (`ok` or why it is unreachable)", body = serde_json::Value),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     ))]
 async fn members(State(state): State<AdminState>) -> Response {

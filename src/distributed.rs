@@ -70,8 +70,9 @@ pub struct EtcdCoordinator {
     name: String,
     topology: TopologyHandle,
     leading: Mutex<Leading>,
-    /// Serialises topology writes so that an older snapshot never overwrites a newer one.
-    publish: tokio::sync::Mutex<BTreeMap<String, ClusterStatus>>,
+    /// Serialises topology writes so that an older snapshot never overwrites a newer one:
+    /// what this leader last wrote of each cluster, and the record's revision after it.
+    publish: tokio::sync::Mutex<BTreeMap<String, (ClusterStatus, i64)>>,
 }
 
 impl std::fmt::Debug for EtcdCoordinator {
@@ -131,21 +132,54 @@ impl EtcdCoordinator {
         self.token().is_ok()
     }
 
-    /// Writes every cluster whose snapshot differs from what this leader last wrote.
+    /// Writes every cluster whose snapshot differs from what this leader last wrote, each
+    /// write based on the record's revision after the last one (see
+    /// [`EtcdStore::put_cluster`]).
     async fn sync(&self, only: Option<&str>) -> Result<(), String> {
         let token = self.token()?;
         let mut written = self.publish.lock().await;
         let topo = self.topology.load();
         for (name, c) in &topo.clusters {
-            if only.is_some_and(|o| o != name) || written.get(name) == Some(c) {
+            let last = written.get(name);
+            if only.is_some_and(|o| o != name) || last.is_some_and(|(w, _)| w == c) {
                 continue;
             }
-            match self.store.put_cluster(&token, c).await {
-                Ok(()) => {
-                    written.insert(name.clone(), c.clone());
+            let mut based_on = match last {
+                Some((_, revision)) => *revision,
+                // Not written under this leadership yet: the record as it is now.
+                None => self
+                    .store
+                    .cluster_revision(name)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            };
+            // A record changed behind this leader can only be one of its own writes that
+            // reached etcd late (nobody else holds the leadership): this snapshot is newer,
+            // so it is written over it, based on what is there now.
+            let mut retried = false;
+            loop {
+                match self.store.put_cluster(&token, c, based_on).await {
+                    Ok(revision) => {
+                        written.insert(name.clone(), (c.clone(), revision));
+                        break;
+                    }
+                    Err(EtcdError::NotLeader) => return Err(self.deposed()),
+                    Err(EtcdError::Changed { current, .. }) if !retried => {
+                        tracing::warn!(
+                            cluster = %name,
+                            based_on,
+                            current,
+                            "the topology record changed behind this leader: written again"
+                        );
+                        based_on = current;
+                        retried = true;
+                    }
+                    Err(e) => {
+                        // Unknown outcome: read the record's revision again next time.
+                        written.remove(name);
+                        return Err(e.to_string());
+                    }
                 }
-                Err(EtcdError::NotLeader) => return Err(self.deposed()),
-                Err(e) => return Err(e.to_string()),
             }
         }
         Ok(())
@@ -632,13 +666,16 @@ async fn lead(
             _ = changes.changed() => {}
             _ = tick.tick() => {}
         }
+        let lapsed = "its lease in etcd was not renewed in time (etcd unreachable, or this \
+                      process paused)";
         if !lease.holds() {
             tracing::warn!("this orchestrator's lease was not renewed in time: it stops leading");
-            break "its lease in etcd was not renewed in time (etcd unreachable, or this process \
-                   paused)"
-                .to_owned();
+            break lapsed.to_owned();
         } else if let Err(why) = coordinator.sync(None).await {
             tracing::warn!(%why, "publishing the topology to etcd");
+            if !lease.holds() {
+                break lapsed.to_owned();
+            }
             if !coordinator.is_leading() {
                 break format!("etcd refused its leadership ({why})");
             }

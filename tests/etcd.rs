@@ -87,10 +87,20 @@ async fn one_leader_at_a_time_and_a_deposed_one_writes_nothing() {
         Some("a")
     );
 
-    store
-        .put_cluster(&token_a, &cluster(1, "127.0.0.1:1"))
+    let r1 = store
+        .put_cluster(&token_a, &cluster(1, "127.0.0.1:1"), 0)
         .await
         .expect("the leader writes");
+    assert_eq!(store.cluster_revision("c1").await.unwrap(), r1);
+    // A write based on an older revision of the record (one that reached etcd late) is
+    // refused even from the leader.
+    match store
+        .put_cluster(&token_a, &cluster(0, "127.0.0.1:0"), 0)
+        .await
+    {
+        Err(EtcdError::Changed { current, .. }) => assert_eq!(current, r1),
+        other => panic!("a write based on a stale revision must be refused, got {other:?}"),
+    }
     let (read, revision) = store.load_topology().await.unwrap();
     assert_eq!(read["c1"].epoch, 1);
     let mut watch = store.watch_topology(revision).await.unwrap();
@@ -107,7 +117,7 @@ async fn one_leader_at_a_time_and_a_deposed_one_writes_nothing() {
         "leaderships are ordered"
     );
     match store
-        .put_cluster(&token_a, &cluster(7, "127.0.0.1:9"))
+        .put_cluster(&token_a, &cluster(7, "127.0.0.1:9"), r1)
         .await
     {
         Err(EtcdError::NotLeader) => {}
@@ -118,8 +128,8 @@ async fn one_leader_at_a_time_and_a_deposed_one_writes_nothing() {
         Err(EtcdError::NotLeader)
     ));
     store.check_leader(&token_b).await.expect("b leads");
-    store
-        .put_cluster(&token_b, &cluster(2, "127.0.0.1:2"))
+    let r2 = store
+        .put_cluster(&token_b, &cluster(2, "127.0.0.1:2"), r1)
         .await
         .unwrap();
 
@@ -142,7 +152,7 @@ async fn one_leader_at_a_time_and_a_deposed_one_writes_nothing() {
 
     // A watcher that asks for compacted history is told to list again.
     store
-        .put_cluster(&token_b, &cluster(3, "127.0.0.1:3"))
+        .put_cluster(&token_b, &cluster(3, "127.0.0.1:3"), r2)
         .await
         .unwrap();
     store.compact_all().await.unwrap();
@@ -757,6 +767,10 @@ async fn a_promotion_left_unpublished_by_a_dead_orchestrator_is_completed_by_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_members_restarted_one_by_one_cause_no_failover_and_no_etcd_means_no_failover() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("switchyard=info,orchestrator=info")
+        .with_test_writer()
+        .try_init();
     let (mut etcd, _dir, mut env, store) = deployment(3, 1, 1).await;
     let b = second(&env, &etcd, "b", ProcessRole::All).await;
     let first = eventually(
@@ -1204,22 +1218,17 @@ async fn one_etcd_member_cut_from_its_peers_fails_nothing_over_and_refuses_no_wr
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Read before the cut heals: the member coming back may call an election.
+    let leader_now = store.leader().await.unwrap();
+    let epoch_now = store.load_topology().await.unwrap().0["c1"].epoch;
     cut.heal();
     assert!(
         refused.is_empty(),
         "{} of {writes} writes refused while one etcd member was cut off: {refused:?}",
         refused.len()
     );
-    assert_eq!(
-        store.leader().await.unwrap(),
-        Some(leading),
-        "the same orchestrator leads"
-    );
-    assert_eq!(
-        store.load_topology().await.unwrap().0["c1"].epoch,
-        epoch,
-        "no failover"
-    );
+    assert_eq!(leader_now, Some(leading), "the same orchestrator leads");
+    assert_eq!(epoch_now, epoch, "no failover");
     r.shutdown().await;
     env.stop().await;
 }

@@ -97,6 +97,13 @@ pub enum EtcdError {
     /// A compare-and-set found another version than the one it was based on.
     #[error("the stored shard map is version {current}: it changed meanwhile")]
     Conflict { current: u64 },
+    /// A record was written since the revision a write was based on (0: it was absent).
+    #[error("etcd key {key} changed since revision {based_on} (now {current})")]
+    Changed {
+        key: String,
+        based_on: i64,
+        current: i64,
+    },
 }
 
 /// A connected store. Cheap to clone: clones share the connection.
@@ -301,22 +308,70 @@ impl EtcdStore {
         ))
     }
 
-    /// Writes one cluster, provided `token` still leads (else [`EtcdError::NotLeader`]).
+    /// Writes one cluster, provided `token` still leads (else [`EtcdError::NotLeader`]) and
+    /// the record is still at revision `based_on` (0: absent; else [`EtcdError::Changed`]):
+    /// a write that reaches etcd late (its answer lost, sent again meanwhile) cannot put an
+    /// older snapshot over a newer one. The record's new revision.
     pub async fn put_cluster(
         &self,
         token: &LeaderToken,
         c: &ClusterStatus,
-    ) -> Result<(), EtcdError> {
-        let value = records::encode(c);
+        based_on: i64,
+    ) -> Result<i64, EtcdError> {
+        let key = self.topology_key(&c.name);
+        let leader = self.leader_key();
         let txn = Txn::new()
-            .when([token.guard(&self.leader_key())])
-            .and_then([TxnOp::put(self.topology_key(&c.name), value, None)]);
+            .when([
+                token.guard(&leader),
+                Compare::mod_revision(key.as_str(), etcd_client::CompareOp::Equal, based_on),
+            ])
+            .and_then([TxnOp::put(key.as_str(), records::encode(c), None)])
+            .or_else([
+                TxnOp::get(leader.as_str(), None),
+                TxnOp::get(key.as_str(), None),
+            ]);
         let resp = bounded(self.timeout, "writing the topology", self.kv().txn(txn)).await?;
         if resp.succeeded() {
-            Ok(())
-        } else {
-            Err(EtcdError::NotLeader)
+            return Ok(resp.header().map_or(0, |h| h.revision()));
         }
+        // Which compare failed: the leadership first.
+        let gets: Vec<Option<(i64, i64)>> = resp
+            .op_responses()
+            .into_iter()
+            .map(|op| match op {
+                etcd_client::TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .map(|kv| (kv.create_revision(), kv.mod_revision())),
+                _ => None,
+            })
+            .collect();
+        let leads = gets
+            .first()
+            .copied()
+            .flatten()
+            .is_some_and(|(created, _)| created == token.revision());
+        if !leads {
+            return Err(EtcdError::NotLeader);
+        }
+        Err(EtcdError::Changed {
+            key,
+            based_on,
+            current: gets.get(1).copied().flatten().map_or(0, |(_, m)| m),
+        })
+    }
+
+    /// A cluster record's revision now (0: absent), to base a [`EtcdStore::put_cluster`] on.
+    pub async fn cluster_revision(&self, name: &str) -> Result<i64, EtcdError> {
+        let key = self.topology_key(name);
+        let resp = bounded(
+            self.timeout,
+            "reading the topology",
+            self.kv()
+                .get(key.as_str(), Some(GetOptions::new().with_keys_only())),
+        )
+        .await?;
+        Ok(resp.kvs().first().map_or(0, |kv| kv.mod_revision()))
     }
 
     /// Watches the topology keys for changes after `revision`.
