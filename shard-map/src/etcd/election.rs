@@ -62,17 +62,7 @@ impl EtcdStore {
 
     /// The leading orchestrator, if any.
     pub async fn leader(&self) -> Result<Option<Member>, EtcdError> {
-        let key = self.leader_key();
-        let resp = bounded(
-            self.timeout,
-            "reading the leader",
-            self.kv().get(key.as_str(), None),
-        )
-        .await?;
-        resp.kvs()
-            .first()
-            .map(|kv| decode(&key, kv.value()))
-            .transpose()
+        self.record(self.leader_key(), "reading the leader").await
     }
 
     /// Succeeds only while `token` leads (a linearizable read of the leader key).

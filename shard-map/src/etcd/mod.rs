@@ -512,13 +512,20 @@ impl EtcdStore {
         &self,
         version: u64,
     ) -> Result<Option<VersionedShardMap>, EtcdError> {
-        let key = self.shard_map_history_key(version);
-        let resp = bounded(
-            self.timeout,
+        self.record(
+            self.shard_map_history_key(version),
             "reading a shard map version",
-            self.kv().get(key.as_str(), None),
         )
-        .await?;
+        .await
+    }
+
+    /// The record at `key`, if there is one.
+    pub(crate) async fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: String,
+        what: &'static str,
+    ) -> Result<Option<T>, EtcdError> {
+        let resp = bounded(self.timeout, what, self.kv().get(key.as_str(), None)).await?;
         resp.kvs()
             .first()
             .map(|kv| records::decode(&key, kv.value()))

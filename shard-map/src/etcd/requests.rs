@@ -66,17 +66,7 @@ impl EtcdStore {
 
     /// One request as stored now, if it exists.
     pub async fn request(&self, id: &str) -> Result<Option<Request>, EtcdError> {
-        let key = self.request_key(id);
-        let resp = bounded(
-            self.timeout,
-            "reading a request",
-            self.kv().get(key.as_str(), None),
-        )
-        .await?;
-        resp.kvs()
-            .first()
-            .map(|kv| records::decode(&key, kv.value()))
-            .transpose()
+        self.record(self.request_key(id), "reading a request").await
     }
 
     /// Every request not taken yet.
