@@ -77,17 +77,8 @@ async fn main() {
         .unwrap_or(300);
     let dir = tempfile::tempdir().unwrap();
     let sopts = SandboxOptions {
-        dir: dir.path().to_path_buf(),
-        clusters: 2,
-        replicas: 1,
-        base_port: None,
-        listen: "127.0.0.1:0".into(),
-        admin: "127.0.0.1:0".into(),
-        admin_token: "bench".into(),
-        app_user: "app".into(),
-        app_password: "app".into(),
-        binlog_disk_mb: None,
         shards: 4,
+        ..SandboxOptions::on_free_ports(dir.path(), 2, 1)
     };
     let local = sandbox::provision(&sopts)
         .await

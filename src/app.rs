@@ -195,8 +195,8 @@ impl App {
                 .with_tls()
                 .context("router TLS")?,
         );
-        let routes = config.etcd.is_none() || config.role.routes();
-        let router_listeners = match routes {
+        // (Validation refuses role "orchestrator" without etcd.)
+        let router_listeners = match config.role.routes() {
             true => Some(router_listeners(&config.router).await?),
             false => None,
         };

@@ -29,6 +29,26 @@ pub struct SandboxOptions {
     pub binlog_disk_mb: Option<u32>,
 }
 
+impl SandboxOptions {
+    /// Clusters under `dir` on free ports, switchyard on free loopback ports, user `app`
+    /// (password `app`), admin token `bench`, unsharded: what the benchmarks start.
+    pub fn on_free_ports(dir: &std::path::Path, clusters: usize, replicas: usize) -> Self {
+        SandboxOptions {
+            dir: dir.to_path_buf(),
+            clusters,
+            replicas,
+            base_port: None,
+            listen: "127.0.0.1:0".into(),
+            admin: "127.0.0.1:0".into(),
+            admin_token: "bench".into(),
+            app_user: "app".into(),
+            app_password: "app".into(),
+            shards: 0,
+            binlog_disk_mb: None,
+        }
+    }
+}
+
 /// The router's Unix-domain socket, in the sandbox directory.
 pub const ROUTER_SOCKET: &str = "router.sock";
 

@@ -413,7 +413,7 @@ async fn a_failover_by_the_leading_orchestrator_reaches_every_router() {
         .leader
         .clone()
         .unwrap();
-    let port: u16 = new_leader.rsplit(':').next().unwrap().parse().unwrap();
+    let port = switchyard::scenario::writes::port_of(&new_leader);
     let on_leader = ids_on(&mut env.direct_conn(port, None).await)
         .await
         .unwrap();
@@ -650,7 +650,7 @@ async fn a_frozen_leading_orchestrator_is_replaced_and_touches_nothing_when_thaw
         (now.epoch, now.leader.clone()),
         (after.epoch, after.leader.clone())
     );
-    let new_port: u16 = new_leader.rsplit_once(':').unwrap().1.parse().unwrap();
+    let new_port = switchyard::scenario::writes::port_of(&new_leader);
     let mut direct = env.direct_conn(new_port, None).await;
     let read_only: i64 = common::query_one(&mut direct, "SELECT @@global.read_only").await;
     assert_eq!(read_only, 0, "the new leader stays writable");
@@ -1148,14 +1148,7 @@ async fn a_router_away_during_a_switchover_and_a_compaction_writes_nothing_then_
         .unwrap();
     let now = r.topology.load().cluster("c1").unwrap().clone();
     assert_ne!(now.leader, before.leader);
-    let new_port: u16 = now
-        .leader
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let new_port = switchyard::scenario::writes::port_of(&now.leader.unwrap());
     assert_eq!(served_by, i64::from(new_port), "r writes to the new leader");
     drop(conn);
     r.shutdown().await;

@@ -342,19 +342,7 @@ impl<T> ContextNone<T> for Option<T> {
 }
 
 fn sandbox_options(dir: &std::path::Path) -> SandboxOptions {
-    SandboxOptions {
-        dir: dir.to_path_buf(),
-        clusters: 1,
-        replicas: 2,
-        base_port: None,
-        listen: "127.0.0.1:0".into(),
-        admin: "127.0.0.1:0".into(),
-        admin_token: "bench".into(),
-        app_user: "app".into(),
-        app_password: "app".into(),
-        binlog_disk_mb: None,
-        shards: 0,
-    }
+    SandboxOptions::on_free_ports(dir, 1, 2)
 }
 
 /// Writers through each router of `d`, one set (with its own ids) per router, in full swing.
