@@ -15,7 +15,8 @@
 pub mod coord;
 pub mod detect;
 pub mod elect;
-pub mod gtid;
+/// GTID positions (their home is `shard-map`, which the data mover shares).
+pub use shard_map::gtid;
 pub mod manager;
 pub mod monitor;
 pub mod provision;

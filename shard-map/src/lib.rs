@@ -9,6 +9,7 @@
 //! - [`shardmap`]: the indexed, immutable [`ShardMap`] the router looks up per statement, and
 //!   the naming of shard databases.
 //! - [`diff`]: what changed between two shard maps.
+//! - [`gtid`]: MariaDB GTID positions, as elections, rejoins and the data mover compare them.
 //! - [`store`]: versioned shard map snapshots and [`FileStore`].
 //! - [`etcd`]: the topology store of the multi-process mode (etcd); with [`store`], the
 //!   crate's only I/O.
@@ -17,6 +18,7 @@ pub mod diff;
 pub mod error;
 pub mod etcd;
 pub mod failpoint;
+pub mod gtid;
 pub mod keyrange;
 pub mod keyspace;
 pub mod shardmap;

@@ -71,6 +71,9 @@ pub(crate) fn server_args(node: &LocalNode, role: &ServerRole, as_root: bool) ->
         },
         "--relay-log=node-relay-bin".into(),
         "--binlog-format=ROW".into(),
+        // Column names and signedness in every table map: what a data move (resharding,
+        // MoveTables) needs to read row events without guessing.
+        "--binlog-row-metadata=FULL".into(),
         "--log-slave-updates=1".into(),
         "--gtid-strict-mode=1".into(),
         // Heartbeats come every 0.5 s (set in CHANGE MASTER): the monitor sees a replica's
