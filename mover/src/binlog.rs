@@ -159,6 +159,20 @@ impl BinlogReader {
             let event = match tokio::time::timeout(self.silence, self.stream.next()).await {
                 Err(_) => return Err(MoverError::SourceSilent(self.silence)),
                 Ok(None) => return Err(MoverError::StreamEnded),
+                // The source cannot serve the position asked (ER_MASTER_FATAL_ERROR_READING_BINLOG):
+                // purged binary logs, or a failover that lost transactions the stream had
+                // already read. Retrying would not help.
+                Ok(Some(Err(mysql_async::Error::Server(e)))) if e.code == 1236 => {
+                    return Err(MoverError::Stopped {
+                        gtid: String::new(),
+                        reason: format!(
+                            "the source cannot stream from the saved position: {} (purged \
+                             binary logs, or a failover that lost transactions this stream \
+                             already applied)",
+                            e.message
+                        ),
+                    })
+                }
                 Ok(Some(Err(e))) => return Err(MoverError::sql("reading the binary log", e)),
                 Ok(Some(Ok(event))) => event,
             };

@@ -474,6 +474,10 @@ struct PendingXa {
 /// One connected attempt: target connection, schemas, binlog reader, in-memory state.
 struct Session {
     tgt: Conn,
+    /// The leaders this session works with: when either moves, the session ends and the
+    /// next one starts on the new leaders.
+    source_addr: String,
+    target_addr: String,
     tables: HashMap<String, Table>,
     reader: Option<BinlogReader>,
     saved: Saved,
@@ -511,6 +515,8 @@ impl Session {
         })?;
         let mut s = Session {
             tgt,
+            source_addr: source.addr.clone(),
+            target_addr: target.addr.clone(),
             tables,
             reader: None,
             read: saved.resume.clone(),
@@ -544,6 +550,21 @@ impl Session {
 
     /// Reads and applies the next source transaction (or heartbeat).
     async fn step(&mut self, w: &Worker) -> Result<(), MoverError> {
+        for (side, locate, addr) in [
+            ("source", &w.source, &self.source_addr),
+            ("target", &w.target, &self.target_addr),
+        ] {
+            let now = locate().map(|e| e.addr);
+            if now.as_ref() != Some(addr) {
+                return Err(MoverError::Sql {
+                    what: format!("following the {side} leader"),
+                    error: format!(
+                        "the leader moved from {addr} to {}",
+                        now.as_deref().unwrap_or("nowhere")
+                    ),
+                });
+            }
+        }
         let reader = self.reader.as_mut().expect("reader open");
         let item = reader.next().await?;
         match item {

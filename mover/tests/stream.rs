@@ -38,6 +38,18 @@ fn fixed(ep: &Endpoint) -> stream::Locate {
     Arc::new(move || Some(ep.clone()))
 }
 
+/// Where the source's leader is now (the test moves it).
+type Leader = Arc<std::sync::Mutex<Endpoint>>;
+
+fn current(l: &Leader) -> Endpoint {
+    l.lock().unwrap().clone()
+}
+
+fn following(l: &Leader) -> stream::Locate {
+    let l = l.clone();
+    Arc::new(move || Some(current(&l)))
+}
+
 const TABLE: &str = "CREATE TABLE app.t (id BIGINT NOT NULL PRIMARY KEY, k BIGINT NOT NULL, \
     v VARCHAR(100) CHARACTER SET utf8mb4, d DECIMAL(12,3), ts DATETIME(6), b BLOB, \
     u INT UNSIGNED, n INT NULL, g BIGINT AS (k * 2) VIRTUAL) ENGINE=InnoDB";
@@ -62,9 +74,15 @@ fn spec(name: &str) -> StreamSpec {
 
 /// Random writes until told to stop: single rows, multi-row transactions, key changes that
 /// move rows across the split, deletes and re-inserts, XA transactions, rollbacks.
-async fn workload(ep: Endpoint, stop: Arc<AtomicBool>, seed: u64) -> u64 {
+async fn workload(leader: Leader, stop: Arc<AtomicBool>, seed: u64) -> u64 {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut c = ep.connect().await.unwrap();
+    let app = |ep: Endpoint| Endpoint {
+        user: "app".into(),
+        password: "app".into(),
+        ..ep
+    };
+    let mut c_addr = current(&leader).addr;
+    let mut c = app(current(&leader)).connect().await.unwrap();
     let mut n = 0u64;
     let mut xa = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -121,8 +139,19 @@ async fn workload(ep: Endpoint, stop: Arc<AtomicBool>, seed: u64) -> u64 {
         for s in &stmts {
             match c.query_drop(s).await {
                 Ok(()) => {}
+                Err(mysql_async::Error::Server(e))
+                    if e.code == 1062 && s.starts_with("UPDATE IGNORE") => {}
                 // Two writers deadlock now and then: the transaction is rolled back.
                 Err(mysql_async::Error::Server(e)) if e.code == 1213 || e.code == 1205 => {
+                    failed = true;
+                    break;
+                }
+                // The leader moved (read-only now, or gone): write to the new one.
+                Err(mysql_async::Error::Server(e)) if e.code == 1290 => {
+                    failed = true;
+                    break;
+                }
+                Err(mysql_async::Error::Io(_)) => {
                     failed = true;
                     break;
                 }
@@ -136,6 +165,14 @@ async fn workload(ep: Endpoint, stop: Arc<AtomicBool>, seed: u64) -> u64 {
                 let _ = c.query_drop(format!("XA ROLLBACK {xid}")).await;
             }
             let _ = c.query_drop("ROLLBACK").await;
+            let now = current(&leader);
+            if c.query_drop("DO 1").await.is_err() || now.addr != c_addr {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Ok(fresh) = app(now.clone()).connect().await {
+                    c = fresh;
+                    c_addr = now.addr;
+                }
+            }
             continue;
         }
         n += 1;
@@ -204,7 +241,10 @@ async fn a_copy_under_writes_interrupted_twice_ends_equal_to_the_source() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..2)
-        .map(|i| tokio::spawn(workload(src.clone(), stop.clone(), 7 + i)))
+        .map(|i| {
+            let leader = Arc::new(std::sync::Mutex::new(src.clone()));
+            tokio::spawn(workload(leader, stop.clone(), 7 + i))
+        })
         .collect();
 
     // Start, interrupt mid-copy (the task is aborted as a crash would), resume; twice.
@@ -333,6 +373,185 @@ async fn a_ddl_on_a_moving_table_stops_the_stream_and_bad_tables_are_refused() {
     ));
     let e = h.diff(Duration::from_secs(10)).await.unwrap_err();
     assert!(e.to_string().contains("failed"), "{e}");
+    h.stop(Duration::from_secs(10)).await;
+    drop(local);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_follows_a_switchover_of_its_source_mid_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec_p = ProvisionSpec::new(dir.path());
+    spec_p.clusters = 2;
+    spec_p.replicas = 1;
+    spec_p.semi_sync = false;
+    let local = LocalClusters::start(spec_p)
+        .await
+        .unwrap_or_else(|e| panic!("MariaDB must be installed (see scripts/install-deps): {e}"));
+    let ep = |addr: &str| Endpoint {
+        addr: addr.to_owned(),
+        user: "switchyard".into(),
+        password: "switchyard".into(),
+        timeout: Duration::from_secs(10),
+    };
+    let old = ep(&local.clusters()[0].leader);
+    let new = ep(&local.clusters()[0].replicas().next().unwrap().addr);
+    let tgt = ep(&local.clusters()[1].leader);
+    let mut c = old.connect().await.unwrap();
+    c.query_drop("CREATE DATABASE app").await.unwrap();
+    c.query_drop(TABLE).await.unwrap();
+    for chunk in 0..10 {
+        let values: Vec<String> = (0..200)
+            .map(|i| {
+                let id = chunk * 200 + i + 1;
+                format!(
+                    "({id}, {}, 'row {id}', {id}.5, NOW(6), x'{id:04x}', {id}, NULL)",
+                    id * 31
+                )
+            })
+            .collect();
+        c.query_drop(format!(
+            "INSERT INTO app.t (id, k, v, d, ts, b, u, n) VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    }
+    let leader: Leader = Arc::new(std::sync::Mutex::new(old.clone()));
+    let mut spec = spec("follow");
+    spec.copy_cycle = Duration::from_millis(100);
+    spec.chunk_rows = 50;
+    stream::prepare(&spec, &old, &tgt).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(workload(leader.clone(), stop.clone(), 11));
+    let h = stream::start(spec.clone(), following(&leader), fixed(&tgt));
+    h.wait_until(Duration::from_secs(60), "copying", |s| s.rows_copied > 200)
+        .await
+        .unwrap();
+
+    // A clean switchover: writes stopped on the old leader, the replica caught up and
+    // promoted, writers and stream pointed at it.
+    c.query_drop("FLUSH TABLES WITH READ LOCK").await.unwrap();
+    c.query_drop("SET GLOBAL read_only = 1").await.unwrap();
+    let pos: String = c
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut r = new.connect().await.unwrap();
+    let waited: i64 = r
+        .exec_first("SELECT MASTER_GTID_WAIT(?, 30)", (pos,))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(waited, 0, "the replica caught up");
+    for s in ["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"] {
+        r.query_drop(s).await.unwrap();
+    }
+    *leader.lock().unwrap() = new.clone();
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    let moved = h.status().retries;
+
+    h.wait_until(Duration::from_secs(120), "copied", |s| {
+        s.phase == Phase::Running
+    })
+    .await
+    .unwrap();
+    h.wait_until(Duration::from_secs(60), "applying on the new leader", |s| {
+        s.txns_applied > 50
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await.unwrap();
+    let end = source_pos(&new).await;
+    h.wait_for_pos(&end, Duration::from_secs(60)).await.unwrap();
+    let st = h.status();
+    assert!(
+        st.retries > moved,
+        "the stream restarted on the new leader: {st:?}"
+    );
+    let (s, t) = both_sides(&new, &tgt).await;
+    assert!(s.len() > 300, "rows in the low half ({})", s.len());
+    assert_eq!(s, t, "the target holds exactly the new leader's low half");
+    let report = h.diff(Duration::from_secs(60)).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    eprintln!("status {st:?}, writes {writes}");
+    h.stop(Duration::from_secs(10)).await;
+    drop(local);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_source_leader_is_left_within_bounds_for_the_promoted_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec_p = ProvisionSpec::new(dir.path());
+    spec_p.clusters = 2;
+    spec_p.replicas = 1;
+    spec_p.semi_sync = false;
+    let local = LocalClusters::start(spec_p)
+        .await
+        .unwrap_or_else(|e| panic!("MariaDB must be installed (see scripts/install-deps): {e}"));
+    let ep = |addr: &str| Endpoint {
+        addr: addr.to_owned(),
+        user: "switchyard".into(),
+        password: "switchyard".into(),
+        timeout: Duration::from_secs(2),
+    };
+    let old = ep(&local.clusters()[0].leader);
+    let new = ep(&local.clusters()[0].replicas().next().unwrap().addr);
+    let tgt = ep(&local.clusters()[1].leader);
+    let mut c = old.connect().await.unwrap();
+    c.query_drop("CREATE DATABASE app").await.unwrap();
+    c.query_drop(TABLE).await.unwrap();
+    c.query_drop("INSERT INTO app.t (id, k) SELECT seq, seq * 13 FROM app.seq_1_to_500")
+        .await
+        .unwrap();
+    let leader: Leader = Arc::new(std::sync::Mutex::new(old.clone()));
+    let spec = spec("frozen");
+    stream::prepare(&spec, &old, &tgt).await.unwrap();
+    let h = stream::start(spec.clone(), following(&leader), fixed(&tgt));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(workload(leader.clone(), stop.clone(), 21));
+    h.wait_until(Duration::from_secs(60), "running", |s| {
+        s.phase == Phase::Running && s.txns_applied > 20
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    // The replica has everything; then the leader freezes (no reset: every read just waits).
+    let pos = source_pos(&old).await;
+    let mut r = new.connect().await.unwrap();
+    let waited: i64 = r
+        .exec_first("SELECT MASTER_GTID_WAIT(?, 30)", (pos.to_string(),))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(waited, 0);
+    let pid = local.pid(&old.addr).expect("leader pid") as i32;
+    // SAFETY: signalling a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let frozen = h.status().retries;
+    // Silence is noticed within three heartbeats; reconnecting to the frozen leader times out
+    // (2 s) and the stream keeps retrying.
+    h.wait_until(Duration::from_secs(20), "retrying", |s| {
+        s.retries > frozen && matches!(s.phase, Phase::Retrying { .. })
+    })
+    .await
+    .unwrap();
+    for s in ["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"] {
+        r.query_drop(s).await.unwrap();
+    }
+    *leader.lock().unwrap() = new.clone();
+    r.query_drop("INSERT INTO app.t (id, k, v) VALUES (90001, 1, 'after'), (90002, 2, 'after'), (90003, 3, 'after')")
+        .await
+        .unwrap();
+    let end = source_pos(&new).await;
+    h.wait_for_pos(&end, Duration::from_secs(30)).await.unwrap();
+    let (s, t) = both_sides(&new, &tgt).await;
+    assert_eq!(s, t, "the target holds exactly the new leader's low half");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
     h.stop(Duration::from_secs(10)).await;
     drop(local);
 }
