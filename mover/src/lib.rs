@@ -6,6 +6,7 @@
 //!   snapshots and followed through the binary log, each source transaction applied once with
 //!   its position ([`state`]); [`apply`] is how one row change reaches the target.
 //! - [`diff`]: source and target compared at one consistent position.
+//! - [`plan`]: a reshard or MoveTables request checked against the shard map, as streams.
 //! - [`schema`], [`value`]: what a moving table must be, and its keys and filters.
 //!
 //! It depends on `shard-map` (key ranges, vindexes, GTID positions) and talks to servers
@@ -19,6 +20,7 @@ pub mod apply;
 pub mod binlog;
 pub mod diff;
 pub mod error;
+pub mod plan;
 pub mod schema;
 mod sql;
 pub mod state;
