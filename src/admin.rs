@@ -27,10 +27,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod history;
+mod moves;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AdminState {
+    /// Online moves of rows (reshard, MoveTables).
+    pub moves: Arc<crate::moves::Moves>,
     pub topology: TopologyHandle,
     pub router: Arc<RouterContext>,
     pub orchestrator: Arc<Orchestrator>,
@@ -45,6 +48,17 @@ pub struct AdminState {
     pub integrations: Arc<crate::integrations::Integrations>,
     /// This process's part in a deployment sharing etcd; `None` when it works alone.
     pub members: Option<Arc<crate::distributed::Membership>>,
+}
+
+/// Why a new shard map was not put in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplaceError {
+    /// The version in force is not the one the change was based on.
+    Stale { current: u64 },
+    /// etcd did not take it.
+    Etcd(String),
+    /// The file store could not save it.
+    Persist(String),
 }
 
 /// The shard map's version and store, behind the API's GET/PUT.
@@ -81,6 +95,71 @@ impl ShardMapState {
     pub fn with_etcd(mut self, etcd: shard_map::etcd::EtcdStore) -> Self {
         self.etcd = Some(etcd);
         self
+    }
+
+    /// Puts `map` in force as the next version (saved first: in etcd, or in the file store)
+    /// unless the version in force is not `based_on`; returns the new version and what
+    /// changed. The map must have been validated for these clusters.
+    pub async fn replace(
+        &self,
+        router: &RouterContext,
+        map: ShardMap,
+        based_on: Option<u64>,
+    ) -> Result<(u64, Vec<String>), ReplaceError> {
+        if let Some(etcd) = &self.etcd {
+            let _saving = self.saving.lock().await;
+            let current = self.current();
+            if based_on.is_some_and(|v| v != current) {
+                return Err(ReplaceError::Stale { current });
+            }
+            let next = VersionedShardMap {
+                version: current + 1,
+                map: map.clone(),
+            };
+            match etcd.save_shard_map(&next).await {
+                Ok(()) => {}
+                Err(shard_map::etcd::EtcdError::Conflict { current }) => {
+                    return Err(ReplaceError::Stale { current })
+                }
+                Err(e) => {
+                    return Err(ReplaceError::Etcd(format!(
+                        "could not save the shard map in etcd: {e}"
+                    )))
+                }
+            }
+            let changes = shard_map::diff(&router.shard_map.load(), &map);
+            self.apply_saved(router, next);
+            return Ok((current + 1, changes));
+        }
+        let mut version = self.version.lock().unwrap_or_else(|p| p.into_inner());
+        if based_on.is_some_and(|v| v != *version) {
+            return Err(ReplaceError::Stale { current: *version });
+        }
+        let next = *version + 1;
+        if let Some(store) = &self.store {
+            store
+                .save(&VersionedShardMap {
+                    version: next,
+                    map: map.clone(),
+                })
+                .map_err(|e| {
+                    ReplaceError::Persist(format!("could not persist the shard map: {e}"))
+                })?;
+        }
+        let changes = shard_map::diff(&router.shard_map.load(), &map);
+        router.shard_map.store(Arc::new(map));
+        *version = next;
+        Ok((next, changes))
+    }
+
+    /// The clusters a shard map must fit.
+    pub fn clusters(&self) -> &[String] {
+        &self.clusters
+    }
+
+    /// Whether the shard map lives in etcd (several processes).
+    pub fn in_etcd(&self) -> bool {
+        self.etcd.is_some()
     }
 
     /// The version in force.
@@ -167,6 +246,7 @@ fn shard_map_body(map: &ShardMap, version: u64) -> serde_json::Value {
         (name = "health", description = "Readiness and this document"),
         (name = "clusters", description = "Topology and the orchestrator's operations"),
         (name = "router", description = "Router counters and the shard map"),
+        (name = "moves", description = "Online moves of rows: reshard and MoveTables"),
     )
 )]
 struct ApiDoc;
@@ -211,7 +291,14 @@ fn api(state: Option<AdminState>) -> (Router<AdminState>, utoipa::openapi::OpenA
         .routes(routes!(get_config))
         .routes(routes!(history::validate_config))
         .routes(routes!(history::reload_config))
-        .routes(routes!(haproxy_config));
+        .routes(routes!(haproxy_config))
+        .routes(routes!(moves::list_moves, moves::create_move))
+        .routes(routes!(moves::get_move))
+        .routes(routes!(moves::diff_move))
+        .routes(routes!(moves::switch_writes))
+        .routes(routes!(moves::reverse_move))
+        .routes(routes!(moves::complete_move))
+        .routes(routes!(moves::cancel_move));
     // The layer does not change the document, so `openapi()` can do without a state.
     if let Some(state) = state {
         protected = protected.route_layer(middleware::from_fn_with_state(state, authorize));
@@ -609,8 +696,11 @@ async fn put_shard_map(State(state): State<AdminState>, body: String) -> Respons
         Ok(m) => m,
         Err(refused) => return (StatusCode::BAD_REQUEST, Json(refused)).into_response(),
     };
-    let stale = |current: u64| {
-        (
+    match state.shard_maps.replace(&state.router, map, based_on).await {
+        Ok((version, changes)) => {
+            Json(json!({ "version": version, "changes": changes })).into_response()
+        }
+        Err(ReplaceError::Stale { current }) => (
             StatusCode::CONFLICT,
             Json(json!({
                 "error": format!(
@@ -621,59 +711,10 @@ async fn put_shard_map(State(state): State<AdminState>, body: String) -> Respons
                 "version": current,
             })),
         )
-            .into_response()
-    };
-    if let Some(etcd) = &state.shard_maps.etcd {
-        let _saving = state.shard_maps.saving.lock().await;
-        let current = state.shard_maps.current();
-        if based_on.is_some_and(|v| v != current) {
-            return stale(current);
-        }
-        let next = VersionedShardMap {
-            version: current + 1,
-            map: map.clone(),
-        };
-        match etcd.save_shard_map(&next).await {
-            Ok(()) => {}
-            Err(shard_map::etcd::EtcdError::Conflict { current }) => return stale(current),
-            Err(e) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("could not save the shard map in etcd: {e}"),
-                )
-            }
-        }
-        let changes = shard_map::diff(&state.router.shard_map.load(), &map);
-        state.shard_maps.apply_saved(&state.router, next);
-        return Json(json!({ "version": current + 1, "changes": changes })).into_response();
+            .into_response(),
+        Err(ReplaceError::Etcd(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+        Err(ReplaceError::Persist(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
-    let mut version = state
-        .shard_maps
-        .version
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if based_on.is_some_and(|v| v != *version) {
-        let current = *version;
-        drop(version);
-        return stale(current);
-    }
-    let next = *version + 1;
-    if let Some(store) = &state.shard_maps.store {
-        let saved = store.save(&VersionedShardMap {
-            version: next,
-            map: map.clone(),
-        });
-        if let Err(e) = saved {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("could not persist the shard map: {e}"),
-            );
-        }
-    }
-    let changes = shard_map::diff(&state.router.shard_map.load(), &map);
-    state.router.shard_map.store(Arc::new(map));
-    *version = next;
-    Json(json!({ "version": next, "changes": changes })).into_response()
 }
 
 /// Authenticates the caller, checks the route's rule and the cluster scope, and writes every
@@ -882,6 +923,7 @@ pub fn router_counters(router: &RouterContext) -> serde_json::Value {
         "backend_retries": m.backend_retries.load(Ordering::Relaxed),
         "held_statements": m.held_statements.load(Ordering::Relaxed),
         "hold_timeouts": m.hold_timeouts.load(Ordering::Relaxed),
+        "replanned": m.replanned.load(Ordering::Relaxed),
         "leader_change_retries": m.leader_change_retries.load(Ordering::Relaxed),
         "deposed_leader_cuts": m.deposed_cuts.load(Ordering::Relaxed),
         "held_now": router.held.load(Ordering::Relaxed),

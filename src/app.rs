@@ -38,6 +38,8 @@ pub struct App {
     pub admin_token: Secret,
     /// Reloads the configuration (SIGHUP in `serve`, `POST /api/v1/config/reload`).
     pub reloader: Arc<Reloader>,
+    /// Online moves of rows (reshard, MoveTables).
+    pub moves: Arc<crate::moves::Moves>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -341,7 +343,19 @@ impl App {
                 stopped(),
             )));
         }
+        let moves = crate::moves::Moves::load(
+            topology.clone(),
+            orchestrator.clone(),
+            router.clone(),
+            shard_maps.clone(),
+            config.orchestrator.user.clone(),
+            config.orchestrator.password.clone(),
+            config.state_dir.as_deref(),
+            crate::moves::MoveSettings::default(),
+        )
+        .context("the moves kept in state_dir")?;
         let admin_state = AdminState {
+            moves: moves.clone(),
             topology: topology.clone(),
             router: router.clone(),
             orchestrator: orchestrator.clone(),
@@ -395,6 +409,7 @@ impl App {
             orchestrator,
             admin_token: token,
             reloader,
+            moves,
             stop,
             tasks,
         })
@@ -419,6 +434,7 @@ impl App {
 
     /// Stops accepting, lets sessions finish (bounded), stops the monitor and the API.
     pub async fn shutdown(self) {
+        self.moves.shutdown().await;
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;

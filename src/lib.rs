@@ -15,6 +15,7 @@ pub mod control;
 pub mod distributed;
 pub mod integrations;
 pub mod metrics;
+pub mod moves;
 pub mod reload;
 pub mod sandbox;
 pub mod scenario;

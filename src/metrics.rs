@@ -336,6 +336,11 @@ fn router_metrics(e: &mut Exposition, r: &RouterContext) {
             load(&m.hold_timeouts),
         ),
         (
+            "switchyard_router_replanned_total",
+            "Statements planned again on a shard map published while they were held.",
+            load(&m.replanned),
+        ),
+        (
             "switchyard_router_leader_change_retries_total",
             "Statements run again on a new leader after the old one refused or lost them.",
             load(&m.leader_change_retries),

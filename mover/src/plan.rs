@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use shard_map::keyspace::{ShardSpec, TableKindName, TableSpec};
 use shard_map::shardmap::{ShardMap, ShardTarget, TableKind};
-use shard_map::vindex::{Vindex, VindexKind};
+use shard_map::vindex::VindexKind;
 use shard_map::KeyRange;
 
 use crate::error::MoverError;
@@ -40,7 +40,7 @@ pub enum MoveRequest {
 }
 
 /// One stream of a move.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedStream {
     pub source_cluster: String,
     pub source_db: String,
@@ -135,13 +135,13 @@ pub fn plan(map: &ShardMap, clusters: &[&str], req: &MoveRequest) -> Result<Move
                     return refuse(format!("cluster `{}` is not known", s.cluster));
                 }
             }
-            let sharded: Vec<(TableSpec, Vindex)> = spec
+            let sharded: Vec<(TableSpec, VindexKind)> = spec
                 .tables
                 .iter()
                 .filter(|t| t.kind == TableKindName::Sharded)
                 .map(|t| match ks.table(&t.name) {
                     TableKind::Sharded(s) if s.vindex.kind() != VindexKind::List => {
-                        Ok((t.clone(), s.vindex.clone()))
+                        Ok((t.clone(), s.vindex.kind()))
                     }
                     _ => Err(MoverError::Refused(format!(
                         "table `{}` uses the list vindex, whose values name shards: change \
@@ -177,7 +177,7 @@ pub fn plan(map: &ShardMap, clusters: &[&str], req: &MoveRequest) -> Result<Move
                             table: t.name.clone(),
                             filter: FilterSpec::Range {
                                 column: t.column.clone().expect("sharded has a column"),
-                                vindex: v.clone(),
+                                vindex: *v,
                                 range: *range,
                             },
                         })
@@ -248,10 +248,7 @@ pub fn plan(map: &ShardMap, clusters: &[&str], req: &MoveRequest) -> Result<Move
                             table: t.name.clone(),
                             filter: FilterSpec::Range {
                                 column: t.column.clone().expect("checked"),
-                                vindex: match t.vindex {
-                                    Some(VindexKind::Numeric) => Vindex::Numeric,
-                                    _ => Vindex::Hash,
-                                },
+                                vindex: t.vindex.expect("checked"),
                                 range: shard.range,
                             },
                         })
@@ -266,6 +263,70 @@ pub fn plan(map: &ShardMap, clusters: &[&str], req: &MoveRequest) -> Result<Move
             })
         }
     }
+}
+
+/// The streams that carry writes back the other way once `streams` have been switched:
+/// each `A → B` becomes `B → A`, owning on `A` the rows `A` owned in `map` (the map in which
+/// the `A`s are the shards in force: its range for a shard, every row for the keyspace's
+/// unsharded database). With `reference`, each `A` also gets the keyspace's reference tables,
+/// from one stream only. Stream names are left to the caller.
+pub fn mirror(
+    streams: &[PlannedStream],
+    map: &ShardMap,
+    keyspace: &str,
+    reference: bool,
+) -> Vec<PlannedStream> {
+    let references: Vec<String> = map
+        .keyspace_specs()
+        .iter()
+        .filter(|k| k.name == keyspace)
+        .flat_map(|k| k.tables.iter())
+        .filter(|t| t.kind == TableKindName::Reference)
+        .map(|t| t.name.clone())
+        .collect();
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    streams
+        .iter()
+        .map(|s| {
+            let owner = map
+                .all_shards(keyspace)
+                .iter()
+                .find(|t| t.cluster == s.source_cluster && t.database == s.source_db);
+            let first = seen.insert((s.source_cluster.clone(), s.source_db.clone()));
+            let mut tables: Vec<TableMove> = s
+                .tables
+                .iter()
+                .filter_map(|t| match &t.filter {
+                    FilterSpec::All => None,
+                    FilterSpec::Range { column, vindex, .. } => Some(TableMove {
+                        table: t.table.clone(),
+                        filter: match owner {
+                            Some(o) => FilterSpec::Range {
+                                column: column.clone(),
+                                vindex: *vindex,
+                                range: o.range,
+                            },
+                            None => FilterSpec::All,
+                        },
+                    }),
+                })
+                .collect();
+            if reference && first {
+                tables.extend(references.iter().map(|t| TableMove {
+                    table: t.clone(),
+                    filter: FilterSpec::All,
+                }));
+            }
+            PlannedStream {
+                source_cluster: s.target_cluster.clone(),
+                source_db: s.target_db.clone(),
+                target_cluster: s.source_cluster.clone(),
+                target_db: s.source_db.clone(),
+                target_shard: owner.map_or_else(|| "unsharded".to_owned(), |o| o.shard.clone()),
+                tables,
+            }
+        })
+        .collect()
 }
 
 /// Refuses a stream whose target database is its source database (a new shard on the
@@ -397,6 +458,45 @@ mod tests {
         assert_eq!(p.streams[0].tables.len(), 2);
         assert_eq!(p.streams[1].tables.len(), 1);
         assert_eq!(p.sources.len(), 2);
+    }
+
+    #[test]
+    fn mirrored_streams_own_the_old_ranges_and_take_reference_tables_once() {
+        let req = MoveRequest::Reshard {
+            keyspace: "app".into(),
+            from: vec!["80-".into()],
+            to: vec![shard("80-c0", "c3"), shard("c0-", "c4")],
+        };
+        let m = map();
+        let p = plan(&m, &CLUSTERS, &req).unwrap();
+        let back = mirror(&p.streams, &m, "app", true);
+        assert_eq!(back.len(), 2);
+        assert!(back
+            .iter()
+            .all(|s| s.target_cluster == "c2" && s.target_shard == "80-"));
+        assert_eq!(
+            back[0].tables.len(),
+            2,
+            "the first carries the reference table"
+        );
+        assert_eq!(back[1].tables.len(), 1);
+        match &back[1].tables[0].filter {
+            FilterSpec::Range { range, .. } => assert_eq!(range.name(), "80-"),
+            other => panic!("{other:?}"),
+        }
+        // And back again: the new shards' ranges, from the map after the move.
+        let again = mirror(&back, &p.after, "app", true);
+        assert_eq!(again[0].target_cluster, "c3");
+        assert_eq!(again[0].tables.len(), 2);
+        assert_eq!(
+            again[1].tables.len(),
+            2,
+            "each new shard gets the reference table"
+        );
+        match &again[0].tables[0].filter {
+            FilterSpec::Range { range, .. } => assert_eq!(range.name(), "80-c0"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

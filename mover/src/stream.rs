@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row, Value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shard_map::gtid::{Gtid, GtidPos};
-use shard_map::vindex::Vindex;
+use shard_map::vindex::{Vindex, VindexKind};
 use shard_map::KeyRange;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -48,19 +48,35 @@ use crate::state::{self, Saved, TableCopy};
 use crate::value::RowFilter;
 use crate::Endpoint;
 
-/// Which rows of a table a target owns, by column name.
-#[derive(Debug, Clone)]
+/// Which rows of a table a target owns, by column name: every row, or those whose column's
+/// keyspace id (through the `hash` or `numeric` vindex) falls in `range`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "rows")]
 pub enum FilterSpec {
     All,
     Range {
         column: String,
-        vindex: Vindex,
+        vindex: VindexKind,
+        #[serde(with = "range_name")]
         range: KeyRange,
     },
 }
 
+mod range_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use shard_map::KeyRange;
+
+    pub fn serialize<S: Serializer>(r: &KeyRange, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&r.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyRange, D::Error> {
+        KeyRange::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A moving table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableMove {
     pub table: String,
     pub filter: FilterSpec,
@@ -106,6 +122,9 @@ impl StreamSpec {
         self.tables.iter().map(|t| t.table.clone()).collect()
     }
 }
+
+/// At most this many source transactions are applied in one target transaction.
+const BATCH: usize = 200;
 
 /// Where a stream's source or target leader is now (`None`: no leader at the moment).
 pub type Locate = Arc<dyn Fn() -> Option<Endpoint> + Send + Sync>;
@@ -188,6 +207,54 @@ pub async fn prepare(
     state::create(&mut tgt, &spec.name).await
 }
 
+/// Prepares a stream that copies nothing and follows the source from `from` on: a reverse
+/// stream, started at a cutover when the source (the former target) and the target (the
+/// former source) hold the same rows. The target's tables must exist.
+pub async fn prepare_following(
+    spec: &StreamSpec,
+    source: &Endpoint,
+    target: &Endpoint,
+    from: &GtidPos,
+) -> Result<(), MoverError> {
+    let what = |e| MoverError::sql("connecting", e);
+    let mut src = source.connect().await.map_err(what)?;
+    let mut tgt = target.connect().await.map_err(what)?;
+    schema::check_source(&mut src, &source.addr).await?;
+    for t in &spec.tables {
+        let s = TableSchema::load(&mut src, &spec.source_db, &t.table).await?;
+        resolve(&s, &t.filter)?;
+        TableSchema::load(&mut tgt, &spec.target_db, &t.table).await?;
+    }
+    state::ensure_table(&mut tgt).await?;
+    if state::load(&mut tgt, &spec.name).await?.is_some() {
+        return Err(MoverError::Refused(format!(
+            "stream {} already exists on {}",
+            spec.name, target.addr
+        )));
+    }
+    state::create(&mut tgt, &spec.name).await?;
+    let saved = Saved {
+        pos: from.clone(),
+        resume: from.clone(),
+        copy: spec
+            .tables
+            .iter()
+            .map(|t| (t.table.clone(), TableCopy::Done { rows: 0 }))
+            .collect(),
+    };
+    state::save(&mut tgt, &spec.name, &saved).await
+}
+
+/// Forgets a stream's state on its target (after `complete` or `cancel`).
+pub async fn forget(name: &str, target: &Endpoint) -> Result<(), MoverError> {
+    let mut tgt = target
+        .connect()
+        .await
+        .map_err(|e| MoverError::sql("connecting", e))?;
+    state::ensure_table(&mut tgt).await?;
+    state::delete(&mut tgt, name).await
+}
+
 fn resolve(schema: &TableSchema, filter: &FilterSpec) -> Result<RowFilter, MoverError> {
     Ok(match filter {
         FilterSpec::All => RowFilter::All,
@@ -202,7 +269,17 @@ fn resolve(schema: &TableSchema, filter: &FilterSpec) -> Result<RowFilter, Mover
                     schema.name
                 ))
             })?,
-            vindex: vindex.clone(),
+            vindex: match vindex {
+                VindexKind::Hash => Vindex::Hash,
+                VindexKind::Numeric => Vindex::Numeric,
+                VindexKind::List => {
+                    return Err(MoverError::Refused(format!(
+                        "table {}: the list vindex names shards, not key ranges; a stream \
+                         filters by hash or numeric",
+                        schema.name
+                    )))
+                }
+            },
             range: *range,
         },
     })
@@ -422,7 +499,7 @@ impl Worker {
             if let Some(end) = self.commands(&mut s, true).await? {
                 return Ok(end);
             }
-            s.step(self).await?;
+            s.step(self, None).await?;
         }
     }
 
@@ -548,8 +625,10 @@ impl Session {
         Ok(())
     }
 
-    /// Reads and applies the next source transaction (or heartbeat).
-    async fn step(&mut self, w: &Worker) -> Result<(), MoverError> {
+    /// Reads the next source transaction (waiting for it, or for a heartbeat), and with it
+    /// those already arrived (at most [`BATCH`], never past `limit`), and applies them in
+    /// one target transaction with the position after the last.
+    async fn step(&mut self, w: &Worker, limit: Option<&GtidPos>) -> Result<(), MoverError> {
         for (side, locate, addr) in [
             ("source", &w.source, &self.source_addr),
             ("target", &w.target, &self.target_addr),
@@ -566,26 +645,39 @@ impl Session {
             }
         }
         let reader = self.reader.as_mut().expect("reader open");
-        let item = reader.next().await?;
-        match item {
-            Item::Idle => self.flush(w).await,
-            Item::Txn(t) => {
-                let bound = w.spec.step_timeout;
-                tokio::time::timeout(bound, self.txn(w, t))
-                    .await
-                    .map_err(|_| MoverError::Timeout("applying a transaction".into()))??;
-                if self.dirty && self.last_save.elapsed() > Duration::from_secs(1) {
-                    self.flush(w).await?;
+        let first = match reader.next().await? {
+            Item::Idle => return self.flush(w).await,
+            Item::Txn(t) => t,
+        };
+        let mut read = self.read.clone();
+        read.advance(first.gtid);
+        let mut txns = vec![first];
+        // More that already arrived: `next` is cancel-safe (a transaction read in part stays
+        // in the reader), so polling it once and dropping it loses nothing.
+        while txns.len() < BATCH && !limit.is_some_and(|l| reached(&read, l)) {
+            match futures::FutureExt::now_or_never(reader.next()) {
+                Some(Ok(Item::Txn(t))) => {
+                    read.advance(t.gtid);
+                    txns.push(t);
                 }
-                let pos = self.saved.pos.to_string();
-                w.status.send_if_modified(|s| {
-                    let changed = s.pos != pos;
-                    s.pos = pos;
-                    changed
-                });
-                Ok(())
+                Some(Ok(Item::Idle)) | None => break,
+                Some(Err(e)) => return Err(e),
             }
         }
+        let bound = w.spec.step_timeout;
+        tokio::time::timeout(bound, self.apply_batch(w, txns))
+            .await
+            .map_err(|_| MoverError::Timeout("applying source transactions".into()))??;
+        if self.dirty && self.last_save.elapsed() > Duration::from_secs(1) {
+            self.flush(w).await?;
+        }
+        let pos = self.saved.pos.to_string();
+        w.status.send_if_modified(|s| {
+            let changed = s.pos != pos;
+            s.pos = pos;
+            changed
+        });
+        Ok(())
     }
 
     /// Saves a moved position that no applied transaction saved.
@@ -610,7 +702,14 @@ impl Session {
         };
     }
 
-    async fn txn(&mut self, w: &Worker, t: Txn) -> Result<(), MoverError> {
+    /// What one source transaction means for the target: its rows to apply (if any),
+    /// collected into `work` with its GTID; XA first phases held, outcomes matched.
+    fn collect(
+        &mut self,
+        w: &Worker,
+        t: Txn,
+        work: &mut Vec<(Gtid, Vec<RowChange>)>,
+    ) -> Result<(), MoverError> {
         let g = t.gtid;
         let before = self.read.clone();
         self.read.advance(g);
@@ -620,14 +719,14 @@ impl Session {
         if !done {
             self.check_statements(w, g, &t.statements)?;
         }
-        match t.body {
+        let rows = match t.body {
             Body::XaPrepare { xid, rows } => {
                 self.xa.push(PendingXa { xid, before, rows });
-                self.advance(g, done);
+                Vec::new()
             }
             Body::XaRollback { xid } => {
                 self.xa.retain(|x| x.xid != xid);
-                self.advance(g, done);
+                Vec::new()
             }
             Body::XaCommit { xid } => {
                 let pending = self
@@ -636,8 +735,8 @@ impl Session {
                     .position(|x| x.xid == xid)
                     .map(|i| self.xa.remove(i));
                 match (done, pending) {
-                    (true, _) => {}
-                    (false, Some(p)) => self.apply(w, g, &p.rows).await?,
+                    (true, _) => Vec::new(),
+                    (false, Some(p)) => p.rows,
                     (false, None) => {
                         return Err(MoverError::Stopped {
                             gtid: g.to_string(),
@@ -648,52 +747,53 @@ impl Session {
                     }
                 }
             }
-            Body::Rows(rows) => {
-                if !done {
-                    self.apply(w, g, &rows).await?;
-                }
-            }
+            Body::Rows(rows) => rows,
+        };
+        if !done {
+            let relevant: Vec<RowChange> = rows
+                .into_iter()
+                .filter(|r| r.db == w.spec.source_db && self.tables.contains_key(&r.table))
+                .collect();
+            work.push((g, relevant));
         }
         Ok(())
     }
 
-    fn advance(&mut self, g: Gtid, done: bool) {
-        if !done {
-            self.saved.pos.advance(g);
-            self.dirty = true;
+    /// Applies source transactions in one target transaction with the position after the
+    /// last (or, when none has rows for the target, just moves the position).
+    async fn apply_batch(&mut self, w: &Worker, txns: Vec<Txn>) -> Result<(), MoverError> {
+        let mut work = Vec::new();
+        for t in txns {
+            self.collect(w, t, &mut work)?;
         }
-    }
-
-    /// Applies one source transaction's rows in one target transaction with its position.
-    async fn apply(&mut self, w: &Worker, g: Gtid, rows: &[RowChange]) -> Result<(), MoverError> {
-        let relevant: Vec<&RowChange> = rows
-            .iter()
-            .filter(|r| r.db == w.spec.source_db && self.tables.contains_key(&r.table))
-            .collect();
-        if relevant.is_empty() {
-            self.advance(g, false);
+        if work.iter().all(|(_, rows)| rows.is_empty()) {
+            for (g, _) in &work {
+                self.saved.pos.advance(*g);
+                self.dirty = true;
+            }
             return Ok(());
         }
-        let what = |e| MoverError::apply("applying a source transaction", e);
+        let what = |e| MoverError::apply("applying source transactions", e);
         self.tgt
             .query_drop("START TRANSACTION")
             .await
             .map_err(what)?;
         let mut written = 0u64;
-        for r in relevant {
-            let table = &self.tables[&r.table];
-            let wrote = table
-                .apply(&mut self.tgt, r, self.saved.copy.get(&r.table))
-                .await
-                .map_err(|e| at(g, e))?;
-            written += u64::from(wrote);
+        let mut applied = 0u64;
+        for (g, rows) in &work {
+            let mut any = false;
+            for r in rows {
+                let table = &self.tables[&r.table];
+                let wrote = table
+                    .apply(&mut self.tgt, r, self.saved.copy.get(&r.table))
+                    .await
+                    .map_err(|e| at(*g, e))?;
+                written += u64::from(wrote);
+                any |= wrote;
+            }
+            applied += u64::from(any);
+            self.saved.pos.advance(*g);
         }
-        if written == 0 {
-            self.tgt.query_drop("ROLLBACK").await.map_err(what)?;
-            self.advance(g, false);
-            return Ok(());
-        }
-        self.saved.pos.advance(g);
         self.resume_point();
         state::save(&mut self.tgt, &w.spec.name, &self.saved).await?;
         self.tgt.query_drop("COMMIT").await.map_err(what)?;
@@ -701,7 +801,7 @@ impl Session {
         self.last_save = Instant::now();
         w.status.send_modify(|s| {
             s.pos = self.saved.pos.to_string();
-            s.txns_applied += 1;
+            s.txns_applied += applied;
             s.rows_applied += written;
         });
         Ok(())
@@ -729,7 +829,7 @@ impl Session {
     /// Applies the source up to exactly `to`.
     async fn catch_up(&mut self, w: &Worker, to: &GtidPos) -> Result<(), MoverError> {
         while !reached(&self.saved.pos, to) || !reached(&self.read, to) {
-            self.step(w).await?;
+            self.step(w, Some(to)).await?;
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use mysql_async::prelude::Queryable;
 use orchestrator::provision::{LocalClusters, ProvisionSpec};
 use rand::{Rng, SeedableRng};
 use shard_map::gtid::GtidPos;
-use shard_map::vindex::Vindex;
+use shard_map::vindex::VindexKind;
 use shard_map::KeyRange;
 
 async fn two_servers(dir: &std::path::Path) -> (LocalClusters, Endpoint, Endpoint) {
@@ -63,7 +63,7 @@ fn spec(name: &str) -> StreamSpec {
         table: "t".into(),
         filter: FilterSpec::Range {
             column: "k".into(),
-            vindex: Vindex::Hash,
+            vindex: VindexKind::Hash,
             range: KeyRange::parse("-80").unwrap(),
         },
     });
@@ -326,7 +326,7 @@ async fn a_ddl_on_a_moving_table_stops_the_stream_and_bad_tables_are_refused() {
     let mut s = spec("bad-column");
     s.tables[0].filter = FilterSpec::Range {
         column: "nope".into(),
-        vindex: Vindex::Hash,
+        vindex: VindexKind::Hash,
         range: KeyRange::parse("-80").unwrap(),
     };
     let e = stream::prepare(&s, &src, &tgt).await.unwrap_err();

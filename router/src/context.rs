@@ -43,6 +43,8 @@ pub struct RouterMetrics {
     /// Statements held while a cluster changed leader, and those that waited too long.
     pub held_statements: AtomicU64,
     pub hold_timeouts: AtomicU64,
+    /// Statements planned again because the shard map changed while they were held.
+    pub replanned: AtomicU64,
     /// Statements re-run on a new leader after the old one refused or lost them unexecuted.
     pub leader_change_retries: AtomicU64,
     /// Backend connections cut because their server was replaced as leader.

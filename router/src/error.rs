@@ -19,6 +19,10 @@ pub enum RouterError {
     PinnedLostDuringQuery { addr: String },
     #[error("the transaction's leader changed; it must be restarted")]
     LeaderChanged { cluster: String },
+    /// The shard map changed while a statement waited, before any of it ran: the session
+    /// plans it again (and answers this only when the map keeps changing).
+    #[error("the shard map changed while the statement waited")]
+    ShardMapChanged,
     /// A distributed transaction was rolled back under the client (why).
     #[error("the distributed transaction was rolled back: {0}")]
     XaRolledBack(String),
@@ -156,6 +160,14 @@ impl RouterError {
                      (cluster '{cluster}' changed leader during the transaction, which was \
                      rolled back)"
                 ),
+            ),
+            RouterError::ShardMapChanged => (
+                1213,
+                "40001",
+                "Deadlock found when trying to get lock; try restarting transaction (the shard \
+                 map changed several times while the statement waited for a hold; nothing of \
+                 it was run)"
+                    .to_owned(),
             ),
             RouterError::HoldTimeout { cluster, waited_ms } => (
                 1205,

@@ -13,6 +13,7 @@
 //! - `hooks`: operator scripts; `settings`: the policy.
 
 mod failover;
+mod hold;
 mod hooks;
 mod node;
 mod rebuild;
@@ -22,6 +23,8 @@ mod rewind;
 mod settings;
 mod switchover;
 mod xa;
+
+pub use hold::WriteHold;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;

@@ -56,6 +56,8 @@ async fn session(ctx: Arc<RouterContext>) -> (Session, TcpStream) {
         next_stmt_id: 1,
         last_prepared: 0,
         class: StatementClass::Other,
+        command_map: None,
+        checked_out: std::sync::atomic::AtomicBool::new(false),
         listed,
         ctx,
     };

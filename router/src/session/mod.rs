@@ -187,6 +187,11 @@ pub struct Session {
     last_prepared: u32,
     /// What the current command is, for the statement counters.
     class: StatementClass,
+    /// The shard map the current command was planned with, and whether a backend connection
+    /// was checked out for it yet: a command that waited for a hold while the map changed,
+    /// with nothing of it run, is planned again on the new map (a reshard's cutover).
+    command_map: Option<Arc<shard_map::ShardMap>>,
+    checked_out: std::sync::atomic::AtomicBool,
     /// This session in the router's list of live sessions (removed on drop).
     listed: crate::sessions::SessionEntry,
 }
@@ -306,6 +311,8 @@ impl Session {
             next_stmt_id: 1,
             last_prepared: 0,
             class: StatementClass::Other,
+            command_map: None,
+            checked_out: std::sync::atomic::AtomicBool::new(false),
             listed,
             ctx,
         };
@@ -431,8 +438,29 @@ impl Session {
     /// and prepared) run inline, the rarer commands are boxed so as not to size it.
     async fn dispatch(&mut self, command: u8, payload: &[u8], seq: u8) -> Result<(), Failure> {
         match command {
-            0x03 => self.query(payload, seq).await,
-            0x17 => self.stmt_execute(payload, seq).await,
+            0x03 | 0x17 => {
+                // Planned again (at most twice) when the shard map changed while the command
+                // waited, before any of it ran.
+                let mut again = 0;
+                loop {
+                    self.command_map = Some(self.ctx.shard_map.load_full());
+                    self.checked_out
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    let r = if command == 0x03 {
+                        self.query(payload, seq).await
+                    } else {
+                        self.stmt_execute(payload, seq).await
+                    };
+                    self.command_map = None;
+                    match r {
+                        Err(Failure::Reply(RouterError::ShardMapChanged, None)) if again < 2 => {
+                            again += 1;
+                            RouterMetrics::inc(&self.ctx.metrics.replanned);
+                        }
+                        other => return other,
+                    }
+                }
+            }
             0x02 => {
                 let db = String::from_utf8_lossy(&payload[1..]).into_owned();
                 Box::pin(self.select_db(&db, seq, true)).await
@@ -1385,6 +1413,7 @@ impl Session {
         deadline: tokio::time::Instant,
     ) -> Result<(PooledConn, Option<Route>), Failure> {
         loop {
+            self.replan_if_map_changed()?;
             let routed = match target {
                 Target::Leader | Target::Session => self.ctx.route(self.state.db.as_deref(), false),
                 // Without multiplexing the session keeps the connection it gets: the leader's.
@@ -1418,7 +1447,14 @@ impl Session {
             };
             match routed {
                 Ok(route) => match self.checkout_addr(&route.addr).await {
-                    Ok(c) => return Ok((c, Some(route))),
+                    Ok(c) => {
+                        // A map published between the plan and this checkout (with the
+                        // hold already over): nothing ran yet, plan again.
+                        self.replan_if_map_changed()?;
+                        self.checked_out
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Ok((c, Some(route)));
+                    }
                     Err(e) if e.is_connection_failure() => {
                         self.ctx.report_failure(&route.addr);
                         Box::pin(self.hold(route.version, &route.cluster, deadline, e.into()))
@@ -1451,6 +1487,23 @@ impl Session {
                 Err(RouteError::Fatal(e)) => return Err(e.into()),
             }
         }
+    }
+
+    /// Fails with [`RouterError::ShardMapChanged`] (which re-plans the command) when the
+    /// shard map is not the one the command was planned with and nothing of the command has
+    /// run: no connection checked out for it, no transaction or pinned connection open.
+    fn replan_if_map_changed(&self) -> Result<(), Failure> {
+        let Some(planned) = &self.command_map else {
+            return Ok(());
+        };
+        if Arc::ptr_eq(planned, &*self.ctx.shard_map.load())
+            || self.checked_out.load(std::sync::atomic::Ordering::Relaxed)
+            || self.pinned.is_some()
+            || self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty())
+        {
+            return Ok(());
+        }
+        Err(RouterError::ShardMapChanged.into())
     }
 
     /// Waits for a topology newer than `version`; fails with `otherwise` at the deadline.
