@@ -353,6 +353,7 @@ async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain")))]
 async fn prometheus(State(state): State<AdminState>) -> Response {
     let mut body = crate::metrics::render(&state.topology, &state.orchestrator, &state.router);
+    body.push_str(&crate::metrics::render_moves(&state.moves));
     body.push_str(&crate::metrics::render_integrations(
         &state.integrations.metrics,
     ));

@@ -481,3 +481,42 @@ mod tests {
         );
     }
 }
+
+/// How the operator commands reach the admin API.
+#[derive(clap::Args)]
+pub struct ApiArgs {
+    /// Admin API base URL.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "SWITCHYARD_ADMIN"
+    )]
+    pub admin: String,
+    /// Admin API bearer token.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// CA certificate (PEM) that an HTTPS admin API's certificate must chain to; without it
+    /// the system's roots are used.
+    #[arg(long, env = "SWITCHYARD_ADMIN_CA")]
+    pub admin_ca: Option<std::path::PathBuf>,
+}
+
+/// The token is left out.
+impl std::fmt::Debug for ApiArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiArgs")
+            .field("admin", &self.admin)
+            .field("admin_ca", &self.admin_ca)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiArgs {
+    pub fn client(&self) -> anyhow::Result<ApiClient> {
+        let client = ApiClient::new(&self.admin, &self.admin_token);
+        match &self.admin_ca {
+            Some(ca) => client.with_ca(ca),
+            None => Ok(client),
+        }
+    }
+}

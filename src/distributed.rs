@@ -28,7 +28,7 @@ use shard_map::etcd::{
     Change, EtcdError, EtcdStore, LeaderToken, Lease, Member, RouterRecord, TopologyChange,
     WatchEvent,
 };
-use shard_map::{ClusterPhase, ClusterStatus, TopologyHandle};
+use shard_map::{ClusterStatus, TopologyHandle};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -493,7 +493,7 @@ pub async fn router_membership(
             record.holds = topo
                 .clusters
                 .values()
-                .filter(|c| c.phase == ClusterPhase::Held)
+                .filter(|c| c.phase.holds())
                 .map(|c| (c.name.clone(), c.epoch))
                 .collect();
             record.epochs = topo

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchyard::cli;
+use switchyard::cli::{self, ApiArgs};
 use switchyard::sandbox::{self, SandboxOptions};
 use switchyard::{App, Config};
 
@@ -152,6 +152,18 @@ enum Command {
     /// switchyard shard-map put map.json
     #[command(subcommand)]
     ShardMap(ShardMapCommand),
+    /// Split or merge shards online (see also `movetables`).
+    ///
+    /// Example: switchyard reshard create split --keyspace app --from 80- --to 80-c0=c3 --to c0-=c4;
+    /// switchyard reshard status split; switchyard reshard diff split;
+    /// switchyard reshard switch-writes split; switchyard reshard complete split
+    #[command(subcommand)]
+    Reshard(switchyard::moves::cli::ReshardCommand),
+    /// Move unsharded tables into a sharded keyspace online.
+    ///
+    /// Example: switchyard movetables create users --keyspace app --table users:id:hash
+    #[command(subcommand)]
+    Movetables(switchyard::moves::cli::MoveTablesCommand),
     /// Check a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -280,35 +292,6 @@ enum ConfigCommand {
     ///
     /// Example: switchyard config reference > docs/configuration.md
     Reference,
-}
-
-/// How the operator commands reach the admin API.
-#[derive(clap::Args)]
-struct ApiArgs {
-    /// Admin API base URL.
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:8080",
-        env = "SWITCHYARD_ADMIN"
-    )]
-    admin: String,
-    /// Admin API bearer token.
-    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: String,
-    /// CA certificate (PEM) that an HTTPS admin API's certificate must chain to; without it
-    /// the system's roots are used.
-    #[arg(long, env = "SWITCHYARD_ADMIN_CA")]
-    admin_ca: Option<PathBuf>,
-}
-
-impl ApiArgs {
-    fn client(&self) -> anyhow::Result<cli::ApiClient> {
-        let client = cli::ApiClient::new(&self.admin, &self.admin_token);
-        match &self.admin_ca {
-            Some(ca) => client.with_ca(ca),
-            None => Ok(client),
-        }
-    }
 }
 
 #[tokio::main]
@@ -456,6 +439,8 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Reshard(cmd) => switchyard::moves::cli::reshard(cmd).await,
+        Command::Movetables(cmd) => switchyard::moves::cli::move_tables(cmd).await,
         Command::ShardMap(ShardMapCommand::Get { api }) => {
             let map = api.client()?.get("/api/v1/shard-map").await?;
             println!("{}", serde_json::to_string_pretty(&map)?);

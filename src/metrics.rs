@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use orchestrator::Orchestrator;
 use router::context::{StatementClass, LATENCY_BUCKETS_US};
 use router::RouterContext;
-use shard_map::{ClusterPhase, NodeState, Role, TopologyHandle};
+use shard_map::{NodeState, Role, TopologyHandle};
 
 /// The exposition's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -80,6 +80,52 @@ pub fn render_membership(m: &crate::distributed::Membership, router: &RouterCont
     e.out
 }
 
+/// The moves' streams and cutovers.
+pub fn render_moves(moves: &crate::moves::Moves) -> String {
+    let mut e = Exposition { out: String::new() };
+    let (streams, pauses) = moves.progress();
+    if !streams.is_empty() {
+        for (name, help) in [
+            ("switchyard_move_rows_copied", "Rows a move's stream copied so far."),
+            ("switchyard_move_transactions_applied", "Source transactions a move's stream applied to its target."),
+            ("switchyard_move_behind_transactions", "Source transactions a move's stream has yet to read (from the monitor's last look at the source)."),
+            ("switchyard_move_stream_failed", "1 while a move's stream is stopped by a change it cannot follow."),
+            ("switchyard_move_stream_retries", "Restarts of a move's stream after transient failures."),
+        ] {
+            e.family(name, if name.ends_with("failed") || name.ends_with("behind_transactions") { "gauge" } else { "counter" }, help);
+            for (m, stream, st, behind) in &streams {
+                let labels = [("move", m.as_str()), ("stream", stream.as_str())];
+                match name {
+                    "switchyard_move_rows_copied" => e.sample(name, &labels, st.rows_copied),
+                    "switchyard_move_transactions_applied" => e.sample(name, &labels, st.txns_applied),
+                    "switchyard_move_behind_transactions" => {
+                        if let Some(b) = behind {
+                            e.sample(name, &labels, *b)
+                        }
+                    }
+                    "switchyard_move_stream_failed" => e.sample(
+                        name,
+                        &labels,
+                        u8::from(matches!(st.phase, mover::stream::Phase::Failed { .. })),
+                    ),
+                    _ => e.sample(name, &labels, st.retries),
+                }
+            }
+        }
+    }
+    if !pauses.is_empty() {
+        e.family(
+            "switchyard_move_last_cutover_pause_ms",
+            "gauge",
+            "How long writes were held at a move's last cutover.",
+        );
+        for (m, p) in &pauses {
+            e.sample("switchyard_move_last_cutover_pause_ms", &[("move", m)], *p);
+        }
+    }
+    e.out
+}
+
 /// The whole exposition.
 pub fn render(
     topology: &TopologyHandle,
@@ -115,7 +161,7 @@ fn clusters(e: &mut Exposition, topology: &TopologyHandle, orchestrator: &Orches
         "1 while the cluster changes leader and routers hold its statements.",
     );
     for c in t.clusters.values() {
-        let held = u8::from(c.phase == ClusterPhase::Held);
+        let held = u8::from(c.phase.holds());
         e.sample("switchyard_cluster_held", &[("cluster", &c.name)], held);
     }
     e.family(

@@ -11,29 +11,7 @@ use std::time::Duration;
 use common::{eventually, run_program, TestEnv};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
-/// Runs the binary with the admin URL and token in the environment, off the async runtime.
-async fn sy(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
-    let admin = format!("http://{}", env.app().admin_addr);
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(BIN)
-            .args(&args)
-            .env("SWITCHYARD_ADMIN", &admin)
-            .env("SWITCHYARD_ADMIN_TOKEN", "test-token")
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run switchyard");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}
+use common::{switchyard_cli as sy, BIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_against_a_running_switchyard() {

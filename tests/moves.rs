@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, http, TestEnv};
+use common::{eventually, http, switchyard_cli, TestEnv};
 use mysql_async::prelude::*;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -45,9 +45,10 @@ async fn api(env: &TestEnv, method: &str, path: &str, body: Option<Value>) -> (u
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// Single-row writes on ids `base..base+300`, each acknowledged one recorded.
+/// Single-row writes on ids `base..base+300` of `table`, each acknowledged one recorded.
 async fn writer(
     env_port: u16,
+    table: &'static str,
     base: i64,
     oracle: Oracle,
     seen: Arc<Mutex<Seen>>,
@@ -64,12 +65,12 @@ async fn writer(
         let exists = oracle.lock().unwrap().get(&id).cloned().flatten().is_some();
         let (sql, after) = match (exists, rng.random_range(0..3)) {
             (false, _) => (
-                format!("INSERT INTO customers (id, name, balance) VALUES ({id}, '{name}', 0)"),
+                format!("INSERT INTO {table} (id, name) VALUES ({id}, '{name}')"),
                 Some(name),
             ),
-            (true, 0) => (format!("DELETE FROM customers WHERE id = {id}"), None),
+            (true, 0) => (format!("DELETE FROM {table} WHERE id = {id}"), None),
             (true, _) => (
-                format!("UPDATE customers SET name = '{name}' WHERE id = {id}"),
+                format!("UPDATE {table} SET name = '{name}' WHERE id = {id}"),
                 Some(name),
             ),
         };
@@ -86,7 +87,7 @@ async fn writer(
                     .push(format!("{sql}: {e}"));
                 // The outcome is not known: read it back (through the router) before going on.
                 let now: Option<String> = c
-                    .query_first(format!("SELECT name FROM customers WHERE id = {id}"))
+                    .query_first(format!("SELECT name FROM {table} WHERE id = {id}"))
                     .await
                     .unwrap();
                 oracle.lock().unwrap().insert(id, now);
@@ -121,6 +122,7 @@ async fn transfers(env_port: u16, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>)
             Ok(()) => seen.lock().unwrap().transfers += 1,
             Err(e) => {
                 seen.lock().unwrap().txn_errors.push(e.to_string());
+                eprintln!("transfer failed: {e}");
                 let _ = c.query_drop("ROLLBACK").await;
             }
         }
@@ -177,6 +179,7 @@ async fn a_shard_split_under_writes_switches_both_ways_and_completes_with_nothin
         .map(|w| {
             tokio::spawn(writer(
                 port,
+                "customers",
                 100_000 * (w + 1),
                 oracle.clone(),
                 seen.clone(),
@@ -248,6 +251,20 @@ async fn a_shard_split_under_writes_switches_both_ways_and_completes_with_nothin
         let cut = body["cutovers"].as_array().unwrap().last().unwrap().clone();
         pauses.push((step, cut["pause_ms"].as_u64().unwrap()));
         eprintln!("{step}: {cut}");
+    }
+    let metrics = http()
+        .get(env.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for m in [
+        "switchyard_move_last_cutover_pause_ms{move=\"split\"}",
+        "switchyard_move_transactions_applied{move=\"split\"",
+    ] {
+        assert!(metrics.contains(m), "{m} in /metrics");
     }
     let before = seen.lock().unwrap().writes;
     eventually(
@@ -334,5 +351,146 @@ async fn a_shard_split_under_writes_switches_both_ways_and_completes_with_nothin
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(shards, ["-80", "80-"]);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_tables_shards_an_unsharded_table_under_writes() {
+    let env = TestEnv::start_sharded(3, 1).await;
+    // Shards on c2 and c3, the unsharded tables on c1 (set before any data).
+    let (status, body) = api(&env, "GET", "/api/v1/shard-map", None).await;
+    assert_eq!(status, 200);
+    let mut map = body.clone();
+    map["keyspaces"][0]["shards"] = json!([
+        {"name": "-80", "cluster": "c2"},
+        {"name": "80-", "cluster": "c3"}
+    ]);
+    let r = http()
+        .put(env.admin_url("/api/v1/shard-map"))
+        .bearer_auth("test-token")
+        .json(&map)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    let mut c = env.router_conn(None).await;
+    c.query_drop("CREATE DATABASE app").await.unwrap();
+    c.query_drop("USE app").await.unwrap();
+    c.query_drop("CREATE TABLE users (id BIGINT PRIMARY KEY, name VARCHAR(40))")
+        .await
+        .unwrap();
+    let oracle: Oracle = Arc::new(Mutex::new(BTreeMap::new()));
+    let values: Vec<String> = (1..=500).map(|id| format!("({id}, 'seed {id}')")).collect();
+    c.query_drop(format!("INSERT INTO users VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    for id in 1..=500 {
+        oracle
+            .lock()
+            .unwrap()
+            .insert(id, Some(format!("seed {id}")));
+    }
+    let mut d1 = env.direct_conn(env.leader_port("c1"), Some("app")).await;
+    let on_c1: u64 = d1
+        .query_first("SELECT COUNT(*) FROM users")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        on_c1, 500,
+        "an unsharded table lives on the default cluster"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let port = env.router_port();
+    let tasks: Vec<_> = (0..2)
+        .map(|w| {
+            tokio::spawn(writer(
+                port,
+                "users",
+                100_000 * (w + 1),
+                oracle.clone(),
+                seen.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    // Through the command line this time.
+    let (code, out, err) = switchyard_cli(
+        &env,
+        &[
+            "movetables",
+            "create",
+            "users",
+            "--keyspace",
+            "app",
+            "--table",
+            "users:id:hash",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("move users: streaming"), "{out}");
+    eventually(Duration::from_secs(120), "the copy to finish", || async {
+        let (_, s) = api(&env, "GET", "/api/v1/moves/users", None).await;
+        (s["copied"] == json!(true)).then_some(())
+    })
+    .await;
+    let (code, out, err) = switchyard_cli(&env, &["movetables", "diff", "users"]).await;
+    assert_eq!(code, 0, "a clean diff: {out}{err}");
+    let (code, out, err) = switchyard_cli(&env, &["movetables", "switch-writes", "users"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("move users: switched") && out.contains("writes paused"),
+        "{out}"
+    );
+    let (code, out, _) = switchyard_cli(&env, &["movetables", "cancel", "users"]).await;
+    assert_ne!(code, 0, "a switched move is not cancelled: {out}");
+    let before = seen.lock().unwrap().writes;
+    eventually(Duration::from_secs(30), "writes on the shards", || async {
+        (seen.lock().unwrap().writes > before + 50).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (status, body) = api(&env, "POST", "/api/v1/moves/users/complete", None).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(
+        seen.autocommit_errors.is_empty(),
+        "{:?}",
+        seen.autocommit_errors
+    );
+
+    let expected: BTreeMap<i64, String> = oracle
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(id, v)| v.clone().map(|v| (*id, v)))
+        .collect();
+    let got: Vec<(i64, String)> = c
+        .query("SELECT id, name FROM users ORDER BY id")
+        .await
+        .unwrap();
+    let got: BTreeMap<i64, String> = got.into_iter().collect();
+    assert_eq!(got, expected, "rows through the router");
+    for (cluster, low) in [("c2", true), ("c3", false)] {
+        let mut d = env.direct_conn(env.leader_port(cluster), Some("app")).await;
+        let ids: Vec<i64> = d.query("SELECT id FROM users").await.unwrap();
+        assert!(!ids.is_empty());
+        assert!(
+            ids.iter().all(|id| shard_is_low(*id) == low),
+            "{cluster} holds only its range"
+        );
+    }
+    let left: u64 = d1
+        .query_first("SELECT COUNT(*) FROM users")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left, 0, "complete emptied the unsharded table");
     env.stop().await;
 }

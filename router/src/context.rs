@@ -365,6 +365,18 @@ impl RouterContext {
 
     /// Where a statement for `cluster` goes now (see [`RouterContext::route`]).
     pub fn route_cluster(&self, cluster: &str, replica_ok: bool) -> Result<Route, RouteError> {
+        self.route_cluster_in(cluster, replica_ok, false)
+    }
+
+    /// Like [`RouterContext::route_cluster`]; with `in_transaction` (a distributed
+    /// transaction already open elsewhere, taking a new branch) a draining cluster is routed
+    /// to: the transaction began before the hold, and the drain waits for it to end.
+    pub fn route_cluster_in(
+        &self,
+        cluster: &str,
+        replica_ok: bool,
+        in_transaction: bool,
+    ) -> Result<Route, RouteError> {
         let topo = self.topology.load();
         let Some(c) = topo.cluster(cluster) else {
             return Err(RouteError::Fatal(RouterError::UnknownCluster {
@@ -388,7 +400,7 @@ impl RouterContext {
                 }
             }
         }
-        if c.phase == ClusterPhase::Held {
+        if c.phase == ClusterPhase::Held || (c.phase.holds() && !in_transaction) {
             return Err(RouteError::Wait {
                 version: topo.version,
                 why: WaitReason::Held(cluster.to_string()),
@@ -424,9 +436,18 @@ impl RouterContext {
         let topo = self.topology.load();
         topo.cluster(&route.cluster).is_some_and(|c| {
             c.epoch == route.epoch
-                && c.phase == ClusterPhase::Serving
+                && c.phase != ClusterPhase::Held
                 && c.leader.as_deref() == Some(&*route.addr)
         })
+    }
+
+    /// Whether `cluster` is draining (a move's cutover): new statements wait, open
+    /// transactions go on.
+    pub fn draining(&self, cluster: &str) -> bool {
+        self.topology
+            .load()
+            .cluster(cluster)
+            .is_some_and(|c| c.phase == ClusterPhase::Draining)
     }
 
     /// Sets or lifts the write fence; lifting it wakes the statements waiting on it (they

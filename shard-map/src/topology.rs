@@ -98,6 +98,17 @@ pub enum ClusterPhase {
     /// A switchover or failover is under way: routers hold new statements for this cluster
     /// until a snapshot with a higher epoch (or `Serving` again) arrives.
     Held,
+    /// Rows are changing place (a move's write cutover) on the same leader: routers hold new
+    /// statements for this cluster, while transactions already open there go on until they
+    /// end (or the orchestrator ends them).
+    Draining,
+}
+
+impl ClusterPhase {
+    /// Whether routers hold new statements for the cluster.
+    pub fn holds(self) -> bool {
+        self != ClusterPhase::Serving
+    }
 }
 
 /// One replicated cluster.

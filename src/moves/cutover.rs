@@ -330,46 +330,103 @@ impl Moves {
         GtidPos::parse(&pos.unwrap_or_default()).map_err(|e| fail(e.to_string()))
     }
 
-    /// Waits (within the drain bound) until no statement of another user runs on the
-    /// cluster's leader, then kills what still runs and waits for it to end. Returns how
-    /// many were killed.
+    /// Lets what is under way on a held cluster's leader end, within the drain bound: no
+    /// statement or InnoDB transaction of another user there, no router session with a
+    /// transaction open on it, no XA transaction prepared there. Past the bound, every connection of another
+    /// user is killed (what was open is rolled back; the sessions get an error at their next
+    /// statement), and an XA transaction still prepared then fails the cutover (its outcome
+    /// could come after the stop position). Returns how many connections were killed.
     async fn drain(&self, cluster: &str) -> Result<u64, MoveError> {
         let ep = self.endpoint_now(cluster)?;
         let fail = |e: String| MoveError::Failed(format!("draining {cluster}: {e}"));
         let mut c = ep.connect().await.map_err(|e| fail(e.to_string()))?;
-        let running = "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND IN \
+        let running = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND IN \
                        ('Query', 'Execute') AND ID <> CONNECTION_ID() AND USER <> ? AND USER <> \
                        'system user'";
         let deadline = Instant::now() + self.settings.drain;
-        let mut killed = std::collections::BTreeSet::new();
         loop {
-            let ids: Vec<u64> = c
-                .exec(running, (self.user.as_str(),))
+            let statements: u64 = c
+                .exec_first(running, (self.user.as_str(),))
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .unwrap_or(0);
+            let prepared: Vec<mysql_async::Row> = c
+                .query("XA RECOVER")
                 .await
                 .map_err(|e| fail(e.to_string()))?;
-            if ids.is_empty() {
-                return Ok(killed.len() as u64);
-            }
-            if Instant::now() >= deadline + Duration::from_secs(2) {
-                return Err(fail(format!(
-                    "{} statements still run after being killed",
-                    ids.len()
-                )));
+            let transactions: u64 = c
+                .exec_first(
+                    "SELECT COUNT(*) FROM information_schema.INNODB_TRX t JOIN \
+                     information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+                     WHERE p.USER <> ? AND p.ID <> CONNECTION_ID()",
+                    (self.user.as_str(),),
+                )
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .unwrap_or(0);
+            let open = self
+                .router
+                .sessions
+                .list()
+                .iter()
+                .filter(|s| {
+                    s.backend.as_deref() == Some(ep.addr.as_str())
+                        && (s.in_transaction || s.command != "Sleep")
+                })
+                .count();
+            if statements == 0 && transactions == 0 && prepared.is_empty() && open == 0 {
+                return Ok(0);
             }
             if Instant::now() >= deadline {
-                let fresh: Vec<u64> = ids
-                    .iter()
-                    .copied()
-                    .filter(|id| !killed.contains(id))
-                    .collect();
-                for id in fresh {
-                    // Gone meanwhile: nothing to kill.
-                    if c.query_drop(format!("KILL QUERY {id}")).await.is_ok() {
-                        killed.insert(id);
-                    }
-                }
+                break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // Past the bound: end every other user's connection, as a switchover does.
+        let ids: Vec<u64> = c
+            .exec(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND \
+                 USER <> ? AND USER <> 'system user' AND COMMAND NOT IN ('Binlog Dump', \
+                 'Binlog Dump GTID', 'Daemon')",
+                (self.user.as_str(),),
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let mut killed = 0;
+        for id in &ids {
+            // Gone meanwhile: nothing to kill.
+            if c.query_drop(format!("KILL CONNECTION {id}")).await.is_ok() {
+                killed += 1;
+            }
+        }
+        let gone = Instant::now() + Duration::from_secs(2);
+        loop {
+            let left: u64 = c
+                .exec_first(running, (self.user.as_str(),))
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .unwrap_or(0);
+            if left == 0 {
+                break;
+            }
+            if Instant::now() >= gone {
+                return Err(fail(format!(
+                    "{left} statements still run after their connections were killed"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let prepared: Vec<mysql_async::Row> = c
+            .query("XA RECOVER")
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !prepared.is_empty() {
+            return Err(fail(format!(
+                "{} XA transactions stay prepared: their outcome could come after the stop \
+                 position; the cutover is undone (try again)",
+                prepared.len()
+            )));
+        }
+        Ok(killed)
     }
 }

@@ -12,6 +12,7 @@
 //! own progress is on their targets, so a restarted process starts the streams again where
 //! they were.
 
+pub mod cli;
 mod cutover;
 
 use std::collections::{BTreeMap, HashMap};
@@ -466,6 +467,41 @@ impl Moves {
         let moves: Vec<serde_json::Value> =
             names.iter().filter_map(|n| self.status(n).ok()).collect();
         serde_json::json!({ "moves": moves })
+    }
+
+    /// Every running stream's progress (move, stream, status, transactions behind its
+    /// source), and each move's last cutover pause: for the metrics.
+    pub fn progress(
+        &self,
+    ) -> (
+        Vec<(String, String, StreamStatus, Option<u64>)>,
+        Vec<(String, u64)>,
+    ) {
+        let records: Vec<MoveRecord> = self.lock_records().values().cloned().collect();
+        let topo = self.topology.load();
+        let mut streams = Vec::new();
+        let mut pauses = Vec::new();
+        for r in &records {
+            if let Some(c) = r.cutovers.last() {
+                pauses.push((r.name.clone(), c.pause_ms));
+            }
+            if !matches!(r.state, MoveState::Streaming | MoveState::Switched) {
+                continue;
+            }
+            for s in &r.streams {
+                let Some(h) = self.handle(&s.name) else {
+                    continue;
+                };
+                let st = h.status();
+                let head = topo
+                    .cluster(&s.planned.source_cluster)
+                    .and_then(|c| c.leader.as_deref().and_then(|l| c.node(l)))
+                    .map(|n| n.gtid_binlog_pos.clone());
+                let b = head.and_then(|h| behind(&st.pos, &h));
+                streams.push((r.name.clone(), s.name.clone(), st, b));
+            }
+        }
+        (streams, pauses)
     }
 
     /// A move's record with its streams' progress.

@@ -415,3 +415,27 @@ pub fn shard_of(id: i64) -> usize {
         .position(|(lo, hi, _, _)| k >= *lo && (k < *hi || *hi == u64::MAX))
         .unwrap()
 }
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// Runs the binary with the admin URL and token in the environment, off the async runtime.
+pub async fn switchyard_cli(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
+    let admin = format!("http://{}", env.app().admin_addr);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(BIN)
+            .args(&args)
+            .env("SWITCHYARD_ADMIN", &admin)
+            .env("SWITCHYARD_ADMIN_TOKEN", "test-token")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run switchyard");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}

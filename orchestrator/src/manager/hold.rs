@@ -1,8 +1,8 @@
 //! Writes held on a cluster for an operation that is not a change of leader: a reshard's or
-//! MoveTables' write cutover. The routers hold the cluster's statements exactly as during a
-//! switchover (same phase, same confirmation from every router), the leader stays, and the
-//! cluster's operation lock is kept until the hold is released, so that no switchover or
-//! failover starts under it.
+//! MoveTables' write cutover. The cluster is published `Draining`: routers hold its new
+//! statements (confirmed by every router, as for a switchover's hold) while transactions
+//! already open there go on; the leader stays, and the cluster's operation lock is kept until
+//! the hold is released, so that no switchover or failover starts under it.
 
 use shard_map::ClusterPhase;
 use tokio::sync::OwnedMutexGuard;
@@ -34,10 +34,10 @@ impl Orchestrator {
         let leader = cs.leader.clone().ok_or_else(|| {
             OrchestratorError::Refused(format!("cluster {cluster} has no leader to hold writes on"))
         })?;
-        if cs.phase == ClusterPhase::Held {
+        if cs.phase.holds() {
             return Err(OrchestratorError::Busy(cluster.to_owned()));
         }
-        self.publish_phase(cluster, &leader, ClusterPhase::Held);
+        self.publish_phase(cluster, &leader, ClusterPhase::Draining);
         let c = self.coordinator.load_full();
         if let Err(e) = c.hold(cluster, cs.epoch).await {
             self.publish_phase(cluster, &leader, ClusterPhase::Serving);

@@ -763,7 +763,7 @@ impl Orchestrator {
             let Some(leader) = cs.leader.clone() else {
                 continue;
             };
-            if cs.phase == ClusterPhase::Held {
+            if cs.phase.holds() {
                 // Nobody holds the cluster: an operation ended without releasing the routers.
                 self.publish_phase(name, &leader, ClusterPhase::Serving);
                 self.event(

@@ -877,6 +877,18 @@ impl Session {
                         c.discard();
                         return Err(self.lost_pinned_to_leader_change(&r.cluster));
                     }
+                    if let Some(r) = route.as_ref().filter(|r| {
+                        !c.in_transaction() && self.xa.is_none() && self.ctx.draining(&r.cluster)
+                    }) {
+                        // A move's cutover: an open transaction goes on, but nothing new
+                        // starts on the cluster until it serves again; the session keeps its
+                        // connection meanwhile.
+                        let cluster = r.cluster.clone();
+                        self.pinned = Some(c);
+                        self.pinned_route = route;
+                        Box::pin(self.wait_draining(&cluster, deadline)).await?;
+                        continue;
+                    }
                     (c, route)
                 }
                 None => self.route_and_checkout(target, deadline).await?,
@@ -1421,7 +1433,11 @@ impl Session {
                     .ctx
                     .route(self.state.db.as_deref(), self.ctx.config.multiplexing),
                 Target::LeaderFor(db) => self.ctx.route(Some(db), false),
-                Target::Cluster(c) => self.ctx.route_cluster(c, false),
+                Target::Cluster(c) => self.ctx.route_cluster_in(
+                    c,
+                    false,
+                    self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty()),
+                ),
             };
             let fenced = self
                 .ctx
@@ -1504,6 +1520,23 @@ impl Session {
             return Ok(());
         }
         Err(RouterError::ShardMapChanged.into())
+    }
+
+    /// Waits until `cluster` stops draining, or fails at the deadline.
+    async fn wait_draining(
+        &self,
+        cluster: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Failure> {
+        while self.ctx.draining(cluster) {
+            let version = self.ctx.topology.load().version;
+            let e = RouterError::HoldTimeout {
+                cluster: cluster.to_string(),
+                waited_ms: self.ctx.config.hold_timeout_ms,
+            };
+            self.hold(version, cluster, deadline, e).await?;
+        }
+        Ok(())
     }
 
     /// Waits for a topology newer than `version`; fails with `otherwise` at the deadline.
