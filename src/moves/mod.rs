@@ -84,6 +84,9 @@ pub struct MoveRecord {
     pub events: Vec<MoveEvent>,
 }
 
+/// One running stream for the metrics: move, stream, status, transactions behind its source.
+pub type StreamProgress = (String, String, StreamStatus, Option<u64>);
+
 /// Bounds and pacing of moves.
 #[derive(Debug, Clone)]
 pub struct MoveSettings {
@@ -471,12 +474,7 @@ impl Moves {
 
     /// Every running stream's progress (move, stream, status, transactions behind its
     /// source), and each move's last cutover pause: for the metrics.
-    pub fn progress(
-        &self,
-    ) -> (
-        Vec<(String, String, StreamStatus, Option<u64>)>,
-        Vec<(String, u64)>,
-    ) {
+    pub fn progress(&self) -> (Vec<StreamProgress>, Vec<(String, u64)>) {
         let records: Vec<MoveRecord> = self.lock_records().values().cloned().collect();
         let topo = self.topology.load();
         let mut streams = Vec::new();
