@@ -823,15 +823,7 @@ async fn etcd_members_restarted_one_by_one_cause_no_failover_and_no_etcd_means_n
         .expect("an orchestrator.deposed event on the cluster");
     assert!(deposed.message.contains("lease"), "{deposed:?}");
     for app in [env.app(), &b] {
-        let metrics = common::http()
-            .get(format!("http://{}/metrics", app.admin_addr))
-            .bearer_auth("test-token")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = common::metrics_of(app.admin_addr).await;
         for line in ["switchyard_etcd_leading{", "switchyard_etcd_writes_fenced{"] {
             let sample = metrics
                 .lines()

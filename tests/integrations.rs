@@ -205,14 +205,7 @@ async fn haproxy_follows_a_switchover_through_its_runtime_api() {
         },
     )
     .await;
-    let metrics = http
-        .get(env.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.metrics().await;
     assert!(
         metrics
             .contains("switchyard_integration_pushes_total{integration=\"haproxy\",result=\"ok\"}"),

@@ -129,6 +129,48 @@ async fn transfers(env_port: u16, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>)
     }
 }
 
+/// The rows the oracle holds.
+fn expected(oracle: &Oracle) -> BTreeMap<i64, String> {
+    oracle
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(id, v)| v.clone().map(|v| (*id, v)))
+        .collect()
+}
+
+/// Through the router, `table` holds exactly the acknowledged rows; directly, each shard
+/// only the keys of its range; the old place (`c1`) none.
+async fn check_moved(env: &TestEnv, c: &mut mysql_async::Conn, table: &str, oracle: &Oracle) {
+    let got: Vec<(i64, String)> = c
+        .query(format!("SELECT id, name FROM {table} ORDER BY id"))
+        .await
+        .unwrap();
+    let got: BTreeMap<i64, String> = got.into_iter().collect();
+    let want = expected(oracle);
+    assert_eq!(got.len(), want.len(), "row count through the router");
+    assert_eq!(got, want, "rows through the router");
+    for (cluster, low) in [("c2", true), ("c3", false)] {
+        let mut d = env.direct_conn(env.leader_port(cluster), Some("app")).await;
+        let ids: Vec<i64> = d.query(format!("SELECT id FROM {table}")).await.unwrap();
+        assert!(!ids.is_empty());
+        assert!(
+            ids.iter().all(|id| shard_is_low(*id) == low),
+            "{cluster} holds only its range"
+        );
+    }
+    let mut old = env.direct_conn(env.leader_port("c1"), Some("app")).await;
+    let left: u64 = old
+        .query_first(format!("SELECT COUNT(*) FROM {table}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        left, 0,
+        "complete deleted the moved rows from the old place"
+    );
+}
+
 fn shard_is_low(id: i64) -> bool {
     hash_keyspace_id(&KeyValue::Int(id)).unwrap() < 0x8000_0000_0000_0000
 }
@@ -252,14 +294,7 @@ async fn a_shard_split_under_writes_switches_both_ways_and_completes_with_nothin
         pauses.push((step, cut["pause_ms"].as_u64().unwrap()));
         eprintln!("{step}: {cut}");
     }
-    let metrics = http()
-        .get(env.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.metrics().await;
     for m in [
         "switchyard_move_last_cutover_pause_ms{move=\"split\"}",
         "switchyard_move_transactions_applied{move=\"split\"",
@@ -296,20 +331,7 @@ async fn a_shard_split_under_writes_switches_both_ways_and_completes_with_nothin
     );
     assert!(seen.transfers > 10, "the transactions ran");
 
-    // Through the router: every acknowledged row, nothing else.
-    let expected: BTreeMap<i64, String> = oracle
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|(id, v)| v.clone().map(|v| (*id, v)))
-        .collect();
-    let got: Vec<(i64, String)> = c
-        .query("SELECT id, name FROM customers ORDER BY id")
-        .await
-        .unwrap();
-    let got: BTreeMap<i64, String> = got.into_iter().collect();
-    assert_eq!(got.len(), expected.len(), "row count through the router");
-    assert_eq!(got, expected, "rows through the router");
+    check_moved(&env, &mut c, "customers", &oracle).await;
     let sum: String = c
         .query_first("SELECT SUM(balance) FROM customers WHERE id BETWEEN 1 AND 20")
         .await
@@ -317,15 +339,8 @@ async fn a_shard_split_under_writes_switches_both_ways_and_completes_with_nothin
         .unwrap();
     assert_eq!(sum, "0.00", "transfers neither lost nor doubled");
 
-    // Directly: each row on the shard its key hashes to; the old place emptied.
-    for (cluster, low) in [("c2", true), ("c3", false)] {
+    for cluster in ["c2", "c3"] {
         let mut d = env.direct_conn(env.leader_port(cluster), Some("app")).await;
-        let ids: Vec<i64> = d.query("SELECT id FROM customers").await.unwrap();
-        assert!(!ids.is_empty());
-        assert!(
-            ids.iter().all(|id| shard_is_low(*id) == low),
-            "{cluster} holds only its range"
-        );
         let countries: u64 = d
             .query_first("SELECT COUNT(*) FROM countries")
             .await
@@ -333,16 +348,6 @@ async fn a_shard_split_under_writes_switches_both_ways_and_completes_with_nothin
             .unwrap();
         assert_eq!(countries, 5, "{cluster} has the reference table");
     }
-    let mut old = env.direct_conn(env.leader_port("c1"), Some("app")).await;
-    let left: u64 = old
-        .query_first("SELECT COUNT(*) FROM customers")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        left, 0,
-        "complete deleted the moved rows from the old shard"
-    );
     let (_, map) = api(&env, "GET", "/api/v1/shard-map", None).await;
     let shards: Vec<&str> = map["keyspaces"][0]["shards"]
         .as_array()
@@ -465,32 +470,6 @@ async fn move_tables_shards_an_unsharded_table_under_writes() {
         seen.autocommit_errors
     );
 
-    let expected: BTreeMap<i64, String> = oracle
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|(id, v)| v.clone().map(|v| (*id, v)))
-        .collect();
-    let got: Vec<(i64, String)> = c
-        .query("SELECT id, name FROM users ORDER BY id")
-        .await
-        .unwrap();
-    let got: BTreeMap<i64, String> = got.into_iter().collect();
-    assert_eq!(got, expected, "rows through the router");
-    for (cluster, low) in [("c2", true), ("c3", false)] {
-        let mut d = env.direct_conn(env.leader_port(cluster), Some("app")).await;
-        let ids: Vec<i64> = d.query("SELECT id FROM users").await.unwrap();
-        assert!(!ids.is_empty());
-        assert!(
-            ids.iter().all(|id| shard_is_low(*id) == low),
-            "{cluster} holds only its range"
-        );
-    }
-    let left: u64 = d1
-        .query_first("SELECT COUNT(*) FROM users")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(left, 0, "complete emptied the unsharded table");
+    check_moved(&env, &mut c, "users", &oracle).await;
     env.stop().await;
 }

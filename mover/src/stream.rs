@@ -179,21 +179,7 @@ pub async fn prepare(
     source: &Endpoint,
     target: &Endpoint,
 ) -> Result<(), MoverError> {
-    let what = |e| MoverError::sql("connecting", e);
-    let mut src = source.connect().await.map_err(what)?;
-    let mut tgt = target.connect().await.map_err(what)?;
-    schema::check_source(&mut src, &source.addr).await?;
-    for t in &spec.tables {
-        let s = TableSchema::load(&mut src, &spec.source_db, &t.table).await?;
-        resolve(&s, &t.filter)?;
-    }
-    state::ensure_table(&mut tgt).await?;
-    if state::load(&mut tgt, &spec.name).await?.is_some() {
-        return Err(MoverError::Refused(format!(
-            "stream {} already exists on {}",
-            spec.name, target.addr
-        )));
-    }
+    let (mut src, mut tgt) = checked(spec, source, target, false).await?;
     for t in &spec.tables {
         schema::create_target_table(
             &mut src,
@@ -216,22 +202,7 @@ pub async fn prepare_following(
     target: &Endpoint,
     from: &GtidPos,
 ) -> Result<(), MoverError> {
-    let what = |e| MoverError::sql("connecting", e);
-    let mut src = source.connect().await.map_err(what)?;
-    let mut tgt = target.connect().await.map_err(what)?;
-    schema::check_source(&mut src, &source.addr).await?;
-    for t in &spec.tables {
-        let s = TableSchema::load(&mut src, &spec.source_db, &t.table).await?;
-        resolve(&s, &t.filter)?;
-        TableSchema::load(&mut tgt, &spec.target_db, &t.table).await?;
-    }
-    state::ensure_table(&mut tgt).await?;
-    if state::load(&mut tgt, &spec.name).await?.is_some() {
-        return Err(MoverError::Refused(format!(
-            "stream {} already exists on {}",
-            spec.name, target.addr
-        )));
-    }
+    let (_, mut tgt) = checked(spec, source, target, true).await?;
     state::create(&mut tgt, &spec.name).await?;
     let saved = Saved {
         pos: from.clone(),
@@ -243,6 +214,36 @@ pub async fn prepare_following(
             .collect(),
     };
     state::save(&mut tgt, &spec.name, &saved).await
+}
+
+/// Connects to both sides and checks what every stream needs: the source's binary log
+/// settings, its tables' keys and filter columns (and, with `targets_exist`, the target's
+/// tables), the state table on the target without a stream of that name.
+async fn checked(
+    spec: &StreamSpec,
+    source: &Endpoint,
+    target: &Endpoint,
+    targets_exist: bool,
+) -> Result<(Conn, Conn), MoverError> {
+    let what = |e| MoverError::sql("connecting", e);
+    let mut src = source.connect().await.map_err(what)?;
+    let mut tgt = target.connect().await.map_err(what)?;
+    schema::check_source(&mut src, &source.addr).await?;
+    for t in &spec.tables {
+        let s = TableSchema::load(&mut src, &spec.source_db, &t.table).await?;
+        resolve(&s, &t.filter)?;
+        if targets_exist {
+            TableSchema::load(&mut tgt, &spec.target_db, &t.table).await?;
+        }
+    }
+    state::ensure_table(&mut tgt).await?;
+    if state::load(&mut tgt, &spec.name).await?.is_some() {
+        return Err(MoverError::Refused(format!(
+            "stream {} already exists on {}",
+            spec.name, target.addr
+        )));
+    }
+    Ok((src, tgt))
 }
 
 /// Forgets a stream's state on its target (after `complete` or `cancel`).

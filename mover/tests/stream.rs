@@ -15,22 +15,60 @@ use shard_map::gtid::GtidPos;
 use shard_map::vindex::VindexKind;
 use shard_map::KeyRange;
 
-async fn two_servers(dir: &std::path::Path) -> (LocalClusters, Endpoint, Endpoint) {
+/// Two clusters (`replicas` replicas each, no semi-sync): the source's leader, its first
+/// replica (if any) and the target's leader, as the mover's endpoints.
+async fn servers(
+    dir: &std::path::Path,
+    replicas: usize,
+    timeout: Duration,
+) -> (LocalClusters, Endpoint, Option<Endpoint>, Endpoint) {
     let mut spec = ProvisionSpec::new(dir);
     spec.clusters = 2;
-    spec.replicas = 0;
+    spec.replicas = replicas;
     spec.semi_sync = false;
     let local = LocalClusters::start(spec)
         .await
         .unwrap_or_else(|e| panic!("MariaDB must be installed (see scripts/install-deps): {e}"));
-    let ep = |i: usize| Endpoint {
-        addr: local.clusters()[i].leader.clone(),
+    let ep = |addr: &str| Endpoint {
+        addr: addr.to_owned(),
         user: "switchyard".into(),
         password: "switchyard".into(),
-        timeout: Duration::from_secs(10),
+        timeout,
     };
-    let (a, b) = (ep(0), ep(1));
+    let source = ep(&local.clusters()[0].leader);
+    let replica = local.clusters()[0].replicas().next().map(|n| ep(&n.addr));
+    let target = ep(&local.clusters()[1].leader);
+    (local, source, replica, target)
+}
+
+async fn two_servers(dir: &std::path::Path) -> (LocalClusters, Endpoint, Endpoint) {
+    let (local, a, _, b) = servers(dir, 0, Duration::from_secs(10)).await;
     (local, a, b)
+}
+
+/// Creates `app.t` on `ep` with 2,000 rows whose sharding key is `id * factor`.
+async fn seed(ep: &Endpoint, factor: i64) -> mysql_async::Conn {
+    let mut c = ep.connect().await.unwrap();
+    c.query_drop("CREATE DATABASE app").await.unwrap();
+    c.query_drop(TABLE).await.unwrap();
+    for chunk in 0..10 {
+        let values: Vec<String> = (0..200)
+            .map(|i| {
+                let id = chunk * 200 + i + 1;
+                format!(
+                    "({id}, {}, 'row {id}', {id}.5, NOW(6), x'{id:04x}', {id}, NULL)",
+                    id * factor
+                )
+            })
+            .collect();
+        c.query_drop(format!(
+            "INSERT INTO app.t (id, k, v, d, ts, b, u, n) VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    }
+    c
 }
 
 fn fixed(ep: &Endpoint) -> stream::Locate {
@@ -213,26 +251,7 @@ async fn both_sides(src: &Endpoint, tgt: &Endpoint) -> (Vec<String>, Vec<String>
 async fn a_copy_under_writes_interrupted_twice_ends_equal_to_the_source() {
     let dir = tempfile::tempdir().unwrap();
     let (local, src, tgt) = two_servers(dir.path()).await;
-    let mut c = src.connect().await.unwrap();
-    c.query_drop("CREATE DATABASE app").await.unwrap();
-    c.query_drop(TABLE).await.unwrap();
-    for chunk in 0..10 {
-        let values: Vec<String> = (0..200)
-            .map(|i| {
-                let id = chunk * 200 + i + 1;
-                format!(
-                    "({id}, {}, 'row {id}', {id}.5, NOW(6), x'{id:04x}', {id}, NULL)",
-                    id * 7919
-                )
-            })
-            .collect();
-        c.query_drop(format!(
-            "INSERT INTO app.t (id, k, v, d, ts, b, u, n) VALUES {}",
-            values.join(", ")
-        ))
-        .await
-        .unwrap();
-    }
+    seed(&src, 7919).await;
 
     let spec = spec("split-low");
     stream::prepare(&spec, &src, &tgt).await.unwrap();
@@ -380,42 +399,9 @@ async fn a_ddl_on_a_moving_table_stops_the_stream_and_bad_tables_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_follows_a_switchover_of_its_source_mid_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec_p = ProvisionSpec::new(dir.path());
-    spec_p.clusters = 2;
-    spec_p.replicas = 1;
-    spec_p.semi_sync = false;
-    let local = LocalClusters::start(spec_p)
-        .await
-        .unwrap_or_else(|e| panic!("MariaDB must be installed (see scripts/install-deps): {e}"));
-    let ep = |addr: &str| Endpoint {
-        addr: addr.to_owned(),
-        user: "switchyard".into(),
-        password: "switchyard".into(),
-        timeout: Duration::from_secs(10),
-    };
-    let old = ep(&local.clusters()[0].leader);
-    let new = ep(&local.clusters()[0].replicas().next().unwrap().addr);
-    let tgt = ep(&local.clusters()[1].leader);
-    let mut c = old.connect().await.unwrap();
-    c.query_drop("CREATE DATABASE app").await.unwrap();
-    c.query_drop(TABLE).await.unwrap();
-    for chunk in 0..10 {
-        let values: Vec<String> = (0..200)
-            .map(|i| {
-                let id = chunk * 200 + i + 1;
-                format!(
-                    "({id}, {}, 'row {id}', {id}.5, NOW(6), x'{id:04x}', {id}, NULL)",
-                    id * 31
-                )
-            })
-            .collect();
-        c.query_drop(format!(
-            "INSERT INTO app.t (id, k, v, d, ts, b, u, n) VALUES {}",
-            values.join(", ")
-        ))
-        .await
-        .unwrap();
-    }
+    let (local, old, new, tgt) = servers(dir.path(), 1, Duration::from_secs(10)).await;
+    let new = new.expect("a replica");
+    let mut c = seed(&old, 31).await;
     let leader: Leader = Arc::new(std::sync::Mutex::new(old.clone()));
     let mut spec = spec("follow");
     spec.copy_cycle = Duration::from_millis(100);
@@ -483,22 +469,8 @@ async fn the_stream_follows_a_switchover_of_its_source_mid_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_source_leader_is_left_within_bounds_for_the_promoted_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec_p = ProvisionSpec::new(dir.path());
-    spec_p.clusters = 2;
-    spec_p.replicas = 1;
-    spec_p.semi_sync = false;
-    let local = LocalClusters::start(spec_p)
-        .await
-        .unwrap_or_else(|e| panic!("MariaDB must be installed (see scripts/install-deps): {e}"));
-    let ep = |addr: &str| Endpoint {
-        addr: addr.to_owned(),
-        user: "switchyard".into(),
-        password: "switchyard".into(),
-        timeout: Duration::from_secs(2),
-    };
-    let old = ep(&local.clusters()[0].leader);
-    let new = ep(&local.clusters()[0].replicas().next().unwrap().addr);
-    let tgt = ep(&local.clusters()[1].leader);
+    let (local, old, new, tgt) = servers(dir.path(), 1, Duration::from_secs(2)).await;
+    let new = new.expect("a replica");
     let mut c = old.connect().await.unwrap();
     c.query_drop("CREATE DATABASE app").await.unwrap();
     c.query_drop(TABLE).await.unwrap();

@@ -179,6 +179,11 @@ impl TestEnv {
             .expect("JSON")
     }
 
+    /// `GET /metrics`: the Prometheus exposition.
+    pub async fn metrics(&self) -> String {
+        metrics_of(self.app().admin_addr).await
+    }
+
     /// The current leader's port of a cluster.
     pub fn leader_port(&self, cluster: &str) -> u16 {
         let c = self.local().cluster(cluster).expect("cluster");
@@ -438,4 +443,17 @@ pub async fn switchyard_cli(env: &TestEnv, args: &[&str]) -> (i32, String, Strin
     })
     .await
     .unwrap()
+}
+
+/// `GET /metrics` of the admin API at `admin`.
+pub async fn metrics_of(admin: std::net::SocketAddr) -> String {
+    http()
+        .get(format!("http://{admin}/metrics"))
+        .bearer_auth("test-token")
+        .send()
+        .await
+        .expect("admin API answers")
+        .text()
+        .await
+        .expect("metrics text")
 }
