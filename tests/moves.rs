@@ -473,3 +473,101 @@ async fn move_tables_shards_an_unsharded_table_under_writes() {
     check_moved(&env, &mut c, "users", &oracle).await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_resumes_after_a_restart_with_what_was_written_meanwhile() {
+    let mut env = TestEnv::start_sharded(3, 1).await;
+    let mut c = env.router_conn(None).await;
+    c.query_drop("CREATE DATABASE app").await.unwrap();
+    c.query_drop("USE app").await.unwrap();
+    c.query_drop("CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(40))")
+        .await
+        .unwrap();
+    let oracle: Oracle = Arc::new(Mutex::new(BTreeMap::new()));
+    let values: Vec<String> = (1..=300).map(|id| format!("({id}, 'seed {id}')")).collect();
+    c.query_drop(format!(
+        "INSERT INTO customers VALUES {}",
+        values.join(", ")
+    ))
+    .await
+    .unwrap();
+    for id in 1..=300 {
+        oracle
+            .lock()
+            .unwrap()
+            .insert(id, Some(format!("seed {id}")));
+    }
+    let (code, out, err) = switchyard_cli(
+        &env,
+        &[
+            "reshard",
+            "create",
+            "split",
+            "--keyspace",
+            "app",
+            "--from",
+            "-",
+            "--to",
+            "-80=c2",
+            "--to",
+            "80-=c3",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    eventually(Duration::from_secs(120), "the copy to finish", || async {
+        let (_, s) = api(&env, "GET", "/api/v1/moves/split", None).await;
+        (s["copied"] == json!(true)).then_some(())
+    })
+    .await;
+    drop(c);
+    env.app.take().expect("app").shutdown().await;
+
+    // While switchyard is down, the old shard changes directly.
+    let mut d1 = env.direct_conn(env.leader_port("c1"), Some("app")).await;
+    d1.query_drop("UPDATE customers SET name = 'changed' WHERE id <= 50")
+        .await
+        .unwrap();
+    d1.query_drop("DELETE FROM customers WHERE id > 280")
+        .await
+        .unwrap();
+    d1.query_drop("INSERT INTO customers VALUES (1000, 'while down')")
+        .await
+        .unwrap();
+    {
+        let mut o = oracle.lock().unwrap();
+        for id in 1..=50 {
+            o.insert(id, Some("changed".into()));
+        }
+        for id in 281..=300 {
+            o.insert(id, None);
+        }
+        o.insert(1000, Some("while down".into()));
+    }
+
+    let config = switchyard::sandbox::config_for(env.local(), &env.opts);
+    env.app = Some(switchyard::App::start(config).await.expect("restarts"));
+    assert!(env.app().wait_ready(Duration::from_secs(30)).await);
+    let (code, out, err) = switchyard_cli(&env, &["reshard", "status", "split"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("move split: streaming"),
+        "the move is back: {out}"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "a clean diff after the restart",
+        || async {
+            let (status, d) = api(&env, "POST", "/api/v1/moves/split/diff", None).await;
+            (status == 200 && d["clean"] == json!(true)).then_some(())
+        },
+    )
+    .await;
+    let (status, body) = api(&env, "POST", "/api/v1/moves/split/switch-writes", None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api(&env, "POST", "/api/v1/moves/split/complete", None).await;
+    assert_eq!(status, 200, "{body}");
+    let mut c = env.router_conn(Some("app")).await;
+    check_moved(&env, &mut c, "customers", &oracle).await;
+    env.stop().await;
+}

@@ -266,24 +266,20 @@ pub fn plan(map: &ShardMap, clusters: &[&str], req: &MoveRequest) -> Result<Move
 }
 
 /// The streams that carry writes back the other way once `streams` have been switched:
-/// each `A → B` becomes `B → A`, owning on `A` the rows `A` owned in `map` (the map in which
-/// the `A`s are the shards in force: its range for a shard, every row for the keyspace's
-/// unsharded database). With `reference`, each `A` also gets the keyspace's reference tables,
-/// from one stream only. Stream names are left to the caller.
-pub fn mirror(
-    streams: &[PlannedStream],
-    map: &ShardMap,
-    keyspace: &str,
-    reference: bool,
-) -> Vec<PlannedStream> {
-    let references: Vec<String> = map
-        .keyspace_specs()
-        .iter()
-        .filter(|k| k.name == keyspace)
-        .flat_map(|k| k.tables.iter())
-        .filter(|t| t.kind == TableKindName::Reference)
-        .map(|t| t.name.clone())
-        .collect();
+/// each `A → B` becomes `B → A` for the same tables, owning on `A` the rows `A` owns in `map`
+/// (the map in which the `A`s are the places in force): a shard's range, through the
+/// table's column and vindex there, or every row on the keyspace's unsharded database.
+/// Reference tables come into each `A` from one stream only. Stream names are left to the
+/// caller.
+pub fn mirror(streams: &[PlannedStream], map: &ShardMap, keyspace: &str) -> Vec<PlannedStream> {
+    let reference = |table: &str| matches!(map.table(keyspace, table), TableKind::Reference);
+    // The reference tables moving, whichever stream carried them.
+    let mut references: Vec<String> = Vec::new();
+    for t in streams.iter().flat_map(|s| &s.tables) {
+        if reference(&t.table) && !references.contains(&t.table) {
+            references.push(t.table.clone());
+        }
+    }
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
     streams
         .iter()
@@ -296,22 +292,20 @@ pub fn mirror(
             let mut tables: Vec<TableMove> = s
                 .tables
                 .iter()
-                .filter_map(|t| match &t.filter {
-                    FilterSpec::All => None,
-                    FilterSpec::Range { column, vindex, .. } => Some(TableMove {
-                        table: t.table.clone(),
-                        filter: match owner {
-                            Some(o) => FilterSpec::Range {
-                                column: column.clone(),
-                                vindex: *vindex,
-                                range: o.range,
-                            },
-                            None => FilterSpec::All,
+                .filter(|t| !reference(&t.table))
+                .map(|t| TableMove {
+                    table: t.table.clone(),
+                    filter: match (owner, map.table(keyspace, &t.table)) {
+                        (Some(o), TableKind::Sharded(st)) => FilterSpec::Range {
+                            column: st.column.clone(),
+                            vindex: st.vindex.kind(),
+                            range: o.range,
                         },
-                    }),
+                        _ => FilterSpec::All,
+                    },
                 })
                 .collect();
-            if reference && first {
+            if first {
                 tables.extend(references.iter().map(|t| TableMove {
                     table: t.clone(),
                     filter: FilterSpec::All,
@@ -469,7 +463,7 @@ mod tests {
         };
         let m = map();
         let p = plan(&m, &CLUSTERS, &req).unwrap();
-        let back = mirror(&p.streams, &m, "app", true);
+        let back = mirror(&p.streams, &m, "app");
         assert_eq!(back.len(), 2);
         assert!(back
             .iter()
@@ -485,7 +479,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // And back again: the new shards' ranges, from the map after the move.
-        let again = mirror(&back, &p.after, "app", true);
+        let again = mirror(&back, &p.after, "app");
         assert_eq!(again[0].target_cluster, "c3");
         assert_eq!(again[0].tables.len(), 2);
         assert_eq!(

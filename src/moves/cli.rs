@@ -17,11 +17,11 @@ pub enum ReshardCommand {
         name: String,
         #[arg(long)]
         keyspace: String,
-        /// A shard being replaced (repeat for a merge).
-        #[arg(long = "from", required = true)]
+        /// A shard being replaced (repeat for a merge). Shard names may start with `-`.
+        #[arg(long = "from", required = true, allow_hyphen_values = true)]
         from: Vec<String>,
         /// A new shard and its cluster, `RANGE=CLUSTER` (repeat).
-        #[arg(long = "to", required = true)]
+        #[arg(long = "to", required = true, allow_hyphen_values = true)]
         to: Vec<String>,
         #[command(flatten)]
         api: ApiArgs,

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mover::plan::MoveRequest;
 use mysql_async::prelude::Queryable;
 use orchestrator::WriteHold;
 use serde::{Deserialize, Serialize};
@@ -258,21 +257,19 @@ impl Moves {
         // are now (nothing writes there: their old streams stopped, the map not yet moved).
         let t = Instant::now();
         let keyspace = keyspace_of(&r.request);
-        let reference = matches!(r.request, MoveRequest::Reshard { .. });
         let planned: Vec<_> = r.streams.iter().map(|s| s.planned.clone()).collect();
         let n = r.cutovers.len() + 1;
-        let new_streams: Vec<StreamRecord> =
-            mover::plan::mirror(&planned, owner_map, keyspace, reference)
-                .into_iter()
-                .map(|p| {
-                    let sname = format!("{name}.{n}.{}.{}", p.target_shard, p.source_cluster);
-                    StreamRecord {
-                        server_id: server_id(&sname),
-                        name: sname,
-                        planned: p,
-                    }
-                })
-                .collect();
+        let new_streams: Vec<StreamRecord> = mover::plan::mirror(&planned, owner_map, keyspace)
+            .into_iter()
+            .map(|p| {
+                let sname = format!("{name}.{n}.{}.{}", p.target_shard, p.source_cluster);
+                StreamRecord {
+                    server_id: server_id(&sname),
+                    name: sname,
+                    planned: p,
+                }
+            })
+            .collect();
         let mut prepared: Vec<&StreamRecord> = Vec::new();
         let mut from_cache: BTreeMap<String, GtidPos> = BTreeMap::new();
         for s in &new_streams {
