@@ -450,6 +450,7 @@ mod tests {
             rows,
             failover: vec![crate::bench::failover::tests::result()],
             etcd: None,
+            moves: None,
             out_dir: "x".into(),
         }
     }

@@ -8,7 +8,9 @@
 //! - failover rows: `kill -9` of the leader and a planned switchover under writes, time to
 //!   the first write and client errors over N trials ([`failover`]);
 //! - etcd rows: three routers and two orchestrators over etcd against one process, on the
-//!   same events, plus a lost orchestrator and point selects ([`etcd`]).
+//!   same events, plus a lost orchestrator and point selects ([`etcd`]);
+//! - moves rows: a shard split under writes: copy, catch-up and diff rates, the copy's cost
+//!   to the clients' latency, the write cutover's pause ([`moves`]).
 //!
 //! With `--repeat N` every row is measured N times, interleaved across the targets of its
 //! group, and reported as the median with its spread ([`spread`]). The run writes
@@ -29,6 +31,7 @@ pub mod faults;
 pub mod haproxy;
 pub mod matrix;
 pub mod meta;
+pub mod moves;
 pub mod oltp;
 pub mod report;
 pub mod settle;
@@ -131,7 +134,8 @@ pub struct BenchArgs {
     /// Run only rows whose name contains one of these (comma-separated or repeated). Rows are
     /// named workload/protocol/threads/target, e.g. `oltp_read_only/text/64/haproxy`,
     /// `sharded_point_select/text/8/spider`, and `failover/kill_leader`,
-    /// `failover/switchover`; `sharded`, `failover` and `etcd` pick those parts whole.
+    /// `failover/switchover`; `sharded`, `failover`, `etcd` and `moves` pick those parts
+    /// whole.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Client thread counts of the sysbench and sharded rows, comma-separated [default:
@@ -194,6 +198,8 @@ struct Plan {
     failover: Vec<failover::Event>,
     /// The multi-process part (picked whole, as `etcd`).
     etcd: bool,
+    /// The online move part (picked whole, as `moves`).
+    moves: bool,
 }
 
 impl Plan {
@@ -204,6 +210,7 @@ impl Plan {
             sharded: matrix::sharded_rows(&workloads, &opts.threads, &opts.only),
             failover: failover::events(&opts.only),
             etcd: matrix::picked("etcd", &opts.only),
+            moves: matrix::picked("moves", &opts.only),
         }
     }
 
@@ -212,6 +219,7 @@ impl Plan {
             && self.sharded.is_empty()
             && self.failover.is_empty()
             && !self.etcd
+            && !self.moves
     }
 }
 
@@ -275,6 +283,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         true => Some(etcd::run(opts.failover_trials).await),
         false => None,
     };
+    let moves = match plan.moves {
+        true => Some(moves::run(opts.table_size * 10, opts.failover_trials).await),
+        false => None,
+    };
 
     report::set_ratios(&mut rows);
     let report = BenchReport {
@@ -321,6 +333,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchReport> {
         rows,
         failover,
         etcd,
+        moves,
         out_dir: opts.out_dir.clone(),
     };
     write_results(&report, &opts.out_dir)?;

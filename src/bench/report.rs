@@ -29,6 +29,9 @@ pub struct BenchReport {
     /// Several processes over etcd against one (`etcd` part).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<super::etcd::EtcdResult>,
+    /// A shard split under writes (`moves` part).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moves: Option<super::moves::MovesResult>,
     /// Where results.json, results.md and the charts were written.
     pub out_dir: PathBuf,
 }
@@ -292,6 +295,9 @@ pub fn markdown(report: &BenchReport) -> String {
     if let Some(e) = &report.etcd {
         etcd_table(&mut out, e);
     }
+    if let Some(mv) = &report.moves {
+        moves_table(&mut out, mv);
+    }
     out.push_str("How each figure is computed:\n\n");
     for line in &m.method {
         let _ = writeln!(out, "- {line}");
@@ -494,6 +500,39 @@ fn etcd_table(out: &mut String, e: &super::etcd::EtcdResult) {
     out.push('\n');
 }
 
+fn moves_table(out: &mut String, mv: &super::moves::MovesResult) {
+    let _ = writeln!(
+        out,
+        "## A shard split under writes
+
+{} trials, each on fresh servers: keyspace `app`'s \
+         single shard (c1) split into `-80` on c2 and `80-` on c3; table `customers` of {} \
+         rows of ~150 bytes; 8 clients updating random rows through the router (prepared, \
+         autocommit) during the copy and the cutover.\n",
+        mv.trials, mv.rows
+    );
+    out.push_str("| measure | median | min | max | note |\n|---|---:|---:|---:|---|\n");
+    for r in &mv.measures {
+        let (med, min, max) = match &r.values {
+            Some(s) => (
+                format!("{:.1}", s.median),
+                format!("{:.1}", s.min),
+                format!("{:.1}", s.max),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {med} | {min} | {max} | {} |",
+            r.measure, r.note
+        );
+    }
+    for f in &mv.failures {
+        let _ = writeln!(out, "\n- failed: {f}");
+    }
+    out.push('\n');
+}
+
 fn failover_table(out: &mut String, report: &BenchReport) {
     let _ = writeln!(
         out,
@@ -639,6 +678,7 @@ mod tests {
             rows,
             failover: vec![crate::bench::failover::tests::result()],
             etcd: None,
+            moves: None,
             out_dir: PathBuf::from("x"),
         };
         let md = markdown(&report);
