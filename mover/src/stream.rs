@@ -193,20 +193,22 @@ pub async fn prepare(
     state::create(&mut tgt, &spec.name).await
 }
 
-/// Prepares a stream that copies nothing and follows the source from `from` on: a reverse
-/// stream, started at a cutover when the source (the former target) and the target (the
-/// former source) hold the same rows. The target's tables must exist.
+/// Prepares a stream that copies nothing and will follow the source from a position given
+/// later ([`set_position`]): a reverse stream, prepared before a cutover and positioned
+/// during it, when the source (the former target) and the target (the former source) hold
+/// the same rows. The target's tables must exist. A leftover state of that name (an earlier
+/// cutover that did not finish) is replaced.
 pub async fn prepare_following(
     spec: &StreamSpec,
     source: &Endpoint,
     target: &Endpoint,
-    from: &GtidPos,
 ) -> Result<(), MoverError> {
+    forget(&spec.name, target).await?;
     let (_, mut tgt) = checked(spec, source, target, true).await?;
     state::create(&mut tgt, &spec.name).await?;
     let saved = Saved {
-        pos: from.clone(),
-        resume: from.clone(),
+        pos: GtidPos::default(),
+        resume: GtidPos::default(),
         copy: spec
             .tables
             .iter()
@@ -214,6 +216,20 @@ pub async fn prepare_following(
             .collect(),
     };
     state::save(&mut tgt, &spec.name, &saved).await
+}
+
+/// Sets where a stream prepared with [`prepare_following`] starts reading.
+pub async fn set_position(name: &str, target: &Endpoint, from: &GtidPos) -> Result<(), MoverError> {
+    let mut tgt = target
+        .connect()
+        .await
+        .map_err(|e| MoverError::sql("connecting", e))?;
+    let mut saved = state::load(&mut tgt, name)
+        .await?
+        .ok_or_else(|| MoverError::State(format!("stream {name} is not prepared")))?;
+    saved.pos = from.clone();
+    saved.resume = from.clone();
+    state::save(&mut tgt, name, &saved).await
 }
 
 /// Connects to both sides and checks what every stream needs: the source's binary log

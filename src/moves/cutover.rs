@@ -32,7 +32,7 @@ pub struct CutoverReport {
     pub killed: u64,
     /// The streams reaching the stop positions.
     pub catch_up_ms: u64,
-    /// The other way's streams prepared and the new shard map published.
+    /// The other way's streams positioned and the new shard map published.
     pub publish_ms: u64,
     /// Where each held cluster stopped.
     pub stop_positions: BTreeMap<String, String>,
@@ -124,6 +124,38 @@ impl Moves {
             .map_err(|e| MoveError::Refused(format!("stream {} is behind: {e}", s.name)))?;
         }
 
+        // The streams the other way, prepared now (checks, state rows) and positioned under
+        // the hold: from the places that take the writes next.
+        let keyspace = keyspace_of(&r.request);
+        let planned: Vec<_> = r.streams.iter().map(|s| s.planned.clone()).collect();
+        let n = r.cutovers.len() + 1;
+        let new_streams: Vec<StreamRecord> = mover::plan::mirror(&planned, owner_map, keyspace)
+            .into_iter()
+            .map(|p| {
+                let sname = format!("{name}.{n}.{}.{}", p.target_shard, p.source_cluster);
+                StreamRecord {
+                    server_id: server_id(&sname),
+                    name: sname,
+                    planned: p,
+                }
+            })
+            .collect();
+        for (i, s) in new_streams.iter().enumerate() {
+            let step = async {
+                let source = self.endpoint_now(&s.planned.source_cluster)?;
+                let target = self.endpoint_now(&s.planned.target_cluster)?;
+                mover::stream::prepare_following(&self.spec(s), &source, &target)
+                    .await
+                    .map_err(|e| MoveError::Refused(format!("preparing stream {}: {e}", s.name)))
+            };
+            if let Err(e) = step.await {
+                for p in &new_streams[..i] {
+                    self.forget(p).await;
+                }
+                return Err(e);
+            }
+        }
+
         let why = format!("move {name}: write cutover");
         let mut holds: Vec<WriteHold> = Vec::new();
         for cluster in heads.keys() {
@@ -131,6 +163,9 @@ impl Moves {
                 Ok(h) => holds.push(h),
                 Err(e) => {
                     self.release(holds, "the cutover did not start").await;
+                    for p in &new_streams {
+                        self.forget(p).await;
+                    }
                     return Err(MoveError::Refused(format!(
                         "holding writes on {cluster}: {e}"
                     )));
@@ -139,11 +174,11 @@ impl Moves {
         }
         let held_at = Instant::now();
         let outcome = self
-            .held_cutover(name, &r, &handles, owner_map, next_map, forward, version)
+            .held_cutover(&r, &handles, &new_streams, next_map, forward, version)
             .await;
         let pause_ms = held_at.elapsed().as_millis() as u64;
         match outcome {
-            Ok((mut report, new_streams)) => {
+            Ok(mut report) => {
                 self.release(holds, "cutover done").await;
                 report.pause_ms = pause_ms;
                 for s in &new_streams {
@@ -174,6 +209,9 @@ impl Moves {
                 self.status(name)
             }
             Err(e) => {
+                for p in &new_streams {
+                    self.forget(p).await;
+                }
                 for s in &r.streams {
                     if self.handle(&s.name).is_none() {
                         self.start_stream(s);
@@ -192,19 +230,17 @@ impl Moves {
         }
     }
 
-    /// The part under the hold; on error nothing is left changed (the caller restarts the
-    /// old streams and releases the hold).
-    #[allow(clippy::too_many_arguments)]
+    /// The part under the hold; on error nothing is left changed (the caller forgets the
+    /// new streams, restarts the old ones and releases the hold).
     async fn held_cutover(
         &self,
-        name: &str,
         r: &super::MoveRecord,
         handles: &[std::sync::Arc<mover::stream::StreamHandle>],
-        owner_map: &shard_map::ShardMap,
+        new_streams: &[StreamRecord],
         next_map: &shard_map::ShardMap,
         forward: bool,
         version: u64,
-    ) -> Result<(CutoverReport, Vec<StreamRecord>), MoveError> {
+    ) -> Result<CutoverReport, MoveError> {
         let mut report = CutoverReport {
             at_ms: now_ms(),
             direction: if forward { "forward" } else { "back" }.to_owned(),
@@ -253,48 +289,23 @@ impl Moves {
         }
         report.catch_up_ms = t.elapsed().as_millis() as u64;
 
-        // The other way: from the places that take the writes next, positioned where they
-        // are now (nothing writes there: their old streams stopped, the map not yet moved).
+        // The other way: positioned where the places that take the writes next are now
+        // (nothing writes there: their old streams stopped, the map not yet moved).
         let t = Instant::now();
-        let keyspace = keyspace_of(&r.request);
-        let planned: Vec<_> = r.streams.iter().map(|s| s.planned.clone()).collect();
-        let n = r.cutovers.len() + 1;
-        let new_streams: Vec<StreamRecord> = mover::plan::mirror(&planned, owner_map, keyspace)
-            .into_iter()
-            .map(|p| {
-                let sname = format!("{name}.{n}.{}.{}", p.target_shard, p.source_cluster);
-                StreamRecord {
-                    server_id: server_id(&sname),
-                    name: sname,
-                    planned: p,
-                }
-            })
-            .collect();
-        let mut prepared: Vec<&StreamRecord> = Vec::new();
         let mut from_cache: BTreeMap<String, GtidPos> = BTreeMap::new();
-        for s in &new_streams {
-            let step = async {
-                let from = match from_cache.get(&s.planned.source_cluster) {
-                    Some(p) => p.clone(),
-                    None => {
-                        let p = self.binlog_pos(&s.planned.source_cluster).await?;
-                        from_cache.insert(s.planned.source_cluster.clone(), p.clone());
-                        p
-                    }
-                };
-                let source = self.endpoint_now(&s.planned.source_cluster)?;
-                let target = self.endpoint_now(&s.planned.target_cluster)?;
-                mover::stream::prepare_following(&self.spec(s), &source, &target, &from)
-                    .await
-                    .map_err(|e| MoveError::Failed(format!("preparing stream {}: {e}", s.name)))
-            };
-            if let Err(e) = step.await {
-                for p in prepared {
-                    self.forget(p).await;
+        for s in new_streams {
+            let from = match from_cache.get(&s.planned.source_cluster) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = self.binlog_pos(&s.planned.source_cluster).await?;
+                    from_cache.insert(s.planned.source_cluster.clone(), p.clone());
+                    p
                 }
-                return Err(e);
-            }
-            prepared.push(s);
+            };
+            let target = self.endpoint_now(&s.planned.target_cluster)?;
+            mover::stream::set_position(&s.name, &target, &from)
+                .await
+                .map_err(|e| MoveError::Failed(format!("positioning stream {}: {e}", s.name)))?;
         }
         match self
             .shard_maps
@@ -303,16 +314,13 @@ impl Moves {
         {
             Ok((v, _)) => report.shard_map_version = v,
             Err(e) => {
-                for p in prepared {
-                    self.forget(p).await;
-                }
                 return Err(MoveError::Failed(format!(
                     "publishing the next shard map: {e:?}"
                 )));
             }
         }
         report.publish_ms = t.elapsed().as_millis() as u64;
-        Ok((report, new_streams))
+        Ok(report)
     }
 
     /// The leader's `@@gtid_binlog_pos`.
