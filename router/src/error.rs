@@ -23,6 +23,10 @@ pub enum RouterError {
     /// plans it again (and answers this only when the map keeps changing).
     #[error("the shard map changed while the statement waited")]
     ShardMapChanged,
+    /// The shard map changed while a statement waited, after part of it was sent on: it
+    /// fails (its parts are undone as any failed statement's) rather than run on a stale plan.
+    #[error("the shard map changed while the statement waited, after part of it ran")]
+    ShardMapChangedMidway,
     /// A distributed transaction was rolled back under the client (why).
     #[error("the distributed transaction was rolled back: {0}")]
     XaRolledBack(String),
@@ -160,6 +164,14 @@ impl RouterError {
                      (cluster '{cluster}' changed leader during the transaction, which was \
                      rolled back)"
                 ),
+            ),
+            RouterError::ShardMapChangedMidway => (
+                1205,
+                "HY000",
+                "Lock wait timeout exceeded; try restarting transaction (the shard map changed \
+                 while the statement waited for a hold, after part of it had been sent; the \
+                 statement failed and what it did is undone)"
+                    .to_owned(),
             ),
             RouterError::ShardMapChanged => (
                 1213,

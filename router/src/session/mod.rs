@@ -1505,19 +1505,23 @@ impl Session {
         }
     }
 
-    /// Fails with [`RouterError::ShardMapChanged`] (which re-plans the command) when the
-    /// shard map is not the one the command was planned with and nothing of the command has
-    /// run: no connection checked out for it, no transaction or pinned connection open.
+    /// When the shard map is not the one the command was planned with: fails with
+    /// [`RouterError::ShardMapChanged`] (which plans the command again) if nothing of the
+    /// command has run, and with [`RouterError::ShardMapChangedMidway`] (the statement fails,
+    /// its parts undone) if a connection was already checked out for it or a distributed
+    /// transaction has branches: the rest of it must not run on a stale plan. A pinned
+    /// session goes on (its connection's route is checked on its own).
     fn replan_if_map_changed(&self) -> Result<(), Failure> {
         let Some(planned) = &self.command_map else {
             return Ok(());
         };
-        if Arc::ptr_eq(planned, &*self.ctx.shard_map.load())
-            || self.checked_out.load(std::sync::atomic::Ordering::Relaxed)
-            || self.pinned.is_some()
+        if Arc::ptr_eq(planned, &*self.ctx.shard_map.load()) || self.pinned.is_some() {
+            return Ok(());
+        }
+        if self.checked_out.load(std::sync::atomic::Ordering::Relaxed)
             || self.xa.as_ref().is_some_and(|x| !x.clusters.is_empty())
         {
-            return Ok(());
+            return Err(RouterError::ShardMapChangedMidway.into());
         }
         Err(RouterError::ShardMapChanged.into())
     }
