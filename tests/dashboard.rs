@@ -206,13 +206,33 @@ async fn dashboard_shows_the_topology_and_switches_over() {
         (n.io_running == Some(true) && n.lag_seconds == Some(0)).then_some(())
     })
     .await;
-    browser.click("button.switchover[data-cluster=c1]").await;
+    // The page re-renders the table on every refresh: a click that lands on a row just
+    // replaced does nothing, so it is repeated until the page says the switchover started.
+    eventually(
+        Duration::from_secs(20),
+        "the switchover started",
+        || async {
+            browser.click("button.switchover[data-cluster=c1]").await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while tokio::time::Instant::now() < deadline {
+                let msg = browser.text("#message").await.unwrap_or_default();
+                if msg.contains("switchover of c1") || msg.contains(" -> ") {
+                    return Some(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        },
+    )
+    .await;
     let new_leader_row =
         format!("table.topology[data-cluster=c1] tr.leader[data-node='{replica}'] td.role");
     eventually(
         Duration::from_secs(30),
         "the new leader in the table",
         || async {
+            let msg = browser.text("#message").await.unwrap_or_default();
+            assert!(!msg.contains("failed"), "the page says: {msg}");
             browser
                 .text(&new_leader_row)
                 .await
