@@ -16,7 +16,7 @@ use orchestrator::WriteHold;
 use serde::{Deserialize, Serialize};
 use shard_map::gtid::GtidPos;
 
-use super::{keyspace_of, now_ms, server_id, MoveError, MoveState, Moves, StreamRecord};
+use super::{keyspace_of, now_ms, MoveError, MoveState, Moves, StreamRecord};
 
 /// What a cutover did and how long writes waited.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,12 +132,10 @@ impl Moves {
         let new_streams: Vec<StreamRecord> = mover::plan::mirror(&planned, owner_map, keyspace)
             .into_iter()
             .map(|p| {
-                let sname = format!("{name}.{n}.{}.{}", p.target_shard, p.source_cluster);
-                StreamRecord {
-                    server_id: server_id(&sname),
-                    name: sname,
-                    planned: p,
-                }
+                StreamRecord::named(
+                    format!("{name}.{n}.{}.{}", p.target_shard, p.source_cluster),
+                    p,
+                )
             })
             .collect();
         for (i, s) in new_streams.iter().enumerate() {

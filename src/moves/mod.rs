@@ -57,6 +57,18 @@ pub struct StreamRecord {
     pub planned: PlannedStream,
 }
 
+impl StreamRecord {
+    /// The stream `planned` named `name`, reading binary logs as the replica id that name
+    /// gives.
+    fn named(name: String, planned: PlannedStream) -> StreamRecord {
+        StreamRecord {
+            server_id: server_id(&name),
+            name,
+            planned,
+        }
+    }
+}
+
 /// Something that happened to a move.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MoveEvent {
@@ -399,12 +411,10 @@ impl Moves {
         let streams: Vec<StreamRecord> = planned
             .iter()
             .map(|p| {
-                let sname = format!("{name}.{}.{}", p.target_shard, p.source_cluster);
-                StreamRecord {
-                    server_id: server_id(&sname),
-                    name: sname,
-                    planned: p.clone(),
-                }
+                StreamRecord::named(
+                    format!("{name}.{}.{}", p.target_shard, p.source_cluster),
+                    p.clone(),
+                )
             })
             .collect();
         let mut prepared = Vec::new();
@@ -491,11 +501,7 @@ impl Moves {
                     continue;
                 };
                 let st = h.status();
-                let head = topo
-                    .cluster(&s.planned.source_cluster)
-                    .and_then(|c| c.leader.as_deref().and_then(|l| c.node(l)))
-                    .map(|n| n.gtid_binlog_pos.clone());
-                let b = head.and_then(|h| behind(&st.pos, &h));
+                let b = behind_source(&topo, s, &st);
                 streams.push((r.name.clone(), s.name.clone(), st, b));
             }
         }
@@ -511,14 +517,7 @@ impl Moves {
             .iter()
             .map(|s| {
                 let status: Option<StreamStatus> = self.handle(&s.name).map(|h| h.status());
-                let head = topo
-                    .cluster(&s.planned.source_cluster)
-                    .and_then(|c| c.leader.as_deref().and_then(|l| c.node(l)))
-                    .map(|n| n.gtid_binlog_pos.clone());
-                let behind = match (&status, &head) {
-                    (Some(st), Some(head)) => behind(&st.pos, head),
-                    _ => None,
-                };
+                let behind = status.as_ref().and_then(|st| behind_source(&topo, s, st));
                 serde_json::json!({
                     "name": s.name,
                     "source": format!("{}/{}", s.planned.source_cluster, s.planned.source_db),
@@ -770,6 +769,15 @@ fn endpoint_of(
         password: password.expose().to_string(),
         timeout: Duration::from_secs(5),
     })
+}
+
+/// How many transactions stream `s` is behind its source's leader, as the monitor last saw
+/// the leader's position.
+fn behind_source(topo: &shard_map::Topology, s: &StreamRecord, st: &StreamStatus) -> Option<u64> {
+    let head = topo
+        .cluster(&s.planned.source_cluster)
+        .and_then(|c| c.leader.as_deref().and_then(|l| c.node(l)))?;
+    behind(&st.pos, &head.gtid_binlog_pos)
 }
 
 /// How many transactions `pos` is behind `head` (summed over domains); `None` if either is
