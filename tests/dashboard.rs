@@ -264,10 +264,28 @@ async fn dashboard_shows_the_topology_and_switches_over() {
         Some(replica.as_str())
     );
 
-    // Maintenance from the page.
-    browser
-        .click("table.topology[data-cluster=c2] button.maintenance")
-        .await;
+    // Maintenance from the page, clicked again (like the switchover) until the page says
+    // it was set: a click on a button the refresh just replaced does nothing.
+    eventually(
+        Duration::from_secs(20),
+        "the page says maintenance is on",
+        || async {
+            browser
+                .click("table.topology[data-cluster=c2] button.maintenance")
+                .await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while tokio::time::Instant::now() < deadline {
+                let msg = browser.text("#message").await.unwrap_or_default();
+                if msg.contains("maintenance on") {
+                    return Some(());
+                }
+                assert!(!msg.contains("maintenance off"), "the page says: {msg}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        },
+    )
+    .await;
     eventually(
         Duration::from_secs(10),
         "a c2 node under maintenance",
