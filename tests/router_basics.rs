@@ -176,7 +176,13 @@ async fn transactions_locks_and_temporary_tables_pin_the_session() {
     // GET_LOCK holds a server-side lock for the session.
     let got: i64 = query_one(&mut a, "SELECT GET_LOCK('sy_lock', 0)").await;
     assert_eq!(got, 1);
-    let free: i64 = query_one(&mut a, "SELECT IS_USED_LOCK('sy_lock') = CONNECTION_ID()").await;
+    // (`@@pseudo_thread_id` is the backend connection's own id: `CONNECTION_ID()` through
+    // the router is the session's.)
+    let free: i64 = query_one(
+        &mut a,
+        "SELECT IS_USED_LOCK('sy_lock') = @@pseudo_thread_id",
+    )
+    .await;
     assert_eq!(free, 1);
     let got: i64 = query_one(&mut other, "SELECT GET_LOCK('sy_lock', 0)").await;
     assert_eq!(got, 0, "another session can't take the lock");
@@ -208,7 +214,7 @@ async fn a_killed_backend_connection_gives_an_error_and_the_session_goes_on() {
     // Kill the backend connection of a session that is inside a transaction: the
     // transaction is lost, the client is told, and the session keeps working.
     s.query_drop("BEGIN").await.unwrap();
-    let backend_id: u64 = query_one(&mut s, "SELECT CONNECTION_ID()").await;
+    let backend_id: u64 = query_one(&mut s, "SELECT @@pseudo_thread_id").await;
     admin
         .query_drop(format!("KILL CONNECTION {backend_id}"))
         .await

@@ -739,7 +739,7 @@ async fn prepared_statements_reexecute_with_new_parameters_on_any_backend_connec
     let mut a = env.router_conn(Some("psdb")).await;
     let mut pinner = Pinner::new(&env);
     let stmt = a
-        .prep("SELECT ?, CONCAT('n', ?), (SELECT name FROM t WHERE id = ?), CONNECTION_ID()")
+        .prep("SELECT ?, CONCAT('n', ?), (SELECT name FROM t WHERE id = ?), @@pseudo_thread_id")
         .await
         .unwrap();
     let mut backends = std::collections::BTreeSet::new();
@@ -864,7 +864,7 @@ async fn raw_lifecycle(port: u16, mut pinner: Option<&mut Pinner<'_>>) -> Lifecy
     let mut steps = Vec::new();
     let mut backends = Vec::new();
     let (id, params) = c
-        .prepare("SELECT CAST(? AS CHAR) AS a, CAST(? * 2 AS CHAR) AS b, CONNECTION_ID()")
+        .prepare("SELECT CAST(? AS CHAR) AS a, CAST(? * 2 AS CHAR) AS b, @@pseudo_thread_id")
         .await
         .expect("prepare");
     assert_eq!(params, 2);

@@ -290,7 +290,7 @@ impl RouterContext {
             classifier: Classifier::new(10_000),
             metrics: RouterMetrics::default(),
             server_version,
-            next_conn_id: AtomicU32::new(1),
+            next_conn_id: AtomicU32::new(crate::sessions::SESSION_ID_BASE),
             replica_rr: AtomicUsize::new(0),
             failure_reporter: None,
             held: AtomicU64::new(0),

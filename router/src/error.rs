@@ -67,6 +67,18 @@ pub enum RouterError {
     NotSupported(String),
     #[error("plain-text login refused: require_secure_transport is on")]
     SecureTransportRequired,
+    /// `KILL n` of no session of this router.
+    #[error("unknown thread id {0}")]
+    UnknownThread(u64),
+    /// `KILL n` of another user's session without the privilege to.
+    #[error("not owner of thread {0}")]
+    KillDenied(u64),
+    /// The session killed its own connection.
+    #[error("connection killed")]
+    ConnectionKilled,
+    /// The session killed its own statement (`KILL QUERY CONNECTION_ID()`).
+    #[error("query interrupted")]
+    QueryInterrupted,
 }
 
 /// The code of every "can't reach the server" error (see [`RouterError::to_client`]).
@@ -254,6 +266,14 @@ impl RouterError {
                  connection (COM_SET_OPTION)"
                     .into(),
             ),
+            RouterError::UnknownThread(id) => (1094, "HY000", format!("Unknown thread id: {id}")),
+            RouterError::KillDenied(id) => {
+                (1095, "HY000", format!("You are not owner of thread {id}"))
+            }
+            RouterError::ConnectionKilled => (1927, "70100", "Connection was killed".into()),
+            RouterError::QueryInterrupted => {
+                (1317, "70100", "Query execution was interrupted".into())
+            }
             RouterError::NotSupported(what) => (
                 1235,
                 "42000",
@@ -336,6 +356,10 @@ mod tests {
             ),
             (RouterError::NotSupported("x".into()), 1235, "42000"),
             (RouterError::SecureTransportRequired, 3159, "08004"),
+            (RouterError::UnknownThread(5), 1094, "HY000"),
+            (RouterError::KillDenied(5), 1095, "HY000"),
+            (RouterError::ConnectionKilled, 1927, "70100"),
+            (RouterError::QueryInterrupted, 1317, "70100"),
             (
                 RouterError::Backend(BackendError::Tls("a:1".into(), "b".into())),
                 2026,

@@ -9,6 +9,7 @@
 //! the pinned backend change rarely; they are compared with the session's own copy after each
 //! command and written under a lock only when they changed.
 
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -22,12 +23,24 @@ const MS_BITS: u32 = 40;
 const MS_MASK: u64 = (1 << MS_BITS) - 1;
 const IN_TXN: u64 = 1 << 48;
 
+/// The first session id. The ids a client sees (the handshake's, `CONNECTION_ID()`'s with
+/// multiplexing) are the router's own, in a range the servers' thread ids never reach, so
+/// that `KILL n` can tell a router session from a backend thread without guessing.
+pub const SESSION_ID_BASE: u32 = 1 << 30;
+
+/// Bits of [`SessionInfo::running`]: a statement runs on a backend connection (the backend's
+/// slot in bits 32..48, the connection's thread id in bits 0..32), and a `KILL` was sent to it.
+const RUNNING: u64 = 1 << 63;
+const KILL_SENT: u64 = 1 << 62;
+
 /// Every live client session of one router.
 #[derive(Debug)]
 pub struct SessionRegistry {
     sessions: DashMap<u32, Arc<SessionInfo>>,
     /// Timestamps are milliseconds since this instant.
     base: Instant,
+    /// Backend addresses by slot, for [`SessionInfo::running`] (a handful: one per server).
+    backends: Mutex<Vec<Arc<str>>>,
 }
 
 impl Default for SessionRegistry {
@@ -35,6 +48,7 @@ impl Default for SessionRegistry {
         SessionRegistry {
             sessions: DashMap::new(),
             base: Instant::now(),
+            backends: Mutex::new(Vec::new()),
         }
     }
 }
@@ -54,6 +68,57 @@ pub struct SessionInfo {
     activity: AtomicU64,
     db: Mutex<Option<Arc<str>>>,
     backend: Mutex<Option<Arc<str>>>,
+    /// The backend connection running the session's statement, if one runs: `RUNNING`,
+    /// `KILL_SENT`, the backend's slot and the connection's thread id (see the constants).
+    running: AtomicU64,
+    /// The client socket's descriptor, by which `KILL CONNECTION` ends the session whatever
+    /// it is waiting for. The session removes it before its socket closes.
+    client: Mutex<Option<RawFd>>,
+}
+
+impl SessionInfo {
+    /// The session's user name.
+    pub fn user(&self) -> Arc<str> {
+        lock(&self.user).clone()
+    }
+
+    /// Marks the statement running now as killed and returns where it runs (the backend and
+    /// the connection's thread id), or `None` when none runs. A connection so marked never
+    /// serves another session (see [`SessionEntry::statement_done`]): a `KILL QUERY` that
+    /// reaches its server late must not stop someone else's statement.
+    pub fn kill_statement(&self, registry: &SessionRegistry) -> Option<(Arc<str>, u32)> {
+        let mut cur = self.running.load(Ordering::Acquire);
+        loop {
+            if cur & RUNNING == 0 {
+                return None;
+            }
+            match self.running.compare_exchange_weak(
+                cur,
+                cur | KILL_SENT,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        let slot = ((cur >> 32) & 0xffff) as usize;
+        let addr = lock(&registry.backends).get(slot).cloned()?;
+        Some((addr, cur as u32))
+    }
+
+    /// Ends the session's client connection (both directions): the session sees its client
+    /// gone at its next read or write, and closes what it holds.
+    pub fn end_connection(&self) {
+        let client = lock(&self.client);
+        if let Some(fd) = *client {
+            // SAFETY: `fd` is the session's open client socket: the session stores it at
+            // login and removes it, under this lock, before the socket is closed
+            // (`SessionEntry::forget_client_socket`, from the session's `Drop`).
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 /// One session as `SHOW SESSIONS` and the API show it.
@@ -114,6 +179,8 @@ impl SessionRegistry {
             activity: AtomicU64::new(pack(IDLE, false, now)),
             db: Mutex::new(None),
             backend: Mutex::new(None),
+            running: AtomicU64::new(0),
+            client: Mutex::new(None),
         });
         self.sessions.insert(id, info.clone());
         SessionEntry {
@@ -121,7 +188,34 @@ impl SessionRegistry {
             info,
             shown_db: None,
             shown_backend: None,
+            slot: None,
         }
+    }
+
+    /// The live session `id`.
+    pub fn get(&self, id: u32) -> Option<Arc<SessionInfo>> {
+        self.sessions.get(&id).map(|s| s.clone())
+    }
+
+    /// Every live session of `user`.
+    pub fn of_user(&self, user: &str) -> Vec<Arc<SessionInfo>> {
+        self.sessions
+            .iter()
+            .filter(|s| **lock(&s.user) == *user)
+            .map(|s| s.clone())
+            .collect()
+    }
+
+    /// The slot of backend `addr` (`None` past 65536 backends: statements there can't be
+    /// killed by id).
+    fn backend_slot(&self, addr: &Arc<str>) -> Option<u16> {
+        let mut all = lock(&self.backends);
+        if let Some(i) = all.iter().position(|a| **a == **addr) {
+            return u16::try_from(i).ok();
+        }
+        let i = u16::try_from(all.len()).ok()?;
+        all.push(addr.clone());
+        Some(i)
     }
 
     /// How many sessions are live.
@@ -184,9 +278,52 @@ pub struct SessionEntry {
     /// What `info.db` / `info.backend` hold, so that they are locked only on change.
     shown_db: Option<Arc<str>>,
     shown_backend: Option<Arc<str>>,
+    /// The backend last passed to [`SessionEntry::statement_on`] and its slot, so that the
+    /// registry's list is searched only when the session's backend changes.
+    slot: Option<(Arc<str>, Option<u16>)>,
 }
 
 impl SessionEntry {
+    /// The session's id.
+    pub fn id(&self) -> u32 {
+        self.info.id
+    }
+
+    /// The client socket's descriptor, for `KILL CONNECTION`. The caller must call
+    /// [`SessionEntry::forget_client_socket`] before that socket is closed.
+    pub fn set_client_socket(&self, fd: RawFd) {
+        *lock(&self.info.client) = Some(fd);
+    }
+
+    /// The client socket is about to close: `KILL CONNECTION` no longer touches it.
+    pub fn forget_client_socket(&self) {
+        *lock(&self.info.client) = None;
+    }
+
+    /// A statement starts on the backend connection `thread` of `addr`.
+    pub fn statement_on(&mut self, addr: &Arc<str>, thread: u32) {
+        let slot = match &self.slot {
+            Some((a, slot)) if Arc::ptr_eq(a, addr) => *slot,
+            _ => {
+                let slot = self.registry.backend_slot(addr);
+                self.slot = Some((addr.clone(), slot));
+                slot
+            }
+        };
+        if let Some(slot) = slot {
+            self.info.running.store(
+                RUNNING | (u64::from(slot) << 32) | u64::from(thread),
+                Ordering::Release,
+            );
+        }
+    }
+
+    /// The statement ended; `true` when a `KILL` was sent to its connection meanwhile (the
+    /// connection must then not go back to the pool).
+    pub fn statement_done(&self) -> bool {
+        self.info.running.swap(0, Ordering::AcqRel) & KILL_SENT != 0
+    }
+
     /// The session logged in again as `user` (COM_CHANGE_USER).
     pub fn set_user(&self, user: Arc<str>) {
         *lock(&self.info.user) = user;
@@ -268,6 +405,26 @@ mod tests {
         assert_eq!((v[0].db.clone(), v[0].backend.clone()), (None, None));
         drop(e);
         assert!(reg.list().is_empty());
+    }
+
+    #[test]
+    fn a_kill_finds_the_running_statement_and_marks_its_connection() {
+        let reg = Arc::new(SessionRegistry::default());
+        let mut e = reg.register(SESSION_ID_BASE, "app".into(), "127.0.0.1:5000");
+        let info = reg.get(SESSION_ID_BASE).expect("listed");
+        assert_eq!(info.kill_statement(&reg), None, "nothing runs");
+        let a: Arc<str> = "127.0.0.1:3310".into();
+        let b: Arc<str> = "127.0.0.1:3311".into();
+        e.statement_on(&a, 42);
+        assert!(!e.statement_done(), "no KILL came");
+        e.statement_on(&b, u32::MAX);
+        assert_eq!(info.kill_statement(&reg), Some((b.clone(), u32::MAX)));
+        assert!(e.statement_done(), "its connection is marked");
+        assert_eq!(info.kill_statement(&reg), None, "it ended");
+        e.statement_on(&a, 7);
+        assert_eq!(info.kill_statement(&reg), Some((a, 7)));
+        assert_eq!(reg.of_user("app").len(), 1);
+        assert!(reg.of_user("other").is_empty());
     }
 
     #[test]

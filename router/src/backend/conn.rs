@@ -145,6 +145,9 @@ pub struct BackendConn {
     pub status: u16,
     /// Set when the connection can no longer be trusted (i/o error, protocol confusion).
     pub broken: bool,
+    /// A `KILL` was sent to a statement on this connection: it may still arrive, so the
+    /// connection never serves another session (it closes instead of going back to the pool).
+    pub kill_sent: bool,
     /// When the connection last went back to its pool (for the pool's idle timeout).
     pub last_used: Instant,
     /// A second handle on the TCP socket (a duplicated descriptor), taken by the pool so
@@ -327,6 +330,7 @@ impl BackendConn {
             stmts: HashMap::default(),
             status: 0,
             broken: false,
+            kill_sent: false,
             last_used: Instant::now(),
             socket: None,
             registration: None,

@@ -312,7 +312,7 @@ impl std::ops::DerefMut for PooledConn {
 impl Drop for PooledConn {
     fn drop(&mut self) {
         if let Some(mut c) = self.conn.take() {
-            if !c.broken && !c.in_transaction() {
+            if !c.broken && !c.kill_sent && !c.in_transaction() {
                 c.last_used = Instant::now();
                 if let Ok(mut idle) = self.pool.idle.lock() {
                     idle.push(c);

@@ -5,6 +5,7 @@
 mod auth;
 mod autoinc;
 mod gather;
+mod kill;
 mod multiwrite;
 mod prepared;
 mod retry;
@@ -196,6 +197,14 @@ pub struct Session {
     listed: crate::sessions::SessionEntry,
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Before the client socket closes with the fields: its descriptor number may be
+        // reused by the next connection, which a `KILL CONNECTION` must not reach.
+        self.listed.forget_client_socket();
+    }
+}
+
 impl Session {
     /// Runs the connection phase and then the command loop until the client leaves.
     pub async fn serve(
@@ -235,6 +244,15 @@ impl Session {
     async fn login(ctx: Arc<RouterContext>, stream: ClientStream, id: u32) -> Option<Session> {
         // A client on the Unix-domain socket is `localhost`, is offered no TLS and counts as
         // a secure transport, as on a server.
+        // The socket's descriptor, by which `KILL CONNECTION` ends the session (forgotten in
+        // the session's `Drop`, before the socket closes).
+        let socket = {
+            use std::os::fd::AsRawFd;
+            match &stream {
+                ClientStream::Tcp(s) => s.as_raw_fd(),
+                ClientStream::Unix(s) => s.as_raw_fd(),
+            }
+        };
         let (peer, origin, (r, w), local) = match stream {
             ClientStream::Tcp(stream) => {
                 let addr = stream.peer_addr().ok();
@@ -292,6 +310,7 @@ impl Session {
         let database = hello.database.take();
         let collation = hello.collation;
         let listed = ctx.sessions.register(id, user.name.clone(), &origin);
+        listed.set_client_socket(socket);
         let mut session = Session {
             id,
             peer,
@@ -473,6 +492,23 @@ impl Session {
             0x16 => Box::pin(self.stmt_prepare(payload, seq)).await,
             0x1a => self.stmt_reset(payload, seq).await,
             0x1c => self.stmt_fetch(payload, seq).await,
+            0x0c => {
+                // COM_PROCESS_KILL: `KILL CONNECTION id`.
+                let id = payload
+                    .get(1..5)
+                    .ok_or(RouterError::Malformed("COM_PROCESS_KILL"))?;
+                let kill = crate::classify::Kill {
+                    query: false,
+                    mode: None,
+                    target: crate::classify::KillTarget::Id(u64::from(u32::from_le_bytes(
+                        id.try_into().expect("four bytes"),
+                    ))),
+                };
+                match Box::pin(self.kill(kill, seq)).await {
+                    Some(done) => done,
+                    None => Box::pin(self.simple(payload, RelayMode::Single)).await,
+                }
+            }
             other => Err(RouterError::UnknownCommand(other).into()),
         }
     }
@@ -519,12 +555,28 @@ impl Session {
     async fn query(&mut self, payload: &[u8], seq: u8) -> Result<(), Failure> {
         let sql = String::from_utf8_lossy(&payload[1..]);
         let class = self.ctx.classifier.classify(&sql);
+        if class.uses_session_functions {
+            if let Some(sql) = self.own_connection_id(&payload[1..]) {
+                // Run as if the client had written the id (the rewritten text calls none).
+                let mut rewritten = Vec::with_capacity(sql.len() + 1);
+                rewritten.push(0x03);
+                rewritten.extend_from_slice(sql.as_bytes());
+                return Box::pin(self.query(&rewritten, seq)).await;
+            }
+        }
         self.class = StatementClass::of(&class.kind);
         if !class.parsed {
             RouterMetrics::inc(&self.ctx.metrics.unparsed);
         }
         if class.multi && !self.multi_statements {
             return Err(RouterError::MultiStatementsOff.into());
+        }
+        if matches!(class.kind, StatementKind::Other) && !class.multi {
+            if let Some(kill) = crate::classify::parse_kill(&sql) {
+                if let Some(done) = Box::pin(self.kill(kill, seq)).await {
+                    return done;
+                }
+            }
         }
         self.unpin_unless_diagnostics(sql.as_bytes(), &class);
         let exec = Exec {
@@ -661,6 +713,25 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// With multiplexing, `sql` with its `CONNECTION_ID()` calls made to return this
+    /// session's id (the handshake's, which `KILL` takes), not the id of whichever pooled
+    /// backend connection runs it; `None` when nothing changes. Text that is not UTF-8 is
+    /// left as it is.
+    pub(super) fn own_connection_id(&self, sql: &[u8]) -> Option<String> {
+        if !self.ctx.config.multiplexing {
+            return None;
+        }
+        const CALL: &[u8] = b"connection_id";
+        if !sql
+            .windows(CALL.len())
+            .any(|w| w.eq_ignore_ascii_case(CALL))
+        {
+            return None;
+        }
+        let sql = std::str::from_utf8(sql).ok()?;
+        crate::classify::with_connection_id(sql, self.id)
     }
 
     /// The sharded part of [`Session::query`]: `true` when the statement was answered here,
@@ -929,11 +1000,13 @@ impl Session {
             } else {
                 None
             };
+            self.listed.statement_on(&conn.addr, conn.conn_id);
             let sent = self.send(&mut conn, &mut cmd, exec.with_insert_id).await;
             if keep_db {
                 self.state.db = session_db;
             }
             if let Err(e) = sent {
+                conn.kill_sent |= self.listed.statement_done();
                 let connection_failed =
                     matches!(&e, RouterError::Backend(b) if b.is_connection_failure());
                 if !connection_failed {
@@ -963,6 +1036,7 @@ impl Session {
                 intercept,
             )
             .await;
+            conn.kill_sent |= self.listed.statement_done();
             match result {
                 Ok(mut outcome) => {
                     if let Some((seq, payload)) = outcome.intercepted.take() {

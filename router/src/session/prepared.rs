@@ -43,9 +43,13 @@ fn stmt_id(payload: &[u8]) -> Result<u32, RouterError> {
 
 impl Session {
     pub(super) async fn stmt_prepare(&mut self, payload: &[u8], _seq: u8) -> Result<(), Failure> {
+        let sql: Arc<[u8]> = match self.own_connection_id(&payload[1..]) {
+            Some(sql) => sql.into_bytes().into(),
+            None => payload[1..].into(),
+        };
         let key = StmtKey {
             db: self.state.db.as_deref().map(Arc::from),
-            sql: payload[1..].into(),
+            sql,
         };
         let class = self
             .ctx
@@ -225,12 +229,24 @@ impl Session {
         }
     }
 
-    pub(super) async fn stmt_execute(&mut self, payload: &[u8], _seq: u8) -> Result<(), Failure> {
+    pub(super) async fn stmt_execute(&mut self, payload: &[u8], seq: u8) -> Result<(), Failure> {
         const CMD: &str = "mysqld_stmt_execute";
         let mut id = stmt_id(payload)?;
         if id == u32::MAX {
             // MariaDB's "the statement prepared last" id.
             id = self.last_prepared;
+        }
+        // A prepared KILL is the router's to run, as the text one (see `Session::kill`).
+        let kill = self
+            .stmts
+            .get(&id)
+            .filter(|s| s.params == 0 && matches!(s.class.kind, StatementKind::Other))
+            .and_then(|s| std::str::from_utf8(&s.key.sql).ok())
+            .and_then(crate::classify::parse_kill);
+        if let Some(kill) = kill {
+            if let Some(done) = Box::pin(self.kill(kill, seq)).await {
+                return done;
+            }
         }
         let stmt = self
             .stmts
@@ -310,7 +326,7 @@ impl Session {
                 n,
                 &long_data,
                 exec,
-                _seq,
+                seq,
             ));
             match sharded.await? {
                 Some(outcome) => outcome,
