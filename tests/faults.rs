@@ -8,8 +8,9 @@
 //! killed; a planned switchover. Each checks the decision
 //! (failover or none), that no acknowledged write is lost and no row appears that nobody
 //! was told about, that no writer is left hanging, that the replicas converge, and that an
-//! old leader is fenced when it returns. One more scenario here: a partition that heals
-//! while the orchestrator is deciding.
+//! old leader is fenced when it returns; a partition that heals in the middle of the failover
+//! (after the promotion, before routers are told). One more scenario here: a partition that
+//! heals while the orchestrator is deciding.
 
 mod common;
 
@@ -52,6 +53,11 @@ async fn a_frozen_leader_is_failed_over_and_fenced_when_it_thaws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_leader_is_failed_over_and_fenced_when_the_partition_heals() {
     passes(Scenario::PartitionLeader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_healing_after_the_promotion_reaches_no_write_to_the_old_leader() {
+    passes(Scenario::PartitionHealsMidFailover).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

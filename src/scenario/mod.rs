@@ -47,6 +47,7 @@ pub enum Scenario {
     KillLeader,
     FreezeLeader,
     PartitionLeader,
+    PartitionHealsMidFailover,
     DiskFullLeader,
     DiskStallLeader,
     FreezeReplica,
@@ -58,10 +59,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::KillLeader,
         Scenario::FreezeLeader,
         Scenario::PartitionLeader,
+        Scenario::PartitionHealsMidFailover,
         Scenario::DiskFullLeader,
         Scenario::DiskStallLeader,
         Scenario::FreezeReplica,
@@ -77,6 +79,7 @@ impl Scenario {
             Scenario::KillLeader => "kill-leader",
             Scenario::FreezeLeader => "freeze-leader",
             Scenario::PartitionLeader => "partition-leader",
+            Scenario::PartitionHealsMidFailover => "partition-heals-mid-failover",
             Scenario::DiskFullLeader => "disk-full-leader",
             Scenario::DiskStallLeader => "disk-stall-leader",
             Scenario::FreezeReplica => "freeze-replica",
@@ -102,6 +105,13 @@ impl Scenario {
             Scenario::PartitionLeader => {
                 "every packet to and from the leader dropped (no reset): failover, the old one \
                  fenced when the partition heals"
+            }
+            Scenario::PartitionHealsMidFailover => {
+                "the leader partitioned, and the partition heals in the middle of the \
+                 failover: after the new leader is promoted, before routers are told (a \
+                 vip_add hook holds the failover there), so that for a moment both are \
+                 writable and reachable: the failover completes, no write reaches the old \
+                 leader through the router, and it is fenced"
             }
             Scenario::DiskFullLeader => {
                 "the disk of the leader's binary log fills up (it still answers reads): \
@@ -258,16 +268,27 @@ pub async fn run(
     )
     .then_some(BINLOG_DISK_MB);
     let router_apart = matches!(scenario, Scenario::RouterCut | Scenario::OrchestratorCut);
-    let mut stage = Stage::start_configured("sy-scenario-", 1, 2, binlog_disk_mb, |c, _| {
+    let mut hook_error = None;
+    let mut stage = Stage::start_configured("sy-scenario-", 1, 2, binlog_disk_mb, |c, local| {
         if let Some(s) = settings {
             apply_settings(s, c);
         }
         if router_apart {
             c.router.backend_source_address = Some(ROUTER_SOURCE.to_string());
         }
+        if scenario == Scenario::PartitionHealsMidFailover {
+            match MidFailover::install(local.dir()) {
+                Ok(hook) => c.failover.hooks.vip_add = Some(hook),
+                Err(e) => hook_error = Some(e),
+            }
+        }
     })
     .await
     .context("starting the scenario's servers and switchyard")?;
+    if let Some(e) = hook_error {
+        stage.stop().await;
+        return Err(e);
+    }
     let mut log = Log {
         started: Instant::now(),
         steps: Vec::new(),
@@ -335,6 +356,7 @@ async fn steps(scenario: Scenario, stage: &mut Stage, log: &mut Log<'_>) -> Resu
         Scenario::KillLeader
         | Scenario::FreezeLeader
         | Scenario::PartitionLeader
+        | Scenario::PartitionHealsMidFailover
         | Scenario::DiskFullLeader
         | Scenario::DiskStallLeader => {
             leader_lost(scenario, stage, log, writers, &leader, epoch).await
@@ -375,7 +397,9 @@ fn inject(scenario: Scenario, stage: &mut Stage, addr: &str) -> Result<(Injected
                 format!("SIGSTOP of {addr} (pid {pid})"),
             ))
         }
-        Scenario::PartitionLeader | Scenario::PartitionReplica => {
+        Scenario::PartitionLeader
+        | Scenario::PartitionHealsMidFailover
+        | Scenario::PartitionReplica => {
             let cut = faults::blackhole(port_of(addr))?;
             Ok((
                 Injected::Cut(cut),
@@ -450,6 +474,25 @@ async fn leader_lost(
     };
     let t0 = Instant::now();
     log.check(Ok(format!("fault: {what}")))?;
+    let mut injected = Some(injected);
+    if scenario == Scenario::PartitionHealsMidFailover {
+        let mid = MidFailover::at(stage.local.dir());
+        log.check(mid.reached(FAILOVER_LIMIT).await.map(|()| {
+            "the failover promoted a new leader and waits in its vip_add hook, routers not \
+             told yet"
+                .into()
+        }))?;
+        let healed = match injected.take() {
+            Some(i) => end(i, stage).await,
+            None => Err("no fault to end".into()),
+        };
+        log.check(healed.map(|s| format!("fault ended: {old} {s}")))?;
+        let answers = old_leader_answers(&view(stage), old).await;
+        log.check(answers.map(|ro| {
+            format!("{old} answers again, read_only={ro}, while the new leader is writable")
+        }))?;
+        log.check(mid.release().map(|()| "the failover goes on".into()))?;
+    }
     let target = view(stage);
     let (new, new_epoch) = match target
         .new_leader(CLUSTER, old, old_epoch, FAILOVER_LIMIT)
@@ -497,11 +540,13 @@ async fn leader_lost(
             .await
             .map(|()| "the other replica converged (GTID, CHECKSUM TABLE)".into()),
     )?;
-    log.check(
-        end(injected, stage)
-            .await
-            .map(|s| format!("fault ended: {old} {s}")),
-    )?;
+    if let Some(injected) = injected {
+        log.check(
+            end(injected, stage)
+                .await
+                .map(|s| format!("fault ended: {old} {s}")),
+        )?;
+    }
     let target = view(stage);
     let placed = target
         .fenced_and_in_place(CLUSTER, old, &new, &present, &ledger, SETTLE_LIMIT)
@@ -522,6 +567,73 @@ async fn leader_lost(
     } else {
         Err(format!("the leader moved again: {still:?}"))
     })
+}
+
+/// `@@read_only` of `addr`, asked directly (10 s at most, retried: a healed path may take a
+/// moment to carry packets again).
+async fn old_leader_answers(target: &Target<'_>, addr: &str) -> Result<u8, String> {
+    let opts = target.admin_opts(addr);
+    let ask = async {
+        let mut conn = mysql_async::Conn::new(opts.clone()).await?;
+        let ro: Option<u8> = conn.query_first("SELECT @@global.read_only").await?;
+        let _ = conn.disconnect().await;
+        Ok::<_, mysql_async::Error>(ro.unwrap_or(0))
+    };
+    match tokio::time::timeout(Duration::from_secs(10), ask).await {
+        Ok(Ok(ro)) => Ok(ro),
+        Ok(Err(e)) => Err(format!("{addr} does not answer after the heal: {e}")),
+        Err(_) => Err(format!("{addr} does not answer 10 s after the heal")),
+    }
+}
+
+/// The `vip_add` hook of the partition-heals-mid-failover scenario: it marks that it runs
+/// (the new leader is promoted, routers not told yet) and waits (5 s at most, within the
+/// orchestrator's hook timeout) until the scenario has healed the partition.
+struct MidFailover {
+    started: std::path::PathBuf,
+    healed: std::path::PathBuf,
+}
+
+impl MidFailover {
+    const SCRIPT: &'static str = "mid-failover-hook.sh";
+
+    fn at(dir: &std::path::Path) -> MidFailover {
+        MidFailover {
+            started: dir.join("mid-failover.started"),
+            healed: dir.join("mid-failover.healed"),
+        }
+    }
+
+    /// Writes the hook script into `dir`; its path.
+    fn install(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let mid = MidFailover::at(dir);
+        let script = format!(
+            "#!/bin/sh\n\
+             touch '{started}'\n\
+             i=0\n\
+             while [ ! -e '{healed}' ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n",
+            started = mid.started.display(),
+            healed = mid.healed.display(),
+        );
+        let path = dir.join(Self::SCRIPT);
+        std::fs::write(&path, script).context("writing the scenario's hook")?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .context("making the scenario's hook executable")?;
+        Ok(path)
+    }
+
+    /// Waits until the hook runs.
+    async fn reached(&self, limit: Duration) -> Result<(), String> {
+        poll_until(limit, || self.started.exists().then_some(()))
+            .await
+            .ok_or_else(|| format!("the failover did not reach its vip_add hook in {limit:?}"))
+    }
+
+    /// Lets the hook, and with it the failover, go on.
+    fn release(&self) -> Result<(), String> {
+        std::fs::write(&self.healed, b"").map_err(|e| format!("releasing the hook: {e}"))
+    }
 }
 
 async fn replica_lost(
