@@ -97,6 +97,12 @@ async fn kill_takes_the_handshake_id_and_touches_only_that_session() {
         .await
         .unwrap();
     assert_eq!(got, Some(a_id));
+    // In a definition it stays a call: a column's default is evaluated by each insert.
+    a.query_drop("CREATE TABLE d (x INT DEFAULT CONNECTION_ID())")
+        .await
+        .unwrap();
+    let (_, ddl): (String, String) = a.query_first("SHOW CREATE TABLE d").await.unwrap().unwrap();
+    assert!(ddl.contains("DEFAULT connection_id()"), "{ddl}");
 
     // KILL QUERY by that id stops a's statement and nothing else: c's statement, running at
     // the same time on another pooled connection, ends normally.
@@ -111,14 +117,29 @@ async fn kill_takes_the_handshake_id_and_touches_only_that_session() {
         (a, r)
     });
     let a_thread = backend_thread_running(&mut admin, "SELECT SLEEP(30) AS a_sleep").await;
-    // A backend thread id is no session of the router: refused, and c's statement goes on.
-    let e = b
-        .query_drop(format!("KILL QUERY {c_thread}"))
-        .await
-        .unwrap_err();
+    // b's statement (a and c hold the other connections) leaves a pooled one idle.
+    let one: i64 = query_one(&mut b, "SELECT 1").await;
+    assert_eq!(one, 1);
+    // The id of an idle pooled backend connection names no session: refused, and the
+    // connection lives on (the next session to take it is not hit).
+    let idle: u64 = query_one(
+        &mut admin,
+        &format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app' AND \
+             COMMAND = 'Sleep' AND ID NOT IN ({a_thread}, {c_thread}) LIMIT 1"
+        ),
+    )
+    .await;
+    let e = b.query_drop(format!("KILL {idle}")).await.unwrap_err();
     assert_eq!(code_of(&e), 1094, "{e:?}");
     let e = b.query_drop("KILL 4242").await.unwrap_err();
     assert_eq!(code_of(&e), 1094, "{e:?}");
+    let n: u64 = query_one(
+        &mut admin,
+        &format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {idle}"),
+    )
+    .await;
+    assert_eq!(n, 1, "the idle pooled connection was not killed");
     b.query_drop(format!("KILL QUERY {a_id}")).await.unwrap();
     let (mut a, r) = tokio::time::timeout(Duration::from_secs(10), a_stmt)
         .await
@@ -150,6 +171,22 @@ async fn kill_takes_the_handshake_id_and_touches_only_that_session() {
         "the killed statement's connection closed",
     )
     .await;
+
+    // An id read from the server's process list, of a statement a session runs, names that
+    // session (the operator's "find the long query, kill it").
+    let d_stmt = tokio::spawn(async move {
+        let r: Result<Option<i64>, _> = a.query_first("SELECT SLEEP(30) AS d_sleep").await;
+        (a, r)
+    });
+    let d_thread = backend_thread_running(&mut admin, "SELECT SLEEP(30) AS d_sleep").await;
+    b.query_drop(format!("KILL QUERY {d_thread}"))
+        .await
+        .unwrap();
+    let (mut a, r) = tokio::time::timeout(Duration::from_secs(10), d_stmt)
+        .await
+        .expect("the statement ends within 10 s of the KILL")
+        .unwrap();
+    assert_eq!(code_of(&r.unwrap_err()), 1317);
 
     // Another user may not kill a's statement; a user with CONNECTION ADMIN may.
     let mut other = Conn::new(common::opts_for(env.router_port(), "other", "other", None))

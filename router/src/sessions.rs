@@ -10,7 +10,7 @@
 //! command and written under a lock only when they changed.
 
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -74,6 +74,8 @@ pub struct SessionInfo {
     /// The client socket's descriptor, by which `KILL CONNECTION` ends the session whatever
     /// it is waiting for. The session removes it before its socket closes.
     client: Mutex<Option<RawFd>>,
+    /// Ended by `KILL CONNECTION`.
+    killed: AtomicBool,
 }
 
 impl SessionInfo {
@@ -110,6 +112,7 @@ impl SessionInfo {
     /// Ends the session's client connection (both directions): the session sees its client
     /// gone at its next read or write, and closes what it holds.
     pub fn end_connection(&self) {
+        self.killed.store(true, Ordering::Release);
         let client = lock(&self.client);
         if let Some(fd) = *client {
             // SAFETY: `fd` is the session's open client socket: the session stores it at
@@ -181,6 +184,7 @@ impl SessionRegistry {
             backend: Mutex::new(None),
             running: AtomicU64::new(0),
             client: Mutex::new(None),
+            killed: AtomicBool::new(false),
         });
         self.sessions.insert(id, info.clone());
         SessionEntry {
@@ -188,13 +192,29 @@ impl SessionRegistry {
             info,
             shown_db: None,
             shown_backend: None,
-            slot: None,
+            slots: Vec::new(),
         }
     }
 
     /// The live session `id`.
     pub fn get(&self, id: u32) -> Option<Arc<SessionInfo>> {
         self.sessions.get(&id).map(|s| s.clone())
+    }
+
+    /// The one session whose statement runs now on a backend connection of thread id
+    /// `thread` (an id read from a server's process list); `None` when none, or when
+    /// connections to several servers have that id.
+    pub fn running_on_thread(&self, thread: u64) -> Option<Arc<SessionInfo>> {
+        let thread = u32::try_from(thread).ok()?;
+        let mut found = self.sessions.iter().filter(|s| {
+            let r = s.running.load(Ordering::Acquire);
+            r & RUNNING != 0 && r as u32 == thread
+        });
+        let one = found.next().map(|s| s.clone());
+        if found.next().is_some() {
+            return None;
+        }
+        one
     }
 
     /// Every live session of `user`.
@@ -278,9 +298,9 @@ pub struct SessionEntry {
     /// What `info.db` / `info.backend` hold, so that they are locked only on change.
     shown_db: Option<Arc<str>>,
     shown_backend: Option<Arc<str>>,
-    /// The backend last passed to [`SessionEntry::statement_on`] and its slot, so that the
-    /// registry's list is searched only when the session's backend changes.
-    slot: Option<(Arc<str>, Option<u16>)>,
+    /// The backends this session ran statements on and their slots, so that the registry's
+    /// list (under its lock) is searched only the first time.
+    slots: Vec<(Arc<str>, Option<u16>)>,
 }
 
 impl SessionEntry {
@@ -295,6 +315,11 @@ impl SessionEntry {
         *lock(&self.info.client) = Some(fd);
     }
 
+    /// Whether `KILL CONNECTION` ended the session.
+    pub fn was_killed(&self) -> bool {
+        self.info.killed.load(Ordering::Acquire)
+    }
+
     /// The client socket is about to close: `KILL CONNECTION` no longer touches it.
     pub fn forget_client_socket(&self) {
         *lock(&self.info.client) = None;
@@ -302,11 +327,11 @@ impl SessionEntry {
 
     /// A statement starts on the backend connection `thread` of `addr`.
     pub fn statement_on(&mut self, addr: &Arc<str>, thread: u32) {
-        let slot = match &self.slot {
-            Some((a, slot)) if Arc::ptr_eq(a, addr) => *slot,
-            _ => {
+        let slot = match self.slots.iter().find(|(a, _)| **a == **addr) {
+            Some((_, slot)) => *slot,
+            None => {
                 let slot = self.registry.backend_slot(addr);
-                self.slot = Some((addr.clone(), slot));
+                self.slots.push((addr.clone(), slot));
                 slot
             }
         };
@@ -423,6 +448,11 @@ mod tests {
         assert_eq!(info.kill_statement(&reg), None, "it ended");
         e.statement_on(&a, 7);
         assert_eq!(info.kill_statement(&reg), Some((a, 7)));
+        assert_eq!(
+            reg.running_on_thread(7).map(|s| s.id),
+            Some(SESSION_ID_BASE)
+        );
+        assert!(reg.running_on_thread(8).is_none());
         assert_eq!(reg.of_user("app").len(), 1);
         assert!(reg.of_user("other").is_empty());
     }

@@ -145,6 +145,9 @@ pub struct BackendConn {
     pub status: u16,
     /// Set when the connection can no longer be trusted (i/o error, protocol confusion).
     pub broken: bool,
+    /// The connection runs over TLS (which authentication plugins that send the password
+    /// itself require).
+    secure: bool,
     /// A `KILL` was sent to a statement on this connection: it may still arrive, so the
     /// connection never serves another session (it closes instead of going back to the pool).
     pub kill_sent: bool,
@@ -166,6 +169,31 @@ fn dup_socket(stream: &impl std::os::fd::AsFd) -> Option<std::os::fd::OwnedFd> {
 /// Whether a read that must not wait found nothing to read.
 fn nothing_to_read(read: std::io::Result<usize>) -> bool {
     matches!(read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// What an authentication plugin's client side is told of the connection.
+struct AuthContext<'a> {
+    password: &'a [u8],
+    secure: bool,
+    scramble: &'a [u8],
+}
+
+impl mysql_common::auth::plugins::Context for AuthContext<'_> {
+    fn pass(&self) -> &[u8] {
+        self.password
+    }
+    fn is_ipc_transport(&self) -> bool {
+        false
+    }
+    fn is_tls_transport(&self) -> bool {
+        self.secure
+    }
+    fn scramble(&self) -> &[u8] {
+        self.scramble
+    }
+    fn server_key_pem(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// Statements kept prepared per connection before the cache is flushed.
@@ -330,6 +358,7 @@ impl BackendConn {
             stmts: HashMap::default(),
             status: 0,
             broken: false,
+            secure: caps.contains(CapabilityFlags::CLIENT_SSL),
             kill_sent: false,
             last_used: Instant::now(),
             socket: None,
@@ -338,32 +367,90 @@ impl BackendConn {
         let token = handshake::scramble_native(&g.scramble, opts.password.as_bytes());
         let hello = handshake::backend_hello(caps, 45, &opts.user, &token, None);
         conn.write_packet(seq, &hello).await?;
+        conn.finish_auth(&opts.password).await?;
+        Ok(conn)
+    }
+
+    /// The rest of an authentication exchange once the login (or COM_CHANGE_USER) is sent:
+    /// an account of another plugin than `mysql_native_password` (`client_ed25519`,
+    /// `caching_sha2_password`, `parsec`, ...) switches to it and is answered with the
+    /// password by that plugin's client side.
+    async fn finish_auth(&mut self, password: &str) -> Result<(), BackendError> {
+        use mysql_common::auth::plugins::{AuthProc, ChallengeResponsePlugin, Response};
+        // The plugin the server switched to; `None`: native password, answered here (it
+        // also takes the stage-1 form of a backend account's password).
+        let mut plugin: Option<AuthProc> = None;
+        // The nonce of the switch, which some plugins use again in later rounds.
+        let mut nonce: Vec<u8> = Vec::new();
         loop {
-            let (_, seq, resp) = conn.read_raw().await?;
-            match resp.first() {
-                Some(0x00) => return Ok(conn),
+            let (_, seq, resp) = self.read_raw().await?;
+            let answer = match resp.first() {
+                Some(0x00) => return Ok(()),
                 Some(0xff) => {
                     return Err(BackendError::Server(
                         parse_err(&resp).unwrap_or_else(|| protocol_error("bad auth error")),
                     ))
                 }
                 Some(0xfe) => {
-                    // Auth switch: only native password is spoken.
                     let mut pos = 1;
-                    let plugin =
-                        crate::protocol::read_nul_bytes(&resp, &mut pos).unwrap_or_default();
-                    if plugin != NATIVE_PASSWORD.as_bytes() {
-                        return Err(BackendError::Protocol(format!(
-                            "backend asks for auth plugin {}; only mysql_native_password is supported",
-                            String::from_utf8_lossy(plugin)
-                        )));
+                    let name = crate::protocol::read_nul_bytes(&resp, &mut pos)
+                        .unwrap_or_default()
+                        .to_vec();
+                    let data = &resp[pos.min(resp.len())..];
+                    if name == NATIVE_PASSWORD.as_bytes() {
+                        plugin = None;
+                        let nonce = data.strip_suffix(&[0]).unwrap_or(data);
+                        Some(handshake::scramble_native(nonce, password.as_bytes()))
+                    } else {
+                        let what = String::from_utf8_lossy(&name).into_owned();
+                        if handshake::is_stage1_password(password.as_bytes()) {
+                            return Err(BackendError::Protocol(format!(
+                                "the backend account is of the {what} plugin: the router knows \
+                                 only the SHA1 of its password (router.backend_accounts); \
+                                 configure the user in router.users with its password"
+                            )));
+                        }
+                        let mut p =
+                            AuthProc::init(&mysql_common::packets::AuthPlugin::from_bytes(&name))
+                                .map_err(|e| BackendError::Protocol(format!("backend auth: {e}")))?;
+                        // A 20-byte scramble comes NUL-terminated; other plugins' data is
+                        // taken as it is (an ed25519 nonce may end in a zero byte).
+                        let data = match data {
+                            [d @ .., 0] if d.len() == 20 => d,
+                            d => d,
+                        };
+                        nonce = data.to_vec();
+                        let ctx = AuthContext {
+                            password: password.as_bytes(),
+                            secure: self.secure,
+                            scramble: &nonce,
+                        };
+                        let out = p.run(ctx, &nonce).map_err(|e| {
+                            BackendError::Protocol(format!("backend auth plugin {what}: {e}"))
+                        })?;
+                        plugin = Some(p);
+                        match out {
+                            Response::Next { packet } | Response::Last { packet } => packet,
+                        }
                     }
-                    let nonce = &resp[pos..];
-                    let nonce = nonce.strip_suffix(&[0]).unwrap_or(nonce);
-                    let token = handshake::scramble_native(nonce, opts.password.as_bytes());
-                    conn.write_packet(seq.wrapping_add(1), &token).await?;
+                }
+                Some(0x01) if plugin.is_some() => {
+                    // More data for the plugin (caching_sha2_password's fast-auth result).
+                    let p = plugin.as_mut().expect("checked");
+                    let ctx = AuthContext {
+                        password: password.as_bytes(),
+                        secure: self.secure,
+                        scramble: &nonce,
+                    };
+                    match p.run(ctx, &resp[1..]) {
+                        Ok(Response::Next { packet } | Response::Last { packet }) => packet,
+                        Err(e) => return Err(BackendError::Protocol(format!("backend auth: {e}"))),
+                    }
                 }
                 _ => return Err(BackendError::Protocol("unexpected packet in auth".into())),
+            };
+            if let Some(answer) = answer {
+                self.write_packet(seq.wrapping_add(1), &answer).await?;
             }
         }
     }
@@ -584,26 +671,9 @@ impl BackendConn {
         p.extend_from_slice(NATIVE_PASSWORD.as_bytes());
         p.push(0);
         self.send_command(&p).await?;
-        loop {
-            let (_, seq, resp) = self.read_raw().await?;
-            match resp.first() {
-                Some(0x00) => break,
-                Some(0xff) => {
-                    self.broken = true;
-                    return Err(BackendError::Server(
-                        parse_err(&resp).unwrap_or_else(|| protocol_error("bad ERR")),
-                    ));
-                }
-                Some(0xfe) => {
-                    let mut pos = 1;
-                    crate::protocol::read_nul_bytes(&resp, &mut pos);
-                    let nonce = &resp[pos.min(resp.len())..];
-                    let nonce = nonce.strip_suffix(&[0]).unwrap_or(nonce);
-                    let token = handshake::scramble_native(nonce, password.as_bytes());
-                    self.write_packet(seq.wrapping_add(1), &token).await?;
-                }
-                _ => return Err(self.confused("unexpected packet in change user")),
-            }
+        if let Err(e) = self.finish_auth(password).await {
+            self.broken = true;
+            return Err(e);
         }
         self.state = ConnState::default();
         self.stmts.clear();

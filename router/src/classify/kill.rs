@@ -2,7 +2,7 @@
 //! `KILL` (parsed here, run by the session) and `CONNECTION_ID()` (made to return the
 //! router's session id, the one the client saw in the handshake).
 
-use super::lexer::{Lexer, TokKind, Token};
+use super::lexer::{split_statements, Lexer, TokKind, Token};
 use super::scan::unbacktick;
 
 /// What a `KILL` statement stops.
@@ -91,6 +91,21 @@ pub fn parse_kill(sql: &str) -> Option<Kill> {
         mode,
         target,
     })
+}
+
+/// Whether a multi-statement text holds a `KILL` statement.
+pub fn has_kill_statement(sql: &str) -> bool {
+    if !sql
+        .as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"KILL"))
+    {
+        return false;
+    }
+    let toks: Vec<Token<'_>> = Lexer::new(sql).collect();
+    split_statements(&toks)
+        .iter()
+        .any(|part| part.first().is_some_and(|t| t.is_kw("KILL")))
 }
 
 /// The text `toks` (non-empty) span in `sql`.
@@ -273,6 +288,14 @@ mod tests {
         for (sql, want) in cases {
             assert_eq!(parse_kill(sql), want, "{sql}");
         }
+    }
+
+    #[test]
+    fn kill_statements_are_found_in_multi_statement_text() {
+        assert!(has_kill_statement("SELECT 1; KILL 5"));
+        assert!(has_kill_statement("kill query 5; SELECT 1"));
+        assert!(!has_kill_statement("SELECT 'KILL 5'; SELECT 1"));
+        assert!(!has_kill_statement("SELECT kill FROM t; SELECT 1"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use sqlparser::ast::Statement;
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
-pub use kill::{parse_kill, with_connection_id, Kill, KillTarget};
+pub use kill::{has_kill_statement, parse_kill, with_connection_id, Kill, KillTarget};
 pub use normalize::{key_literals, normalize, KeyLiteral};
 pub use set::{parse_set, SetItem, SetParseError, SetValue, TxScope};
 pub use text::{

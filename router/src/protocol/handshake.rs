@@ -206,6 +206,11 @@ pub fn stage1_password(stage1: &[u8; 20]) -> String {
     s
 }
 
+/// Whether `password` is the stage-1 form of an account's password (see [`stage1_password`]).
+pub fn is_stage1_password(password: &[u8]) -> bool {
+    password.starts_with(STAGE1_PREFIX)
+}
+
 fn parse_stage1(password: &[u8]) -> Option<[u8; 20]> {
     let hex = password.strip_prefix(STAGE1_PREFIX)?;
     let mut out = [0u8; 20];

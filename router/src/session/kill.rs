@@ -1,5 +1,7 @@
 //! `KILL` and `COM_PROCESS_KILL` by the ids clients see: the router's session ids (the
-//! handshake's, and `CONNECTION_ID()`'s with multiplexing). A session's running statement is
+//! handshake's, and `CONNECTION_ID()`'s with multiplexing), or the backend thread id a
+//! server's process list shows for a statement a session is running. A session's running
+//! statement is
 //! stopped on the backend connection running it, by a `KILL QUERY` of that connection's
 //! thread, never of a pooled connection another session holds; a killed connection ends the
 //! client's session. The server's rules decide who may kill whom: a user its own sessions,
@@ -88,9 +90,13 @@ impl Session {
             .and_then(|id| self.ctx.sessions.get(id))
         {
             Some(s) => Some(Ok(s)),
-            None if self.ctx.config.multiplexing => {
-                Some(Err(RouterError::UnknownThread(id).into()))
-            }
+            // With multiplexing an id from a server's process list names the session whose
+            // statement runs on that backend connection, if one does: never the connection
+            // itself, which another session may hold next.
+            None if self.ctx.config.multiplexing => match self.ctx.sessions.running_on_thread(id) {
+                Some(s) => Some(Ok(s)),
+                None => Some(Err(RouterError::UnknownThread(id).into())),
+            },
             None => None,
         }
     }

@@ -228,6 +228,17 @@ impl Session {
             // with their connections, never back in the pool.
             session.xa_lost("the client left");
         }
+        if session.listed.was_killed() {
+            // Killed: what the session held on its backend connection ends with it, and when
+            // it was its user's last session the user's idle pooled connections close too,
+            // so that the server no longer lists the user, as after a KILL there.
+            if let Some(c) = session.pinned.take() {
+                c.discard();
+            }
+            if session.ctx.sessions.of_user(&session.user.name).len() <= 1 {
+                session.ctx.pools.forget_user(&session.user.name);
+            }
+        }
         if session.pins.any() || !session.ctx.config.multiplexing {
             // What pinned the session (table locks, user locks, temporary tables, variables
             // that can't be replayed, an open cursor; without multiplexing, the connection
@@ -556,7 +567,7 @@ impl Session {
         let sql = String::from_utf8_lossy(&payload[1..]);
         let class = self.ctx.classifier.classify(&sql);
         if class.uses_session_functions {
-            if let Some(sql) = self.own_connection_id(&payload[1..]) {
+            if let Some(sql) = self.own_connection_id(&payload[1..], &class) {
                 // Run as if the client had written the id (the rewritten text calls none).
                 let mut rewritten = Vec::with_capacity(sql.len() + 1);
                 rewritten.push(0x03);
@@ -570,6 +581,15 @@ impl Session {
         }
         if class.multi && !self.multi_statements {
             return Err(RouterError::MultiStatementsOff.into());
+        }
+        if class.multi && self.ctx.config.multiplexing && crate::classify::has_kill_statement(&sql)
+        {
+            // Its id could only be sent on to a backend, where it names a pooled connection.
+            return Err(RouterError::NotSupported(
+                "KILL in a multi-statement text through a multiplexing router; send it alone"
+                    .into(),
+            )
+            .into());
         }
         if matches!(class.kind, StatementKind::Other) && !class.multi {
             if let Some(kill) = crate::classify::parse_kill(&sql) {
@@ -717,10 +737,16 @@ impl Session {
 
     /// With multiplexing, `sql` with its `CONNECTION_ID()` calls made to return this
     /// session's id (the handshake's, which `KILL` takes), not the id of whichever pooled
-    /// backend connection runs it; `None` when nothing changes. Text that is not UTF-8 is
-    /// left as it is.
-    pub(super) fn own_connection_id(&self, sql: &[u8]) -> Option<String> {
-        if !self.ctx.config.multiplexing {
+    /// backend connection runs it; `None` when nothing changes. Only statements that
+    /// evaluate the call when they run (reads, writes, `SET`): in a definition (a column's
+    /// `DEFAULT`, a view, a routine's body) it stays a call. Text that is not UTF-8 is left
+    /// as it is.
+    pub(super) fn own_connection_id(&self, sql: &[u8], class: &Classification) -> Option<String> {
+        let evaluated = matches!(
+            class.kind,
+            StatementKind::Select { .. } | StatementKind::Write | StatementKind::Set
+        );
+        if !self.ctx.config.multiplexing || !evaluated || !class.uses_session_functions {
             return None;
         }
         const CALL: &[u8] = b"connection_id";

@@ -43,18 +43,21 @@ fn stmt_id(payload: &[u8]) -> Result<u32, RouterError> {
 
 impl Session {
     pub(super) async fn stmt_prepare(&mut self, payload: &[u8], _seq: u8) -> Result<(), Failure> {
-        let sql: Arc<[u8]> = match self.own_connection_id(&payload[1..]) {
-            Some(sql) => sql.into_bytes().into(),
+        let mut class = self
+            .ctx
+            .classifier
+            .classify(&String::from_utf8_lossy(&payload[1..]));
+        let sql: Arc<[u8]> = match self.own_connection_id(&payload[1..], &class) {
+            Some(sql) => {
+                class = self.ctx.classifier.classify(&sql);
+                sql.into_bytes().into()
+            }
             None => payload[1..].into(),
         };
         let key = StmtKey {
             db: self.state.db.as_deref().map(Arc::from),
             sql,
         };
-        let class = self
-            .ctx
-            .classifier
-            .classify(&String::from_utf8_lossy(&key.sql));
         if !class.parsed {
             RouterMetrics::inc(&self.ctx.metrics.unparsed);
         }
