@@ -323,5 +323,31 @@ fn shard_target(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, classify, shard_target, relay_rows, merge_streams);
+/// What a statement pays so that `KILL` can find it: the session records the backend
+/// connection it runs on before sending and clears it after the reply (alternating between
+/// two backends, as reads on a replica and writes on the leader do).
+fn kill_tracking(c: &mut Criterion) {
+    let reg = std::sync::Arc::new(router::sessions::SessionRegistry::default());
+    let mut entry = reg.register(router::sessions::SESSION_ID_BASE, "app".into(), "peer");
+    let leader: std::sync::Arc<str> = "127.0.0.1:3306".into();
+    let replica: std::sync::Arc<str> = "127.0.0.1:3307".into();
+    let mut i = 0u32;
+    c.bench_function("sessions/statement_on_and_done", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let addr = if i % 2 == 0 { &leader } else { &replica };
+            entry.statement_on(black_box(addr), black_box(i));
+            black_box(entry.statement_done())
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    classify,
+    shard_target,
+    relay_rows,
+    merge_streams,
+    kill_tracking
+);
 criterion_main!(benches);
