@@ -89,21 +89,12 @@ impl SessionInfo {
     /// serves another session (see [`SessionEntry::statement_done`]): a `KILL QUERY` that
     /// reaches its server late must not stop someone else's statement.
     pub fn kill_statement(&self, registry: &SessionRegistry) -> Option<(Arc<str>, u32)> {
-        let mut cur = self.running.load(Ordering::Acquire);
-        loop {
-            if cur & RUNNING == 0 {
-                return None;
-            }
-            match self.running.compare_exchange_weak(
-                cur,
-                cur | KILL_SENT,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
-        }
+        let cur = self
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                (cur & RUNNING != 0).then_some(cur | KILL_SENT)
+            })
+            .ok()?;
         let slot = ((cur >> 32) & 0xffff) as usize;
         let addr = lock(&registry.backends).get(slot).cloned()?;
         Some((addr, cur as u32))

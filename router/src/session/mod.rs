@@ -253,8 +253,6 @@ impl Session {
     /// The connection phase: greeting, optional switch to TLS, authentication, the database
     /// of the handshake, and the OK that ends it. `None` when the client did not get in.
     async fn login(ctx: Arc<RouterContext>, stream: ClientStream, id: u32) -> Option<Session> {
-        // A client on the Unix-domain socket is `localhost`, is offered no TLS and counts as
-        // a secure transport, as on a server.
         // The socket's descriptor, by which `KILL CONNECTION` ends the session (forgotten in
         // the session's `Drop`, before the socket closes).
         let socket = {
@@ -264,6 +262,8 @@ impl Session {
                 ClientStream::Unix(s) => s.as_raw_fd(),
             }
         };
+        // A client on the Unix-domain socket is `localhost`, is offered no TLS and counts as
+        // a secure transport, as on a server.
         let (peer, origin, (r, w), local) = match stream {
             ClientStream::Tcp(stream) => {
                 let addr = stream.peer_addr().ok();
@@ -566,14 +566,12 @@ impl Session {
     async fn query(&mut self, payload: &[u8], seq: u8) -> Result<(), Failure> {
         let sql = String::from_utf8_lossy(&payload[1..]);
         let class = self.ctx.classifier.classify(&sql);
-        if class.uses_session_functions {
-            if let Some(sql) = self.own_connection_id(&payload[1..], &class) {
-                // Run as if the client had written the id (the rewritten text calls none).
-                let mut rewritten = Vec::with_capacity(sql.len() + 1);
-                rewritten.push(0x03);
-                rewritten.extend_from_slice(sql.as_bytes());
-                return Box::pin(self.query(&rewritten, seq)).await;
-            }
+        if let Some(sql) = self.own_connection_id(&payload[1..], &class) {
+            // Run as if the client had written the id (the rewritten text calls none).
+            let mut rewritten = Vec::with_capacity(sql.len() + 1);
+            rewritten.push(0x03);
+            rewritten.extend_from_slice(sql.as_bytes());
+            return Box::pin(self.query(&rewritten, seq)).await;
         }
         self.class = StatementClass::of(&class.kind);
         if !class.parsed {
