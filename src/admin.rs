@@ -15,7 +15,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
-use orchestrator::Orchestrator;
+use orchestrator::{Orchestrator, RebuildMethod};
 use router::RouterContext;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -564,14 +564,19 @@ struct RebuildRequest {
     /// The node to copy (`host:port`): the leader or a healthy replica of it. By default the
     /// most up-to-date healthy replica, else the leader.
     source: Option<String>,
+    /// `logical` (`mariadb-dump` over SQL) or `physical` (a `mariadb-backup` stream into
+    /// `rebuild_restore_command`); by default the orchestrator's `rebuild_method`.
+    #[schema(value_type = Option<String>)]
+    method: Option<RebuildMethod>,
 }
 
 /// Rebuilds a node (typically one kept out for transactions the leader lacks): empties it,
-/// copies a healthy replica (or the leader) into it with `mariadb-dump`, and makes it a
-/// replica of the leader. Answers when it replicates, with every step.
+/// copies a healthy replica (or the leader) into it (`mariadb-dump`, or a physical
+/// `mariadb-backup`), and makes it a replica of the leader. Answers when it replicates, with
+/// every step.
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/nodes/{addr}/rebuild", tag = "clusters", security(("bearer" = [])),
     params(("name" = String, Path, description = "Cluster name"), ("addr" = String, Path, description = "The node to rebuild, `host:port`")),
-    request_body(content = Option<RebuildRequest>, description = "Optional source node", content_type = "application/json"),
+    request_body(content = Option<RebuildRequest>, description = "Optional source node and method", content_type = "application/json"),
     responses(
         (status = 503, description = "Several processes share etcd, this one does not lead, and the leading orchestrator could not be asked through etcd in time: the message says whether anything was done", body = ErrorBody),
         (status = 200, description = "Done: node, source, leader, the position it resumed from, bytes copied, every step", body = serde_json::Value),
@@ -587,11 +592,12 @@ async fn rebuild(
     Path((name, addr)): Path<(String, String)>,
     body: Option<Json<RebuildRequest>>,
 ) -> Response {
-    let source = body.and_then(|Json(b)| b.source);
+    let Json(body) = body.unwrap_or_default();
     let command = Command::Rebuild {
         cluster: name,
         node: addr,
-        source,
+        source: body.source,
+        method: body.method,
     };
     command_answer(state.control.run(command).await)
 }

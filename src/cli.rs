@@ -201,17 +201,19 @@ pub async fn rebuild_with_progress(
     cluster: &str,
     node: &str,
     source: Option<&str>,
+    method: Option<orchestrator::RebuildMethod>,
     out: &mut (impl std::io::Write + Send),
 ) -> anyhow::Result<Value> {
     let path = format!("/api/v1/clusters/{cluster}/nodes/{node}/rebuild");
-    let body = serde_json::json!({ "source": source });
+    let body = serde_json::json!({ "source": source, "method": method });
     let report = post_with_progress(api, cluster, &path, body, out).await?;
     writeln!(
         out,
-        "{}: {} rebuilt from {} ({} bytes), replicating from {} at {}{} in {} ms",
+        "{}: {} rebuilt from {} ({}, {} bytes), replicating from {} at {}{} in {} ms",
         report["cluster"].as_str().unwrap_or("?"),
         report["node"].as_str().unwrap_or("?"),
         report["source"].as_str().unwrap_or("?"),
+        report["method"].as_str().unwrap_or("?"),
         report["bytes_copied"],
         report["leader"].as_str().unwrap_or("?"),
         report["gtid_slave_pos"].as_str().unwrap_or("?"),

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use orchestrator::{OperationReport, Orchestrator, OrchestratorError, RebuildReport};
+use orchestrator::{
+    OperationReport, Orchestrator, OrchestratorError, RebuildMethod, RebuildReport,
+};
 use serde::{Deserialize, Serialize};
 use shard_map::etcd::{EtcdStore, Lease, Request};
 use shard_map::NodeFlags;
@@ -31,12 +33,15 @@ pub enum Command {
     },
     /// A failover an operator asked for.
     Failover { cluster: String },
-    /// Rebuild `node` from `source` (or the best one).
+    /// Rebuild `node` from `source` (or the best one), logical or physical (`method`, else the
+    /// orchestrator's setting).
     Rebuild {
         cluster: String,
         node: String,
         #[serde(default)]
         source: Option<String>,
+        #[serde(default)]
+        method: Option<RebuildMethod>,
     },
     /// Reset the anti-flapping counters.
     ResetFailoverLimits { cluster: String },
@@ -161,13 +166,14 @@ pub async fn execute(
             cluster,
             node,
             source,
+            method,
         } => {
             // A task of its own: a caller that goes away does not cut a rebuild short
             // (halfway, the node would stay kept out); it ends within `rebuild_timeout_s`.
             let orchestrator = orchestrator.clone();
             tokio::spawn(async move {
                 orchestrator
-                    .rebuild(&cluster, &node, source.as_deref())
+                    .rebuild(&cluster, &node, source.as_deref(), method)
                     .await
             })
             .await

@@ -123,6 +123,11 @@ enum Command {
         /// leader, when absent.
         #[arg(long)]
         source: Option<String>,
+        /// `logical` (mariadb-dump over SQL) or `physical` (a mariadb-backup stream into the
+        /// orchestrator's rebuild_restore_command); the orchestrator's rebuild_method when
+        /// absent.
+        #[arg(long)]
+        method: Option<orchestrator::RebuildMethod>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -407,6 +412,7 @@ async fn main() -> anyhow::Result<()> {
             cluster,
             node,
             source,
+            method,
             api,
         } => {
             println!("rebuild of {node} in {cluster} ...");
@@ -416,6 +422,7 @@ async fn main() -> anyhow::Result<()> {
                 &cluster,
                 &node,
                 source.as_deref(),
+                method,
                 &mut out,
             )
             .await?;

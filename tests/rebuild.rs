@@ -691,3 +691,181 @@ async fn refused_and_failed_rebuilds_leave_the_node_out_until_one_succeeds() {
     drop((a, l, r));
     env.stop().await;
 }
+
+/// The pid in the pid file of the server on `port`: it changes when the server is restarted.
+async fn server_pid(port: u16) -> String {
+    let mut c = admin(port).await;
+    let file: String = query_one(&mut c, "SELECT @@global.pid_file").await;
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_physical_rebuild_replaces_the_node_files_with_a_backup_under_writes() {
+    let restore = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/physical-restore-local"
+    );
+    let env = TestEnv::start_with(1, 2, |cfg| {
+        // Logical by default: the request asks for physical.
+        cfg.failover.rebuild_restore_command = Some(restore.into());
+        cfg.admin.sql_listen = Some("127.0.0.1:0".into());
+    })
+    .await;
+    setup(&env).await;
+    let (leader, epoch) = leader_of(&env, "c1");
+    let lport = port_of(&leader);
+    let replicas: Vec<u16> = env.replica_ports("c1");
+    let (bad_port, other_port) = (replicas[0], replicas[1]);
+    let bad = format!("127.0.0.1:{bad_port}");
+    let other = format!("127.0.0.1:{other_port}");
+    let mut l = admin(lport).await;
+    l.query_drop(
+        "CREATE TABLE fo.filler (id INT PRIMARY KEY, pad VARCHAR(500)); \
+         INSERT INTO fo.filler SELECT seq, REPEAT(CHAR(65 + seq % 26), 400) \
+         FROM fo.seq_1_to_20000",
+    )
+    .await
+    .unwrap();
+    let lpos: String = query_one(&mut l, "SELECT @@global.gtid_binlog_pos").await;
+    let mut b = admin(bad_port).await;
+    assert_eq!(
+        b.query_first::<i64, _>(format!("SELECT MASTER_GTID_WAIT('{lpos}', 20)"))
+            .await
+            .unwrap(),
+        Some(0),
+        "{bad} applies the leader's {lpos}"
+    );
+    // It diverges and stops replicating, as a returning old leader would.
+    b.query_drop(format!(
+        "INSERT INTO fo.t (id, v) VALUES ({ERRANT_ID}, 0); STOP SLAVE; RESET SLAVE ALL"
+    ))
+    .await
+    .unwrap();
+    drop(b);
+    eventually(
+        Duration::from_secs(30),
+        "the diverged replica kept out",
+        || async {
+            let (kept, role) = kept_out_and_role(&env, &bad).await;
+            (kept == vec![bad.clone()] && role == "unknown").then_some(())
+        },
+    )
+    .await;
+    let pid_before = server_pid(bad_port).await;
+
+    // Rebuilt physically through the API while clients write through the router.
+    let writers = Writers::start_at(&env.router_opts(None), 3, 10_000_000);
+    more_writes(
+        &writers.ledger,
+        50,
+        Duration::from_secs(10),
+        "writes flowing",
+    )
+    .await;
+    let (status, report) = rebuild_when_free(&env, &bad, json!({"method": "physical"})).await;
+    assert_eq!(status, 200, "{report}");
+    more_writes(
+        &writers.ledger,
+        50,
+        Duration::from_secs(10),
+        "writes after the rebuild",
+    )
+    .await;
+    let ledger = stop_writers(writers, Duration::from_secs(10)).await;
+    let errors = ledger.errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "clients saw errors: {errors:?}");
+    assert_eq!(report["method"], "physical", "{report}");
+    assert_eq!(report["source"], other.as_str(), "{report}");
+    // The files, not the rows: InnoDB's system tablespace and redo log alone are larger than
+    // the dump of this data.
+    assert!(
+        report["bytes_copied"].as_u64().unwrap() > 12_000_000,
+        "{report}"
+    );
+    let messages: Vec<String> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{} {}", s["kind"], s["message"]))
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("answers again after the restore")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages.last().unwrap().contains("rebuild.done"),
+        "{messages:#?}"
+    );
+    assert_ne!(
+        server_pid(bad_port).await,
+        pid_before,
+        "the server was not restarted"
+    );
+    let (master_port, io, sql) = replicating_from(bad_port).await.expect("replicating");
+    assert_eq!(
+        (master_port, io.as_str(), sql.as_str()),
+        (lport, "Yes", "Yes")
+    );
+    let (kept, role) = kept_out_and_role(&env, &bad).await;
+    assert!(kept.is_empty(), "still kept out: {kept:?}");
+    assert_eq!(role, "replica");
+    converged_without_errant(&leader, bad_port).await;
+    let mut n = admin(bad_port).await;
+    let ids = ids_on(&mut n).await;
+    assert!(!ids.contains(&ERRANT_ID), "the diverging row survived");
+    let missing: Vec<_> = ledger.acked_ids().difference(&ids).copied().collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing: {missing:?}"
+    );
+    let read_only: i64 = query_one(&mut n, "SELECT @@global.read_only").await;
+    assert_eq!(read_only, 1);
+    drop(n);
+
+    // The other replica from the leader (under writes), through the admin SQL port.
+    let writers = Writers::start_at(&env.router_opts(None), 2, 20_000_000);
+    more_writes(&writers.ledger, 50, Duration::from_secs(10), "writes again").await;
+    let sql_port = env.app().admin_sql_addr.expect("admin SQL port").port();
+    let mut a = Conn::new(
+        OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(sql_port)
+            .user(Some("admin"))
+            .pass(Some("test-token"))
+            .prefer_socket(false)
+            .enable_cleartext_plugin(true),
+    )
+    .await
+    .expect("admin SQL login");
+    let rows: Vec<(u64, String, String, String)> = a
+        .query(format!("REBUILD c1 '{other}' FROM '{leader}' PHYSICAL"))
+        .await
+        .unwrap();
+    let ledger = stop_writers(writers, Duration::from_secs(10)).await;
+    let last = rows.last().unwrap();
+    assert_eq!(last.2, "result", "{rows:?}");
+    assert!(
+        last.3.contains(&format!("{other} rebuilt from {leader}")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.2 == "rebuild.step" && r.3.contains("(physical)")),
+        "{rows:?}"
+    );
+    converged_without_errant(&leader, other_port).await;
+    let ids = ids_on(&mut admin(other_port).await).await;
+    let missing: Vec<_> = ledger.acked_ids().difference(&ids).copied().collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing: {missing:?}"
+    );
+    assert_eq!(leader_of(&env, "c1"), (leader.clone(), epoch));
+    drop((a, l));
+    env.stop().await;
+}

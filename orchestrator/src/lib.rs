@@ -26,7 +26,7 @@ pub mod tls;
 pub use coord::{Coordinator, Solo};
 pub use manager::{
     Event, FailoverMode, Hooks, OperationReport, OperationStats, Orchestrator, OrchestratorError,
-    OrchestratorSettings, RebuildReport, WriteHold,
+    OrchestratorSettings, RebuildMethod, RebuildReport, WriteHold,
 };
 pub use monitor::{ClusterSpec, MonitorConfig};
 pub use provision::{

@@ -226,10 +226,16 @@ async fn mutate(
         Statement::Failover { .. } => Command::Failover {
             cluster: cluster.clone(),
         },
-        Statement::Rebuild { node, source, .. } => Command::Rebuild {
+        Statement::Rebuild {
+            node,
+            source,
+            method,
+            ..
+        } => Command::Rebuild {
             cluster: cluster.clone(),
             node: node.clone(),
             source: source.clone(),
+            method: *method,
         },
         Statement::SetFlag { flag, node, on, .. } => {
             match flags_with(state, &cluster, node, *flag, *on) {
@@ -739,7 +745,7 @@ fn help() -> Reply {
             "manual failover of a dead leader",
         ),
         (
-            "REBUILD cluster 'host:port' [FROM 'host:port']",
+            "REBUILD cluster 'host:port' [FROM 'host:port'] [LOGICAL|PHYSICAL]",
             "operator",
             "empty a node, copy a replica (or the leader) into it, make it a replica; its steps",
         ),

@@ -1,6 +1,8 @@
 //! The admin port's statements: a small tokenizer and a parser into [`Statement`]. Keywords
 //! are case-insensitive, a trailing `;` is allowed, node addresses may be quoted or bare.
 
+use orchestrator::RebuildMethod;
+
 /// One statement the admin port understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Statement {
@@ -25,11 +27,12 @@ pub enum Statement {
     Failover {
         cluster: String,
     },
-    /// `REBUILD cluster 'host:port' [FROM 'host:port']`.
+    /// `REBUILD cluster 'host:port' [FROM 'host:port'] [LOGICAL|PHYSICAL]`.
     Rebuild {
         cluster: String,
         node: String,
         source: Option<String>,
+        method: Option<RebuildMethod>,
     },
     /// `SET MAINTENANCE|PREFERRED|IGNORED [cluster] 'host:port' ON|OFF`.
     SetFlag {
@@ -99,7 +102,7 @@ pub enum SelectExpr {
 pub const SUPPORTED: &str = "SHOW CLUSTERS, SHOW NODES [FROM cluster], SHOW SHARDS, \
     SHOW SESSIONS, SHOW EVENTS [FROM cluster] [LIMIT n], SHOW STATUS, SHOW AUDIT [LIMIT n], \
     SWITCHOVER cluster [TO 'host:port'], FAILOVER cluster, \
-    REBUILD cluster 'host:port' [FROM 'host:port'], \
+    REBUILD cluster 'host:port' [FROM 'host:port'] [LOGICAL|PHYSICAL], \
     SET MAINTENANCE|PREFERRED|IGNORED [cluster] 'host:port' ON|OFF, HELP";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,11 +308,19 @@ pub fn parse(sql: &str) -> Result<Statement, String> {
         } else {
             None
         };
+        let method = if p.eat("PHYSICAL") {
+            Some(RebuildMethod::Physical)
+        } else if p.eat("LOGICAL") {
+            Some(RebuildMethod::Logical)
+        } else {
+            None
+        };
         p.end()?;
         Statement::Rebuild {
             cluster,
             node,
             source,
+            method,
         }
     } else if p.eat("HELP") {
         Statement::Help
@@ -474,6 +485,7 @@ mod tests {
                     cluster: "c1".into(),
                     node: "127.0.0.1:3311".into(),
                     source: None,
+                    method: None,
                 },
             ),
             (
@@ -482,6 +494,16 @@ mod tests {
                     cluster: "c1".into(),
                     node: "127.0.0.1:3311".into(),
                     source: Some("127.0.0.1:3312".into()),
+                    method: None,
+                },
+            ),
+            (
+                "REBUILD c1 '127.0.0.1:3311' PHYSICAL",
+                Statement::Rebuild {
+                    cluster: "c1".into(),
+                    node: "127.0.0.1:3311".into(),
+                    source: None,
+                    method: Some(RebuildMethod::Physical),
                 },
             ),
             (

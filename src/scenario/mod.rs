@@ -850,7 +850,11 @@ async fn broken_replica(
     // Writes again, through the router, on the new leader.
     let writers = Writers::start_at(&target.router_opts(), WRITERS, 100_000_000);
     flowing(log, &writers, format!("writes acknowledged on {new}")).await?;
-    let rebuilt = stage.app.orchestrator.rebuild(CLUSTER, broken, None).await;
+    let rebuilt = stage
+        .app
+        .orchestrator
+        .rebuild(CLUSTER, broken, None, None)
+        .await;
     log.check(
         rebuilt
             .map(|r| {

@@ -47,7 +47,7 @@ use hooks::{run_hook, HookCall};
 use node::{Access, NodeConn, NodeSnapshot, ReplicationLogin};
 pub use rebuild::RebuildReport;
 pub use resume::Resumed;
-pub use settings::{FailoverMode, Hooks, OrchestratorSettings};
+pub use settings::{FailoverMode, Hooks, OrchestratorSettings, RebuildMethod};
 
 /// How many events each cluster keeps.
 const EVENTS_KEPT: usize = 500;

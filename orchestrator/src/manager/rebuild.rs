@@ -18,6 +18,7 @@
 //! A failure after step 2 began leaves the node kept out: read-only, not replicating.
 
 pub(super) mod copy;
+mod physical;
 mod source;
 
 use shard_map::sql::quote_ident;
@@ -28,6 +29,7 @@ use shard_map::Role;
 use tokio::time::{sleep, Instant};
 
 use super::node::{NodeConn, NodeSnapshot};
+use super::settings::RebuildMethod;
 use super::{Event, OpLog, Orchestrator, OrchestratorError, Others};
 use crate::gtid::GtidPos;
 use crate::monitor::split_host_port;
@@ -61,6 +63,8 @@ pub struct RebuildReport {
     pub leader: String,
     /// Where it started replicating: the position of the source's snapshot.
     pub gtid_slave_pos: String,
+    /// How it was copied.
+    pub method: RebuildMethod,
     pub bytes_copied: u64,
     /// Whether it had applied what the leader had written when replication started, within
     /// `apply_timeout_ms` (it replicates either way).
@@ -81,12 +85,14 @@ fn mark(server_id: u32) -> String {
 
 impl Orchestrator {
     /// Rebuilds `node` of `cluster` from a copy of `source` (or of the best replica, else the
-    /// leader) and makes it a replica of the leader. See the `rebuild` module.
+    /// leader), logical or physical (`method`, else the settings'), and makes it a replica of
+    /// the leader. See the `rebuild` module.
     pub async fn rebuild(
         &self,
         cluster: &str,
         node: &str,
         source: Option<&str>,
+        method: Option<RebuildMethod>,
     ) -> Result<RebuildReport, OrchestratorError> {
         let ctl = self.ctl(cluster)?;
         let nodes = ctl.spec.all_nodes();
@@ -103,7 +109,7 @@ impl Orchestrator {
         let mut log = OpLog::new(self, cluster);
         let mut emptied = false;
         let result = self
-            .rebuild_locked(&mut log, cluster, node, source, &mut emptied)
+            .rebuild_locked(&mut log, cluster, node, source, method, &mut emptied)
             .await;
         match &result {
             Ok(_) => {}
@@ -145,6 +151,7 @@ impl Orchestrator {
         cluster: &str,
         node: &str,
         requested: Option<&str>,
+        method: Option<RebuildMethod>,
         emptied: &mut bool,
     ) -> Result<RebuildReport, OrchestratorError> {
         let refuse = |log: &mut OpLog<'_>, why: String| {
@@ -223,6 +230,31 @@ impl Orchestrator {
             .ok_or_else(|| OrchestratorError::BadAddress(source.clone()))?;
         let (thost, tport) =
             split_host_port(node).ok_or_else(|| OrchestratorError::BadAddress(node.into()))?;
+        let from = copy::Endpoint {
+            host: &shost,
+            port: sport,
+            user: &self.access.user,
+            connect_timeout: self.access.connect_timeout,
+            tls: &self.access.tls,
+        };
+        let settings = self.settings.load_full();
+        let method = method.unwrap_or(settings.rebuild_method);
+        let physical = match method {
+            RebuildMethod::Logical => None,
+            RebuildMethod::Physical => {
+                let names = physical::Names {
+                    cluster,
+                    node,
+                    source: &source,
+                    source_endpoint: &from,
+                };
+                match physical::programs(&settings, &names) {
+                    Ok(p) => Some(p),
+                    Err(why) => return Err(refuse(log, why)),
+                }
+            }
+        };
+        let physical = physical.as_ref();
         // Semi-sync replica side as the other replicas have it (as the leader expects, when
         // there are none).
         let others_semi: Vec<bool> = snaps
@@ -238,8 +270,9 @@ impl Orchestrator {
         log.step(
             "rebuild.start",
             format!(
-                "rebuild of {node} from {source}{}, then a replica of {leader}; its data, binlog \
-                 and GTIDs ({}) are replaced",
+                "{} rebuild of {node} from {source}{}, then a replica of {leader}; its data, \
+                 binlog and GTIDs ({}) are replaced",
+                method.name(),
                 if requested.is_some() {
                     String::new()
                 } else {
@@ -261,7 +294,6 @@ impl Orchestrator {
             ),
         );
 
-        let settings = self.settings.load_full();
         let limit = settings.rebuild_timeout();
         let deadline = Instant::now() + limit;
         let mut sconn = if source == leader {
@@ -278,12 +310,20 @@ impl Orchestrator {
                 m.kept_out.insert(node.to_owned());
             }
             self.publish_role(cluster, node, Role::Unknown);
-            let dropped = self.empty_node(&mut target, &tsnap, deadline).await?;
+            self.fence_node(&mut target, &tsnap).await?;
+            // A physical copy replaces the whole data directory: nothing to drop first.
+            let dropped = match physical {
+                None => self.drop_databases(&mut target, deadline).await?,
+                Some(_) => Vec::new(),
+            };
+            self.mark_node(&mut target, &tsnap).await?;
             log.step(
                 STEP,
                 format!(
                     "{node} emptied: read-only, replication removed, {}, binlog reset",
-                    if dropped.is_empty() {
+                    if physical.is_some() {
+                        "its data to be replaced by a physical backup".to_owned()
+                    } else if dropped.is_empty() {
                         "no database to drop".to_owned()
                     } else {
                         format!("dropped {}", dropped.join(", "))
@@ -310,13 +350,6 @@ impl Orchestrator {
                 );
             }
             // 3. Copy.
-            let from = copy::Endpoint {
-                host: &shost,
-                port: sport,
-                user: &self.access.user,
-                connect_timeout: self.access.connect_timeout,
-                tls: &self.access.tls,
-            };
             let into = copy::Endpoint {
                 host: &thost,
                 port: tport,
@@ -334,9 +367,16 @@ impl Orchestrator {
                         ),
                     );
                 };
-                copy::copy(
-                    copy::dump_args(&from),
-                    copy::load_args(&into),
+                let (dump, load) = match physical {
+                    Some(p) => (p.backup.clone(), p.restore.clone()),
+                    None => (
+                        copy::Program::new(copy::DUMP_PROGRAM, copy::dump_args(&from)),
+                        copy::Program::new(copy::LOAD_PROGRAM, copy::load_args(&into)),
+                    ),
+                };
+                copy::copy_with(
+                    dump,
+                    load,
                     &self.access.password,
                     deadline,
                     PROGRESS_EVERY,
@@ -356,17 +396,43 @@ impl Orchestrator {
                     why: e.to_string(),
                 },
             })?;
-            let Some(position) = copied.position else {
+            let position = match physical {
+                None => copied.position,
+                Some(_) => physical::backup_position(&copied.from_stderr),
+            };
+            let Some(position) = position else {
                 return Err(OrchestratorError::Copy {
                     from: source.clone(),
                     to: node.to_owned(),
-                    why: "the dump did not end with its gtid_slave_pos (cut short?)".to_owned(),
+                    why: match physical {
+                        None => "the dump did not end with its gtid_slave_pos (cut short?)",
+                        Some(_) => {
+                            "the backup's log did not name its position (\"GTID of the last \
+                             change\"): is the backup program's stderr mariadb-backup's?"
+                        }
+                    }
+                    .to_owned(),
                 });
             };
+            if physical.is_some() {
+                target = self
+                    .restarted(node, tsnap.server_id, deadline, limit)
+                    .await?;
+                log.step(
+                    STEP,
+                    format!(
+                        "{node} answers again after the restore ({} ms)",
+                        started.elapsed().as_millis()
+                    ),
+                );
+            }
             let after = target.snapshot().await?;
             let marked = mark(tsnap.server_id);
-            // The load went to no binlog: the node's binlog holds only the mark.
-            if after.gtid_binlog_pos != marked {
+            // The load went to no binlog: the node's binlog holds only the mark (or nothing,
+            // when the restore replaced a binlog kept in the data directory).
+            let binlog_ok = after.gtid_binlog_pos == marked
+                || (physical.is_some() && after.gtid_binlog_pos.is_empty());
+            if !binlog_ok {
                 return Err(OrchestratorError::Unexpected(format!(
                     "{node} after the copy: gtid_binlog_pos {:?}, should be {marked:?} (the load \
                      was binlogged?)",
@@ -389,8 +455,9 @@ impl Orchestrator {
             log.step(
                 STEP,
                 format!(
-                    "copied {} from {source} in {} ms; {node} resumes at {position}{}",
+                    "copied {} from {source} ({}) in {} ms; {node} resumes at {position}{}",
                     bytes_text(copied.bytes),
+                    method.name(),
                     started.elapsed().as_millis(),
                     if disabled.is_empty() {
                         String::new()
@@ -475,6 +542,7 @@ impl Orchestrator {
             source,
             leader,
             gtid_slave_pos: position,
+            method,
             bytes_copied: copied_bytes,
             caught_up,
             steps: Vec::new(),
@@ -482,14 +550,12 @@ impl Orchestrator {
         })
     }
 
-    /// Step 2: the node read-only, its clients gone, not replicating, its databases dropped,
-    /// its binlog reset. Returns the databases dropped.
-    async fn empty_node(
+    /// Step 2, first: the node read-only, its clients gone, not replicating.
+    async fn fence_node(
         &self,
         target: &mut NodeConn,
         snap: &NodeSnapshot,
-        deadline: Instant,
-    ) -> Result<Vec<String>, OrchestratorError> {
+    ) -> Result<(), OrchestratorError> {
         // Semi-sync master off first: `read_only = 1` would wait for the acknowledgements a
         // former leader's hung commits still wait for (see the rejoin).
         if snap.semi_sync_master {
@@ -511,6 +577,15 @@ impl Orchestrator {
         target
             .exec("removing the replication configuration", "RESET SLAVE ALL")
             .await?;
+        Ok(())
+    }
+
+    /// Step 2 of a logical rebuild: every database but the system ones dropped. Returns them.
+    async fn drop_databases(
+        &self,
+        target: &mut NodeConn,
+        deadline: Instant,
+    ) -> Result<Vec<String>, OrchestratorError> {
         let mut sql = "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME \
                        NOT IN ("
             .to_owned();
@@ -543,6 +618,15 @@ impl Orchestrator {
                 )
                 .await?;
         }
+        Ok(schemas)
+    }
+
+    /// Step 2, last: its binlog reset, carrying only the rebuild's mark (see [`mark`]).
+    async fn mark_node(
+        &self,
+        target: &mut NodeConn,
+        snap: &NodeSnapshot,
+    ) -> Result<(), OrchestratorError> {
         target.exec("resetting its binlog", "RESET MASTER").await?;
         // Cleared before the mark: MariaDB refuses a gtid_slave_pos that lacks a domain of the
         // binlog (error 1948), the mark's.
@@ -558,7 +642,46 @@ impl Orchestrator {
                 ),
             )
             .await?;
-        Ok(schemas)
+        Ok(())
+    }
+
+    /// After a physical restore: a connection to `node` once it answers again (polled until
+    /// `deadline`), checked to be the same server (`server_id`, which its configuration sets,
+    /// not its data) and fenced as before the copy: read-only, not replicating.
+    async fn restarted(
+        &self,
+        node: &str,
+        server_id: u32,
+        deadline: Instant,
+        limit: Duration,
+    ) -> Result<NodeConn, OrchestratorError> {
+        let mut conn = loop {
+            match NodeConn::connect(node, &self.access).await {
+                Ok(c) => break c,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(OrchestratorError::Timeout {
+                        addr: node.to_owned(),
+                        what: format!("its server to answer after the restore (last: {e})"),
+                        after: limit,
+                    })
+                }
+                Err(_) => sleep(Duration::from_millis(200)).await,
+            }
+        };
+        conn.exec("fencing (read_only = 1)", "SET GLOBAL read_only = 1")
+            .await?;
+        let snap = conn.snapshot().await?;
+        if snap.server_id != server_id {
+            return Err(OrchestratorError::Unexpected(format!(
+                "{node} answers with server_id {} after the restore, {server_id} before: \
+                 another server is on its address",
+                snap.server_id
+            )));
+        }
+        conn.stop_replication().await?;
+        conn.exec("removing the replication configuration", "RESET SLAVE ALL")
+            .await?;
+        Ok(conn)
     }
 
     /// Waits until the rebuilt node receives from the leader and applies (both threads

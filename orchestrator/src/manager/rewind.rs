@@ -282,8 +282,8 @@ impl Orchestrator {
 
         // 2. Flashback: their reverse, newest first, applied without binlogging.
         let reversed = copy::pipe(
-            (BINLOG_PROGRAM, read(&["--flashback"])),
-            (copy::LOAD_PROGRAM, copy::load_args(&at)),
+            copy::Program::new(BINLOG_PROGRAM, read(&["--flashback"])),
+            copy::Program::new(copy::LOAD_PROGRAM, copy::load_args(&at)),
             &self.access.password,
             deadline,
         )

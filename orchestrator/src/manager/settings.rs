@@ -19,6 +19,42 @@ pub enum FailoverMode {
     Manual,
 }
 
+/// How a rebuild copies a node.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RebuildMethod {
+    /// `mariadb-dump` of the source piped into the node over SQL: works from anywhere the
+    /// orchestrator reaches both servers, rewrites every row.
+    #[default]
+    Logical,
+    /// A `mariadb-backup` stream of the source's files into `rebuild_restore_command`, which
+    /// puts them in place of the node's data and restarts it: copies files, not rows (much
+    /// faster on large data), needs a program on the node's host.
+    Physical,
+}
+
+impl RebuildMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            RebuildMethod::Logical => "logical",
+            RebuildMethod::Physical => "physical",
+        }
+    }
+}
+
+impl std::str::FromStr for RebuildMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "logical" => Ok(RebuildMethod::Logical),
+            "physical" => Ok(RebuildMethod::Physical),
+            _ => Err(format!("{s:?}: a rebuild is logical or physical")),
+        }
+    }
+}
+
 /// External scripts run at the steps of a failover or switchover, each with the arguments
 /// `<event> <cluster> <old_leader> <new_leader>` and the same values in `SWITCHYARD_EVENT`,
 /// `SWITCHYARD_CLUSTER`, `SWITCHYARD_OLD_LEADER` and `SWITCHYARD_NEW_LEADER`.
@@ -122,6 +158,26 @@ pub struct OrchestratorSettings {
     /// the load are killed then, and the node stays kept out.
     #[serde(default = "default_rebuild_timeout_s")]
     pub rebuild_timeout_s: u64,
+    /// How a rebuild copies, unless the request says: `logical` (default) or `physical`.
+    #[serde(default)]
+    pub rebuild_method: RebuildMethod,
+    /// For a physical rebuild: a program that writes a `mariadb-backup --backup
+    /// --stream=xbstream` backup of the source to its standard output, with `mariadb-backup`'s
+    /// log on standard error (its "GTID of the last change" line is where the node resumes).
+    /// Arguments `<cluster> <source>`; environment `SWITCHYARD_CLUSTER`, `SWITCHYARD_SOURCE`
+    /// (`host:port`), `SWITCHYARD_SOURCE_HOST`, `SWITCHYARD_SOURCE_PORT`, `SWITCHYARD_USER` and
+    /// `MYSQL_PWD` (the orchestrator's login). Unset: `mariadb-backup` runs here, which reads
+    /// the source's files, so only for a source on a loopback address.
+    #[serde(default)]
+    pub rebuild_backup_command: Option<PathBuf>,
+    /// For a physical rebuild: a program that reads that stream on its standard input and
+    /// puts it in place of the node's data: stop the node's server, empty its data directory,
+    /// `mbstream -x` into it, `mariadb-backup --prepare`, start the server (read-only); exit 0.
+    /// Arguments `<cluster> <node> <source>`; environment as the backup's, with
+    /// `SWITCHYARD_NODE`, `SWITCHYARD_NODE_HOST` and `SWITCHYARD_NODE_PORT`. A physical rebuild
+    /// is refused without it.
+    #[serde(default)]
+    pub rebuild_restore_command: Option<PathBuf>,
     /// A node that comes back with transactions the leader lacks (an old leader whose last
     /// commits went through when it returned) is rewound by binlog flashback over exactly
     /// those transactions and rejoins, where that is safe (its own row changes of
@@ -202,6 +258,9 @@ impl Default for OrchestratorSettings {
             disk_full_failover_ms: default_disk_full_failover_ms(),
             commit_stall_failover_ms: default_commit_stall_failover_ms(),
             rebuild_timeout_s: default_rebuild_timeout_s(),
+            rebuild_method: RebuildMethod::default(),
+            rebuild_backup_command: None,
+            rebuild_restore_command: None,
             rejoin_rewind: false,
             rewind_dir: None,
         }
@@ -244,6 +303,22 @@ impl OrchestratorSettings {
             if !path.is_file() {
                 problems.push(format!("hooks.{name}: {} is not a file", path.display()));
             }
+        }
+        for (name, path) in [
+            ("rebuild_backup_command", &self.rebuild_backup_command),
+            ("rebuild_restore_command", &self.rebuild_restore_command),
+        ] {
+            if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+                problems.push(format!("{name}: {} is not a file", path.display()));
+            }
+        }
+        if self.rebuild_method == RebuildMethod::Physical && self.rebuild_restore_command.is_none()
+        {
+            problems.push(
+                "rebuild_method = \"physical\" needs rebuild_restore_command (the program that \
+                 puts a backup in place of a node's data and restarts it)"
+                    .to_owned(),
+            );
         }
         problems
     }

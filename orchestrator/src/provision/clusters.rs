@@ -22,7 +22,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Running local clusters. Owns the `mariadbd` child processes: [`LocalClusters::stop`] shuts
 /// them down cleanly, and dropping the handle kills whatever is still running, so a test that
-/// panics leaves no server behind. Only processes this handle started are ever signalled.
+/// panics leaves no server behind. Only processes this handle started are ever signalled, and
+/// servers started again on its data directories (by a physical rebuild's restore program).
 pub struct LocalClusters {
     spec: ProvisionSpec,
     /// The canonical provisioning directory.
@@ -142,6 +143,16 @@ impl LocalClusters {
         let mut procs = std::mem::take(&mut self.procs);
         let mut all: Vec<&mut NodeProcess> = procs.values_mut().collect();
         process::terminate_all(&mut all, STOP_TIMEOUT).await;
+        // A server a physical rebuild's restore program started again on a node's datadir.
+        let datadirs: Vec<PathBuf> = self
+            .clusters
+            .iter()
+            .flat_map(|c| &c.nodes)
+            .map(|n| n.datadir.clone())
+            .collect();
+        for datadir in datadirs {
+            process::kill_stale_server(&datadir).await?;
+        }
         let killed: Vec<String> = procs
             .iter()
             .filter(|(_, p)| p.killed_after_timeout())
@@ -160,10 +171,13 @@ impl LocalClusters {
     /// Kills one server with SIGKILL (a crash, for failover tests). Killing a node that is not
     /// running is not an error.
     pub fn kill_node(&mut self, cluster: &str, addr: &str) -> Result<(), ProvisionError> {
-        self.find(cluster, addr)?;
+        let (_, node) = self.find(cluster, addr)?;
+        let datadir = node.datadir.clone();
         if let Some(mut p) = self.procs.remove(addr) {
             p.kill_and_wait();
         }
+        // Or the server a restore program started again in its place.
+        process::kill_restarted_server(&datadir);
         Ok(())
     }
 
@@ -485,6 +499,10 @@ impl Drop for LocalClusters {
             p.signal(libc::SIGKILL);
         }
         self.procs.clear();
+        // A server a physical rebuild's restore program started again on a node's datadir.
+        for n in self.clusters.iter().flat_map(|c| &c.nodes) {
+            process::kill_restarted_server(&n.datadir);
+        }
         if self.spec.binlog_disk_mb.is_some() {
             for n in self.clusters.iter().flat_map(|c| &c.nodes) {
                 process::unmount_binlog_disk(&n.binlog_dir());

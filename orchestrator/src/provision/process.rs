@@ -403,25 +403,34 @@ pub(crate) async fn terminate_all(processes: &mut [&mut NodeProcess], timeout: D
     }
 }
 
-/// If the datadir's pid file names a live `mariadbd` serving this very datadir (left by a run
-/// that crashed before it could stop its servers), kill it: it holds the port and the InnoDB
-/// locks. Anything else the pid file might name is left alone.
-pub(crate) async fn kill_stale_server(datadir: &Path) -> Result<(), ProvisionError> {
-    let Some(pid) = fs::read_to_string(datadir.join(PID_FILE))
+/// The pid of a live `mariadbd` serving `datadir`, as its pid file names it.
+fn server_on(datadir: &Path) -> Option<libc::pid_t> {
+    fs::read_to_string(datadir.join(PID_FILE))
         .ok()
         .and_then(|s| s.trim().parse::<libc::pid_t>().ok())
-        .filter(|pid| *pid > 0)
-    else {
-        return Ok(());
-    };
-    if !is_server_for(pid, datadir) {
-        return Ok(());
-    }
-    tracing::warn!(pid, datadir = %datadir.display(), "killing a leftover mariadbd");
+        .filter(|pid| *pid > 0 && is_server_for(*pid, datadir))
+}
+
+/// Kills (SIGKILL, no wait) the `mariadbd` serving `datadir` that this process did not start:
+/// one a physical rebuild's restore program started again on it. Returns its pid.
+pub(crate) fn kill_restarted_server(datadir: &Path) -> Option<libc::pid_t> {
+    let pid = server_on(datadir)?;
     // SAFETY: kill(2) has no memory-safety preconditions; the pid was checked just above.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
     }
+    Some(pid)
+}
+
+/// If the datadir's pid file names a live `mariadbd` serving this very datadir (left by a run
+/// that crashed before it could stop its servers, or started again by a restore program), kill
+/// it: it holds the port and the InnoDB locks. Anything else the pid file might name is left
+/// alone.
+pub(crate) async fn kill_stale_server(datadir: &Path) -> Result<(), ProvisionError> {
+    let Some(pid) = kill_restarted_server(datadir) else {
+        return Ok(());
+    };
+    tracing::warn!(pid, datadir = %datadir.display(), "killed a mariadbd this run did not start");
     let deadline = Instant::now() + Duration::from_secs(10);
     // It is not our child, so we cannot reap it: wait until it is gone or a zombie (which
     // holds no ports or locks).

@@ -1,8 +1,11 @@
 //! The copy of a rebuild: `mariadb-dump` on the source piped into the `mariadb` client on the
-//! target, both over TCP with the orchestrator's login, the bytes counted on their way through
-//! this process. Passwords go in `MYSQL_PWD`, never on a command line `ps` shows.
+//! target, both over TCP with the orchestrator's login (a logical copy), or a `mariadb-backup`
+//! stream into the program that restores it on the target (a physical one, see
+//! [`super::physical`]); the bytes counted on their way through this process. Passwords go in
+//! `MYSQL_PWD`, never on a command line `ps` shows.
 
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -139,6 +142,30 @@ pub(crate) fn load_args(target: &Endpoint<'_>) -> Vec<String> {
     args
 }
 
+/// A program to run: what it is called in errors, its path, arguments and environment (the
+/// password is added as `MYSQL_PWD`).
+#[derive(Debug, Clone)]
+pub(crate) struct Program {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Program {
+    pub(crate) fn new(program: impl Into<String>, args: Vec<String>) -> Program {
+        Program {
+            program: program.into(),
+            args,
+            env: Vec::new(),
+        }
+    }
+
+    pub(crate) fn env(mut self, name: &str, value: impl Into<String>) -> Program {
+        self.env.push((name.to_owned(), value.into()));
+        self
+    }
+}
+
 /// What was copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Copied {
@@ -146,6 +173,8 @@ pub(crate) struct Copied {
     /// The snapshot's position, from the dump's last lines (`-- SET GLOBAL gtid_slave_pos`);
     /// `None` when the dump did not end with it.
     pub position: Option<String>,
+    /// The end of what the source program wrote to stderr (a backup's log names its position).
+    pub from_stderr: String,
 }
 
 /// The position in `SET GLOBAL gtid_slave_pos='...'` (commented or not), near the dump's end,
@@ -161,12 +190,12 @@ pub(crate) fn dumped_position(tail: &str) -> Option<String> {
 #[derive(Debug)]
 pub(crate) enum CopyError {
     /// A program could not be started.
-    Spawn { program: &'static str, why: String },
+    Spawn { program: String, why: String },
     /// The copy was not over in time; both programs were killed.
     Timeout,
     /// A program failed: which, how, and the end of its stderr.
     Failed {
-        program: &'static str,
+        program: String,
         status: String,
         stderr: String,
     },
@@ -221,40 +250,21 @@ fn one_line(stderr: &str) -> String {
         .join("; ")
 }
 
-/// Runs `dump` on the source into `load` on the target, both with the password in `MYSQL_PWD`,
-/// until `deadline` (both are killed then, and when this future is dropped). `progress` is
-/// called with the bytes copied so far every `every`. Returns the bytes copied.
-pub(crate) async fn copy(
-    dump: Vec<String>,
-    load: Vec<String>,
+/// Runs `dump` (on the source) into `load` (on the target), both with the password in
+/// `MYSQL_PWD`, until `deadline` (both are killed then, and when this future is dropped).
+/// `progress` is called with the bytes copied so far every `every`.
+pub(crate) async fn copy_with(
+    dump: Program,
+    load: Program,
     password: &str,
     deadline: Instant,
     every: Duration,
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<Copied, CopyError> {
-    copy_with(
-        (DUMP_PROGRAM, dump),
-        (LOAD_PROGRAM, load),
-        password,
-        deadline,
-        every,
-        progress,
-    )
-    .await
-}
-
-/// [`copy`] with the programs named (the tests run `sh`).
-async fn copy_with(
-    dump: (&'static str, Vec<String>),
-    load: (&'static str, Vec<String>),
-    password: &str,
-    deadline: Instant,
-    every: Duration,
-    progress: &mut (dyn FnMut(u64) + Send),
-) -> Result<Copied, CopyError> {
-    let spawn = |(program, args): (&'static str, Vec<String>), stdin: Stdio, stdout: Stdio| {
-        Command::new(program)
-            .args(args)
+    let spawn = |p: &Program, stdin: Stdio, stdout: Stdio| {
+        Command::new(&p.program)
+            .args(&p.args)
+            .envs(p.env.iter().map(|(k, v)| (k, v)))
             .env("MYSQL_PWD", password)
             .stdin(stdin)
             .stdout(stdout)
@@ -262,15 +272,15 @@ async fn copy_with(
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| CopyError::Spawn {
-                program,
+                program: p.program.clone(),
                 why: e.to_string(),
             })
     };
-    let (dump_name, load_name) = (dump.0, load.0);
-    let mut dumper = spawn(dump, Stdio::null(), Stdio::piped())?;
-    let mut loader = spawn(load, Stdio::piped(), Stdio::null())?;
-    let dump_err = tokio::spawn(tail(dumper.stderr.take()));
-    let load_err = tokio::spawn(tail(loader.stderr.take()));
+    let (dump_name, load_name) = (dump.program.as_str(), load.program.as_str());
+    let mut dumper = spawn(&dump, Stdio::null(), Stdio::piped())?;
+    let mut loader = spawn(&load, Stdio::piped(), Stdio::null())?;
+    let dump_err = Tail::start(dumper.stderr.take());
+    let load_err = Tail::start(loader.stderr.take());
     let (Some(mut from), Some(mut into)) = (dumper.stdout.take(), loader.stdin.take()) else {
         return Err(CopyError::Pipe {
             why: "the programs' pipes are missing".to_owned(),
@@ -306,10 +316,7 @@ async fn copy_with(
         // End of input: the client ends once it has run the last statement.
         into.shutdown().await.map_err(|e| (load_name, e))?;
         drop(into);
-        Ok::<_, (&'static str, std::io::Error)>(Copied {
-            bytes: copied,
-            position: dumped_position(&String::from_utf8_lossy(&tail)),
-        })
+        Ok::<_, (&str, std::io::Error)>((copied, dumped_position(&String::from_utf8_lossy(&tail))))
     })
     .await;
     let piped = match piped {
@@ -329,17 +336,18 @@ async fn copy_with(
         kill(&mut dumper, &mut loader).await;
         return Err(CopyError::Timeout);
     };
-    // Both have exited: their stderr pipes are closed.
-    let dump_err = dump_err.await.unwrap_or_default();
-    let load_err = load_err.await.unwrap_or_default();
-    let failed = |program, status: std::io::Result<ExitStatus>, stderr: String| {
+    // Both have exited: their stderr pipes close with them (unless a process they started
+    // keeps one: a server a restore program starts).
+    let dump_err = dump_err.finish().await;
+    let load_err = load_err.finish().await;
+    let failed = |program: &str, status: std::io::Result<ExitStatus>, stderr: String| {
         let status = match status {
             Ok(s) if s.success() => return None,
             Ok(s) => s.to_string(),
             Err(e) => format!("could not be waited for ({e})"),
         };
         Some(CopyError::Failed {
-            program,
+            program: program.to_owned(),
             status,
             stderr,
         })
@@ -352,17 +360,24 @@ async fn copy_with(
     if let Some(e) = failed(dump_name, dump_status, dump_err.clone()) {
         return Err(e);
     }
-    piped.map_err(|(program, e)| CopyError::Pipe {
-        why: format!("{program}'s pipe: {e}"),
-        stderr: format!("{dump_name}: {dump_err}; {load_name}: {load_err}"),
-    })
+    match piped {
+        Ok((bytes, position)) => Ok(Copied {
+            bytes,
+            position,
+            from_stderr: dump_err,
+        }),
+        Err((program, e)) => Err(CopyError::Pipe {
+            why: format!("{program}'s pipe: {e}"),
+            stderr: format!("{dump_name}: {dump_err}; {load_name}: {load_err}"),
+        }),
+    }
 }
 
-/// Runs `program` on the output of `from`, as [`copy`] does with the dump and the load, with
+/// Runs `program` on the output of `from`, as [`copy_with`] does with the dump and the load, with
 /// no progress report (a rewind's flashback into the client).
 pub(crate) async fn pipe(
-    from: (&'static str, Vec<String>),
-    into: (&'static str, Vec<String>),
+    from: Program,
+    into: Program,
     password: &str,
     deadline: Instant,
 ) -> Result<Copied, CopyError> {
@@ -387,14 +402,14 @@ pub(crate) async fn output(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| CopyError::Spawn {
-            program,
+            program: program.to_owned(),
             why: e.to_string(),
         })?;
     let out = match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
         Err(_) => return Err(CopyError::Timeout),
         Ok(Err(e)) => {
             return Err(CopyError::Failed {
-                program,
+                program: program.to_owned(),
                 status: format!("could not be waited for ({e})"),
                 stderr: String::new(),
             })
@@ -405,7 +420,7 @@ pub(crate) async fn output(
         let stderr = String::from_utf8_lossy(&out.stderr);
         let kept = stderr.len().saturating_sub(STDERR_KEPT);
         return Err(CopyError::Failed {
-            program,
+            program: program.to_owned(),
             status: out.status.to_string(),
             stderr: stderr[stderr.ceil_char_boundary(kept)..].to_owned(),
         });
@@ -419,23 +434,51 @@ async fn kill(a: &mut Child, b: &mut Child) {
     let _ = b.kill().await;
 }
 
-/// Reads a program's stderr to its end, keeping the last [`STDERR_KEPT`] bytes.
-async fn tail(stderr: Option<impl AsyncRead + Unpin>) -> String {
-    let Some(mut stderr) = stderr else {
-        return String::new();
-    };
-    let mut kept: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stderr.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        kept.extend_from_slice(&buf[..n]);
-        if kept.len() > STDERR_KEPT {
-            kept.drain(..kept.len() - STDERR_KEPT);
-        }
+/// How long a program's stderr may stay open after the program exited (held by a process it
+/// started) before what was read of it is taken as all of it.
+const STDERR_GRACE: Duration = Duration::from_secs(2);
+
+/// A program's stderr read to its end in a task, keeping the last [`STDERR_KEPT`] bytes.
+struct Tail {
+    kept: Arc<Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tail {
+    fn start(stderr: Option<impl AsyncRead + Unpin + Send + 'static>) -> Tail {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let into = kept.clone();
+        let task = tokio::spawn(async move {
+            let Some(mut stderr) = stderr else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let mut kept = into.lock().unwrap_or_else(|e| e.into_inner());
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > STDERR_KEPT {
+                    let cut = kept.len() - STDERR_KEPT;
+                    kept.drain(..cut);
+                }
+            }
+        });
+        Tail { kept, task }
     }
-    String::from_utf8_lossy(&kept).into_owned()
+
+    /// What was read, once the pipe closed or [`STDERR_GRACE`] passed.
+    async fn finish(mut self) -> String {
+        if tokio::time::timeout(STDERR_GRACE, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&kept).into_owned()
+    }
 }
 
 #[cfg(test)]
@@ -509,8 +552,8 @@ mod tests {
         assert!(has(&ca, "--ssl-verify-server-cert"));
     }
 
-    fn sh(script: &str) -> (&'static str, Vec<String>) {
-        ("sh", vec!["-c".to_owned(), script.to_owned()])
+    fn sh(script: &str) -> Program {
+        Program::new("sh", vec!["-c".to_owned(), script.to_owned()])
     }
 
     fn far() -> Instant {
@@ -539,6 +582,27 @@ mod tests {
         assert!(written.starts_with(b"s3cret"));
         assert!(!reports.is_empty(), "progress reported");
         assert!(reports.windows(2).all(|w| w[0] <= w[1]), "{reports:?}");
+    }
+
+    #[tokio::test]
+    async fn the_source_log_is_kept_and_a_process_left_holding_stderr_does_not_hold_the_copy() {
+        let started = std::time::Instant::now();
+        let copied = copy_with(
+            sh("echo data; echo 'GTID of the last change' >&2"),
+            sh("cat > /dev/null; (sleep 5 &) ; echo restored >&2"),
+            "pw",
+            far(),
+            Duration::from_secs(5),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(copied.from_stderr, "GTID of the last change\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
