@@ -56,6 +56,11 @@ async fn a_partitioned_leader_is_failed_over_and_fenced_when_the_partition_heals
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_answers_are_lost_is_failed_over_and_loses_no_acknowledged_write() {
+    passes(Scenario::LeaderAnswersLost).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_healing_after_the_promotion_reaches_no_write_to_the_old_leader() {
     passes(Scenario::PartitionHealsMidFailover).await;
 }

@@ -1,8 +1,8 @@
 //! Faults that reset no connection, as real outages look, for the benchmark and the tests: a
 //! frozen process (`SIGSTOP`: its sockets stay open and the kernel keeps accepting
 //! connections for it, but nothing answers), and a blackholed port (every packet to or from
-//! it dropped on loopback, in both directions, by iptables rules: established connections
-//! stall and new ones never complete), a full disk (a filler file that takes every free
+//! it dropped on loopback, in both directions or in one, by iptables rules: established
+//! connections stall and new ones never complete), a full disk (a filler file that takes every free
 //! block of a filesystem of the node's own), and a stalled one (that filesystem frozen with
 //! `fsfreeze`: every write to it waits). Each fault is a guard that undoes itself when dropped,
 //! so a failed run leaves no frozen server or firewall rule behind. Only loopback ports of
@@ -147,6 +147,14 @@ pub fn blackhole(port: u16) -> Result<Blackhole, String> {
         drop_rule(&["--dport", &p]),
         drop_rule(&["--sport", &p]),
     ])
+}
+
+/// Drops only the packets leaving `port` on loopback (its answers and whatever it streams),
+/// without resets: requests still reach it and run, nobody hears back. The one-way failure in
+/// which a server goes on executing what it is sent (a write whose reply is lost commits)
+/// while everyone else takes it for gone.
+pub fn cut_answers(port: u16) -> Result<Blackhole, String> {
+    install(vec![drop_rule(&["--sport", &port.to_string()])])
 }
 
 /// Cuts a process from its peers without resets: packets the user `uid` (that process's

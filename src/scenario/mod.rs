@@ -47,6 +47,7 @@ pub enum Scenario {
     KillLeader,
     FreezeLeader,
     PartitionLeader,
+    LeaderAnswersLost,
     PartitionHealsMidFailover,
     DiskFullLeader,
     DiskStallLeader,
@@ -59,10 +60,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::KillLeader,
         Scenario::FreezeLeader,
         Scenario::PartitionLeader,
+        Scenario::LeaderAnswersLost,
         Scenario::PartitionHealsMidFailover,
         Scenario::DiskFullLeader,
         Scenario::DiskStallLeader,
@@ -79,6 +81,7 @@ impl Scenario {
             Scenario::KillLeader => "kill-leader",
             Scenario::FreezeLeader => "freeze-leader",
             Scenario::PartitionLeader => "partition-leader",
+            Scenario::LeaderAnswersLost => "leader-answers-lost",
             Scenario::PartitionHealsMidFailover => "partition-heals-mid-failover",
             Scenario::DiskFullLeader => "disk-full-leader",
             Scenario::DiskStallLeader => "disk-stall-leader",
@@ -105,6 +108,12 @@ impl Scenario {
             Scenario::PartitionLeader => {
                 "every packet to and from the leader dropped (no reset): failover, the old one \
                  fenced when the partition heals"
+            }
+            Scenario::LeaderAnswersLost => {
+                "a one-way cut: every packet leaving the leader dropped (no reset), while what \
+                 is sent to it still arrives and runs (writes whose answers are lost commit \
+                 there): failover, no acknowledged write lost, the old one fenced when the \
+                 cut heals and kept out or rejoined by what it holds"
             }
             Scenario::PartitionHealsMidFailover => {
                 "the leader partitioned, and the partition heals in the middle of the \
@@ -356,6 +365,7 @@ async fn steps(scenario: Scenario, stage: &mut Stage, log: &mut Log<'_>) -> Resu
         Scenario::KillLeader
         | Scenario::FreezeLeader
         | Scenario::PartitionLeader
+        | Scenario::LeaderAnswersLost
         | Scenario::PartitionHealsMidFailover
         | Scenario::DiskFullLeader
         | Scenario::DiskStallLeader => {
@@ -404,6 +414,13 @@ fn inject(scenario: Scenario, stage: &mut Stage, addr: &str) -> Result<(Injected
             Ok((
                 Injected::Cut(cut),
                 format!("every packet to and from {addr} dropped"),
+            ))
+        }
+        Scenario::LeaderAnswersLost => {
+            let cut = faults::cut_answers(port_of(addr))?;
+            Ok((
+                Injected::Cut(cut),
+                format!("every packet leaving {addr} dropped; what is sent to it arrives"),
             ))
         }
         Scenario::DiskFullLeader => {
