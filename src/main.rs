@@ -78,6 +78,10 @@ enum Command {
         /// disk can be tried (needs root; 0: in the datadir).
         #[arg(long, default_value_t = 0)]
         binlog_disk_mb: u32,
+        /// The program a physical rebuild restores a node's backup with
+        /// (`scripts/physical-restore-local`; `scripts/sandbox` sets it).
+        #[arg(long)]
+        rebuild_restore_command: Option<PathBuf>,
         /// Run this many orchestrator candidates (this process and `switchyard serve`
         /// children, role "all") over a local etcd; 0 with --routers 0: one process, no etcd.
         #[arg(long, default_value_t = 0)]
@@ -326,6 +330,7 @@ async fn main() -> anyhow::Result<()> {
             app_password,
             shards,
             binlog_disk_mb,
+            rebuild_restore_command,
             orchestrators,
             routers,
             etcd,
@@ -342,6 +347,7 @@ async fn main() -> anyhow::Result<()> {
                 app_password,
                 shards,
                 binlog_disk_mb: (binlog_disk_mb != 0).then_some(binlog_disk_mb),
+                rebuild_restore_command,
             };
             let processes = (orchestrators > 0 || routers > 0).then_some(SandboxProcesses {
                 orchestrators: orchestrators.max(1),

@@ -27,6 +27,9 @@ pub struct SandboxOptions {
     /// Every node's binary log on a filesystem of its own of this many MiB (needs root), so
     /// that a full disk can be tried (`switchyard scenario`, the disk-full tests).
     pub binlog_disk_mb: Option<u32>,
+    /// The orchestrator's `rebuild_restore_command` (physical rebuilds of the sandbox's
+    /// nodes: `scripts/physical-restore-local`).
+    pub rebuild_restore_command: Option<PathBuf>,
 }
 
 impl SandboxOptions {
@@ -45,6 +48,7 @@ impl SandboxOptions {
             app_password: "app".into(),
             shards: 0,
             binlog_disk_mb: None,
+            rebuild_restore_command: None,
         }
     }
 }
@@ -123,7 +127,10 @@ pub fn config_for(local: &LocalClusters, opts: &SandboxOptions) -> Config {
             tls: Default::default(),
             tls_ca: None,
         },
-        failover: Default::default(),
+        failover: orchestrator::OrchestratorSettings {
+            rebuild_restore_command: opts.rebuild_restore_command.clone(),
+            ..Default::default()
+        },
         keyspaces: sharded_app_keyspace(&clusters, opts.shards),
         clusters,
         shard_map_dir: Some(opts.dir.join("shard-map")),

@@ -178,6 +178,7 @@ async fn a_run_writes_sharded_and_failover_rows() {
     assert_eq!(time.runs.len(), 1);
     assert!(time.median > 0.0 && time.median < 60_000.0, "{time:?}");
     assert_eq!(kill.client_errors.len(), 1, "a count of client errors");
+    assert_eq!(kill.writes_lost, vec![0], "no acknowledged write lost");
 
     let md = std::fs::read_to_string(out.path().join("results.md")).unwrap();
     for section in ["## Sharded", "## Failover and switchover"] {

@@ -269,6 +269,7 @@ impl BackendTlsEnv {
             app_password: "app".into(),
             binlog_disk_mb: None,
             shards: 0,
+            rebuild_restore_command: None,
         };
         let mut spec = ProvisionSpec::new(&opts.dir);
         spec.clusters = 1;

@@ -50,6 +50,8 @@ pub enum Event {
     FreezeLeader,
     /// The leader's port blackholed: a failover across a partition.
     PartitionLeader,
+    /// Only what leaves the leader's port dropped: it runs what it is sent, nobody hears back.
+    AnswersLostLeader,
     /// The disk of the leader's binary log full: a failover of a leader that answers.
     DiskFullLeader,
     /// A planned switchover to a replica.
@@ -57,10 +59,11 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 5] = [
+    pub const ALL: [Event; 6] = [
         Event::KillLeader,
         Event::FreezeLeader,
         Event::PartitionLeader,
+        Event::AnswersLostLeader,
         Event::DiskFullLeader,
         Event::Switchover,
     ];
@@ -70,6 +73,7 @@ impl Event {
             Event::KillLeader => "kill_leader",
             Event::FreezeLeader => "freeze_leader",
             Event::PartitionLeader => "partition_leader",
+            Event::AnswersLostLeader => "answers_lost_leader",
             Event::DiskFullLeader => "disk_full_leader",
             Event::Switchover => "switchover",
         }
@@ -94,6 +98,11 @@ impl Event {
             Event::PartitionLeader => {
                 "from dropping every packet of the leader's port to the acknowledgement of the \
                  first write sent after it (run by the new leader)"
+            }
+            Event::AnswersLostLeader => {
+                "from dropping every packet leaving the leader's port (what is sent to it still \
+                 arrives and runs) to the acknowledgement of the first write sent after it (run \
+                 by the new leader)"
             }
             Event::DiskFullLeader => {
                 "the longest pause between acknowledged writes from 1 s before the disk of the \
@@ -135,6 +144,9 @@ pub struct FailoverResult {
     pub time_ms: Option<Spread>,
     /// Client errors of each trial that completed.
     pub client_errors: Vec<u64>,
+    /// Acknowledged writes missing from the new leader after each trial that completed.
+    #[serde(default)]
+    pub writes_lost: Vec<u64>,
     /// Why the other trials did not complete.
     pub failures: Vec<String>,
 }
@@ -148,6 +160,10 @@ impl FailoverResult {
     pub fn client_errors_total(&self) -> u64 {
         self.client_errors.iter().sum()
     }
+
+    pub fn writes_lost_total(&self) -> u64 {
+        self.writes_lost.iter().sum()
+    }
 }
 
 /// One trial's figures.
@@ -155,6 +171,8 @@ impl FailoverResult {
 pub struct Trial {
     pub time_ms: f64,
     pub client_errors: u64,
+    /// Acknowledged writes the new leader does not hold.
+    pub writes_lost: u64,
 }
 
 /// Runs `trials` trials of each event, interleaved (kill, switchover, kill, ...), each on fresh
@@ -170,6 +188,7 @@ pub async fn run(events: &[Event], trials: u32) -> (Vec<FailoverResult>, Option<
             writers: WRITERS,
             time_ms: None,
             client_errors: Vec::new(),
+            writes_lost: Vec::new(),
             failures: Vec::new(),
         })
         .collect();
@@ -180,9 +199,13 @@ pub async fn run(events: &[Event], trials: u32) -> (Vec<FailoverResult>, Option<
             eprint!("[{}/{trials}] {} ... ", i + 1, event.key());
             match trial(event, &mut version).await {
                 Ok(t) => {
-                    eprintln!("{:.0} ms, {} client errors", t.time_ms, t.client_errors);
+                    eprintln!(
+                        "{:.0} ms, {} client errors, {} writes lost",
+                        t.time_ms, t.client_errors, t.writes_lost
+                    );
                     times[k].push(t.time_ms);
                     out[k].client_errors.push(t.client_errors);
+                    out[k].writes_lost.push(t.writes_lost);
                 }
                 Err(e) => {
                     eprintln!("FAILED: {e:#}");
@@ -213,6 +236,8 @@ pub async fn trial(event: Event, version: &mut Option<String>) -> anyhow::Result
 #[derive(Default)]
 struct Timeline {
     sent_acked: Mutex<Vec<(Instant, Instant)>>,
+    /// The ids of the acknowledged writes.
+    acked_ids: Mutex<Vec<u64>>,
     errors: Mutex<Vec<u16>>,
 }
 
@@ -286,6 +311,9 @@ async fn writer(port: u16, base: u64, tl: Arc<Timeline>, stop: Arc<AtomicBool>) 
                 if let Ok(mut v) = tl.sent_acked.lock() {
                     v.push((sent, acked));
                 }
+                if let Ok(mut v) = tl.acked_ids.lock() {
+                    v.push(id);
+                }
             }
             Err(mysql_async::Error::Server(e)) => tl.error(e.code),
             Err(_) => {
@@ -353,10 +381,39 @@ async fn measure(
     };
     writers.stop().await;
     let client_errors = tl.errors.lock().map_or(0, |e| e.len() as u64);
+    let writes_lost = writes_lost(app, &tl).await?;
     Ok(Trial {
         time_ms,
         client_errors,
+        writes_lost,
     })
+}
+
+/// How many acknowledged writes the leader (read directly, not through the router) lacks.
+async fn writes_lost(app: &App, tl: &Timeline) -> anyhow::Result<u64> {
+    let leader = app
+        .topology
+        .load()
+        .cluster("c1")
+        .and_then(|c| c.leader.clone())
+        .context("switchyard knows no leader")?;
+    let port: u16 = leader
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no port in {leader}"))?;
+    let mut c = Conn::new(super::loopback_opts(port, USER, PASSWORD, None))
+        .await
+        .with_context(|| format!("connecting to the leader {leader}"))?;
+    let held: std::collections::HashSet<u64> = c
+        .query("SELECT id FROM b.t")
+        .await
+        .with_context(|| format!("reading the rows of {leader}"))?
+        .into_iter()
+        .collect();
+    let _ = c.disconnect().await;
+    let acked = tl.acked_ids.lock().map(|v| v.clone()).unwrap_or_default();
+    Ok(acked.iter().filter(|id| !held.contains(id)).count() as u64)
 }
 
 /// Kills, freezes, cuts off the leader or fills its disk; returns the ms from then to the first acknowledged
@@ -401,6 +458,9 @@ async fn lose_leader(
         }
         Event::PartitionLeader => {
             _cut = Some(super::faults::blackhole(port).map_err(anyhow::Error::msg)?)
+        }
+        Event::AnswersLostLeader => {
+            _cut = Some(super::faults::cut_answers(port).map_err(anyhow::Error::msg)?)
         }
         _ => {
             // SIGKILL and reap: once kill_node returns the old leader is gone.
@@ -496,6 +556,7 @@ pub(crate) mod tests {
             writers: WRITERS,
             time_ms: Spread::of(&[140.0, 180.0]),
             client_errors: vec![3, 4],
+            writes_lost: vec![0, 0],
             failures: Vec::new(),
         }
     }

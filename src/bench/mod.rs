@@ -488,7 +488,7 @@ pub(crate) mod tests {
         let p = plan(&[]);
         assert_eq!(
             (p.sysbench.len(), p.sharded.len(), p.failover.len()),
-            (8, 4, 5)
+            (8, 4, 6)
         );
         let p = plan(&["failover/freeze", "failover/partition"]);
         assert_eq!(

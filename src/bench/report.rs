@@ -541,7 +541,7 @@ fn failover_table(out: &mut String, report: &BenchReport) {
     );
     out.push_str(
         "| event | trials | time to first write p50 ms | max ms | client errors (total) \
-         | client errors per trial |\n|---|---:|---:|---:|---:|---|\n",
+         | client errors per trial | acknowledged writes lost |\n|---|---:|---:|---:|---:|---|---:|\n",
     );
     for f in &report.failover {
         let (p50, max) = match &f.time_ms {
@@ -552,11 +552,12 @@ fn failover_table(out: &mut String, report: &BenchReport) {
         let ok = f.client_errors.len();
         let _ = writeln!(
             out,
-            "| {} | {ok} of {} | {p50} | {max} | {} | {} |",
+            "| {} | {ok} of {} | {p50} | {max} | {} | {} | {} |",
             f.key(),
             f.trials,
             f.client_errors_total(),
             per_trial.join(", "),
+            f.writes_lost_total(),
         );
     }
     out.push('\n');

@@ -60,6 +60,7 @@ impl Stage {
             app_password: PASSWORD.into(),
             binlog_disk_mb,
             shards: 0,
+            rebuild_restore_command: None,
         };
         // Dropping `local` kills the servers: an early return stops them.
         let local = sandbox::provision(&opts).await.context(

@@ -123,6 +123,7 @@ impl TestEnv {
             app_password: "app".into(),
             shards,
             binlog_disk_mb,
+            rebuild_restore_command: None,
         };
         let local = match sandbox::provision(&opts).await {
             Ok(l) => l,
