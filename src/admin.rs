@@ -921,6 +921,7 @@ pub fn router_counters(router: &RouterContext) -> serde_json::Value {
         "auth_failures": m.auth_failures.load(Ordering::Relaxed),
         "auth_throttled": m.auth_throttled.load(Ordering::Relaxed),
         "tls_connections": m.tls_connections.load(Ordering::Relaxed),
+        "compressed_connections": m.compressed_connections.load(Ordering::Relaxed),
         "insecure_refused": m.insecure_refused.load(Ordering::Relaxed),
         "statements": m.statements.load(Ordering::Relaxed),
         "statements_to_replicas": m.statements_to_replicas.load(Ordering::Relaxed),

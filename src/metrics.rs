@@ -367,6 +367,11 @@ fn router_metrics(e: &mut Exposition, r: &RouterContext) {
             load(&m.tls_connections),
         ),
         (
+            "switchyard_router_compressed_connections_total",
+            "Client connections in the compressed protocol.",
+            load(&m.compressed_connections),
+        ),
+        (
             "switchyard_router_insecure_refused_total",
             "Plain-text logins refused (require_secure_transport).",
             load(&m.insecure_refused),

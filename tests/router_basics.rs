@@ -407,3 +407,85 @@ async fn clients_and_backends_on_unix_sockets() {
     drop(replica_conn);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_the_compressed_protocol_get_it_end_to_end() {
+    let env = TestEnv::start(1, 0).await;
+    let port = env.router_port().to_string();
+    // The mariadb CLI: `status` says whether its connection is compressed; the results of a
+    // large value and several statements arrive whole.
+    let (code, out, err) = common::run_program(
+        "mariadb",
+        &[
+            "-h127.0.0.1",
+            "-P",
+            &port,
+            "-uapp",
+            "-papp",
+            "--batch",
+            "--skip-ssl",
+            "--compress",
+            "-e",
+            "status; SELECT LENGTH(REPEAT('ab', 300000)) AS n, MD5(REPEAT('ab', 300000)) AS m; \
+             SELECT MD5(x) FROM (SELECT REPEAT('xyz', 200000) AS x) AS t; SELECT 1 + 1",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Protocol:") && l.contains("Compressed")),
+        "the CLI's connection is not compressed:\n{out}"
+    );
+    let md5_ab: String = {
+        let mut c = env.router_conn(None).await;
+        query_one(&mut c, "SELECT MD5(REPEAT('ab', 300000))").await
+    };
+    assert!(out.contains(&format!("600000\t{md5_ab}")), "{out}");
+    assert!(out.lines().any(|l| l == "2"), "{out}");
+
+    // mysql_async with compression: large results both ways, prepared statements, an error
+    // and a multi-statement, on one connection.
+    let opts = mysql_async::OptsBuilder::from_opts(env.router_opts(None))
+        .compression(Some(mysql_async::Compression::default()));
+    let mut c = mysql_async::Conn::new(opts).await.unwrap();
+    c.query_drop(
+        "CREATE DATABASE IF NOT EXISTS cz; CREATE TABLE cz.t (id INT PRIMARY KEY, b LONGBLOB)",
+    )
+    .await
+    .unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    c.exec_drop("INSERT INTO cz.t VALUES (?, ?)", (1, big.clone()))
+        .await
+        .unwrap();
+    let back: Vec<u8> = c
+        .exec_first("SELECT b FROM cz.t WHERE id = ?", (1,))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(back == big, "the 3 MB value came back changed");
+    let rows: Vec<(u32, String)> = c
+        .query("SELECT seq, REPEAT('r', 100) FROM cz.seq_1_to_20000")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 20_000);
+    assert_eq!(rows[19_999].0, 20_000);
+    let e = c.query_drop("SELECT * FROM cz.nope").await.unwrap_err();
+    assert!(e.to_string().contains("1146"), "{e}");
+    let n: u32 = c.query_first("SELECT 41 + 1").await.unwrap().unwrap();
+    assert_eq!(n, 42);
+    drop(c);
+
+    let (status, stats) = {
+        let r = common::http()
+            .get(env.admin_url("/api/v1/router"))
+            .bearer_auth("test-token")
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<serde_json::Value>().await.unwrap())
+    };
+    assert_eq!(status, 200);
+    assert_eq!(stats["compressed_connections"], 2, "{stats}");
+    env.stop().await;
+}

@@ -54,6 +54,8 @@ pub struct RouterMetrics {
     pub auth_throttled: AtomicU64,
     /// Client connections switched to TLS.
     pub tls_connections: AtomicU64,
+    /// Client connections in the compressed protocol.
+    pub compressed_connections: AtomicU64,
     /// Plain-text logins refused because `require_secure_transport` is on.
     pub insecure_refused: AtomicU64,
     /// Client commands by kind (`StatementClass` order) and their latency.

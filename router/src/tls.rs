@@ -21,6 +21,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{unix, TcpStream, UnixStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use bytes::BytesMut;
+
+use crate::protocol::compress::{CompressedRead, CompressedWrite, FrameSeq};
+
 use crate::config::{BackendTlsMode, RouterConfig};
 
 /// A TLS connection over TCP, either side.
@@ -342,6 +346,10 @@ pub enum StreamRead {
     Plain(OwnedReadHalf),
     Unix(unix::OwnedReadHalf),
     Tls(ReadHalf<TlsStream>),
+    /// A client's connection in the compressed protocol, over one of the others.
+    Compressed(Box<CompressedRead<StreamRead>>),
+    /// Taken away for a moment while the session's stream is replaced; reads fail.
+    Detached,
 }
 
 /// The write half of a connection: plain TCP, a Unix-domain socket or TLS.
@@ -349,6 +357,24 @@ pub enum StreamWrite {
     Plain(OwnedWriteHalf),
     Unix(unix::OwnedWriteHalf),
     Tls(WriteHalf<TlsStream>),
+    /// A client's connection in the compressed protocol, over one of the others.
+    Compressed(Box<CompressedWrite<StreamWrite>>),
+    /// Taken away for a moment while the session's stream is replaced; writes fail.
+    Detached,
+}
+
+fn detached() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the stream is being replaced")
+}
+
+/// Both halves of a connection switched to the compressed protocol (`CLIENT_COMPRESS`, once
+/// the handshake is over); `early` holds bytes already read from `r`.
+pub fn compressed(r: StreamRead, early: BytesMut, w: StreamWrite) -> (StreamRead, StreamWrite) {
+    let seq = FrameSeq::default();
+    (
+        StreamRead::Compressed(Box::new(CompressedRead::new(r, early, seq.clone()))),
+        StreamWrite::Compressed(Box::new(CompressedWrite::new(w, seq))),
+    )
 }
 
 /// Splits a plain TCP connection.
@@ -381,7 +407,11 @@ pub fn reunite(r: StreamRead, w: StreamWrite) -> Option<TcpStream> {
 impl StreamRead {
     /// Whether this is the read half of a TLS connection.
     pub fn is_tls(&self) -> bool {
-        matches!(self, StreamRead::Tls(_))
+        match self {
+            StreamRead::Tls(_) => true,
+            StreamRead::Compressed(c) => c.get_ref().is_tls(),
+            _ => false,
+        }
     }
 }
 
@@ -391,6 +421,8 @@ impl fmt::Debug for StreamRead {
             StreamRead::Plain(_) => "StreamRead::Plain",
             StreamRead::Unix(_) => "StreamRead::Unix",
             StreamRead::Tls(_) => "StreamRead::Tls",
+            StreamRead::Compressed(_) => "StreamRead::Compressed",
+            StreamRead::Detached => "StreamRead::Detached",
         })
     }
 }
@@ -401,6 +433,8 @@ impl fmt::Debug for StreamWrite {
             StreamWrite::Plain(_) => "StreamWrite::Plain",
             StreamWrite::Unix(_) => "StreamWrite::Unix",
             StreamWrite::Tls(_) => "StreamWrite::Tls",
+            StreamWrite::Compressed(_) => "StreamWrite::Compressed",
+            StreamWrite::Detached => "StreamWrite::Detached",
         })
     }
 }
@@ -415,6 +449,8 @@ impl AsyncRead for StreamRead {
             StreamRead::Plain(r) => Pin::new(r).poll_read(cx, buf),
             StreamRead::Unix(r) => Pin::new(r).poll_read(cx, buf),
             StreamRead::Tls(r) => Pin::new(r).poll_read(cx, buf),
+            StreamRead::Compressed(r) => Pin::new(r.as_mut()).poll_read(cx, buf),
+            StreamRead::Detached => Poll::Ready(Err(detached())),
         }
     }
 }
@@ -429,6 +465,8 @@ impl AsyncWrite for StreamWrite {
             StreamWrite::Plain(w) => Pin::new(w).poll_write(cx, buf),
             StreamWrite::Unix(w) => Pin::new(w).poll_write(cx, buf),
             StreamWrite::Tls(w) => Pin::new(w).poll_write(cx, buf),
+            StreamWrite::Compressed(w) => Pin::new(w.as_mut()).poll_write(cx, buf),
+            StreamWrite::Detached => Poll::Ready(Err(detached())),
         }
     }
 
@@ -437,6 +475,8 @@ impl AsyncWrite for StreamWrite {
             StreamWrite::Plain(w) => Pin::new(w).poll_flush(cx),
             StreamWrite::Unix(w) => Pin::new(w).poll_flush(cx),
             StreamWrite::Tls(w) => Pin::new(w).poll_flush(cx),
+            StreamWrite::Compressed(w) => Pin::new(w.as_mut()).poll_flush(cx),
+            StreamWrite::Detached => Poll::Ready(Err(detached())),
         }
     }
 
@@ -445,6 +485,8 @@ impl AsyncWrite for StreamWrite {
             StreamWrite::Plain(w) => Pin::new(w).poll_shutdown(cx),
             StreamWrite::Unix(w) => Pin::new(w).poll_shutdown(cx),
             StreamWrite::Tls(w) => Pin::new(w).poll_shutdown(cx),
+            StreamWrite::Compressed(w) => Pin::new(w.as_mut()).poll_shutdown(cx),
+            StreamWrite::Detached => Poll::Ready(Ok(())),
         }
     }
 
@@ -457,6 +499,8 @@ impl AsyncWrite for StreamWrite {
             StreamWrite::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
             StreamWrite::Unix(w) => Pin::new(w).poll_write_vectored(cx, bufs),
             StreamWrite::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            StreamWrite::Compressed(w) => Pin::new(w.as_mut()).poll_write_vectored(cx, bufs),
+            StreamWrite::Detached => Poll::Ready(Err(detached())),
         }
     }
 
@@ -465,6 +509,8 @@ impl AsyncWrite for StreamWrite {
             StreamWrite::Plain(w) => w.is_write_vectored(),
             StreamWrite::Unix(w) => w.is_write_vectored(),
             StreamWrite::Tls(w) => w.is_write_vectored(),
+            StreamWrite::Compressed(w) => w.is_write_vectored(),
+            StreamWrite::Detached => false,
         }
     }
 }

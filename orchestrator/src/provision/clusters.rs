@@ -151,7 +151,7 @@ impl LocalClusters {
             .map(|n| n.datadir.clone())
             .collect();
         for datadir in datadirs {
-            process::kill_stale_server(&datadir).await?;
+            process::stop_restarted_server(&datadir, STOP_TIMEOUT).await?;
         }
         let killed: Vec<String> = procs
             .iter()
@@ -177,7 +177,7 @@ impl LocalClusters {
             p.kill_and_wait();
         }
         // Or the server a restore program started again in its place.
-        process::kill_restarted_server(&datadir);
+        process::signal_foreign_server(&datadir, libc::SIGKILL);
         Ok(())
     }
 
@@ -501,7 +501,7 @@ impl Drop for LocalClusters {
         self.procs.clear();
         // A server a physical rebuild's restore program started again on a node's datadir.
         for n in self.clusters.iter().flat_map(|c| &c.nodes) {
-            process::kill_restarted_server(&n.datadir);
+            process::signal_foreign_server(&n.datadir, libc::SIGKILL);
         }
         if self.spec.binlog_disk_mb.is_some() {
             for n in self.clusters.iter().flat_map(|c| &c.nodes) {

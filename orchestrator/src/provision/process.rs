@@ -411,34 +411,59 @@ fn server_on(datadir: &Path) -> Option<libc::pid_t> {
         .filter(|pid| *pid > 0 && is_server_for(*pid, datadir))
 }
 
-/// Kills (SIGKILL, no wait) the `mariadbd` serving `datadir` that this process did not start:
-/// one a physical rebuild's restore program started again on it. Returns its pid.
-pub(crate) fn kill_restarted_server(datadir: &Path) -> Option<libc::pid_t> {
+/// Signals the `mariadbd` serving `datadir` that this process did not start (one a physical
+/// rebuild's restore program started again on it, or one left by a crashed run), without
+/// waiting. Returns its pid.
+pub(crate) fn signal_foreign_server(datadir: &Path, signal: libc::c_int) -> Option<libc::pid_t> {
     let pid = server_on(datadir)?;
     // SAFETY: kill(2) has no memory-safety preconditions; the pid was checked just above.
     unsafe {
-        libc::kill(pid, libc::SIGKILL);
+        libc::kill(pid, signal);
     }
     Some(pid)
 }
 
 /// If the datadir's pid file names a live `mariadbd` serving this very datadir (left by a run
-/// that crashed before it could stop its servers, or started again by a restore program), kill
-/// it: it holds the port and the InnoDB locks. Anything else the pid file might name is left
-/// alone.
+/// that crashed before it could stop its servers), kill it: it holds the port and the InnoDB
+/// locks. Anything else the pid file might name is left alone.
 pub(crate) async fn kill_stale_server(datadir: &Path) -> Result<(), ProvisionError> {
-    let Some(pid) = kill_restarted_server(datadir) else {
+    let Some(pid) = signal_foreign_server(datadir, libc::SIGKILL) else {
         return Ok(());
     };
-    tracing::warn!(pid, datadir = %datadir.display(), "killed a mariadbd this run did not start");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // It is not our child, so we cannot reap it: wait until it is gone or a zombie (which
-    // holds no ports or locks).
+    tracing::warn!(pid, datadir = %datadir.display(), "killed a leftover mariadbd");
+    wait_gone(pid, datadir, Duration::from_secs(10)).await
+}
+
+/// Shuts down (SIGTERM, then SIGKILL after `timeout`) the `mariadbd` a physical rebuild's
+/// restore program started again on `datadir`, if there is one.
+pub(crate) async fn stop_restarted_server(
+    datadir: &Path,
+    timeout: Duration,
+) -> Result<(), ProvisionError> {
+    let Some(pid) = signal_foreign_server(datadir, libc::SIGTERM) else {
+        return Ok(());
+    };
+    tracing::info!(pid, datadir = %datadir.display(), "stopping a mariadbd a restore started");
+    if wait_gone(pid, datadir, timeout).await.is_ok() {
+        return Ok(());
+    }
+    signal_foreign_server(datadir, libc::SIGKILL);
+    wait_gone(pid, datadir, Duration::from_secs(10)).await
+}
+
+/// Waits until `pid`, not a child of ours (it cannot be reaped here), is gone or a zombie
+/// (which holds no ports or locks).
+async fn wait_gone(
+    pid: libc::pid_t,
+    datadir: &Path,
+    limit: Duration,
+) -> Result<(), ProvisionError> {
+    let deadline = Instant::now() + limit;
     while is_server_for(pid, datadir) && !is_zombie(pid) {
         if Instant::now() >= deadline {
             return Err(ProvisionError::Timeout {
-                what: format!("leftover mariadbd {pid} to exit"),
-                after: Duration::from_secs(10),
+                what: format!("mariadbd {pid} on {} to exit", datadir.display()),
+                after: limit,
             });
         }
         tokio::time::sleep(POLL_INTERVAL).await;

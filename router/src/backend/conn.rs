@@ -698,6 +698,8 @@ impl BackendConn {
                 use futures::FutureExt;
                 self.reader.fill().now_or_never().is_none()
             }
+            // Client streams only.
+            StreamRead::Compressed(_) | StreamRead::Detached => false,
         }
     }
 

@@ -34,6 +34,12 @@ pub fn router_capabilities() -> CapabilityFlags {
         | CapabilityFlags::CLIENT_DEPRECATE_EOF
 }
 
+/// Capabilities clients are offered: the router's, and the compressed protocol, which is
+/// between the client and the router only (backend connections never ask for it).
+pub fn client_capabilities() -> CapabilityFlags {
+    router_capabilities() | CapabilityFlags::CLIENT_COMPRESS
+}
+
 /// A fresh 20-byte scramble of printable, non-NUL bytes.
 pub fn new_scramble() -> [u8; 20] {
     let mut s = [0u8; 20];

@@ -2,6 +2,7 @@
 //! ids, length-encoded integers and strings, and the few packets the router itself writes
 //! (handshake, OK, ERR, EOF). Result sets from backends are relayed, not decoded here.
 
+pub mod compress;
 pub mod handshake;
 pub mod packet;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::context::{RouterContext, RouterMetrics, User};
 use crate::error::RouterError;
 use crate::protocol::handshake::{
-    auth_switch_request, new_scramble, parse_client_hello, recover_stage1, router_capabilities,
+    auth_switch_request, client_capabilities, new_scramble, parse_client_hello, recover_stage1,
     server_greeting, stage1_password, verify_native, ClientHello, NATIVE_PASSWORD,
 };
 use crate::protocol::{read_nul_bytes, CapabilityFlags, PacketReader, PacketWriter};
@@ -53,7 +53,7 @@ pub async fn greet(
     output: &mut PacketWriter<StreamWrite>,
 ) -> Result<[u8; 20], HandshakeFailure> {
     let scramble = new_scramble();
-    let mut caps = router_capabilities();
+    let mut caps = client_capabilities();
     caps.set(CapabilityFlags::CLIENT_SSL, offer_tls);
     output.push(
         0,
@@ -106,7 +106,7 @@ pub async fn respond(
             seq,
         ));
     }
-    let caps = router_capabilities();
+    let caps = client_capabilities();
     let mut token = hello.auth_response.clone();
     let wrong_plugin = hello
         .auth_plugin

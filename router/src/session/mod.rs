@@ -362,7 +362,30 @@ impl Session {
             &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT, 0, 0),
         );
         session.output.flush().await.ok()?;
+        if session.caps.contains(CapabilityFlags::CLIENT_COMPRESS) {
+            // Everything after the handshake's OK travels in compressed frames.
+            session.compress();
+            RouterMetrics::inc(&session.ctx.metrics.compressed_connections);
+        }
         Some(session)
+    }
+
+    /// Puts the compressed protocol under the session's packet reader and writer.
+    fn compress(&mut self) {
+        use crate::tls::{StreamRead, StreamWrite};
+        let (chunk, capacity) = (self.input.chunk(), self.output.capacity());
+        let input = std::mem::replace(
+            &mut self.input,
+            PacketReader::with_chunk(StreamRead::Detached, chunk),
+        );
+        let output = std::mem::replace(
+            &mut self.output,
+            PacketWriter::with_capacity(StreamWrite::Detached, capacity),
+        );
+        let (r, early) = input.into_parts();
+        let (r, w) = crate::tls::compressed(r, early, output.into_inner());
+        self.input = PacketReader::with_chunk(r, chunk);
+        self.output = PacketWriter::with_capacity(w, capacity);
     }
 
     async fn command_loop(&mut self) {
