@@ -9,8 +9,8 @@
 //! (failover or none), that no acknowledged write is lost and no row appears that nobody
 //! was told about, that no writer is left hanging, that the replicas converge, and that an
 //! old leader is fenced when it returns; a partition that heals in the middle of the failover
-//! (after the promotion, before routers are told). One more scenario here: a partition that
-//! heals while the orchestrator is deciding.
+//! (after the promotion, before routers are told). More here: a partition that heals while
+//! the orchestrator is deciding; a leader that is only slow (no failover).
 
 mod common;
 
@@ -267,4 +267,129 @@ async fn an_old_leader_with_its_own_extra_transactions_is_rewound_and_rejoins() 
         .message
         .contains(&files[0].as_ref().unwrap().path().display().to_string()));
     env.stop().await;
+}
+
+/// A slow leader is not a dead one. The leader is reached by everyone (router, monitor and
+/// replicas) through the test kit's TCP proxy, which then holds every chunk 400 ms in each
+/// direction (this machine's kernel has no netem) for 8 s, three times what detecting a lost
+/// leader takes: the monitor's polls time out and it takes the leader for suspect, then down,
+/// but its replicas still receive from it, so there is no failover; writes go on being
+/// acknowledged, slowly, with no client error; when the delay ends they flow at full speed
+/// again, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_leader_is_not_failed_over() {
+    const DELAY_MS: u64 = 400;
+    use common::proxy::{FaultProxy, Mode};
+    use common::writes::{leader_of, setup, Writers};
+    use tokio::time::Instant;
+
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let slot: std::sync::Arc<std::sync::Mutex<Option<FaultProxy>>> = Default::default();
+    let env = {
+        let slot = slot.clone();
+        common::TestEnv::start_with(1, 2, move |config| {
+            // A replica at first, known by the proxy's address.
+            let c = &mut config.clusters[0];
+            let proxy = FaultProxy::start(c.nodes[1].parse().expect("node address"));
+            c.nodes[1] = proxy.addr().to_string();
+            *slot.lock().unwrap() = Some(proxy);
+        })
+        .await
+    };
+    let proxy = slot.lock().unwrap().take().expect("proxy started");
+    let slow = proxy.addr().to_string();
+    setup(&env).await;
+    // Made leader: the other replicas are pointed at the address the topology knows, so that
+    // their streams go through the proxy too.
+    env.app()
+        .orchestrator
+        .switchover("c1", Some(&slow))
+        .await
+        .unwrap_or_else(|e| panic!("switchover to {slow}: {e}"));
+    let (leader, epoch) = leader_of(&env, "c1");
+    assert_eq!(leader, slow);
+    for port in env.replica_ports("c1") {
+        let mut c =
+            mysql_async::Conn::new(common::opts_for(port, "switchyard", "switchyard", None))
+                .await
+                .unwrap();
+        let source: Option<u16> = mysql_async::prelude::Queryable::query_first(
+            &mut c,
+            "SELECT Master_Port FROM information_schema.SLAVE_STATUS",
+        )
+        .await
+        .unwrap_or(None);
+        if source.is_some() {
+            assert_eq!(
+                source,
+                Some(proxy.addr().port()),
+                "{port} bypasses the proxy"
+            );
+        }
+    }
+    let writers = Writers::start(&env.router_opts(None), 4);
+    more_writes(
+        &writers.ledger,
+        100,
+        Duration::from_secs(10),
+        "writes flowing",
+    )
+    .await;
+
+    proxy.set(Mode::Delay(Duration::from_millis(DELAY_MS)));
+    let slowed = Instant::now();
+    let before = writers.ledger.acked_count();
+    let until = slowed + Duration::from_secs(8);
+    let mut states = std::collections::BTreeSet::new();
+    while Instant::now() < until {
+        if let Some(n) = env
+            .app()
+            .topology
+            .load()
+            .cluster("c1")
+            .and_then(|c| c.node(&slow))
+        {
+            states.insert(format!("{:?}", n.state));
+        }
+        let (now, now_epoch) = leader_of(&env, "c1");
+        assert_eq!(
+            (now.as_str(), now_epoch),
+            (slow.as_str(), epoch),
+            "failed over {} ms into the delay",
+            slowed.elapsed().as_millis()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let during = writers.ledger.acked_count() - before;
+    proxy.set(Mode::Pass);
+    assert!(
+        states.contains("Suspect") || states.contains("Down"),
+        "the monitor never suspected the slow leader ({states:?}): the test no longer tries a \
+         false alarm; make the delay longer"
+    );
+    assert!(during > 0, "no write acknowledged during the 8 s of delay");
+    more_writes(
+        &writers.ledger,
+        300,
+        Duration::from_secs(20),
+        "writes at full speed again",
+    )
+    .await;
+    let ledger = stop_writers(writers, Duration::from_secs(20)).await;
+    let errors = ledger.error_codes();
+    assert!(errors.is_empty(), "clients saw errors: {errors:?}");
+    let events = env.app().orchestrator.events("c1").unwrap();
+    assert!(
+        !events.iter().any(|e| e.kind.starts_with("failover")),
+        "{events:#?}"
+    );
+    check_no_write_lost(&env, &slow, &ledger).await;
+    println!(
+        "slow leader: {during} writes acknowledged during the 8 s of delay, {} in all; its \
+         states meanwhile {states:?}; events: {:?}",
+        ledger.acked_count(),
+        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>()
+    );
+    env.stop().await;
+    drop(proxy);
 }

@@ -150,6 +150,52 @@ async fn converged_without_errant(leader: &str, port: u16) {
     );
 }
 
+/// A rebuilt node back in place: replicating from the leader, no longer kept out, converged
+/// with nothing of its own, the diverging row gone, every write `ledger` saw acknowledged
+/// present. Returns a connection to it and its ids.
+async fn back_in_place(
+    env: &TestEnv,
+    leader: &str,
+    port: u16,
+    ledger: &common::writes::Ledger,
+) -> (Conn, BTreeSet<u64>) {
+    let node = format!("127.0.0.1:{port}");
+    let (master_port, io, sql) = replicating_from(port).await.expect("replicating");
+    assert_eq!(
+        (master_port, io.as_str(), sql.as_str()),
+        (port_of(leader), "Yes", "Yes")
+    );
+    let (kept, role) = kept_out_and_role(env, &node).await;
+    assert!(kept.is_empty(), "still kept out: {kept:?}");
+    assert_eq!(role, "replica");
+    converged_without_errant(leader, port).await;
+    let mut n = admin(port).await;
+    let ids = ids_on(&mut n).await;
+    assert!(!ids.contains(&ERRANT_ID), "the diverging row survived");
+    let missing: Vec<_> = ledger.acked_ids().difference(&ids).copied().collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing: {missing:?}"
+    );
+    (n, ids)
+}
+
+/// A login to the admin SQL port.
+async fn admin_sql(env: &TestEnv) -> Conn {
+    let sql_port = env.app().admin_sql_addr.expect("admin SQL port").port();
+    Conn::new(
+        OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(sql_port)
+            .user(Some("admin"))
+            .pass(Some("test-token"))
+            .prefer_socket(false)
+            .enable_cleartext_plugin(true),
+    )
+    .await
+    .expect("admin SQL login")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_out_replica_is_rebuilt_under_writes() {
     let env = TestEnv::start(1, 2).await;
@@ -279,23 +325,7 @@ async fn a_kept_out_replica_is_rebuilt_under_writes() {
 
     // It replicates from the leader, no longer kept out, with the leader's data and history
     // only: the diverging row is gone, the writes made during the rebuild are there.
-    let (master_port, io, sql) = replicating_from(bad_port).await.expect("replicating");
-    assert_eq!(
-        (master_port, io.as_str(), sql.as_str()),
-        (lport, "Yes", "Yes")
-    );
-    let (kept, role) = kept_out_and_role(&env, &bad).await;
-    assert!(kept.is_empty(), "still kept out: {kept:?}");
-    assert_eq!(role, "replica");
-    converged_without_errant(&leader, bad_port).await;
-    let mut n = admin(bad_port).await;
-    let ids = ids_on(&mut n).await;
-    assert!(!ids.contains(&ERRANT_ID), "the diverging row survived");
-    let missing: Vec<_> = ledger.acked_ids().difference(&ids).copied().collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged writes missing: {missing:?}"
-    );
+    let (mut n, ids) = back_in_place(&env, &leader, bad_port, &ledger).await;
     assert!(during.is_subset(&ids) && !before.is_empty() && before.is_subset(&ids));
     let read_only: i64 = query_one(&mut n, "SELECT @@global.read_only").await;
     assert_eq!(read_only, 1);
@@ -546,18 +576,7 @@ async fn refused_and_failed_rebuilds_leave_the_node_out_until_one_succeeds() {
         .await
         .unwrap();
     drop(r);
-    let sql_port = env.app().admin_sql_addr.expect("admin SQL port").port();
-    let mut a = Conn::new(
-        OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(sql_port)
-            .user(Some("admin"))
-            .pass(Some("test-token"))
-            .prefer_socket(false)
-            .enable_cleartext_plugin(true),
-    )
-    .await
-    .expect("admin SQL login");
+    let mut a = admin_sql(&env).await;
     let refused = a
         .query_drop(format!("REBUILD c1 '{leader}'"))
         .await
@@ -806,23 +825,7 @@ async fn a_physical_rebuild_replaces_the_node_files_with_a_backup_under_writes()
         pid_before,
         "the server was not restarted"
     );
-    let (master_port, io, sql) = replicating_from(bad_port).await.expect("replicating");
-    assert_eq!(
-        (master_port, io.as_str(), sql.as_str()),
-        (lport, "Yes", "Yes")
-    );
-    let (kept, role) = kept_out_and_role(&env, &bad).await;
-    assert!(kept.is_empty(), "still kept out: {kept:?}");
-    assert_eq!(role, "replica");
-    converged_without_errant(&leader, bad_port).await;
-    let mut n = admin(bad_port).await;
-    let ids = ids_on(&mut n).await;
-    assert!(!ids.contains(&ERRANT_ID), "the diverging row survived");
-    let missing: Vec<_> = ledger.acked_ids().difference(&ids).copied().collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged writes missing: {missing:?}"
-    );
+    let (mut n, _) = back_in_place(&env, &leader, bad_port, &ledger).await;
     let read_only: i64 = query_one(&mut n, "SELECT @@global.read_only").await;
     assert_eq!(read_only, 1);
     drop(n);
@@ -830,18 +833,7 @@ async fn a_physical_rebuild_replaces_the_node_files_with_a_backup_under_writes()
     // The other replica from the leader (under writes), through the admin SQL port.
     let writers = Writers::start_at(&env.router_opts(None), 2, 20_000_000);
     more_writes(&writers.ledger, 50, Duration::from_secs(10), "writes again").await;
-    let sql_port = env.app().admin_sql_addr.expect("admin SQL port").port();
-    let mut a = Conn::new(
-        OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(sql_port)
-            .user(Some("admin"))
-            .pass(Some("test-token"))
-            .prefer_socket(false)
-            .enable_cleartext_plugin(true),
-    )
-    .await
-    .expect("admin SQL login");
+    let mut a = admin_sql(&env).await;
     let rows: Vec<(u64, String, String, String)> = a
         .query(format!("REBUILD c1 '{other}' FROM '{leader}' PHYSICAL"))
         .await

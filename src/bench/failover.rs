@@ -389,8 +389,8 @@ async fn measure(
     })
 }
 
-/// How many acknowledged writes the leader (read directly, not through the router) lacks.
-async fn writes_lost(app: &App, tl: &Timeline) -> anyhow::Result<u64> {
+/// The leader switchyard knows and its port.
+fn leader_and_port(app: &App) -> anyhow::Result<(String, u16)> {
     let leader = app
         .topology
         .load()
@@ -402,6 +402,12 @@ async fn writes_lost(app: &App, tl: &Timeline) -> anyhow::Result<u64> {
         .next()
         .and_then(|p| p.parse().ok())
         .with_context(|| format!("no port in {leader}"))?;
+    Ok((leader, port))
+}
+
+/// How many acknowledged writes the leader (read directly, not through the router) lacks.
+async fn writes_lost(app: &App, tl: &Timeline) -> anyhow::Result<u64> {
+    let (leader, port) = leader_and_port(app)?;
     let mut c = Conn::new(super::loopback_opts(port, USER, PASSWORD, None))
         .await
         .with_context(|| format!("connecting to the leader {leader}"))?;
@@ -424,20 +430,10 @@ async fn lose_leader(
     local: &mut orchestrator::LocalClusters,
     tl: &Timeline,
 ) -> anyhow::Result<f64> {
-    let leader = app
-        .topology
-        .load()
-        .cluster("c1")
-        .and_then(|c| c.leader.clone())
-        .context("switchyard knows no leader")?;
+    let (leader, port) = leader_and_port(app)?;
     let pid = local
         .pid(&leader)
         .with_context(|| format!("no process for {leader}"))?;
-    let port: u16 = leader
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("no port in {leader}"))?;
     // The fault stays until the trial is measured (each guard undoes it when dropped).
     let (mut _frozen, mut _cut, mut _full) = (None, None, None);
     match event {
