@@ -7,11 +7,15 @@
 //!    the leader, else the leader;
 //! 2. empty the node: kept out from here on (read-only, role `Unknown`), semi-sync master off,
 //!    client connections killed, replication stopped and removed, every database but the
-//!    system ones dropped, `RESET MASTER` (its own binlog and errant GTIDs go);
+//!    system ones dropped (a physical copy replaces the whole data directory instead),
+//!    `RESET MASTER` (its own binlog and errant GTIDs go);
 //! 3. copy: `mariadb-dump` of the source (one consistent snapshot) into the node (see
-//!    [`copy`]), `rebuild.step` with the bytes copied every few seconds; the node's binlog
-//!    carries a mark meanwhile (see [`mark`]); then events disabled as on a replica, the mark
-//!    removed, `gtid_slave_pos` set to the snapshot's position, read from the dump;
+//!    [`copy`]), or a physical backup of the source into the restore program, which restarts
+//!    the node on it (see [`physical`]; the node is then awaited and fenced again);
+//!    `rebuild.step` with the bytes copied every few seconds; the node's binlog carries a
+//!    mark meanwhile (see [`mark`]); then events disabled as on a replica, the mark removed,
+//!    `gtid_slave_pos` set to the snapshot's position, read from the dump (or the backup's
+//!    log);
 //! 4. replicate from the leader from that position (semi-sync replica side as the other
 //!    replicas have it), wait until it receives and applies, no longer kept out.
 //!
