@@ -180,6 +180,23 @@ async fn back_in_place(
     (n, ids)
 }
 
+/// `fo.t` through the router and 20,000 filler rows on the leader (enough for a copy to take
+/// a moment); the leader, its epoch, the two replicas' ports, a connection to the leader.
+async fn with_filler(env: &TestEnv) -> (String, u64, [u16; 2], Conn) {
+    setup(env).await;
+    let (leader, epoch) = leader_of(env, "c1");
+    let replicas: Vec<u16> = env.replica_ports("c1");
+    let mut l = admin(port_of(&leader)).await;
+    l.query_drop(
+        "CREATE TABLE fo.filler (id INT PRIMARY KEY, pad VARCHAR(500)); \
+         INSERT INTO fo.filler SELECT seq, REPEAT(CHAR(65 + seq % 26), 400) \
+         FROM fo.seq_1_to_20000",
+    )
+    .await
+    .unwrap();
+    (leader, epoch, [replicas[0], replicas[1]], l)
+}
+
 /// A login to the admin SQL port.
 async fn admin_sql(env: &TestEnv) -> Conn {
     let sql_port = env.app().admin_sql_addr.expect("admin SQL port").port();
@@ -199,22 +216,10 @@ async fn admin_sql(env: &TestEnv) -> Conn {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_out_replica_is_rebuilt_under_writes() {
     let env = TestEnv::start(1, 2).await;
-    setup(&env).await;
-    let (leader, epoch) = leader_of(&env, "c1");
+    let (leader, epoch, [bad_port, other_port], mut l) = with_filler(&env).await;
     let lport = port_of(&leader);
-    let replicas: Vec<u16> = env.replica_ports("c1");
-    let (bad_port, other_port) = (replicas[0], replicas[1]);
     let bad = format!("127.0.0.1:{bad_port}");
     let other = format!("127.0.0.1:{other_port}");
-    // Enough data for the copy to take a moment, with writes going on.
-    let mut l = admin(lport).await;
-    l.query_drop(
-        "CREATE TABLE fo.filler (id INT PRIMARY KEY, pad VARCHAR(500)); \
-         INSERT INTO fo.filler SELECT seq, REPEAT(CHAR(65 + seq % 26), 400) \
-         FROM fo.seq_1_to_20000",
-    )
-    .await
-    .unwrap();
     let writers = Writers::start(&env.router_opts(None), 3);
     more_writes(
         &writers.ledger,
@@ -733,21 +738,9 @@ async fn a_physical_rebuild_replaces_the_node_files_with_a_backup_under_writes()
         cfg.admin.sql_listen = Some("127.0.0.1:0".into());
     })
     .await;
-    setup(&env).await;
-    let (leader, epoch) = leader_of(&env, "c1");
-    let lport = port_of(&leader);
-    let replicas: Vec<u16> = env.replica_ports("c1");
-    let (bad_port, other_port) = (replicas[0], replicas[1]);
+    let (leader, epoch, [bad_port, other_port], mut l) = with_filler(&env).await;
     let bad = format!("127.0.0.1:{bad_port}");
     let other = format!("127.0.0.1:{other_port}");
-    let mut l = admin(lport).await;
-    l.query_drop(
-        "CREATE TABLE fo.filler (id INT PRIMARY KEY, pad VARCHAR(500)); \
-         INSERT INTO fo.filler SELECT seq, REPEAT(CHAR(65 + seq % 26), 400) \
-         FROM fo.seq_1_to_20000",
-    )
-    .await
-    .unwrap();
     let lpos: String = query_one(&mut l, "SELECT @@global.gtid_binlog_pos").await;
     let mut b = admin(bad_port).await;
     assert_eq!(
