@@ -246,6 +246,16 @@ async fn a_kept_out_replica_is_rebuilt_under_writes() {
     ))
     .await
     .unwrap();
+    // And an XA transaction left prepared on it (it outlives the session): its locks would
+    // hold the rebuild's DROP DATABASE back until it gave up.
+    for sql in [
+        "XA START 'left'",
+        "INSERT INTO fo.filler (id, pad) VALUES (0, 'prepared')",
+        "XA END 'left'",
+        "XA PREPARE 'left'",
+    ] {
+        b.query_drop(sql).await.unwrap();
+    }
     let errant_pos: String = query_one(&mut b, "SELECT @@global.gtid_binlog_pos").await;
     assert!(
         !GtidPos::parse(&errant_pos)
@@ -334,6 +344,11 @@ async fn a_kept_out_replica_is_rebuilt_under_writes() {
     assert!(during.is_subset(&ids) && !before.is_empty() && before.is_subset(&ids));
     let read_only: i64 = query_one(&mut n, "SELECT @@global.read_only").await;
     assert_eq!(read_only, 1);
+    let prepared: Vec<mysql_async::Row> = n.query("XA RECOVER").await.unwrap();
+    assert!(
+        prepared.is_empty(),
+        "XA transactions still prepared on {bad}"
+    );
     // Nothing of the load went to its binlog: only what it replicated since.
     let binlog: String = query_one(&mut n, "SELECT @@global.gtid_binlog_state").await;
     let own_id: u32 = query_one(&mut n, "SELECT @@global.server_id").await;

@@ -6,7 +6,8 @@
 //!    leader); without a requested source, take the most up-to-date healthy replica, sparing
 //!    the leader, else the leader;
 //! 2. empty the node: kept out from here on (read-only, role `Unknown`), semi-sync master off,
-//!    client connections killed, replication stopped and removed, every database but the
+//!    client connections killed, replication stopped and removed, its prepared XA
+//!    transactions rolled back, every database but the
 //!    system ones dropped (a physical copy replaces the whole data directory instead),
 //!    `RESET MASTER` (its own binlog and errant GTIDs go);
 //! 3. copy: `mariadb-dump` of the source (one consistent snapshot) into the node (see
@@ -554,7 +555,8 @@ impl Orchestrator {
         })
     }
 
-    /// Step 2, first: the node read-only, its clients gone, not replicating.
+    /// Step 2, first: the node read-only, its clients gone, not replicating, no XA transaction
+    /// prepared.
     async fn fence_node(
         &self,
         target: &mut NodeConn,
@@ -581,6 +583,18 @@ impl Orchestrator {
         target
             .exec("removing the replication configuration", "RESET SLAVE ALL")
             .await?;
+        // Its prepared XA transactions go with its data: their locks would hold the drops
+        // back (one the replication of a failed copy attempt prepared, whose commit came
+        // after that attempt stopped, or a crashed old leader's). The leader's binlog says
+        // what became of each, and the node replays that from its new position.
+        for xid in target.prepared_xa().await? {
+            target
+                .exec(
+                    "rolling back a prepared XA transaction of the data being replaced",
+                    &format!("XA ROLLBACK {xid}"),
+                )
+                .await?;
+        }
         Ok(())
     }
 
