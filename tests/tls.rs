@@ -161,6 +161,25 @@ print("rows", total, "tls", c._sock.version())
         .unwrap();
     assert_eq!(n, 50);
     conn.disconnect().await.unwrap();
+    // The compressed protocol inside TLS: zlib frames under the TLS records.
+    let mut conn = Conn::new(
+        mysql_async_tls(port, &pki.ca()).compression(Some(mysql_async::Compression::default())),
+    )
+    .await
+    .expect("mysql_async over TLS, compressed");
+    let long: String = conn
+        .query_first("SELECT REPEAT('tls+zlib', 50000)")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(long.len(), 400_000);
+    let n: i64 = conn
+        .exec_first("SELECT COUNT(*) FROM tlsdb.t WHERE id > ?", (5,))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 50);
+    conn.disconnect().await.unwrap();
     let plain = Conn::new(env.router_opts(None)).await;
     match plain {
         Err(mysql_async::Error::Server(e)) => {
@@ -181,7 +200,8 @@ print("rows", total, "tls", c._sock.version())
 
     let stats = env.router_stats().await;
     assert!(stats["insecure_refused"].as_u64().unwrap() >= 2, "{stats}");
-    assert!(stats["tls_connections"].as_u64().unwrap() >= 3, "{stats}");
+    assert!(stats["tls_connections"].as_u64().unwrap() >= 4, "{stats}");
+    assert_eq!(stats["compressed_connections"], 1, "{stats}");
     env.stop().await;
 }
 
