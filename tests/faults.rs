@@ -183,14 +183,7 @@ async fn an_old_leader_with_its_own_extra_transactions_is_rewound_and_rejoins() 
     common::writes::setup(&env).await;
     let target = common::writes::target(&env);
     let (old, old_epoch) = target.leader_of("c1");
-    let writers = common::writes::Writers::start(&env.router_opts(None), 2);
-    more_writes(
-        &writers.ledger,
-        100,
-        Duration::from_secs(10),
-        "writes flowing",
-    )
-    .await;
+    let writers = common::writes::writers_flowing(&env, 2, 100).await;
     let acked: Vec<u64> = writers.ledger.acked_ids().into_iter().take(2).collect();
     let socket = env
         .local()
@@ -280,7 +273,7 @@ async fn an_old_leader_with_its_own_extra_transactions_is_rewound_and_rejoins() 
 async fn a_slow_leader_is_not_failed_over() {
     const DELAY_MS: u64 = 400;
     use common::proxy::{FaultProxy, Mode};
-    use common::writes::{leader_of, setup, Writers};
+    use common::writes::{leader_of, setup, writers_flowing};
     use tokio::time::Instant;
 
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -327,14 +320,7 @@ async fn a_slow_leader_is_not_failed_over() {
             );
         }
     }
-    let writers = Writers::start(&env.router_opts(None), 4);
-    more_writes(
-        &writers.ledger,
-        100,
-        Duration::from_secs(10),
-        "writes flowing",
-    )
-    .await;
+    let writers = writers_flowing(&env, 4, 100).await;
 
     proxy.set(Mode::Delay(Duration::from_millis(DELAY_MS)));
     let slowed = Instant::now();

@@ -11,7 +11,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::writes::{ids_on, leader_of, more_writes, port_of, setup, stop_writers, Writers};
+use common::writes::{
+    ids_on, leader_of, more_writes, port_of, setup, stop_writers, writers_flowing, Writers,
+};
 use common::{eventually, query_one, TestEnv};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder, Row};
@@ -220,14 +222,7 @@ async fn a_kept_out_replica_is_rebuilt_under_writes() {
     let lport = port_of(&leader);
     let bad = format!("127.0.0.1:{bad_port}");
     let other = format!("127.0.0.1:{other_port}");
-    let writers = Writers::start(&env.router_opts(None), 3);
-    more_writes(
-        &writers.ledger,
-        100,
-        Duration::from_secs(10),
-        "writes flowing",
-    )
-    .await;
+    let writers = writers_flowing(&env, 3, 100).await;
     stop_writers(writers, Duration::from_secs(10)).await;
     let lpos: String = query_one(&mut l, "SELECT @@global.gtid_binlog_pos").await;
     let mut b = admin(bad_port).await;

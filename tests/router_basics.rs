@@ -411,25 +411,15 @@ async fn clients_and_backends_on_unix_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_the_compressed_protocol_get_it_end_to_end() {
     let env = TestEnv::start(1, 0).await;
-    let port = env.router_port().to_string();
     // The mariadb CLI: `status` says whether its connection is compressed; the results of a
     // large value and several statements arrive whole.
-    let (code, out, err) = common::run_program(
-        "mariadb",
-        &[
-            "-h127.0.0.1",
-            "-P",
-            &port,
-            "-uapp",
-            "-papp",
-            "--batch",
-            "--skip-ssl",
-            "--compress",
-            "-e",
-            "status; SELECT LENGTH(REPEAT('ab', 300000)) AS n, MD5(REPEAT('ab', 300000)) AS m; \
-             SELECT MD5(x) FROM (SELECT REPEAT('xyz', 200000) AS x) AS t; SELECT 1 + 1",
-        ],
-        None,
+    let (code, out, err) = common::mariadb_cli_with(
+        env.router_port(),
+        "app",
+        "app",
+        &["--compress"],
+        "status; SELECT LENGTH(REPEAT('ab', 300000)) AS n, MD5(REPEAT('ab', 300000)) AS m; \
+         SELECT MD5(x) FROM (SELECT REPEAT('xyz', 200000) AS x) AS t; SELECT 1 + 1",
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(

@@ -397,11 +397,8 @@ fn leader_and_port(app: &App) -> anyhow::Result<(String, u16)> {
         .cluster("c1")
         .and_then(|c| c.leader.clone())
         .context("switchyard knows no leader")?;
-    let port: u16 = leader
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("no port in {leader}"))?;
+    let port = crate::scenario::writes::port_of(&leader);
+    ensure!(port != 0, "no port in {leader}");
     Ok((leader, port))
 }
 

@@ -296,24 +296,24 @@ pub fn run_program(program: &str, args: &[&str], stdin: Option<&str>) -> (i32, S
 
 /// `mariadb` CLI through a port, batch mode, returning (status, stdout, stderr).
 pub fn mariadb_cli(port: u16, user: &str, password: &str, sql: &str) -> (i32, String, String) {
+    mariadb_cli_with(port, user, password, &[], sql)
+}
+
+/// [`mariadb_cli`] with more options (`--compress`).
+pub fn mariadb_cli_with(
+    port: u16,
+    user: &str,
+    password: &str,
+    options: &[&str],
+    sql: &str,
+) -> (i32, String, String) {
     let port = port.to_string();
     let pw = format!("-p{password}");
     let u = format!("-u{user}");
-    run_program(
-        "mariadb",
-        &[
-            "-h127.0.0.1",
-            "-P",
-            &port,
-            &u,
-            &pw,
-            "--batch",
-            "--skip-ssl",
-            "-e",
-            sql,
-        ],
-        None,
-    )
+    let mut args = vec!["-h127.0.0.1", "-P", &port, &u, &pw, "--batch", "--skip-ssl"];
+    args.extend_from_slice(options);
+    args.extend(["-e", sql]);
+    run_program("mariadb", &args, None)
 }
 
 /// One value from a query.

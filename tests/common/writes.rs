@@ -39,6 +39,12 @@ pub async fn cluster_under_writes(count: u64, warm: usize) -> (TestEnv, String, 
     let env = TestEnv::start(1, 2).await;
     setup(&env).await;
     let (leader, epoch) = leader_of(&env, "c1");
+    let writers = writers_flowing(&env, count, warm).await;
+    (env, leader, epoch, writers)
+}
+
+/// `count` writers through the router, once they have had `warm` writes acknowledged.
+pub async fn writers_flowing(env: &TestEnv, count: u64, warm: usize) -> Writers {
     let writers = Writers::start(&env.router_opts(None), count);
     more_writes(
         &writers.ledger,
@@ -47,7 +53,7 @@ pub async fn cluster_under_writes(count: u64, warm: usize) -> (TestEnv, String, 
         "writes flowing",
     )
     .await;
-    (env, leader, epoch, writers)
+    writers
 }
 
 /// `CREATE DATABASE fo` with the writers' table, through the router.

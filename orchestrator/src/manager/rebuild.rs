@@ -242,6 +242,11 @@ impl Orchestrator {
             connect_timeout: self.access.connect_timeout,
             tls: &self.access.tls,
         };
+        let into = copy::Endpoint {
+            host: &thost,
+            port: tport,
+            ..from.clone()
+        };
         let settings = self.settings.load_full();
         let method = method.unwrap_or(settings.rebuild_method);
         let physical = match method {
@@ -252,6 +257,7 @@ impl Orchestrator {
                     node,
                     source: &source,
                     source_endpoint: &from,
+                    node_endpoint: &into,
                 };
                 match physical::programs(&settings, &names) {
                     Ok(p) => Some(p),
@@ -355,11 +361,6 @@ impl Orchestrator {
                 );
             }
             // 3. Copy.
-            let into = copy::Endpoint {
-                host: &thost,
-                port: tport,
-                ..from.clone()
-            };
             let started = Instant::now();
             let copied = {
                 let mut progress = |bytes: u64| {

@@ -243,8 +243,10 @@ impl Orchestrator {
 
         // 1. The transactions, decoded, checked and saved before anything changes.
         let decoded = copy::output(
-            BINLOG_PROGRAM,
-            read(&["--base64-output=DECODE-ROWS", "--verbose"]),
+            copy::Program::new(
+                BINLOG_PROGRAM,
+                read(&["--base64-output=DECODE-ROWS", "--verbose"]),
+            ),
             &self.access.password,
             deadline,
         )

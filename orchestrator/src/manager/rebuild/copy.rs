@@ -164,6 +164,23 @@ impl Program {
         self.env.push((name.to_owned(), value.into()));
         self
     }
+
+    /// Starts it with `password` in `MYSQL_PWD`, its stderr piped, killed when dropped.
+    fn spawn(&self, password: &str, stdin: Stdio, stdout: Stdio) -> Result<Child, CopyError> {
+        Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("MYSQL_PWD", password)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| CopyError::Spawn {
+                program: self.program.clone(),
+                why: e.to_string(),
+            })
+    }
 }
 
 /// What was copied.
@@ -261,24 +278,9 @@ pub(crate) async fn copy_with(
     every: Duration,
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<Copied, CopyError> {
-    let spawn = |p: &Program, stdin: Stdio, stdout: Stdio| {
-        Command::new(&p.program)
-            .args(&p.args)
-            .envs(p.env.iter().map(|(k, v)| (k, v)))
-            .env("MYSQL_PWD", password)
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| CopyError::Spawn {
-                program: p.program.clone(),
-                why: e.to_string(),
-            })
-    };
     let (dump_name, load_name) = (dump.program.as_str(), load.program.as_str());
-    let mut dumper = spawn(&dump, Stdio::null(), Stdio::piped())?;
-    let mut loader = spawn(&load, Stdio::piped(), Stdio::null())?;
+    let mut dumper = dump.spawn(password, Stdio::null(), Stdio::piped())?;
+    let mut loader = load.spawn(password, Stdio::piped(), Stdio::null())?;
     let dump_err = Tail::start(dumper.stderr.take());
     let load_err = Tail::start(loader.stderr.take());
     let (Some(mut from), Some(mut into)) = (dumper.stdout.take(), loader.stdin.take()) else {
@@ -388,23 +390,12 @@ pub(crate) async fn pipe(
 /// Runs `program` with the password in `MYSQL_PWD` until `deadline` (killed then, and when
 /// this future is dropped), and returns what it wrote to stdout.
 pub(crate) async fn output(
-    program: &'static str,
-    args: Vec<String>,
+    program: Program,
     password: &str,
     deadline: Instant,
 ) -> Result<String, CopyError> {
-    let child = Command::new(program)
-        .args(args)
-        .env("MYSQL_PWD", password)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| CopyError::Spawn {
-            program: program.to_owned(),
-            why: e.to_string(),
-        })?;
+    let child = program.spawn(password, Stdio::null(), Stdio::piped())?;
+    let program = program.program.as_str();
     let out = match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
         Err(_) => return Err(CopyError::Timeout),
         Ok(Err(e)) => {

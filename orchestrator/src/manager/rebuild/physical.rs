@@ -29,6 +29,7 @@ pub(crate) struct Names<'a> {
     pub source: &'a str,
     /// The source as the built-in backup reaches it.
     pub source_endpoint: &'a Endpoint<'a>,
+    pub node_endpoint: &'a Endpoint<'a>,
 }
 
 /// The programs for a physical rebuild of `names.node` from `names.source`, or why there are
@@ -44,14 +45,13 @@ pub(crate) fn programs(
                 .to_owned(),
         );
     };
-    let (source_host, source_port) = split(names.source);
-    let (node_host, node_port) = split(names.node);
+    let (source, node) = (names.source_endpoint, names.node_endpoint);
     let with_names = |p: Program| {
         p.env("SWITCHYARD_CLUSTER", names.cluster)
             .env("SWITCHYARD_SOURCE", names.source)
-            .env("SWITCHYARD_SOURCE_HOST", source_host)
-            .env("SWITCHYARD_SOURCE_PORT", source_port)
-            .env("SWITCHYARD_USER", names.source_endpoint.user)
+            .env("SWITCHYARD_SOURCE_HOST", source.host)
+            .env("SWITCHYARD_SOURCE_PORT", source.port.to_string())
+            .env("SWITCHYARD_USER", source.user)
     };
     let backup = match &settings.rebuild_backup_command {
         Some(cmd) => with_names(Program::new(
@@ -59,7 +59,7 @@ pub(crate) fn programs(
             vec![names.cluster.to_owned(), names.source.to_owned()],
         )),
         None => {
-            if !is_loopback(names.source_endpoint.host) {
+            if !is_loopback(source.host) {
                 return Err(format!(
                     "the built-in backup runs mariadb-backup here, which reads the source's \
                      files: {} is not on a loopback address; set rebuild_backup_command to a \
@@ -67,7 +67,7 @@ pub(crate) fn programs(
                     names.source
                 ));
             }
-            let mut args = names.source_endpoint.binlog_args();
+            let mut args = source.binlog_args();
             args.extend(["--backup", "--stream=xbstream"].map(str::to_owned));
             with_names(Program::new(BACKUP_PROGRAM, args))
         }
@@ -81,8 +81,8 @@ pub(crate) fn programs(
         ],
     ))
     .env("SWITCHYARD_NODE", names.node)
-    .env("SWITCHYARD_NODE_HOST", node_host)
-    .env("SWITCHYARD_NODE_PORT", node_port);
+    .env("SWITCHYARD_NODE_HOST", node.host)
+    .env("SWITCHYARD_NODE_PORT", node.port.to_string());
     Ok(Programs { backup, restore })
 }
 
@@ -94,10 +94,6 @@ pub(crate) fn backup_position(log: &str) -> Option<String> {
     let start = log.rfind(SAID)? + SAID.len();
     let len = log[start..].find('\'')?;
     Some(log[start..start + len].to_owned())
-}
-
-fn split(addr: &str) -> (&str, &str) {
-    addr.rsplit_once(':').unwrap_or((addr, ""))
 }
 
 fn display(path: &Path) -> String {
@@ -121,10 +117,10 @@ mod tests {
     use crate::tls::NodeTls;
     use std::time::Duration;
 
-    fn endpoint<'a>(host: &'a str, tls: &'a NodeTls) -> Endpoint<'a> {
+    fn endpoint<'a>(host: &'a str, port: u16, tls: &'a NodeTls) -> Endpoint<'a> {
         Endpoint {
             host,
-            port: 3312,
+            port,
             user: "orc",
             connect_timeout: Duration::from_secs(1),
             tls,
@@ -156,12 +152,16 @@ mod tests {
     #[test]
     fn without_a_restore_program_a_physical_rebuild_is_refused() {
         let tls = NodeTls::Disabled;
-        let source = endpoint("127.0.0.1", &tls);
+        let (source, node) = (
+            endpoint("127.0.0.1", 3312, &tls),
+            endpoint("127.0.0.1", 3311, &tls),
+        );
         let names = Names {
             cluster: "c1",
             node: "127.0.0.1:3311",
             source: "127.0.0.1:3312",
             source_endpoint: &source,
+            node_endpoint: &node,
         };
         let settings = OrchestratorSettings {
             rebuild_method: RebuildMethod::Physical,
@@ -178,12 +178,16 @@ mod tests {
             rebuild_restore_command: Some("/opt/restore".into()),
             ..OrchestratorSettings::default()
         };
-        let local = endpoint("127.0.0.1", &tls);
+        let (local, node) = (
+            endpoint("127.0.0.1", 3312, &tls),
+            endpoint("127.0.0.1", 3311, &tls),
+        );
         let names = Names {
             cluster: "c1",
             node: "127.0.0.1:3311",
             source: "127.0.0.1:3312",
             source_endpoint: &local,
+            node_endpoint: &node,
         };
         let p = programs(&settings, &names).unwrap();
         assert_eq!(p.backup.program, BACKUP_PROGRAM);
@@ -215,7 +219,7 @@ mod tests {
         );
         assert_eq!(env(&p.backup, "SWITCHYARD_USER").as_deref(), Some("orc"));
 
-        let remote = endpoint("10.1.2.3", &tls);
+        let remote = endpoint("10.1.2.3", 3306, &tls);
         let names = Names {
             source: "10.1.2.3:3306",
             source_endpoint: &remote,
